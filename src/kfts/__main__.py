@@ -1,0 +1,3 @@
+from kfts.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,161 @@
+"""The `kfts` command line (SPEC "CLI").
+
+User mistakes (kfts.errors.InputError) end as one line on stderr, ``error: <file>: row R, column C: <what>``,
+with exit code 2 and nothing half-written. Set KFTS_DEBUG=1 to see a traceback for anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from dataclasses import MISSING, fields
+from pathlib import Path
+
+from kfts.errors import InputError
+
+# Modules that add their own subcommands: each has register(subparsers) and sets `func` on its parsers.
+COMMAND_MODULES: list[str] = []
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # a bug, not the user's fault: say so in one line unless debugging
+        if os.environ.get("KFTS_DEBUG"):
+            raise
+        print(f"error: internal error ({type(e).__name__}: {e}); rerun with KFTS_DEBUG=1 for details",
+              file=sys.stderr)
+        return 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from kfts import __version__
+    from kfts.algorithms import ALGORITHMS
+
+    parser = argparse.ArgumentParser(prog="kfts", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"kfts {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    validate = commands.add_parser("validate", help="check a CSV file against the kfts contract")
+    validate.add_argument("algorithm", choices=list(ALGORITHMS))
+    validate.add_argument("file")
+    validate.add_argument("--inference", action="store_true", help="the inference layout (no labels)")
+    validate.set_defaults(func=cmd_validate)
+
+    train = commands.add_parser("train", help="train a model and write its artifact directory")
+    train_algorithms = train.add_subparsers(dest="algorithm", required=True, metavar="ALGORITHM")
+    for algorithm, cls in ALGORITHMS.items():
+        sub = train_algorithms.add_parser(algorithm, help=cls.__doc__.splitlines()[0])
+        sub.add_argument("--train", required=True, help="training CSV")
+        sub.add_argument("--valid", help="validation CSV (only scored)")
+        sub.add_argument("--model-dir", required=True, help="where the model artifact is written")
+        sub.add_argument("--init-model", help="a previous model directory to continue training from")
+        sub.add_argument("--checkpoint-dir", help="keep the training state here after every epoch; the same "
+                                                  "command run again resumes from the last finished epoch")
+        sub.add_argument("--seed", type=int, help="random seed for a reproducible run")
+        sub.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+        add_hyperparameter_flags(sub, cls.Params)
+        sub.set_defaults(func=cmd_train, cls=cls)
+
+    predict = commands.add_parser("predict", help="batch prediction of a CSV file")
+    predict.add_argument("--model-dir", required=True)
+    predict.add_argument("--input", required=True)
+    predict.add_argument("--output", required=True)
+    predict.add_argument("--probabilities", action="store_true",
+                         help="inception-time: add the averaged class probabilities")
+    predict.add_argument("--flag", action="store_true",
+                         help="lstm-ad: add a 0/1 anomaly column from the model's calibrated threshold")
+    predict.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    predict.set_defaults(func=cmd_predict)
+
+    evaluate = commands.add_parser("evaluate", help="score a model on labeled data: metrics.json + report.html")
+    evaluate.add_argument("--model-dir", required=True)
+    evaluate.add_argument("--input", required=True)
+    evaluate.add_argument("--labels", help="lstm-ad: one 0/1 label per input row")
+    evaluate.add_argument("--output-dir", required=True)
+    evaluate.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(commands)
+    return parser
+
+
+def add_hyperparameter_flags(parser: argparse.ArgumentParser, params_class) -> None:
+    """One flag per hyperparameter field: `batch_size` becomes --batch-size, with the field's default."""
+    group = parser.add_argument_group("hyperparameters")
+    for f in fields(params_class):
+        kind = {"int": int, "float": float, "str": str}[f.type]
+        default = f.default if f.default is not MISSING else None
+        group.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=kind, default=default,
+                           choices=f.metadata.get("choices"),
+                           help=f"{f.metadata.get('help', '')} (default {default})")
+
+
+def hyperparameters(args: argparse.Namespace, params_class):
+    return params_class(**{f.name: getattr(args, f.name) for f in fields(params_class)})
+
+
+# -- commands -----------------------------------------------------------------------------------------------
+
+def cmd_validate(args) -> None:
+    from kfts import csvio
+    path = args.file
+    if args.algorithm == "inception-time":
+        if args.inference:
+            values = csvio.read_series_rows(path)
+            print(f"ok: {path}: {len(values)} series of length {values.shape[1]}")
+        else:
+            data = csvio.read_labeled_series(path)
+            classes = sorted(set(data.labels))
+            print(f"ok: {path}: {len(data.values)} series of length {data.values.shape[1]}, "
+                  f"{len(classes)} classes")
+    else:
+        values = csvio.read_series_columns(path)
+        print(f"ok: {path}: {values.shape[0]} time steps of {values.shape[1]} series")
+
+
+def cmd_train(args) -> None:
+    from kfts.algorithms import load_model
+    cls = args.cls
+    params = hyperparameters(args, cls.Params)
+    model = cls(params, device=args.device, seed=args.seed)
+    init = load_model(args.init_model, device=args.device) if args.init_model else None
+    if init is not None and init.algorithm != cls.algorithm:
+        raise InputError(f"holds a {init.algorithm} model, not {cls.algorithm}", path=args.init_model)
+    train = cls.read_training(args.train)
+    valid = cls.read_training(args.valid) if args.valid else None
+    model.fit(train, valid, init_model=init, checkpoint_dir=args.checkpoint_dir)
+    model.save(args.model_dir)
+    print(f"model written to {args.model_dir}")
+
+
+def cmd_predict(args) -> None:
+    from kfts.algorithms import load_model
+    from kfts.artifact import atomic_file
+    model = load_model(args.model_dir, device=args.device)
+    values = model.read_inference(args.input)
+    options = {"probabilities": args.probabilities} if model.algorithm == "inception-time" else {"flag": args.flag}
+    text = model.predictions_csv(values, **options)
+    with atomic_file(args.output) as f:
+        f.write(text)
+    print(f"{len(values)} rows predicted into {args.output}")
+
+
+def cmd_evaluate(args) -> None:
+    from kfts.algorithms import load_model
+    model = load_model(args.model_dir, device=args.device)
+    metrics = model.evaluate(args.input, args.output_dir, labels_path=args.labels)
+    headline = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+    print(" ".join(f"{k}={v:.6f}" for k, v in headline.items()))
+    print(f"metrics and report written to {Path(args.output_dir)}")

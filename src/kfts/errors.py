@@ -1,0 +1,29 @@
+"""Errors that are the user's to fix: reported as one line on stderr with exit code 2, never a traceback."""
+
+from __future__ import annotations
+
+import os
+
+
+class InputError(Exception):
+    """Bad input (a CSV fault, a wrong flag value, a missing file), located as precisely as known.
+
+    str(error) reads like ``train.csv: row 17, column 4: 'abc' is not a number``.
+    """
+
+    def __init__(self, message: str, *, path: str | os.PathLike | None = None,
+                 row: int | None = None, column: int | None = None):
+        super().__init__(message)
+        self.message = message
+        self.path = os.fspath(path) if path is not None else None
+        self.row = row
+        self.column = column
+
+    def __str__(self) -> str:
+        where = []
+        if self.row is not None:
+            where.append(f"row {self.row}")
+        if self.column is not None:
+            where.append(f"column {self.column}")
+        parts = [p for p in (self.path, ", ".join(where)) if p]
+        return ": ".join(parts + [self.message])

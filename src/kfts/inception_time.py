@@ -1,0 +1,368 @@
+"""InceptionTime classifier: fit / predict on arrays, save / load as a kfts model artifact.
+
+The network itself is in kfts.models.inception_time. This module owns how it is trained:
+
+- the seed product's recipe (Adam at a constant learning rate for `epochs` epochs), or the paper's
+  (`schedule="plateau"`: ReduceLROnPlateau on the training loss, factor 0.5, patience 50, min lr 1e-4,
+  keeping the weights with the lowest training loss);
+- how the ensemble is laid out on the hardware: members trained one after another (`sequential`), or all
+  together as one grouped network (`stacked`). Which is faster depends on the device and the data size, so
+  `auto` times a few training steps of each on the real data and takes the faster. Both give the same
+  kind of model; only the order of random numbers differs.
+- precision: bf16 autocast where the hardware runs it natively (see kfts.training.resolve_precision).
+
+Reported metrics: `*_loss` is the members' mean cross-entropy (what each member minimises), `*_accuracy` is
+the accuracy of the averaged probabilities (what the ensemble predicts).
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import time
+from dataclasses import asdict, dataclass, field, fields
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from kfts import artifact, csvio
+from kfts.csvio import LabeledSeries
+from kfts.errors import InputError
+from kfts.models.inception_time import InceptionNetworks, ensemble_probabilities, merge_members, split_members
+from kfts.training import (Checkpoints, MetricLog, autocast, data_parallel, metric_line, progress, resolve_device,
+                           resolve_precision, restore_rng_state, rng_state, seed_everything)
+
+ALGORITHM = "inception-time"
+
+
+@dataclass
+class Params:
+    """Hyperparameters. Names and defaults of the first six are the seed product's."""
+
+    filters: int = field(default=32, metadata={"help": "filters of each convolution"})
+    depth: int = field(default=6, metadata={"help": "Inception modules per network"})
+    models: int = field(default=5, metadata={"help": "networks in the ensemble"})
+    lr: float = field(default=0.001, metadata={"help": "Adam learning rate"})
+    batch_size: int = field(default=64, metadata={"help": "series per training batch"})
+    epochs: int = field(default=100, metadata={"help": "training epochs"})
+    schedule: str = field(default="constant", metadata={
+        "help": "constant: the seed's fixed learning rate; plateau: the paper's ReduceLROnPlateau on the "
+                "training loss (factor 0.5, patience 50, min 1e-4), keeping the best-loss weights",
+        "choices": ("constant", "plateau")})
+    ensemble: str = field(default="auto", metadata={
+        "help": "train members one after another (sequential), together as one grouped network (stacked), "
+                "or whichever a short timing on this data and device says is faster (auto)",
+        "choices": ("auto", "sequential", "stacked")})
+    precision: str = field(default="auto", metadata={
+        "help": "training precision: bf16/fp16 autocast, fp32, or auto (bf16 where the CPU or GPU runs it "
+                "natively)", "choices": ("auto", "fp32", "bf16", "fp16")})
+
+    def __post_init__(self):
+        for f in fields(self):
+            if f.type in ("int", "float") and not getattr(self, f.name) > 0:
+                raise InputError(f"--{f.name.replace('_', '-')} must be positive, not {getattr(self, f.name)}")
+            choices = f.metadata.get("choices")
+            if choices and getattr(self, f.name) not in choices:
+                raise InputError(f"--{f.name.replace('_', '-')} must be one of {', '.join(choices)}")
+
+
+class InceptionTime:
+    """An InceptionTime ensemble classifier. Labels are kept verbatim as strings."""
+
+    algorithm = ALGORITHM
+    Params = Params
+
+    def __init__(self, params: Params | None = None, *, device: str = "auto", seed: int | None = None):
+        self.params = params or Params()
+        self.device = resolve_device(device)
+        self.seed = seed
+        self.network: InceptionNetworks | None = None
+        self.classes: np.ndarray | None = None
+        self.length: int | None = None
+        self.scaler = {"mean": 0.0, "std": 1.0}
+        self.history: list[dict] = []
+        self.metrics: dict = {}
+
+    # -- data ------------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def read_training(path) -> LabeledSeries:
+        return csvio.read_labeled_series(path)
+
+    def read_inference(self, path) -> np.ndarray:
+        return csvio.read_series_rows(path, length=self.length)
+
+    def _tensor(self, values: np.ndarray) -> torch.Tensor:
+        scaled = (np.asarray(values, dtype=np.float32) - self.scaler["mean"]) / self.scaler["std"]
+        return torch.from_numpy(scaled).unsqueeze(1)  # [n, 1 channel, length]
+
+    def _encode(self, labels: np.ndarray, path_hint: str = "labels") -> torch.Tensor:
+        index = {c: i for i, c in enumerate(self.classes)}
+        unknown = sorted(set(labels) - index.keys())
+        if unknown:
+            raise InputError(f"class {unknown[0]!r} was not in the training data "
+                             f"(classes: {', '.join(self.classes)})", path=path_hint)
+        return torch.tensor([index[c] for c in labels], dtype=torch.long)
+
+    # -- training --------------------------------------------------------------------------------------------
+
+    def fit(self, train: LabeledSeries, valid: LabeledSeries | None = None, *,
+            init_model: "InceptionTime | None" = None, checkpoint_dir=None, log: MetricLog | None = None
+            ) -> "InceptionTime":
+        p = self.params
+        log = log or MetricLog()
+        seed_everything(self.seed)
+        if init_model is not None:
+            self._continue_from(init_model, train)
+        else:
+            self.classes = np.unique(train.labels)
+            values = train.values.astype(np.float64)
+            self.scaler = {"mean": float(values.mean()), "std": float(values.std()) or 1.0}
+        self.length = train.values.shape[1]
+        x, y = self._tensor(train.values), self._encode(train.labels)
+        valid_xy = (self._tensor(valid.values), self._encode(valid.labels)) if valid is not None else None
+        if valid is not None and valid.values.shape[1] != self.length:
+            raise InputError(f"validation series have {valid.values.shape[1]} time steps, training series "
+                             f"have {self.length}")
+
+        checkpoints = Checkpoints(checkpoint_dir, {"algorithm": ALGORITHM, "params": asdict(p), "seed": self.seed,
+                                                   "data": [list(x.shape), self.classes.tolist()]})
+        state = checkpoints.load() or {}
+        dtype = resolve_precision(p.precision, self.device)
+        generator = torch.Generator().manual_seed(self.seed if self.seed is not None else int(time.time()))
+        start_network = self.network  # set by _continue_from: fine-tuning starts from these weights
+        group_size = state.get("group_size") or self._choose_group_size(x, y, dtype)
+        groups = p.models // group_size
+        finished = state.get("finished", [])
+        history = state.get("history", [])
+        if state:
+            restore_rng_state(state["rng"], generator)
+        for g in range(len(finished), groups):
+            start = None
+            if start_network is not None:
+                members = split_members(start_network.state_dict(), p.models)
+                start = merge_members(members[g * group_size:(g + 1) * group_size])
+            net = self._train_group(x, y, valid_xy, group_size, start, dtype, generator, log, checkpoints,
+                                    state if state.get("group") == g else {},
+                                    finished, history, member=g + 1 if groups > 1 else None)
+            finished.append(net.state_dict())
+            state = {}
+
+        self.network = InceptionNetworks(1, len(self.classes), members=p.models, filters=p.filters,
+                                         depth=p.depth)
+        self.network.load_state_dict(merge_members(
+            [m for s in finished for m in split_members(s, group_size)]))
+        self.network.eval()
+        self.history = history + log.history
+        # the whole ensemble, in inference mode: the figures the artifact, KFP and Katib report
+        self.metrics = self._score(x, y, prefix="train")
+        if valid_xy is not None:
+            self.metrics.update(self._score(*valid_xy, prefix="valid"))
+        print(metric_line(self.metrics), flush=True)
+        return self
+
+    def _continue_from(self, previous: "InceptionTime", train: LabeledSeries) -> None:
+        """Incremental training: start from a previous artifact's weights and scaling. If the new data has
+        other classes, each member's classifier head is replaced (and the log says so)."""
+        p = self.params
+        p.filters, p.depth, p.models = (previous.params.filters, previous.params.depth, previous.params.models)
+        self.scaler = dict(previous.scaler)
+        classes = np.unique(train.labels)
+        network = copy.deepcopy(previous.network).cpu()
+        if list(classes) != list(previous.classes):
+            print(f"init-model: classes changed from {list(previous.classes)} to {list(classes)}: "
+                  "the classifier heads are replaced, the convolutional layers are kept", flush=True)
+            fresh = InceptionNetworks(1, len(classes), members=p.models, filters=p.filters, depth=p.depth)
+            fresh.load_state_dict({k: v for k, v in network.state_dict().items() if not k.startswith("head.")},
+                                  strict=False)
+            network = fresh
+        self.classes, self.network = classes, network
+
+    def _new_group(self, members: int) -> InceptionNetworks:
+        p = self.params
+        return InceptionNetworks(1, len(self.classes), members=members, filters=p.filters, depth=p.depth)
+
+    def _choose_group_size(self, x, y, dtype) -> int:
+        p = self.params
+        if p.models == 1 or p.ensemble == "sequential":
+            return 1
+        if p.ensemble == "stacked":
+            return p.models
+        # auto: time the same work both ways, on a real batch, and keep the faster
+        batch = min(p.batch_size, len(x))
+        xb, yb = x[:batch].to(self.device), y[:batch].to(self.device)
+
+        def seconds_per_step(members: int) -> float:
+            net = data_parallel(self._new_group(members), self.device).train()
+            opt = torch.optim.Adam(net.parameters(), lr=p.lr)
+            times = []
+            for _ in range(3):
+                t = time.perf_counter()
+                self._step(net, opt, xb, yb, dtype)
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize()
+                times.append(time.perf_counter() - t)
+            return min(times[1:])  # the first step pays one-time setup
+
+        rng = torch.get_rng_state()  # timing must not change the seeded initialisation that follows
+        sequential, stacked = p.models * seconds_per_step(1), seconds_per_step(p.models)
+        torch.set_rng_state(rng)
+        choice = p.models if stacked < sequential else 1
+        print(f"ensemble=auto: one step of all {p.models} members takes {sequential:.3f}s one after another, "
+              f"{stacked:.3f}s stacked: training {'stacked' if choice > 1 else 'sequential'}", flush=True)
+        return choice
+
+    def _step(self, net, optimizer, xb, yb, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        with autocast(self.device, dtype):
+            logits = net(xb)
+        members = logits.shape[1]
+        # each member's mean cross-entropy, summed: every member gets the gradient it would get alone
+        loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), yb.repeat_interleave(members),
+                               reduction="sum") / len(yb)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss.detach() / members, logits.detach()
+
+    def _train_group(self, x, y, valid_xy, members, start_state, dtype, generator, log, checkpoints, state,
+                     finished, history, member) -> InceptionNetworks:
+        p = self.params
+        net = self._new_group(members)
+        if start_state is not None:
+            net.load_state_dict(start_state)
+        optimizer = torch.optim.Adam(net.parameters(), lr=p.lr)
+        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=50, min_lr=1e-4)
+        best = {"loss": float("inf"), "state": None}
+        first_epoch = 1
+        if state:
+            net.load_state_dict(state["network"])
+            optimizer.load_state_dict(state["optimizer"])
+            plateau.load_state_dict(state["plateau"])
+            best = state["best"]
+            first_epoch = state["epoch"] + 1
+        model = data_parallel(net, self.device)
+        n = len(x)
+        for epoch in progress(range(first_epoch, p.epochs + 1), total=p.epochs - first_epoch + 1,
+                              desc=f"member {member}" if member else "ensemble"):
+            model.train()
+            order = torch.randperm(n, generator=generator)
+            loss_sum, correct = 0.0, 0
+            for i in range(0, n, p.batch_size):
+                idx = order[i:i + p.batch_size]
+                xb, yb = x[idx].to(self.device, non_blocking=True), y[idx].to(self.device, non_blocking=True)
+                loss, logits = self._step(model, optimizer, xb, yb, dtype)
+                loss_sum += loss.item() * len(idx)
+                correct += (ensemble_probabilities(logits).argmax(1) == yb).sum().item()
+            metrics = {"epoch": epoch, "train_loss": loss_sum / n, "train_accuracy": correct / n}
+            if valid_xy is not None:
+                metrics.update(self._score(*valid_xy, prefix="valid", network=net))
+            if p.schedule == "plateau":
+                plateau.step(metrics["train_loss"])
+                if metrics["train_loss"] < best["loss"]:
+                    best = {"loss": metrics["train_loss"], "state": copy.deepcopy(net.state_dict())}
+            log.log({"member": member, **metrics} if member else metrics)
+            checkpoints.save({"group_size": members, "group": len(finished), "epoch": epoch,
+                              "network": net.state_dict(), "optimizer": optimizer.state_dict(),
+                              "plateau": plateau.state_dict(), "best": best, "finished": finished,
+                              "history": history + log.history, "rng": rng_state(generator)})
+        if best["state"] is not None:
+            net.load_state_dict(best["state"])
+        return net.cpu().eval()
+
+    @torch.no_grad()
+    def _logits(self, x: torch.Tensor, network: InceptionNetworks | None = None) -> torch.Tensor:
+        network = network or self.network
+        was_training = network.training
+        model = data_parallel(network, self.device).eval()
+        dtype = resolve_precision("auto", self.device) if self.device.type == "cuda" else None
+        out = []
+        for i in range(0, len(x), 256):
+            with autocast(self.device, dtype):
+                out.append(model(x[i:i + 256].to(self.device)).float().cpu())
+        network.train(was_training)
+        return torch.cat(out) if out else torch.empty(0, network.members, network.n_classes)
+
+    def _score(self, x, y, prefix: str, network: InceptionNetworks | None = None) -> dict[str, float]:
+        logits = self._logits(x, network)
+        members = logits.shape[1]
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.repeat_interleave(members)).item()
+        accuracy = (ensemble_probabilities(logits).argmax(1) == y).float().mean().item()
+        return {f"{prefix}_loss": loss, f"{prefix}_accuracy": accuracy}
+
+    # -- prediction ------------------------------------------------------------------------------------------
+
+    def predict_proba(self, values: np.ndarray) -> np.ndarray:
+        """Averaged ensemble probabilities, [n, classes] in the order of `classes`."""
+        self._check_fitted()
+        values = np.asarray(values, dtype=np.float32)
+        if values.ndim != 2 or values.shape[1] != self.length:
+            raise InputError(f"each series needs {self.length} time steps, got shape {list(values.shape)}")
+        return ensemble_probabilities(self._logits(self._tensor(values))).numpy()
+
+    def predict(self, values: np.ndarray) -> np.ndarray:
+        return self.classes[self.predict_proba(values).argmax(axis=1)]
+
+    def predictions_csv(self, values: np.ndarray, *, probabilities: bool = False) -> str:
+        """Batch prediction output (SPEC): one label per row; with probabilities a header and p_<class> columns."""
+        proba = self.predict_proba(values)
+        labels = self.classes[proba.argmax(axis=1)]
+        out = io.StringIO()
+        if not probabilities:
+            out.writelines(_csv_field(label) + "\n" for label in labels)
+            return out.getvalue()
+        out.write(",".join(["label"] + [_csv_field(f"p_{c}") for c in self.classes]) + "\n")
+        for label, row in zip(labels, proba):
+            out.write(",".join([_csv_field(label)] + [f"{v:.6f}" for v in row]) + "\n")
+        return out.getvalue()
+
+    def evaluate(self, input_path, output_dir, *, labels_path=None) -> dict:
+        """Score on a labeled file (training layout): metrics.json and report.html in `output_dir`."""
+        from kfts.evaluation import classification_metrics, write_classification_report
+        if labels_path is not None:
+            raise InputError("inception-time files carry their labels in the first column: drop --labels")
+        data = csvio.read_labeled_series(input_path, min_classes=1, length=self.length)
+        self._encode(data.labels, path_hint=input_path)  # refuse classes the model never saw
+        metrics = classification_metrics(data.labels, self.predict_proba(data.values), self.classes)
+        write_classification_report(output_dir, metrics, self.history, title="InceptionTime evaluation")
+        return metrics
+
+    def _check_fitted(self):
+        if self.network is None:
+            raise RuntimeError("the model is not trained: call fit() or load()")
+
+    # -- artifact --------------------------------------------------------------------------------------------
+
+    def save(self, model_dir) -> None:
+        self._check_fitted()
+        artifact.save(model_dir, {
+            "algorithm": ALGORITHM,
+            "hyperparameters": asdict(self.params),
+            "input_shape": {"length": self.length, "channels": 1},
+            "classes": self.classes.tolist(),
+            "scaler": self.scaler,
+            "metrics": self.metrics,
+            "history": self.history,
+            "seed": self.seed,
+        }, self.network.state_dict())
+
+    @classmethod
+    def from_artifact(cls, manifest: dict, tensors: dict, device: str = "auto") -> "InceptionTime":
+        model = cls(Params(**manifest["hyperparameters"]), device=device, seed=manifest.get("seed"))
+        model.classes = np.array(manifest["classes"], dtype=str)
+        model.length = manifest["input_shape"]["length"]
+        model.scaler = manifest["scaler"]
+        model.metrics, model.history = manifest.get("metrics", {}), manifest.get("history", [])
+        p = model.params
+        model.network = InceptionNetworks(1, len(model.classes), members=p.models, filters=p.filters,
+                                          depth=p.depth)
+        model.network.load_state_dict(tensors)
+        model.network.eval()
+        return model
+
+
+def _csv_field(text: str) -> str:
+    """A label as one CSV field: verbatim, quoted only when it must be."""
+    if any(ch in text for ch in ',"\n\r'):
+        return '"' + text.replace('"', '""') + '"'
+    return text

@@ -1,0 +1,125 @@
+"""InceptionTime (Ismail Fawaz et al., DMKD 2020): an ensemble of Inception networks for classification.
+
+One network of the paper:
+
+    input -> [Inception module] x depth -> global average pooling -> linear -> softmax
+             with a residual shortcut (1x1 conv + BatchNorm, added, then ReLU) around every third module
+
+    Inception module: bottleneck 1x1 conv (only if the input has more than one channel)
+                      -> three convs, kernel 10, 20, 40 ('same' padding, no bias)
+                      plus max-pool(3) -> 1x1 conv on the module's input
+                      -> concatenate the four -> BatchNorm -> ReLU
+
+`InceptionNetworks` holds `members` such networks side by side as the groups of grouped convolutions: member
+g owns channel block g of every layer, so the members never mix and differ only in their initial (Glorot
+uniform) weights. members=1 is exactly one network of the paper. Training the whole ensemble as one grouped
+network, or member after member, is then a choice of speed, not of model: `split_members` and
+`merge_members` move between the two without changing a single weight.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+KERNEL_SIZES = (10, 20, 40)  # even: see _conv
+BOTTLENECK = 32
+
+
+def _conv(members: int, in_channels: int, out_channels: int, kernel_size: int) -> nn.Conv1d:
+    """`members` independent convolutions as one grouped conv (channels are member-major)."""
+    # kernel_size // 2 on both sides; for even kernels the caller drops the first output step, which gives
+    # Keras's 'same' alignment without the input copy torch makes for padding="same" with even kernels.
+    conv = nn.Conv1d(members * in_channels, members * out_channels, kernel_size, padding=kernel_size // 2,
+                     bias=False, groups=members)
+    _glorot_uniform(conv.weight, fan_in=in_channels * kernel_size, fan_out=out_channels * kernel_size)
+    return conv
+
+
+def _glorot_uniform(weight: torch.Tensor, fan_in: int, fan_out: int) -> None:
+    # per member fans: torch's xavier_uniform_ would count all groups' output channels as one fan
+    bound = math.sqrt(6.0 / (fan_in + fan_out))
+    nn.init.uniform_(weight, -bound, bound)
+
+
+class InceptionModule(nn.Module):
+    def __init__(self, members: int, in_channels: int, filters: int):
+        super().__init__()
+        self.members = members
+        self.bottleneck = _conv(members, in_channels, BOTTLENECK, 1) if in_channels > 1 else None
+        branch_in = BOTTLENECK if in_channels > 1 else in_channels
+        self.convs = nn.ModuleList(_conv(members, branch_in, filters, k) for k in KERNEL_SIZES)
+        self.pool = nn.MaxPool1d(3, stride=1, padding=1)
+        self.pool_conv = _conv(members, in_channels, filters, 1)
+        self.norm = nn.BatchNorm1d(members * 4 * filters)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.bottleneck(x) if self.bottleneck is not None else x
+        branches = [conv(z)[..., 1:] for conv in self.convs] + [self.pool_conv(self.pool(x))]
+        batch, _, length = x.shape
+        # concatenate the four branches within each member, keeping the member-major channel layout
+        out = torch.cat([b.view(batch, self.members, -1, length) for b in branches], dim=2)
+        return F.relu(self.norm(out.view(batch, -1, length)))
+
+
+class Shortcut(nn.Module):
+    def __init__(self, members: int, in_channels: int, out_channels: int):
+        super().__init__()
+        self.conv = _conv(members, in_channels, out_channels, 1)
+        self.norm = nn.BatchNorm1d(members * out_channels)
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        return F.relu(x + self.norm(self.conv(residual)))
+
+
+class InceptionNetworks(nn.Module):
+    """`members` InceptionTime networks evaluated side by side: input [batch, channels, length] ->
+    logits [batch, members, classes]."""
+
+    def __init__(self, in_channels: int, n_classes: int, *, members: int = 5, filters: int = 32, depth: int = 6):
+        super().__init__()
+        self.members, self.in_channels, self.n_classes = members, in_channels, n_classes
+        width = 4 * filters
+        self.modules_ = nn.ModuleList(
+            InceptionModule(members, in_channels if d == 0 else width, filters) for d in range(depth))
+        # a shortcut around every third module: from the input to module 3, from module 3 to module 6, ...
+        self.shortcuts = nn.ModuleDict(
+            {str(d): Shortcut(members, in_channels if d == 2 else width, width) for d in range(2, depth, 3)})
+        self.head = nn.Conv1d(members * width, members * n_classes, 1, groups=members)  # one linear per member
+        _glorot_uniform(self.head.weight, fan_in=width, fan_out=n_classes)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.repeat(1, self.members, 1)  # every member sees the same series
+        residual = x
+        for d, module in enumerate(self.modules_):
+            x = module(x)
+            if str(d) in self.shortcuts:
+                x = self.shortcuts[str(d)](x, residual)
+                residual = x
+        pooled = x.mean(dim=2, keepdim=True)  # global average pooling over time
+        return self.head(pooled).view(x.shape[0], self.members, self.n_classes)
+
+
+def ensemble_probabilities(logits: torch.Tensor) -> torch.Tensor:
+    """The ensemble's prediction: each member's softmax, averaged over members ([batch, members, classes])."""
+    return F.softmax(logits.float(), dim=-1).mean(dim=1)
+
+
+def split_members(state: dict[str, torch.Tensor], members: int) -> list[dict[str, torch.Tensor]]:
+    """One state dict per member from a `members`-wide network's state dict (every tensor is member-major)."""
+    parts = [{} for _ in range(members)]
+    for name, tensor in state.items():
+        chunks = tensor.chunk(members, dim=0) if tensor.dim() else [tensor] * members
+        for part, chunk in zip(parts, chunks):
+            part[name] = chunk.clone()
+    return parts
+
+
+def merge_members(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The state dict of one network holding all the given members, in order (inverse of split_members)."""
+    return {name: torch.cat([s[name] for s in states]) if tensor.dim() else tensor.clone()
+            for name, tensor in states[0].items()}

@@ -1,0 +1,155 @@
+"""What every kfts training loop shares: device and precision choice, metric lines, checkpoints, seeding.
+
+Metric lines follow SPEC "Metrics during training": fixed-point ``name=value`` pairs on stdout, one per epoch,
+which Katib's default stdout collector and a person can both read. A person at a terminal also gets a
+progress bar on stderr.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from kfts.errors import InputError
+
+CHECKPOINT = "checkpoint.pt"
+
+
+# -- device and precision -------------------------------------------------------------------------------------
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """`auto`: CUDA when present (all visible GPUs are used by the models), else the CPU with all cores."""
+    if name not in ("auto", "cpu", "cuda"):
+        raise InputError(f"--device must be auto, cpu or cuda, not {name!r}")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda was asked for, but no CUDA GPU is visible")
+    if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
+        torch.set_num_threads(len(os.sched_getaffinity(0)))
+        return torch.device("cpu")
+    return torch.device("cuda")
+
+
+def cpu_supports_bf16() -> bool:
+    """Native bf16 arithmetic (AVX512-BF16 or AMX): where bf16 autocast makes convolutions faster on a CPU."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for `precision` (auto|fp32|bf16|fp16) on `device`; None means plain fp32.
+
+    auto: bf16 on GPUs that support it and on CPUs with native bf16, fp16 on older GPUs, else fp32.
+    """
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "fp16":
+        return torch.float16
+    if precision != "auto":
+        raise InputError(f"--precision must be auto, fp32, bf16 or fp16, not {precision!r}")
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if cpu_supports_bf16() else None
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def data_parallel(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """Spread batches over all visible GPUs (as the seed products did); a no-op on one GPU or the CPU."""
+    module = module.to(device)
+    if device.type == "cuda" and torch.cuda.device_count() > 1:
+        return torch.nn.DataParallel(module)
+    return module
+
+
+def seed_everything(seed: int | None) -> None:
+    if seed is None:
+        return
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+# -- metric lines ---------------------------------------------------------------------------------------------
+
+def metric_line(values: dict[str, float | int]) -> str:
+    """``epoch=7 train_loss=0.412300``: fixed-point, never scientific notation (Katib cannot read 1e-05)."""
+    return " ".join(f"{k}={v}" if isinstance(v, int) else f"{k}={v:.6f}" for k, v in values.items())
+
+
+@dataclass
+class MetricLog:
+    """Prints one metric line per epoch and keeps them as the artifact's history."""
+
+    history: list[dict] = field(default_factory=list)
+    stream: object = None
+
+    def log(self, values: dict[str, float | int]) -> None:
+        self.history.append(dict(values))
+        print(metric_line(values), file=self.stream or sys.stdout, flush=True)
+
+
+def progress(iterable, total: int, desc: str):
+    """A progress bar on stderr for a person at a terminal; nothing in logs, pipelines or tests."""
+    if not sys.stderr.isatty():
+        return iterable
+    from tqdm import tqdm
+    return tqdm(iterable, total=total, desc=desc, leave=False, file=sys.stderr)
+
+
+# -- checkpoints ----------------------------------------------------------------------------------------------
+
+class Checkpoints:
+    """The training state after every finished epoch, in `directory`, so a killed run resumes where it was.
+
+    The state is a dict of tensors and plain values, saved with torch.save and read back with
+    weights_only=True: a checkpoint cannot run code. `fingerprint` (hyperparameters, data shape) guards
+    against resuming a different run from the same directory.
+    """
+
+    def __init__(self, directory: str | os.PathLike | None, fingerprint: dict):
+        self.path = Path(directory) / CHECKPOINT if directory else None
+        self.fingerprint = fingerprint
+
+    def load(self) -> dict | None:
+        if self.path is None or not self.path.is_file():
+            return None
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise InputError(f"cannot be read ({e}); delete it to start over", path=self.path) from None
+        if state.get("fingerprint") != self.fingerprint:
+            raise InputError("belongs to a different training run (other data or hyperparameters); "
+                             "use another --checkpoint-dir or delete it", path=self.path)
+        return state
+
+    def save(self, state: dict) -> None:
+        if self.path is None:
+            return
+        from kfts.artifact import atomic_file
+        with atomic_file(self.path, "wb") as f:
+            torch.save({**state, "fingerprint": self.fingerprint}, f)
+
+
+def rng_state(generator: torch.Generator) -> dict:
+    return {"torch": torch.get_rng_state(), "generator": generator.get_state()}
+
+
+def restore_rng_state(state: dict, generator: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    generator.set_state(state["generator"])
