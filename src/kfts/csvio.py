@@ -9,6 +9,9 @@ Both are parsed by pyarrow's multi-threaded reader straight into float32 columns
 file, a slow but exact pass over the text finds the first fault so that the error names the row and column;
 that pass runs only on the error path. Values that parse but are not allowed (empty cells, NaN, inf) are
 located in the parsed columns. Row and column numbers are 1-based, as a person counts lines in the file.
+
+Every reader takes a path, or a CsvBytes for CSV text already in memory (an HTTP request body), so that a
+server's error messages are the same as the CLI's.
 """
 
 from __future__ import annotations
@@ -27,6 +30,25 @@ from pyarrow import csv as pacsv
 from kfts.errors import InputError
 
 BLOCK_SIZE = 16 << 20  # bytes per parse block: large enough for long rows, small enough to use both cores
+
+
+@dataclass(frozen=True)
+class CsvBytes:
+    """CSV text in memory, read like a file; `name` stands for the file name in error messages."""
+
+    data: bytes
+    name: str = "request body"
+
+    def __fspath__(self) -> str:  # what InputError prints as the "file"
+        return self.name
+
+
+def _open(path) -> io.BufferedIOBase:
+    return io.BytesIO(path.data) if isinstance(path, CsvBytes) else open(path, "rb")
+
+
+def _arrow_source(path):
+    return pa.BufferReader(path.data) if isinstance(path, CsvBytes) else path
 
 
 @dataclass
@@ -90,7 +112,7 @@ def iter_row_blocks(path: str | os.PathLike, label_column: bool = False
     """Stream a file in blocks of rows with bounded memory: yields (first row index, labels, values)."""
     n_columns = _count_columns(path)
     reader = _arrow_call(path, label_column, lambda: pacsv.open_csv(
-        path, read_options=_read_options(n_columns), parse_options=_PARSE,
+        _arrow_source(path), read_options=_read_options(n_columns), parse_options=_PARSE,
         convert_options=_convert_options(n_columns, label_column)))
     first_row = 0
     while True:
@@ -125,7 +147,7 @@ def _convert_options(n_columns: int, label_column: bool) -> pacsv.ConvertOptions
 def _read(path: str | os.PathLike, label_column: bool) -> tuple[np.ndarray | None, np.ndarray]:
     n_columns = _count_columns(path)
     table = _arrow_call(path, label_column, lambda: pacsv.read_csv(
-        path, read_options=_read_options(n_columns), parse_options=_PARSE,
+        _arrow_source(path), read_options=_read_options(n_columns), parse_options=_PARSE,
         convert_options=_convert_options(n_columns, label_column)))
     return _to_numpy(path, table, label_column, first_row=0)
 
@@ -133,7 +155,7 @@ def _read(path: str | os.PathLike, label_column: bool) -> tuple[np.ndarray | Non
 def _count_columns(path: str | os.PathLike) -> int:
     """Columns of the first row; also turns a missing, unreadable or empty file into an InputError."""
     try:
-        with open(path, "rb") as f:
+        with _open(path) as f:
             head = f.read(1 << 20)
             first_line = head.split(b"\n", 1)[0]
             while b"\n" not in head and len(first_line) == len(head):  # a first row longer than 1 MiB
@@ -211,7 +233,7 @@ def _first_text_fault(path, label_column: bool) -> InputError | None:
     Labels (first column of a labeled file) are never numeric-checked here: pyarrow reads them as text.
     """
     try:
-        with open(path, "rb") as f:
+        with _open(path) as f:
             raw = f.read()
     except OSError:
         return None
