@@ -15,6 +15,10 @@ g owns channel block g of every layer, so the members never mix and differ only 
 uniform) weights. members=1 is exactly one network of the paper. Training the whole ensemble as one grouped
 network, or member after member, is then a choice of speed, not of model: `split_members` and
 `merge_members` move between the two without changing a single weight.
+
+Series are carried as [batch, channels, 1, time] in channels-last memory and convolved with 1 x k kernels:
+the same arithmetic as Conv1d, but it takes oneDNN's fast path on CPUs (measured 3x faster for the k=40
+convolutions, forward and backward, on a 2-core Xeon).
 """
 
 from __future__ import annotations
@@ -33,8 +37,8 @@ def _conv(members: int, in_channels: int, out_channels: int, kernel_size: int) -
     """`members` independent convolutions as one grouped conv (channels are member-major)."""
     # kernel_size // 2 on both sides; for even kernels the caller drops the first output step, which gives
     # Keras's 'same' alignment without the input copy torch makes for padding="same" with even kernels.
-    conv = nn.Conv1d(members * in_channels, members * out_channels, kernel_size, padding=kernel_size // 2,
-                     bias=False, groups=members)
+    conv = nn.Conv2d(members * in_channels, members * out_channels, (1, kernel_size),
+                     padding=(0, kernel_size // 2), bias=False, groups=members)
     _glorot_uniform(conv.weight, fan_in=in_channels * kernel_size, fan_out=out_channels * kernel_size)
     return conv
 
@@ -52,24 +56,23 @@ class InceptionModule(nn.Module):
         self.bottleneck = _conv(members, in_channels, BOTTLENECK, 1) if in_channels > 1 else None
         branch_in = BOTTLENECK if in_channels > 1 else in_channels
         self.convs = nn.ModuleList(_conv(members, branch_in, filters, k) for k in KERNEL_SIZES)
-        self.pool = nn.MaxPool1d(3, stride=1, padding=1)
+        self.pool = nn.MaxPool2d((1, 3), stride=1, padding=(0, 1))
         self.pool_conv = _conv(members, in_channels, filters, 1)
-        self.norm = nn.BatchNorm1d(members * 4 * filters)
+        self.norm = nn.BatchNorm2d(members * 4 * filters)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = self.bottleneck(x) if self.bottleneck is not None else x
-        branches = [conv(z)[..., 1:] for conv in self.convs] + [self.pool_conv(self.pool(x))]
-        batch, _, length = x.shape
-        # concatenate the four branches within each member, keeping the member-major channel layout
-        out = torch.cat([b.view(batch, self.members, -1, length) for b in branches], dim=2)
-        return F.relu(self.norm(out.view(batch, -1, length)))
+        out = torch.cat([conv(z)[..., 1:] for conv in self.convs] + [self.pool_conv(self.pool(x))], dim=1)
+        if self.members > 1:  # branch-major -> member-major channels, as the next grouped conv expects
+            out = out.unflatten(1, (4, self.members, -1)).transpose(1, 2).flatten(1, 3)
+        return F.relu(self.norm(out.contiguous(memory_format=torch.channels_last)))
 
 
 class Shortcut(nn.Module):
     def __init__(self, members: int, in_channels: int, out_channels: int):
         super().__init__()
         self.conv = _conv(members, in_channels, out_channels, 1)
-        self.norm = nn.BatchNorm1d(members * out_channels)
+        self.norm = nn.BatchNorm2d(members * out_channels)
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
         return F.relu(x + self.norm(self.conv(residual)))
@@ -88,19 +91,20 @@ class InceptionNetworks(nn.Module):
         # a shortcut around every third module: from the input to module 3, from module 3 to module 6, ...
         self.shortcuts = nn.ModuleDict(
             {str(d): Shortcut(members, in_channels if d == 2 else width, width) for d in range(2, depth, 3)})
-        self.head = nn.Conv1d(members * width, members * n_classes, 1, groups=members)  # one linear per member
+        self.head = nn.Conv2d(members * width, members * n_classes, 1, groups=members)  # one linear per member
         _glorot_uniform(self.head.weight, fan_in=width, fan_out=n_classes)
         nn.init.zeros_(self.head.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.repeat(1, self.members, 1)  # every member sees the same series
+        # every member sees the same series: [batch, channels, time] -> [batch, members * channels, 1, time]
+        x = x.unsqueeze(2).repeat(1, self.members, 1, 1).contiguous(memory_format=torch.channels_last)
         residual = x
         for d, module in enumerate(self.modules_):
             x = module(x)
             if str(d) in self.shortcuts:
                 x = self.shortcuts[str(d)](x, residual)
                 residual = x
-        pooled = x.mean(dim=2, keepdim=True)  # global average pooling over time
+        pooled = x.mean(dim=3, keepdim=True)  # global average pooling over time
         return self.head(pooled).view(x.shape[0], self.members, self.n_classes)
 
 
