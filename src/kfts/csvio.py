@@ -2,13 +2,18 @@
 
 Two layouts, no header, no index column, numeric values only:
 
-- rows of series (InceptionTime): one series per row, optionally led by a label column;
+- rows of series (InceptionTime): one series per row, optionally led by a label column (text, kept verbatim);
 - columns of series (LSTM-AD): one series per column, one time step per row.
 
-Both are parsed by pyarrow's multi-threaded reader straight into float32 columns. When pyarrow refuses a
-file, a slow but exact pass over the text finds the first fault so that the error names the row and column;
-that pass runs only on the error path. Values that parse but are not allowed (empty cells, NaN, inf) are
-located in the parsed columns. Row and column numbers are 1-based, as a person counts lines in the file.
+Both are parsed by pyarrow's multi-threaded reader straight into float32 columns (correctly rounded).
+Whatever pyarrow refuses, and whatever it accepts but the contract does not (empty cells, blank lines, NaN,
+inf, values beyond float32, a quote left open), sends the file through an exact, streaming pass over its text
+that names the first fault by row and column. That pass is slow, so it runs only on the error path. Row and
+column numbers are 1-based, as a person counts lines in the file.
+
+The text pass accepts exactly what pyarrow accepts: cells are numbers after trimming spaces and tabs
+(``1``, `` -2.5e3``, ``"4"``), lines end in LF, CRLF or CR, a UTF-8 byte-order mark is skipped, and quoting
+follows RFC 4180 (a quoted label may hold commas; ``""`` is a quote), with line breaks inside quotes refused.
 
 Every reader takes a path, or a CsvBytes for CSV text already in memory (an HTTP request body), so that a
 server's error messages are the same as the CLI's.
@@ -19,7 +24,9 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Iterator
 
 import numpy as np
@@ -30,6 +37,13 @@ from pyarrow import csv as pacsv
 from kfts.errors import InputError
 
 BLOCK_SIZE = 16 << 20  # bytes per parse block: large enough for long rows, small enough to use both cores
+
+# pyarrow's float grammar once spaces and tabs are trimmed; its other spellings (nan, inf, Infinity) are
+# not finite, so the contract refuses them anyway.
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_NOT_FINITE = re.compile(r"[+-]?(?:nan|inf|infinity)", re.IGNORECASE)
+# A decimal at or beyond this rounds to float32 infinity (float32's max plus half its last step).
+_FLOAT32_OVERFLOW = Fraction(2**128 - 2**103)
 
 
 @dataclass(frozen=True)
@@ -69,17 +83,22 @@ def read_labeled_series(path: str | os.PathLike, *, min_classes: int = 2, length
         raise InputError(f"rows have {values.shape[1]} time steps, the model was trained on {length}",
                          path=path, row=1)
     if len(np.unique(labels)) < min_classes:
-        raise InputError(f"only one class ({labels[0]!r}): a classifier needs at least two", path=path)
+        raise InputError(f"only one class ({str(labels[0])!r}): a classifier needs at least two", path=path)
     return LabeledSeries(labels, values)
 
 
 def read_series_rows(path: str | os.PathLike, length: int | None = None) -> np.ndarray:
     """InceptionTime inference file: one unlabeled series per row, of the training length when given."""
     _, values = _read(path, label_column=False)
+    check_length(path, values, length)
+    return values
+
+
+def check_length(path, values: np.ndarray, length: int | None, first_row: int = 0) -> None:
+    """Inference rows must have the training length (also used on each streamed block)."""
     if length is not None and values.shape[1] != length:
         raise InputError(f"rows have {values.shape[1]} time steps, the model was trained on {length}",
-                         path=path, row=1)
-    return values
+                         path=path, row=first_row + 1)
 
 
 def read_series_columns(path: str | os.PathLike, n_series: int | None = None,
@@ -109,10 +128,13 @@ def read_binary_labels(path: str | os.PathLike, n_rows: int) -> np.ndarray:
 
 def iter_row_blocks(path: str | os.PathLike, label_column: bool = False
                     ) -> Iterator[tuple[int, np.ndarray | None, np.ndarray]]:
-    """Stream a file in blocks of rows with bounded memory: yields (first row index, labels, values)."""
-    n_columns = _count_columns(path)
+    """Stream a file in blocks of rows with bounded memory: yields (first row index, labels, values).
+
+    A fault anywhere is raised when its block is reached, so a caller that writes as it goes must write
+    to a temporary file (kfts.artifact.atomic_file)."""
+    n_columns, first_line = _first_row(path)
     reader = _arrow_call(path, label_column, lambda: pacsv.open_csv(
-        _arrow_source(path), read_options=_read_options(n_columns), parse_options=_PARSE,
+        _arrow_source(path), read_options=_read_options(n_columns, first_line), parse_options=_PARSE,
         convert_options=_convert_options(n_columns, label_column)))
     first_row = 0
     while True:
@@ -130,9 +152,10 @@ def iter_row_blocks(path: str | os.PathLike, label_column: bool = False
 _PARSE = pacsv.ParseOptions(delimiter=",", ignore_empty_lines=False)
 
 
-def _read_options(n_columns: int) -> pacsv.ReadOptions:
-    return pacsv.ReadOptions(column_names=[f"c{i}" for i in range(n_columns)], block_size=BLOCK_SIZE,
-                             use_threads=True)
+def _read_options(n_columns: int, first_line: int) -> pacsv.ReadOptions:
+    # a row must fit in one block: pyarrow refuses rows that straddle two
+    return pacsv.ReadOptions(column_names=[f"c{i}" for i in range(n_columns)],
+                             block_size=max(BLOCK_SIZE, 4 * first_line), use_threads=True)
 
 
 def _convert_options(n_columns: int, label_column: bool) -> pacsv.ConvertOptions:
@@ -145,40 +168,37 @@ def _convert_options(n_columns: int, label_column: bool) -> pacsv.ConvertOptions
 
 
 def _read(path: str | os.PathLike, label_column: bool) -> tuple[np.ndarray | None, np.ndarray]:
-    n_columns = _count_columns(path)
+    n_columns, first_line = _first_row(path)
     table = _arrow_call(path, label_column, lambda: pacsv.read_csv(
-        _arrow_source(path), read_options=_read_options(n_columns), parse_options=_PARSE,
+        _arrow_source(path), read_options=_read_options(n_columns, first_line), parse_options=_PARSE,
         convert_options=_convert_options(n_columns, label_column)))
     return _to_numpy(path, table, label_column, first_row=0)
 
 
-def _count_columns(path: str | os.PathLike) -> int:
-    """Columns of the first row; also turns a missing, unreadable or empty file into an InputError."""
+def _first_row(path) -> tuple[int, int]:
+    """(columns, bytes) of the first row; also turns a missing, unreadable or empty file into an InputError."""
     try:
         with _open(path) as f:
             head = f.read(1 << 20)
-            first_line = head.split(b"\n", 1)[0]
-            while b"\n" not in head and len(first_line) == len(head):  # a first row longer than 1 MiB
+            while not re.search(rb"[\r\n]", head):  # a first row longer than 1 MiB
                 more = f.read(1 << 20)
                 if not more:
                     break
                 head += more
-                first_line = head.split(b"\n", 1)[0]
     except FileNotFoundError:
         raise InputError("no such file", path=path) from None
     except IsADirectoryError:
         raise InputError("is a directory, not a CSV file", path=path) from None
     except OSError as e:
         raise InputError(f"cannot be read ({e.strerror})", path=path) from None
+    head = head.removeprefix(b"\xef\xbb\xbf")
     if not head.strip():
         raise InputError("the file is empty", path=path)
-    try:
-        text = first_line.decode("utf-8-sig").rstrip("\r")
-    except UnicodeDecodeError:
-        raise InputError("is not UTF-8 text", path=path, row=1) from None
-    if not text.strip():
-        raise InputError("is blank: remove blank lines", path=path, row=1)
-    return len(next(csv.reader([text])))
+    line = re.split(rb"\r\n|\r|\n", head, maxsplit=1)[0]
+    fault, fields = _parse_line(path, 1, line, None, label_column=False)
+    if fields is None:  # not text, or blank: the first row cannot be read at all
+        raise fault
+    return len(fields), len(line)
 
 
 def _arrow_call(path, label_column: bool, call):
@@ -186,15 +206,12 @@ def _arrow_call(path, label_column: bool, call):
     try:
         return call()
     except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError) as e:
-        fault = _first_text_fault(path, label_column)
-        if fault is not None:
-            raise fault from None
-        raise InputError(f"cannot be parsed as CSV ({e})", path=path) from None
+        raise _located(path, label_column, InputError(f"cannot be parsed as CSV ({e})", path=path)) from None
 
 
 def _to_numpy(path, table: pa.Table, label_column: bool, first_row: int
               ) -> tuple[np.ndarray | None, np.ndarray]:
-    _check_no_empty_cells(path, table, first_row)
+    _check_cells(path, table, label_column, first_row)
     columns = table.columns
     del table
     labels = None
@@ -203,67 +220,106 @@ def _to_numpy(path, table: pa.Table, label_column: bool, first_row: int
         columns = columns[1:]
     # Fill a float32 matrix column by column, dropping each arrow column once copied: peak memory stays
     # close to one copy of the data (np.empty pages are only touched as they are written).
-    values = np.empty((sum(len(c) for c in columns[:1]) if columns else 0, len(columns)), dtype=np.float32)
+    values = np.empty((len(columns[0]) if columns else 0, len(columns)), dtype=np.float32)
+    finite = True
     for j in range(len(columns)):
-        values[:, j] = columns[j].to_numpy()
+        column = columns[j].to_numpy()
+        values[:, j] = column
         columns[j] = None
-    _check_finite(path, values, first_row, column_offset=1 if label_column else 0)
+        finite = finite and bool(np.isfinite(column).all())
+    if not finite:
+        row = int(np.argmin(np.isfinite(values).all(axis=1)))
+        col = int(np.argmin(np.isfinite(values[row])))
+        raise _located(path, label_column, InputError(
+            f"{values[row, col]} is not allowed: values must be finite numbers", path=path,
+            row=first_row + row + 1, column=col + (2 if label_column else 1)))
     return labels, values
 
 
-def _check_no_empty_cells(path, table: pa.Table, first_row: int) -> None:
+def _check_cells(path, table: pa.Table, label_column: bool, first_row: int) -> None:
+    """Empty cells and blank lines arrive as nulls; a label holding a line break is a quote left open."""
     rows = [(pc.index(pc.is_null(col), True).as_py(), j) for j, col in enumerate(table.columns) if col.null_count]
+    if label_column and table.num_rows and pc.any(pc.match_substring_regex(table.column(0), "[\r\n]")).as_py():
+        rows.append((pc.index(pc.match_substring_regex(table.column(0), "[\r\n]"), True).as_py(), 0))
     if rows:
         row, j = min(rows)
-        raise InputError("empty cell: every cell needs a number" if j or table.schema.field(0).type != pa.string()
-                         else "empty label", path=path, row=first_row + row + 1, column=j + 1)
+        raise _located(path, label_column, InputError("empty cell or unreadable label", path=path,
+                                                      row=first_row + row + 1, column=j + 1))
 
 
-def _check_finite(path, values: np.ndarray, first_row: int, column_offset: int) -> None:
-    if values.size and not np.isfinite(values).all():
-        row = int(np.argmin(np.isfinite(values).all(axis=1)))
-        col = int(np.argmin(np.isfinite(values[row])))
-        raise InputError(f"{values[row, col]} is not allowed: values must be finite numbers",
-                         path=path, row=first_row + row + 1, column=col + column_offset + 1)
+# -- the exact pass over the text (error path only) ----------------------------------------------------------
+
+def _located(path, label_column: bool, fallback: InputError) -> InputError:
+    """The first fault of the file, found by reading its text; `fallback` if the text pass finds none."""
+    try:
+        return _first_text_fault(path, label_column) or fallback
+    except OSError:
+        return fallback
 
 
 def _first_text_fault(path, label_column: bool) -> InputError | None:
-    """The exact first fault of a file that pyarrow refused: encoding, blank line, ragged row, non-number.
-
-    Labels (first column of a labeled file) are never numeric-checked here: pyarrow reads them as text.
-    """
-    try:
-        with _open(path) as f:
-            raw = f.read()
-    except OSError:
-        return None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = raw[:e.start].count(b"\n") + 1
-        return InputError("is not UTF-8 text", path=path, row=line)
     expected = None
-    for row, fields in enumerate(csv.reader(io.StringIO(text, newline="")), start=1):
-        if not fields or fields == [""] and expected != 1:
-            return InputError("is blank: remove blank lines", path=path, row=row)
-        if expected is None:
-            expected = len(fields)
-        elif len(fields) != expected:
-            return InputError(f"has {len(fields)} columns, the rows above have {expected}", path=path, row=row)
-        for col, cell in enumerate(fields, start=1):
-            if col == 1 and label_column:
-                continue
-            if not _is_number(cell):
-                hint = " (kfts CSV files have no header row)" if row == 1 else ""
-                return InputError(f"{cell!r} is not a number{hint}", path=path, row=row, column=col)
+    with _open(path) as f:
+        row = 0
+        for chunk in f:  # one line ending in LF; CR alone also ends a line, for pyarrow and here
+            lines = re.split(rb"\r\n|\r|\n", chunk.removeprefix(b"\xef\xbb\xbf") if row == 0 else chunk)
+            if lines[-1] == b"" and len(lines) > 1:
+                lines.pop()  # what followed the last line ending
+            for line in lines:
+                row += 1
+                fault, fields = _parse_line(path, row, line, expected, label_column)
+                if fault is not None:
+                    return fault
+                expected = expected or len(fields)
     return None
 
 
-def _is_number(cell: str) -> bool:
-    if cell.strip() != cell or not cell:
-        return False
+def _parse_line(path, row: int, line: bytes, expected: int | None, label_column: bool
+                ) -> tuple[InputError | None, list[str] | None]:
+    """(first fault, fields) of one line of the file."""
     try:
-        float(cell)
-    except ValueError:
-        return False
-    return "_" not in cell  # Python accepts 1_000, pyarrow does not
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return InputError(f"is not UTF-8 text (byte 0x{line[e.start]:02x} at character {e.start + 1}; "
+                          "save the file as UTF-8)", path=path, row=row), None
+    if not text.strip():
+        return InputError("is blank: remove blank lines", path=path, row=row), None
+    try:
+        fields = next(csv.reader(io.StringIO(text + "\n", newline="")))
+    except csv.Error as e:  # e.g. a field beyond the csv module's size limit
+        return InputError(f"cannot be read as CSV ({e})", path=path, row=row), None
+    if any("\n" in cell for cell in fields):  # the line ran out inside quotes
+        column = next(j for j, cell in enumerate(fields, start=1) if "\n" in cell)
+        return InputError("a quote opened here is never closed on this line", path=path, row=row,
+                          column=column), fields
+    if expected is not None and len(fields) != expected:
+        return InputError(f"has {len(fields)} columns, the rows above have {expected}", path=path, row=row), fields
+    for column, cell in enumerate(fields, start=1):
+        if label_column and column == 1:
+            if not cell:
+                return InputError("empty label", path=path, row=row, column=column), fields
+            continue
+        problem = _cell_fault(cell, row)
+        if problem:
+            return InputError(problem, path=path, row=row, column=column), fields
+    return None, fields
+
+
+def _cell_fault(cell: str, row: int) -> str | None:
+    """Why `cell` is not a finite float32 number, or None."""
+    number = cell.strip(" \t")
+    if not number:
+        return "empty cell: every cell needs a number"
+    if _NUMBER.fullmatch(number):
+        magnitude = abs(float(number))  # an exact comparison only near the limit: Fraction("1e999999") is slow
+        if magnitude == float("inf") or magnitude > 3.4e38 and abs(Fraction(number)) >= _FLOAT32_OVERFLOW:
+            return f"{cell!r} is too large: values must fit in float32 (at most 3.4028235e38 in magnitude)"
+        return None
+    if _NOT_FINITE.fullmatch(number):
+        return f"{cell!r} is not allowed: values must be finite numbers"
+    hint = ""
+    if ";" in cell or "\t" in cell:
+        hint = " (kfts CSV files are comma-separated)"
+    elif row == 1:
+        hint = " (kfts CSV files have no header row)"
+    return f"{cell!r} is not a number{hint}"
