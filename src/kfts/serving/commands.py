@@ -1,0 +1,99 @@
+"""CLI commands `kfts serve` and `kfts deploy render` (registered through kfts.cli.COMMAND_MODULES)."""
+
+from __future__ import annotations
+
+import os
+
+from kfts.errors import InputError
+
+DEFAULT_IMAGE = "ghcr.io/kfts/kfts:0.1.0"  # the Makefile's KFTS_IMAGE
+
+
+def register(commands) -> None:
+    serve = commands.add_parser("serve", help="serve a model artifact with KServe (V1, V2 REST and gRPC, CSV)")
+    serve.add_argument("--model-dir", default="/mnt/models", help="the model artifact (default /mnt/models, "
+                                                                  "where KServe puts the storageUri)")
+    serve.add_argument("--model-name", default="model", help="the NAME in /v1/models/NAME:predict")
+    serve.add_argument("--http-port", type=int, default=8080)
+    serve.add_argument("--grpc-port", type=int, default=8081)
+    serve.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    serve.add_argument("--max-batch-size", type=int, default=64,
+                       help="inception-time: most series that concurrent requests share one model call")
+    serve.add_argument("--max-batch-wait-ms", type=float, default=2.0,
+                       help="inception-time: how long a batch waits for more requests")
+    serve.add_argument("--max-payload-mb", type=float, default=16.0,
+                       help="larger request bodies get 413 (REST) or RESOURCE_EXHAUSTED (gRPC)")
+    serve.set_defaults(func=cmd_serve)
+
+    deploy = commands.add_parser("deploy", help="Kubernetes manifests for serving")
+    actions = deploy.add_subparsers(dest="action", required=True, metavar="ACTION")
+    render = actions.add_parser("render", help="write a KServe InferenceService for a model artifact")
+    render.add_argument("--model-uri", required=True, help="the model artifact's URI (gs://, s3://, pvc://...)")
+    render.add_argument("--name", required=True, help="InferenceService name, also the model name")
+    render.add_argument("--image", help="predictor image (default: what `make images` tags, "
+                                        "$KFTS_IMAGE-predictor, or $KFTS_IMAGE-predictor-cuda with --gpu)")
+    render.add_argument("--gpu", action="store_true", help="ask for GPUs and schedule on the GPU node pool")
+    render.add_argument("--gpus", type=int, default=1, help="GPUs per replica with --gpu")
+    render.add_argument("--node-selector", action="append", default=[], metavar="KEY=VALUE",
+                        help="node label the pods need (repeatable), e.g. cloud.google.com/gke-nodepool=gpu")
+    render.add_argument("--toleration", action="append", default=None, metavar="KEY[=VALUE][:EFFECT]",
+                        help="taint to tolerate (repeatable); with --gpu the default is nvidia.com/gpu")
+    render.add_argument("--min-replicas", type=int, default=1)
+    render.add_argument("--max-replicas", type=int, default=1)
+    render.add_argument("--namespace")
+    render.add_argument("--cpu", default="1")
+    render.add_argument("--memory", default="2Gi")
+    render.add_argument("--service-account")
+    render.add_argument("--output", help="write the YAML here instead of stdout")
+    render.set_defaults(func=cmd_deploy_render)
+
+
+def cmd_serve(args) -> None:
+    from kfts.serving.server import serve
+    serve(args.model_dir, model_name=args.model_name, http_port=args.http_port, grpc_port=args.grpc_port,
+          device=args.device, max_batch_size=args.max_batch_size, max_batch_wait_ms=args.max_batch_wait_ms,
+          max_payload_mb=args.max_payload_mb)
+
+
+def cmd_deploy_render(args) -> None:
+    from kfts.artifact import atomic_file
+    from kfts.deploy import render_inference_service, to_yaml
+    manifest = render_inference_service(
+        name=args.name, model_uri=args.model_uri, image=args.image or default_image(args.gpu), gpu=args.gpu, gpus=args.gpus,
+        node_selector=dict(_key_value(s, "--node-selector") for s in args.node_selector) or None,
+        tolerations=[_toleration(t) for t in args.toleration] if args.toleration is not None else None,
+        min_replicas=args.min_replicas, max_replicas=args.max_replicas, namespace=args.namespace,
+        cpu=args.cpu, memory=args.memory, service_account=args.service_account)
+    text = to_yaml(manifest)
+    if args.output is None:
+        print(text, end="")
+        return
+    with atomic_file(args.output) as f:
+        f.write(text)
+    print(f"InferenceService {args.name} written to {args.output}")
+
+
+def default_image(gpu: bool) -> str:
+    """The predictor image `make images` builds from KFTS_IMAGE (see images/)."""
+    return os.environ.get("KFTS_IMAGE", DEFAULT_IMAGE) + ("-predictor-cuda" if gpu else "-predictor")
+
+
+def _key_value(text: str, flag: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise InputError(f"{flag} {text!r}: expected KEY=VALUE")
+    return key, value
+
+
+def _toleration(text: str) -> dict:
+    """KEY[=VALUE][:EFFECT], as kubectl taint writes taints: Equal with a value, else Exists."""
+    spec, _, effect = text.partition(":")
+    key, sep, value = spec.partition("=")
+    if not key:
+        raise InputError(f"--toleration {text!r}: expected KEY[=VALUE][:EFFECT]")
+    if effect and effect not in ("NoSchedule", "PreferNoSchedule", "NoExecute"):
+        raise InputError(f"--toleration {text!r}: effect must be NoSchedule, PreferNoSchedule or NoExecute")
+    toleration = {"key": key, "operator": "Equal", "value": value} if sep else {"key": key, "operator": "Exists"}
+    if effect:
+        toleration["effect"] = effect
+    return toleration

@@ -1,0 +1,355 @@
+"""The KServe predictor: one kserve.Model that serves any kfts model artifact.
+
+KServe does the protocols (V1 and Open Inference Protocol V2 over REST and gRPC), health, readiness and
+Prometheus metrics; this class turns a decoded request into arrays, runs the estimator and builds the answer.
+
+Requests (NAME is the model name, `--model-name`):
+
+- V1 `POST /v1/models/NAME:predict` with `{"instances": [...]}`. InceptionTime: one series per instance ->
+  `{"predictions": [label, ...]}`, or with probabilities `[{"label": ..., "probabilities": {class: p}}]`.
+  LSTM-AD: one time step per instance (all instances are one multivariate series, a single number per step
+  for one series) -> `{"predictions": [{"score", "reconstruction"[, "anomaly"]}, ...]}`, `null` for the
+  first sequence; "anomaly" (0/1) when the artifact has a threshold.
+- V2 `POST /v2/models/NAME/infer` (or gRPC ModelInfer): one numeric tensor (FP32), [series, length] or
+  [time steps, series]. Outputs: InceptionTime `label` (BYTES) [+ `probabilities` FP32 and `classes` BYTES];
+  LSTM-AD `score` [T], `reconstruction` [T, d] (FP32, NaN for the first sequence) [+ `anomaly` FP32 1/0].
+- `text/csv` body on the V1 predict URL: the SPEC inference file, answered with exactly the bytes of
+  `kfts predict` (the estimator's predictions_csv), as `text/csv`.
+
+Options: probabilities (InceptionTime) and flag (LSTM-AD CSV column) come from the V2 request parameters
+(`{"parameters": {"probabilities": true}}`) or from the headers `kfts-probabilities: true` /
+`kfts-flag: true` (REST header or gRPC metadata).
+
+Model calls run on one worker thread, never on the event loop. Concurrent InceptionTime requests are
+batched together (up to `max_batch_size` series, waiting at most `max_batch_wait` seconds for more), so that
+under load the network sees large batches. An LSTM-AD request is already one long series that the estimator
+windows into batches itself; those requests run one after another on the same thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import orjson
+from kserve import Model
+from kserve.errors import InvalidInput
+from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
+
+from kfts import csvio
+from kfts.algorithms import load_model
+from kfts.errors import InputError
+
+logger = logging.getLogger("kfts.serving")
+
+CSV = "text/csv"
+TRUE = {"1", "true", "yes", "on"}
+
+
+class KftsModel(Model):
+    """A kfts model artifact (any algorithm) served by KServe."""
+
+    def __init__(self, name: str, model_dir: str, *, device: str = "auto", max_batch_size: int = 64,
+                 max_batch_wait: float = 0.002):
+        super().__init__(name, return_response_headers=True)
+        self.model_dir = model_dir
+        self.device = device
+        self.max_batch_size = max_batch_size
+        self.max_batch_wait = max_batch_wait
+        self.model = None
+        # one thread: the model already uses every core (or the GPU) for one call; two calls would only fight
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kfts-model")
+        self.batcher = None
+
+    def load(self) -> bool:
+        self.model = load_model(self.model_dir, device=self.device)
+        if self.model.algorithm == "inception-time":
+            self.batcher = Batcher(self.model.predict_proba, self.executor, self.max_batch_size,
+                                   self.max_batch_wait)
+        self._warm_up()
+        self.ready = True
+        return self.ready
+
+    def _warm_up(self) -> None:
+        """Run the model once at the sizes it will see, so that the first request is not slow."""
+        start = time.perf_counter()
+        m = self.model
+        if m.algorithm == "inception-time":
+            for n in sorted({1, self.max_batch_size}):
+                m.predict_proba(np.zeros((n, m.length), dtype=np.float32))
+        else:
+            m.score(np.zeros((2 * m.params.sequence_length + 1, m.n_series), dtype=np.float32))
+        logger.info("%s model loaded from %s and warmed up in %.2fs", m.algorithm, self.model_dir,
+                    time.perf_counter() - start)
+
+    # -- metadata (V2 GET /v2/models/NAME) ----------------------------------------------------------------
+
+    def get_input_types(self) -> list[dict]:
+        m = self.model
+        if m.algorithm == "inception-time":
+            return [{"name": "input-0", "datatype": "FP32", "shape": [-1, m.length]}]
+        return [{"name": "input-0", "datatype": "FP32", "shape": [-1, m.n_series]}]
+
+    def get_output_types(self) -> list[dict]:
+        m = self.model
+        if m.algorithm == "inception-time":
+            return [{"name": "label", "datatype": "BYTES", "shape": [-1]},
+                    {"name": "probabilities", "datatype": "FP32", "shape": [-1, len(m.classes)]},
+                    {"name": "classes", "datatype": "BYTES", "shape": [len(m.classes)]}]
+        outputs = [{"name": "score", "datatype": "FP32", "shape": [-1]},
+                   {"name": "reconstruction", "datatype": "FP32", "shape": [-1, m.n_series]}]
+        if m.threshold is not None:
+            outputs.append({"name": "anomaly", "datatype": "FP32", "shape": [-1]})
+        return outputs
+
+    # -- inference -----------------------------------------------------------------------------------------
+
+    async def predict(self, payload, headers=None, response_headers=None):
+        headers = headers or {}
+        try:
+            if isinstance(payload, InferRequest):
+                return await self._predict_v2(payload, headers)
+            if isinstance(payload, bytes):  # KServe passes bodies that are not JSON through undecoded
+                media_type = headers.get("content-type", "").split(";")[0].strip().lower()
+                if media_type == CSV:
+                    response_headers["content-type"] = f"{CSV}; charset=utf-8"
+                    return await self._predict_csv(payload, headers)
+                if media_type != "application/json":
+                    raise InvalidInput(f"unsupported content type {media_type!r}: send application/json "
+                                       f"(V1 or V2) or {CSV}")
+                payload = _json(payload)
+            return await self._predict_v1(payload, headers)
+        except InputError as e:  # the client's mistake: 400 with the contract's message, never a 500
+            raise InvalidInput(str(e)) from None
+
+    async def _predict_csv(self, body: bytes, headers: dict) -> str:
+        m = self.model
+        values = m.read_inference(csvio.CsvBytes(body))  # the same checks and messages as `kfts predict`
+        options = ({"probabilities": _option("probabilities", headers)} if m.algorithm == "inception-time"
+                   else {"flag": _option("flag", headers)})
+        return await self._run(lambda: m.predictions_csv(values, **options))
+
+    async def _predict_v1(self, body, headers: dict) -> dict:
+        if not isinstance(body, dict) or "instances" not in body:
+            raise InvalidInput('expected a JSON object with "instances": a list of rows')
+        values = self._check(_matrix(body["instances"], "instances", univariate=self._univariate), "instances")
+        if self.model.algorithm == "inception-time":
+            proba = await self.batcher(values)
+            labels = self.model.classes[proba.argmax(axis=1)]
+            if not _option("probabilities", headers):
+                return {"predictions": labels.tolist()}
+            return {"predictions": [{"label": label, "probabilities": dict(zip(self.model.classes.tolist(),
+                                                                               row.tolist()))}
+                                    for label, row in zip(labels.tolist(), proba)]}
+        scores, reconstructions, flags = await self._score(values)
+        predictions = []
+        for i in range(len(scores)):
+            if math.isnan(scores[i]):
+                row = {"score": None, "reconstruction": None}
+                if flags is not None:
+                    row["anomaly"] = None
+            else:
+                row = {"score": float(scores[i]), "reconstruction": reconstructions[i].tolist()}
+                if flags is not None:
+                    row["anomaly"] = int(flags[i])
+            predictions.append(row)
+        return {"predictions": predictions}
+
+    async def _predict_v2(self, request: InferRequest, headers: dict) -> InferResponse:
+        if len(request.inputs) != 1:
+            raise InvalidInput(f"expected one input tensor, got {len(request.inputs)}")
+        tensor = request.inputs[0]
+        where = f"input {tensor.name!r}"
+        if tensor.datatype == "BYTES":
+            raise InvalidInput(f"{where}: datatype BYTES: send numbers (FP32)")
+        try:
+            data = tensor.as_numpy()
+        except (ValueError, TypeError) as e:
+            raise InvalidInput(f"{where}: shape {tensor.shape} does not fit its data ({e})") from None
+        if data.ndim == 1 and self._univariate:
+            data = data[:, None]
+        if data.ndim != 2:
+            raise InvalidInput(f"{where}: expected a 2-D tensor, got shape {list(data.shape)}")
+        if data.size == 0:
+            raise InvalidInput(f"{where}: the tensor is empty")
+        values = self._check(_finite(data.astype(np.float32, copy=False), where), where)
+        parameters = dict(request.parameters or {})
+        outputs: list[InferOutput] = []
+        if self.model.algorithm == "inception-time":
+            proba = await self.batcher(values)
+            labels = self.model.classes[proba.argmax(axis=1)]
+            outputs.append(_output("label", labels.astype(object)))
+            if _option("probabilities", headers, parameters):
+                outputs.append(_output("probabilities", proba.astype(np.float32)))
+                outputs.append(_output("classes", self.model.classes.astype(object)))
+        else:
+            scores, reconstructions, flags = await self._score(values)
+            outputs.append(_output("score", scores.astype(np.float32)))
+            outputs.append(_output("reconstruction", reconstructions.astype(np.float32)))
+            if flags is not None:
+                outputs.append(_output("anomaly", np.where(np.isnan(scores), np.nan, flags).astype(np.float32)))
+        return InferResponse(response_id=request.id or str(uuid.uuid4()), model_name=self.name, infer_outputs=outputs,
+                             use_binary_outputs=request.use_binary_outputs,
+                             requested_outputs=request.request_outputs)
+
+    @property
+    def _univariate(self) -> bool:
+        """LSTM-AD on one series: a time step may be a single number instead of a list of one."""
+        return self.model.algorithm == "lstm-ad" and self.model.n_series == 1
+
+    def _check(self, values: np.ndarray, where: str) -> np.ndarray:
+        """The model's shape rules, checked per request so that one bad request cannot spoil a batch."""
+        m = self.model
+        if m.algorithm == "inception-time" and values.shape[1] != m.length:
+            raise InputError(f"rows have {values.shape[1]} time steps, the model was trained on {m.length}",
+                             path=where, row=1)
+        if m.algorithm == "lstm-ad" and values.shape[1] != m.n_series:
+            raise InputError(f"rows have {values.shape[1]} values (series), the model was trained on "
+                             f"{m.n_series}", path=where, row=1)
+        return values
+
+    async def _score(self, values: np.ndarray):
+        """LSTM-AD: (scores [T], reconstructions [T, d], 0/1 flags or None without a threshold)."""
+        m = self.model
+        scores, reconstructions = await self._run(lambda: m.score(values))
+        flags = None
+        if m.threshold is not None:
+            with np.errstate(invalid="ignore"):
+                flags = (scores < m.threshold).astype(np.int8)  # lower score = more anomalous
+        return scores, reconstructions, flags
+
+    async def _run(self, fn):
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn)
+
+    def stop(self):
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        super().stop()
+
+
+class Batcher:
+    """Dynamic batching: the rows of concurrent requests go through `fn` together.
+
+    A batch starts with the oldest waiting request and takes more until it holds `max_batch_size` rows or
+    `max_wait` seconds have passed; while the model is busy, new requests queue up, so under load batches
+    fill without waiting. `fn` maps [n, ...] rows to [n, ...] results and runs on `executor`.
+    """
+
+    def __init__(self, fn, executor, max_batch_size: int, max_wait: float):
+        self.fn, self.executor = fn, executor
+        self.max_batch_size, self.max_wait = max_batch_size, max_wait
+        self.queue: asyncio.Queue | None = None
+        self.worker: asyncio.Task | None = None
+
+    async def __call__(self, rows: np.ndarray) -> np.ndarray:
+        if self.worker is None:  # created on first use: inside the server's event loop
+            self.queue = asyncio.Queue()
+            self.worker = asyncio.get_running_loop().create_task(self._work())
+        future = asyncio.get_running_loop().create_future()
+        self.queue.put_nowait((rows, future))
+        return await future
+
+    async def _work(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self.queue.get()]
+            size = len(batch[0][0])
+            deadline = loop.time() + self.max_wait
+            while size < self.max_batch_size:
+                if self.queue.empty():
+                    timeout = deadline - loop.time()
+                    if timeout <= 0:
+                        break
+                    try:
+                        item = await asyncio.wait_for(self.queue.get(), timeout)
+                    except asyncio.TimeoutError:
+                        break
+                else:
+                    item = self.queue.get_nowait()
+                batch.append(item)
+                size += len(item[0])
+            batch = [(rows, f) for rows, f in batch if not f.done()]  # drop requests whose client left
+            if not batch:
+                continue
+            rows = np.concatenate([r for r, _ in batch]) if len(batch) > 1 else batch[0][0]
+            try:
+                results = await loop.run_in_executor(self.executor, self.fn, rows)
+            except Exception as e:  # noqa: BLE001 - handed to every waiting request, the worker goes on
+                for _, f in batch:
+                    if not f.done():
+                        f.set_exception(e)
+                continue
+            start = 0
+            for r, f in batch:
+                if not f.done():
+                    f.set_result(results[start:start + len(r)])
+                start += len(r)
+
+
+# -- request decoding -------------------------------------------------------------------------------------------
+
+def _json(body: bytes):
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as e:
+        raise InvalidInput(f"Unrecognized request format: {e}") from None
+
+
+def _option(name: str, headers: dict, parameters: dict | None = None) -> bool:
+    """An on/off request option: a V2 request parameter, else the header `kfts-<name>`."""
+    if parameters and name in parameters:
+        value = parameters[name]
+        return value is True or str(value).lower() in TRUE
+    return headers.get(f"kfts-{name}", "").strip().lower() in TRUE
+
+
+def _matrix(rows, where: str, univariate: bool = False) -> np.ndarray:
+    """A JSON list of rows as float32 [rows, columns]; a mistake names the row and column, as csvio does."""
+    if not isinstance(rows, list):
+        raise InvalidInput(f"{where}: expected a list of rows, got {type(rows).__name__}")
+    if not rows:
+        raise InvalidInput(f"{where}: the list is empty")
+    if univariate:
+        rows = [r if isinstance(r, list) else [r] for r in rows]
+    try:
+        values = np.asarray(rows)
+    except ValueError:  # ragged
+        values = None
+    if values is None or values.ndim != 2 or values.dtype.kind not in "iuf":
+        _locate_fault(rows, where)
+        raise InvalidInput(f"{where}: expected a list of rows of numbers")
+    return _finite(values.astype(np.float32), where)
+
+
+def _locate_fault(rows: list, where: str) -> None:
+    width = len(rows[0]) if isinstance(rows[0], list) else None
+    for r, row in enumerate(rows, start=1):
+        if not isinstance(row, list):
+            raise InputError(f"{_show(row)} is not a row: each row is a list of numbers", path=where, row=r)
+        if len(row) != width:
+            raise InputError(f"has {len(row)} values, the rows above have {width}", path=where, row=r)
+        for c, value in enumerate(row, start=1):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise InputError(f"{_show(value)} is not a number", path=where, row=r, column=c)
+
+
+def _show(value) -> str:
+    return "null" if value is None else repr(value)
+
+
+def _finite(values: np.ndarray, where: str) -> np.ndarray:
+    if not np.isfinite(values).all():
+        row = int(np.argmin(np.isfinite(values).all(axis=1)))
+        col = int(np.argmin(np.isfinite(values[row])))
+        raise InputError(f"{values[row, col]} is not allowed: values must be finite numbers", path=where,
+                         row=row + 1, column=col + 1)
+    return values
+
+
+def _output(name: str, data: np.ndarray) -> InferOutput:
+    datatype = "BYTES" if data.dtype == object else "FP32"
+    return InferOutput(name=name, shape=list(data.shape), datatype=datatype, data=data)
