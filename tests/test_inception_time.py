@@ -1,0 +1,206 @@
+"""InceptionTime: the network's structure, the ensemble, training, the artifact and the CLI end to end."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import make_classification, run_cli, write_csv
+from kfts.algorithms import load_model
+from kfts.csvio import LabeledSeries
+from kfts.errors import InputError
+from kfts.inception_time import InceptionTime, Params
+from kfts.models.inception_time import InceptionNetworks, ensemble_probabilities, merge_members, split_members
+from kfts.training import resolve_device, resolve_precision
+
+TINY = dict(filters=4, depth=3, models=2, epochs=3, batch_size=16)
+
+
+def n_parameters(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def test_parameter_count_follows_the_papers_structure():
+    # one network, univariate input, 3 classes, the paper's filters=32 and depth=6, counted by hand:
+    filters, width, classes = 32, 128, 3
+    first = filters * 1 * (10 + 20 + 40) + filters * 1 + 2 * width          # no bottleneck on 1 channel
+    later = 32 * width + filters * 32 * (10 + 20 + 40) + filters * width + 2 * width  # bottleneck 32
+    shortcuts = (1 * width + 2 * width) + (width * width + 2 * width)      # after modules 3 and 6
+    head = width * classes + classes
+    expected = first + 5 * later + shortcuts + head
+    assert n_parameters(InceptionNetworks(1, classes, members=1)) == expected == 420_579
+    # members are independent copies: five members hold exactly five times the parameters
+    assert n_parameters(InceptionNetworks(1, classes, members=5)) == 5 * expected
+
+
+@pytest.mark.parametrize("channels,length", [(1, 37), (3, 64)])
+def test_output_shape_is_batch_members_classes(channels, length):
+    net = InceptionNetworks(channels, 4, members=3, filters=8, depth=6).eval()
+    assert net(torch.randn(5, channels, length)).shape == (5, 3, 4)
+
+
+def test_members_are_independent_and_the_ensemble_averages_their_probabilities():
+    torch.manual_seed(0)
+    ensemble = InceptionNetworks(1, 3, members=3, filters=8, depth=3).eval()
+    x = torch.randn(6, 1, 40)
+    logits = ensemble(x)
+    singles = []
+    for state in split_members(ensemble.state_dict(), 3):
+        single = InceptionNetworks(1, 3, members=1, filters=8, depth=3).eval()
+        single.load_state_dict(state)
+        singles.append(torch.softmax(single(x)[:, 0], dim=-1))
+    torch.testing.assert_close(ensemble_probabilities(logits), torch.stack(singles).mean(0), atol=1e-5, rtol=0)
+    rebuilt = InceptionNetworks(1, 3, members=3, filters=8, depth=3).eval()
+    rebuilt.load_state_dict(merge_members(split_members(ensemble.state_dict(), 3)))
+    torch.testing.assert_close(rebuilt(x), logits)
+
+
+def test_members_start_from_different_weights():
+    net = InceptionNetworks(1, 2, members=2, filters=4, depth=3)
+    a, b = split_members(net.state_dict(), 2)
+    assert not torch.equal(a["modules_.0.convs.2.weight"], b["modules_.0.convs.2.weight"])
+
+
+def tiny_data(seed=0, classes=("a", "b", "c"), n=12):
+    labels, values = make_classification(n_per_class=n, length=24, classes=classes, seed=seed)
+    return LabeledSeries(labels, values)
+
+
+@pytest.mark.parametrize("ensemble", ["sequential", "stacked"])
+def test_fit_learns_a_separable_problem(ensemble):
+    model = InceptionTime(Params(**{**TINY, "epochs": 15, "ensemble": ensemble}), device="cpu", seed=0)
+    model.fit(tiny_data(seed=0))
+    test = tiny_data(seed=1)
+    assert (model.predict(test.values) == test.labels).mean() >= 0.9
+    assert len(model.history) == 15 * (2 if ensemble == "sequential" else 1)
+
+
+def test_metric_lines_are_fixed_point_and_match_history(capsys):
+    model = InceptionTime(Params(**{**TINY, "ensemble": "stacked"}), device="cpu", seed=0)
+    data = tiny_data()
+    model.fit(data, valid=tiny_data(seed=1))
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch=")]
+    assert len(lines) == 3
+    for line, record in zip(lines, model.history):
+        pairs = dict(pair.split("=") for pair in line.split())
+        assert list(pairs) == ["epoch", "train_loss", "train_accuracy", "valid_loss", "valid_accuracy"]
+        assert all("e" not in v for v in pairs.values())  # Katib reads fixed-point only
+        assert float(pairs["train_loss"]) == pytest.approx(record["train_loss"], abs=1e-6)
+    assert set(model.metrics) == {"train_loss", "train_accuracy", "valid_loss", "valid_accuracy"}
+
+
+def test_same_seed_same_model():
+    data = tiny_data()
+    a = InceptionTime(Params(**TINY), device="cpu", seed=7).fit(data)
+    b = InceptionTime(Params(**TINY), device="cpu", seed=7).fit(data)
+    np.testing.assert_array_equal(a.predict_proba(data.values), b.predict_proba(data.values))
+
+
+def test_artifact_round_trip_predicts_identically(tmp_path):
+    data = tiny_data()
+    model = InceptionTime(Params(**TINY), device="cpu", seed=0).fit(data)
+    model.save(tmp_path / "model")
+    loaded = load_model(tmp_path / "model", device="cpu")
+    np.testing.assert_array_equal(loaded.predict_proba(data.values), model.predict_proba(data.values))
+    manifest = json.loads((tmp_path / "model" / "kfts-model.json").read_text())
+    assert manifest["algorithm"] == "inception-time" and manifest["classes"] == ["a", "b", "c"]
+    assert manifest["input_shape"] == {"length": 24, "channels": 1}
+    assert manifest["hyperparameters"]["filters"] == 4 and len(manifest["history"]) == len(model.history)
+
+
+def test_scaling_is_fitted_on_training_data_and_applied_at_inference():
+    data = tiny_data()
+    shifted = LabeledSeries(data.labels, data.values * 50 + 1000)
+    model = InceptionTime(Params(**{**TINY, "epochs": 15}), device="cpu", seed=0).fit(shifted)
+    assert model.scaler["mean"] == pytest.approx(float((data.values.astype(np.float64) * 50 + 1000).mean()))
+    test = tiny_data(seed=1)
+    assert (model.predict(test.values * 50 + 1000) == test.labels).mean() >= 0.9
+
+
+def test_init_model_continues_or_replaces_the_head(capsys):
+    first = InceptionTime(Params(**TINY), device="cpu", seed=0).fit(tiny_data())
+    same = InceptionTime(Params(**TINY), device="cpu", seed=1).fit(tiny_data(seed=2), init_model=first)
+    assert list(same.classes) == ["a", "b", "c"]
+    assert "replaced" not in capsys.readouterr().out
+    other = InceptionTime(Params(**TINY), device="cpu", seed=1).fit(
+        tiny_data(seed=3, classes=("x", "y")), init_model=first)
+    assert list(other.classes) == ["x", "y"]
+    assert "classifier heads are replaced" in capsys.readouterr().out
+    # the convolutional layers started from the first model's weights, not from scratch
+    assert other.network.modules_[0].convs[0].weight.shape == first.network.modules_[0].convs[0].weight.shape
+
+
+def test_predictions_csv_layout_keeps_labels_verbatim():
+    labels = np.array(["1.0", "2.0", "abnormal,odd"])
+    model = InceptionTime(Params(**TINY), device="cpu", seed=0)
+    values = make_classification(n_per_class=6, length=16, classes=tuple(labels))[1]
+    model.fit(LabeledSeries(np.repeat(labels, 6), values))
+    plain = model.predictions_csv(values[:4]).splitlines()
+    assert len(plain) == 4 and set(plain) <= {"1.0", "2.0", '"abnormal,odd"'}
+    with_p = model.predictions_csv(values[:4], probabilities=True).splitlines()
+    assert with_p[0] == 'label,p_1.0,p_2.0,"p_abnormal,odd"'
+    for row in with_p[1:]:
+        probabilities = [float(v) for v in row.rsplit(",", 3)[1:]]
+        assert sum(probabilities) == pytest.approx(1, abs=1e-5)
+
+
+def test_wrong_length_at_inference_is_refused():
+    model = InceptionTime(Params(**TINY), device="cpu", seed=0).fit(tiny_data())
+    with pytest.raises(InputError, match="24 time steps"):
+        model.predict(np.zeros((2, 30), dtype=np.float32))
+
+
+def test_hyperparameters_are_checked():
+    with pytest.raises(InputError, match="--batch-size must be positive"):
+        Params(batch_size=0)
+    with pytest.raises(InputError, match="--schedule must be one of"):
+        Params(schedule="cosine")
+
+
+def test_device_and_precision_choice(monkeypatch):
+    assert resolve_device("cpu").type == "cpu"
+    if not torch.cuda.is_available():
+        assert resolve_device("auto").type == "cpu"
+        with pytest.raises(InputError, match="no CUDA GPU"):
+            resolve_device("cuda")
+    cpu = torch.device("cpu")
+    monkeypatch.setattr("kfts.training.cpu_supports_bf16", lambda: False)
+    assert resolve_precision("auto", cpu) is None
+    monkeypatch.setattr("kfts.training.cpu_supports_bf16", lambda: True)
+    assert resolve_precision("auto", cpu) is torch.bfloat16
+    assert resolve_precision("fp32", cpu) is None
+
+
+def test_cli_end_to_end(tmp_path, classification_csv):
+    train, test, labels = classification_csv
+    model_dir = tmp_path / "model"
+    result = run_cli("train", "inception-time", "--train", train, "--valid", train, "--model-dir", model_dir,
+                     "--filters", 4, "--depth", 3, "--models", 2, "--epochs", 12, "--seed", 0, check=True)
+    assert "epoch=12 train_loss=" in result.stdout and "valid_accuracy=" in result.stdout
+    run_cli("validate", "inception-time", test, "--inference", check=True)
+
+    run_cli("predict", "--model-dir", model_dir, "--input", test, "--output", tmp_path / "pred.csv", check=True)
+    predicted = (tmp_path / "pred.csv").read_text().splitlines()
+    assert len(predicted) == len(labels) and (np.array(predicted) == labels).mean() >= 0.9
+
+    run_cli("predict", "--model-dir", model_dir, "--input", test, "--output", tmp_path / "proba.csv",
+            "--probabilities", check=True)
+    assert (tmp_path / "proba.csv").read_text().splitlines()[0] == "label,p_a,p_b,p_c"
+
+    run_cli("evaluate", "--model-dir", model_dir, "--input", train, "--output-dir", tmp_path / "eval", check=True)
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["accuracy"] >= 0.9 and metrics["confusion_matrix"]["labels"] == ["a", "b", "c"]
+    assert np.array(metrics["confusion_matrix"]["matrix"]).sum() == len(labels)
+    report = (tmp_path / "eval" / "report.html").read_text()
+    assert report.count("data:image/png;base64,") == 2  # confusion matrix and learning curves
+
+
+def test_cli_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path):
+    bad = write_csv(tmp_path / "train.csv", [["a", 1, 2], ["b", 3, "x"]])
+    result = run_cli("train", "inception-time", "--train", bad, "--model-dir", tmp_path / "model")
+    assert result.returncode == 2
+    assert result.stderr == f"error: {bad}: row 2, column 3: 'x' is not a number\n"
+    assert not (tmp_path / "model").exists() and list(tmp_path.iterdir()) == [bad]
