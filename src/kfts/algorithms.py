@@ -7,8 +7,9 @@ import os
 from kfts import artifact
 from kfts.errors import InputError
 from kfts.inception_time import InceptionTime
+from kfts.lstm_ad import LstmAD
 
-ALGORITHMS = {cls.algorithm: cls for cls in (InceptionTime,)}
+ALGORITHMS = {cls.algorithm: cls for cls in (InceptionTime, LstmAD)}
 
 
 def get(algorithm: str):

@@ -1,0 +1,405 @@
+"""LSTM-AD anomaly detector: fit / score on arrays, save / load as a kfts model artifact.
+
+The network itself is in kfts.models.lstm_ad. This module owns the seed product's recipe around it:
+
+- The training series is split chronologically at a sequence boundary: the first part (1 - error_fraction)
+  trains the LSTM, the second part is only reconstructed, and a multivariate Normal (mean vector, full
+  covariance, maximum likelihood) is fitted to its reconstruction errors. The scaling (per series mean and
+  standard deviation) is fitted on the first part.
+- The normality score of a time step is the log-likelihood of its error vector under that Normal: lower =
+  more anomalous. Errors are taken in scaled units, so no series dominates by its units alone.
+- A decision threshold, the `threshold_quantile` quantile of the scores of the error-fit part (normal data the
+  LSTM never trained on), flags anomalies (`kfts predict --flag`).
+- A near-singular error covariance (a constant series, two identical series) gets a small ridge on its diagonal,
+  and the log says so: the scores stay finite.
+
+Precision: the LSTM trains under autocast where that is faster (bf16/fp16 on GPUs; fp32 on CPUs, where
+bf16 LSTMs measured slower). Reconstructions for scoring are always computed in fp32: a score is the density
+of small errors, and half-precision outputs would add noise of the size of those errors.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from dataclasses import asdict, dataclass, field, fields
+
+import numpy as np
+import pyarrow as pa
+import torch
+from pyarrow import csv as pacsv
+
+from kfts import artifact, csvio
+from kfts.errors import InputError
+from kfts.models.lstm_ad import LstmReconstructor, cut_sequences, input_sequences
+from kfts.training import (Checkpoints, MetricLog, autocast, data_parallel, metric_line, progress, resolve_device,
+                           resolve_precision, restore_rng_state, rng_state, seed_everything)
+
+ALGORITHM = "lstm-ad"
+SCORE_BATCH = 512  # sequences per forward pass when scoring: large enough to keep the cores busy
+# Covariance regularisation: eigenvalues are raised to at least RCOND times the largest one, and at least
+# MIN_VARIANCE in scaled units (where every series has unit variance), before the Normal is used.
+RCOND = 1e-6
+MIN_VARIANCE = 1e-12
+
+
+@dataclass
+class Params:
+    """Hyperparameters. Names and defaults of the first seven are the seed product's."""
+
+    num_layers: int = field(default=2, metadata={"help": "stacked LSTM layers"})
+    sequence_length: int = field(default=50, metadata={
+        "help": "time steps per sequence; each sequence reconstructs the next one"})
+    hidden_size: int = field(default=128, metadata={"help": "hidden units of each LSTM layer"})
+    dropout: float = field(default=0.1, metadata={"help": "dropout rate after each LSTM layer"})
+    lr: float = field(default=0.001, metadata={"help": "Adam learning rate"})
+    batch_size: int = field(default=64, metadata={"help": "sequences per training batch"})
+    epochs: int = field(default=100, metadata={"help": "training epochs"})
+    error_fraction: float = field(default=0.2, metadata={
+        "help": "chronological tail of the training data that is not trained on but fits the Normal "
+                "distribution of the reconstruction errors (the seed product's split)"})
+    threshold_quantile: float = field(default=0.01, metadata={
+        "help": "the anomaly flag threshold is this quantile of the scores of the error-fit part: about "
+                "this share of normal time steps gets flagged"})
+    precision: str = field(default="auto", metadata={
+        "help": "training precision: bf16/fp16 autocast, fp32, or auto (bf16/fp16 on GPUs, fp32 on CPUs)",
+        "choices": ("auto", "fp32", "bf16", "fp16")})
+
+    def __post_init__(self):
+        for f in fields(self):
+            value, flag = getattr(self, f.name), f"--{f.name.replace('_', '-')}"
+            if f.type == "int" and not value > 0:
+                raise InputError(f"{flag} must be positive, not {value}")
+            choices = f.metadata.get("choices")
+            if choices and value not in choices:
+                raise InputError(f"{flag} must be one of {', '.join(choices)}")
+        if not self.lr > 0:
+            raise InputError(f"--lr must be positive, not {self.lr}")
+        if not 0 <= self.dropout < 1:
+            raise InputError(f"--dropout must be in [0, 1), not {self.dropout}")
+        for name in ("error_fraction", "threshold_quantile"):
+            if not 0 < getattr(self, name) < 1:
+                raise InputError(f"--{name.replace('_', '-')} must be between 0 and 1, not {getattr(self, name)}")
+
+
+class LstmAD:
+    """An LSTM-AD anomaly detector: scores every time step of a multivariate series by a log-likelihood."""
+
+    algorithm = ALGORITHM
+    Params = Params
+
+    def __init__(self, params: Params | None = None, *, device: str = "auto", seed: int | None = None):
+        self.params = params or Params()
+        self.device = resolve_device(device)
+        self.seed = seed
+        self.network: LstmReconstructor | None = None
+        self.n_series: int | None = None
+        self.scaler: dict = {}        # {"mean": [d], "std": [d]}, input units
+        self.gaussian: dict = {}      # {"mean": [d], "covariance": [d][d], "ridge": float}, scaled units
+        self.threshold: float | None = None
+        self.history: list[dict] = []
+        self.metrics: dict = {}
+
+    # -- data ------------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def read_training(path) -> np.ndarray:
+        """[time steps, series]; fit() checks the length against the sequence length."""
+        return csvio.read_series_columns(path)
+
+    def read_inference(self, path) -> np.ndarray:
+        return csvio.read_series_columns(path, n_series=self.n_series, min_rows=self.params.sequence_length + 1)
+
+    def _scale(self, values: np.ndarray) -> torch.Tensor:
+        mean = np.asarray(self.scaler["mean"], dtype=np.float32)
+        std = np.asarray(self.scaler["std"], dtype=np.float32)
+        return torch.from_numpy((np.asarray(values, dtype=np.float32) - mean) / std)
+
+    def _check_values(self, values: np.ndarray, what: str, min_rows: int) -> np.ndarray:
+        values = np.asarray(values, dtype=np.float32)
+        if values.ndim != 2:
+            raise InputError(f"expected [time steps, series], got shape {list(values.shape)}", path=what)
+        if self.n_series is not None and values.shape[1] != self.n_series:
+            raise InputError(f"has {values.shape[1]} columns (series), the model has {self.n_series}", path=what)
+        if len(values) < min_rows:
+            raise InputError(f"has {len(values)} time steps; with sequence-length {self.params.sequence_length} "
+                             f"at least {min_rows} are needed", path=what)
+        return values
+
+    # -- training --------------------------------------------------------------------------------------------
+
+    def fit(self, train: np.ndarray, valid: np.ndarray | None = None, *, init_model: "LstmAD | None" = None,
+            checkpoint_dir=None, log: MetricLog | None = None) -> "LstmAD":
+        p = self.params
+        log = log or MetricLog()
+        seed_everything(self.seed)
+        L = p.sequence_length
+        if init_model is not None:
+            self._continue_from(init_model)
+        else:
+            self.n_series = None
+        # more than two sequences: at least one training pair, and at least one step to fit the errors on
+        train = self._check_values(train, "--train", 2 * L + 1)
+        self.n_series = train.shape[1]
+        split = self._split(len(train))
+        if init_model is None:
+            part = train[:split].astype(np.float64)
+            self.scaler = {"mean": part.mean(axis=0).tolist(),
+                           "std": [s if s > 0 else 1.0 for s in part.std(axis=0).tolist()]}
+        x = self._scale(train)
+        inputs, targets = cut_sequences(x[:split], L)
+        valid_x = self._scale(self._check_values(valid, "--valid", L + 1)) if valid is not None else None
+        print(f"lstm-ad: {split} time steps train the LSTM ({len(inputs)} sequence pairs), "
+              f"{len(train) - split} fit the error distribution", flush=True)
+
+        checkpoints = Checkpoints(checkpoint_dir, {"algorithm": ALGORITHM, "params": asdict(p), "seed": self.seed,
+                                                   "data": [list(x.shape), float(x.double().sum())]})
+        state = checkpoints.load() or {}
+        network = self.network if init_model is not None else self._new_network()
+        network = network.to(self.device)
+        optimizer = torch.optim.Adam(network.parameters(), lr=p.lr)
+        generator = torch.Generator().manual_seed(self.seed if self.seed is not None else int(time.time()))
+        history, first_epoch = [], 1
+        if state:
+            network.load_state_dict(state["network"])
+            optimizer.load_state_dict(state["optimizer"])
+            restore_rng_state(state["rng"], generator)
+            history, first_epoch = state["history"], state["epoch"] + 1
+        dtype = self._training_dtype()
+        model = data_parallel(network, self.device)
+        n = len(inputs)
+        for epoch in progress(range(first_epoch, p.epochs + 1), total=p.epochs - first_epoch + 1, desc="lstm-ad"):
+            model.train()
+            order = torch.randperm(n, generator=generator)
+            loss_sum = 0.0
+            for i in range(0, n, p.batch_size):
+                idx = order[i:i + p.batch_size]
+                xb = inputs[idx].to(self.device, non_blocking=True)
+                yb = targets[idx].to(self.device, non_blocking=True)
+                with autocast(self.device, dtype):
+                    out = model(xb)
+                loss = torch.nn.functional.mse_loss(out.float(), yb)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                loss_sum += loss.item() * len(idx)
+            metrics = {"epoch": epoch, "train_loss": loss_sum / n}
+            if valid_x is not None:
+                metrics["valid_loss"] = self._mse(valid_x, network)
+            log.log(metrics)
+            checkpoints.save({"epoch": epoch, "network": network.state_dict(), "optimizer": optimizer.state_dict(),
+                              "history": history + log.history, "rng": rng_state(generator)})
+
+        self.network = network.cpu().eval()
+        self.history = history + log.history
+        self._fit_gaussian(x[split - L:])
+        # in inference mode, the figures the artifact, KFP and Katib report
+        self.metrics = {"train_loss": self._mse(x[:split])}
+        if valid_x is not None:
+            self.metrics["valid_loss"] = self._mse(valid_x)
+        print(metric_line(self.metrics), flush=True)
+        return self
+
+    def _training_dtype(self) -> torch.dtype | None:
+        if self.params.precision == "auto" and self.device.type == "cpu":
+            return None  # bf16 LSTMs measured slower than fp32 on CPUs, even with native bf16
+        return resolve_precision(self.params.precision, self.device)
+
+    def _split(self, n_steps: int) -> int:
+        """End of the LSTM's part: a whole number of sequences, at least two, leaving at least one step."""
+        L = self.params.sequence_length
+        return max(2 * L, int(n_steps * (1 - self.params.error_fraction)) // L * L)
+
+    def _new_network(self) -> LstmReconstructor:
+        p = self.params
+        return LstmReconstructor(self.n_series, p.hidden_size, p.num_layers, p.dropout)
+
+    def _continue_from(self, previous: "LstmAD") -> None:
+        """Incremental training: the previous artifact's weights and scaling; its architecture wins."""
+        p = self.params
+        if (p.num_layers, p.hidden_size) != (previous.params.num_layers, previous.params.hidden_size):
+            print(f"init-model: keeping its architecture (num-layers {previous.params.num_layers}, hidden-size "
+                  f"{previous.params.hidden_size})", flush=True)
+        p.num_layers, p.hidden_size = previous.params.num_layers, previous.params.hidden_size
+        self.n_series, self.scaler = previous.n_series, dict(previous.scaler)
+        network = self._new_network()
+        network.load_state_dict(previous.network.state_dict())
+        self.network = network
+
+    def _fit_gaussian(self, x: torch.Tensor) -> None:
+        """The Normal of the errors of x[L:] (x: the error-fit part with one sequence before it, scaled), and
+        the flag threshold from their scores."""
+        errors = (x[self.params.sequence_length:] - self._reconstruct(x)).double().numpy()
+        mean, covariance, ridge = fit_gaussian(errors)
+        if ridge:
+            print(f"gaussian: the error covariance is near-singular (eigenvalues down to "
+                  f"{np.linalg.eigvalsh(covariance - ridge * np.eye(len(mean))).min():.3g}): added {ridge:.3g} "
+                  "to its diagonal", flush=True)
+        self.gaussian = {"mean": mean.tolist(), "covariance": covariance.tolist(), "ridge": ridge}
+        scores = self._log_density(torch.from_numpy(errors)).numpy()
+        self.threshold = float(np.quantile(scores, self.params.threshold_quantile))
+
+    # -- scoring ---------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def _reconstruct(self, x: torch.Tensor, network: LstmReconstructor | None = None) -> torch.Tensor:
+        """Scaled [T, d] (T > sequence length) -> reconstructions of x[L:], [T - L, d], fp32 on the CPU."""
+        network = network or self.network
+        was_training = network.training
+        model = data_parallel(network, self.device).eval()
+        inputs = input_sequences(x, self.params.sequence_length)
+        out = [model(inputs[i:i + SCORE_BATCH].to(self.device)).float().cpu()
+               for i in range(0, len(inputs), SCORE_BATCH)]
+        network.train(was_training)
+        return torch.cat(out).reshape(-1, x.shape[1])[:len(x) - self.params.sequence_length]
+
+    def _mse(self, x: torch.Tensor, network: LstmReconstructor | None = None) -> float:
+        return torch.nn.functional.mse_loss(self._reconstruct(x, network), x[self.params.sequence_length:]).item()
+
+    def _log_density(self, errors: torch.Tensor) -> torch.Tensor:
+        return log_density(errors, np.asarray(self.gaussian["mean"]), np.asarray(self.gaussian["covariance"]))
+
+    def score(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(scores [T] float64, reconstructions [T, d] float32 in input units); NaN for the first sequence."""
+        self._check_fitted()
+        L = self.params.sequence_length
+        values = self._check_values(values, "input", L + 1)
+        x = self._scale(values)
+        rec = self._reconstruct(x)
+        scores = np.full(len(values), np.nan)
+        scores[L:] = self._log_density(x[L:] - rec).numpy()
+        mean = np.asarray(self.scaler["mean"], dtype=np.float32)
+        std = np.asarray(self.scaler["std"], dtype=np.float32)
+        reconstructions = np.full(values.shape, np.nan, dtype=np.float32)
+        reconstructions[L:] = rec.numpy() * std + mean
+        return scores, reconstructions
+
+    def predictions_csv(self, values: np.ndarray, *, flag: bool = False) -> str:
+        """Batch prediction output (SPEC): `score,rec_1,...,rec_d` per row, the first sequence's rows empty;
+        with flag, a last 0/1 column (1: score below the model's threshold)."""
+        scores, reconstructions = self.score(values)
+        empty = np.isnan(scores)
+        columns = {"score": pa.array(scores, mask=empty)}
+        for j in range(reconstructions.shape[1]):
+            columns[f"rec_{j + 1}"] = pa.array(reconstructions[:, j], mask=empty)
+        if flag:
+            columns["flag"] = pa.array((scores < self.threshold).astype(np.int8), mask=empty)
+        out = io.BytesIO()
+        # pyarrow's writer: multi-threaded, shortest round-trip floats, empty cells for the first sequence
+        pacsv.write_csv(pa.table(columns), out, pacsv.WriteOptions(include_header=False, quoting_style="none"))
+        return out.getvalue().decode()
+
+    def evaluate(self, input_path, output_dir, *, labels_path=None) -> dict:
+        """Score a file: with labels detection metrics, without them reconstruction errors; metrics.json and
+        report.html in `output_dir`. Only the steps after the first sequence are scored and counted."""
+        from kfts import anomaly_metrics
+        from kfts.evaluation import write_outputs
+
+        values = self.read_inference(input_path)
+        scores, reconstructions = self.score(values)
+        L = self.params.sequence_length
+        labels = None
+        metrics = {"scored_steps": int(len(values) - L), "threshold": self.threshold}
+        if labels_path is not None:
+            labels = csvio.read_binary_labels(labels_path, len(values))
+            scored = labels[L:]
+            if scored.min() == scored.max():
+                raise InputError(f"the labels after the first sequence (row {L + 1} on) are all {scored[0]}: "
+                                 "detection metrics need both normal and anomalous steps", path=labels_path)
+            window = 2 * anomaly_metrics.estimate_period(values)
+            # higher = more anomalous for the metrics: the negated log-likelihood
+            metrics.update(anomaly_metrics.detection_metrics(scored, -scores[L:], threshold=-self.threshold,
+                                                             window=window))
+            metrics["best_f1_threshold"] = -metrics["best_f1_threshold"]  # back in score units: flag if <=
+        else:
+            errors = reconstructions[L:].astype(np.float64) - values[L:]
+            metrics.update({"mse": float(np.mean(errors ** 2)), "mae": float(np.mean(np.abs(errors))),
+                            "mean_score": float(np.mean(scores[L:])),
+                            "flagged_steps": int(np.sum(scores[L:] < self.threshold))})
+        write_outputs(output_dir, metrics, self._report(values, scores, labels, metrics))
+        return metrics
+
+    def _report(self, values, scores, labels, metrics) -> str:
+        from kfts import report
+        plt = report.plt
+        fig, (top, bottom) = plt.subplots(2, 1, figsize=(12, 6), sharex=True)
+        steps = np.arange(len(values))
+        for j in range(values.shape[1]):
+            top.plot(steps, values[:, j], linewidth=0.6, label=f"series {j + 1}")
+        bottom.plot(steps, scores, linewidth=0.6, color="black", label="score (log-likelihood)")
+        bottom.axhline(self.threshold, color="tab:orange", linestyle="--", linewidth=0.8, label="flag threshold")
+        if labels is not None:
+            from kfts.anomaly_metrics import label_ranges
+            for k, (s, e) in enumerate(label_ranges(labels)):
+                for ax in (top, bottom):
+                    ax.axvspan(s - 0.5, e + 0.5, color="tab:red", alpha=0.25,
+                               label="labeled anomaly" if k == 0 and ax is bottom else None)
+        finite = scores[np.isfinite(scores)]
+        # the bulk of the scores on a readable scale: extreme anomalies would flatten everything else
+        low = min(np.quantile(finite, 0.001), self.threshold)
+        bottom.set_ylim(low - 0.1 * (finite.max() - low), finite.max() + 0.1 * (finite.max() - low))
+        top.set_ylabel("value")
+        bottom.set_ylabel("score (lower = more anomalous)")
+        bottom.set_xlabel("time step")
+        top.legend(fontsize="small", loc="upper right")
+        bottom.legend(fontsize="small", loc="lower right")
+        sections = [("Summary", report.table([{"metric": k, "value": v} for k, v in metrics.items()])),
+                    ("Series and score", report.figure(fig))]
+        if self.history:
+            sections.append(("Learning curves", report.figure(report.learning_curves(self.history))))
+        return report.page("LSTM-AD evaluation", sections)
+
+    def _check_fitted(self):
+        if self.network is None:
+            raise RuntimeError("the model is not trained: call fit() or load()")
+
+    # -- artifact --------------------------------------------------------------------------------------------
+
+    def save(self, model_dir) -> None:
+        self._check_fitted()
+        artifact.save(model_dir, {
+            "algorithm": ALGORITHM,
+            "hyperparameters": asdict(self.params),
+            "input_shape": {"series": self.n_series},
+            "scaler": self.scaler,
+            "gaussian": self.gaussian,
+            "threshold": self.threshold,
+            "metrics": self.metrics,
+            "history": self.history,
+            "seed": self.seed,
+        }, self.network.state_dict())
+
+    @classmethod
+    def from_artifact(cls, manifest: dict, tensors: dict, device: str = "auto") -> "LstmAD":
+        model = cls(Params(**manifest["hyperparameters"]), device=device, seed=manifest.get("seed"))
+        model.n_series = manifest["input_shape"]["series"]
+        model.scaler, model.gaussian, model.threshold = manifest["scaler"], manifest["gaussian"], manifest["threshold"]
+        model.metrics, model.history = manifest.get("metrics", {}), manifest.get("history", [])
+        model.network = model._new_network()
+        model.network.load_state_dict(tensors)
+        model.network.eval()
+        return model
+
+
+# -- the Normal distribution of the errors ------------------------------------------------------------------------
+
+def fit_gaussian(errors: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """Maximum-likelihood mean and covariance of errors [n, d] (float64), and the ridge added to the diagonal
+    (0 when the covariance is well conditioned) so that every eigenvalue is at least
+    max(RCOND * largest, MIN_VARIANCE)."""
+    errors = np.asarray(errors, dtype=np.float64)
+    mean = errors.mean(axis=0)
+    centered = errors - mean
+    covariance = centered.T @ centered / len(errors)  # MLE: divided by n, not n - 1
+    eigenvalues = np.linalg.eigvalsh(covariance)
+    floor = max(RCOND * eigenvalues[-1], MIN_VARIANCE)
+    ridge = float(floor - eigenvalues[0]) if eigenvalues[0] < floor else 0.0
+    return mean, covariance + ridge * np.eye(len(mean)), ridge
+
+
+def log_density(errors: torch.Tensor, mean: np.ndarray, covariance: np.ndarray) -> torch.Tensor:
+    """Log-density of each row of errors [n, d] under N(mean, covariance), float64, all rows at once."""
+    normal = torch.distributions.MultivariateNormal(torch.as_tensor(mean, dtype=torch.float64),
+                                                    covariance_matrix=torch.as_tensor(covariance, dtype=torch.float64),
+                                                    validate_args=False)
+    return normal.log_prob(errors.to(torch.float64))
