@@ -1,0 +1,22 @@
+"""KFP components: thin, typed wrappers over the kfts library (SPEC "Layout").
+
+Every component runs in one image, IMAGE, read from the KFTS_IMAGE environment variable (the Makefile exports
+it), so a user points the pipelines at their own registry: `make compile KFTS_IMAGE=registry.example/kfts:1`.
+Component bodies import kfts inside (they run in that image, not where the pipeline is compiled) and call the
+functions the `kfts` CLI calls, so their outputs are the CLI's, byte for byte.
+
+An optional input (a validation file, a previous model) that was not given travels as a placeholder artifact
+whose metadata says ``present: False``: KFP cannot pass "no artifact" between tasks, and dsl.OneOf over
+artifacts does not run under kfp.local.
+"""
+
+from components.settings import IMAGE
+from components.validate_csv import validate_csv
+from components.train import train
+from components.evaluate import evaluate
+from components.batch_predict import batch_predict
+from components.deploy import deploy
+from components.models import choose_champion, combine_members, fetch_model, member_indices, promote_model
+
+__all__ = ["IMAGE", "validate_csv", "train", "evaluate", "batch_predict", "deploy", "fetch_model",
+           "combine_members", "member_indices", "choose_champion", "promote_model"]

@@ -1,0 +1,63 @@
+"""deploy: render the model's KServe InferenceService (kfts.deploy) and create or replace it in the cluster."""
+
+from kfp import dsl
+from kfp.dsl import Input, Model
+
+from components.settings import IMAGE, fail
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False, additional_funcs=[fail])
+def deploy(model: Input[Model], name: str, predictor_image: str, namespace: str = "", gpu: bool = False,
+           gpus: int = 1, node_selector: dict = {}, tolerations: list = [], min_replicas: int = 1,
+           max_replicas: int = 1, cpu: str = "1", memory: str = "2Gi", service_account: str = "") -> str:
+    """Serve `model` as the InferenceService `name` (in `namespace`, default this pod's own) and return its
+    URL once KServe reports it. The storage URI is the model artifact's URI in the pipeline root (minio://
+    is KFP's name for the S3 API of its MinIO, which KServe reads as s3://)."""
+    import json
+    import time
+    from pathlib import Path
+
+    from kubernetes import client, config
+
+    from kfts.deploy import render_inference_service
+    from kfts.errors import InputError
+
+    uri = model.uri.replace("minio://", "s3://", 1)
+    if not namespace:
+        own = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+        namespace = own.read_text().strip() if own.is_file() else "default"
+    try:
+        manifest = render_inference_service(
+            name=name, model_uri=uri, image=predictor_image, gpu=gpu, gpus=gpus, node_selector=node_selector or None,
+            tolerations=tolerations or None, min_replicas=min_replicas, max_replicas=max_replicas,
+            namespace=namespace, cpu=cpu, memory=memory, service_account=service_account or None)
+    except InputError as e:
+        fail(e)
+    print(json.dumps(manifest, indent=2))
+
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    api = client.CustomObjectsApi()
+    where = {"group": "serving.kserve.io", "version": "v1beta1", "namespace": namespace,
+             "plural": "inferenceservices"}
+    try:
+        current = api.get_namespaced_custom_object(name=name, **where)
+        manifest["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+        api.replace_namespaced_custom_object(name=name, body=manifest, **where)
+        print(f"replaced InferenceService {namespace}/{name}")
+    except client.ApiException as e:
+        if e.status != 404:
+            raise
+        api.create_namespaced_custom_object(body=manifest, **where)
+        print(f"created InferenceService {namespace}/{name}")
+
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:  # KServe sets Ready and the URL once the predictor answers
+        status = api.get_namespaced_custom_object(name=name, **where).get("status", {})
+        if any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions", [])):
+            print(f"ready at {status.get('url')}")
+            return status.get("url", "")
+        time.sleep(10)
+    raise RuntimeError(f"InferenceService {namespace}/{name} was not ready within 10 minutes")

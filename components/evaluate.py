@@ -1,0 +1,70 @@
+"""evaluate: score a model on labeled data (what `kfts evaluate` writes), as KFP metrics and an HTML report."""
+
+from typing import NamedTuple, Optional
+
+from kfp import dsl
+from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
+
+from components.settings import IMAGE, fail, present
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False, additional_funcs=[fail, present])
+def evaluate(model: Input[Model], data: Input[Dataset], metric: str, evaluation: Output[Artifact],
+             metrics: Output[Metrics], classification: Output[ClassificationMetrics], report: Output[HTML],
+             labels: Optional[Input[Dataset]] = None, device: str = "auto") -> NamedTuple("Outputs", score=float):
+    """Evaluate on `data` (with `labels` when they are a separate file) and return the figure named `metric`.
+
+    evaluation: the directory `kfts evaluate --output-dir` writes (metrics.json, report.html). inception-time
+    data carries its labels in the first column; for a file of series in the inference layout `labels` holds
+    one label per row, and the two are joined into that layout first. lstm-ad `labels` are the 0/1 file of
+    the SPEC. classification gets the confusion matrix and a ROC curve when the metrics have them (KFP shows
+    one curve: for two classes the second class's, else the first's; report.html has them all).
+    """
+    import os
+    import tempfile
+    from collections import namedtuple
+
+    from kfts.algorithms import load_model
+    from kfts.errors import InputError
+
+    sources = {data.path: data.metadata.get("source", data.path)}
+    try:
+        estimator = load_model(model.path, device=device)
+        input_path, labels_path = data.path, labels.path if present(labels) else None
+        if labels_path and estimator.algorithm == "inception-time":
+            sources[labels.path] = labels.metadata.get("source", labels.path)
+            input_path = os.path.join(tempfile.mkdtemp(), "labeled.csv")
+            with open(data.path) as rows, open(labels_path) as label_lines, open(input_path, "w") as out:
+                rows, label_lines = rows.read().splitlines(), label_lines.read().splitlines()
+                if len(rows) != len(label_lines):
+                    raise InputError(f"has {len(label_lines)} labels for the {len(rows)} rows of "
+                                     f"{sources[data.path]}", path=sources[labels.path])
+                out.writelines(f"{label},{row}\n" for label, row in zip(label_lines, rows))
+            labels_path = None
+        result = estimator.evaluate(input_path, evaluation.path, labels_path=labels_path)
+        if not isinstance(result.get(metric), (int, float)):
+            numeric = [k for k, v in result.items() if isinstance(v, (int, float))]
+            raise InputError(f"no metric {metric!r} in the evaluation of a {estimator.algorithm} model "
+                             f"(it has {', '.join(numeric)})")
+    except InputError as e:
+        e.path = sources.get(e.path, e.path)
+        fail(e)
+
+    for name, value in result.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            metrics.log_metric(name, float(value))
+    if "confusion_matrix" in result:
+        matrix = result["confusion_matrix"]
+        classification.log_confusion_matrix([str(c) for c in matrix["labels"]], matrix["matrix"])
+    roc = result.get("roc") or {}
+    if roc:
+        classes = list(roc)
+        name = classes[-1] if len(result.get("confusion_matrix", {}).get("labels", [])) == 2 else classes[0]
+        classification.log_roc_curve(roc[name]["fpr"], roc[name]["tpr"], roc[name]["thresholds"])
+        classification.metadata["roc_class"] = name
+    with open(os.path.join(evaluation.path, "report.html")) as f:
+        html = f.read()
+    with open(report.path, "w") as f:
+        f.write(html)
+    print(f"{metric}={result[metric]:.6f}")
+    return namedtuple("Outputs", ["score"])(float(result[metric]))

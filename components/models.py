@@ -1,0 +1,102 @@
+"""Model plumbing: fetch a previous model, fan InceptionTime members out and combine them, promote a champion."""
+
+from typing import List, NamedTuple
+
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Metrics, Model, Output
+
+from components.settings import IMAGE, fail, mark_absent, present
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False, additional_funcs=[fail, mark_absent])
+def fetch_model(uri: str, model: Output[Model]):
+    """Copy the kfts model directory at `uri` (a path or a URI pyarrow reads) into `model`, checking that it
+    loads. An empty `uri` gives a placeholder (present=False): no previous model."""
+    import os
+
+    import pyarrow.fs
+
+    from kfts import artifact
+    from kfts.errors import InputError
+
+    if not uri:
+        mark_absent(model)
+        return
+    try:
+        os.makedirs(model.path, exist_ok=True)
+        pyarrow.fs.copy_files(uri, model.path)
+        manifest = artifact.read_manifest(model.path)
+        artifact.load(model.path)
+    except InputError as e:
+        e.path = uri
+        fail(e)
+    except (OSError, ValueError) as e:
+        fail(f"{uri}: cannot be read ({e})")
+    model.metadata.update({"present": True, "source": uri, "algorithm": manifest.get("algorithm")})
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def member_indices(models: int) -> List[int]:
+    """0 .. models-1: the items of the ensemble fan-out."""
+    return list(range(models))
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False, additional_funcs=[fail, present])
+def combine_members(members: Input[List[Model]], train_data: Input[Dataset], valid_data: Input[Dataset],
+                    model: Output[Model], metrics: Output[Metrics], device: str = "auto"):
+    """One InceptionTime ensemble artifact from the members trained as parallel tasks (kfts.ensemble), in
+    member order, scored on the training (and validation) data as a single-task fit scores itself."""
+    from kfts.ensemble import combine_members as combine
+    from kfts.errors import InputError
+    from kfts.inception_time import InceptionTime
+
+    ordered = sorted(members, key=lambda m: m.metadata.get("member", 0))
+    try:
+        combined = combine([m.path for m in ordered], device=device,
+                           train=InceptionTime.read_training(train_data.path),
+                           valid=InceptionTime.read_training(valid_data.path) if present(valid_data) else None)
+        combined.save(model.path)
+    except InputError as e:
+        fail(e)
+    model.metadata.update({"algorithm": combined.algorithm, "framework": "pytorch",
+                           "members": len(ordered)})
+    for name, value in combined.metrics.items():
+        metrics.log_metric(name, float(value))
+    print(" ".join(f"{k}={v:.6f}" for k, v in combined.metrics.items()))
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def choose_champion(challenger_score: float, champion_score: float, higher_is_better: bool, metric: str,
+                    scores: Output[Metrics]) -> NamedTuple("Outputs", promote=bool):
+    """Promote the challenger only when it is strictly better on the same held-out data; both scores are
+    recorded."""
+    from collections import namedtuple
+
+    better = challenger_score > champion_score if higher_is_better else challenger_score < champion_score
+    scores.log_metric(f"challenger_{metric}", challenger_score)
+    scores.log_metric(f"champion_{metric}", champion_score)
+    scores.log_metric("promoted", float(better))
+    print(f"challenger {metric}={challenger_score:.6f}, champion {metric}={champion_score:.6f}: "
+          f"{'promote the challenger' if better else 'keep the champion'}")
+    return namedtuple("Outputs", ["promote"])(better)
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def promote_model(model: Input[Model], uri: str):
+    """Make `model` the champion: copy it to `uri`, where the retraining pipeline reads the champion from.
+    A local directory is replaced in one rename; an object store prefix is emptied, then written."""
+    import os
+
+    import pyarrow.fs
+
+    from kfts.artifact import atomic_directory
+
+    filesystem, path = pyarrow.fs.FileSystem.from_uri(uri)
+    if isinstance(filesystem, pyarrow.fs.LocalFileSystem):
+        with atomic_directory(path) as tmp:
+            pyarrow.fs.copy_files(model.path, os.fspath(tmp))
+    else:
+        filesystem.create_dir(path)
+        filesystem.delete_dir_contents(path, missing_dir_ok=True)
+        pyarrow.fs.copy_files(model.path, uri)
+    print(f"promoted {model.uri} to {uri}")

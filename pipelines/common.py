@@ -1,0 +1,116 @@
+"""What the pipelines share: where tasks run on a cluster (GPU node pools, requests, retries, checkpoints),
+the input validation fan-in and the steps after training."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from kfp import dsl, kubernetes
+
+from components import batch_predict, deploy, evaluate, validate_csv
+
+CHECKPOINT_MOUNT = "/kfts-checkpoints"
+
+
+@dataclass
+class Cluster:
+    """Compile-time placement of the tasks on a Kubernetes cluster.
+
+    gpus > 0 puts train and batch-predict on the GPU node pool: they request `gpus` x `accelerator` and carry
+    `node_selector` and `tolerations`; with gpus = 0 none of that is in the pipeline. Every task requests
+    `cpu` and `memory`. train is retried `retries` times and keeps its training state after every epoch on the
+    PersistentVolumeClaim `checkpoint_pvc` (mounted at /kfts-checkpoints, one folder per run and member), so
+    a retry after a preempted node resumes from the last finished epoch; the claim must exist beforehand
+    (pipelines/checkpoints-pvc.yaml) and be ReadWriteMany when members fan out over nodes. An empty
+    checkpoint_pvc compiles without checkpoints: a retry then starts training again.
+    """
+
+    gpus: int = 0
+    accelerator: str = "nvidia.com/gpu"
+    node_selector: dict[str, str] = field(default_factory=lambda: {"nvidia.com/gpu.present": "true"})
+    tolerations: list[dict] = field(default_factory=lambda: [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}])
+    cpu: str = "2"
+    memory: str = "8Gi"
+    retries: int = 3
+    checkpoint_pvc: str = "kfts-checkpoints"
+
+    @property
+    def checkpoint_root(self) -> str:
+        return CHECKPOINT_MOUNT if self.checkpoint_pvc else ""
+
+
+def place(task: dsl.PipelineTask, cluster: Cluster | None, *, gpu: bool = False) -> dsl.PipelineTask:
+    """Requests, and the GPU node pool for `gpu` tasks. `cluster=None` (kfp.local runs): nothing."""
+    if cluster is None:
+        return task
+    task.set_cpu_request(cluster.cpu).set_memory_request(cluster.memory)
+    if gpu and cluster.gpus > 0:
+        task.set_accelerator_type(cluster.accelerator).set_accelerator_limit(cluster.gpus)
+        for key, value in cluster.node_selector.items():
+            kubernetes.add_node_selector(task, label_key=key, label_value=value)
+        for toleration in cluster.tolerations:
+            kubernetes.add_toleration(task, **toleration)
+    return task
+
+
+def resumable(task: dsl.PipelineTask, cluster: Cluster | None) -> dsl.PipelineTask:
+    """A training task: retried with backoff, its checkpoint folder on the claim (see Cluster)."""
+    if cluster is None:
+        return task
+    task.set_retry(num_retries=cluster.retries, backoff_duration="30s", backoff_factor=2.0)
+    if cluster.checkpoint_pvc:
+        kubernetes.mount_pvc(task, pvc_name=cluster.checkpoint_pvc, mount_path=CHECKPOINT_MOUNT)
+    return task
+
+
+def side_effect(task: dsl.PipelineTask) -> dsl.PipelineTask:
+    """Tasks that read something that changes under the same URI, or change the world: never cached."""
+    return task.set_caching_options(False)
+
+
+def validate_inputs(algorithm: str, cluster: Cluster | None, **uris: tuple[str, str]) -> dict:
+    """One validate-csv task per input, all independent (they run in parallel): {name: Dataset output}.
+    `uris` maps a name to (pipeline parameter, layout)."""
+    outputs = {}
+    for name, (uri, layout) in uris.items():
+        task = validate_csv(algorithm=algorithm, uri=uri, layout=layout).set_display_name(f"validate-{name}")
+        outputs[name] = place(side_effect(task), cluster).outputs["data"]
+    return outputs
+
+
+@dataclass
+class Serving:
+    """Pipeline parameters of the deploy step (deploy_* in the pipelines' signatures)."""
+
+    name: object
+    namespace: object
+    predictor_image: object
+    gpu: object
+    min_replicas: object
+    max_replicas: object
+
+
+def after_training(*, model, data: dict, valid: str, test: str, test_labels: str, valid_metric: str,
+                   test_metric: str, passes_gate, deploy_wanted, serving: Serving, predict_options: dict,
+                   cluster: Cluster | None) -> None:
+    """evaluate (valid; test when it has labels) -> batch-predict (when test is given) -> deploy (when asked
+    and the validation metric passes `passes_gate(score)`)."""
+    with dsl.If(valid != "", "valid-given"):
+        scored = place(evaluate(model=model, data=data["valid"], metric=valid_metric), cluster)
+        scored.set_display_name("evaluate-valid")
+        with dsl.If(deploy_wanted == True, "deploy-asked"):  # noqa: E712 (a pipeline condition, not Python)
+            with dsl.If(passes_gate(scored.outputs["score"]), "metric-passes"):
+                gpu = cluster is not None and cluster.gpus > 0
+                task = deploy(model=model, name=serving.name, namespace=serving.namespace,
+                              predictor_image=serving.predictor_image, gpu=serving.gpu,
+                              node_selector=cluster.node_selector if gpu else {},
+                              tolerations=cluster.tolerations if gpu else [],
+                              min_replicas=serving.min_replicas, max_replicas=serving.max_replicas)
+                side_effect(place(task, cluster))
+    with dsl.If(test != "", "test-given"):
+        predicted = batch_predict(model=model, data=data["test"], **predict_options)
+        place(predicted, cluster, gpu=True)
+        with dsl.If(test_labels != "", "test-labelled"):
+            scored = evaluate(model=model, data=data["test"], labels=data["test_labels"], metric=test_metric)
+            place(scored.set_display_name("evaluate-test"), cluster)

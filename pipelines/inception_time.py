@@ -1,0 +1,62 @@
+"""The InceptionTime pipeline: validate -> train (one task, or one task per member) -> evaluate ->
+batch-predict -> deploy. Parameters: the data URIs, every hyperparameter of kfts.inception_time.Params with
+its default, a previous model to continue from, the seed, and the deploy step's settings."""
+
+from kfp import dsl
+
+from components import IMAGE, combine_members, fetch_model, member_indices, train
+from pipelines.common import Cluster, Serving, after_training, place, resumable, validate_inputs
+
+ALGORITHM = "inception-time"
+
+
+def build(cluster: Cluster | None = None, *, fan_out: bool = False):
+    """The pipeline function. cluster=None: for kfp.local (no requests, GPUs, retries or volumes).
+
+    fan_out: train the `models` members as parallel tasks (one GPU each on a GPU cluster), each a one-member
+    ensemble seeded `seed + member`, and combine them into one artifact (kfts.ensemble.combine_members) that
+    predicts exactly as an ensemble of those members trained in one task. A fan-out pipeline has no
+    init_model: each member task would need its own slice of the previous ensemble.
+    """
+    checkpoint_root = cluster.checkpoint_root if cluster else ""
+
+    @dsl.pipeline(name=ALGORITHM + ("-fan-out" if fan_out else ""),
+                  description="InceptionTime time-series classification: validate, train, evaluate, "
+                              "batch-predict, deploy" + (" (ensemble members trained in parallel)" if fan_out
+                                                         else ""))
+    def inception_time(train_uri: str, valid_uri: str = "", test_uri: str = "", test_labels_uri: str = "",
+                       filters: int = 32, depth: int = 6, models: int = 5, lr: float = 0.001, batch_size: int = 64,
+                       epochs: int = 100, schedule: str = "constant", ensemble: str = "auto",
+                       precision: str = "auto", seed: int = 0, init_model_uri: str = "",
+                       checkpoint_root: str = checkpoint_root, probabilities: bool = False,
+                       deploy: bool = False, deploy_min_accuracy: float = 0.0, deploy_name: str = ALGORITHM,
+                       deploy_namespace: str = "", deploy_image: str = IMAGE, deploy_gpu: bool = False,
+                       deploy_min_replicas: int = 1, deploy_max_replicas: int = 1):
+        data = validate_inputs(ALGORITHM, cluster, train=(train_uri, "training"), valid=(valid_uri, "training"),
+                               test=(test_uri, "inference"), test_labels=(test_labels_uri, "labels"))
+        hyperparameters = {"filters": filters, "depth": depth, "models": models, "lr": lr,
+                           "batch_size": batch_size, "epochs": epochs, "schedule": schedule,
+                           "ensemble": ensemble, "precision": precision}
+        common = {"algorithm": ALGORITHM, "train_data": data["train"], "valid_data": data["valid"],
+                  "seed": seed, "checkpoint_root": checkpoint_root, "run_id": dsl.PIPELINE_JOB_ID_PLACEHOLDER}
+        if fan_out:
+            with dsl.ParallelFor(member_indices(models=models).output, name="members") as member:
+                task = train(**common, init_model=fetch_model(uri="").outputs["model"], member=member,
+                             hyperparameters={**hyperparameters, "models": 1, "ensemble": "sequential"})
+                resumable(place(task, cluster, gpu=True), cluster)
+            combined = combine_members(members=dsl.Collected(task.outputs["model"]), train_data=data["train"],
+                                       valid_data=data["valid"])
+            model = place(combined, cluster, gpu=True).outputs["model"]
+        else:
+            previous = fetch_model(uri=init_model_uri).set_caching_options(False)
+            task = train(**common, init_model=previous.outputs["model"], hyperparameters=hyperparameters)
+            model = resumable(place(task, cluster, gpu=True), cluster).outputs["model"]
+
+        after_training(model=model, data=data, valid=valid_uri, test=test_uri, test_labels=test_labels_uri,
+                       valid_metric="accuracy", test_metric="accuracy",
+                       passes_gate=lambda score: score >= deploy_min_accuracy, deploy_wanted=deploy,
+                       serving=Serving(deploy_name, deploy_namespace, deploy_image, deploy_gpu,
+                                       deploy_min_replicas, deploy_max_replicas),
+                       predict_options={"probabilities": probabilities}, cluster=cluster)
+
+    return inception_time

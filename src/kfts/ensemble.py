@@ -1,0 +1,62 @@
+"""Combining InceptionTime models trained apart (one KFP task per member) into one ensemble artifact.
+
+An ensemble's prediction is the average of its members' softmax probabilities, and an InceptionNetworks state
+dict is member-major, so k artifacts of one member each (or of several) are combined by concatenating their
+members: the result predicts exactly what averaging the k models' probabilities predicts. The members must
+have been trained on the same data (same classes, series length and scaling) with the same network shape.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from kfts.algorithms import load_model
+from kfts.errors import InputError
+from kfts.csvio import LabeledSeries
+from kfts.inception_time import InceptionTime
+from kfts.models.inception_time import InceptionNetworks, merge_members, split_members
+
+
+def combine_members(model_dirs: list[str | os.PathLike], *, train: LabeledSeries | None = None,
+                    valid: LabeledSeries | None = None, device: str = "auto") -> InceptionTime:
+    """One InceptionTime ensemble holding every member of the models in `model_dirs`, in order.
+
+    With `train` (and `valid`) the combined model's metrics are scored on them, as fit() scores a whole
+    ensemble; without, the combined model carries no metrics.
+    """
+    if not model_dirs:
+        raise InputError("no models to combine")
+    models = [load_model(d, device=device) for d in model_dirs]
+    first = models[0]
+    for path, m in zip(model_dirs, models):
+        if m.algorithm != InceptionTime.algorithm:
+            raise InputError(f"holds a {m.algorithm} model; only inception-time members can be combined", path=path)
+        mismatch = [what for what, same in (
+            ("classes", list(m.classes) == list(first.classes)), ("series length", m.length == first.length),
+            ("scaling", m.scaler == first.scaler), ("filters", m.params.filters == first.params.filters),
+            ("depth", m.params.depth == first.params.depth)) if not same]
+        if mismatch:
+            raise InputError(f"differs from {model_dirs[0]} in {', '.join(mismatch)}: members of one ensemble "
+                             "must be trained on the same data with the same network shape", path=path)
+
+    members = [s for m in models for s in split_members(m.network.state_dict(), m.params.models)]
+    combined = InceptionTime(dataclasses.replace(first.params, models=len(members)), device=device, seed=None)
+    combined.classes, combined.length, combined.scaler = first.classes, first.length, dict(first.scaler)
+    combined.network = InceptionNetworks(1, len(first.classes), members=len(members), filters=first.params.filters,
+                                         depth=first.params.depth)
+    combined.network.load_state_dict(merge_members(members))
+    combined.network.eval()
+    # each part's epochs, numbered by the member they belong to (as a sequential fit logs them)
+    offset = 0
+    for m in models:
+        for row in m.history:
+            member = row.get("member", 1)
+            combined.history.append({**row, "member": offset + member})
+        offset += m.params.models
+    for prefix, data in (("train", train), ("valid", valid)):
+        if data is not None:
+            # the figures fit() reports: the members' mean cross-entropy and the ensemble's accuracy
+            combined.metrics.update(combined._score(combined._tensor(data.values),
+                                                    combined._encode(data.labels, path_hint=prefix), prefix))
+    return combined
