@@ -40,7 +40,7 @@ def render_inference_service(*, name: str, model_uri: str, image: str, gpu: bool
 
     resources = {"requests": {"cpu": cpu, "memory": memory}, "limits": {"cpu": cpu, "memory": memory}}
     if gpu:
-        resources["limits"]["nvidia.com/gpu"] = gpus
+        resources["limits"]["nvidia.com/gpu"] = str(gpus)  # a quantity, as `kubectl` prints it
     container = {
         "name": "kserve-container",  # the name KServe looks for the STORAGE_URI on
         "image": image,
