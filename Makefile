@@ -22,6 +22,10 @@ test: setup
 demo: setup
 	$(BIN)/python -m kfts.demo
 
+# the pipelines' IR YAML under pipelines/compiled/ (tests/test_pipelines.py fails when it is stale)
+compile: setup
+	$(BIN)/kfts pipeline compile --output-dir pipelines/compiled
+
 bench: setup
 	$(BIN)/python benchmarks/run.py --report benchmarks/REPORT.md
 

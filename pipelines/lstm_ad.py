@@ -1,0 +1,50 @@
+"""The LSTM-AD pipeline: validate -> train -> evaluate -> batch-predict -> deploy. Parameters: the data URIs,
+every hyperparameter of kfts.lstm_ad.Params with its default, a previous model to continue from, the seed,
+and the deploy step's settings."""
+
+from kfp import dsl
+
+from components import IMAGE, fetch_model, train
+from pipelines.common import Cluster, Serving, after_training, place, resumable, validate_inputs
+
+ALGORITHM = "lstm-ad"
+
+
+def build(cluster: Cluster | None = None):
+    """The pipeline function. cluster=None: for kfp.local (no requests, GPUs, retries or volumes).
+
+    Deployment is gated on the validation reconstruction error (valid data carries no labels): the model is
+    deployed when its mean squared error is at most deploy_max_mse.
+    """
+    checkpoint_root = cluster.checkpoint_root if cluster else ""
+
+    @dsl.pipeline(name=ALGORITHM, description="LSTM-AD time-series anomaly detection: validate, train, "
+                                              "evaluate, batch-predict, deploy")
+    def lstm_ad(train_uri: str, valid_uri: str = "", test_uri: str = "", test_labels_uri: str = "",
+                num_layers: int = 2, sequence_length: int = 50, hidden_size: int = 128, dropout: float = 0.1,
+                lr: float = 0.001, batch_size: int = 64, epochs: int = 100, error_fraction: float = 0.2,
+                threshold_quantile: float = 0.01, precision: str = "auto", seed: int = 0,
+                init_model_uri: str = "", checkpoint_root: str = checkpoint_root, flag: bool = False,
+                deploy: bool = False, deploy_max_mse: float = 1e30, deploy_name: str = ALGORITHM,
+                deploy_namespace: str = "", deploy_image: str = IMAGE, deploy_gpu: bool = False,
+                deploy_min_replicas: int = 1, deploy_max_replicas: int = 1):
+        data = validate_inputs(ALGORITHM, cluster, train=(train_uri, "training"), valid=(valid_uri, "training"),
+                               test=(test_uri, "inference"), test_labels=(test_labels_uri, "labels"))
+        hyperparameters = {"num_layers": num_layers, "sequence_length": sequence_length,
+                           "hidden_size": hidden_size, "dropout": dropout, "lr": lr, "batch_size": batch_size,
+                           "epochs": epochs, "error_fraction": error_fraction,
+                           "threshold_quantile": threshold_quantile, "precision": precision}
+        previous = fetch_model(uri=init_model_uri).set_caching_options(False)
+        task = train(algorithm=ALGORITHM, train_data=data["train"], valid_data=data["valid"],
+                     init_model=previous.outputs["model"], hyperparameters=hyperparameters, seed=seed,
+                     checkpoint_root=checkpoint_root, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
+        model = resumable(place(task, cluster, gpu=True), cluster).outputs["model"]
+
+        after_training(model=model, data=data, valid=valid_uri, test=test_uri, test_labels=test_labels_uri,
+                       valid_metric="mse", test_metric="roc_auc",
+                       passes_gate=lambda score: score <= deploy_max_mse, deploy_wanted=deploy,
+                       serving=Serving(deploy_name, deploy_namespace, deploy_image, deploy_gpu,
+                                       deploy_min_replicas, deploy_max_replicas),
+                       predict_options={"flag": flag}, cluster=cluster)
+
+    return lstm_ad

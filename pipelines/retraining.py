@@ -1,0 +1,62 @@
+"""Retraining (champion / challenger), for either algorithm: train a challenger on new data, evaluate it and
+the current model (the champion, a model directory at champion_uri) on the same held-out data, and promote
+the challenger only when it is strictly better: it is copied over champion_uri and, when asked, deployed.
+Both scores are recorded (the choose-champion step's metrics). Scheduled as a recurring run
+(`kfts pipeline schedule`), this is scheduled retraining: every run reads the latest data at the same URIs.
+
+metric / higher_is_better: the held-out figure that decides (defaults: inception-time accuracy; lstm-ad
+roc_auc, which needs holdout_labels_uri; without labels use metric="mse", higher_is_better=False).
+hyperparameters: Params field names and values (missing ones keep their defaults). init_model_uri: start the
+challenger from that model (usually champion_uri itself) instead of from scratch.
+"""
+
+from kfp import dsl
+
+from components import IMAGE, choose_champion, deploy, evaluate, fetch_model, promote_model, train
+from pipelines.common import Cluster, place, resumable, side_effect, validate_inputs
+
+METRICS = {"inception-time": "accuracy", "lstm-ad": "roc_auc"}
+
+
+def build(algorithm: str, cluster: Cluster | None = None):
+    """The retraining pipeline function for `algorithm`. cluster=None: for kfp.local."""
+    checkpoint_root = cluster.checkpoint_root if cluster else ""
+    gpu = cluster is not None and cluster.gpus > 0
+
+    @dsl.pipeline(name=f"retrain-{algorithm}", description=f"Champion/challenger retraining of a {algorithm} "
+                                                           "model: promote only a better model")
+    def retraining(champion_uri: str, train_uri: str, holdout_uri: str, valid_uri: str = "",
+                   holdout_labels_uri: str = "", hyperparameters: dict = {}, seed: int = 0,
+                   init_model_uri: str = "", checkpoint_root: str = checkpoint_root,
+                   metric: str = METRICS[algorithm], higher_is_better: bool = True, deploy_promoted: bool = False,
+                   deploy_name: str = algorithm, deploy_namespace: str = "", deploy_image: str = IMAGE,
+                   deploy_gpu: bool = False, deploy_min_replicas: int = 1, deploy_max_replicas: int = 1):
+        holdout_layout = "training" if algorithm == "inception-time" else "inference"
+        data = validate_inputs(algorithm, cluster, train=(train_uri, "training"), valid=(valid_uri, "training"),
+                               holdout=(holdout_uri, holdout_layout),
+                               holdout_labels=(holdout_labels_uri, "labels"))
+        champion = place(side_effect(fetch_model(uri=champion_uri).set_display_name("fetch-champion")), cluster)
+        previous = place(side_effect(fetch_model(uri=init_model_uri).set_display_name("fetch-init-model")),
+                         cluster)
+        challenger = train(algorithm=algorithm, train_data=data["train"], valid_data=data["valid"],
+                           init_model=previous.outputs["model"], hyperparameters=hyperparameters, seed=seed,
+                           checkpoint_root=checkpoint_root, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
+        challenger = resumable(place(challenger, cluster, gpu=True), cluster).outputs["model"]
+
+        scores = {}
+        for name, model in (("challenger", challenger), ("champion", champion.outputs["model"])):
+            task = evaluate(model=model, data=data["holdout"], labels=data["holdout_labels"], metric=metric)
+            scores[name] = place(task.set_display_name(f"evaluate-{name}"), cluster).outputs["score"]
+        choice = choose_champion(challenger_score=scores["challenger"], champion_score=scores["champion"],
+                                 higher_is_better=higher_is_better, metric=metric)
+        with dsl.If(choice.outputs["promote"] == True, "challenger-wins"):  # noqa: E712 (a pipeline condition)
+            side_effect(promote_model(model=challenger, uri=champion_uri))
+            with dsl.If(deploy_promoted == True, "deploy-asked"):  # noqa: E712
+                task = deploy(model=challenger, name=deploy_name, namespace=deploy_namespace,
+                              predictor_image=deploy_image, gpu=deploy_gpu,
+                              node_selector=cluster.node_selector if gpu else {},
+                              tolerations=cluster.tolerations if gpu else [],
+                              min_replicas=deploy_min_replicas, max_replicas=deploy_max_replicas)
+                side_effect(place(task, cluster))
+
+    return retraining

@@ -1,0 +1,106 @@
+"""Katib hyperparameter tuning of the train step: deploy/katib/experiment.yaml filled in with a search space.
+
+Each trial runs `kfts train` (the pipeline's train step) on the training and validation files and Katib's
+StdOut collector reads its `name=value` metric lines; the objective is the latest value of the objective
+metric, which is the final model's (fit() prints the whole model's figures last).
+"""
+
+from __future__ import annotations
+
+import copy
+import shlex
+from dataclasses import fields
+from pathlib import Path
+
+import yaml
+
+from kfts.errors import InputError
+
+TEMPLATE = Path(__file__).resolve().parents[2] / "deploy" / "katib" / "experiment.yaml"
+# the default objective and the other metrics each algorithm logs
+OBJECTIVES = {"inception-time": ("valid_accuracy", ["valid_loss", "train_loss", "train_accuracy"]),
+              "lstm-ad": ("valid_loss", ["train_loss"])}
+
+
+def render_experiment(*, algorithm: str, train_uri: str, valid_uri: str, search: list[tuple[str, str]],
+                      fixed: dict | None = None, name: str | None = None, image: str, objective: str | None = None,
+                      max_trials: int = 12, parallel_trials: int = 3, namespace: str | None = None, gpus: int = 0,
+                      seed: int = 0) -> dict:
+    """A Katib Experiment (kubeflow.org/v1beta1) as a dict.
+
+    search: (hyperparameter, spec) pairs: `MIN:MAX` a range (int or double by the hyperparameter's type),
+    `MIN:MAX:log` a log-uniform double range, `A,B,C` a list (categorical for text, discrete for numbers).
+    fixed: hyperparameters every trial uses.
+    """
+    from kfts.algorithms import get
+    params = {f.name: f for f in fields(get(algorithm).Params)}
+    default_objective, others = OBJECTIVES[algorithm]
+    objective = objective or default_objective
+    goal = "minimize" if objective.endswith("_loss") else "maximize"
+    if not search:
+        raise InputError("give at least one --search NAME=SPEC")
+    if not 1 <= parallel_trials <= max_trials:
+        raise InputError(f"need 1 <= --parallel-trials ({parallel_trials}) <= --max-trials ({max_trials})")
+    fixed = dict(fixed or {})
+    for key in [*fixed, *(k for k, _ in search)]:
+        if key not in params:
+            raise InputError(f"unknown {algorithm} hyperparameter {key!r} (known: {', '.join(params)})")
+
+    experiment = copy.deepcopy(yaml.safe_load(TEMPLATE.read_text()))
+    experiment["metadata"] = {"name": name or f"kfts-{algorithm}", **({"namespace": namespace} if namespace else {})}
+    spec = experiment["spec"]
+    metrics = [objective, *(m for m in others if m != objective)]
+    spec["objective"] = {"type": goal, "objectiveMetricName": objective, "additionalMetricNames": metrics[1:],
+                         "metricStrategies": [{"name": m, "value": "latest"} for m in metrics]}
+    spec["maxTrialCount"], spec["parallelTrialCount"] = max_trials, parallel_trials
+    spec["parameters"] = [_parameter(key, params[key].type, text) for key, text in search]
+    template = spec["trialTemplate"]
+    template["trialParameters"] = [{"name": key, "reference": key,
+                                    "description": params[key].metadata.get("help", key)} for key, _ in search]
+
+    flags = [f"--{k.replace('_', '-')} {shlex.quote(str(v))}" for k, v in fixed.items()]
+    flags += [f"--{k.replace('_', '-')} ${{trialParameters.{k}}}" for k, _ in search]
+    fetch = ("python -c 'import sys, pyarrow.fs; [pyarrow.fs.copy_files(u, p) for u, p in "
+             "zip(sys.argv[1::2], sys.argv[2::2])]' "
+             f"{shlex.quote(train_uri)} /tmp/train.csv {shlex.quote(valid_uri)} /tmp/valid.csv")
+    command = (f"{fetch} && kfts train {algorithm} --train /tmp/train.csv --valid /tmp/valid.csv "
+               f"--model-dir /tmp/model --seed {int(seed)} {' '.join(flags)}")
+    container = template["trialSpec"]["spec"]["template"]["spec"]["containers"][0]
+    container["image"] = image
+    container["args"] = [command]
+    if gpus > 0:
+        container["resources"]["limits"] = {"nvidia.com/gpu": gpus}
+        pod = template["trialSpec"]["spec"]["template"]["spec"]
+        pod["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    return experiment
+
+
+def _parameter(name: str, kind: str, text: str) -> dict:
+    """One Katib search parameter from a --search SPEC, typed by the hyperparameter's field type."""
+    number = {"int": int, "float": float}.get(kind)
+    try:
+        if "," in text or (kind == "str"):
+            values = [v.strip() for v in text.split(",") if v.strip()]
+            if number:
+                [number(v) for v in values]
+            if not values:
+                raise ValueError("empty list")
+            return {"name": name, "parameterType": "discrete" if number else "categorical",
+                    "feasibleSpace": {"list": values}}
+        low, high, *scale = text.split(":")
+        if number is None or len(scale) > 1 or (scale and scale != ["log"]):
+            raise ValueError("not MIN:MAX or MIN:MAX:log")
+        if not number(low) < number(high):
+            raise ValueError("MIN must be below MAX")
+        space = {"min": low, "max": high}
+        if scale:
+            if number is int or float(low) <= 0:
+                raise ValueError("a log scale needs a positive float range")
+            space["distribution"] = "logUniform"
+        return {"name": name, "parameterType": "int" if number is int else "double", "feasibleSpace": space}
+    except ValueError as e:
+        raise InputError(f"--search {name}={text}: {e} (use MIN:MAX, MIN:MAX:log or A,B,C)") from None
+
+
+def to_yaml(experiment: dict) -> str:
+    return yaml.safe_dump(experiment, sort_keys=False, width=1000)

@@ -1,0 +1,371 @@
+"""`kfts pipeline ...`: run the KFP pipelines locally, compile them, submit and schedule them on a cluster,
+and render Katib tuning experiments.
+
+    kfts pipeline run {inception-time|lstm-ad} --train F [--valid F] [--test F] [--test-labels F] [...]
+    kfts pipeline compile [--output-dir pipelines/compiled] | [PIPELINE --output FILE [placement options]]
+    kfts pipeline submit --host URL (PIPELINE [placement options] | --package FILE) [--param NAME=VALUE ...]
+    kfts pipeline schedule --host URL --cron EXPR (PIPELINE ... | --package FILE) [--param NAME=VALUE ...]
+    kfts pipeline tune {inception-time|lstm-ad} --train URI [--valid URI] --search NAME=SPEC ... [...]
+
+Local runs use kfp.local's SubprocessRunner in this Python environment: every step runs as a subprocess
+here, with the kfts installed here; GPU requests, node selectors, tolerations, retries and volumes are
+cluster settings and are left out of local runs. Placement (GPU node pool, requests, retries, the
+checkpoint volume) is chosen when a pipeline is compiled: see pipelines.common.Cluster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from dataclasses import fields
+from pathlib import Path
+
+from kfts.errors import InputError
+
+PIPELINE_NAMES = ("inception-time", "lstm-ad", "retrain-inception-time", "retrain-lstm-ad")
+COMPILED_DIR = Path(__file__).resolve().parents[2] / "pipelines" / "compiled"
+
+
+def build_pipeline(name: str, cluster=None, *, fan_out: bool = False):
+    """The pipeline function called `name` (PIPELINE_NAMES), for `cluster` (None: kfp.local)."""
+    from pipelines import inception_time, lstm_ad, retraining
+    if fan_out and name != "inception-time":
+        raise InputError("--fan-out trains InceptionTime ensemble members in parallel: only for inception-time")
+    if name == "inception-time":
+        return inception_time.build(cluster, fan_out=fan_out)
+    if name == "lstm-ad":
+        return lstm_ad.build(cluster)
+    if name.startswith("retrain-"):
+        return retraining.build(name.removeprefix("retrain-"), cluster)
+    raise InputError(f"unknown pipeline {name!r}: choose {', '.join(PIPELINE_NAMES)}")
+
+
+def variants() -> dict[str, tuple[str, dict, bool]]:
+    """The compiled IR committed under pipelines/compiled/: file name -> (pipeline, Cluster fields, fan_out)."""
+    return {
+        "inception-time.yaml": ("inception-time", {}, False),
+        "inception-time-gpu.yaml": ("inception-time", {"gpus": 1}, False),
+        "inception-time-fan-out-gpu.yaml": ("inception-time", {"gpus": 1}, True),
+        "lstm-ad.yaml": ("lstm-ad", {}, False),
+        "lstm-ad-gpu.yaml": ("lstm-ad", {"gpus": 1}, False),
+        "retrain-inception-time.yaml": ("retrain-inception-time", {}, False),
+        "retrain-lstm-ad.yaml": ("retrain-lstm-ad", {}, False),
+    }
+
+
+def compile_pipeline(name: str, output: str | os.PathLike, cluster=None, *, fan_out: bool = False) -> Path:
+    from kfp import compiler
+
+    from pipelines.common import Cluster
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    compiler.Compiler().compile(build_pipeline(name, cluster or Cluster(), fan_out=fan_out), str(output))
+    return output
+
+
+def compile_all(output_dir: str | os.PathLike = COMPILED_DIR) -> list[Path]:
+    from pipelines.common import Cluster
+    return [compile_pipeline(name, Path(output_dir) / file, Cluster(**settings), fan_out=fan_out)
+            for file, (name, settings, fan_out) in variants().items()]
+
+
+# -- local runs -------------------------------------------------------------------------------------------------
+
+def run_local(name: str, arguments: dict, output_dir: str | os.PathLike, *, fan_out: bool = False) -> dict:
+    """Run pipeline `name` with kfp.local under `output_dir` (the pipeline root, kept): {task: {output: path}}.
+
+    Raises RuntimeError naming the failed task when a step fails (its log, above, has the reason)."""
+    from kfp import local
+    root = Path(output_dir).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    # workspace_root stays unset: kfp.local makes a temporary one and deletes it after the run
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
+    pipeline = build_pipeline(name, None, fan_out=fan_out)
+    before = {p for p in root.iterdir()}
+    pipeline(**arguments)
+    runs = sorted((p for p in root.iterdir() if p not in before and p.is_dir()), key=lambda p: p.stat().st_mtime)
+    return local_outputs(runs[-1]) if runs else {}
+
+
+def local_outputs(run_dir: Path) -> dict:
+    """{task: {output name: path}} of a finished kfp.local run, from each task's executor_output.json."""
+    outputs = {}
+    for out_file in sorted(run_dir.rglob("executor_output.json")):
+        task = out_file.parent.relative_to(run_dir).as_posix()
+        produced = json.loads(out_file.read_text()).get("artifacts", {})
+        paths = {name: a["artifacts"][0]["uri"] for name, a in produced.items() if a.get("artifacts")}
+        # placeholders of optional inputs that were not given are not outputs worth pointing at
+        paths = {name: uri for name, uri in paths.items()
+                 if produced[name]["artifacts"][0].get("metadata", {}).get("present", True)}
+        if paths:
+            outputs[task] = paths
+    return outputs
+
+
+def _uri(path: str | None) -> str:
+    """A local file as the absolute path a pipeline step reads; URIs with a scheme are passed through."""
+    if not path:
+        return ""
+    if "://" in path:
+        return path
+    if not Path(path).exists():
+        raise InputError("does not exist", path=path)
+    return str(Path(path).resolve())
+
+
+def cmd_run(args) -> int:
+    from kfts.algorithms import get
+    from kfts.cli import hyperparameters
+    params = hyperparameters(args, get(args.algorithm).Params)  # checks the values before anything runs
+    arguments = {"train_uri": _uri(args.train), "valid_uri": _uri(args.valid), "test_uri": _uri(args.test),
+                 "test_labels_uri": _uri(args.test_labels), "seed": args.seed,
+                 "checkpoint_root": str(Path(args.output_dir).resolve() / "checkpoints"),
+                 **{f.name: getattr(params, f.name) for f in fields(params)}}
+    if args.test_labels and not args.test:
+        raise InputError("--test-labels label the rows of --test: give --test too")
+    if args.algorithm == "inception-time":
+        arguments["probabilities"] = args.probabilities
+    else:
+        arguments["flag"] = args.flag
+    if not args.fan_out:
+        arguments["init_model_uri"] = _uri(args.init_model)
+    elif args.init_model:
+        raise InputError("--init-model cannot be combined with --fan-out")
+    try:
+        outputs = run_local(args.algorithm, arguments, args.output_dir, fan_out=args.fan_out)
+    except RuntimeError as e:
+        print(f"error: {e} (its log above says why)", file=sys.stderr)
+        return 1
+    print(f"\npipeline {args.algorithm} finished; outputs under {Path(args.output_dir).resolve()}:")
+    for task, paths in outputs.items():
+        for name, path in paths.items():
+            print(f"  {task}/{name}: {path}")
+    return 0
+
+
+# -- cluster: compile, submit, schedule ---------------------------------------------------------------------
+
+def cluster_from_args(args):
+    from pipelines.common import Cluster
+    cluster = Cluster(gpus=args.gpus, accelerator=args.accelerator, cpu=args.cpu, memory=args.memory,
+                      retries=args.retries, checkpoint_pvc=args.checkpoint_pvc)
+    if args.node_selector is not None:
+        cluster.node_selector = dict(_key_value(s, "--node-selector") for s in args.node_selector)
+    if args.toleration is not None:
+        cluster.tolerations = [_toleration(s) for s in args.toleration]
+    if cluster.gpus < 0 or cluster.retries < 0:
+        raise InputError("--gpus and --retries must be at least 0")
+    return cluster
+
+
+def _key_value(text: str, flag: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise InputError(f"{flag} takes NAME=VALUE, not {text!r}")
+    return key, value
+
+
+def _toleration(text: str) -> dict:
+    """KEY[=VALUE][:EFFECT] -> a toleration (operator Equal with a value, else Exists)."""
+    rest, _, effect = text.partition(":")
+    key, sep, value = rest.partition("=")
+    if not key:
+        raise InputError(f"--toleration takes KEY[=VALUE][:EFFECT], not {text!r}")
+    if effect and effect not in ("NoSchedule", "PreferNoSchedule", "NoExecute"):
+        raise InputError(f"--toleration effect must be NoSchedule, PreferNoSchedule or NoExecute, not {effect!r}")
+    toleration = {"key": key, "operator": "Equal" if sep else "Exists"}
+    if sep:
+        toleration["value"] = value
+    if effect:
+        toleration["effect"] = effect
+    return toleration
+
+
+def _parameters(pairs: list[str]) -> dict:
+    """--param NAME=VALUE: VALUE read as JSON when it is JSON (numbers, true, lists), else as text."""
+    result = {}
+    for pair in pairs or []:
+        key, value = _key_value(pair, "--param")
+        try:
+            result[key] = json.loads(value)
+        except ValueError:
+            result[key] = value
+    return result
+
+
+def cmd_compile(args) -> int:
+    if args.pipeline is None:
+        for path in compile_all(args.output_dir):
+            print(f"compiled {path}")
+        return 0
+    output = args.output or Path(args.output_dir) / f"{args.pipeline}.yaml"
+    print(f"compiled {compile_pipeline(args.pipeline, output, cluster_from_args(args), fan_out=args.fan_out)}")
+    return 0
+
+
+def _package(args, tmp: str) -> str:
+    """The IR file to send: --package as given, or PIPELINE compiled with the placement options."""
+    if args.package:
+        if not Path(args.package).is_file():
+            raise InputError("does not exist", path=args.package)
+        return args.package
+    if not args.pipeline:
+        raise InputError("name a PIPELINE or give --package FILE")
+    return str(compile_pipeline(args.pipeline, Path(tmp) / "pipeline.yaml", cluster_from_args(args),
+                                fan_out=args.fan_out))
+
+
+def _client(args):
+    import kfp
+    return kfp.Client(host=args.host, namespace=args.namespace, existing_token=args.token)
+
+
+def cmd_submit(args) -> int:
+    with tempfile.TemporaryDirectory() as tmp:
+        package = _package(args, tmp)
+        result = _client(args).create_run_from_pipeline_package(
+            package, arguments=_parameters(args.param), run_name=args.run_name, experiment_name=args.experiment,
+            namespace=args.namespace, enable_caching=not args.no_cache)
+    print(f"run {result.run_id} created on {args.host}")
+    return 0
+
+
+def cmd_schedule(args) -> int:
+    fields_ = args.cron.split()
+    if len(fields_) not in (5, 6):
+        raise InputError(f"--cron takes a cron expression of 5 fields (or 6, seconds first), not {args.cron!r}")
+    cron = " ".join(["0", *fields_]) if len(fields_) == 5 else args.cron  # KFP's cron has seconds first
+    client = _client(args)
+    with tempfile.TemporaryDirectory() as tmp:
+        package = _package(args, tmp)
+        experiment = client.create_experiment(args.experiment, namespace=args.namespace)
+        job = client.create_recurring_run(
+            experiment_id=experiment.experiment_id, job_name=args.job_name or f"{args.pipeline or 'kfts'}-schedule",
+            cron_expression=cron, max_concurrency=1, no_catchup=True, params=_parameters(args.param),
+            pipeline_package_path=package, enable_caching=not args.no_cache)
+    print(f"recurring run {job.recurring_run_id} created on {args.host}: cron {cron!r}")
+    return 0
+
+
+def cmd_tune(args) -> int:
+    from kfts import katib
+    from kfts.artifact import atomic_file
+    fixed = _parameters(args.set)
+    experiment = katib.render_experiment(
+        algorithm=args.algorithm, name=args.name, train_uri=args.train, valid_uri=args.valid,
+        search=[_key_value(s, "--search") for s in args.search], fixed=fixed, image=args.image,
+        objective=args.objective, max_trials=args.max_trials, parallel_trials=args.parallel_trials,
+        namespace=args.namespace, gpus=args.gpus, seed=args.seed)
+    text = katib.to_yaml(experiment)
+    if args.output:
+        with atomic_file(args.output) as f:
+            f.write(text)
+        print(f"Katib experiment written to {args.output}: kubectl apply -f {args.output}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+# -- parser ---------------------------------------------------------------------------------------------------
+
+def register(commands) -> None:
+    from components import IMAGE
+    from kfts.algorithms import ALGORITHMS
+    from kfts.cli import add_hyperparameter_flags
+
+    pipeline = commands.add_parser("pipeline", help="Kubeflow Pipelines: run locally, compile, submit, "
+                                                    "schedule, tune with Katib")
+    sub = pipeline.add_subparsers(dest="pipeline_command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run a pipeline on this machine with kfp.local")
+    run_algorithms = run.add_subparsers(dest="algorithm", required=True, metavar="ALGORITHM")
+    for algorithm, cls in ALGORITHMS.items():
+        p = run_algorithms.add_parser(algorithm, help=f"the {algorithm} pipeline")
+        p.add_argument("--train", required=True, help="training CSV (path or URI)")
+        p.add_argument("--valid", help="validation CSV: scored, and the gate of deployment")
+        p.add_argument("--test", help="CSV to batch-predict (inference layout)")
+        p.add_argument("--test-labels", help="labels of --test, one per row: the test data is then evaluated")
+        p.add_argument("--init-model", help="a previous model directory to continue training from")
+        p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+        p.add_argument("--output-dir", default="pipeline-output",
+                       help="the pipeline root: every step's outputs are kept here (default pipeline-output)")
+        if algorithm == "inception-time":
+            p.add_argument("--probabilities", action="store_true", help="predictions with class probabilities")
+            p.add_argument("--fan-out", action="store_true",
+                           help="train the ensemble members as parallel tasks and combine them")
+        else:
+            p.add_argument("--flag", action="store_true", help="predictions with the 0/1 anomaly column")
+            p.set_defaults(fan_out=False)
+        add_hyperparameter_flags(p, cls.Params)
+        p.set_defaults(func=cmd_run)
+
+    def placement(p):
+        p.add_argument("--fan-out", action="store_true", help="inception-time: members as parallel tasks")
+        g = p.add_argument_group("placement on the cluster (pipelines.common.Cluster)")
+        g.add_argument("--gpus", type=int, default=0, help="GPUs per training / prediction task (default 0: CPU)")
+        g.add_argument("--accelerator", default="nvidia.com/gpu", help="the GPU resource name")
+        g.add_argument("--node-selector", action="append", metavar="LABEL=VALUE",
+                       help="GPU node pool label (repeatable; default nvidia.com/gpu.present=true)")
+        g.add_argument("--toleration", action="append", metavar="KEY[=VALUE][:EFFECT]",
+                       help="taint of the GPU node pool to tolerate (repeatable; default nvidia.com/gpu:NoSchedule)")
+        g.add_argument("--cpu", default="2", help="CPU request of every task (default 2)")
+        g.add_argument("--memory", default="8Gi", help="memory request of every task (default 8Gi)")
+        g.add_argument("--retries", type=int, default=3, help="retries of the training task (default 3)")
+        g.add_argument("--checkpoint-pvc", default="kfts-checkpoints",
+                       help="PersistentVolumeClaim keeping training checkpoints so a retry resumes "
+                            "(default kfts-checkpoints; empty: none)")
+
+    comp = sub.add_parser("compile", help="write pipeline IR YAML (all committed variants, or one)")
+    comp.add_argument("pipeline", nargs="?", choices=PIPELINE_NAMES,
+                      help="one pipeline to compile with the placement options; none: every variant")
+    comp.add_argument("--output-dir", default=str(COMPILED_DIR))
+    comp.add_argument("--output", help="file for the one PIPELINE (default OUTPUT_DIR/PIPELINE.yaml)")
+    placement(comp)
+    comp.set_defaults(func=cmd_compile)
+
+    def remote(p):
+        p.add_argument("pipeline", nargs="?", choices=PIPELINE_NAMES, help="a pipeline, compiled with the "
+                                                                           "placement options")
+        p.add_argument("--package", help="or an IR YAML file to send (pipelines/compiled/...)")
+        p.add_argument("--host", required=True, help="the KFP API endpoint (e.g. http://ml-pipeline.kubeflow:8888)")
+        p.add_argument("--namespace", help="the Kubeflow profile namespace (multi-user installs)")
+        p.add_argument("--token", help="a bearer token for the KFP API")
+        p.add_argument("--experiment", default="kfts", help="experiment name (default kfts)")
+        p.add_argument("--param", action="append", metavar="NAME=VALUE",
+                       help="pipeline parameter (repeatable), e.g. train_uri=s3://bucket/train.csv")
+        p.add_argument("--no-cache", action="store_true", help="run every step even when KFP has it cached")
+        placement(p)
+
+    submit = sub.add_parser("submit", help="create a run on a Kubeflow Pipelines cluster")
+    remote(submit)
+    submit.add_argument("--run-name")
+    submit.set_defaults(func=cmd_submit)
+
+    schedule = sub.add_parser("schedule", help="create a recurring run (scheduled retraining)")
+    remote(schedule)
+    schedule.add_argument("--cron", required=True, help="cron expression, e.g. '0 3 * * 1' (Mondays 03:00)")
+    schedule.add_argument("--job-name")
+    schedule.set_defaults(func=cmd_schedule)
+
+    tune = sub.add_parser("tune", help="render a Katib Experiment that tunes hyperparameters of the train step")
+    tune.add_argument("algorithm", choices=list(ALGORITHMS))
+    tune.add_argument("--train", required=True, help="training CSV URI the trials read (s3://, gs://, path)")
+    tune.add_argument("--valid", required=True, help="validation CSV URI: the objective is measured on it")
+    tune.add_argument("--search", action="append", required=True, metavar="NAME=SPEC",
+                      help="a hyperparameter to search: MIN:MAX (a range), MIN:MAX:log (log scale, "
+                           "floats), or A,B,C (a list). Repeatable")
+    tune.add_argument("--set", action="append", metavar="NAME=VALUE", help="a fixed hyperparameter of every trial")
+    tune.add_argument("--objective", help="metric to optimise (default valid_accuracy for inception-time, "
+                                          "valid_loss for lstm-ad)")
+    tune.add_argument("--max-trials", type=int, default=12)
+    tune.add_argument("--parallel-trials", type=int, default=3)
+    tune.add_argument("--name", help="experiment name (default kfts-ALGORITHM)")
+    tune.add_argument("--namespace")
+    tune.add_argument("--image", default=IMAGE, help=f"trial image (default {IMAGE}, KFTS_IMAGE)")
+    tune.add_argument("--gpus", type=int, default=0, help="GPUs per trial")
+    tune.add_argument("--seed", type=int, default=0)
+    tune.add_argument("--output", help="write the YAML here instead of stdout")
+    tune.set_defaults(func=cmd_tune)
