@@ -39,7 +39,7 @@ import numpy as np
 import orjson
 from kserve import Model
 from kserve.errors import InvalidInput
-from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
+from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse, to_http_parameters
 
 from kfts import csvio
 from kfts.algorithms import load_model
@@ -130,8 +130,12 @@ class KftsModel(Model):
     async def _predict_csv(self, body: bytes, headers: dict) -> str:
         m = self.model
         values = m.read_inference(csvio.CsvBytes(body))  # the same checks and messages as `kfts predict`
-        options = ({"probabilities": _option("probabilities", headers)} if m.algorithm == "inception-time"
-                   else {"flag": _option("flag", headers)})
+        if m.algorithm == "inception-time":
+            options = {"probabilities": _option("probabilities", headers)}
+        else:
+            options = {"flag": _option("flag", headers)}
+            if options["flag"] and m.threshold is None:
+                raise InvalidInput("kfts-flag: this model has no anomaly threshold to flag with")
         return await self._run(lambda: m.predictions_csv(values, **options))
 
     async def _predict_v1(self, body, headers: dict) -> dict:
@@ -178,7 +182,9 @@ class KftsModel(Model):
         if data.size == 0:
             raise InvalidInput(f"{where}: the tensor is empty")
         values = self._check(_finite(data.astype(np.float32, copy=False), where), where)
-        parameters = dict(request.parameters or {})
+        parameters = request.parameters or {}
+        if not isinstance(parameters, dict):  # gRPC: a protobuf map of InferParameter
+            parameters = to_http_parameters(parameters)
         outputs: list[InferOutput] = []
         if self.model.algorithm == "inception-time":
             proba = await self.batcher(values)
@@ -315,17 +321,7 @@ def _matrix(rows, where: str, univariate: bool = False) -> np.ndarray:
         raise InvalidInput(f"{where}: the list is empty")
     if univariate:
         rows = [r if isinstance(r, list) else [r] for r in rows]
-    try:
-        values = np.asarray(rows)
-    except ValueError:  # ragged
-        values = None
-    if values is None or values.ndim != 2 or values.dtype.kind not in "iuf":
-        _locate_fault(rows, where)
-        raise InvalidInput(f"{where}: expected a list of rows of numbers")
-    return _finite(values.astype(np.float32), where)
-
-
-def _locate_fault(rows: list, where: str) -> None:
+    # An exact pass in Python (numpy would quietly turn true into 1 and "4" into 4.0): cheap next to the model.
     width = len(rows[0]) if isinstance(rows[0], list) else None
     for r, row in enumerate(rows, start=1):
         if not isinstance(row, list):
@@ -333,8 +329,13 @@ def _locate_fault(rows: list, where: str) -> None:
         if len(row) != width:
             raise InputError(f"has {len(row)} values, the rows above have {width}", path=where, row=r)
         for c, value in enumerate(row, start=1):
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
+            if type(value) not in (int, float):
                 raise InputError(f"{_show(value)} is not a number", path=where, row=r, column=c)
+    with np.errstate(over="ignore"):  # beyond float32: inf, refused just below
+        values = np.asarray(rows, dtype=np.float32)
+    if values.shape[1] == 0:
+        raise InvalidInput(f"{where}: the rows are empty")
+    return _finite(values, where)
 
 
 def _show(value) -> str:

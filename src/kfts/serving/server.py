@@ -46,8 +46,8 @@ class PayloadLimit:
         await self.app(scope, replay, send)
 
     async def _refuse(self, send):
-        from fastapi.responses import ORJSONResponse
-        response = ORJSONResponse(status_code=413, content={
+        from starlette.responses import JSONResponse
+        response = JSONResponse(status_code=413, content={
             "error": f"the request body is larger than the limit of {self.max_bytes} bytes "
                      "(kfts serve --max-payload-mb)"})
         await response({"type": "http"}, None, send)
