@@ -1,0 +1,184 @@
+"""The real `kfts serve` with a tiny InceptionTime model: V1, V2 REST, V2 gRPC and CSV answers equal
+`kfts predict`; client mistakes get 4xx and the server keeps serving."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import numpy as np
+import pytest
+from conftest import make_classification, write_csv
+from test_serving import Server, raw_http, v2_body, v2_outputs
+
+from kfts.cli import main
+from kfts.csvio import LabeledSeries
+from kfts.inception_time import InceptionTime, Params
+
+NAME = "it"
+LENGTH = 24
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("it-serving")
+    labels, values = make_classification(n_per_class=8, length=LENGTH, classes=("a", "b", "c, quoted"))
+    model = InceptionTime(Params(filters=4, depth=3, models=2, epochs=2, batch_size=8, ensemble="stacked"),
+                          device="cpu", seed=0)
+    model.fit(LabeledSeries(labels, values))
+    model.save(tmp / "model")
+    test = write_csv(tmp / "test_data.csv", values)
+    expected = {}
+    for probabilities in (False, True):
+        out = tmp / f"predictions-{probabilities}.csv"
+        assert main(["predict", "--model-dir", str(tmp / "model"), "--input", str(test), "--output", str(out),
+                     "--device", "cpu"] + (["--probabilities"] if probabilities else [])) == 0
+        expected[probabilities] = out.read_bytes()
+    return {"model": tmp / "model", "test": test, "values": values, "expected": expected, "tmp": tmp,
+            "classes": model.classes.tolist()}
+
+
+@pytest.fixture(scope="module")
+def server(files):
+    server = Server(files["model"], NAME, files["tmp"] / "server.log", "--max-payload-mb", "0.05",
+                    "--max-batch-wait-ms", "5")
+    try:
+        yield server.wait_ready()
+    finally:
+        server.stop()
+
+
+def expected_table(files):
+    """kfts predict --probabilities, parsed: (labels, probabilities [n, classes])."""
+    import csv
+    import io
+    rows = list(csv.reader(io.StringIO(files["expected"][True].decode())))
+    return [r[0] for r in rows[1:]], np.array([[float(v) for v in r[1:]] for r in rows[1:]])
+
+
+def test_health_readiness_metadata(server):
+    assert server.http.get("/v2/health/ready").status_code == 200
+    assert server.http.get(f"/v1/models/{NAME}").json() == {"name": NAME, "ready": True}
+    metadata = server.http.get(f"/v2/models/{NAME}").json()
+    assert metadata["inputs"] == [{"name": "input-0", "datatype": "FP32", "shape": [-1, LENGTH]}]
+
+
+def test_csv_is_byte_for_byte_kfts_predict(server, files):
+    body = files["test"].read_bytes()
+    plain = server.post(f"/v1/models/{NAME}:predict", body, "text/csv")
+    assert plain.status_code == 200 and plain.headers["content-type"].startswith("text/csv")
+    assert plain.content == files["expected"][False]
+    with_p = server.post(f"/v1/models/{NAME}:predict", body, "text/csv", **{"kfts-probabilities": "true"})
+    assert with_p.content == files["expected"][True]
+
+
+def test_v1_matches_kfts_predict(server, files):
+    labels, proba = expected_table(files)
+    instances = files["values"].tolist()
+    answer = server.post(f"/v1/models/{NAME}:predict", {"instances": instances})
+    assert answer.status_code == 200 and answer.json() == {"predictions": labels}
+    answer = server.post(f"/v1/models/{NAME}:predict", {"instances": instances}, **{"kfts-probabilities": "1"})
+    predictions = answer.json()["predictions"]
+    assert [p["label"] for p in predictions] == labels
+    got = np.array([[p["probabilities"][c] for c in files["classes"]] for p in predictions])
+    np.testing.assert_allclose(got, proba, atol=2e-6)
+
+
+def test_v2_rest_matches_kfts_predict(server, files):
+    labels, proba = expected_table(files)
+    outputs = v2_outputs(server.post(f"/v2/models/{NAME}/infer", v2_body(files["values"])))
+    assert outputs.keys() == {"label"} and outputs["label"].tolist() == labels
+    outputs = v2_outputs(server.post(f"/v2/models/{NAME}/infer", v2_body(files["values"], probabilities=True)))
+    assert outputs["label"].tolist() == labels and outputs["classes"].tolist() == files["classes"]
+    np.testing.assert_allclose(outputs["probabilities"], proba, atol=2e-6)
+
+
+def test_v2_grpc_matches_kfts_predict(server, files):
+    labels, proba = expected_table(files)
+    outputs = server.grpc_infer(files["values"], probabilities=True)
+    assert [v.decode() for v in outputs["label"]] == labels
+    assert [v.decode() for v in outputs["classes"]] == files["classes"]
+    np.testing.assert_allclose(outputs["probabilities"], proba, atol=2e-6)
+    assert server.grpc_infer(files["values"]).keys() == {"label"}
+
+
+def test_concurrent_requests_are_answered_each_with_its_own_rows(server, files):
+    labels, _ = expected_table(files)
+    values = files["values"]
+
+    def one(i):
+        return server.post(f"/v1/models/{NAME}:predict", {"instances": values[i:i + 1 + i % 3].tolist()})
+
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(one, range(len(values))))
+    for i, answer in enumerate(answers):
+        assert answer.json()["predictions"] == labels[i:i + 1 + i % 3]
+    metrics = server.http.get("/metrics").text
+    assert f'request_predict_seconds_count{{model_name="{NAME}"}}' in metrics
+
+
+GOOD = {"instances": [[0.5] * LENGTH]}
+BAD_REQUESTS = [
+    ("wrong length", f"/v1/models/{NAME}:predict", {"instances": [[1.0] * (LENGTH - 1)]}, None, 400,
+     f"rows have {LENGTH - 1} time steps, the model was trained on {LENGTH}"),
+    ("non-numeric", f"/v1/models/{NAME}:predict", {"instances": [[1.0] * (LENGTH - 1) + ["abc"]]}, None, 400,
+     f"row 1, column {LENGTH}: 'abc' is not a number"),
+    ("missing value", f"/v1/models/{NAME}:predict", {"instances": [[None] * LENGTH]}, None, 400,
+     "row 1, column 1: null is not a number"),
+    ("empty", f"/v1/models/{NAME}:predict", {"instances": []}, None, 400, "the list is empty"),
+    ("no instances", f"/v1/models/{NAME}:predict", {"rows": [[1.0] * LENGTH]}, None, 400, '"instances"'),
+    ("malformed JSON", f"/v1/models/{NAME}:predict", b'{"instances": [[1, 2', "application/json", 400,
+     "Unrecognized request format"),
+    ("unknown model", "/v1/models/nope:predict", GOOD, None, 404, "nope"),
+    ("unknown model V2", "/v2/models/nope/infer", v2_body(np.zeros((1, LENGTH))), None, 404, "nope"),
+    ("NaN in V2", f"/v2/models/{NAME}/infer",
+     {"inputs": [{"name": "x", "shape": [1, LENGTH], "datatype": "FP32", "data": ["NaN"] + [1.0] * (LENGTH - 1)}]},
+     None, 400, "nan is not allowed"),
+    ("non-numeric V2", f"/v2/models/{NAME}/infer",
+     {"inputs": [{"name": "x", "shape": [1, LENGTH], "datatype": "FP32", "data": ["abc"] * LENGTH}]},
+     None, 400, "could not convert"),
+    ("shape and data disagree V2", f"/v2/models/{NAME}/infer",
+     {"inputs": [{"name": "x", "shape": [2, LENGTH], "datatype": "FP32", "data": [1.0] * LENGTH}]},
+     None, 400, "cannot reshape"),
+    ("wrong length V2", f"/v2/models/{NAME}/infer", v2_body(np.zeros((2, 5))), None, 400,
+     f"rows have 5 time steps"),
+    ("malformed JSON V2", f"/v2/models/{NAME}/infer", b'{"inputs": [', "application/json", 422, "JSON"),
+    ("CSV with NaN", f"/v1/models/{NAME}:predict", b",".join([b"nan"] * LENGTH) + b"\n", "text/csv", 400,
+     "request body: row 1, column 1: 'nan' is not allowed: values must be finite numbers"),
+    ("CSV non-numeric", f"/v1/models/{NAME}:predict", b",".join([b"1"] * (LENGTH - 1) + [b"x"]) + b"\n",
+     "text/csv", 400, f"request body: row 1, column {LENGTH}: 'x' is not a number"),
+    ("CSV empty", f"/v1/models/{NAME}:predict", b"", "text/csv", 400, "request body: the file is empty"),
+    ("CSV wrong length", f"/v1/models/{NAME}:predict", b"1,2,3\n", "text/csv", 400,
+     f"rows have 3 time steps, the model was trained on {LENGTH}"),
+    ("unsupported content type", f"/v1/models/{NAME}:predict", b"<x/>", "application/xml", 400,
+     "unsupported content type"),
+    ("payload over the limit", f"/v1/models/{NAME}:predict",
+     b"1" + b",1" * (LENGTH - 1) + b"\n" * 60000, "text/csv", 413, "larger than the limit"),
+]
+
+
+@pytest.mark.parametrize("what, path, body, content_type, status, message", BAD_REQUESTS,
+                         ids=[b[0] for b in BAD_REQUESTS])
+def test_client_mistakes_get_4xx_and_the_server_keeps_serving(server, what, path, body, content_type, status,
+                                                              message):
+    answer = server.post(path, body, content_type) if content_type else server.post(path, body)
+    assert answer.status_code == status, answer.text
+    assert message in answer.json().get("error", answer.text)
+    assert server.post(f"/v1/models/{NAME}:predict", GOOD).status_code == 200
+
+
+def test_an_oversized_body_is_refused_before_it_is_read(server):
+    answer = raw_http(server.http_port, f"POST /v1/models/{NAME}:predict HTTP/1.1\r\nHost: x\r\n"
+                                        f"Content-Type: text/csv\r\nContent-Length: {10 ** 9}\r\n\r\n".encode())
+    assert answer.startswith(b"HTTP/1.1 413")
+    assert server.post(f"/v1/models/{NAME}:predict", GOOD).status_code == 200
+
+
+def test_grpc_mistakes_get_status_codes(server, files):
+    for values, model, code in [(np.zeros((1, 3)), NAME, grpc.StatusCode.INVALID_ARGUMENT),
+                                (np.zeros((1, LENGTH)), "nope", grpc.StatusCode.NOT_FOUND),
+                                (np.zeros((1000, LENGTH)), NAME, grpc.StatusCode.RESOURCE_EXHAUSTED)]:
+        with pytest.raises(grpc.RpcError) as e:
+            server.grpc_infer(values, model_name=model)
+        assert e.value.code() == code
+    assert server.grpc_infer(files["values"][:2])["label"].shape == (2,)
