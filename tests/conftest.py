@@ -7,8 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
+
+from kfts import sample_data
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -24,22 +25,11 @@ def run_cli(*args, check: bool = False, timeout: float = 600, **kwargs) -> subpr
 
 
 def write_csv(path: Path, rows) -> Path:
-    path.write_text("".join(",".join(str(v) for v in row) + "\n" for row in rows))
+    sample_data.write_csv(path, rows)
     return path
 
 
-def make_classification(n_per_class: int = 20, length: int = 32, classes=("a", "b", "c"), seed: int = 0):
-    """Separable toy series: each class is a sine of its own frequency, with noise. -> (labels, values)."""
-    rng = np.random.default_rng(seed)
-    t = np.linspace(0, 1, length)
-    labels, values = [], []
-    for k, label in enumerate(classes):
-        for _ in range(n_per_class):
-            phase = rng.uniform(0, 2 * np.pi)
-            values.append(np.sin(2 * np.pi * (k + 1) * 2 * t + phase) + 0.1 * rng.normal(size=length))
-            labels.append(label)
-    order = rng.permutation(len(labels))
-    return np.array(labels)[order], np.array(values, dtype=np.float32)[order]
+make_classification = sample_data.classification
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from kfts.csvio import LabeledSeries
 from kfts.errors import InputError
 from kfts.inception_time import InceptionTime, Params
 from kfts.models.inception_time import InceptionNetworks, ensemble_probabilities, merge_members, split_members
-from kfts.training import resolve_device, resolve_precision
+from kfts.training import cpu_count, resolve_device, resolve_precision
 
 TINY = dict(filters=4, depth=3, models=2, epochs=3, batch_size=16)
 
@@ -172,6 +172,15 @@ def test_device_and_precision_choice(monkeypatch):
     monkeypatch.setattr("kfts.training.cpu_supports_bf16", lambda: True)
     assert resolve_precision("auto", cpu) is torch.bfloat16
     assert resolve_precision("fp32", cpu) is None
+
+
+def test_threads_respect_the_pods_cpu_quota(tmp_path):
+    cores = len(__import__("os").sched_getaffinity(0))
+    (tmp_path / "cpu.max").write_text("100000 100000\n")  # limits.cpu: 1
+    assert cpu_count(tmp_path / "cpu.max") == 1
+    (tmp_path / "cpu.max").write_text("max 100000\n")  # no limit
+    assert cpu_count(tmp_path / "cpu.max") == cores
+    assert cpu_count(tmp_path / "absent") == cores
 
 
 def test_cli_end_to_end(tmp_path, classification_csv):

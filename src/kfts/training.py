@@ -31,9 +31,25 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise InputError("--device cuda was asked for, but no CUDA GPU is visible")
     if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
-        torch.set_num_threads(len(os.sched_getaffinity(0)))
+        torch.set_num_threads(cpu_count())
         return torch.device("cpu")
     return torch.device("cuda")
+
+
+def cpu_count(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+    """The cores this process may really use: its CPU affinity, capped by a cgroup CPU quota.
+
+    In a Kubernetes pod with `limits.cpu: 2` on a 64-core node the affinity still lists 64 cores; 64 OpenMP
+    threads sharing 2 cores' worth of quota spin and wait on each other and run many times slower.
+    """
+    cores = len(os.sched_getaffinity(0))
+    try:
+        quota, period = cpu_max.read_text().split()[:2]  # cgroup v2: "max 100000" or "200000 100000"
+        if quota != "max":
+            cores = min(cores, max(1, int(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return cores
 
 
 def cpu_supports_bf16() -> bool:

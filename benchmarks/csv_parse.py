@@ -1,0 +1,78 @@
+"""CSV parse speed and peak memory: kfts.csvio on a generated file of at least 500 MB, beside pandas.
+
+Each reader runs in a fresh subprocess, so its peak resident memory (ru_maxrss) is its own; the imports'
+memory is measured separately and subtracted.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+from pyarrow import csv as pacsv
+
+WORK = Path(__file__).resolve().parent / "work"
+
+READERS = {
+    "kfts.csvio (pyarrow, float32)": "from kfts.csvio import read_labeled_series as r; x = r(PATH).values",
+    "pandas.read_csv (C engine)": "import pandas as pd; x = pd.read_csv(PATH, header=None)",
+}
+MEASURE = """
+import os, resource, sys, time
+{imports}
+base = int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")  # resident now
+PATH = sys.argv[1]
+start = time.perf_counter()
+{code}
+print(time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base)
+"""
+
+
+def generate(path: Path, megabytes: int) -> tuple[int, int]:
+    """An InceptionTime training file (3 classes, 200 time steps) of about `megabytes`: (rows, columns)."""
+    rng = np.random.default_rng(0)
+    columns = 200
+    rows_per_block = 20_000
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = 0
+    with pacsv.CSVWriter(path, pa.schema([("label", pa.string())] + [(f"t{i}", pa.float32())
+                                                                         for i in range(columns)]),
+                         write_options=pacsv.WriteOptions(include_header=False)) as writer:
+        while path.stat().st_size < megabytes * 1e6:
+            values = rng.normal(size=(rows_per_block, columns)).astype(np.float32)
+            labels = pa.array(rng.choice(["a", "b", "c"], rows_per_block))
+            writer.write_table(pa.table([labels] + [pa.array(values[:, j]) for j in range(columns)],
+                                        names=["label"] + [f"t{i}" for i in range(columns)]))
+            rows += rows_per_block
+    return rows, columns
+
+
+def measure(code: str, path: Path) -> tuple[float, float]:
+    imports = "import kfts.csvio, pandas, pyarrow.csv"
+    out = subprocess.run([sys.executable, "-c", MEASURE.format(imports=imports, code=code), str(path)],
+                         capture_output=True, text=True, check=True).stdout.split()
+    return float(out[0]), float(out[1])
+
+
+def section(quick: bool) -> str:
+    megabytes = 20 if quick else 520
+    path = WORK / f"parse_{megabytes}mb.csv"
+    start = time.perf_counter()
+    rows, columns = generate(path, megabytes)
+    size = path.stat().st_size
+    float32_bytes = rows * columns * 4
+    lines = ["## CSV parsing", "",
+             f"InceptionTime layout, {rows:,} rows x (label + {columns} values), {size / 1e6:.0f} MB on disk "
+             f"(generated in {time.perf_counter() - start:.0f} s); the values as float32 take "
+             f"{float32_bytes / 1e6:.0f} MB.", "",
+             "| reader | seconds | MB/s | peak memory above imports | peak / float32 data |", "|---|---|---|---|---|"]
+    for name, code in READERS.items():
+        seconds, peak = measure(code, path)
+        lines.append(f"| {name} | {seconds:.1f} | {size / 1e6 / seconds:.0f} | {peak / 1e6:.0f} MB "
+                     f"| {peak / float32_bytes:.2f}x |")
+    path.unlink()
+    return "\n".join(lines) + "\n"
