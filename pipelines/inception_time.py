@@ -40,8 +40,9 @@ def build(cluster: Cluster | None = None, *, fan_out: bool = False):
         common = {"algorithm": ALGORITHM, "train_data": data["train"], "valid_data": data["valid"],
                   "seed": seed, "checkpoint_root": checkpoint_root, "run_id": dsl.PIPELINE_JOB_ID_PLACEHOLDER}
         if fan_out:
+            no_init = fetch_model(uri="").set_display_name("no-init-model").outputs["model"]
             with dsl.ParallelFor(member_indices(models=models).output, name="members") as member:
-                task = train(**common, init_model=fetch_model(uri="").outputs["model"], member=member,
+                task = train(**common, init_model=no_init, member=member,
                              hyperparameters={**hyperparameters, "models": 1, "ensemble": "sequential"})
                 resumable(place(task, cluster, gpu=True), cluster)
             combined = combine_members(members=dsl.Collected(task.outputs["model"]), train_data=data["train"],

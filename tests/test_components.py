@@ -1,0 +1,89 @@
+"""Components: interfaces, and combining InceptionTime members trained apart (kfts.ensemble)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from conftest import make_classification
+
+from kfts.algorithms import load_model
+from kfts.csvio import LabeledSeries
+from kfts.ensemble import combine_members
+from kfts.errors import InputError
+from kfts.inception_time import InceptionTime, Params
+from kfts.models.inception_time import split_members
+
+TINY = Params(filters=4, depth=3, models=1, epochs=2, batch_size=16, ensemble="sequential")
+
+
+@pytest.fixture(scope="module")
+def data():
+    labels, values = make_classification(n_per_class=8, length=24)
+    return LabeledSeries(labels=labels, values=values)
+
+
+def _member(data, seed, path, **changes):
+    model = InceptionTime(dataclasses.replace(TINY, **changes), device="cpu", seed=seed).fit(data)
+    model.save(path)
+    return path
+
+
+def test_combined_members_predict_the_average_of_their_probabilities(data, tmp_path):
+    dirs = [_member(data, seed, tmp_path / f"m{seed}") for seed in range(3)]
+    combined = combine_members(dirs, train=data, device="cpu")
+    assert combined.params.models == 3
+    singles = np.mean([load_model(d, device="cpu").predict_proba(data.values) for d in dirs], axis=0)
+    proba = combined.predict_proba(data.values)
+    np.testing.assert_allclose(proba, singles, rtol=0, atol=1e-6)
+    assert (combined.predict(data.values) == combined.classes[singles.argmax(1)]).all()
+    assert set(combined.metrics) == {"train_loss", "train_accuracy"}
+    # the saved artifact is an ordinary ensemble and predicts the same
+    combined.save(tmp_path / "combined")
+    np.testing.assert_array_equal(load_model(tmp_path / "combined", device="cpu").predict_proba(data.values), proba)
+    assert [row["member"] for row in combined.history] == [1, 1, 2, 2, 3, 3]
+
+
+def test_splitting_an_ensemble_and_combining_it_again_gives_it_back_exactly(data, tmp_path):
+    whole = InceptionTime(dataclasses.replace(TINY, models=2), device="cpu", seed=5).fit(data)
+    dirs = []
+    for k, state in enumerate(split_members(whole.network.state_dict(), 2)):
+        part = InceptionTime(dataclasses.replace(TINY, models=1), device="cpu")
+        part.classes, part.length, part.scaler = whole.classes, whole.length, whole.scaler
+        part.network = part._new_group(1)
+        part.network.load_state_dict(state)
+        part.save(tmp_path / f"part{k}")
+        dirs.append(tmp_path / f"part{k}")
+    combined = combine_members(dirs, device="cpu")
+    assert combined.predictions_csv(data.values, probabilities=True) == whole.predictions_csv(
+        data.values, probabilities=True)
+
+
+def test_members_of_different_shapes_are_refused(data, tmp_path):
+    a = _member(data, 0, tmp_path / "a")
+    b = _member(data, 1, tmp_path / "b", filters=8)
+    with pytest.raises(InputError, match="filters"):
+        combine_members([a, b], device="cpu")
+
+
+def test_components_have_typed_artifacts_and_the_configured_image(monkeypatch):
+    import components
+    from kfp.dsl import Dataset  # noqa: F401  (the artifact types below are KFP's)
+
+    def outputs(component):
+        return {k: v.type for k, v in component.component_spec.outputs.items()}
+
+    def inputs(component):
+        return {k: v.type for k, v in component.component_spec.inputs.items()}
+
+    assert outputs(components.validate_csv) == {"data": "system.Dataset@0.0.1"}
+    assert inputs(components.train)["train_data"] == "system.Dataset@0.0.1"
+    assert outputs(components.train) == {"model": "system.Model@0.0.1", "metrics": "system.Metrics@0.0.1"}
+    assert outputs(components.evaluate) == {
+        "evaluation": "system.Artifact@0.0.1", "metrics": "system.Metrics@0.0.1",
+        "classification": "system.ClassificationMetrics@0.0.1", "report": "system.HTML@0.0.1", "score": "Float"}
+    assert outputs(components.batch_predict) == {"predictions": "system.Dataset@0.0.1"}
+    for component in (components.validate_csv, components.train, components.evaluate, components.batch_predict,
+                      components.deploy):
+        assert component.component_spec.implementation.container.image == components.IMAGE

@@ -1,0 +1,93 @@
+"""Compiled pipelines: the committed IR is current, and GPU placement is there exactly when asked for."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+from conftest import ROOT
+
+from kfts.pipeline_cli import compile_pipeline, variants
+from pipelines.common import Cluster
+
+
+def _documents(path):
+    docs = list(yaml.safe_load_all(path.read_text()))
+    return docs[0], (docs[1] if len(docs) > 1 else {})
+
+
+def _executor(spec, task):
+    return spec["deploymentSpec"]["executors"][f"exec-{task}"]["container"]
+
+
+def test_committed_ir_is_what_make_compile_writes(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "KFTS_IMAGE"}  # the committed files use the default
+    subprocess.run([sys.executable, "-m", "kfts", "pipeline", "compile", "--output-dir", str(tmp_path)],
+                   check=True, env=env, capture_output=True, timeout=600)
+    stale = [name for name in variants()
+             if (tmp_path / name).read_text() != (ROOT / "pipelines/compiled" / name).read_text()]
+    assert not stale, f"pipelines/compiled is stale: run `make compile` ({', '.join(stale)})"
+
+
+@pytest.mark.parametrize("name", ["inception-time", "lstm-ad"])
+def test_gpu_variant_puts_train_and_predict_on_the_gpu_pool(name, tmp_path):
+    cluster = Cluster(gpus=2, node_selector={"pool": "gpu-a100"},
+                      tolerations=[{"key": "dedicated", "operator": "Equal", "value": "gpu", "effect": "NoExecute"}])
+    spec, platform = _documents(compile_pipeline(name, tmp_path / "p.yaml", cluster))
+    for task in ("train", "batch-predict"):
+        resources = _executor(spec, task)["resources"]
+        assert resources["accelerator"]["resourceType"] == "nvidia.com/gpu"
+        assert resources["accelerator"]["resourceCount"] == "2"
+        k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"][f"exec-{task}"]
+        assert k8s["nodeSelector"]["labels"] == {"pool": "gpu-a100"}
+        assert k8s["tolerations"] == [{"key": "dedicated", "operator": "Equal", "value": "gpu",
+                                       "effect": "NoExecute"}]
+    train_k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-train"]
+    assert train_k8s["pvcMount"][0]["mountPath"] == "/kfts-checkpoints"
+    assert spec["root"]["inputDefinitions"]["parameters"]["checkpoint_root"]["defaultValue"] == "/kfts-checkpoints"
+    # validation stays on ordinary nodes
+    assert "accelerator" not in _executor(spec, "validate-csv")["resources"]
+
+
+@pytest.mark.parametrize("name", ["inception-time", "lstm-ad", "retrain-lstm-ad"])
+def test_cpu_variant_has_no_gpu_request_node_selector_or_toleration(name, tmp_path):
+    spec, platform = _documents(compile_pipeline(name, tmp_path / "p.yaml", Cluster(gpus=0)))
+    for executor in spec["deploymentSpec"]["executors"].values():
+        assert "accelerator" not in executor["container"].get("resources", {})
+        assert executor["container"]["resources"]["resourceCpuRequest"] == "2"
+    for executor in platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"].values():
+        assert "nodeSelector" not in executor and "tolerations" not in executor
+
+
+def test_train_is_retried_and_resumes_from_its_checkpoint_folder(tmp_path):
+    spec, _ = _documents(compile_pipeline("inception-time", tmp_path / "p.yaml", Cluster(retries=4)))
+    train = spec["root"]["dag"]["tasks"]["train"]
+    assert train["retryPolicy"]["maxRetryCount"] == 4
+    # the same folder on every retry: the run id (and member), not the attempt
+    inputs = train["inputs"]["parameters"]
+    assert inputs["run_id"]["runtimeValue"]["constant"] == "{{$.pipeline_job_uuid}}"
+    assert inputs["checkpoint_root"]["componentInputParameter"] == "checkpoint_root"
+
+
+def test_pipeline_parameters_carry_every_hyperparameter_with_its_default():
+    from dataclasses import fields
+
+    from kfts.inception_time import Params as InceptionParams
+    from kfts.lstm_ad import Params as LstmParams
+    from pipelines import inception_time, lstm_ad
+    for build, params in ((inception_time.build, InceptionParams), (lstm_ad.build, LstmParams)):
+        inputs = build().component_spec.inputs
+        for f in fields(params):
+            assert inputs[f.name].default == f.default, f.name
+
+
+def test_fan_out_trains_members_in_a_parallel_for_and_combines_them(tmp_path):
+    spec, _ = _documents(compile_pipeline("inception-time", tmp_path / "p.yaml", Cluster(gpus=1), fan_out=True))
+    loop = spec["root"]["dag"]["tasks"]["for-loop-1"]
+    assert loop["parameterIterator"]["items"]["inputParameter"] == "pipelinechannel--member-indices-Output"
+    assert "combine-members" in spec["root"]["dag"]["tasks"]
+    members = spec["components"]["comp-for-loop-1"]["dag"]["tasks"]["train"]
+    assert members["inputs"]["parameters"]["hyperparameters"]["runtimeValue"]["constant"]["models"] == 1
