@@ -20,6 +20,7 @@ of small errors, and half-precision outputs would add noise of the size of those
 
 from __future__ import annotations
 
+import copy
 import io
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -166,6 +167,7 @@ class LstmAD:
             restore_rng_state(state["rng"], generator)
             history, first_epoch = state["history"], state["epoch"] + 1
         dtype = self._training_dtype()
+        self._choose_threads(network, inputs, targets, dtype)
         model = data_parallel(network, self.device)
         n = len(inputs)
         for epoch in progress(range(first_epoch, p.epochs + 1), total=p.epochs - first_epoch + 1, desc="lstm-ad"):
@@ -199,6 +201,41 @@ class LstmAD:
             self.metrics["valid_loss"] = self._mse(valid_x)
         print(metric_line(self.metrics), flush=True)
         return self
+
+    def _choose_threads(self, network, inputs, targets, dtype) -> None:
+        """CPU threads for this process: all cores, or one where that is faster.
+
+        An LSTM step is a chain of small matrix products, one per time step, and every one of them waits for
+        all threads: on a busy machine (a shared node, a pod over its CPU share) that is several times slower
+        than one thread. Timing a few real training steps both ways decides.
+        """
+        cores = torch.get_num_threads()
+        if self.device.type != "cpu" or cores == 1:
+            return
+        rng = torch.get_rng_state()  # timing must not change the seeded training that follows
+        net = copy.deepcopy(network).train()
+        optimizer = torch.optim.Adam(net.parameters(), lr=self.params.lr)
+        xb, yb = inputs[:self.params.batch_size], targets[:self.params.batch_size]
+
+        def seconds_per_step(threads: int) -> float:
+            torch.set_num_threads(threads)
+            times = []
+            for _ in range(3):
+                start = time.perf_counter()
+                with autocast(self.device, dtype):
+                    loss = torch.nn.functional.mse_loss(net(xb).float(), yb)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                times.append(time.perf_counter() - start)
+            return min(times[1:])  # the first step pays one-time setup
+
+        many, one = seconds_per_step(cores), seconds_per_step(1)
+        torch.set_rng_state(rng)
+        chosen = cores if many < one else 1
+        torch.set_num_threads(chosen)
+        print(f"threads=auto: a training step takes {many:.3f}s on {cores} threads, {one:.3f}s on 1: "
+              f"using {chosen}", flush=True)
 
     def _training_dtype(self) -> torch.dtype | None:
         if self.params.precision == "auto" and self.device.type == "cpu":
