@@ -1,0 +1,60 @@
+"""Champion/challenger retraining with kfp.local: a worse challenger keeps the champion, a better one is
+promoted, and both scores are recorded."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import make_classification, write_csv
+
+from kfts.artifact import read_manifest
+from kfts.csvio import LabeledSeries
+from kfts.inception_time import InceptionTime, Params
+from kfts.pipeline_cli import run_local
+
+pytestmark = pytest.mark.slow
+TINY = {"filters": 4, "depth": 3, "models": 1, "batch_size": 16}
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """Real labels, shuffled labels (nothing to learn), held-out data; a good and a bad model."""
+    d = tmp_path_factory.mktemp("data")
+    labels, values = make_classification(n_per_class=10, length=24, seed=1)
+    shuffled = np.random.default_rng(0).permutation(labels)
+    held_labels, held_values = make_classification(n_per_class=10, length=24, seed=2)
+    write_csv(d / "good.csv", ([lab, *row] for lab, row in zip(labels, values)))
+    write_csv(d / "noise.csv", ([lab, *row] for lab, row in zip(shuffled, values)))
+    write_csv(d / "holdout.csv", ([lab, *row] for lab, row in zip(held_labels, held_values)))
+    for name, y, epochs in (("good-model", labels, 30), ("bad-model", shuffled, 1)):
+        InceptionTime(Params(**TINY, epochs=epochs), device="cpu", seed=0).fit(
+            LabeledSeries(labels=y, values=values)).save(d / name)
+    return d
+
+
+def _retrain(files, tmp_path, champion_source, new_data, epochs):
+    import shutil
+    champion = tmp_path / "champion"
+    shutil.copytree(files / champion_source, champion)
+    outputs = run_local("retrain-inception-time", {
+        "champion_uri": str(champion), "train_uri": str(files / new_data), "holdout_uri": str(files / "holdout.csv"),
+        "hyperparameters": {**TINY, "epochs": epochs}}, tmp_path / "out")
+    [choice] = [paths for task, paths in outputs.items() if task.startswith("choose-champion")]
+    scores = json.loads((Path(choice["scores"]).parent / "executor_output.json").read_text())
+    [challenger] = [paths["model"] for task, paths in outputs.items() if task.startswith("train")]
+    return champion, challenger, scores["artifacts"]["scores"]["artifacts"][0]["metadata"]
+
+
+def test_a_worse_challenger_keeps_the_champion(files, tmp_path):
+    champion, challenger, scores = _retrain(files, tmp_path, "good-model", "noise.csv", epochs=1)
+    assert scores["challenger_accuracy"] < scores["champion_accuracy"] and scores["promoted"] == 0
+    assert read_manifest(champion) == read_manifest(files / "good-model")
+
+
+def test_a_better_challenger_is_promoted(files, tmp_path):
+    champion, challenger, scores = _retrain(files, tmp_path, "bad-model", "good.csv", epochs=30)
+    assert scores["challenger_accuracy"] > scores["champion_accuracy"] and scores["promoted"] == 1
+    assert read_manifest(champion) == read_manifest(challenger)
