@@ -77,8 +77,6 @@ def read_labeled_series(path: str | os.PathLike, *, min_classes: int = 2, length
                         ) -> LabeledSeries:
     """InceptionTime training (two classes at least) or evaluation file: label, then the time steps."""
     labels, values = _read(path, label_column=True)
-    if values.shape[1] < 1:
-        raise InputError("each row needs a label and at least one time step", path=path, row=1)
     if length is not None and values.shape[1] != length:
         raise InputError(f"rows have {values.shape[1]} time steps, the model was trained on {length}",
                          path=path, row=1)
@@ -132,7 +130,8 @@ def iter_row_blocks(path: str | os.PathLike, label_column: bool = False
 
     A fault anywhere is raised when its block is reached, so a caller that writes as it goes must write
     to a temporary file (kfts.artifact.atomic_file)."""
-    n_columns, first_line = _first_row(path)
+    n_columns, first_line = _first_row(path, label_column)
+    _check_last_line(path, label_column)
     reader = _arrow_call(path, label_column, lambda: pacsv.open_csv(
         _arrow_source(path), read_options=_read_options(n_columns, first_line), parse_options=_PARSE,
         convert_options=_convert_options(n_columns, label_column)))
@@ -168,14 +167,15 @@ def _convert_options(n_columns: int, label_column: bool) -> pacsv.ConvertOptions
 
 
 def _read(path: str | os.PathLike, label_column: bool) -> tuple[np.ndarray | None, np.ndarray]:
-    n_columns, first_line = _first_row(path)
+    n_columns, first_line = _first_row(path, label_column)
+    _check_last_line(path, label_column)
     table = _arrow_call(path, label_column, lambda: pacsv.read_csv(
         _arrow_source(path), read_options=_read_options(n_columns, first_line), parse_options=_PARSE,
         convert_options=_convert_options(n_columns, label_column)))
     return _to_numpy(path, table, label_column, first_row=0)
 
 
-def _first_row(path) -> tuple[int, int]:
+def _first_row(path, label_column: bool) -> tuple[int, int]:
     """(columns, bytes) of the first row; also turns a missing, unreadable or empty file into an InputError."""
     try:
         with _open(path) as f:
@@ -198,7 +198,24 @@ def _first_row(path) -> tuple[int, int]:
     fault, fields = _parse_line(path, 1, line, None, label_column=False)
     if fields is None:  # not text, or blank: the first row cannot be read at all
         raise fault
+    if label_column and len(fields) < 2:
+        raise InputError("each row needs a label and at least one time step", path=path, row=1)
     return len(fields), len(line)
+
+
+def _check_last_line(path, label_column: bool) -> None:
+    """pyarrow reads a quote left open on the last line, with no line break after it, as if it were closed."""
+    with _open(path) as f:
+        size = f.seek(0, io.SEEK_END)
+        f.seek(max(0, size - (1 << 20)))
+        tail = f.read()
+    lines = re.split(rb"\r\n|\r|\n", tail)
+    # (a last line longer than the tail read here is left to pyarrow: its start is unknown)
+    if tail and tail[-1:] not in b"\r\n" and (len(lines) > 1 or len(tail) == size):
+        line = lines[-1]
+        if _open_quote(line.decode("utf-8", "replace")):
+            raise _located(path, label_column, InputError("a quote opened on the last line is never closed",
+                                                          path=path))
 
 
 def _arrow_call(path, label_column: bool, call):
@@ -288,8 +305,8 @@ def _parse_line(path, row: int, line: bytes, expected: int | None, label_column:
         fields = next(csv.reader(io.StringIO(text + "\n", newline="")))
     except csv.Error as e:  # e.g. a field beyond the csv module's size limit
         return InputError(f"cannot be read as CSV ({e})", path=path, row=row), None
-    if any("\n" in cell for cell in fields):  # the line ran out inside quotes
-        column = next(j for j, cell in enumerate(fields, start=1) if "\n" in cell)
+    column = _open_quote(fields)
+    if column:
         return InputError("a quote opened here is never closed on this line", path=path, row=row,
                           column=column), fields
     if expected is not None and len(fields) != expected:
@@ -303,6 +320,16 @@ def _parse_line(path, row: int, line: bytes, expected: int | None, label_column:
         if problem:
             return InputError(problem, path=path, row=row, column=column), fields
     return None, fields
+
+
+def _open_quote(line: str | list[str]) -> int | None:
+    """The column whose quote is still open at the end of the line (fields of `line + "\\n"`), or None."""
+    if isinstance(line, str):
+        try:
+            line = next(csv.reader(io.StringIO(line + "\n", newline="")))
+        except csv.Error:
+            return None
+    return next((j for j, cell in enumerate(line, start=1) if "\n" in cell), None)
 
 
 def _cell_fault(cell: str, row: int) -> str | None:
