@@ -21,6 +21,7 @@ SECTIONS = [
     "classification",   # InceptionTime accuracy on the UCR sets and the seed sample
     "ensemble_speed",   # sequential vs stacked vs reduced-precision ensemble training
     "csv_parse",        # CSV parse speed and peak memory
+    "serving",          # kfts serve latency and requests/s at concurrency 1, 8, 32, beside in-process
 ]
 
 
