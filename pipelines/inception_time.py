@@ -5,7 +5,7 @@ its default, a previous model to continue from, the seed, and the deploy step's 
 from kfp import dsl
 
 from components import IMAGE, combine_members, fetch_model, member_indices, train
-from pipelines.common import Cluster, Serving, after_training, place, resumable, validate_inputs
+from pipelines.common import Cluster, Serving, after_training, place, resumable, side_effect, validate_inputs
 
 ALGORITHM = "inception-time"
 
@@ -40,8 +40,9 @@ def build(cluster: Cluster | None = None, *, fan_out: bool = False):
         common = {"algorithm": ALGORITHM, "train_data": data["train"], "valid_data": data["valid"],
                   "seed": seed, "checkpoint_root": checkpoint_root, "run_id": dsl.PIPELINE_JOB_ID_PLACEHOLDER}
         if fan_out:
-            no_init = fetch_model(uri="").set_display_name("no-init-model").outputs["model"]
-            with dsl.ParallelFor(member_indices(models=models).output, name="members") as member:
+            no_init = place(fetch_model(uri="").set_display_name("no-init-model"), cluster).outputs["model"]
+            indices = place(member_indices(models=models), cluster)
+            with dsl.ParallelFor(indices.output, name="members") as member:
                 task = train(**common, init_model=no_init, member=member,
                              hyperparameters={**hyperparameters, "models": 1, "ensemble": "sequential"})
                 resumable(place(task, cluster, gpu=True), cluster)
@@ -49,7 +50,7 @@ def build(cluster: Cluster | None = None, *, fan_out: bool = False):
                                        valid_data=data["valid"])
             model = place(combined, cluster, gpu=True).outputs["model"]
         else:
-            previous = fetch_model(uri=init_model_uri).set_caching_options(False)
+            previous = place(side_effect(fetch_model(uri=init_model_uri)), cluster)
             task = train(**common, init_model=previous.outputs["model"], hyperparameters=hyperparameters)
             model = resumable(place(task, cluster, gpu=True), cluster).outputs["model"]
 

@@ -5,7 +5,7 @@ and the deploy step's settings."""
 from kfp import dsl
 
 from components import IMAGE, fetch_model, train
-from pipelines.common import Cluster, Serving, after_training, place, resumable, validate_inputs
+from pipelines.common import Cluster, Serving, after_training, place, resumable, side_effect, validate_inputs
 
 ALGORITHM = "lstm-ad"
 
@@ -34,7 +34,7 @@ def build(cluster: Cluster | None = None):
                            "hidden_size": hidden_size, "dropout": dropout, "lr": lr, "batch_size": batch_size,
                            "epochs": epochs, "error_fraction": error_fraction,
                            "threshold_quantile": threshold_quantile, "precision": precision}
-        previous = fetch_model(uri=init_model_uri).set_caching_options(False)
+        previous = place(side_effect(fetch_model(uri=init_model_uri)), cluster)
         task = train(algorithm=ALGORITHM, train_data=data["train"], valid_data=data["valid"],
                      init_model=previous.outputs["model"], hyperparameters=hyperparameters, seed=seed,
                      checkpoint_root=checkpoint_root, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)

@@ -49,8 +49,9 @@ def build(algorithm: str, cluster: Cluster | None = None):
             scores[name] = place(task.set_display_name(f"evaluate-{name}"), cluster).outputs["score"]
         choice = choose_champion(challenger_score=scores["challenger"], champion_score=scores["champion"],
                                  higher_is_better=higher_is_better, metric=metric)
+        place(side_effect(choice), cluster)
         with dsl.If(choice.outputs["promote"] == True, "challenger-wins"):  # noqa: E712 (a pipeline condition)
-            side_effect(promote_model(model=challenger, uri=champion_uri))
+            place(side_effect(promote_model(model=challenger, uri=champion_uri)), cluster)
             with dsl.If(deploy_promoted == True, "deploy-asked"):  # noqa: E712
                 task = deploy(model=challenger, name=deploy_name, namespace=deploy_namespace,
                               predictor_image=deploy_image, gpu=deploy_gpu,
