@@ -22,4 +22,9 @@ def get(algorithm: str):
 def load_model(model_dir: str | os.PathLike, device: str = "auto"):
     """The estimator saved in `model_dir`, ready to predict (never unpickles: JSON + safetensors)."""
     manifest, tensors = artifact.load(model_dir)
-    return get(manifest.get("algorithm")).from_artifact(manifest, tensors, device=device)
+    cls = get(manifest.get("algorithm"))
+    try:
+        return cls.from_artifact(manifest, tensors, device=device)
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:  # a manifest or weights not as saved
+        message = " ".join(f"{type(e).__name__}: {e}".split())
+        raise InputError(f"is not a loadable {cls.algorithm} model ({message})", path=model_dir) from None
