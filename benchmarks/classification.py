@@ -18,7 +18,7 @@ from kfts.inception_time import InceptionTime, Params
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 UCR = DATA / "ucr"
-PAPER_PROTOCOL_SETS = ["ItalyPowerDemand", "GunPoint", "Coffee", "ECG200"]
+PAPER_PROTOCOL_SETS = ["ItalyPowerDemand", "GunPoint", "Coffee"]
 
 
 def fit_and_score(train_path, test_path, params: Params, seed: int = 0, valid_path=None):

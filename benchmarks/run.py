@@ -1,7 +1,9 @@
 """`make bench`: measure kfts on this machine and write one Markdown report.
 
-Each section is a module in this folder with `section(quick: bool) -> str` (Markdown). All figures in a
-report come from the one run that wrote it; the header says on which machine.
+Each section is a module in this folder with `section(quick: bool) -> str` (Markdown). A section's figures
+all come from one run of it; its result is kept in benchmarks/results/<section>.md, stamped with when it ran,
+on which machine and under what load, and REPORT.md is assembled from those files. `--only NAME ...` reruns
+some sections and keeps the others' last results (timings need a quiet machine; accuracy does not).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ SECTIONS = [
     "classification",   # InceptionTime accuracy on the UCR sets and the seed sample
     "ensemble_speed",   # sequential vs stacked vs reduced-precision ensemble training
     "csv_parse",        # CSV parse speed and peak memory
+    "anomaly",          # LSTM-AD detection quality (ROC-AUC, VUS-PR) and prediction speed
     "serving",          # kfts serve latency and requests/s at concurrency 1, 8, 32, beside in-process
 ]
 
@@ -39,15 +42,22 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--report", default="benchmarks/REPORT.md")
     parser.add_argument("--quick", action="store_true", help="small budgets: checks the benchmarks run")
-    parser.add_argument("--only", nargs="*", help="run only these sections")
+    parser.add_argument("--only", nargs="*", choices=SECTIONS, help="run only these sections")
     args = parser.parse_args()
-    parts = [f"# kfts benchmark report\n\nMeasured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on "
-             f"{machine()}.{' Quick mode: small budgets, not representative.' if args.quick else ''}\n"]
+    results = Path(args.report).parent / ("results-quick" if args.quick else "results")
+    results.mkdir(parents=True, exist_ok=True)
     for name in args.only or SECTIONS:
-        start = time.perf_counter()
         print(f"bench: {name} ...", flush=True)
-        parts.append(importlib.import_module(name).section(quick=args.quick))
+        load, start = os.getloadavg()[0], time.perf_counter()
+        body = importlib.import_module(name).section(quick=args.quick)
+        stamp = (f"_Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC in {time.perf_counter() - start:.0f} s "
+                 f"on {machine()}; load average {load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
+                 f"{'; quick mode: small budgets, not representative' if args.quick else ''}._\n")
+        (results / f"{name}.md").write_text(body.replace("\n", f"\n\n{stamp}", 1))
         print(f"bench: {name} done in {time.perf_counter() - start:.0f}s", flush=True)
+    parts = ["# kfts benchmark report\n\nWritten by `make bench` (benchmarks/run.py). Each section says when, on "
+             "which machine and under what load it was measured; all figures in a section come from one run.\n"]
+    parts += [(results / f"{name}.md").read_text() for name in SECTIONS if (results / f"{name}.md").exists()]
     Path(args.report).write_text("\n".join(parts))
     print(f"report written to {args.report}")
     return 0
