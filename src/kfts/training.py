@@ -148,7 +148,8 @@ class Checkpoints:
         try:
             state = torch.load(self.path, map_location="cpu", weights_only=True)
         except Exception as e:
-            raise InputError(f"cannot be read ({e}); delete it to start over", path=self.path) from None
+            raise InputError(f"cannot be read as a kfts checkpoint ({type(e).__name__}: damaged, or holding code, "
+                             "which is never run); delete it to start over", path=self.path) from None
         if state.get("fingerprint") != self.fingerprint:
             raise InputError("belongs to a different training run (other data or hyperparameters); "
                              "use another --checkpoint-dir or delete it", path=self.path)

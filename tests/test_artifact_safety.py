@@ -1,0 +1,196 @@
+"""Artifacts and checkpoints are data, never code: planted pickles are refused, not run; damage is a clear error."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import pickle
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from conftest import make_classification, run_cli, write_csv
+from kfts import artifact, cli, csvio
+from kfts.algorithms import load_model
+from kfts.errors import InputError
+from kfts.inception_time import InceptionTime
+from kfts.training import CHECKPOINT, Checkpoints
+
+
+class Planted:
+    """Unpickling this creates `marker`: the proof that a loader ran code from a file."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def evil_pickle(marker) -> bytes:
+    return pickle.dumps({"weights": Planted(marker)})
+
+
+def evil_torch_file(marker) -> bytes:
+    out = io.BytesIO()
+    torch.save({"network": Planted(marker), "epoch": 1}, out)
+    return out.getvalue()
+
+
+def test_the_planted_payload_really_runs_code_when_unpickled(tmp_path):
+    """Without this, the refusals below would prove nothing."""
+    marker = tmp_path / "ran"
+    pickle.loads(evil_pickle(marker))
+    assert marker.exists()
+    marker.unlink()
+    torch.load(io.BytesIO(evil_torch_file(marker)), weights_only=False)
+    assert marker.exists()
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    labels, values = make_classification(n_per_class=5, length=16)
+    model = InceptionTime(InceptionTime.Params(epochs=1, models=1, filters=4, depth=1), device="cpu", seed=0)
+    model.fit(csvio.LabeledSeries(labels, values))
+    path = tmp_path_factory.mktemp("artifact") / "model"
+    model.save(path)
+    write_csv(path.parent / "input.csv", values)
+    return path
+
+
+@pytest.fixture
+def copy(model_dir, tmp_path):
+    """A fresh copy of the artifact to damage, and the unlabeled input that goes with it."""
+    target = tmp_path / "model"
+    shutil.copytree(model_dir, target)
+    return target, model_dir.parent / "input.csv"
+
+
+def predict_in_process(model, input_csv, output) -> tuple[int, str]:
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = cli.main(["predict", "--model-dir", str(model), "--input", str(input_csv), "--output", str(output)])
+    return code, err.getvalue()
+
+
+def assert_refused(model, input_csv, tmp_path, *words):
+    output = tmp_path / "predictions.csv"
+    code, err = predict_in_process(model, input_csv, output)
+    assert code == 2 and err.startswith(f"error: {model}") and err.count("\n") == 1, err
+    for word in words:
+        assert word in err
+    assert not output.exists()
+
+
+@pytest.mark.parametrize("payload", [evil_pickle, evil_torch_file])
+def test_pickle_in_place_of_the_weights_is_refused(copy, tmp_path, payload):
+    model, input_csv = copy
+    marker = tmp_path / "ran"
+    (model / artifact.WEIGHTS).write_bytes(payload(marker))
+    assert_refused(model, input_csv, tmp_path, artifact.WEIGHTS, "cannot be read")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("name", ["weights.pt", "model.pkl", "pytorch_model.bin"])
+def test_pickle_beside_the_manifest_is_never_opened(copy, tmp_path, name):
+    model, input_csv = copy
+    marker = tmp_path / "ran"
+    (model / artifact.WEIGHTS).unlink()
+    (model / name).write_bytes(evil_torch_file(marker))
+    assert_refused(model, input_csv, tmp_path, f"no {artifact.WEIGHTS}")
+    assert not marker.exists()
+
+
+def test_pickle_as_a_checkpoint_is_refused(tmp_path):
+    marker = tmp_path / "ran"
+    (tmp_path / "ckpt").mkdir()
+    (tmp_path / "ckpt" / CHECKPOINT).write_bytes(evil_torch_file(marker))
+    with pytest.raises(InputError, match="cannot be read as a kfts checkpoint .*never run.*delete it to start over"):
+        Checkpoints(tmp_path / "ckpt", {"run": 1}).load()
+    (tmp_path / "ckpt" / CHECKPOINT).write_bytes(evil_pickle(marker))  # a plain (not zip) pickle as well
+    with pytest.raises(InputError, match="cannot be read"):
+        Checkpoints(tmp_path / "ckpt", {"run": 1}).load()
+    assert not marker.exists()
+
+
+def test_pickle_checkpoint_through_the_cli(tmp_path):
+    """`kfts train --checkpoint-dir` with a planted checkpoint: exit 2, one line, no model, no code run."""
+    labels, values = make_classification(n_per_class=5, length=16)
+    train = write_csv(tmp_path / "train.csv", ([lab, *row] for lab, row in zip(labels, values)))
+    marker, checkpoints, model = tmp_path / "ran", tmp_path / "ckpt", tmp_path / "model"
+    checkpoints.mkdir()
+    (checkpoints / CHECKPOINT).write_bytes(evil_torch_file(marker))
+    result = run_cli("train", "inception-time", "--train", train, "--model-dir", model, "--checkpoint-dir",
+                     checkpoints, "--epochs", 1, "--models", 1, "--filters", 4, "--depth", 1, "--ensemble",
+                     "sequential")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(f"error: {checkpoints / CHECKPOINT}: cannot be read")
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert not marker.exists() and not model.exists()
+
+
+def test_newer_format_version_is_refused(copy, tmp_path):
+    model, input_csv = copy
+    manifest = json.loads((model / artifact.MANIFEST).read_text())
+    manifest["format_version"] = artifact.FORMAT_VERSION + 1
+    (model / artifact.MANIFEST).write_text(json.dumps(manifest))
+    assert_refused(model, input_csv, tmp_path, f"model format version {artifact.FORMAT_VERSION + 1} is newer",
+                   "upgrade kfts")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "header", "empty", "missing tensor", "wrong shape",
+                                    "manifest json", "manifest key", "no version"])
+def test_damaged_artifact_is_a_clear_error(copy, tmp_path, damage):
+    model, input_csv = copy
+    weights, manifest_path = model / artifact.WEIGHTS, model / artifact.MANIFEST
+    data = weights.read_bytes()
+    manifest = json.loads(manifest_path.read_text())
+    if damage == "truncated":
+        weights.write_bytes(data[:len(data) // 2])
+    elif damage == "header":
+        weights.write_bytes(data[:8] + b"{not json" + data[17:])
+    elif damage == "empty":
+        weights.write_bytes(b"")
+    elif damage in ("missing tensor", "wrong shape"):
+        tensors = load_file(weights)
+        name = next(k for k in tensors if k.endswith("weight"))
+        if damage == "missing tensor":
+            del tensors[name]
+        else:
+            tensors[name] = torch.zeros(3, 3)
+        save_file(tensors, weights)
+    elif damage == "manifest json":
+        manifest_path.write_text("{")
+    elif damage == "manifest key":
+        del manifest["hyperparameters"]
+        manifest_path.write_text(json.dumps(manifest))
+    elif damage == "no version":
+        del manifest["format_version"]
+        manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(InputError):
+        load_model(model, device="cpu")
+    assert_refused(model, input_csv, tmp_path)
+
+
+def test_truncated_weights_through_the_cli(copy, tmp_path):
+    model, input_csv = copy
+    weights = model / artifact.WEIGHTS
+    weights.write_bytes(weights.read_bytes()[:-100])
+    output = tmp_path / "out.csv"
+    result = run_cli("predict", "--model-dir", model, "--input", input_csv, "--output", output)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"error: {model}: {artifact.WEIGHTS} cannot be read")
+    assert result.stderr.count("\n") == 1
+    assert not output.exists()
+
+
+def test_intact_copy_still_loads_and_predicts(copy):
+    """The damage tests start from a working artifact."""
+    model, input_csv = copy
+    values = csvio.read_series_rows(input_csv)
+    assert load_model(model, device="cpu").predict(values).shape == (len(values),)
+    assert np.isin(load_model(model, device="cpu").predict(values), ["a", "b", "c"]).all()
