@@ -52,9 +52,42 @@ def inception_time() -> None:
     print(f"report: {out / 'evaluation' / 'report.html'}")
 
 
+def lstm_ad() -> None:
+    print("\n== LSTM-AD: time-series anomaly detection ==")
+    folder, model = OUT / "lstm-ad" / "data", OUT / "lstm-ad" / "model"
+    folder.mkdir(parents=True, exist_ok=True)
+    sample_data.write_csv(folder / "train.csv", sample_data.waves(4000, seed=0))
+    sample_data.write_csv(folder / "valid.csv", sample_data.waves(1000, seed=1))
+    test, labels = sample_data.with_anomalies(sample_data.waves(1500, seed=2), starts=(520, 1130))
+    sample_data.write_csv(folder / "test_data.csv", test)
+    sample_data.write_csv(folder / "test_labels.csv", labels[:, None])
+    kfts("validate", "lstm-ad", folder / "train.csv")
+    kfts("train", "lstm-ad", "--train", folder / "train.csv", "--valid", folder / "valid.csv", "--model-dir", model,
+         "--epochs", 20, "--hidden-size", 32, "--sequence-length", 20, "--seed", 0)
+    kfts("evaluate", "--model-dir", model, "--input", folder / "test_data.csv", "--labels",
+         folder / "test_labels.csv", "--output-dir", OUT / "lstm-ad" / "evaluation")
+    predictions = OUT / "lstm-ad" / "predictions.csv"
+    kfts("predict", "--model-dir", model, "--input", folder / "test_data.csv", "--output", predictions, "--flag")
+    rows = predictions.read_text().splitlines()
+    flagged = [i + 1 for i, row in enumerate(rows) if row.endswith(",1")]
+    print(f"{len(rows)} rows scored; anomalies injected at rows 521-530 and 1131-1140; flagged rows: "
+          f"{_ranges(flagged)}")
+
+
+def _ranges(rows: list[int]) -> str:
+    spans, start = [], None
+    for i, row in enumerate(rows):
+        start = row if start is None else start
+        if i + 1 == len(rows) or rows[i + 1] != row + 1:
+            spans.append(f"{start}-{row}" if row > start else str(row))
+            start = None
+    return ", ".join(spans) or "none"
+
+
 def main() -> None:
     shutil.rmtree(OUT, ignore_errors=True)
     inception_time()
+    lstm_ad()
 
 
 if __name__ == "__main__":
