@@ -140,8 +140,8 @@ def _merge(ranges: np.ndarray, half: int, n: int) -> np.ndarray:
 
 def estimate_period(values: np.ndarray, max_lag: int = 400, fallback: int = 125) -> int:
     """The series' dominant period from its autocorrelation (the strongest local maximum at lags 3..max_lag,
-    averaged over the series), as TSB-AD picks the VUS window; `fallback` when none is found or it exceeds
-    300 steps."""
+    averaged over the series), as TSB-AD picks the VUS window; `fallback` when there is none, or it is under
+    6 steps (a ripple of noise on a slowly decaying autocorrelation) or over 300."""
     x = np.asarray(values, dtype=np.float64).reshape(len(values), -1)[:20000]
     x = x - x.mean(axis=0)
     power = (x ** 2).sum(axis=0)
@@ -156,7 +156,7 @@ def estimate_period(values: np.ndarray, max_lag: int = 400, fallback: int = 125)
     if len(peaks) == 0:
         return fallback
     period = int(peaks[np.argmax(acf[peaks])]) + 3
-    return period if period <= 300 else fallback
+    return period if 6 <= period <= 300 else fallback
 
 
 def detection_metrics(labels: np.ndarray, score: np.ndarray, *, threshold: float, window: int) -> dict:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import io
+import math
 import time
 from dataclasses import asdict, dataclass, field, fields
 
@@ -436,7 +437,9 @@ def fit_gaussian(errors: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
 
 def log_density(errors: torch.Tensor, mean: np.ndarray, covariance: np.ndarray) -> torch.Tensor:
     """Log-density of each row of errors [n, d] under N(mean, covariance), float64, all rows at once."""
-    normal = torch.distributions.MultivariateNormal(torch.as_tensor(mean, dtype=torch.float64),
-                                                    covariance_matrix=torch.as_tensor(covariance, dtype=torch.float64),
-                                                    validate_args=False)
-    return normal.log_prob(errors.to(torch.float64))
+    chol = torch.linalg.cholesky(torch.as_tensor(covariance, dtype=torch.float64))
+    centered = errors.to(torch.float64) - torch.as_tensor(mean, dtype=torch.float64)
+    # squared Mahalanobis distances: |z|^2 with chol @ z = centered, one triangular solve for all rows
+    z = torch.linalg.solve_triangular(chol, centered.T, upper=False)
+    log_det = 2 * torch.log(torch.diagonal(chol)).sum()
+    return -0.5 * (len(mean) * math.log(2 * math.pi) + log_det + (z ** 2).sum(dim=0))
