@@ -141,7 +141,7 @@ BAD_REQUESTS = [
      {"inputs": [{"name": "x", "shape": [2, LENGTH], "datatype": "FP32", "data": [1.0] * LENGTH}]},
      None, 400, "cannot reshape"),
     ("wrong length V2", f"/v2/models/{NAME}/infer", v2_body(np.zeros((2, 5))), None, 400,
-     f"rows have 5 time steps"),
+     "rows have 5 time steps"),
     ("malformed JSON V2", f"/v2/models/{NAME}/infer", b'{"inputs": [', "application/json", 422, "JSON"),
     ("CSV with NaN", f"/v1/models/{NAME}:predict", b",".join([b"nan"] * LENGTH) + b"\n", "text/csv", 400,
      "request body: row 1, column 1: 'nan' is not allowed: values must be finite numbers"),

@@ -59,7 +59,8 @@ def cmd_deploy_render(args) -> None:
     from kfts.artifact import atomic_file
     from kfts.deploy import render_inference_service, to_yaml
     manifest = render_inference_service(
-        name=args.name, model_uri=args.model_uri, image=args.image or default_image(args.gpu), gpu=args.gpu, gpus=args.gpus,
+        name=args.name, model_uri=args.model_uri, image=args.image or default_image(args.gpu), gpu=args.gpu,
+        gpus=args.gpus,
         node_selector=dict(_key_value(s, "--node-selector") for s in args.node_selector) or None,
         tolerations=[_toleration(t) for t in args.toleration] if args.toleration is not None else None,
         min_replicas=args.min_replicas, max_replicas=args.max_replicas, namespace=args.namespace,

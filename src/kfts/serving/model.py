@@ -71,7 +71,7 @@ class KftsModel(Model):
         if self.model.algorithm == "inception-time":
             self.batcher = Batcher(self.model.predict_proba, self.executor, self.max_batch_size,
                                    self.max_batch_wait)
-        self._warm_up()
+        self.executor.submit(self._warm_up).result()  # on the thread that will serve
         self.ready = True
         return self.ready
 
@@ -129,14 +129,14 @@ class KftsModel(Model):
 
     async def _predict_csv(self, body: bytes, headers: dict) -> str:
         m = self.model
-        values = m.read_inference(csvio.CsvBytes(body))  # the same checks and messages as `kfts predict`
         if m.algorithm == "inception-time":
             options = {"probabilities": _option("probabilities", headers)}
         else:
             options = {"flag": _option("flag", headers)}
             if options["flag"] and m.threshold is None:
                 raise InvalidInput("kfts-flag: this model has no anomaly threshold to flag with")
-        return await self._run(lambda: m.predictions_csv(values, **options))
+        # parsed off the event loop too; read_inference: the same checks and messages as `kfts predict`
+        return await self._run(lambda: m.predictions_csv(m.read_inference(csvio.CsvBytes(body)), **options))
 
     async def _predict_v1(self, body, headers: dict) -> dict:
         if not isinstance(body, dict) or "instances" not in body:
@@ -174,7 +174,7 @@ class KftsModel(Model):
         try:
             data = tensor.as_numpy()
         except (ValueError, TypeError) as e:
-            raise InvalidInput(f"{where}: shape {tensor.shape} does not fit its data ({e})") from None
+            raise InvalidInput(f"{where}: the data are not {tensor.shape} numbers ({e})") from None
         if data.ndim == 1 and self._univariate:
             data = data[:, None]
         if data.ndim != 2:
@@ -199,8 +199,8 @@ class KftsModel(Model):
             outputs.append(_output("reconstruction", reconstructions.astype(np.float32)))
             if flags is not None:
                 outputs.append(_output("anomaly", np.where(np.isnan(scores), np.nan, flags).astype(np.float32)))
-        return InferResponse(response_id=request.id or str(uuid.uuid4()), model_name=self.name, infer_outputs=outputs,
-                             use_binary_outputs=request.use_binary_outputs,
+        return InferResponse(response_id=request.id or str(uuid.uuid4()), model_name=self.name,
+                             infer_outputs=outputs, use_binary_outputs=request.use_binary_outputs,
                              requested_outputs=request.request_outputs)
 
     @property
