@@ -236,6 +236,7 @@ class InceptionTime:
         best = {"loss": float("inf"), "state": None}
         first_epoch = 1
         if state:
+            restore_rng_state(state["rng"], generator)  # again: building `net` above drew from torch's RNG
             net.load_state_dict(state["network"])
             optimizer.load_state_dict(state["optimizer"])
             plateau.load_state_dict(state["plateau"])
