@@ -335,7 +335,7 @@ class LstmAD:
         out = io.BytesIO()
         # pyarrow's writer: multi-threaded, shortest round-trip floats, empty cells for the first sequence
         pacsv.write_csv(pa.table(columns), out, pacsv.WriteOptions(include_header=False, quoting_style="none"))
-        return out.getvalue().decode()
+        return str(out.getbuffer(), "ascii")  # one copy, not two (getvalue, then decode)
 
     def evaluate(self, input_path, output_dir, *, labels_path=None) -> dict:
         """Score a file: with labels detection metrics, without them reconstruction errors; metrics.json and
