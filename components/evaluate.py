@@ -1,6 +1,6 @@
 """evaluate: score a model on labeled data (what `kfts evaluate` writes), as KFP metrics and an HTML report."""
 
-from typing import NamedTuple, Optional
+from typing import Optional
 
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
@@ -11,8 +11,9 @@ from components.settings import IMAGE, fail, present
 @dsl.component(base_image=IMAGE, install_kfp_package=False, additional_funcs=[fail, present])
 def evaluate(model: Input[Model], data: Input[Dataset], metric: str, evaluation: Output[Artifact],
              metrics: Output[Metrics], classification: Output[ClassificationMetrics], report: Output[HTML],
-             labels: Optional[Input[Dataset]] = None, device: str = "auto") -> NamedTuple("Outputs", score=float):
-    """Evaluate on `data` (with `labels` when they are a separate file) and return the figure named `metric`.
+             labels: Optional[Input[Dataset]] = None, device: str = "auto") -> float:
+    """Evaluate on `data` (with `labels` when they are a separate file) and return the figure named `metric`
+    (a single return, "Output": kfp.local's dsl.If resolves no other task output names).
 
     evaluation: the directory `kfts evaluate --output-dir` writes (metrics.json, report.html). inception-time
     data carries its labels in the first column; for a file of series in the inference layout `labels` holds
@@ -22,8 +23,6 @@ def evaluate(model: Input[Model], data: Input[Dataset], metric: str, evaluation:
     """
     import os
     import tempfile
-    from collections import namedtuple
-
     from kfts.algorithms import load_model
     from kfts.errors import InputError
 
@@ -67,4 +66,4 @@ def evaluate(model: Input[Model], data: Input[Dataset], metric: str, evaluation:
     with open(report.path, "w") as f:
         f.write(html)
     print(f"{metric}={result[metric]:.6f}")
-    return namedtuple("Outputs", ["score"])(float(result[metric]))
+    return float(result[metric])

@@ -1,6 +1,6 @@
 """Model plumbing: fetch a previous model, fan InceptionTime members out and combine them, promote a champion."""
 
-from typing import List, NamedTuple
+from typing import List
 
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
@@ -67,18 +67,16 @@ def combine_members(members: Input[List[Model]], train_data: Input[Dataset], val
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def choose_champion(challenger_score: float, champion_score: float, higher_is_better: bool, metric: str,
-                    scores: Output[Metrics]) -> NamedTuple("Outputs", promote=bool):
-    """Promote the challenger only when it is strictly better on the same held-out data; both scores are
-    recorded."""
-    from collections import namedtuple
-
+                    scores: Output[Metrics]) -> bool:
+    """Whether to promote the challenger: only when it is strictly better on the same held-out data. Both
+    scores are recorded."""
     better = challenger_score > champion_score if higher_is_better else challenger_score < champion_score
     scores.log_metric(f"challenger_{metric}", challenger_score)
     scores.log_metric(f"champion_{metric}", champion_score)
     scores.log_metric("promoted", float(better))
     print(f"challenger {metric}={challenger_score:.6f}, champion {metric}={champion_score:.6f}: "
           f"{'promote the challenger' if better else 'keep the champion'}")
-    return namedtuple("Outputs", ["promote"])(better)
+    return better
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)

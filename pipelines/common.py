@@ -100,7 +100,7 @@ def after_training(*, model, data: dict, valid: str, test: str, test_labels: str
         scored = place(evaluate(model=model, data=data["valid"], metric=valid_metric), cluster)
         scored.set_display_name("evaluate-valid")
         with dsl.If(deploy_wanted == True, "deploy-asked"):  # noqa: E712 (a pipeline condition, not Python)
-            with dsl.If(passes_gate(scored.outputs["score"]), "metric-passes"):
+            with dsl.If(passes_gate(scored.outputs["Output"]), "metric-passes"):
                 gpu = cluster is not None and cluster.gpus > 0
                 task = deploy(model=model, name=serving.name, namespace=serving.namespace,
                               predictor_image=serving.predictor_image, gpu=serving.gpu,

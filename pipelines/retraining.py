@@ -46,11 +46,11 @@ def build(algorithm: str, cluster: Cluster | None = None):
         scores = {}
         for name, model in (("challenger", challenger), ("champion", champion.outputs["model"])):
             task = evaluate(model=model, data=data["holdout"], labels=data["holdout_labels"], metric=metric)
-            scores[name] = place(task.set_display_name(f"evaluate-{name}"), cluster).outputs["score"]
+            scores[name] = place(task.set_display_name(f"evaluate-{name}"), cluster).outputs["Output"]
         choice = choose_champion(challenger_score=scores["challenger"], champion_score=scores["champion"],
                                  higher_is_better=higher_is_better, metric=metric)
         place(side_effect(choice), cluster)
-        with dsl.If(choice.outputs["promote"] == True, "challenger-wins"):  # noqa: E712 (a pipeline condition)
+        with dsl.If(choice.outputs["Output"] == True, "challenger-wins"):  # noqa: E712 (a pipeline condition)
             place(side_effect(promote_model(model=challenger, uri=champion_uri)), cluster)
             with dsl.If(deploy_promoted == True, "deploy-asked"):  # noqa: E712
                 task = deploy(model=challenger, name=deploy_name, namespace=deploy_namespace,
