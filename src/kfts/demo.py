@@ -1,6 +1,8 @@
 """`make demo`: kfts end to end on built-in sample data, in a few minutes on 2 CPU cores.
 
-Every step is the `kfts` command a user would type (shown before it runs); outputs land in ./demo-output.
+Both algorithms through the command line (validate, train, evaluate, predict), then both Kubeflow pipelines
+run locally with kfp.local. Every step is the `kfts` command a user would type (shown before it runs);
+outputs land in ./demo-output.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ def classification_data(folder: Path) -> dict[str, Path]:
         if name == "test":
             files["test_data"] = folder / "test_data.csv"
             sample_data.write_csv(files["test_data"], values)
+            files["test_labels"] = folder / "test_labels.csv"
+            sample_data.write_csv(files["test_labels"], labels[:, None])
     return files
 
 
@@ -84,10 +88,24 @@ def _ranges(rows: list[int]) -> str:
     return ", ".join(spans) or "none"
 
 
+def pipelines() -> None:
+    """The same jobs as Kubeflow pipelines, run on this machine by kfp.local (each step a subprocess)."""
+    print("\n== The Kubeflow pipelines, run locally with kfp.local ==")
+    it, ad = OUT / "inception-time" / "data", OUT / "lstm-ad" / "data"
+    kfts("pipeline", "run", "inception-time", "--train", it / "train.csv", "--valid", it / "valid.csv",
+         "--test", it / "test_data.csv", "--test-labels", it / "test_labels.csv", "--models", 2, "--epochs", 5,
+         "--output-dir", OUT / "pipelines")
+    kfts("pipeline", "run", "lstm-ad", "--train", ad / "train.csv", "--valid", ad / "valid.csv",
+         "--test", ad / "test_data.csv", "--test-labels", ad / "test_labels.csv", "--epochs", 5,
+         "--hidden-size", 32, "--sequence-length", 20, "--flag", "--output-dir", OUT / "pipelines")
+
+
 def main() -> None:
     shutil.rmtree(OUT, ignore_errors=True)
     inception_time()
     lstm_ad()
+    pipelines()
+    print(f"\ndemo done: everything is under {OUT}/")
 
 
 if __name__ == "__main__":
