@@ -126,30 +126,20 @@ def cmd_validate(args) -> None:
 
 
 def cmd_train(args) -> None:
-    from kfts.algorithms import load_model
-    cls = args.cls
-    params = hyperparameters(args, cls.Params)
-    model = cls(params, device=args.device, seed=args.seed)
-    init = load_model(args.init_model, device=args.device) if args.init_model else None
-    if init is not None and init.algorithm != cls.algorithm:
-        raise InputError(f"holds a {init.algorithm} model, not {cls.algorithm}", path=args.init_model)
-    train = cls.read_training(args.train)
-    valid = cls.read_training(args.valid) if args.valid else None
-    model.fit(train, valid, init_model=init, checkpoint_dir=args.checkpoint_dir)
-    model.save(args.model_dir)
+    from kfts.algorithms import train
+    train(args.algorithm, args.train, args.model_dir, valid_path=args.valid,
+          params=hyperparameters(args, args.cls.Params), init_model=args.init_model,
+          checkpoint_dir=args.checkpoint_dir, seed=args.seed, device=args.device)
     print(f"model written to {args.model_dir}")
 
 
 def cmd_predict(args) -> None:
     from kfts.algorithms import load_model
-    from kfts.artifact import atomic_file
+    from kfts.predict import write_predictions
     model = load_model(args.model_dir, device=args.device)
-    values = model.read_inference(args.input)
     options = {"probabilities": args.probabilities} if model.algorithm == "inception-time" else {"flag": args.flag}
-    text = model.predictions_csv(values, **options)
-    with atomic_file(args.output) as f:
-        f.write(text)
-    print(f"{len(values)} rows predicted into {args.output}")
+    rows = write_predictions(model, args.input, args.output, **options)  # streamed: any file size
+    print(f"{rows} rows predicted into {args.output}")
 
 
 def cmd_evaluate(args) -> None:

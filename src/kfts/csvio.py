@@ -37,6 +37,8 @@ from pyarrow import csv as pacsv
 from kfts.errors import InputError
 
 BLOCK_SIZE = 16 << 20  # bytes per parse block: large enough for long rows, small enough to use both cores
+# Streaming reads ahead and parses a few blocks at once: smaller blocks keep its memory small and bounded.
+STREAM_BLOCK_SIZE = 1 << 20
 
 # pyarrow's float grammar once spaces and tabs are trimmed; its other spellings (nan, inf, Infinity) are
 # not finite, so the contract refuses them anyway.
@@ -133,7 +135,8 @@ def iter_row_blocks(path: str | os.PathLike, label_column: bool = False
     n_columns, first_line = _first_row(path, label_column)
     _check_last_line(path, label_column)
     reader = _arrow_call(path, label_column, lambda: pacsv.open_csv(
-        _arrow_source(path), read_options=_read_options(n_columns, first_line), parse_options=_PARSE,
+        _arrow_source(path), read_options=_read_options(n_columns, first_line, min(BLOCK_SIZE, STREAM_BLOCK_SIZE)),
+        parse_options=_PARSE,
         convert_options=_convert_options(n_columns, label_column)))
     first_row = 0
     while True:
@@ -151,10 +154,10 @@ def iter_row_blocks(path: str | os.PathLike, label_column: bool = False
 _PARSE = pacsv.ParseOptions(delimiter=",", ignore_empty_lines=False)
 
 
-def _read_options(n_columns: int, first_line: int) -> pacsv.ReadOptions:
+def _read_options(n_columns: int, first_line: int, block_size: int | None = None) -> pacsv.ReadOptions:
     # a row must fit in one block: pyarrow refuses rows that straddle two
     return pacsv.ReadOptions(column_names=[f"c{i}" for i in range(n_columns)],
-                             block_size=max(BLOCK_SIZE, 4 * first_line), use_threads=True)
+                             block_size=max(block_size or BLOCK_SIZE, 4 * first_line), use_threads=True)
 
 
 def _convert_options(n_columns: int, label_column: bool) -> pacsv.ConvertOptions:

@@ -1,0 +1,126 @@
+"""Streaming batch prediction: the same bytes as one in-memory pass, with memory that does not grow with the file."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import make_classification
+from kfts import csvio, predict
+from kfts.csvio import LabeledSeries
+from kfts.errors import InputError
+from kfts.inception_time import InceptionTime
+from kfts.lstm_ad import LstmAD
+
+
+@pytest.fixture(scope="module")
+def inception_time():
+    labels, values = make_classification(n_per_class=10, length=24)
+    model = InceptionTime(InceptionTime.Params(epochs=1, models=2, filters=4, depth=1), device="cpu", seed=0)
+    return model.fit(LabeledSeries(labels, values))
+
+
+@pytest.fixture(scope="module")
+def lstm_ad():
+    t = np.arange(400)
+    values = np.stack([np.sin(t / 5), np.cos(t / 3)], axis=1).astype(np.float32)
+    model = LstmAD(LstmAD.Params(sequence_length=5, hidden_size=4, num_layers=1, epochs=1), device="cpu", seed=0)
+    return model.fit(values)
+
+
+def series_rows(path, n, length, seed=0):
+    rng = np.random.default_rng(seed)
+    np.savetxt(path, rng.normal(size=(n, length)).astype(np.float32), delimiter=",", fmt="%.5g")
+    return path
+
+
+@pytest.mark.parametrize("probabilities", [False, True])
+def test_inception_time_chunks_give_the_in_memory_bytes(tmp_path, monkeypatch, inception_time, probabilities):
+    path = series_rows(tmp_path / "input.csv", 1500, 24)
+    expected = inception_time.predictions_csv(csvio.read_series_rows(path), probabilities=probabilities)
+    monkeypatch.setattr(csvio, "BLOCK_SIZE", 7 << 10)  # blocks that do not line up with chunks
+    output = tmp_path / "out.csv"
+    rows = predict.write_predictions(inception_time, path, output, chunk_bytes=1, probabilities=probabilities)
+    assert rows == 1500
+    assert output.read_text() == expected
+    assert expected.count("\n") == 1500 + probabilities
+
+
+@pytest.mark.parametrize("flag", [False, True])
+@pytest.mark.parametrize("n_rows", [6, 2560 * 3 + 1, 2560 * 4 + 5, 2560 * 2 + 3])
+def test_lstm_ad_chunks_give_the_in_memory_bytes(tmp_path, monkeypatch, lstm_ad, flag, n_rows):
+    # with sequence length 5 and chunk_bytes=1 a chunk holds one scoring batch: 512 sequences, 2560 rows
+    rng = np.random.default_rng(n_rows)
+    path = tmp_path / "input.csv"
+    np.savetxt(path, rng.normal(size=(n_rows, 2)).astype(np.float32), delimiter=",", fmt="%.6g")
+    expected = lstm_ad.predictions_csv(csvio.read_series_columns(path), flag=flag)
+    monkeypatch.setattr(csvio, "BLOCK_SIZE", 5 << 10)
+    output = tmp_path / "out.csv"
+    assert predict.write_predictions(lstm_ad, path, output, chunk_bytes=1, flag=flag) == n_rows
+    assert output.read_text() == expected
+
+
+def test_faults_while_streaming_leave_no_output(tmp_path, inception_time, lstm_ad, monkeypatch):
+    monkeypatch.setattr(csvio, "BLOCK_SIZE", 4 << 10)
+    output = tmp_path / "out.csv"
+    lines = series_rows(tmp_path / "rows.csv", 2000, 24).read_text().splitlines()
+    lines[1500] = lines[1500].rsplit(",", 1)[0]  # a short row after many chunks
+    (tmp_path / "rows.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(InputError, match="row 1501"):
+        predict.write_predictions(inception_time, tmp_path / "rows.csv", output, chunk_bytes=1)
+    with pytest.raises(InputError, match="trained on 24"):
+        predict.write_predictions(inception_time, series_rows(tmp_path / "short.csv", 10, 23), output)
+    (tmp_path / "few.csv").write_text("1,2\n" * 5)
+    with pytest.raises(InputError, match="at least 6 are needed"):
+        predict.write_predictions(lstm_ad, tmp_path / "few.csv", output)
+    with pytest.raises(InputError, match="3 columns"):
+        predict.write_predictions(lstm_ad, series_rows(tmp_path / "wide.csv", 50, 3), output)
+    assert not output.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["few.csv", "rows.csv", "short.csv", "wide.csv"]
+
+
+# -- memory, through the CLI ----------------------------------------------------------------------------------
+
+def peak_rss_mib(*args) -> float:
+    """Run `python -m kfts ARGS` and return its peak resident memory (ru_maxrss of that one child)."""
+    with open(os.devnull, "w") as devnull:
+        process = subprocess.Popen([sys.executable, "-m", "kfts", *map(str, args)], stdout=devnull,
+                                   stderr=subprocess.PIPE)
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        error = process.stderr.read().decode()
+        process.stderr.close()
+    assert process.returncode == 0, error
+    return usage.ru_maxrss / 1024
+
+
+def big_file(path, n_rows: int, length: int) -> int:
+    """Short cells (`0.123,`) so that the file is large in float32 values per byte."""
+    rng = np.random.default_rng(0)
+    with open(path, "w") as f:
+        for start in range(0, n_rows, 2000):
+            block = rng.integers(0, 1000, size=(min(2000, n_rows - start), length)) / 1000
+            np.savetxt(f, block, delimiter=",", fmt="%.3f")
+    return os.path.getsize(path)
+
+
+def test_predict_memory_does_not_grow_with_the_file(tmp_path):
+    """Peak RSS of `kfts predict` on a file and on one three times larger: what grows is far less than the
+    float32 data (one in-memory pass grows by about three times it: arrow, numpy, the scaled tensor)."""
+    labels, values = make_classification(n_per_class=4, length=500)
+    model = InceptionTime(InceptionTime.Params(epochs=1, models=1, filters=4, depth=1), device="cpu", seed=0)
+    model.fit(LabeledSeries(labels, values)).save(tmp_path / "model")
+    small, large = tmp_path / "small.csv", tmp_path / "large.csv"
+    big_file(small, 10_000, 500)  # ~29 MB of text: a few chunks already, past the first-chunk ramp-up
+    big_file(large, 30_000, 500)  # ~86 MB
+    float32_growth = 20_000 * 500 * 4 / 2**20
+    peaks = [peak_rss_mib("predict", "--model-dir", tmp_path / "model", "--input", path, "--output",
+                          tmp_path / "out.csv", "--device", "cpu") for path in (small, large)]
+    assert (tmp_path / "out.csv").read_text().count("\n") == 30_000
+    assert peaks[1] - peaks[0] < 0.5 * float32_growth, (
+        f"peak RSS {peaks[0]:.0f} MiB for {small.stat().st_size / 2**20:.0f} MiB of CSV, {peaks[1]:.0f} MiB for "
+        f"{large.stat().st_size / 2**20:.0f} MiB: memory grows with the file")
