@@ -26,6 +26,7 @@ SECTIONS = [
     "csv_parse",        # CSV parse speed and peak memory
     "anomaly",          # LSTM-AD detection quality (ROC-AUC, VUS-PR) and prediction speed
     "serving",          # kfts serve latency and requests/s at concurrency 1, 8, 32, beside in-process
+    "streaming",        # kfts predict of files larger than its memory budget: peak memory against file size
 ]
 
 
