@@ -19,36 +19,23 @@ def train(algorithm: str, train_data: Input[Dataset], valid_data: Input[Dataset]
     """
     import os
     import shutil
-    from dataclasses import fields
 
-    from kfts.algorithms import get, load_model
+    from kfts.algorithms import make_params, train as train_model
     from kfts.errors import InputError
 
+    checkpoint_dir = os.path.join(checkpoint_root, run_id, f"member-{member}") if checkpoint_root else None
     try:
-        cls = get(algorithm)
-        # pipeline parameters reach a component as text ("4", or "4.0" under kfp.local): read them as the
-        # dataclass field's type, as the CLI's flags are
-        kinds = {"int": lambda v: int(float(v)), "float": float, "str": str}
-        known = {f.name: f for f in fields(cls.Params)}
-        unknown = sorted(set(hyperparameters) - known.keys())
-        if unknown:
-            raise InputError(f"unknown {algorithm} hyperparameter {unknown[0]!r} (known: {', '.join(known)})")
-        params = cls.Params(**{k: kinds[known[k].type](v) for k, v in hyperparameters.items()})
-        estimator = cls(params, device=device, seed=seed + member)
-        init = load_model(init_model.path, device=device) if present(init_model) else None
-        if init is not None and init.algorithm != algorithm:
-            raise InputError(f"holds a {init.algorithm} model, not {algorithm}", path=init_model.uri)
-        train_set = cls.read_training(train_data.path)
-        valid_set = cls.read_training(valid_data.path) if present(valid_data) else None
-        checkpoint_dir = os.path.join(checkpoint_root, run_id, f"member-{member}") if checkpoint_root else None
-        estimator.fit(train_set, valid_set, init_model=init, checkpoint_dir=checkpoint_dir)
-        estimator.save(model.path)
+        params = make_params(algorithm, hyperparameters)
+        estimator = train_model(algorithm, train_data.path, model.path,
+                                valid_path=valid_data.path if present(valid_data) else None, params=params,
+                                init_model=init_model.path if present(init_model) else None,
+                                checkpoint_dir=checkpoint_dir, seed=seed + member, device=device)
     except InputError as e:
         fail(e)
     if checkpoint_dir:  # the model is written: the training state is of no further use
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
 
     model.metadata.update({"algorithm": algorithm, "framework": "pytorch", "member": member,
-                           "hyperparameters": {k: getattr(params, k) for k in known}})
+                           "hyperparameters": vars(params)})
     for name, value in estimator.metrics.items():
         metrics.log_metric(name, float(value))

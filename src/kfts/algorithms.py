@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import fields
 
 from kfts import artifact
 from kfts.errors import InputError
@@ -28,3 +29,33 @@ def load_model(model_dir: str | os.PathLike, device: str = "auto"):
     except (KeyError, TypeError, ValueError, RuntimeError) as e:  # a manifest or weights not as saved
         message = " ".join(f"{type(e).__name__}: {e}".split())
         raise InputError(f"is not a loadable {cls.algorithm} model ({message})", path=model_dir) from None
+
+
+def make_params(algorithm: str, values: dict):
+    """An algorithm's hyperparameters from names and values, which may come as text ("4", or "4.0" from
+    kfp.local) as they do from pipeline parameters and Katib; missing names keep their defaults."""
+    cls = get(algorithm)
+    known = {f.name: f for f in fields(cls.Params)}
+    unknown = sorted(set(values) - known.keys())
+    if unknown:
+        raise InputError(f"unknown {algorithm} hyperparameter {unknown[0]!r} (known: {', '.join(known)})")
+    kinds = {"int": lambda v: int(float(v)), "float": float, "str": str}
+    try:
+        return cls.Params(**{name: kinds[known[name].type](v) for name, v in values.items()})
+    except ValueError as e:
+        raise InputError(f"a {algorithm} hyperparameter has a value of the wrong type ({e})") from None
+
+
+def train(algorithm: str, train_path, model_dir, *, valid_path=None, params=None, init_model=None,
+          checkpoint_dir=None, seed: int | None = None, device: str = "auto"):
+    """The training job behind `kfts train` and the KFP train component: read the data, fit, write the
+    artifact. `init_model` is a previous model directory to continue from. Returns the fitted estimator."""
+    cls = get(algorithm)
+    previous = load_model(init_model, device=device) if init_model else None
+    if previous is not None and previous.algorithm != algorithm:
+        raise InputError(f"holds a model for {previous.algorithm}, not {algorithm}", path=init_model)
+    estimator = cls(params or cls.Params(), device=device, seed=seed)
+    valid = cls.read_training(valid_path) if valid_path else None
+    estimator.fit(cls.read_training(train_path), valid, init_model=previous, checkpoint_dir=checkpoint_dir)
+    estimator.save(model_dir)
+    return estimator
