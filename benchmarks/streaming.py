@@ -52,7 +52,7 @@ def train_model(model_dir: Path) -> None:
 def generate(path: Path, megabytes: float) -> int:
     """An inference file of about `megabytes` (rows of LENGTH values): returns its rows."""
     rng = np.random.default_rng(1)
-    rows, block = 0, 2000
+    rows, block = 0, 200  # ~1 MB per write: the file ends close to the size asked for
     schema = pa.schema([(f"t{i}", pa.float32()) for i in range(LENGTH)])
     with pacsv.CSVWriter(path, schema, write_options=pacsv.WriteOptions(include_header=False)) as writer:
         while path.stat().st_size < megabytes * 1e6:
