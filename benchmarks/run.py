@@ -27,6 +27,7 @@ SECTIONS = [
     "anomaly",          # LSTM-AD detection quality (ROC-AUC, VUS-PR) and prediction speed
     "serving",          # kfts serve latency and requests/s at concurrency 1, 8, 32, beside in-process
     "streaming",        # kfts predict of files larger than its memory budget: peak memory against file size
+    "serving_faults",   # kfts serve under a mix of good requests and client mistakes: status codes, RSS
 ]
 
 

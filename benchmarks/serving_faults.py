@@ -1,0 +1,88 @@
+"""Serving under faults: the real `kfts serve` on 127.0.0.1 under a seeded mix of good requests and client
+mistakes (the mix of tests/test_serving_faults.py, larger).
+
+A tiny InceptionTime (4 filters, depth 3, 2 networks, series of 24 steps) is served with `--max-payload-mb 1`:
+the figures are about the server's handling of faults, not the model's cost. Good requests are V1 JSON, V2 REST
+(with probabilities) and text/csv of 1-4 series; mistakes are malformed JSON, NaN, non-numeric values, wrong
+series length, wrong shape, empty instances, bodies over the payload limit and unknown model names, sent over
+V1, V2 and CSV. A warm-up round of the same mix (a quarter of the size) runs first; the table counts the
+measured round by status code per kind. A wrong answer is a good answer that differs from the in-process
+prediction of the same rows. Latency is that of good requests only, as the client (sharing the cores) sees it.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+TESTS = Path(__file__).resolve().parents[1] / "tests"
+WORK = Path(__file__).resolve().parent / "work" / "serving_faults"
+NAME, LENGTH = "it", 24
+CONCURRENCY = 16
+
+
+def section(quick: bool) -> str:
+    sys.path.insert(0, str(TESTS))  # the mix and the server helper live with the tests that check them
+    from conftest import make_classification
+    from test_serving import Server
+    from test_serving_faults import (GOOD_KINDS, KINDS, MAX_PAYLOAD_MB, good_rows, make_mix, rss_mb, send,
+                                     wrong_answers)
+
+    from kfts.algorithms import load_model
+    from kfts.csvio import LabeledSeries
+    from kfts.inception_time import InceptionTime, Params
+
+    total = 200 if quick else 2000
+    WORK.mkdir(parents=True, exist_ok=True)
+    labels, values = make_classification(n_per_class=8, length=LENGTH, classes=("a", "b", "c"))
+    trained = InceptionTime(Params(filters=4, depth=3, models=2, epochs=2, batch_size=8, ensemble="stacked"),
+                            device="cpu", seed=0)
+    trained.fit(LabeledSeries(labels, values))
+    trained.save(WORK / "model")
+    model = load_model(WORK / "model", device="cpu")
+    pool = good_rows(model, values, np.random.default_rng(0))
+    max_bytes = MAX_PAYLOAD_MB * 2**20
+
+    server = Server(WORK / "model", NAME, WORK / "server.log", "--max-payload-mb", str(MAX_PAYLOAD_MB))
+    try:
+        server.wait_ready(timeout=600)
+        rss_start = rss_mb(server.process.pid)
+        warm = send(server.url, make_mix(total // 4, pool, NAME, LENGTH, max_bytes, seed=1), CONCURRENCY)
+        rss_warm = rss_mb(server.process.pid)
+        mix = make_mix(total, pool, NAME, LENGTH, max_bytes, seed=2)
+        start = time.perf_counter()
+        answers = send(server.url, mix, CONCURRENCY)
+        seconds = time.perf_counter() - start
+        rss_end = rss_mb(server.process.pid)
+        ready = server.http.get(f"/v2/models/{NAME}/ready").status_code == 200
+    finally:
+        server.stop()
+
+    wrong = len(wrong_answers(model, pool, warm + answers))
+    unexpected = sum(a.status != a.request.status for a in warm + answers)
+    counts = {kind: Counter(a.status if a.status is not None else "no answer" for a in answers
+                            if a.request.kind == kind) for kind in KINDS}
+    codes = sorted({c for kind in counts.values() for c in kind}, key=str)
+    latencies = np.array([a.seconds for a in answers if a.request.kind in GOOD_KINDS]) * 1000
+    p50, p99 = np.percentile(latencies, [50, 99])
+    fives = sum(n for kind in counts.values() for c, n in kind.items() if isinstance(c, int) and c >= 500)
+    sent_mb = sum(len(r.body) for r in mix) / 2**20
+
+    lines = ["## Serving under faults (kfts serve, a mix of good requests and client mistakes)", "",
+             __doc__.split("\n\n", 1)[1].strip(), "",
+             f"{total} requests ({sent_mb:.0f} MB of bodies), {CONCURRENCY} in flight, {total / seconds:.0f} "
+             f"requests/s; good requests p50 {p50:.1f} ms, p99 {p99:.1f} ms.", "",
+             f"- 5xx answers: **{fives}**; answers other than the contract's status (warm-up included): "
+             f"**{unexpected}**; wrong answers: **{wrong}**; ready at the end: **{'yes' if ready else 'NO'}**",
+             f"- server RSS: {rss_start:.0f} MB ready, {rss_warm:.0f} MB after the warm-up ({total // 4} "
+             f"requests), {rss_end:.0f} MB at the end ({rss_end - rss_warm:+.0f} MB over {total} requests)", "",
+             "| kind | requests | " + " | ".join(str(c) for c in codes) + " |",
+             "|---|---:|" + "---:|" * len(codes)]
+    for kind, counter in counts.items():
+        lines.append(f"| {kind} | {sum(counter.values())} | "
+                     + " | ".join(str(counter.get(c, 0)) for c in codes) + " |")
+    return "\n".join(lines) + "\n"
