@@ -75,3 +75,27 @@ def render_inference_service(*, name: str, model_uri: str, image: str, gpu: bool
 def to_yaml(manifest: dict) -> str:
     import yaml
     return yaml.safe_dump(manifest, sort_keys=False)
+
+
+# -- command-line forms of the node-pool settings, shared by `kfts deploy` and `kfts pipeline` ------------
+
+def parse_key_value(text: str, flag: str) -> tuple[str, str]:
+    """NAME=VALUE from a command-line flag (--node-selector, --param, --search)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise InputError(f"{flag} {text!r}: expected KEY=VALUE")
+    return key, value
+
+
+def parse_toleration(text: str) -> dict:
+    """KEY[=VALUE][:EFFECT], as kubectl taint writes taints: Equal with a value, else Exists."""
+    spec, _, effect = text.partition(":")
+    key, sep, value = spec.partition("=")
+    if not key:
+        raise InputError(f"--toleration {text!r}: expected KEY[=VALUE][:EFFECT]")
+    if effect and effect not in ("NoSchedule", "PreferNoSchedule", "NoExecute"):
+        raise InputError(f"--toleration {text!r}: effect must be NoSchedule, PreferNoSchedule or NoExecute")
+    toleration = {"key": key, "operator": "Equal", "value": value} if sep else {"key": key, "operator": "Exists"}
+    if effect:
+        toleration["effect"] = effect
+    return toleration

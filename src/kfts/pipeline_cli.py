@@ -23,6 +23,7 @@ import tempfile
 from dataclasses import fields
 from pathlib import Path
 
+from kfts.deploy import parse_key_value, parse_toleration
 from kfts.errors import InputError
 
 PIPELINE_NAMES = ("inception-time", "lstm-ad", "retrain-inception-time", "retrain-lstm-ad")
@@ -153,42 +154,19 @@ def cluster_from_args(args):
     cluster = Cluster(gpus=args.gpus, accelerator=args.accelerator, cpu=args.cpu, memory=args.memory,
                       retries=args.retries, checkpoint_pvc=args.checkpoint_pvc)
     if args.node_selector is not None:
-        cluster.node_selector = dict(_key_value(s, "--node-selector") for s in args.node_selector)
+        cluster.node_selector = dict(parse_key_value(s, "--node-selector") for s in args.node_selector)
     if args.toleration is not None:
-        cluster.tolerations = [_toleration(s) for s in args.toleration]
+        cluster.tolerations = [parse_toleration(s) for s in args.toleration]
     if cluster.gpus < 0 or cluster.retries < 0:
         raise InputError("--gpus and --retries must be at least 0")
     return cluster
-
-
-def _key_value(text: str, flag: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise InputError(f"{flag} takes NAME=VALUE, not {text!r}")
-    return key, value
-
-
-def _toleration(text: str) -> dict:
-    """KEY[=VALUE][:EFFECT] -> a toleration (operator Equal with a value, else Exists)."""
-    rest, _, effect = text.partition(":")
-    key, sep, value = rest.partition("=")
-    if not key:
-        raise InputError(f"--toleration takes KEY[=VALUE][:EFFECT], not {text!r}")
-    if effect and effect not in ("NoSchedule", "PreferNoSchedule", "NoExecute"):
-        raise InputError(f"--toleration effect must be NoSchedule, PreferNoSchedule or NoExecute, not {effect!r}")
-    toleration = {"key": key, "operator": "Equal" if sep else "Exists"}
-    if sep:
-        toleration["value"] = value
-    if effect:
-        toleration["effect"] = effect
-    return toleration
 
 
 def _parameters(pairs: list[str]) -> dict:
     """--param NAME=VALUE: VALUE read as JSON when it is JSON (numbers, true, lists), else as text."""
     result = {}
     for pair in pairs or []:
-        key, value = _key_value(pair, "--param")
+        key, value = parse_key_value(pair, "--param")
         try:
             result[key] = json.loads(value)
         except ValueError:
@@ -256,7 +234,7 @@ def cmd_tune(args) -> int:
     fixed = _parameters(args.set)
     experiment = katib.render_experiment(
         algorithm=args.algorithm, name=args.name, train_uri=args.train, valid_uri=args.valid,
-        search=[_key_value(s, "--search") for s in args.search], fixed=fixed, image=args.image,
+        search=[parse_key_value(s, "--search") for s in args.search], fixed=fixed, image=args.image,
         objective=args.objective, max_trials=args.max_trials, parallel_trials=args.parallel_trials,
         namespace=args.namespace, gpus=args.gpus, seed=args.seed)
     text = katib.to_yaml(experiment)

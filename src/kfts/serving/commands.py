@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from kfts.deploy import parse_key_value, parse_toleration
 from kfts.errors import InputError
 
 DEFAULT_IMAGE = "ghcr.io/kfts/kfts:0.1.0"  # the Makefile's KFTS_IMAGE
@@ -61,8 +62,8 @@ def cmd_deploy_render(args) -> None:
     manifest = render_inference_service(
         name=args.name, model_uri=args.model_uri, image=args.image or default_image(args.gpu), gpu=args.gpu,
         gpus=args.gpus,
-        node_selector=dict(_key_value(s, "--node-selector") for s in args.node_selector) or None,
-        tolerations=[_toleration(t) for t in args.toleration] if args.toleration is not None else None,
+        node_selector=dict(parse_key_value(s, "--node-selector") for s in args.node_selector) or None,
+        tolerations=[parse_toleration(t) for t in args.toleration] if args.toleration is not None else None,
         min_replicas=args.min_replicas, max_replicas=args.max_replicas, namespace=args.namespace,
         cpu=args.cpu, memory=args.memory, service_account=args.service_account)
     text = to_yaml(manifest)
@@ -77,24 +78,3 @@ def cmd_deploy_render(args) -> None:
 def default_image(gpu: bool) -> str:
     """The predictor image `make images` builds from KFTS_IMAGE (see images/)."""
     return os.environ.get("KFTS_IMAGE", DEFAULT_IMAGE) + ("-predictor-cuda" if gpu else "-predictor")
-
-
-def _key_value(text: str, flag: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise InputError(f"{flag} {text!r}: expected KEY=VALUE")
-    return key, value
-
-
-def _toleration(text: str) -> dict:
-    """KEY[=VALUE][:EFFECT], as kubectl taint writes taints: Equal with a value, else Exists."""
-    spec, _, effect = text.partition(":")
-    key, sep, value = spec.partition("=")
-    if not key:
-        raise InputError(f"--toleration {text!r}: expected KEY[=VALUE][:EFFECT]")
-    if effect and effect not in ("NoSchedule", "PreferNoSchedule", "NoExecute"):
-        raise InputError(f"--toleration {text!r}: effect must be NoSchedule, PreferNoSchedule or NoExecute")
-    toleration = {"key": key, "operator": "Equal", "value": value} if sep else {"key": key, "operator": "Exists"}
-    if effect:
-        toleration["effect"] = effect
-    return toleration
