@@ -36,9 +36,9 @@ from pyarrow import csv as pacsv
 
 from kfts.errors import InputError
 
-BLOCK_SIZE = 16 << 20  # bytes per parse block: large enough for long rows, small enough to use both cores
-# Streaming reads ahead and parses a few blocks at once: smaller blocks keep its memory small and bounded.
-STREAM_BLOCK_SIZE = 1 << 20
+# Bytes per parse block (pyarrow's default; a longer first row gets larger blocks). pyarrow reads ahead and
+# parses a few blocks at once, so the block size bounds its memory; larger blocks measured no faster.
+BLOCK_SIZE = 1 << 20
 
 # pyarrow's float grammar once spaces and tabs are trimmed; its other spellings (nan, inf, Infinity) are
 # not finite, so the contract refuses them anyway.
@@ -135,9 +135,8 @@ def iter_row_blocks(path: str | os.PathLike, label_column: bool = False
     n_columns, first_line = _first_row(path, label_column)
     _check_last_line(path, label_column)
     reader = _arrow_call(path, label_column, lambda: pacsv.open_csv(
-        _arrow_source(path), read_options=_read_options(n_columns, first_line, min(BLOCK_SIZE, STREAM_BLOCK_SIZE)),
-        parse_options=_PARSE,
-        convert_options=_convert_options(n_columns, label_column)))
+        _arrow_source(path), read_options=_read_options(n_columns, first_line),
+        parse_options=_PARSE, convert_options=_convert_options(n_columns, label_column)))
     first_row = 0
     while True:
         try:
@@ -154,10 +153,10 @@ def iter_row_blocks(path: str | os.PathLike, label_column: bool = False
 _PARSE = pacsv.ParseOptions(delimiter=",", ignore_empty_lines=False)
 
 
-def _read_options(n_columns: int, first_line: int, block_size: int | None = None) -> pacsv.ReadOptions:
+def _read_options(n_columns: int, first_line: int) -> pacsv.ReadOptions:
     # a row must fit in one block: pyarrow refuses rows that straddle two
     return pacsv.ReadOptions(column_names=[f"c{i}" for i in range(n_columns)],
-                             block_size=max(block_size or BLOCK_SIZE, 4 * first_line), use_threads=True)
+                             block_size=max(BLOCK_SIZE, 4 * first_line), use_threads=True)
 
 
 def _convert_options(n_columns: int, label_column: bool) -> pacsv.ConvertOptions:
@@ -170,12 +169,21 @@ def _convert_options(n_columns: int, label_column: bool) -> pacsv.ConvertOptions
 
 
 def _read(path: str | os.PathLike, label_column: bool) -> tuple[np.ndarray | None, np.ndarray]:
-    n_columns, first_line = _first_row(path, label_column)
-    _check_last_line(path, label_column)
-    table = _arrow_call(path, label_column, lambda: pacsv.read_csv(
-        _arrow_source(path), read_options=_read_options(n_columns, first_line), parse_options=_PARSE,
-        convert_options=_convert_options(n_columns, label_column)))
-    return _to_numpy(path, table, label_column, first_row=0)
+    """The whole file. Blocks are appended to one float32 matrix that grows in place (realloc of a large
+    allocation remaps pages rather than copying them), so peak memory stays near one copy of the data
+    rather than pyarrow's table plus a numpy copy of it."""
+    labels, values, n_rows = [], None, 0
+    for first_row, block_labels, block in iter_row_blocks(path, label_column):
+        if values is None:
+            values = np.empty((0, block.shape[1]), dtype=np.float32)
+        if first_row + len(block) > len(values):
+            values.resize((max(2 * len(values), first_row + len(block)), block.shape[1]), refcheck=False)
+        values[first_row:first_row + len(block)] = block
+        n_rows = first_row + len(block)
+        if block_labels is not None:
+            labels.append(block_labels)
+    values.resize((n_rows, values.shape[1]), refcheck=False)
+    return (np.concatenate(labels) if label_column else None), values
 
 
 def _first_row(path, label_column: bool) -> tuple[int, int]:
