@@ -50,10 +50,11 @@ def test_sequences_pair_each_one_with_the_next():
 
 
 def test_params_are_validated():
-    for bad in ({"dropout": 1.0}, {"sequence_length": 0}, {"error_fraction": 1.0}, {"threshold_quantile": 0},
-                {"lr": -1.0}, {"precision": "int8"}):
-        with pytest.raises(InputError):
-            Params(**bad)
+    for name, bad in (("dropout", 1.0), ("sequence_length", 0), ("error_fraction", 1.0), ("threshold_quantile", 0),
+                      ("lr", -1.0), ("precision", "int8")):
+        with pytest.raises(InputError, match=f"--{name.replace('_', '-')} must be"):
+            Params(**{name: bad})
+    assert Params(dropout=0.0).dropout == 0.0  # no dropout is allowed, unlike no error-fit part
 
 
 # -- the Normal of the errors --------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from __future__ import annotations
 import copy
 import io
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
@@ -30,8 +30,8 @@ from kfts import artifact, csvio
 from kfts.csvio import LabeledSeries
 from kfts.errors import InputError
 from kfts.models.inception_time import InceptionNetworks, ensemble_probabilities, merge_members, split_members
-from kfts.training import (Checkpoints, MetricLog, autocast, data_parallel, metric_line, progress, resolve_device,
-                           resolve_precision, restore_rng_state, rng_state, seed_everything)
+from kfts.training import (Checkpoints, MetricLog, autocast, check_params, data_parallel, metric_line, progress,
+                           resolve_device, resolve_precision, restore_rng_state, rng_state, seed_everything)
 
 ALGORITHM = "inception-time"
 
@@ -59,12 +59,7 @@ class Params:
                 "natively)", "choices": ("auto", "fp32", "bf16", "fp16")})
 
     def __post_init__(self):
-        for f in fields(self):
-            if f.type in ("int", "float") and not getattr(self, f.name) > 0:
-                raise InputError(f"--{f.name.replace('_', '-')} must be positive, not {getattr(self, f.name)}")
-            choices = f.metadata.get("choices")
-            if choices and getattr(self, f.name) not in choices:
-                raise InputError(f"--{f.name.replace('_', '-')} must be one of {', '.join(choices)}")
+        check_params(self)
 
 
 class InceptionTime:

@@ -24,7 +24,7 @@ import copy
 import io
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pyarrow as pa
@@ -34,8 +34,8 @@ from pyarrow import csv as pacsv
 from kfts import artifact, csvio
 from kfts.errors import InputError
 from kfts.models.lstm_ad import LstmReconstructor, cut_sequences, input_sequences
-from kfts.training import (Checkpoints, MetricLog, autocast, data_parallel, metric_line, progress, resolve_device,
-                           resolve_precision, restore_rng_state, rng_state, seed_everything)
+from kfts.training import (Checkpoints, MetricLog, autocast, check_params, data_parallel, metric_line, progress,
+                           resolve_device, resolve_precision, restore_rng_state, rng_state, seed_everything)
 
 ALGORITHM = "lstm-ad"
 SCORE_BATCH = 512  # sequences per forward pass when scoring: large enough to keep the cores busy
@@ -53,36 +53,23 @@ class Params:
     sequence_length: int = field(default=50, metadata={
         "help": "time steps per sequence; each sequence reconstructs the next one"})
     hidden_size: int = field(default=128, metadata={"help": "hidden units of each LSTM layer"})
-    dropout: float = field(default=0.1, metadata={"help": "dropout rate after each LSTM layer"})
+    dropout: float = field(default=0.1, metadata={"help": "dropout rate after each LSTM layer", "bounds": (0, 1)})
     lr: float = field(default=0.001, metadata={"help": "Adam learning rate"})
     batch_size: int = field(default=64, metadata={"help": "sequences per training batch"})
     epochs: int = field(default=100, metadata={"help": "training epochs"})
     error_fraction: float = field(default=0.2, metadata={
         "help": "chronological tail of the training data that is not trained on but fits the Normal "
-                "distribution of the reconstruction errors (the seed product's split)"})
+                "distribution of the reconstruction errors (the seed product's split)", "bounds": (0, 1), "open": True})
     threshold_quantile: float = field(default=0.01, metadata={
         "help": "the anomaly flag threshold is this quantile of the scores of the error-fit part: about "
-                "this share of normal time steps gets flagged"})
+                "this share of normal time steps gets flagged", "bounds": (0, 1), "open": True})
     precision: str = field(default="auto", metadata={
         "help": "training precision: bf16/fp16 autocast, fp32, or auto (fp16 with loss scaling on GPUs, fp32 "
                 "on CPUs)",
         "choices": ("auto", "fp32", "bf16", "fp16")})
 
     def __post_init__(self):
-        for f in fields(self):
-            value, flag = getattr(self, f.name), f"--{f.name.replace('_', '-')}"
-            if f.type == "int" and not value > 0:
-                raise InputError(f"{flag} must be positive, not {value}")
-            choices = f.metadata.get("choices")
-            if choices and value not in choices:
-                raise InputError(f"{flag} must be one of {', '.join(choices)}")
-        if not self.lr > 0:
-            raise InputError(f"--lr must be positive, not {self.lr}")
-        if not 0 <= self.dropout < 1:
-            raise InputError(f"--dropout must be in [0, 1), not {self.dropout}")
-        for name in ("error_fraction", "threshold_quantile"):
-            if not 0 < getattr(self, name) < 1:
-                raise InputError(f"--{name.replace('_', '-')} must be between 0 and 1, not {getattr(self, name)}")
+        check_params(self)
 
 
 class LstmAD:
