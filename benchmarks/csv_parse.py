@@ -1,7 +1,7 @@
 """CSV parse speed and peak memory: kfts.csvio on a generated file of at least 500 MB, beside pandas.
 
-Each reader runs in a fresh subprocess, so its peak resident memory (ru_maxrss) is its own; the imports'
-memory is measured separately and subtracted.
+Each reader runs in a fresh subprocess and reads its own peak resident memory (VmHWM: ru_maxrss would not do,
+Linux carries the parent's resident size at spawn into a child's); the imports' memory is subtracted.
 """
 
 from __future__ import annotations
@@ -22,13 +22,14 @@ READERS = {
     "pandas.read_csv (C engine)": "import pandas as pd; x = pd.read_csv(PATH, header=None)",
 }
 MEASURE = """
-import os, resource, sys, time
+import os, sys, time
 {imports}
 base = int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")  # resident now
 PATH = sys.argv[1]
 start = time.perf_counter()
 {code}
-print(time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base)
+peak = int(next(line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM:"))) * 1024
+print(time.perf_counter() - start, peak - base)
 """
 
 
