@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -131,3 +133,25 @@ def test_predict_memory_does_not_grow_with_the_file(tmp_path):
     assert peaks[1] - peaks[0] < 0.5 * float32_growth, (
         f"peak RSS {peaks[0]:.0f} MiB for {small.stat().st_size / 2**20:.0f} MiB of CSV, {peaks[1]:.0f} MiB for "
         f"{large.stat().st_size / 2**20:.0f} MiB: memory grows with the file")
+
+
+def test_a_terminated_predict_leaves_nothing_behind(tmp_path):
+    """Kubernetes stops a pod with SIGTERM: kfts exits 143 and removes its temporary output file."""
+    labels, values = make_classification(n_per_class=4, length=500)
+    model = InceptionTime(InceptionTime.Params(epochs=1, models=1, filters=4, depth=1), device="cpu", seed=0)
+    model.fit(LabeledSeries(labels, values)).save(tmp_path / "model")
+    big_file(tmp_path / "input.csv", 30_000, 500)
+    output = tmp_path / "out" / "predictions.csv"
+    process = subprocess.Popen([sys.executable, "-m", "kfts", "predict", "--model-dir", str(tmp_path / "model"),
+                                "--input", str(tmp_path / "input.csv"), "--output", str(output), "--device", "cpu"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not (output.parent.exists() and any(output.parent.glob(".*.partial"))):  # writing has begun
+        assert process.poll() is None, f"predict ended before it was stopped: {process.stderr.read()}"
+        assert time.monotonic() < deadline, "predict never started writing"
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    _, error = process.communicate(timeout=120)
+    assert process.returncode == 143, error
+    assert error.strip() == "error: terminated (SIGTERM)"
+    assert list(output.parent.iterdir()) == []

@@ -1,7 +1,8 @@
 """The `kfts` command line (SPEC "CLI").
 
 User mistakes (kfts.errors.InputError) end as one line on stderr, ``error: <file>: row R, column C: <what>``,
-with exit code 2 and nothing half-written. Set KFTS_DEBUG=1 to see a traceback for anything else.
+with exit code 2 and nothing half-written. Set KFTS_DEBUG=1 to see a traceback for anything else. SIGTERM
+(how Kubernetes stops a pod, and KFP a cancelled run) unwinds like Ctrl-C, so temporary outputs are removed.
 """
 
 from __future__ import annotations
@@ -9,7 +10,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
+import threading
 from dataclasses import MISSING, fields
 from pathlib import Path
 
@@ -19,9 +22,21 @@ from kfts.errors import InputError
 COMMAND_MODULES: list[str] = ["kfts.serving.commands", "kfts.pipeline_cli"]
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived: raised where the program is, so that `finally` blocks and context managers run."""
+
+
+def _terminate(signum, frame):
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # `kfts serve` installs KServe's own handler later; a caller of main() in-process gets its own back at the end
+    previous = None
+    if threading.current_thread() is threading.main_thread():  # the only thread that may set handlers
+        previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return args.func(args) or 0
     except InputError as e:
@@ -30,12 +45,18 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("error: terminated (SIGTERM)", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except Exception as e:  # a bug, not the user's fault: say so in one line unless debugging
         if os.environ.get("KFTS_DEBUG"):
             raise
         print(f"error: internal error ({type(e).__name__}: {e}); rerun with KFTS_DEBUG=1 for details",
               file=sys.stderr)
         return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def build_parser() -> argparse.ArgumentParser:
