@@ -173,13 +173,14 @@ def _read(path: str | os.PathLike, label_column: bool) -> tuple[np.ndarray | Non
     allocation remaps pages rather than copying them), so peak memory stays near one copy of the data
     rather than pyarrow's table plus a numpy copy of it."""
     labels, values, n_rows = [], None, 0
-    for first_row, block_labels, block in iter_row_blocks(path, label_column):
+    for _, block_labels, block in iter_row_blocks(path, label_column):
         if values is None:
             values = np.empty((0, block.shape[1]), dtype=np.float32)
-        if first_row + len(block) > len(values):
-            values.resize((max(2 * len(values), first_row + len(block)), block.shape[1]), refcheck=False)
-        values[first_row:first_row + len(block)] = block
-        n_rows = first_row + len(block)
+        end = n_rows + len(block)
+        if end > len(values):
+            values.resize((max(2 * len(values), end), values.shape[1]), refcheck=False)
+        values[n_rows:end] = block
+        n_rows = end
         if block_labels is not None:
             labels.append(block_labels)
     values.resize((n_rows, values.shape[1]), refcheck=False)
