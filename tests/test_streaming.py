@@ -117,19 +117,26 @@ def big_file(path, n_rows: int, length: int) -> int:
     return os.path.getsize(path)
 
 
-def test_predict_memory_does_not_grow_with_the_file(tmp_path):
-    """Peak RSS of `kfts predict` on a file and on one three times larger: what grows is far less than the
-    float32 data (one in-memory pass grows by about three times it: arrow, numpy, the scaled tensor)."""
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """A saved tiny InceptionTime for series of 500 steps, for `kfts predict` in a process of its own."""
     labels, values = make_classification(n_per_class=4, length=500)
     model = InceptionTime(InceptionTime.Params(epochs=1, models=1, filters=4, depth=1), device="cpu", seed=0)
-    model.fit(LabeledSeries(labels, values)).save(tmp_path / "model")
+    path = tmp_path_factory.mktemp("model")
+    model.fit(LabeledSeries(labels, values)).save(path)
+    return path
+
+
+def test_predict_memory_does_not_grow_with_the_file(tmp_path, model_dir):
+    """Peak RSS of `kfts predict` on a file and on one three times larger: what grows is far less than the
+    float32 data (one in-memory pass grows by about three times it: arrow, numpy, the scaled tensor)."""
     small, large = tmp_path / "small.csv", tmp_path / "large.csv"
     # Resident memory ramps up over the first ~30k rows (allocator and pyarrow read-ahead; measured quiet:
     # 458, 477, 475 MiB at 10k, 30k, 60k rows), then stays flat: compare two files past most of that ramp.
     big_file(small, 20_000, 500)  # ~57 MB of text
     big_file(large, 60_000, 500)  # ~172 MB
     float32_growth = 40_000 * 500 * 4 / 2**20
-    peaks = [peak_rss_mib("predict", "--model-dir", tmp_path / "model", "--input", path, "--output",
+    peaks = [peak_rss_mib("predict", "--model-dir", model_dir, "--input", path, "--output",
                           tmp_path / "out.csv", "--device", "cpu") for path in (small, large)]
     assert (tmp_path / "out.csv").read_text().count("\n") == 60_000
     assert peaks[1] - peaks[0] < 0.5 * float32_growth, (
@@ -137,14 +144,11 @@ def test_predict_memory_does_not_grow_with_the_file(tmp_path):
         f"{large.stat().st_size / 2**20:.0f} MiB: memory grows with the file")
 
 
-def test_a_terminated_predict_leaves_nothing_behind(tmp_path):
+def test_a_terminated_predict_leaves_nothing_behind(tmp_path, model_dir):
     """Kubernetes stops a pod with SIGTERM: kfts exits 143 and removes its temporary output file."""
-    labels, values = make_classification(n_per_class=4, length=500)
-    model = InceptionTime(InceptionTime.Params(epochs=1, models=1, filters=4, depth=1), device="cpu", seed=0)
-    model.fit(LabeledSeries(labels, values)).save(tmp_path / "model")
     big_file(tmp_path / "input.csv", 30_000, 500)
     output = tmp_path / "out" / "predictions.csv"
-    process = subprocess.Popen([sys.executable, "-m", "kfts", "predict", "--model-dir", str(tmp_path / "model"),
+    process = subprocess.Popen([sys.executable, "-m", "kfts", "predict", "--model-dir", str(model_dir),
                                 "--input", str(tmp_path / "input.csv"), "--output", str(output), "--device", "cpu"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
