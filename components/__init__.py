@@ -10,13 +10,13 @@ whose metadata says ``present: False``: KFP cannot pass "no artifact" between ta
 artifacts does not run under kfp.local.
 """
 
-from components.settings import IMAGE
-from components.validate_csv import validate_csv
-from components.train import train
-from components.evaluate import evaluate
-from components.batch_predict import batch_predict
-from components.deploy import deploy
-from components.models import choose_champion, combine_members, fetch_model, member_indices, promote_model
+from kfts.components.settings import IMAGE
+from kfts.components.validate_csv import validate_csv
+from kfts.components.train import train
+from kfts.components.evaluate import evaluate
+from kfts.components.batch_predict import batch_predict
+from kfts.components.deploy import deploy
+from kfts.components.models import choose_champion, combine_members, fetch_model, member_indices, promote_model
 
 __all__ = ["IMAGE", "validate_csv", "train", "evaluate", "batch_predict", "deploy", "fetch_model",
            "combine_members", "member_indices", "choose_champion", "promote_model"]

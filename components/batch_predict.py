@@ -3,7 +3,7 @@
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Model, Output
 
-from components.settings import IMAGE, fail
+from kfts.components.settings import IMAGE, fail
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False, additional_funcs=[fail])

@@ -3,16 +3,19 @@
 from kfp import dsl
 from kfp.dsl import Input, Model
 
-from components.settings import IMAGE, fail
+from kfts.components.settings import IMAGE, fail
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False, additional_funcs=[fail])
-def deploy(model: Input[Model], name: str, predictor_image: str, namespace: str = "", gpu: bool = False,
+def deploy(model: Input[Model], name: str, predictor_image: str = "", image_base: str = "", namespace: str = "",
+           gpu: bool = False,
            gpus: int = 1, node_selector: dict = {}, tolerations: list = [], min_replicas: int = 1,
            max_replicas: int = 1, cpu: str = "1", memory: str = "2Gi", service_account: str = "") -> str:
     """Serve `model` as the InferenceService `name` (in `namespace`, default this pod's own) and return its
     URL once KServe reports it. The storage URI is the model artifact's URI in the pipeline root (minio://
-    is KFP's name for the S3 API of its MinIO, which KServe reads as s3://)."""
+    is KFP's name for the S3 API of its MinIO, which KServe reads as s3://). An empty `predictor_image` is
+    `image_base`'s predictor image, its CUDA build when `gpu`. `node_selector` and `tolerations` (the GPU node
+    pool's) apply only when `gpu`: a CPU predictor is never pinned to GPU nodes."""
     import json
     import time
     from pathlib import Path
@@ -21,6 +24,7 @@ def deploy(model: Input[Model], name: str, predictor_image: str, namespace: str 
 
     from kfts.deploy import render_inference_service
     from kfts.errors import InputError
+    from kfts.images import predictor_image as default_predictor_image
 
     uri = model.uri.replace("minio://", "s3://", 1)
     if not namespace:
@@ -28,8 +32,9 @@ def deploy(model: Input[Model], name: str, predictor_image: str, namespace: str 
         namespace = own.read_text().strip() if own.is_file() else "default"
     try:
         manifest = render_inference_service(
-            name=name, model_uri=uri, image=predictor_image, gpu=gpu, gpus=gpus, node_selector=node_selector or None,
-            tolerations=tolerations or None, min_replicas=min_replicas, max_replicas=max_replicas,
+            name=name, model_uri=uri, image=predictor_image or default_predictor_image(gpu, image_base or None),
+            gpu=gpu, gpus=gpus, node_selector=(node_selector if gpu else None) or None,
+            tolerations=(tolerations if gpu else None) or None, min_replicas=min_replicas, max_replicas=max_replicas,
             namespace=namespace, cpu=cpu, memory=memory, service_account=service_account or None)
     except InputError as e:
         fail(e)

@@ -5,7 +5,7 @@ from typing import List
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
-from components.settings import IMAGE, fail, mark_absent, present
+from kfts.components.settings import IMAGE, fail, mark_absent, present
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False, additional_funcs=[fail, mark_absent])

@@ -1,10 +1,10 @@
 """Settings shared by every component."""
 
-import os
+from kfts.images import component_image
 
-DEFAULT_IMAGE = "ghcr.io/kfts/kfts:0.1.0"
-# the one image every component runs in (images/: the kfts package with torch, CPU or CUDA)
-IMAGE = os.environ.get("KFTS_IMAGE") or DEFAULT_IMAGE
+# the image every component runs in (images/: the kfts package with torch); tasks placed on a GPU node pool
+# get its -cuda twin (kfts.pipelines.common.place)
+IMAGE = component_image()
 
 
 def fail(error) -> None:

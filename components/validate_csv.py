@@ -3,7 +3,7 @@
 from kfp import dsl
 from kfp.dsl import Dataset, Output
 
-from components.settings import IMAGE, fail, mark_absent
+from kfts.components.settings import IMAGE, fail, mark_absent
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False, additional_funcs=[fail, mark_absent])

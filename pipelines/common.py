@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 
 from kfp import dsl, kubernetes
 
-from components import batch_predict, deploy, evaluate, validate_csv
+from kfts.components import batch_predict, deploy, evaluate, validate_csv
+from kfts.deploy import GPU_TOLERATIONS
+from kfts.images import base_image, component_image
 
 CHECKPOINT_MOUNT = "/kfts-checkpoints"
 
@@ -28,8 +30,7 @@ class Cluster:
     gpus: int = 0
     accelerator: str = "nvidia.com/gpu"
     node_selector: dict[str, str] = field(default_factory=lambda: {"nvidia.com/gpu.present": "true"})
-    tolerations: list[dict] = field(default_factory=lambda: [
-        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}])
+    tolerations: list[dict] = field(default_factory=lambda: [dict(t) for t in GPU_TOLERATIONS])
     cpu: str = "2"
     memory: str = "8Gi"
     retries: int = 3
@@ -41,11 +42,13 @@ class Cluster:
 
 
 def place(task: dsl.PipelineTask, cluster: Cluster | None, *, gpu: bool = False) -> dsl.PipelineTask:
-    """Requests, and the GPU node pool for `gpu` tasks. `cluster=None` (kfp.local runs): nothing."""
+    """Requests, and for `gpu` tasks the GPU node pool and the CUDA image (kfts.images). `cluster=None`
+    (kfp.local runs): nothing."""
     if cluster is None:
         return task
     task.set_cpu_request(cluster.cpu).set_memory_request(cluster.memory)
     if gpu and cluster.gpus > 0:
+        task.set_container_image(component_image(gpu=True))
         task.set_accelerator_type(cluster.accelerator).set_accelerator_limit(cluster.gpus)
         for key, value in cluster.node_selector.items():
             kubernetes.add_node_selector(task, label_key=key, label_value=value)
@@ -81,7 +84,9 @@ def validate_inputs(algorithm: str, cluster: Cluster | None, **uris: tuple[str, 
 
 @dataclass
 class Serving:
-    """Pipeline parameters of the deploy step (deploy_* in the pipelines' signatures)."""
+    """Pipeline parameters of the deploy step (deploy_* in the pipelines' signatures). An empty
+    predictor_image is the predictor image of the one the pipeline was compiled for: -predictor-cuda when
+    `gpu`, else -predictor (kfts.images)."""
 
     name: object
     namespace: object
@@ -89,6 +94,16 @@ class Serving:
     gpu: object
     min_replicas: object
     max_replicas: object
+
+
+def deploy_task(model, serving: Serving, cluster: Cluster | None) -> dsl.PipelineTask:
+    """The deploy step. The GPU node pool's selector and tolerations are passed along, and used only when the
+    predictor asks for a GPU (serving.gpu): a CPU predictor is never pinned to GPU nodes."""
+    return deploy(model=model, name=serving.name, namespace=serving.namespace,
+                  predictor_image=serving.predictor_image, image_base=base_image(), gpu=serving.gpu,
+                  node_selector=cluster.node_selector if cluster else {},
+                  tolerations=cluster.tolerations if cluster else [],
+                  min_replicas=serving.min_replicas, max_replicas=serving.max_replicas)
 
 
 def after_training(*, model, data: dict, valid: str, test: str, test_labels: str, valid_metric: str,
@@ -101,13 +116,7 @@ def after_training(*, model, data: dict, valid: str, test: str, test_labels: str
         scored.set_display_name("evaluate-valid")
         with dsl.If(deploy_wanted == True, "deploy-asked"):  # noqa: E712 (a pipeline condition, not Python)
             with dsl.If(passes_gate(scored.outputs["Output"]), "metric-passes"):
-                gpu = cluster is not None and cluster.gpus > 0
-                task = deploy(model=model, name=serving.name, namespace=serving.namespace,
-                              predictor_image=serving.predictor_image, gpu=serving.gpu,
-                              node_selector=cluster.node_selector if gpu else {},
-                              tolerations=cluster.tolerations if gpu else [],
-                              min_replicas=serving.min_replicas, max_replicas=serving.max_replicas)
-                side_effect(place(task, cluster))
+                side_effect(place(deploy_task(model, serving, cluster), cluster))
     with dsl.If(test != "", "test-given"):
         predicted = batch_predict(model=model, data=data["test"], **predict_options)
         place(predicted, cluster, gpu=True)

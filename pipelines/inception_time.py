@@ -4,8 +4,8 @@ its default, a previous model to continue from, the seed, and the deploy step's 
 
 from kfp import dsl
 
-from components import IMAGE, combine_members, fetch_model, member_indices, train
-from pipelines.common import Cluster, Serving, after_training, place, resumable, side_effect, validate_inputs
+from kfts.components import combine_members, fetch_model, member_indices, train
+from kfts.pipelines.common import Cluster, Serving, after_training, place, resumable, side_effect, validate_inputs
 
 ALGORITHM = "inception-time"
 
@@ -19,6 +19,7 @@ def build(cluster: Cluster | None = None, *, fan_out: bool = False):
     init_model: each member task would need its own slice of the previous ensemble.
     """
     checkpoint_root = cluster.checkpoint_root if cluster else ""
+    gpu = cluster is not None and cluster.gpus > 0  # the deploy step then serves on the GPU node pool too
 
     @dsl.pipeline(name=ALGORITHM + ("-fan-out" if fan_out else ""),
                   description="InceptionTime time-series classification: validate, train, evaluate, "
@@ -30,7 +31,7 @@ def build(cluster: Cluster | None = None, *, fan_out: bool = False):
                        precision: str = "auto", seed: int = 0, init_model_uri: str = "",
                        checkpoint_root: str = checkpoint_root, probabilities: bool = False,
                        deploy: bool = False, deploy_min_accuracy: float = 0.0, deploy_name: str = ALGORITHM,
-                       deploy_namespace: str = "", deploy_image: str = IMAGE, deploy_gpu: bool = False,
+                       deploy_namespace: str = "", deploy_image: str = "", deploy_gpu: bool = gpu,
                        deploy_min_replicas: int = 1, deploy_max_replicas: int = 1):
         data = validate_inputs(ALGORITHM, cluster, train=(train_uri, "training"), valid=(valid_uri, "training"),
                                test=(test_uri, "inference"), test_labels=(test_labels_uri, "labels"))

@@ -4,8 +4,8 @@ and the deploy step's settings."""
 
 from kfp import dsl
 
-from components import IMAGE, fetch_model, train
-from pipelines.common import Cluster, Serving, after_training, place, resumable, side_effect, validate_inputs
+from kfts.components import fetch_model, train
+from kfts.pipelines.common import Cluster, Serving, after_training, place, resumable, side_effect, validate_inputs
 
 ALGORITHM = "lstm-ad"
 
@@ -17,6 +17,7 @@ def build(cluster: Cluster | None = None):
     deployed when its mean squared error is at most deploy_max_mse.
     """
     checkpoint_root = cluster.checkpoint_root if cluster else ""
+    gpu = cluster is not None and cluster.gpus > 0  # the deploy step then serves on the GPU node pool too
 
     @dsl.pipeline(name=ALGORITHM, description="LSTM-AD time-series anomaly detection: validate, train, "
                                               "evaluate, batch-predict, deploy")
@@ -26,7 +27,7 @@ def build(cluster: Cluster | None = None):
                 threshold_quantile: float = 0.01, precision: str = "auto", seed: int = 0,
                 init_model_uri: str = "", checkpoint_root: str = checkpoint_root, flag: bool = False,
                 deploy: bool = False, deploy_max_mse: float = 1e30, deploy_name: str = ALGORITHM,
-                deploy_namespace: str = "", deploy_image: str = IMAGE, deploy_gpu: bool = False,
+                deploy_namespace: str = "", deploy_image: str = "", deploy_gpu: bool = gpu,
                 deploy_min_replicas: int = 1, deploy_max_replicas: int = 1):
         data = validate_inputs(ALGORITHM, cluster, train=(train_uri, "training"), valid=(valid_uri, "training"),
                                test=(test_uri, "inference"), test_labels=(test_labels_uri, "labels"))

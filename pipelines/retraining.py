@@ -12,8 +12,8 @@ challenger from that model (usually champion_uri itself) instead of from scratch
 
 from kfp import dsl
 
-from components import IMAGE, choose_champion, deploy, evaluate, fetch_model, promote_model, train
-from pipelines.common import Cluster, place, resumable, side_effect, validate_inputs
+from kfts.components import choose_champion, evaluate, fetch_model, promote_model, train
+from kfts.pipelines.common import Cluster, Serving, deploy_task, place, resumable, side_effect, validate_inputs
 
 METRICS = {"inception-time": "accuracy", "lstm-ad": "roc_auc"}
 
@@ -29,8 +29,8 @@ def build(algorithm: str, cluster: Cluster | None = None):
                    holdout_labels_uri: str = "", hyperparameters: dict = {}, seed: int = 0,
                    init_model_uri: str = "", checkpoint_root: str = checkpoint_root,
                    metric: str = METRICS[algorithm], higher_is_better: bool = True, deploy_promoted: bool = False,
-                   deploy_name: str = algorithm, deploy_namespace: str = "", deploy_image: str = IMAGE,
-                   deploy_gpu: bool = False, deploy_min_replicas: int = 1, deploy_max_replicas: int = 1):
+                   deploy_name: str = algorithm, deploy_namespace: str = "", deploy_image: str = "",
+                   deploy_gpu: bool = gpu, deploy_min_replicas: int = 1, deploy_max_replicas: int = 1):
         holdout_layout = "training" if algorithm == "inception-time" else "inference"
         data = validate_inputs(algorithm, cluster, train=(train_uri, "training"), valid=(valid_uri, "training"),
                                holdout=(holdout_uri, holdout_layout),
@@ -53,11 +53,8 @@ def build(algorithm: str, cluster: Cluster | None = None):
         with dsl.If(choice.outputs["Output"] == True, "challenger-wins"):  # noqa: E712 (a pipeline condition)
             place(side_effect(promote_model(model=challenger, uri=champion_uri)), cluster)
             with dsl.If(deploy_promoted == True, "deploy-asked"):  # noqa: E712
-                task = deploy(model=challenger, name=deploy_name, namespace=deploy_namespace,
-                              predictor_image=deploy_image, gpu=deploy_gpu,
-                              node_selector=cluster.node_selector if gpu else {},
-                              tolerations=cluster.tolerations if gpu else [],
-                              min_replicas=deploy_min_replicas, max_replicas=deploy_max_replicas)
-                side_effect(place(task, cluster))
+                serving = Serving(deploy_name, deploy_namespace, deploy_image, deploy_gpu, deploy_min_replicas,
+                                  deploy_max_replicas)
+                side_effect(place(deploy_task(challenger, serving, cluster), cluster))
 
     return retraining

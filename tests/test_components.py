@@ -68,7 +68,7 @@ def test_members_of_different_shapes_are_refused(data, tmp_path):
 
 
 def test_components_have_typed_artifacts_and_the_configured_image(monkeypatch):
-    import components
+    from kfts import components
     from kfp.dsl import Dataset  # noqa: F401  (the artifact types below are KFP's)
 
     def outputs(component):

@@ -11,7 +11,7 @@ import yaml
 from conftest import ROOT
 
 from kfts.pipeline_cli import compile_pipeline, variants
-from pipelines.common import Cluster
+from kfts.pipelines.common import Cluster
 
 
 def _documents(path):
@@ -77,7 +77,7 @@ def test_pipeline_parameters_carry_every_hyperparameter_with_its_default():
 
     from kfts.inception_time import Params as InceptionParams
     from kfts.lstm_ad import Params as LstmParams
-    from pipelines import inception_time, lstm_ad
+    from kfts.pipelines import inception_time, lstm_ad
     for build, params in ((inception_time.build, InceptionParams), (lstm_ad.build, LstmParams)):
         inputs = build().component_spec.inputs
         for f in fields(params):

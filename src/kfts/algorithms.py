@@ -2,26 +2,51 @@
 
 from __future__ import annotations
 
+import importlib
 import os
-from dataclasses import fields
+from dataclasses import dataclass, fields
 
-from kfts import artifact
 from kfts.errors import InputError
-from kfts.inception_time import InceptionTime
-from kfts.lstm_ad import LstmAD
-
-ALGORITHMS = {cls.algorithm: cls for cls in (InceptionTime, LstmAD)}
+from kfts.hyperparameters import InceptionTimeParams, LstmADParams
 
 
-def get(algorithm: str):
+@dataclass(frozen=True)
+class Algorithm:
+    """What the command line needs to know of an algorithm before any work: cheap to import (no torch)."""
+
+    id: str
+    summary: str
+    Params: type
+    estimator_path: str  # "module:Class" of the estimator, imported on first use (it imports torch)
+
+    def estimator(self):
+        module, name = self.estimator_path.split(":")
+        return getattr(importlib.import_module(module), name)
+
+
+ALGORITHMS = {a.id: a for a in (
+    Algorithm("inception-time", "InceptionTime time-series classifier (an ensemble of Inception CNNs)",
+              InceptionTimeParams, "kfts.inception_time:InceptionTime"),
+    Algorithm("lstm-ad", "LSTM-AD anomaly detector (stacked LSTM, errors scored under a multivariate Normal)",
+              LstmADParams, "kfts.lstm_ad:LstmAD"),
+)}
+
+
+def spec(algorithm: str) -> Algorithm:
     try:
         return ALGORITHMS[algorithm]
     except KeyError:
         raise InputError(f"unknown algorithm {algorithm!r}: choose {' or '.join(ALGORITHMS)}") from None
 
 
+def get(algorithm: str):
+    """The estimator class of `algorithm` (imports torch)."""
+    return spec(algorithm).estimator()
+
+
 def load_model(model_dir: str | os.PathLike, device: str = "auto"):
     """The estimator saved in `model_dir`, ready to predict (never unpickles: JSON + safetensors)."""
+    from kfts import artifact
     manifest, tensors = artifact.load(model_dir)
     cls = get(manifest.get("algorithm"))
     try:
@@ -34,14 +59,14 @@ def load_model(model_dir: str | os.PathLike, device: str = "auto"):
 def make_params(algorithm: str, values: dict):
     """An algorithm's hyperparameters from names and values, which may come as text ("4", or "4.0" from
     kfp.local) as they do from pipeline parameters and Katib; missing names keep their defaults."""
-    cls = get(algorithm)
-    known = {f.name: f for f in fields(cls.Params)}
+    Params = spec(algorithm).Params
+    known = {f.name: f for f in fields(Params)}
     unknown = sorted(set(values) - known.keys())
     if unknown:
         raise InputError(f"unknown {algorithm} hyperparameter {unknown[0]!r} (known: {', '.join(known)})")
     kinds = {"int": lambda v: int(float(v)), "float": float, "str": str}
     try:
-        return cls.Params(**{name: kinds[known[name].type](v) for name, v in values.items()})
+        return Params(**{name: kinds[known[name].type](v) for name, v in values.items()})
     except ValueError as e:
         raise InputError(f"a {algorithm} hyperparameter has a value of the wrong type ({e})") from None
 

@@ -75,8 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train a model and write its artifact directory")
     train_algorithms = train.add_subparsers(dest="algorithm", required=True, metavar="ALGORITHM")
-    for algorithm, cls in ALGORITHMS.items():
-        sub = train_algorithms.add_parser(algorithm, help=cls.__doc__.splitlines()[0])
+    for algorithm, spec in ALGORITHMS.items():
+        sub = train_algorithms.add_parser(algorithm, help=spec.summary)
         sub.add_argument("--train", required=True, help="training CSV")
         sub.add_argument("--valid", help="validation CSV (only scored)")
         sub.add_argument("--model-dir", required=True, help="where the model artifact is written")
@@ -85,8 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                   "command run again resumes from the last finished epoch")
         sub.add_argument("--seed", type=int, help="random seed for a reproducible run")
         sub.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-        add_hyperparameter_flags(sub, cls.Params)
-        sub.set_defaults(func=cmd_train, cls=cls)
+        add_hyperparameter_flags(sub, spec.Params)
+        sub.set_defaults(func=cmd_train, Params=spec.Params)
 
     predict = commands.add_parser("predict", help="batch prediction of a CSV file")
     predict.add_argument("--model-dir", required=True)
@@ -149,7 +149,7 @@ def cmd_validate(args) -> None:
 def cmd_train(args) -> None:
     from kfts.algorithms import train
     train(args.algorithm, args.train, args.model_dir, valid_path=args.valid,
-          params=hyperparameters(args, args.cls.Params), init_model=args.init_model,
+          params=hyperparameters(args, args.Params), init_model=args.init_model,
           checkpoint_dir=args.checkpoint_dir, seed=args.seed, device=args.device)
     print(f"model written to {args.model_dir}")
 

@@ -1,4 +1,5 @@
-"""Katib hyperparameter tuning of the train step: deploy/katib/experiment.yaml filled in with a search space.
+"""Katib hyperparameter tuning of the train step: src/kfts/templates/katib-experiment.yaml (package data)
+filled in with a search space.
 
 Each trial runs `kfts train` (the pipeline's train step) on the training and validation files and Katib's
 StdOut collector reads its `name=value` metric lines; the objective is the latest value of the objective
@@ -8,6 +9,7 @@ metric, which is the final model's (fit() prints the whole model's figures last)
 from __future__ import annotations
 
 import copy
+from importlib import resources
 import shlex
 from dataclasses import fields
 from pathlib import Path
@@ -16,24 +18,27 @@ import yaml
 
 from kfts.errors import InputError
 
-TEMPLATE = Path(__file__).resolve().parents[2] / "deploy" / "katib" / "experiment.yaml"
+TEMPLATE = "katib-experiment.yaml"  # in kfts/templates, installed with the package
 # the default objective and the other metrics each algorithm logs
 OBJECTIVES = {"inception-time": ("valid_accuracy", ["valid_loss", "train_loss", "train_accuracy"]),
               "lstm-ad": ("valid_loss", ["train_loss"])}
 
 
 def render_experiment(*, algorithm: str, train_uri: str, valid_uri: str, search: list[tuple[str, str]],
-                      fixed: dict | None = None, name: str | None = None, image: str, objective: str | None = None,
+                      fixed: dict | None = None, name: str | None = None, image: str | None = None, objective: str | None = None,
                       max_trials: int = 12, parallel_trials: int = 3, namespace: str | None = None, gpus: int = 0,
                       seed: int = 0) -> dict:
     """A Katib Experiment (kubeflow.org/v1beta1) as a dict.
 
     search: (hyperparameter, spec) pairs: `MIN:MAX` a range (int or double by the hyperparameter's type),
     `MIN:MAX:log` a log-uniform double range, `A,B,C` a list (categorical for text, discrete for numbers).
-    fixed: hyperparameters every trial uses.
+    fixed: hyperparameters every trial uses. image: the trial image, by default the component image (kfts.images),
+    its CUDA build when `gpus` > 0.
     """
-    from kfts.algorithms import get
-    params = {f.name: f for f in fields(get(algorithm).Params)}
+    from kfts.deploy import GPU_TOLERATIONS
+    from kfts.images import component_image
+    from kfts.algorithms import spec
+    params = {f.name: f for f in fields(spec(algorithm).Params)}
     default_objective, others = OBJECTIVES[algorithm]
     objective = objective or default_objective
     goal = "minimize" if objective.endswith("_loss") else "maximize"
@@ -46,7 +51,7 @@ def render_experiment(*, algorithm: str, train_uri: str, valid_uri: str, search:
         if key not in params:
             raise InputError(f"unknown {algorithm} hyperparameter {key!r} (known: {', '.join(params)})")
 
-    experiment = copy.deepcopy(yaml.safe_load(TEMPLATE.read_text()))
+    experiment = copy.deepcopy(yaml.safe_load(resources.files("kfts.templates").joinpath(TEMPLATE).read_text()))
     experiment["metadata"] = {"name": name or f"kfts-{algorithm}", **({"namespace": namespace} if namespace else {})}
     spec = experiment["spec"]
     metrics = [objective, *(m for m in others if m != objective)]
@@ -66,12 +71,12 @@ def render_experiment(*, algorithm: str, train_uri: str, valid_uri: str, search:
     command = (f"{fetch} && kfts train {algorithm} --train /tmp/train.csv --valid /tmp/valid.csv "
                f"--model-dir /tmp/model --seed {int(seed)} {' '.join(flags)}")
     container = template["trialSpec"]["spec"]["template"]["spec"]["containers"][0]
-    container["image"] = image
+    container["image"] = image or component_image(gpu=gpus > 0)
     container["args"] = [command]
     if gpus > 0:
         container["resources"]["limits"] = {"nvidia.com/gpu": gpus}
         pod = template["trialSpec"]["spec"]["template"]["spec"]
-        pod["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+        pod["tolerations"] = [dict(t) for t in GPU_TOLERATIONS]
     return experiment
 
 

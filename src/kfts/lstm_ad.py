@@ -24,7 +24,7 @@ import copy
 import io
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 
 import numpy as np
 import pyarrow as pa
@@ -33,8 +33,9 @@ from pyarrow import csv as pacsv
 
 from kfts import artifact, csvio
 from kfts.errors import InputError
+from kfts.hyperparameters import LstmADParams as Params
 from kfts.models.lstm_ad import LstmReconstructor, cut_sequences, input_sequences
-from kfts.training import (Checkpoints, MetricLog, autocast, check_params, data_parallel, metric_line, progress,
+from kfts.training import (Checkpoints, MetricLog, autocast, data_parallel, metric_line, progress,
                            resolve_device, resolve_precision, restore_rng_state, rng_state, seed_everything)
 
 ALGORITHM = "lstm-ad"
@@ -43,33 +44,6 @@ SCORE_BATCH = 512  # sequences per forward pass when scoring: large enough to ke
 # MIN_VARIANCE in scaled units (where every series has unit variance), before the Normal is used.
 RCOND = 1e-6
 MIN_VARIANCE = 1e-12
-
-
-@dataclass
-class Params:
-    """Hyperparameters. Names and defaults of the first seven are the seed product's."""
-
-    num_layers: int = field(default=2, metadata={"help": "stacked LSTM layers"})
-    sequence_length: int = field(default=50, metadata={
-        "help": "time steps per sequence; each sequence reconstructs the next one"})
-    hidden_size: int = field(default=128, metadata={"help": "hidden units of each LSTM layer"})
-    dropout: float = field(default=0.1, metadata={"help": "dropout rate after each LSTM layer", "bounds": (0, 1)})
-    lr: float = field(default=0.001, metadata={"help": "Adam learning rate"})
-    batch_size: int = field(default=64, metadata={"help": "sequences per training batch"})
-    epochs: int = field(default=100, metadata={"help": "training epochs"})
-    error_fraction: float = field(default=0.2, metadata={
-        "help": "chronological tail of the training data that is not trained on but fits the Normal "
-                "distribution of the reconstruction errors (the seed product's split)", "bounds": (0, 1), "open": True})
-    threshold_quantile: float = field(default=0.01, metadata={
-        "help": "the anomaly flag threshold is this quantile of the scores of the error-fit part: about "
-                "this share of normal time steps gets flagged", "bounds": (0, 1), "open": True})
-    precision: str = field(default="auto", metadata={
-        "help": "training precision: bf16/fp16 autocast, fp32, or auto (fp16 with loss scaling on GPUs, fp32 "
-                "on CPUs)",
-        "choices": ("auto", "fp32", "bf16", "fp16")})
-
-    def __post_init__(self):
-        check_params(self)
 
 
 class LstmAD:

@@ -27,12 +27,11 @@ from kfts.deploy import parse_key_value, parse_toleration
 from kfts.errors import InputError
 
 PIPELINE_NAMES = ("inception-time", "lstm-ad", "retrain-inception-time", "retrain-lstm-ad")
-COMPILED_DIR = Path(__file__).resolve().parents[2] / "pipelines" / "compiled"
 
 
 def build_pipeline(name: str, cluster=None, *, fan_out: bool = False):
     """The pipeline function called `name` (PIPELINE_NAMES), for `cluster` (None: kfp.local)."""
-    from pipelines import inception_time, lstm_ad, retraining
+    from kfts.pipelines import inception_time, lstm_ad, retraining
     if fan_out and name != "inception-time":
         raise InputError("--fan-out trains InceptionTime ensemble members in parallel: only for inception-time")
     if name == "inception-time":
@@ -60,15 +59,15 @@ def variants() -> dict[str, tuple[str, dict, bool]]:
 def compile_pipeline(name: str, output: str | os.PathLike, cluster=None, *, fan_out: bool = False) -> Path:
     from kfp import compiler
 
-    from pipelines.common import Cluster
+    from kfts.pipelines.common import Cluster
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     compiler.Compiler().compile(build_pipeline(name, cluster or Cluster(), fan_out=fan_out), str(output))
     return output
 
 
-def compile_all(output_dir: str | os.PathLike = COMPILED_DIR) -> list[Path]:
-    from pipelines.common import Cluster
+def compile_all(output_dir: str | os.PathLike) -> list[Path]:
+    from kfts.pipelines.common import Cluster
     return [compile_pipeline(name, Path(output_dir) / file, Cluster(**settings), fan_out=fan_out)
             for file, (name, settings, fan_out) in variants().items()]
 
@@ -118,9 +117,9 @@ def _uri(path: str | None) -> str:
 
 
 def cmd_run(args) -> int:
-    from kfts.algorithms import get
+    from kfts.algorithms import spec
     from kfts.cli import hyperparameters
-    params = hyperparameters(args, get(args.algorithm).Params)  # checks the values before anything runs
+    params = hyperparameters(args, spec(args.algorithm).Params)  # checks the values before anything runs
     arguments = {"train_uri": _uri(args.train), "valid_uri": _uri(args.valid), "test_uri": _uri(args.test),
                  "test_labels_uri": _uri(args.test_labels), "seed": args.seed,
                  "checkpoint_root": str(Path(args.output_dir).resolve() / "checkpoints"),
@@ -150,7 +149,7 @@ def cmd_run(args) -> int:
 # -- cluster: compile, submit, schedule ---------------------------------------------------------------------
 
 def cluster_from_args(args):
-    from pipelines.common import Cluster
+    from kfts.pipelines.common import Cluster
     cluster = Cluster(gpus=args.gpus, accelerator=args.accelerator, cpu=args.cpu, memory=args.memory,
                       retries=args.retries, checkpoint_pvc=args.checkpoint_pvc)
     if args.node_selector is not None:
@@ -250,8 +249,8 @@ def cmd_tune(args) -> int:
 # -- parser ---------------------------------------------------------------------------------------------------
 
 def register(commands) -> None:
-    from components import IMAGE
     from kfts.algorithms import ALGORITHMS
+    from kfts.images import component_image
     from kfts.cli import add_hyperparameter_flags
 
     pipeline = commands.add_parser("pipeline", help="Kubeflow Pipelines: run locally, compile, submit, "
@@ -260,7 +259,7 @@ def register(commands) -> None:
 
     run = sub.add_parser("run", help="run a pipeline on this machine with kfp.local")
     run_algorithms = run.add_subparsers(dest="algorithm", required=True, metavar="ALGORITHM")
-    for algorithm, cls in ALGORITHMS.items():
+    for algorithm, spec in ALGORITHMS.items():
         p = run_algorithms.add_parser(algorithm, help=f"the {algorithm} pipeline")
         p.add_argument("--train", required=True, help="training CSV (path or URI)")
         p.add_argument("--valid", help="validation CSV: scored, and the gate of deployment")
@@ -277,7 +276,7 @@ def register(commands) -> None:
         else:
             p.add_argument("--flag", action="store_true", help="predictions with the 0/1 anomaly column")
             p.set_defaults(fan_out=False)
-        add_hyperparameter_flags(p, cls.Params)
+        add_hyperparameter_flags(p, spec.Params)
         p.set_defaults(func=cmd_run)
 
     def placement(p):
@@ -299,7 +298,8 @@ def register(commands) -> None:
     comp = sub.add_parser("compile", help="write pipeline IR YAML (all committed variants, or one)")
     comp.add_argument("pipeline", nargs="?", choices=PIPELINE_NAMES,
                       help="one pipeline to compile with the placement options; none: every variant")
-    comp.add_argument("--output-dir", default=str(COMPILED_DIR))
+    comp.add_argument("--output-dir", default=".", help="where the YAML goes (default: the current folder; "
+                                                        "`make compile` writes pipelines/compiled/)")
     comp.add_argument("--output", help="file for the one PIPELINE (default OUTPUT_DIR/PIPELINE.yaml)")
     placement(comp)
     comp.set_defaults(func=cmd_compile)
@@ -342,7 +342,8 @@ def register(commands) -> None:
     tune.add_argument("--parallel-trials", type=int, default=3)
     tune.add_argument("--name", help="experiment name (default kfts-ALGORITHM)")
     tune.add_argument("--namespace")
-    tune.add_argument("--image", default=IMAGE, help=f"trial image (default {IMAGE}, KFTS_IMAGE)")
+    tune.add_argument("--image", help=f"trial image (default {component_image()}, from KFTS_IMAGE; its -cuda "
+                                      "twin with --gpus)")
     tune.add_argument("--gpus", type=int, default=0, help="GPUs per trial")
     tune.add_argument("--seed", type=int, default=0)
     tune.add_argument("--output", help="write the YAML here instead of stdout")

@@ -11,7 +11,7 @@ import contextlib
 import os
 import random
 import sys
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,26 +20,6 @@ import torch
 from kfts.errors import InputError
 
 CHECKPOINT = "checkpoint.pt"
-
-
-# -- hyperparameters ------------------------------------------------------------------------------------------
-
-def check_params(params) -> None:
-    """Validate an estimator's Params dataclass at the edge, naming the flag a user would fix.
-
-    Numbers must be positive unless the field's metadata gives `bounds` (low, high): then low <= value < high,
-    or low < value < high where `open` is set. Text must be one of the field's `choices`."""
-    for f in fields(params):
-        value, flag, meta = getattr(params, f.name), f"--{f.name.replace('_', '-')}", f.metadata
-        if "bounds" in meta:
-            low, high = meta["bounds"]
-            if not (low < value if meta.get("open") else low <= value) or not value < high:
-                interval = f"({low}, {high})" if meta.get("open") else f"[{low}, {high})"
-                raise InputError(f"{flag} must be in {interval}, not {value}")
-        elif f.type in ("int", "float") and not value > 0:
-            raise InputError(f"{flag} must be positive, not {value}")
-        if "choices" in meta and value not in meta["choices"]:
-            raise InputError(f"{flag} must be one of {', '.join(meta['choices'])}")
 
 
 # -- device and precision -------------------------------------------------------------------------------------

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import os
-
 from kfts.deploy import parse_key_value, parse_toleration
 from kfts.errors import InputError
-
-DEFAULT_IMAGE = "ghcr.io/kfts/kfts:0.1.0"  # the Makefile's KFTS_IMAGE
 
 
 def register(commands) -> None:
@@ -59,8 +55,9 @@ def cmd_serve(args) -> None:
 def cmd_deploy_render(args) -> None:
     from kfts.artifact import atomic_file
     from kfts.deploy import render_inference_service, to_yaml
+    from kfts.images import predictor_image
     manifest = render_inference_service(
-        name=args.name, model_uri=args.model_uri, image=args.image or default_image(args.gpu), gpu=args.gpu,
+        name=args.name, model_uri=args.model_uri, image=args.image or predictor_image(args.gpu), gpu=args.gpu,
         gpus=args.gpus,
         node_selector=dict(parse_key_value(s, "--node-selector") for s in args.node_selector) or None,
         tolerations=[parse_toleration(t) for t in args.toleration] if args.toleration is not None else None,
@@ -73,8 +70,3 @@ def cmd_deploy_render(args) -> None:
     with atomic_file(args.output) as f:
         f.write(text)
     print(f"InferenceService {args.name} written to {args.output}")
-
-
-def default_image(gpu: bool) -> str:
-    """The predictor image `make images` builds from KFTS_IMAGE (see images/)."""
-    return os.environ.get("KFTS_IMAGE", DEFAULT_IMAGE) + ("-predictor-cuda" if gpu else "-predictor")

@@ -1,0 +1,80 @@
+"""The hyperparameters of each algorithm, as dataclasses whose fields the CLI, the pipelines and Katib read
+(names, types, defaults, help, bounds). Kept apart from the estimators so that building the command line
+imports neither torch nor kfp."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+from kfts.errors import InputError
+
+
+def check_params(params) -> None:
+    """Validate an estimator's Params dataclass at the edge, naming the flag a user would fix.
+
+    Numbers must be positive unless the field's metadata gives `bounds` (low, high): then low <= value < high,
+    or low < value < high where `open` is set. Text must be one of the field's `choices`."""
+    for f in fields(params):
+        value, flag, meta = getattr(params, f.name), f"--{f.name.replace('_', '-')}", f.metadata
+        if "bounds" in meta:
+            low, high = meta["bounds"]
+            if not (low < value if meta.get("open") else low <= value) or not value < high:
+                interval = f"({low}, {high})" if meta.get("open") else f"[{low}, {high})"
+                raise InputError(f"{flag} must be in {interval}, not {value}")
+        elif f.type in ("int", "float") and not value > 0:
+            raise InputError(f"{flag} must be positive, not {value}")
+        if "choices" in meta and value not in meta["choices"]:
+            raise InputError(f"{flag} must be one of {', '.join(meta['choices'])}")
+
+
+@dataclass
+class InceptionTimeParams:
+    """InceptionTime hyperparameters. Names and defaults of the first six are the seed product's."""
+
+    filters: int = field(default=32, metadata={"help": "filters of each convolution"})
+    depth: int = field(default=6, metadata={"help": "Inception modules per network"})
+    models: int = field(default=5, metadata={"help": "networks in the ensemble"})
+    lr: float = field(default=0.001, metadata={"help": "Adam learning rate"})
+    batch_size: int = field(default=64, metadata={"help": "series per training batch"})
+    epochs: int = field(default=100, metadata={"help": "training epochs"})
+    schedule: str = field(default="constant", metadata={
+        "help": "constant: the seed's fixed learning rate; plateau: the paper's ReduceLROnPlateau on the "
+                "training loss (factor 0.5, patience 50, min 1e-4), keeping the best-loss weights",
+        "choices": ("constant", "plateau")})
+    ensemble: str = field(default="auto", metadata={
+        "help": "train members one after another (sequential), together as one grouped network (stacked), "
+                "or whichever a short timing on this data and device says is faster (auto)",
+        "choices": ("auto", "sequential", "stacked")})
+    precision: str = field(default="auto", metadata={
+        "help": "training precision: bf16/fp16 autocast, fp32, or auto (bf16 where the CPU or GPU runs it "
+                "natively)", "choices": ("auto", "fp32", "bf16", "fp16")})
+
+    def __post_init__(self):
+        check_params(self)
+
+
+@dataclass
+class LstmADParams:
+    """LSTM-AD hyperparameters. Names and defaults of the first seven are the seed product's."""
+
+    num_layers: int = field(default=2, metadata={"help": "stacked LSTM layers"})
+    sequence_length: int = field(default=50, metadata={
+        "help": "time steps per sequence; each sequence reconstructs the next one"})
+    hidden_size: int = field(default=128, metadata={"help": "hidden units of each LSTM layer"})
+    dropout: float = field(default=0.1, metadata={"help": "dropout rate after each LSTM layer", "bounds": (0, 1)})
+    lr: float = field(default=0.001, metadata={"help": "Adam learning rate"})
+    batch_size: int = field(default=64, metadata={"help": "sequences per training batch"})
+    epochs: int = field(default=100, metadata={"help": "training epochs"})
+    error_fraction: float = field(default=0.2, metadata={
+        "help": "chronological tail of the training data that is not trained on but fits the Normal "
+                "distribution of the reconstruction errors (the seed product's split)", "bounds": (0, 1), "open": True})
+    threshold_quantile: float = field(default=0.01, metadata={
+        "help": "the anomaly flag threshold is this quantile of the scores of the error-fit part: about "
+                "this share of normal time steps gets flagged", "bounds": (0, 1), "open": True})
+    precision: str = field(default="auto", metadata={
+        "help": "training precision: bf16/fp16 autocast, fp32, or auto (fp16 with loss scaling on GPUs, fp32 "
+                "on CPUs)",
+        "choices": ("auto", "fp32", "bf16", "fp16")})
+
+    def __post_init__(self):
+        check_params(self)
