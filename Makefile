@@ -2,11 +2,13 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-# The image every KFP component runs in; point it at your own registry (see images/).
+# The image every KFP component runs in; point it at your own registry (see images/README.md).
 KFTS_IMAGE ?= ghcr.io/kfts/kfts:0.1.0
 export KFTS_IMAGE
+# Podman's settings for machines where its defaults fail (images/containers.conf); unused by Docker
+export CONTAINERS_CONF ?= $(CURDIR)/images/containers.conf
 
-.PHONY: setup test demo bench compile images clean
+.PHONY: setup test test-fast demo bench compile wheel images images-cuda clean
 
 setup: $(VENV)/.installed
 
@@ -16,8 +18,14 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
-test: setup
+# Everything: unit tests, and the integration tests that install the wheel outside the checkout, start
+# servers and run the images (built here first) and the pipelines in containers. Nothing is skipped.
+test: setup images
 	$(BIN)/python -m pytest -q
+
+# The inner loop: unit tests only (no subprocess trainings, servers, containers or pipelines).
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not integration"
 
 demo: setup
 	$(BIN)/python -m kfts.demo
@@ -29,21 +37,18 @@ compile: setup
 bench: setup
 	$(BIN)/python benchmarks/run.py --report benchmarks/REPORT.md
 
-# Component image (CPU and -cuda) and predictor images (-predictor, -predictor-cuda); see images/.
-# Where no Docker engine answers, say so and build nothing (exit 0).
-images:
-	@if ! docker info >/dev/null 2>&1; then \
-		echo "make images: no Docker engine here ('docker info' failed): nothing built."; \
-		echo "Run 'make images KFTS_IMAGE=<registry>/kfts:<tag>' where Docker works, then push the 4 tags."; \
-		exit 0; \
-	fi; \
-	set -e; \
-	docker build -f images/Dockerfile -t $(KFTS_IMAGE) .; \
-	docker build -f images/Dockerfile --build-arg TORCH_INDEX=https://pypi.org/simple -t $(KFTS_IMAGE)-cuda .; \
-	docker build -f images/predictor.Dockerfile --build-arg BASE_IMAGE=$(KFTS_IMAGE) -t $(KFTS_IMAGE)-predictor images; \
-	docker build -f images/predictor.Dockerfile --build-arg BASE_IMAGE=$(KFTS_IMAGE)-cuda \
-		-t $(KFTS_IMAGE)-predictor-cuda images; \
-	echo "built $(KFTS_IMAGE), $(KFTS_IMAGE)-cuda, $(KFTS_IMAGE)-predictor, $(KFTS_IMAGE)-predictor-cuda"
+# The wheel users install and the images are built from: dist/kfts-<version>-py3-none-any.whl
+wheel: setup
+	rm -rf dist build
+	$(BIN)/pip wheel --quiet --no-deps -w dist .
+
+# CPU component and predictor images ($(KFTS_IMAGE), -predictor), with Docker where it answers, else
+# Podman; `images-cuda` the CUDA ones (-cuda, -predictor-cuda). See images/README.md.
+images: wheel
+	images/build.sh cpu
+
+images-cuda: wheel
+	images/build.sh cuda
 
 clean:
-	rm -rf $(VENV) demo-output benchmarks/work .pytest_cache
+	rm -rf $(VENV) demo-output benchmarks/work .pytest_cache dist build

@@ -28,6 +28,7 @@ SECTIONS = [
     "serving",          # kfts serve latency and requests/s at concurrency 1, 8, 32, beside in-process
     "streaming",        # kfts predict of files larger than its memory budget: peak memory against file size
     "serving_faults",   # kfts serve under a mix of good requests and client mistakes: status codes, RSS
+    "images",           # image build times and sizes, predictor cold start, CLI start-up before and after
 ]
 
 

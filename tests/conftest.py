@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from kfts import sample_data
+from kfts import images, sample_data
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -46,3 +46,67 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"{SHARED_DATA} is not there (CI puts ../shared beside the project)")
     return SHARED_DATA
+
+
+# -- containers -----------------------------------------------------------------------------------------------
+# The images are built by `make images` (a prerequisite of `make test`); container tests run them with Podman
+# (or Docker where it answers) and never skip: a missing engine or image fails with what to do.
+
+def container_engine() -> str:
+    import shutil
+    if shutil.which("docker") and subprocess.run(["docker", "info"], capture_output=True).returncode == 0:
+        return "docker"
+    if shutil.which("podman"):
+        os.environ.setdefault("CONTAINERS_CONF", str(ROOT / "images" / "containers.conf"))
+        return "podman"
+    pytest.fail("no container engine: install Podman (apt-get install podman buildah runc debootstrap; "
+                ".ci/run does) or start Docker, then `make images`")
+
+
+@pytest.fixture(scope="session")
+def engine() -> str:
+    return container_engine()
+
+
+@pytest.fixture(scope="session")
+def component_image(engine) -> str:
+    return _built(engine, images.component_image())
+
+
+@pytest.fixture(scope="session")
+def predictor_image(engine) -> str:
+    return _built(engine, images.predictor_image())
+
+
+def _built(engine: str, image: str) -> str:
+    if subprocess.run([engine, "image", "inspect", image], capture_output=True).returncode != 0:
+        pytest.fail(f"image {image} is not built: run `make images` (make test does it first)")
+    return image
+
+
+@pytest.fixture(scope="session")
+def docker_api(engine, tmp_path_factory):
+    """A Docker API endpoint for kfp.local's DockerRunner: Docker's own, or Podman's API service on a socket
+    of the test session's (DOCKER_HOST is set for the session, and the service stopped after it)."""
+    if engine == "docker":
+        yield os.environ.get("DOCKER_HOST", "")
+        return
+    import time
+    socket = tmp_path_factory.mktemp("podman") / "podman.sock"
+    service = subprocess.Popen(["podman", "system", "service", "--time", "0", f"unix://{socket}"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while not socket.exists():
+        if service.poll() is not None or time.monotonic() > deadline:
+            service.kill()
+            pytest.fail(f"podman system service did not start: {service.stderr.read().decode()[-2000:]}")
+        time.sleep(0.2)
+    previous = os.environ.get("DOCKER_HOST")
+    os.environ["DOCKER_HOST"] = f"unix://{socket}"
+    yield os.environ["DOCKER_HOST"]
+    service.terminate()
+    service.wait(timeout=30)
+    if previous is None:
+        os.environ.pop("DOCKER_HOST")
+    else:
+        os.environ["DOCKER_HOST"] = previous

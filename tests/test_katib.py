@@ -49,6 +49,15 @@ def test_lstm_ad_minimises_valid_loss_and_gpu_trials_ask_for_a_gpu():
     assert pod["tolerations"][0]["key"] == "nvidia.com/gpu"
 
 
+@pytest.mark.parametrize("gpus, image", [(0, "reg/kfts:2"), (1, "reg/kfts:2-cuda")])
+def test_trials_run_the_component_image_and_its_cuda_build_on_gpus(gpus, image, monkeypatch):
+    monkeypatch.setenv("KFTS_IMAGE", "reg/kfts:2")
+    experiment = render_experiment(algorithm="lstm-ad", train_uri="/d/train.csv", valid_uri="/d/valid.csv",
+                                   search=[("hidden_size", "32,64")], gpus=gpus)
+    pod = experiment["spec"]["trialTemplate"]["trialSpec"]["spec"]["template"]["spec"]
+    assert pod["containers"][0]["image"] == image
+
+
 def test_the_objective_is_read_from_the_train_step_s_metric_lines():
     # Katib's default StdOut filter, applied to what kfts train prints
     katib_filter = re.compile(r"([\w|-]+)\s*=\s*([+-]?\d*(\.\d+)?([Ee][+-]?\d+)?)")

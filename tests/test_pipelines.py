@@ -38,6 +38,7 @@ def test_gpu_variant_puts_train_and_predict_on_the_gpu_pool(name, tmp_path):
                       tolerations=[{"key": "dedicated", "operator": "Equal", "value": "gpu", "effect": "NoExecute"}])
     spec, platform = _documents(compile_pipeline(name, tmp_path / "p.yaml", cluster))
     for task in ("train", "batch-predict"):
+        assert _executor(spec, task)["image"] == "ghcr.io/kfts/kfts:0.1.0-cuda"  # torch's CUDA build
         resources = _executor(spec, task)["resources"]
         assert resources["accelerator"]["resourceType"] == "nvidia.com/gpu"
         assert resources["accelerator"]["resourceCount"] == "2"
@@ -48,14 +49,19 @@ def test_gpu_variant_puts_train_and_predict_on_the_gpu_pool(name, tmp_path):
     train_k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-train"]
     assert train_k8s["pvcMount"][0]["mountPath"] == "/kfts-checkpoints"
     assert spec["root"]["inputDefinitions"]["parameters"]["checkpoint_root"]["defaultValue"] == "/kfts-checkpoints"
-    # validation stays on ordinary nodes
+    # validation stays on ordinary nodes, in the CPU image
     assert "accelerator" not in _executor(spec, "validate-csv")["resources"]
+    assert _executor(spec, "validate-csv")["image"] == "ghcr.io/kfts/kfts:0.1.0"
+    # the model is served on the GPU pool too, unless deploy_gpu=false is passed
+    assert spec["root"]["inputDefinitions"]["parameters"]["deploy_gpu"]["defaultValue"] is True
 
 
 @pytest.mark.parametrize("name", ["inception-time", "lstm-ad", "retrain-lstm-ad"])
 def test_cpu_variant_has_no_gpu_request_node_selector_or_toleration(name, tmp_path):
     spec, platform = _documents(compile_pipeline(name, tmp_path / "p.yaml", Cluster(gpus=0)))
+    assert spec["root"]["inputDefinitions"]["parameters"]["deploy_gpu"]["defaultValue"] is False
     for executor in spec["deploymentSpec"]["executors"].values():
+        assert executor["container"]["image"] == "ghcr.io/kfts/kfts:0.1.0"
         assert "accelerator" not in executor["container"].get("resources", {})
         assert executor["container"]["resources"]["resourceCpuRequest"] == "2"
     for executor in platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"].values():

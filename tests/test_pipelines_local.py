@@ -14,7 +14,7 @@ from conftest import make_classification, run_cli, write_csv
 
 from kfts.algorithms import load_model
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.integration
 
 
 def _outputs(stdout: str) -> dict[str, Path]:

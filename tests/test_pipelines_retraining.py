@@ -15,7 +15,7 @@ from kfts.csvio import LabeledSeries
 from kfts.inception_time import InceptionTime, Params
 from kfts.pipeline_cli import run_local
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.integration
 TINY = {"filters": 4, "depth": 3, "models": 1, "batch_size": 16}
 
 

@@ -7,9 +7,11 @@ and render Katib tuning experiments.
     kfts pipeline schedule --host URL --cron EXPR (PIPELINE ... | --package FILE) [--param NAME=VALUE ...]
     kfts pipeline tune {inception-time|lstm-ad} --train URI [--valid URI] --search NAME=SPEC ... [...]
 
-Local runs use kfp.local's SubprocessRunner in this Python environment: every step runs as a subprocess
-here, with the kfts installed here; GPU requests, node selectors, tolerations, retries and volumes are
-cluster settings and are left out of local runs. Placement (GPU node pool, requests, retries, the
+Local runs use kfp.local: by default its SubprocessRunner, every step a subprocess here with the kfts
+installed here; with --containers its DockerRunner, every step in the component image (kfts.images, built by
+`make images`) through a Docker-compatible engine (Docker, or Podman's API service: DOCKER_HOST). GPU
+requests, node selectors, tolerations, retries and volumes are cluster settings and are left out of local
+runs. Placement (GPU node pool, requests, retries, the
 checkpoint volume) is chosen when a pipeline is compiled: see pipelines.common.Cluster.
 """
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 from dataclasses import fields
@@ -74,20 +77,67 @@ def compile_all(output_dir: str | os.PathLike) -> list[Path]:
 
 # -- local runs -------------------------------------------------------------------------------------------------
 
-def run_local(name: str, arguments: dict, output_dir: str | os.PathLike, *, fan_out: bool = False) -> dict:
+def run_local(name: str, arguments: dict, output_dir: str | os.PathLike, *, fan_out: bool = False,
+              runner=None) -> dict:
     """Run pipeline `name` with kfp.local under `output_dir` (the pipeline root, kept): {task: {output: path}}.
+    runner: kfp.local's SubprocessRunner here (None), or container_runner() for every step in the image.
 
     Raises RuntimeError naming the failed task when a step fails (its log, above, has the reason)."""
     from kfp import local
-    root = Path(output_dir).resolve()
-    root.mkdir(parents=True, exist_ok=True)
+    root = _root(output_dir)
+    runner = runner or local.SubprocessRunner(use_venv=False)
     # workspace_root stays unset: kfp.local makes a temporary one and deletes it after the run
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
+    local.init(runner=runner, pipeline_root=str(root), raise_on_error=True)
     pipeline = build_pipeline(name, None, fan_out=fan_out)
     before = {p for p in root.iterdir()}
     pipeline(**arguments)
     runs = sorted((p for p in root.iterdir() if p not in before and p.is_dir()), key=lambda p: p.stat().st_mtime)
     return local_outputs(runs[-1]) if runs else {}
+
+
+def _root(output_dir: str | os.PathLike) -> Path:
+    root = Path(output_dir).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def container_runner():
+    """kfp.local's DockerRunner, its containers as a cluster runs them: read-only root filesystem, /tmp a
+    tmpfs. They run as the caller's user, so that what they write into the pipeline root (mounted at the same
+    path) belongs to whoever started the run."""
+    import docker
+    from kfp import local
+    from kfp.local import docker_task_handler
+    try:
+        docker.from_env().ping()
+    except docker.errors.DockerException as e:
+        raise InputError("--containers needs a Docker-compatible engine: start Docker, or Podman's API service "
+                         "(podman system service --time 0 unix:///tmp/podman.sock &) with "
+                         f"DOCKER_HOST=unix:///tmp/podman.sock ({type(e).__name__})") from None
+    docker_task_handler.run_docker_container = run_container
+    return local.DockerRunner(user=f"{os.getuid()}:{os.getgid()}", read_only=True, tmpfs={"/tmp": ""})
+
+
+def run_container(client, image: str, command: list[str], volumes: dict, **run_args) -> int:
+    """One task's container, for kfp.local's DockerRunner: its logs streamed, its exit code returned.
+
+    Replaces kfp.local's own version, which starts containers with auto-remove: a task that ends within a
+    second is then gone before the SDK's first inspect, and Podman answers that with a 500 (kfp expects a
+    404, and on a 404 takes the task for a success whatever its exit code). Here the container is removed
+    only after its exit code was read."""
+    image = image if ":" in image.rsplit("/", 1)[-1] else image + ":latest"
+    if not any(image in i.tags for i in client.images.list()):
+        print(f"pulling image {image}", flush=True)
+        client.images.pull(image)
+    container = client.containers.run(image=image, command=command, volumes=volumes, detach=True, stdout=True,
+                                      stderr=True, **run_args)
+    print(f"in container {container.short_id} of {image}", flush=True)
+    try:
+        for line in container.logs(stream=True, follow=True):
+            print(line.decode(errors="replace"), end="")
+        return container.wait()["StatusCode"]
+    finally:
+        container.remove(force=True)
 
 
 def local_outputs(run_dir: Path) -> dict:
@@ -105,23 +155,38 @@ def local_outputs(run_dir: Path) -> dict:
     return outputs
 
 
-def _uri(path: str | None) -> str:
-    """A local file as the absolute path a pipeline step reads; URIs with a scheme are passed through."""
+def _uri(path: str | None, staging: Path | None = None) -> str:
+    """A local file (or model folder) as the absolute path a pipeline step reads; URIs with a scheme are passed
+    through. With `staging` (container runs, which see only the pipeline root) it is copied there first."""
     if not path:
         return ""
     if "://" in path:
         return path
-    if not Path(path).exists():
+    source = Path(path)
+    if not source.exists():
         raise InputError("does not exist", path=path)
-    return str(Path(path).resolve())
+    if staging is None:
+        return str(source.resolve())
+    target = staging / source.name
+    while target.exists():  # two inputs of the same name from different folders
+        target = target.with_name("_" + target.name)
+    staging.mkdir(parents=True, exist_ok=True)
+    if source.is_dir():
+        shutil.copytree(source, target)
+    else:
+        shutil.copyfile(source, target)
+    return str(target)
 
 
 def cmd_run(args) -> int:
     from kfts.algorithms import spec
     from kfts.cli import hyperparameters
     params = hyperparameters(args, spec(args.algorithm).Params)  # checks the values before anything runs
-    arguments = {"train_uri": _uri(args.train), "valid_uri": _uri(args.valid), "test_uri": _uri(args.test),
-                 "test_labels_uri": _uri(args.test_labels), "seed": args.seed,
+    runner = container_runner() if args.containers else None  # before anything is written: is there an engine?
+    staging = Path(tempfile.mkdtemp(prefix="inputs-", dir=_root(args.output_dir))) if runner else None
+    arguments = {"train_uri": _uri(args.train, staging), "valid_uri": _uri(args.valid, staging),
+                 "test_uri": _uri(args.test, staging), "test_labels_uri": _uri(args.test_labels, staging),
+                 "seed": args.seed,
                  "checkpoint_root": str(Path(args.output_dir).resolve() / "checkpoints"),
                  **{f.name: getattr(params, f.name) for f in fields(params)}}
     if args.test_labels and not args.test:
@@ -131,11 +196,11 @@ def cmd_run(args) -> int:
     else:
         arguments["flag"] = args.flag
     if not args.fan_out:
-        arguments["init_model_uri"] = _uri(args.init_model)
+        arguments["init_model_uri"] = _uri(args.init_model, staging)
     elif args.init_model:
         raise InputError("--init-model cannot be combined with --fan-out")
     try:
-        outputs = run_local(args.algorithm, arguments, args.output_dir, fan_out=args.fan_out)
+        outputs = run_local(args.algorithm, arguments, args.output_dir, fan_out=args.fan_out, runner=runner)
     except RuntimeError as e:
         print(f"error: {e} (its log above says why)", file=sys.stderr)
         return 1
@@ -269,6 +334,9 @@ def register(commands) -> None:
         p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
         p.add_argument("--output-dir", default="pipeline-output",
                        help="the pipeline root: every step's outputs are kept here (default pipeline-output)")
+        p.add_argument("--containers", action="store_true",
+                       help="run every step in the component image ($KFTS_IMAGE, `make images`) through a "
+                            "Docker-compatible engine (DOCKER_HOST) instead of as subprocesses here")
         if algorithm == "inception-time":
             p.add_argument("--probabilities", action="store_true", help="predictions with class probabilities")
             p.add_argument("--fan-out", action="store_true",
