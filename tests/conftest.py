@@ -110,3 +110,30 @@ def docker_api(engine, tmp_path_factory):
         os.environ.pop("DOCKER_HOST")
     else:
         os.environ["DOCKER_HOST"] = previous
+
+
+# -- servers ----------------------------------------------------------------------------------------------------
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(base_url: str, process=None, timeout: float = 300) -> None:
+    """Until `base_url`/v2/health/ready answers 200; fails early if `process` (the server) exited."""
+    import time
+    import urllib.request
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"the server exited {process.returncode} before it was ready")
+        try:
+            with urllib.request.urlopen(f"{base_url}/v2/health/ready", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"{base_url} was not ready within {timeout} s")

@@ -9,17 +9,19 @@ and `kfts` is imported from the wheel."""
 
 from __future__ import annotations
 
+import json
 import os
 import site
 import subprocess
 import sys
+import urllib.request
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
-from conftest import ROOT, make_classification, write_csv
+from conftest import ROOT, free_port, make_classification, wait_ready, write_csv
 
 from kfts import sample_data
 
@@ -85,9 +87,27 @@ def test_every_command_family_runs_from_the_wheel(venv, tmp_path):
     ok(kfts(venv, tmp_path, "evaluate", "--model-dir", "model", "--input", "train.csv", "--output-dir", "eval"))
     assert (tmp_path / "eval" / "metrics.json").is_file()
 
+    # the predictor, asked as a client would ask it
+    port = free_port()
+    server = subprocess.Popen([venv / "bin" / "kfts", "serve", "--model-dir", "model", "--host", "127.0.0.1",
+                               "--http-port", str(port), "--grpc-port", str(free_port())], cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", server)
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/models/model:predict", method="POST",
+                                         data=json.dumps({"instances": values[:3].tolist()}).encode(),
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            answer = json.loads(response.read())
+        assert answer["predictions"] == (tmp_path / "p.csv").read_text().splitlines()[:3]
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+
     # pipeline compile writes where it is asked (the current folder by default), never into site-packages
     ok(kfts(venv, tmp_path, "pipeline", "compile", "lstm-ad"))
-    assert yaml.safe_load((tmp_path / "lstm-ad.yaml").read_text())["pipelineInfo"]["name"] == "lstm-ad"
+    spec = next(yaml.safe_load_all((tmp_path / "lstm-ad.yaml").read_text()))
+    assert spec["pipelineInfo"]["name"] == "lstm-ad"
     tune = yaml.safe_load(ok(kfts(venv, tmp_path, "pipeline", "tune", "lstm-ad", "--train", "s3://b/t.csv",
                                   "--valid", "s3://b/v.csv", "--search", "lr=0.0001:0.01:log")))
     assert tune["kind"] == "Experiment"
