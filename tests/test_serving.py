@@ -1,15 +1,15 @@
-"""The predictor's parts (batching, payload limit, request decoding), and the real-server helper that
-test_serving_inception_time.py and test_serving_lstm_ad.py use."""
+"""The predictor's parts (batching, the request guard, request decoding, device selection), and the
+real-server helper that the other tests/test_serving_*.py use."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -30,7 +30,7 @@ def free_port() -> int:
 
 
 class Server:
-    """`python -m kfts serve` on free ports, its output in a log file (a full pipe would block it)."""
+    """`python -m kfts serve` on 127.0.0.1 and free ports, its output in a log file (a full pipe would block it)."""
 
     def __init__(self, model_dir: Path, name: str, log: Path, *options: str):
         self.name, self.log = name, log
@@ -39,9 +39,14 @@ class Server:
         with open(log, "wb") as out:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "kfts", "serve", "--model-dir", str(model_dir), "--model-name", name,
-                 "--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port), "--device", "cpu",
-                 *options], stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                 "--host", "127.0.0.1", "--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port),
+                 "--device", "cpu", *options], stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         self.http = httpx.Client(base_url=self.url, timeout=60)
+
+    @property
+    def target(self):
+        from client_matrix import Target
+        return Target(self.url, f"127.0.0.1:{self.grpc_port}", self.name)
 
     def wait_ready(self, timeout: float = 300) -> "Server":
         deadline = time.monotonic() + timeout
@@ -135,7 +140,7 @@ def test_csv_bytes_read_like_a_file(tmp_path):
 
 
 def test_batcher_joins_concurrent_requests_and_splits_answers():
-    from kfts.serving.model import Batcher
+    from kfts.serving.model import Batcher, Worker
     calls = []
 
     def double(rows):
@@ -144,7 +149,7 @@ def test_batcher_joins_concurrent_requests_and_splits_answers():
         return rows * 2
 
     async def run():
-        batcher = Batcher(double, ThreadPoolExecutor(1), max_batch_size=8, max_wait=0.02)
+        batcher = Batcher(double, Worker("test-batcher"), max_batch_size=8, max_wait=0.02)
         requests = [np.full((n, 3), i, dtype=np.float32) for i, n in enumerate([1, 2, 1, 3, 1, 1, 2, 5])]
         answers = await asyncio.gather(*(batcher(r) for r in requests))
         for r, a in zip(requests, answers):
@@ -156,7 +161,7 @@ def test_batcher_joins_concurrent_requests_and_splits_answers():
 
 
 def test_batcher_failure_reaches_every_waiter_and_the_next_batch_runs():
-    from kfts.serving.model import Batcher
+    from kfts.serving.model import Batcher, Worker
     fail = [True]
 
     def fn(rows):
@@ -165,7 +170,7 @@ def test_batcher_failure_reaches_every_waiter_and_the_next_batch_runs():
         return rows
 
     async def run():
-        batcher = Batcher(fn, ThreadPoolExecutor(1), max_batch_size=4, max_wait=0.05)
+        batcher = Batcher(fn, Worker("test-batcher-failure"), max_batch_size=4, max_wait=0.05)
         results = await asyncio.gather(batcher(np.ones((1, 2))), batcher(np.ones((1, 2))),
                                        return_exceptions=True)
         assert all(isinstance(r, RuntimeError) for r in results)
@@ -175,8 +180,11 @@ def test_batcher_failure_reaches_every_waiter_and_the_next_batch_runs():
     asyncio.run(run())
 
 
-def asgi_call(app, chunks: list[bytes], headers: dict[str, str]):
-    sent, received = [], []
+def guard_call(chunks: list[bytes], headers: dict[str, str], app=None, max_bytes: int = 10):
+    """One request through RequestGuard to `app` (default: one that answers 200): (status, response headers,
+    bodies the app received, the scope it saw)."""
+    from kfts.serving.server import RequestGuard
+    sent, received, seen = [], [], {}
 
     async def receive():
         if chunks:
@@ -187,26 +195,98 @@ def asgi_call(app, chunks: list[bytes], headers: dict[str, str]):
     async def send(message):
         sent.append(message)
 
-    async def inner(scope, receive, send):
+    async def ok(scope, receive, send):
+        seen.update(scope)
         message = await receive()
         received.append(message["body"])
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"ok"})
 
-    scope = {"type": "http", "headers": [(k.encode(), v.encode()) for k, v in headers.items()]}
-    asyncio.run(app(inner)(scope, receive, send))
-    return sent[0]["status"] if sent else None, received
+    scope = {"type": "http", "method": "POST", "path": "/v1/models/m:predict",
+             "headers": [(k.encode(), v.encode()) for k, v in headers.items()]}
+    asyncio.run(RequestGuard(app or ok, max_bytes=max_bytes)(scope, receive, send))
+    if not sent:
+        return None, {}, received, seen
+    return sent[0]["status"], {k.decode(): v.decode() for k, v in sent[0]["headers"]}, received, seen
 
 
 def test_payload_limit():
-    from kfts.serving.server import PayloadLimit
+    assert guard_call([b"0123", b"456789"], {})[::2] == (200, [b"0123456789"])
+    assert guard_call([b"0123", b"456789", b"x"], {})[::2] == (413, [])  # chunked, no Content-Length
+    assert guard_call([b"x" * 11], {"content-length": "11"})[::2] == (413, [])
 
-    def limited(inner):
-        return PayloadLimit(inner, max_bytes=10)
 
-    assert asgi_call(limited, [b"0123", b"456789"], {}) == (200, [b"0123456789"])
-    assert asgi_call(limited, [b"0123", b"456789", b"x"], {}) == (413, [])  # chunked, no Content-Length
-    assert asgi_call(limited, [b"x" * 11], {"content-length": "11"}) == (413, [])
+def test_every_request_gets_an_id_that_kserve_and_the_model_see(caplog):
+    _, _, _, scope = guard_call([b"{}"], {"x-request-id": "client-7"})
+    assert scope["state"]["request_id"] == "client-7" and dict(scope["headers"])[b"x-request-id"] == b"client-7"
+    _, _, _, scope = guard_call([b"{}"], {})
+    new = scope["state"]["request_id"]
+    assert len(new) == 32 and dict(scope["headers"])[b"x-request-id"] == new.encode()
+    with caplog.at_level(logging.WARNING, logger="kfts.serving"):
+        status, headers, _, _ = guard_call([b"x" * 11], {"x-request-id": "big-1"})
+    assert status == 413 and headers["x-request-id"] == "big-1"
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert line.startswith("client error 413 POST /v1/models/m:predict request_id=big-1: the request body is")
+
+
+def test_a_fault_in_the_server_is_500_with_its_traceback_logged_once(caplog):
+    async def broken(scope, receive, send):
+        await receive()
+        raise ZeroDivisionError("a bug")
+
+    with caplog.at_level(logging.WARNING, logger="kfts.serving"):
+        status, headers, _, _ = guard_call([b"{}"], {"x-request-id": "r-9"}, app=broken)
+    assert status == 500 and headers["x-request-id"] == "r-9"
+    (record,) = caplog.records
+    assert record.getMessage() == "server fault POST /v1/models/m:predict request_id=r-9"
+    assert record.exc_info[0] is ZeroDivisionError  # the traceback goes to the log
+
+
+def test_grpc_statuses_one_line_for_mistakes_traceback_for_faults(caplog):
+    import grpc
+    from kserve.errors import InvalidInput, ModelNotFound
+
+    from kfts.serving.server import GrpcErrors
+
+    class Aborted(Exception):
+        pass
+
+    class Context:
+        def invocation_metadata(self):
+            return ()
+
+        async def abort(self, code, details):
+            raise Aborted(code, details)
+
+    class Request:
+        id = "grpc-req-1"
+
+    def status_of(error):
+        with pytest.raises(Aborted) as aborted:
+            asyncio.run(GrpcErrors().handle_exception(error, Request(), Context(), "/inference/ModelInfer"))
+        return aborted.value.args
+
+    with caplog.at_level(logging.WARNING, logger="kfts.serving"):
+        assert status_of(InvalidInput("bad rows")) == (grpc.StatusCode.INVALID_ARGUMENT, "bad rows")
+        assert status_of(ModelNotFound("m"))[0] == grpc.StatusCode.NOT_FOUND
+        code, details = status_of(KeyError("bug"))
+    assert code == grpc.StatusCode.INTERNAL and "grpc-req-1" in details
+    mistakes, fault = caplog.records[:2], caplog.records[2]
+    assert [r.exc_info for r in mistakes] == [None, None]
+    assert mistakes[0].getMessage() == ("client error INVALID_ARGUMENT gRPC /inference/ModelInfer "
+                                        "request_id=grpc-req-1: bad rows")
+    assert fault.exc_info[0] is KeyError and "server fault gRPC" in fault.getMessage()
+
+
+def test_client_errors_leave_uvicorns_access_line_out():
+    from kfts.serving.server import SkipClientErrors
+
+    def access(status):
+        return logging.LogRecord("uvicorn.access", logging.INFO, "", 0, '%s - "%s %s HTTP/%s" %d',
+                                 ("127.0.0.1:5", "POST", "/v2/models/m/infer", "1.1", status), None)
+
+    assert [SkipClientErrors().filter(access(s)) for s in (200, 400, 404, 413, 422, 500, 503)] == [
+        True, False, False, False, False, True, True]
 
 
 def test_json_rows_errors_name_the_row_and_column():
@@ -229,3 +309,56 @@ def test_json_rows_errors_name_the_row_and_column():
     for rows, message in [([], "the list is empty"), ({"a": 1}, "expected a list of rows")]:
         with pytest.raises(InvalidInput, match=message):
             _matrix(rows, "instances")
+
+
+# -- the device a model is served on (kfts serve --device); no GPU here, so CUDA is pretended where needed ------------
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    from conftest import make_classification
+
+    from kfts.csvio import LabeledSeries
+    from kfts.inception_time import InceptionTime, Params
+    labels, values = make_classification(n_per_class=4, length=8)
+    model = InceptionTime(Params(filters=2, depth=1, models=1, epochs=1, batch_size=8), device="cpu", seed=0)
+    model.fit(LabeledSeries(labels, values))
+    model_dir = tmp_path_factory.mktemp("tiny") / "model"
+    model.save(model_dir)
+    return model_dir
+
+
+@pytest.mark.parametrize("asked, cuda_visible, expected", [
+    ("cpu", False, "cpu"), ("auto", False, "cpu"), ("cpu", True, "cpu"), ("auto", True, "cuda"), ("cuda", True, "cuda")])
+def test_the_predictor_loads_its_model_for_the_device_asked_for(monkeypatch, tiny_model, asked, cuda_visible,
+                                                                 expected):
+    import torch
+
+    from kfts.serving import model as serving_model
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda_visible)
+    loaded, load_model = [], serving_model.load_model
+
+    def spy(model_dir, device):
+        loaded.append(load_model(model_dir, device=device))
+        return loaded[-1]
+
+    monkeypatch.setattr(serving_model, "load_model", spy)
+    predictor = serving_model.KftsModel("m", str(tiny_model), device=asked)
+    if expected == "cpu":
+        assert predictor.load() and predictor.model.device.type == "cpu"
+        answer = asyncio.run(predictor.predict({"instances": np.zeros((2, 8)).tolist()}, {}, {}))
+        assert len(answer["predictions"]) == 2
+    else:  # the model is set up for the GPU; its first call (the warm-up) then needs one, which is not here
+        with pytest.raises((AssertionError, RuntimeError), match="(?i)cuda|nvidia"):
+            predictor.load()
+        assert loaded[0].device.type == "cuda"
+
+
+def test_serve_on_cuda_without_a_gpu_is_one_line(tiny_model):
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible here")
+    from conftest import run_cli
+    result = run_cli("serve", "--model-dir", tiny_model, "--device", "cuda", "--host", "127.0.0.1",
+                     "--http-port", str(free_port()), "--grpc-port", str(free_port()), timeout=120)
+    assert result.returncode == 2
+    assert result.stderr == "error: --device cuda was asked for, but no CUDA GPU is visible\n"

@@ -1,17 +1,20 @@
-"""The real `kfts serve` with a tiny InceptionTime model: V1, V2 REST, V2 gRPC and CSV answers equal
-`kfts predict`; client mistakes get 4xx and the server keeps serving."""
+"""The real `kfts serve` with a tiny InceptionTime model: the client matrix (tests/client_matrix.py: V1, V2 REST
+JSON and binary, V2 gRPC typed and raw, CSV) answers equal `kfts predict`; client mistakes get 4xx and the
+server keeps serving."""
 
 from __future__ import annotations
 
+import dataclasses
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import numpy as np
+import orjson
 import pytest
-from conftest import make_classification, write_csv
+from client_matrix import MODES, Expected, check
+from conftest import make_classification
 from test_serving import Server, raw_http, v2_body, v2_outputs
 
-from kfts.cli import main
 from kfts.csvio import LabeledSeries
 from kfts.inception_time import InceptionTime, Params
 
@@ -27,15 +30,8 @@ def files(tmp_path_factory):
                           device="cpu", seed=0)
     model.fit(LabeledSeries(labels, values))
     model.save(tmp / "model")
-    test = write_csv(tmp / "test_data.csv", values)
-    expected = {}
-    for probabilities in (False, True):
-        out = tmp / f"predictions-{probabilities}.csv"
-        assert main(["predict", "--model-dir", str(tmp / "model"), "--input", str(test), "--output", str(out),
-                     "--device", "cpu"] + (["--probabilities"] if probabilities else [])) == 0
-        expected[probabilities] = out.read_bytes()
-    return {"model": tmp / "model", "test": test, "values": values, "expected": expected, "tmp": tmp,
-            "classes": model.classes.tolist()}
+    # what kfts predict answers for these rows (rounded to float16, as every encoding can carry them)
+    return {"model": tmp / "model", "values": values, "expected": Expected.of(tmp / "model", values), "tmp": tmp}
 
 
 @pytest.fixture(scope="module")
@@ -48,14 +44,6 @@ def server(files):
         server.stop()
 
 
-def expected_table(files):
-    """kfts predict --probabilities, parsed: (labels, probabilities [n, classes])."""
-    import csv
-    import io
-    rows = list(csv.reader(io.StringIO(files["expected"][True].decode())))
-    return [r[0] for r in rows[1:]], np.array([[float(v) for v in r[1:]] for r in rows[1:]])
-
-
 def test_health_readiness_metadata(server):
     assert server.http.get("/v2/health/ready").status_code == 200
     assert server.http.get(f"/v1/models/{NAME}").json() == {"name": NAME, "ready": True}
@@ -63,48 +51,41 @@ def test_health_readiness_metadata(server):
     assert metadata["inputs"] == [{"name": "input-0", "datatype": "FP32", "shape": [-1, LENGTH]}]
 
 
-def test_csv_is_byte_for_byte_kfts_predict(server, files):
-    body = files["test"].read_bytes()
-    plain = server.post(f"/v1/models/{NAME}:predict", body, "text/csv")
-    assert plain.status_code == 200 and plain.headers["content-type"].startswith("text/csv")
-    assert plain.content == files["expected"][False]
-    with_p = server.post(f"/v1/models/{NAME}:predict", body, "text/csv", **{"kfts-probabilities": "true"})
-    assert with_p.content == files["expected"][True]
+@pytest.mark.parametrize("mode", MODES)
+def test_client_matrix(server, files, mode):
+    check(mode, server.target, files["expected"])
 
 
-def test_v1_matches_kfts_predict(server, files):
-    labels, proba = expected_table(files)
-    instances = files["values"].tolist()
-    answer = server.post(f"/v1/models/{NAME}:predict", {"instances": instances})
-    assert answer.status_code == 200 and answer.json() == {"predictions": labels}
-    answer = server.post(f"/v1/models/{NAME}:predict", {"instances": instances}, **{"kfts-probabilities": "1"})
-    predictions = answer.json()["predictions"]
-    assert [p["label"] for p in predictions] == labels
-    got = np.array([[p["probabilities"][c] for c in files["classes"]] for p in predictions])
+def test_v2_outputs_by_default_and_by_name(server, files):
+    values = files["expected"].rows
+    _, proba, _ = files["expected"].classification()
+    assert v2_outputs(server.post(f"/v2/models/{NAME}/infer", v2_body(values))).keys() == {"label"}
+    assert server.grpc_infer(values).keys() == {"label"}
+    body = {**v2_body(values), "outputs": [{"name": "probabilities"}]}  # asking for it is enough
+    outputs = v2_outputs(server.post(f"/v2/models/{NAME}/infer", body))
+    assert outputs.keys() == {"probabilities"}
+    np.testing.assert_allclose(outputs["probabilities"], proba, atol=2e-6)
+
+
+def test_v2_binary_data_per_output(server, files):
+    """binary_data_output for the request, an output's binary_data over it (the binary tensor extension)."""
+    labels, proba, _ = files["expected"].classification()
+    body = {**v2_body(files["expected"].rows), "parameters": {"binary_data_output": True},
+            "outputs": [{"name": "label", "parameters": {"binary_data": False}}, {"name": "probabilities"}]}
+    answer = server.post(f"/v2/models/{NAME}/infer", body)
+    assert answer.status_code == 200, answer.text
+    json_length = int(answer.headers["inference-header-content-length"])
+    head = orjson.loads(answer.content[:json_length])
+    label, probabilities = head["outputs"]
+    assert label["data"] == labels and "parameters" not in label
+    assert probabilities["parameters"] == {"binary_data_size": proba.size * 4} and "data" not in probabilities
+    got = np.frombuffer(answer.content[json_length:], dtype="<f4").reshape(proba.shape)
     np.testing.assert_allclose(got, proba, atol=2e-6)
 
 
-def test_v2_rest_matches_kfts_predict(server, files):
-    labels, proba = expected_table(files)
-    outputs = v2_outputs(server.post(f"/v2/models/{NAME}/infer", v2_body(files["values"])))
-    assert outputs.keys() == {"label"} and outputs["label"].tolist() == labels
-    outputs = v2_outputs(server.post(f"/v2/models/{NAME}/infer", v2_body(files["values"], probabilities=True)))
-    assert outputs["label"].tolist() == labels and outputs["classes"].tolist() == files["classes"]
-    np.testing.assert_allclose(outputs["probabilities"], proba, atol=2e-6)
-
-
-def test_v2_grpc_matches_kfts_predict(server, files):
-    labels, proba = expected_table(files)
-    outputs = server.grpc_infer(files["values"], probabilities=True)
-    assert [v.decode() for v in outputs["label"]] == labels
-    assert [v.decode() for v in outputs["classes"]] == files["classes"]
-    np.testing.assert_allclose(outputs["probabilities"], proba, atol=2e-6)
-    assert server.grpc_infer(files["values"]).keys() == {"label"}
-
-
 def test_concurrent_requests_are_answered_each_with_its_own_rows(server, files):
-    labels, _ = expected_table(files)
-    values = files["values"]
+    labels, _, _ = files["expected"].classification()
+    values = files["expected"].rows
 
     def one(i):
         return server.post(f"/v1/models/{NAME}:predict", {"instances": values[i:i + 1 + i % 3].tolist()})
@@ -182,3 +163,12 @@ def test_grpc_mistakes_get_status_codes(server, files):
             server.grpc_infer(values, model_name=model)
         assert e.value.code() == code
     assert server.grpc_infer(files["values"][:2])["label"].shape == (2,)
+
+
+@pytest.mark.parametrize("mode", ["grpc-raw", "v1-json", "csv"])
+def test_the_matrix_fails_on_a_wrong_answer(server, files, mode):
+    """The matrix compares what it should: the same cell against the answers for other rows fails."""
+    expected = files["expected"]
+    other = Expected.of(files["model"], expected.rows[::-1])
+    with pytest.raises(AssertionError):
+        check(mode, server.target, dataclasses.replace(expected, plain=other.plain, full=other.full))

@@ -1,14 +1,14 @@
-"""The real `kfts serve` with a tiny LSTM-AD model: V1, V2 REST, V2 gRPC and CSV answers equal
-`kfts predict`; client mistakes get 4xx and the server keeps serving."""
+"""The real `kfts serve` with a tiny LSTM-AD model: the client matrix (tests/client_matrix.py: V1, V2 REST JSON
+and binary, V2 gRPC typed and raw, CSV) answers equal `kfts predict`; client mistakes get 4xx and the server
+keeps serving."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import write_csv
-from test_serving import Server, v2_body, v2_outputs
+from client_matrix import MODES, Expected, check
+from test_serving import Server, v2_body
 
-from kfts.cli import main
 from kfts.lstm_ad import LstmAD, Params
 
 NAME = "detector"
@@ -30,14 +30,8 @@ def files(tmp_path_factory):
     model.save(tmp / "model")
     values = series(80, seed=1)
     values[50] += 3  # an anomaly, so that some flags are 1
-    test = write_csv(tmp / "test_data.csv", values.tolist())
-    expected = {}
-    for flag in (False, True):
-        out = tmp / f"predictions-{flag}.csv"
-        assert main(["predict", "--model-dir", str(tmp / "model"), "--input", str(test), "--output", str(out),
-                     "--device", "cpu"] + (["--flag"] if flag else [])) == 0
-        expected[flag] = out.read_bytes()
-    return {"model": tmp / "model", "test": test, "values": values, "expected": expected, "tmp": tmp}
+    # what kfts predict answers for these rows (rounded to float16, as every encoding can carry them)
+    return {"model": tmp / "model", "expected": Expected.of(tmp / "model", values), "tmp": tmp}
 
 
 @pytest.fixture(scope="module")
@@ -49,45 +43,15 @@ def server(files):
         server.stop()
 
 
-def expected_table(files):
-    """kfts predict --flag, parsed: scores [T], reconstructions [T, 2], flags [T] (NaN for the first sequence)."""
-    rows = [[float(v) if v else np.nan for v in line.split(",")]
-            for line in files["expected"][True].decode().splitlines()]
-    table = np.array(rows)
-    assert table.shape == (len(files["values"]), 4)
-    return table[:, 0], table[:, 1:3], table[:, 3]
+@pytest.mark.parametrize("mode", MODES)
+def test_client_matrix(server, files, mode):
+    check(mode, server.target, files["expected"])
 
 
-def test_csv_is_byte_for_byte_kfts_predict(server, files):
-    body = files["test"].read_bytes()
-    plain = server.post(f"/v1/models/{NAME}:predict", body, "text/csv")
-    assert plain.status_code == 200 and plain.headers["content-type"].startswith("text/csv")
-    assert plain.content == files["expected"][False]
-    flagged = server.post(f"/v1/models/{NAME}:predict", body, "text/csv", **{"kfts-flag": "true"})
-    assert flagged.content == files["expected"][True]
-
-
-def test_v1_matches_kfts_predict(server, files):
-    scores, reconstructions, flags = expected_table(files)
-    answer = server.post(f"/v1/models/{NAME}:predict", {"instances": files["values"].tolist()})
-    assert answer.status_code == 200, answer.text
-    predictions = answer.json()["predictions"]
-    assert len(predictions) == len(scores)
-    assert all(p == {"score": None, "reconstruction": None, "anomaly": None} for p in predictions[:L])
-    np.testing.assert_allclose([p["score"] for p in predictions[L:]], scores[L:], rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose([p["reconstruction"] for p in predictions[L:]], reconstructions[L:], atol=1e-5)
-    assert [p["anomaly"] for p in predictions[L:]] == flags[L:].astype(int).tolist()
-    assert 1 in flags[L:]
-
-
-def test_v2_rest_and_grpc_match_kfts_predict(server, files):
-    scores, reconstructions, flags = expected_table(files)
-    for outputs in (v2_outputs(server.post(f"/v2/models/{NAME}/infer", v2_body(files["values"]))),
-                    server.grpc_infer(files["values"])):
-        assert outputs.keys() == {"score", "reconstruction", "anomaly"}
-        np.testing.assert_allclose(outputs["score"], scores, rtol=1e-5, atol=1e-5)  # NaN where the CSV is empty
-        np.testing.assert_allclose(outputs["reconstruction"], reconstructions, atol=1e-5)
-        np.testing.assert_array_equal(outputs["anomaly"], flags)
+def test_the_matrix_sees_the_anomaly(files):
+    """The expected answers hold flags of both kinds, so that the matrix compares something."""
+    _, _, flags = files["expected"].detection()
+    assert set(flags[L:]) == {0.0, 1.0} and np.isnan(flags[:L]).all()
 
 
 GOOD = {"instances": series(L + 5, seed=2).tolist()}

@@ -11,6 +11,8 @@ def register(commands) -> None:
     serve.add_argument("--model-dir", default="/mnt/models", help="the model artifact (default /mnt/models, "
                                                                   "where KServe puts the storageUri)")
     serve.add_argument("--model-name", default="model", help="the NAME in /v1/models/NAME:predict")
+    serve.add_argument("--host", help="the address to listen on, e.g. 127.0.0.1 (default: all addresses, as KServe: "
+                                      "0.0.0.0 for HTTP, [::] for gRPC)")
     serve.add_argument("--http-port", type=int, default=8080)
     serve.add_argument("--grpc-port", type=int, default=8081)
     serve.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
@@ -47,9 +49,9 @@ def register(commands) -> None:
 
 def cmd_serve(args) -> None:
     from kfts.serving.server import serve
-    serve(args.model_dir, model_name=args.model_name, http_port=args.http_port, grpc_port=args.grpc_port,
-          device=args.device, max_batch_size=args.max_batch_size, max_batch_wait_ms=args.max_batch_wait_ms,
-          max_payload_mb=args.max_payload_mb)
+    serve(args.model_dir, model_name=args.model_name, host=args.host, http_port=args.http_port,
+          grpc_port=args.grpc_port, device=args.device, max_batch_size=args.max_batch_size,
+          max_batch_wait_ms=args.max_batch_wait_ms, max_payload_mb=args.max_payload_mb)
 
 
 def cmd_deploy_render(args) -> None:

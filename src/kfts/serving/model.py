@@ -10,9 +10,13 @@ Requests (NAME is the model name, `--model-name`):
   LSTM-AD: one time step per instance (all instances are one multivariate series, a single number per step
   for one series) -> `{"predictions": [{"score", "reconstruction"[, "anomaly"]}, ...]}`, `null` for the
   first sequence; "anomaly" (0/1) when the artifact has a threshold.
-- V2 `POST /v2/models/NAME/infer` (or gRPC ModelInfer): one numeric tensor (FP32), [series, length] or
-  [time steps, series]. Outputs: InceptionTime `label` (BYTES) [+ `probabilities` FP32 and `classes` BYTES];
-  LSTM-AD `score` [T], `reconstruction` [T, d] (FP32, NaN for the first sequence) [+ `anomaly` FP32 1/0].
+- V2 `POST /v2/models/NAME/infer` (or gRPC ModelInfer): one numeric tensor (FP32, FP64, FP16 or an integer
+  type), [series, length] or [time steps, series], in any encoding of the protocol: JSON `data` or the binary
+  tensor extension (`binary_data_size`) over REST, typed `contents` or `raw_input_contents` over gRPC.
+  Outputs: InceptionTime `label` (BYTES) [+ `probabilities` FP32 and `classes` BYTES]; LSTM-AD `score` [T],
+  `reconstruction` [T, d] (FP32, NaN for the first sequence) [+ `anomaly` FP32 1/0]. The request's `outputs`
+  pick outputs by name. Answers come back as they were asked (_v2_outputs): over gRPC raw to raw inputs and
+  typed to typed ones; over REST JSON, or binary with `binary_data_output` or an output's `binary_data`.
 - `text/csv` body on the V1 predict URL: the SPEC inference file, answered with exactly the bytes of
   `kfts predict` (the estimator's predictions_csv), as `text/csv`.
 
@@ -20,10 +24,12 @@ Options: probabilities (InceptionTime) and flag (LSTM-AD CSV column) come from t
 (`{"parameters": {"probabilities": true}}`) or from the headers `kfts-probabilities: true` /
 `kfts-flag: true` (REST header or gRPC metadata).
 
-Model calls run on one worker thread, never on the event loop. Concurrent InceptionTime requests are
-batched together (up to `max_batch_size` series, waiting at most `max_batch_wait` seconds for more), so that
-under load the network sees large batches. An LSTM-AD request is already one long series that the estimator
-windows into batches itself; those requests run one after another on the same thread.
+Model calls run on one worker thread (Worker), never on the event loop, on the device the model was loaded
+on (`kfts serve --device`: a GPU with cuda). Concurrent InceptionTime requests are batched together (up to
+`max_batch_size` series, waiting at most `max_batch_wait` seconds for more), so that under load the network
+sees large batches. An LSTM-AD request is already one long series that the estimator windows into batches
+itself; those requests run one after another on the same thread. The worker's queue is measured in
+kfts.serving.metrics.
 """
 
 from __future__ import annotations
@@ -39,16 +45,19 @@ import numpy as np
 import orjson
 from kserve import Model
 from kserve.errors import InvalidInput
-from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse, to_http_parameters
+from kserve.protocol.infer_type import (InferInput, InferOutput, InferRequest, InferResponse, RequestedOutput,
+                                        to_http_parameters)
 
 from kfts import csvio
 from kfts.algorithms import load_model
 from kfts.errors import InputError
+from kfts.serving import metrics
 
 logger = logging.getLogger("kfts.serving")
 
 CSV = "text/csv"
 TRUE = {"1", "true", "yes", "on"}
+NUMBERS = {"FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"}
 
 
 class KftsModel(Model):
@@ -62,16 +71,15 @@ class KftsModel(Model):
         self.max_batch_size = max_batch_size
         self.max_batch_wait = max_batch_wait
         self.model = None
-        # one thread: the model already uses every core (or the GPU) for one call; two calls would only fight
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kfts-model")
+        self.worker = Worker(name)
         self.batcher = None
 
     def load(self) -> bool:
         self.model = load_model(self.model_dir, device=self.device)
         if self.model.algorithm == "inception-time":
-            self.batcher = Batcher(self.model.predict_proba, self.executor, self.max_batch_size,
+            self.batcher = Batcher(self.model.predict_proba, self.worker, self.max_batch_size,
                                    self.max_batch_wait)
-        self.executor.submit(self._warm_up).result()  # on the thread that will serve
+        self.worker.executor.submit(self._warm_up).result()  # on the thread that will serve
         self.ready = True
         return self.ready
 
@@ -84,7 +92,7 @@ class KftsModel(Model):
                 m.predict_proba(np.zeros((n, m.length), dtype=np.float32))
         else:
             m.score(np.zeros((2 * m.params.sequence_length + 1, m.n_series), dtype=np.float32))
-        logger.info("%s model loaded from %s and warmed up in %.2fs", m.algorithm, self.model_dir,
+        logger.info("%s model loaded from %s on %s and warmed up in %.2fs", m.algorithm, self.model_dir, m.device,
                     time.perf_counter() - start)
 
     # -- metadata (V2 GET /v2/models/NAME) ----------------------------------------------------------------
@@ -110,7 +118,10 @@ class KftsModel(Model):
     # -- inference -----------------------------------------------------------------------------------------
 
     async def predict(self, payload, headers=None, response_headers=None):
-        headers = headers or {}
+        with self.worker.in_flight.track_inprogress():
+            return await self._predict(payload, headers or {}, response_headers)
+
+    async def _predict(self, payload, headers: dict, response_headers: dict):
         try:
             if isinstance(payload, InferRequest):
                 return await self._predict_v2(payload, headers)
@@ -136,7 +147,8 @@ class KftsModel(Model):
             if options["flag"] and m.threshold is None:
                 raise InvalidInput("kfts-flag: this model has no anomaly threshold to flag with")
         # parsed off the event loop too; read_inference: the same checks and messages as `kfts predict`
-        return await self._run(lambda: m.predictions_csv(m.read_inference(csvio.CsvBytes(body)), **options))
+        rows = body.count(b"\n") + (not body.endswith(b"\n"))
+        return await self._run(lambda: m.predictions_csv(m.read_inference(csvio.CsvBytes(body)), **options), rows)
 
     async def _predict_v1(self, body, headers: dict) -> dict:
         if not isinstance(body, dict) or "instances" not in body:
@@ -167,41 +179,43 @@ class KftsModel(Model):
     async def _predict_v2(self, request: InferRequest, headers: dict) -> InferResponse:
         if len(request.inputs) != 1:
             raise InvalidInput(f"expected one input tensor, got {len(request.inputs)}")
-        tensor = request.inputs[0]
-        where = f"input {tensor.name!r}"
-        if tensor.datatype == "BYTES":
-            raise InvalidInput(f"{where}: datatype BYTES: send numbers (FP32)")
-        try:
-            data = tensor.as_numpy()
-        except (ValueError, TypeError) as e:
-            raise InvalidInput(f"{where}: the data are not {tensor.shape} numbers ({e})") from None
-        if data.ndim == 1 and self._univariate:
-            data = data[:, None]
-        if data.ndim != 2:
-            raise InvalidInput(f"{where}: expected a 2-D tensor, got shape {list(data.shape)}")
-        if data.size == 0:
-            raise InvalidInput(f"{where}: the tensor is empty")
-        values = self._check(_finite(data.astype(np.float32, copy=False), where), where)
+        values = self._check(_v2_values(request.inputs[0], self._univariate), f"input {request.inputs[0].name!r}")
         parameters = request.parameters or {}
         if not isinstance(parameters, dict):  # gRPC: a protobuf map of InferParameter
             parameters = to_http_parameters(parameters)
-        outputs: list[InferOutput] = []
+        names = [o["name"] for o in self.get_output_types()]
+        asked = [o.name for o in request.request_outputs or []]
+        for name in asked:
+            if name not in names:
+                raise InvalidInput(f"outputs: no output {name!r}; this model answers {', '.join(names)}")
         if self.model.algorithm == "inception-time":
-            proba = await self.batcher(values)
-            labels = self.model.classes[proba.argmax(axis=1)]
-            outputs.append(_output("label", labels.astype(object)))
-            if _option("probabilities", headers, parameters):
-                outputs.append(_output("probabilities", proba.astype(np.float32)))
-                outputs.append(_output("classes", self.model.classes.astype(object)))
+            probabilities = _option("probabilities", headers, parameters) or bool({"probabilities", "classes"}
+                                                                                  & set(asked))
+            arrays = await self._infer_inception_time(values, probabilities)
         else:
-            scores, reconstructions, flags = await self._score(values)
-            outputs.append(_output("score", scores.astype(np.float32)))
-            outputs.append(_output("reconstruction", reconstructions.astype(np.float32)))
-            if flags is not None:
-                outputs.append(_output("anomaly", np.where(np.isnan(scores), np.nan, flags).astype(np.float32)))
+            arrays = await self._infer_lstm_ad(values)
         return InferResponse(response_id=request.id or str(uuid.uuid4()), model_name=self.name,
-                             infer_outputs=outputs, use_binary_outputs=request.use_binary_outputs,
-                             requested_outputs=request.request_outputs)
+                             infer_outputs=_v2_outputs(request, arrays),
+                             use_binary_outputs=request.use_binary_outputs,
+                             requested_outputs=_requested_outputs(request))
+
+    async def _infer_inception_time(self, values: np.ndarray, probabilities: bool) -> dict[str, np.ndarray]:
+        """V2 outputs by name: label [n] (+ probabilities [n, classes] and classes [classes])."""
+        proba = await self.batcher(values)
+        labels = self.model.classes[proba.argmax(axis=1)]
+        arrays = {"label": labels.astype(object)}
+        if probabilities:
+            arrays["probabilities"] = proba.astype(np.float32)
+            arrays["classes"] = self.model.classes.astype(object)
+        return arrays
+
+    async def _infer_lstm_ad(self, values: np.ndarray) -> dict[str, np.ndarray]:
+        """V2 outputs by name: score [T], reconstruction [T, d] (+ anomaly [T] 1/0), NaN for the first sequence."""
+        scores, reconstructions, flags = await self._score(values)
+        arrays = {"score": scores.astype(np.float32), "reconstruction": reconstructions.astype(np.float32)}
+        if flags is not None:
+            arrays["anomaly"] = np.where(np.isnan(scores), np.nan, flags).astype(np.float32)
+        return arrays
 
     @property
     def _univariate(self) -> bool:
@@ -222,19 +236,63 @@ class KftsModel(Model):
     async def _score(self, values: np.ndarray):
         """LSTM-AD: (scores [T], reconstructions [T, d], 0/1 flags or None without a threshold)."""
         m = self.model
-        scores, reconstructions = await self._run(lambda: m.score(values))
+        scores, reconstructions = await self._run(lambda: m.score(values), rows=len(values))
         flags = None
         if m.threshold is not None:
             with np.errstate(invalid="ignore"):
                 flags = (scores < m.threshold).astype(np.int8)  # lower score = more anomalous
         return scores, reconstructions, flags
 
-    async def _run(self, fn):
-        return await asyncio.get_running_loop().run_in_executor(self.executor, fn)
+    async def _run(self, fn, rows: int):
+        return await self.worker.call(fn, [self.worker.arrived()], rows)
 
     def stop(self):
-        self.executor.shutdown(wait=False, cancel_futures=True)
+        self.worker.executor.shutdown(wait=False, cancel_futures=True)
         super().stop()
+
+
+class Worker:
+    """The one thread that runs model calls, and the metrics of the queue in front of it.
+
+    One thread: the model already uses every core (or the GPU) for one call; two calls would only fight.
+    """
+
+    def __init__(self, model_name: str):
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kfts-model")
+        self.in_flight = metrics.IN_FLIGHT.labels(model_name)
+        self.queued = metrics.QUEUED.labels(model_name)
+        self.queue_wait = metrics.QUEUE_WAIT.labels(model_name)
+        self.batch_rows = metrics.BATCH_ROWS.labels(model_name)
+        self.batch_requests = metrics.BATCH_REQUESTS.labels(model_name)
+        self.model_call = metrics.MODEL_CALL.labels(model_name)
+
+    def arrived(self) -> float:
+        """A request joins the queue: its arrival time, for call()."""
+        self.queued.inc()
+        return time.perf_counter()
+
+    async def call(self, fn, arrivals: list[float], rows: int):
+        """fn() on the worker thread, for the requests that arrived at `arrivals` (perf_counter times), which
+        together hold `rows` rows."""
+        def timed():
+            start = time.perf_counter()
+            self.queued.dec(len(arrivals))
+            for t in arrivals:
+                self.queue_wait.observe(start - t)
+            try:
+                return fn()
+            finally:
+                self.model_call.observe(time.perf_counter() - start)
+
+        self.batch_rows.observe(rows)
+        self.batch_requests.observe(len(arrivals))
+        future = self.executor.submit(timed)
+        try:
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:  # the client went away: the call may not have started, or ever start
+            if future.cancel():
+                self.queued.dec(len(arrivals))
+            raise
 
 
 class Batcher:
@@ -242,21 +300,21 @@ class Batcher:
 
     A batch starts with the oldest waiting request and takes more until it holds `max_batch_size` rows or
     `max_wait` seconds have passed; while the model is busy, new requests queue up, so under load batches
-    fill without waiting. `fn` maps [n, ...] rows to [n, ...] results and runs on `executor`.
+    fill without waiting. `fn` maps [n, ...] rows to [n, ...] results and runs on `worker`.
     """
 
-    def __init__(self, fn, executor, max_batch_size: int, max_wait: float):
-        self.fn, self.executor = fn, executor
+    def __init__(self, fn, worker: Worker, max_batch_size: int, max_wait: float):
+        self.fn, self.worker = fn, worker
         self.max_batch_size, self.max_wait = max_batch_size, max_wait
         self.queue: asyncio.Queue | None = None
-        self.worker: asyncio.Task | None = None
+        self.task: asyncio.Task | None = None
 
     async def __call__(self, rows: np.ndarray) -> np.ndarray:
-        if self.worker is None:  # created on first use: inside the server's event loop
+        if self.task is None:  # created on first use: inside the server's event loop
             self.queue = asyncio.Queue()
-            self.worker = asyncio.get_running_loop().create_task(self._work())
+            self.task = asyncio.get_running_loop().create_task(self._work())
         future = asyncio.get_running_loop().create_future()
-        self.queue.put_nowait((rows, future))
+        self.queue.put_nowait((rows, future, self.worker.arrived()))
         return await future
 
     async def _work(self) -> None:
@@ -278,19 +336,21 @@ class Batcher:
                     item = self.queue.get_nowait()
                 batch.append(item)
                 size += len(item[0])
-            batch = [(rows, f) for rows, f in batch if not f.done()]  # drop requests whose client left
+            left = [item for item in batch if item[1].done()]  # requests whose client went away
+            self.worker.queued.dec(len(left))
+            batch = [item for item in batch if not item[1].done()]
             if not batch:
                 continue
-            rows = np.concatenate([r for r, _ in batch]) if len(batch) > 1 else batch[0][0]
+            rows = np.concatenate([r for r, _, _ in batch]) if len(batch) > 1 else batch[0][0]
             try:
-                results = await loop.run_in_executor(self.executor, self.fn, rows)
+                results = await self.worker.call(lambda: self.fn(rows), [t for _, _, t in batch], len(rows))
             except Exception as e:  # noqa: BLE001 - handed to every waiting request, the worker goes on
-                for _, f in batch:
+                for _, f, _ in batch:
                     if not f.done():
                         f.set_exception(e)
                 continue
             start = 0
-            for r, f in batch:
+            for r, f, _ in batch:
                 if not f.done():
                     f.set_result(results[start:start + len(r)])
                 start += len(r)
@@ -351,6 +411,52 @@ def _finite(values: np.ndarray, where: str) -> np.ndarray:
     return values
 
 
-def _output(name: str, data: np.ndarray) -> InferOutput:
-    datatype = "BYTES" if data.dtype == object else "FP32"
-    return InferOutput(name=name, shape=list(data.shape), datatype=datatype, data=data)
+def _v2_values(tensor: InferInput, univariate: bool) -> np.ndarray:
+    """The request's V2 tensor as float32 [rows, columns], whichever encoding and numeric datatype it came in."""
+    where = f"input {tensor.name!r}"
+    if tensor.datatype not in NUMBERS:
+        raise InvalidInput(f"{where}: datatype {tensor.datatype}: send numbers (FP32, FP64, FP16 or an integer "
+                           "type)")
+    try:
+        data = tensor.as_numpy()  # JSON data, typed gRPC contents or raw bytes, checked against the shape
+    except (ValueError, TypeError, OverflowError) as e:
+        hint = (" FP16 travels only as binary data: binary_data_size over REST, raw_input_contents over gRPC"
+                if tensor.datatype == "FP16" else "")
+        raise InvalidInput(f"{where}: the data are not {tensor.shape} {tensor.datatype} numbers ({e}).{hint}") \
+            from None
+    if data.ndim == 1 and univariate:
+        data = data[:, None]
+    if data.ndim != 2:
+        raise InvalidInput(f"{where}: expected a 2-D tensor, got shape {list(data.shape)}")
+    if data.size == 0:
+        raise InvalidInput(f"{where}: the tensor is empty")
+    with np.errstate(over="ignore"):  # FP64 beyond float32: inf, refused by _finite
+        return _finite(data.astype(np.float32, copy=False), where)
+
+
+def _v2_outputs(request: InferRequest, arrays: dict[str, np.ndarray]) -> list[InferOutput]:
+    """The answer's tensors (those the request's `outputs` name, else all of `arrays`), encoded as the request
+    was: over gRPC raw_output_contents to raw_input_contents and typed contents otherwise (KServe's to_grpc
+    cannot encode numpy data itself); over REST numpy data, which KServe's InferResponse.to_rest writes as JSON
+    or as binary data, per output, as _requested_outputs says."""
+    outputs = []
+    for name in [o.name for o in request.request_outputs or []] or arrays:
+        data = arrays[name]
+        output = InferOutput(name=name, shape=list(data.shape), datatype="BYTES" if data.dtype == object else "FP32")
+        if request.from_grpc:
+            output.set_data_from_numpy(data, binary_data=request.use_binary_outputs)
+        else:
+            output.data = data
+        outputs.append(output)
+    return outputs
+
+
+def _requested_outputs(request: InferRequest) -> list[RequestedOutput] | None:
+    """REST: the requested outputs, each with its `binary_data` parameter defaulting to the request's
+    `binary_data_output` (as the binary tensor extension says; KServe would answer them in JSON)."""
+    if request.from_grpc or not request.request_outputs:
+        return None
+    binary = bool(request.use_binary_outputs)
+    return [RequestedOutput(o.name, {**(o.parameters or {}),
+                                     "binary_data": binary if o.binary_data is None else o.binary_data})
+            for o in request.request_outputs]
