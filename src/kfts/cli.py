@@ -148,15 +148,29 @@ def cmd_validate(args) -> None:
 
 def cmd_train(args) -> None:
     from kfts.algorithms import train
+    from kfts.validation import check_files
+    params = hyperparameters(args, args.Params)
+    check_files(args.algorithm, {"train": (args.train, "training"), "valid": (args.valid, "training")})
     train(args.algorithm, args.train, args.model_dir, valid_path=args.valid,
-          params=hyperparameters(args, args.Params), init_model=args.init_model,
+          params=params, init_model=args.init_model,
           checkpoint_dir=args.checkpoint_dir, seed=args.seed, device=args.device)
-    print(f"model written to {args.model_dir}")
+    if int(os.environ.get("RANK", 0)) == 0:  # under torchrun, the process that wrote it
+        print(f"model written to {args.model_dir}")
 
 
 def cmd_predict(args) -> None:
     from kfts.algorithms import load_model
     from kfts.predict import write_predictions
+    from kfts.validation import check_files, read_manifest
+    manifest = read_manifest(args.model_dir)
+    algorithm = manifest["algorithm"]
+    wrong = {"inception-time": ("--flag", args.flag, "--probabilities"),
+             "lstm-ad": ("--probabilities", args.probabilities, "--flag")}.get(algorithm)
+    if wrong and wrong[1]:
+        raise InputError(f"{wrong[0]} does not apply to {args.model_dir}, an {algorithm} model "
+                         f"(its option is {wrong[2]})")
+    # the first rows only: the file is streamed, and checked as it goes, whatever its size
+    check_files(algorithm, {"input": (args.input, "inference")}, model=manifest, head=True)
     model = load_model(args.model_dir, device=args.device)
     options = {"probabilities": args.probabilities} if model.algorithm == "inception-time" else {"flag": args.flag}
     rows = write_predictions(model, args.input, args.output, **options)  # streamed: any file size
@@ -165,6 +179,11 @@ def cmd_predict(args) -> None:
 
 def cmd_evaluate(args) -> None:
     from kfts.algorithms import load_model
+    from kfts.validation import check_files, read_manifest
+    manifest = read_manifest(args.model_dir)
+    layout = "training" if manifest["algorithm"] == "inception-time" else "inference"
+    check_files(manifest["algorithm"], {"input": (args.input, layout), "input_labels": (args.labels, "labels")},
+                model=manifest)
     model = load_model(args.model_dir, device=args.device)
     metrics = model.evaluate(args.input, args.output_dir, labels_path=args.labels)
     headline = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
