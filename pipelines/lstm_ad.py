@@ -24,7 +24,8 @@ def build(cluster: Cluster | None = None):
     def lstm_ad(train_uri: str, valid_uri: str = "", test_uri: str = "", test_labels_uri: str = "",
                 num_layers: int = 2, sequence_length: int = 50, hidden_size: int = 128, dropout: float = 0.1,
                 lr: float = 0.001, batch_size: int = 64, epochs: int = 100, error_fraction: float = 0.2,
-                threshold_quantile: float = 0.01, precision: str = "auto", seed: int = 0,
+                threshold_quantile: float = 0.01, precision: str = "auto", scoring: str = "seed",
+                prediction_length: int = 10, seed: int = 0,
                 init_model_uri: str = "", checkpoint_root: str = checkpoint_root, flag: bool = False,
                 deploy: bool = False, deploy_max_mse: float = 1e30, deploy_name: str = ALGORITHM,
                 deploy_namespace: str = "", deploy_image: str = "", deploy_gpu: bool = gpu,
@@ -34,7 +35,8 @@ def build(cluster: Cluster | None = None):
         hyperparameters = {"num_layers": num_layers, "sequence_length": sequence_length,
                            "hidden_size": hidden_size, "dropout": dropout, "lr": lr, "batch_size": batch_size,
                            "epochs": epochs, "error_fraction": error_fraction,
-                           "threshold_quantile": threshold_quantile, "precision": precision}
+                           "threshold_quantile": threshold_quantile, "precision": precision, "scoring": scoring,
+                           "prediction_length": prediction_length}
         previous = place(side_effect(fetch_model(uri=init_model_uri)), cluster)
         task = train(algorithm=ALGORITHM, train_data=data["train"], valid_data=data["valid"],
                      init_model=previous.outputs["model"], hyperparameters=hyperparameters, seed=seed,

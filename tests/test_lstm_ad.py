@@ -1,4 +1,6 @@
-"""LSTM-AD: network shapes, the error Normal, output layout, artifact, resume, CLI end to end, bad input."""
+"""LSTM-AD: network shapes, the error Normal, output layout, artifact, resume, CLI end to end, bad input; the
+paper scoring mode: its errors against a step-by-step computation, alignment invariance (in process and
+through `kfts predict`), context rows, old artifacts."""
 
 from __future__ import annotations
 
@@ -15,9 +17,10 @@ from kfts.algorithms import load_model
 from kfts.cli import main
 from kfts.errors import InputError
 from kfts.lstm_ad import LstmAD, Params, fit_gaussian, log_density
-from kfts.models.lstm_ad import LstmReconstructor, cut_sequences, input_sequences
+from kfts.models.lstm_ad import LstmReconstructor, cut_sequences, input_sequences, window_targets
 
 TINY = dict(num_layers=2, sequence_length=10, hidden_size=8, dropout=0.1, batch_size=16)
+PAPER = dict(TINY, scoring="paper", prediction_length=4)  # the first score at row 10 + 4 - 1 = 13
 
 
 def waves(n: int, d: int = 2, period: int = 20, seed: int = 0) -> np.ndarray:
@@ -30,6 +33,27 @@ def waves(n: int, d: int = 2, period: int = 20, seed: int = 0) -> np.ndarray:
 def fitted(train=None, epochs=3, **params) -> LstmAD:
     model = LstmAD(Params(**{**TINY, "epochs": epochs, **params}), device="cpu", seed=0)
     return model.fit(waves(400) if train is None else train)
+
+
+def assert_scores_close(actual, expected):
+    """Scores of the same windows computed in other batches: float32 predictions may differ in the last
+    bit, which the error Normal's Mahalanobis distance scales up by its smallest standard deviation."""
+    np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-4)
+
+
+def with_anomalies(n: int, seed: int) -> tuple[np.ndarray, list[int]]:
+    """waves with a spike, a dip in one series and a short flat stretch planted: (values, anomalous rows)."""
+    values = waves(n, seed=seed)
+    rows = [n // 4, n // 2, 3 * n // 4]
+    values[rows[0]] += 3.0
+    values[rows[1], 1] -= 3.0
+    values[rows[2]:rows[2] + 5, 0] = values[rows[2], 0]
+    return values, rows
+
+
+@pytest.fixture(scope="module")
+def paper_model() -> LstmAD:
+    return LstmAD(Params(**{**PAPER, "epochs": 20, "batch_size": 4}), device="cpu", seed=0).fit(waves(600))
 
 
 # -- network and sequences ---------------------------------------------------------------------------------------
@@ -47,6 +71,17 @@ def test_sequences_pair_each_one_with_the_next():
     # scoring: every step from 10 on is reconstructed, the last shorter sequence from a full input
     inputs = input_sequences(values, 10)
     assert inputs.shape == (4, 10, 1) and inputs[-1, -1, 0] == 39
+
+
+def test_paper_windows_target_the_steps_after_each_of_their_steps():
+    values = torch.arange(40.0).reshape(20, 2)  # step t holds (2t, 2t + 1)
+    inputs, targets = window_targets(values, torch.tensor([0, 7]), length=5, horizon=3)
+    assert inputs.shape == (2, 5, 2) and targets.shape == (2, 5, 3 * 2)
+    assert torch.equal(inputs[1], values[7:12])
+    # window 1, its step 2 (= step 9): the next three steps 10, 11, 12, series by series within each step
+    assert targets[1, 2].tolist() == [20.0, 21.0, 22.0, 23.0, 24.0, 25.0]
+    net = LstmReconstructor(n_series=2, hidden_size=4, num_layers=1, dropout=0.0, horizon=3)
+    assert net(inputs).shape == (2, 5, 6) and net(inputs, last_only=True).shape == (2, 6)
 
 
 def test_params_are_validated():
@@ -146,6 +181,120 @@ def test_wrong_input_is_refused():
         model.score(waves(10))
     with pytest.raises(InputError, match="at least 21"):
         LstmAD(Params(**TINY)).fit(waves(20))
+    paper = fitted(**PAPER)
+    with pytest.raises(InputError, match="sequence-length 10 and prediction-length 4 at least 14"):
+        paper.score(waves(13))
+    with pytest.raises(InputError, match="at least 15"):  # one window, its 4 steps ahead, one step to fit on
+        LstmAD(Params(**PAPER)).fit(waves(14))
+    with pytest.raises(InputError, match="context rows"):
+        paper.score(waves(30), context_rows=30)
+
+
+# -- paper scoring ----------------------------------------------------------------------------------------------
+
+def test_paper_errors_are_those_of_each_window_computed_alone(paper_model):
+    """The batched scoring against a step-by-step reading of the method: the error vector of step t holds,
+    for j = 1..l, x[t] minus the j-steps-ahead prediction of the window of the L steps ending at t - j."""
+    model, L, l = paper_model, 10, 4
+    values, _ = with_anomalies(60, seed=4)
+    scores, predictions = model.score(values)
+    x = (values - np.float32(model.scaler["mean"])) / np.float32(model.scaler["std"])
+    with torch.no_grad():
+        ahead = {s: model.network(torch.from_numpy(x[s - L + 1:s + 1])[None], last_only=True).reshape(l, 2)
+                 for s in range(L - 1, len(x) - 1)}
+    expected = [np.nan] * (L + l - 1)
+    for t in range(L + l - 1, len(x)):
+        errors = torch.stack([torch.from_numpy(x[t]) - ahead[t - j][j - 1] for j in range(1, l + 1)])
+        expected.append(float(log_density(errors.reshape(1, -1), np.asarray(model.gaussian["mean"]),
+                                          np.asarray(model.gaussian["covariance"]))[0]))
+        one_ahead = ahead[t - 1][0].numpy() * np.float32(model.scaler["std"]) + np.float32(model.scaler["mean"])
+        np.testing.assert_allclose(predictions[t], one_ahead, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-4)  # NaN where expected is NaN
+    assert np.isnan(predictions[:L + l - 1]).all()
+    assert len(model.gaussian["mean"]) == l * 2  # one Normal over the l x d errors
+
+
+def test_paper_scores_do_not_depend_on_where_the_input_starts(paper_model):
+    values, anomalies = with_anomalies(700, seed=1)
+    first = paper_model.first_scored
+    scores, predictions = paper_model.score(values)
+    # the lowest scores are at the planted anomalies, or while one is in the windows that predict a step
+    lowest = np.argsort(scores[first:])[:6] + first
+    assert all(any(a <= row <= a + 5 + first for a in anomalies) for row in lowest), lowest
+    assert {anomalies[0], anomalies[1]} <= set(lowest)
+    for k in (1, 7, 10, 29, 333):
+        shifted, shifted_predictions = paper_model.score(values[k:])
+        assert_scores_close(shifted[first:], scores[k + first:])
+        np.testing.assert_allclose(shifted_predictions[first:], predictions[k + first:], rtol=1e-6, atol=1e-6)
+        assert np.isnan(shifted[:first]).all()
+
+
+def test_kfts_predict_paper_scores_do_not_depend_on_where_the_file_starts(tmp_path, paper_model):
+    """`kfts predict` as a user runs it, on a file and on the same file without its first k rows."""
+    paper_model.save(tmp_path / "model")
+    values, anomalies = with_anomalies(900, seed=7)
+    first = paper_model.first_scored
+
+    def predicted(k: int) -> np.ndarray:
+        data = write_csv(tmp_path / f"from-{k}.csv", values[k:])
+        run_cli("predict", "--model-dir", tmp_path / "model", "--input", data, "--output", tmp_path / "out.csv",
+                "--flag", "--device", "cpu", check=True)
+        rows = (tmp_path / "out.csv").read_text().splitlines()
+        assert len(rows) == 900 - k and rows[:first] == [",,,"] * first
+        return np.array([row.split(",") for row in rows[first:]], dtype=np.float64)
+
+    whole = predicted(0)
+    assert {anomalies[0], anomalies[1]} <= set(np.argsort(whole[:, 0])[:6] + first)
+    for k in (1, 7, 30):
+        shifted = predicted(k)
+        assert_scores_close(shifted[:, 0], whole[k:, 0])
+        np.testing.assert_allclose(shifted[:, 1:3], whole[k:, 1:3], rtol=1e-6, atol=1e-6)
+        assert np.array_equal(shifted[:, 3], whole[k:, 3])  # the same flags
+
+
+def test_seed_scores_move_with_the_sequence_alignment():
+    """What README says of seed scoring: a shift by whole sequences keeps the scores, any other changes them."""
+    model = fitted()
+    values, _ = with_anomalies(400, seed=2)
+    scores, _ = model.score(values)
+    assert_scores_close(model.score(values[30:])[0][10:], scores[40:])
+    moved = model.score(values[7:])[0][10:] - scores[17:]
+    assert np.abs(moved).max() > 0.1
+
+
+def parse_csv(text: str) -> np.ndarray:
+    return np.array([[float(v) if v else np.nan for v in line.split(",")] for line in text.splitlines()])
+
+
+def test_context_rows_answer_only_the_rows_after_them(paper_model):
+    """Chunks sent with the last first_scored rows of the one before as context: together, the answer for
+    the whole series (to rounding: a forward pass of other windows may round differently)."""
+    values, _ = with_anomalies(500, seed=3)
+    whole = parse_csv(paper_model.predictions_csv(values, flag=True))
+    context = paper_model.first_scored
+    pieces = [paper_model.predictions_csv(values[:120], flag=True)]
+    for start, end in ((120, 121), (121, 300), (300, 500)):
+        pieces.append(paper_model.predictions_csv(values[start - context:end], flag=True, context_rows=context))
+    assert [piece.count("\n") for piece in pieces] == [120, 1, 179, 200]
+    chunked = parse_csv("".join(pieces))
+    assert_scores_close(chunked[:, 0], whole[:, 0])
+    np.testing.assert_allclose(chunked[:, 1:], whole[:, 1:], rtol=1e-6, atol=1e-6)
+    scores, predictions = paper_model.score(values[100:200], context_rows=40)
+    assert scores.shape == (60,) and predictions.shape == (60, 2) and np.isfinite(scores).all()
+
+
+def test_seed_mode_ignores_the_prediction_length():
+    values = waves(200, seed=5)
+    a, b = fitted(prediction_length=1), fitted(prediction_length=7)
+    assert a.predictions_csv(values) == b.predictions_csv(values)
+
+
+def test_paper_training_learns_to_predict_and_calibrates_its_threshold(paper_model):
+    untrained = LstmAD(Params(**{**PAPER, "epochs": 1, "lr": 1e-9}), device="cpu", seed=0).fit(waves(600))
+    assert paper_model.metrics["train_loss"] < 0.5 * untrained.metrics["train_loss"]
+    assert paper_model.history[-1]["train_loss"] < paper_model.history[0]["train_loss"]
+    scores, _ = paper_model.score(waves(600, seed=6))
+    assert 0.001 < np.mean(scores[13:] < paper_model.threshold) < 0.1  # threshold-quantile 0.01
 
 
 # -- artifact, resume, incremental training ------------------------------------------------------------------------
@@ -160,6 +309,25 @@ def test_artifact_round_trip_gives_identical_scores(tmp_path):
     values = waves(120, seed=3)
     np.testing.assert_array_equal(loaded.score(values)[0], model.score(values)[0])
     assert loaded.predictions_csv(values, flag=True) == model.predictions_csv(values, flag=True)
+
+
+def test_the_artifact_records_the_scoring_mode_and_old_artifacts_load_as_seed(tmp_path, paper_model):
+    paper_model.save(tmp_path / "paper")
+    manifest = json.loads((tmp_path / "paper" / "kfts-model.json").read_text())
+    assert manifest["hyperparameters"]["scoring"] == "paper"
+    assert manifest["hyperparameters"]["prediction_length"] == 4
+    values = waves(120, seed=3)
+    assert load_model(tmp_path / "paper", device="cpu").predictions_csv(values) == paper_model.predictions_csv(values)
+
+    seed = fitted()
+    seed.save(tmp_path / "old")
+    manifest = json.loads((tmp_path / "old" / "kfts-model.json").read_text())
+    for name in ("scoring", "prediction_length"):  # an artifact written before there were scoring modes
+        del manifest["hyperparameters"][name]
+    (tmp_path / "old" / "kfts-model.json").write_text(json.dumps(manifest))
+    old = load_model(tmp_path / "old", device="cpu")
+    assert old.params.scoring == "seed"
+    assert old.predictions_csv(values, flag=True) == seed.predictions_csv(values, flag=True)
 
 
 def test_checkpoint_resume_continues_where_a_killed_run_stopped(tmp_path, monkeypatch):
@@ -189,11 +357,33 @@ def test_checkpoint_resume_continues_where_a_killed_run_stopped(tmp_path, monkey
         LstmAD(Params(**{**TINY, "epochs": 5}), device="cpu", seed=5).fit(train, checkpoint_dir=tmp_path)
 
 
+def test_paper_training_is_reproducible_and_resumes(tmp_path, monkeypatch):
+    train = waves(400)
+    runs = [LstmAD(Params(**{**PAPER, "epochs": 3}), device="cpu", seed=5) for _ in range(2)]
+    save = training.Checkpoints.save
+
+    def killed_after_epoch_1(self, state):
+        save(self, state)
+        if state["epoch"] == 1:
+            raise KeyboardInterrupt
+
+    runs[0].fit(train)
+    monkeypatch.setattr(training.Checkpoints, "save", killed_after_epoch_1)
+    with pytest.raises(KeyboardInterrupt):
+        runs[1].fit(train, checkpoint_dir=tmp_path)
+    monkeypatch.setattr(training.Checkpoints, "save", save)
+    runs[1].fit(train, checkpoint_dir=tmp_path)
+    for key, value in runs[0].network.state_dict().items():
+        torch.testing.assert_close(runs[1].network.state_dict()[key], value)
+
+
 def test_init_model_continues_from_the_previous_weights():
     previous = fitted()
     frozen = LstmAD(Params(**{**TINY, "epochs": 1, "lr": 1e-12, "hidden_size": 32}), device="cpu", seed=1)
     frozen.fit(waves(400, seed=2), init_model=previous)
     assert frozen.params.hidden_size == 8  # the previous architecture wins
+    paper = LstmAD(Params(**{**PAPER, "epochs": 1, "prediction_length": 2}), device="cpu", seed=1)
+    assert paper.fit(waves(400), init_model=previous).params.scoring == "seed"  # and its scoring mode
     for key, value in previous.network.state_dict().items():
         torch.testing.assert_close(frozen.network.state_dict()[key], value)
     with pytest.raises(InputError, match="3 columns"):

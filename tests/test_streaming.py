@@ -26,12 +26,23 @@ def inception_time():
     return model.fit(LabeledSeries(labels, values))
 
 
+def two_waves(n: int) -> np.ndarray:
+    t = np.arange(n)
+    return np.stack([np.sin(t / 5), np.cos(t / 3)], axis=1).astype(np.float32)
+
+
 @pytest.fixture(scope="module")
 def lstm_ad():
-    t = np.arange(400)
-    values = np.stack([np.sin(t / 5), np.cos(t / 3)], axis=1).astype(np.float32)
     model = LstmAD(LstmAD.Params(sequence_length=5, hidden_size=4, num_layers=1, epochs=1), device="cpu", seed=0)
-    return model.fit(values)
+    return model.fit(two_waves(400))
+
+
+@pytest.fixture(scope="module", params=[1, 3])
+def lstm_ad_paper(request):
+    """Paper scoring with prediction-length 1 (no window needed past a chunk) and 3."""
+    params = LstmAD.Params(sequence_length=5, hidden_size=4, num_layers=1, epochs=2, scoring="paper",
+                           prediction_length=request.param)
+    return LstmAD(params, device="cpu", seed=0).fit(two_waves(400))
 
 
 def series_rows(path, n, length, seed=0):
@@ -52,18 +63,52 @@ def test_inception_time_chunks_give_the_in_memory_bytes(tmp_path, monkeypatch, i
     assert expected.count("\n") == 1500 + probabilities
 
 
+def assert_chunks_give_the_in_memory_bytes(model, tmp_path, monkeypatch, n_rows: int, flag: bool):
+    rng = np.random.default_rng(n_rows)
+    path = tmp_path / "input.csv"
+    np.savetxt(path, rng.normal(size=(n_rows, 2)).astype(np.float32), delimiter=",", fmt="%.6g")
+    expected = model.predictions_csv(csvio.read_series_columns(path), flag=flag)
+    monkeypatch.setattr(csvio, "BLOCK_SIZE", 5 << 10)  # blocks that do not line up with chunks
+    output = tmp_path / "out.csv"
+    assert predict.write_predictions(model, path, output, chunk_bytes=1, flag=flag) == n_rows
+    assert output.read_text() == expected
+
+
 @pytest.mark.parametrize("flag", [False, True])
 @pytest.mark.parametrize("n_rows", [6, 2560 * 3 + 1, 2560 * 4 + 5, 2560 * 2 + 3])
 def test_lstm_ad_chunks_give_the_in_memory_bytes(tmp_path, monkeypatch, lstm_ad, flag, n_rows):
     # with sequence length 5 and chunk_bytes=1 a chunk holds one scoring batch: 512 sequences, 2560 rows
-    rng = np.random.default_rng(n_rows)
-    path = tmp_path / "input.csv"
-    np.savetxt(path, rng.normal(size=(n_rows, 2)).astype(np.float32), delimiter=",", fmt="%.6g")
-    expected = lstm_ad.predictions_csv(csvio.read_series_columns(path), flag=flag)
-    monkeypatch.setattr(csvio, "BLOCK_SIZE", 5 << 10)
-    output = tmp_path / "out.csv"
-    assert predict.write_predictions(lstm_ad, path, output, chunk_bytes=1, flag=flag) == n_rows
-    assert output.read_text() == expected
+    assert_chunks_give_the_in_memory_bytes(lstm_ad, tmp_path, monkeypatch, n_rows, flag)
+
+
+@pytest.mark.parametrize("n_rows", [8, 512 * 3 + 1, 512 * 3 + 6, 512 * 4 + 5, 512 * 2 + 3])
+def test_lstm_ad_paper_chunks_give_the_in_memory_bytes(tmp_path, monkeypatch, lstm_ad_paper, n_rows):
+    # chunk_bytes=1: a chunk holds one scoring batch of 512 windows, plus context
+    assert_chunks_give_the_in_memory_bytes(lstm_ad_paper, tmp_path, monkeypatch, n_rows, flag=True)
+
+
+def test_lstm_ad_paper_streamed_scores_do_not_depend_on_where_the_file_starts(tmp_path, lstm_ad_paper):
+    """The same series from row 0 and from row k, streamed in small chunks: the common rows get the same
+    scores once the later file has its first full set of predictions."""
+    rng = np.random.default_rng(0)
+    values = two_waves(2000) + 0.05 * rng.normal(size=(2000, 2)).astype(np.float32)
+    values[[300, 1100, 1700], 0] += 3.0  # planted anomalies
+    first = lstm_ad_paper.first_scored
+
+    def streamed(k: int) -> np.ndarray:
+        path = tmp_path / f"from-{k}.csv"
+        np.savetxt(path, values[k:], delimiter=",", fmt="%.7g")
+        predict.write_predictions(lstm_ad_paper, path, tmp_path / "out.csv", chunk_bytes=1)
+        rows = (tmp_path / "out.csv").read_text().splitlines()
+        assert len(rows) == 2000 - k and rows[:first] == [",,"] * first
+        return np.array([row.split(",") for row in rows[first:]], dtype=np.float64)
+
+    whole = streamed(0)
+    assert set(np.argsort(whole[:, 0])[:3] + first) == {300, 1100, 1700}
+    for k in (1, 9, 511, 700):
+        shifted = streamed(k)
+        np.testing.assert_allclose(shifted[:, 0], whole[k:, 0], rtol=1e-5, atol=1e-4)
+        np.testing.assert_allclose(shifted[:, 1:], whole[k:, 1:], rtol=1e-6, atol=1e-6)
 
 
 def test_faults_while_streaming_leave_no_output(tmp_path, inception_time, lstm_ad, monkeypatch):

@@ -75,6 +75,14 @@ class LstmADParams:
         "help": "training precision: bf16/fp16 autocast, fp32, or auto (fp16 with loss scaling on GPUs, fp32 "
                 "on CPUs)",
         "choices": ("auto", "fp32", "bf16", "fp16")})
+    scoring: str = field(default="seed", metadata={
+        "help": "seed: the seed product's non-overlapping sequences (a step's score depends on its position "
+                "in the file); paper: Malhotra et al.'s predictor, every step's score from the windows of "
+                "sequence-length steps before it, the same wherever the input starts",
+        "choices": ("seed", "paper")})
+    prediction_length: int = field(default=10, metadata={
+        "help": "paper scoring: each window predicts this many next steps, so each step is scored on this "
+                "many predictions made at different times"})
 
     def __post_init__(self):
         check_params(self)

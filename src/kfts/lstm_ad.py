@@ -1,11 +1,25 @@
 """LSTM-AD anomaly detector: fit / score on arrays, save / load as a kfts model artifact.
 
-The network itself is in kfts.models.lstm_ad. This module owns the seed product's recipe around it:
+The network itself is in kfts.models.lstm_ad. This module owns the recipe around it, in two scoring modes
+(the `scoring` hyperparameter):
 
-- The training series is split chronologically at a sequence boundary: the first part (1 - error_fraction)
-  trains the LSTM, the second part is only reconstructed, and a multivariate Normal (mean vector, full
-  covariance, maximum likelihood) is fitted to its reconstruction errors. The scaling (per series mean and
-  standard deviation) is fitted on the first part.
+- seed (the default, the seed product's): the series is cut into non-overlapping sequences of L steps, each
+  reconstructing the next one. A step's error vector is its d reconstruction errors. The sequences start at
+  the input's first row, so a step's error depends on its position in its sequence (the reconstruction at a
+  sequence's first step has seen one step of its input, at the last step all L): the same data started at
+  another row gets other scores.
+- paper (Malhotra et al. 2015): at every step t the network reads the window of the last L values and
+  predicts the next l (prediction_length) values of every series. Step t is then predicted l times, from the
+  windows ending at t-1, ..., t-l; its error vector holds those l x d errors. A score depends only on the
+  L + l - 1 steps before it and the step itself, wherever the input starts, so a stream can be scored in
+  pieces that each carry that many rows of context (`context_rows`). The first L + l - 1 rows get no score.
+
+Common to both:
+
+- The training series is split chronologically: the first part (1 - error_fraction) trains the LSTM, the
+  second part is only predicted, and a multivariate Normal (mean vector, full covariance, maximum
+  likelihood) is fitted to its error vectors. The scaling (per series mean and standard deviation) is fitted
+  on the first part. In seed mode the split falls on a sequence boundary.
 - The normality score of a time step is the log-likelihood of its error vector under that Normal: lower =
   more anomalous. Errors are taken in scaled units, so no series dominates by its units alone.
 - A decision threshold, the `threshold_quantile` quantile of the scores of the error-fit part (normal data the
@@ -34,12 +48,12 @@ from pyarrow import csv as pacsv
 from kfts import artifact, csvio
 from kfts.errors import InputError
 from kfts.hyperparameters import LstmADParams as Params
-from kfts.models.lstm_ad import LstmReconstructor, cut_sequences, input_sequences
+from kfts.models.lstm_ad import LstmReconstructor, cut_sequences, input_sequences, window_targets, windows
 from kfts.training import (Checkpoints, MetricLog, autocast, data_parallel, metric_line, progress,
                            resolve_device, resolve_precision, restore_rng_state, rng_state, seed_everything)
 
 ALGORITHM = "lstm-ad"
-SCORE_BATCH = 512  # sequences per forward pass when scoring: large enough to keep the cores busy
+SCORE_BATCH = 512  # sequences (seed) or windows (paper) per forward pass when scoring: keeps the cores busy
 # Covariance regularisation: eigenvalues are raised to at least RCOND times the largest one, and at least
 # MIN_VARIANCE in scaled units (where every series has unit variance), before the Normal is used.
 RCOND = 1e-6
@@ -72,7 +86,14 @@ class LstmAD:
         return csvio.read_series_columns(path)
 
     def read_inference(self, path) -> np.ndarray:
-        return csvio.read_series_columns(path, n_series=self.n_series, min_rows=self.params.sequence_length + 1)
+        return csvio.read_series_columns(path, n_series=self.n_series, min_rows=self.first_scored + 1)
+
+    @property
+    def first_scored(self) -> int:
+        """The first row that gets a score: seed, after the first sequence (L); paper, the first with all l
+        predictions from full windows (L + l - 1)."""
+        p = self.params
+        return p.sequence_length if p.scoring == "seed" else p.sequence_length + p.prediction_length - 1
 
     def _scale(self, values: np.ndarray) -> torch.Tensor:
         mean = np.asarray(self.scaler["mean"], dtype=np.float32)
@@ -86,8 +107,11 @@ class LstmAD:
         if self.n_series is not None and values.shape[1] != self.n_series:
             raise InputError(f"has {values.shape[1]} columns (series), the model has {self.n_series}", path=what)
         if len(values) < min_rows:
-            raise InputError(f"has {len(values)} time steps; with sequence-length {self.params.sequence_length} "
-                             f"at least {min_rows} are needed", path=what)
+            p = self.params
+            setting = (f"sequence-length {p.sequence_length}" if p.scoring == "seed" else
+                       f"sequence-length {p.sequence_length} and prediction-length {p.prediction_length}")
+            raise InputError(f"has {len(values)} time steps; with {setting} at least {min_rows} are needed",
+                             path=what)
         return values
 
     # -- training --------------------------------------------------------------------------------------------
@@ -97,13 +121,13 @@ class LstmAD:
         p = self.params
         log = log or MetricLog()
         seed_everything(self.seed)
-        L = p.sequence_length
         if init_model is not None:
             self._continue_from(init_model)
         else:
             self.n_series = None
-        # more than two sequences: at least one training pair, and at least one step to fit the errors on
-        train = self._check_values(train, "--train", 2 * L + 1)
+        # seed: more than two sequences, at least one training pair and one step to fit the errors on;
+        # paper: one window with its l steps ahead, and one step to fit the errors on
+        train = self._check_values(train, "--train", self._split_min() + 1)
         self.n_series = train.shape[1]
         split = self._split(len(train))
         if init_model is None:
@@ -111,10 +135,13 @@ class LstmAD:
             self.scaler = {"mean": part.mean(axis=0).tolist(),
                            "std": [s if s > 0 else 1.0 for s in part.std(axis=0).tolist()]}
         x = self._scale(train)
-        inputs, targets = cut_sequences(x[:split], L)
-        valid_x = self._scale(self._check_values(valid, "--valid", L + 1)) if valid is not None else None
-        print(f"lstm-ad: {split} time steps train the LSTM ({len(inputs)} sequence pairs), "
-              f"{len(train) - split} fit the error distribution", flush=True)
+        valid_x = (self._scale(self._check_values(valid, "--valid", self.first_scored + 1))
+                   if valid is not None else None)
+        L = p.sequence_length
+        pieces = (f"{split // L - 1} sequence pairs" if p.scoring == "seed" else
+                  f"windows of {L} steps predicting {p.prediction_length} ahead")
+        print(f"lstm-ad: {split} time steps train the LSTM ({pieces}), {len(train) - split} fit the error "
+              "distribution", flush=True)
 
         checkpoints = Checkpoints(checkpoint_dir, {"algorithm": ALGORITHM, "params": asdict(p), "seed": self.seed,
                                                    "data": [list(x.shape), float(x.double().sum())]})
@@ -135,17 +162,15 @@ class LstmAD:
                 grad_scaler.load_state_dict(state["grad_scaler"])
             restore_rng_state(state["rng"], generator)
             history, first_epoch = state["history"], state["epoch"] + 1
-        self._choose_threads(network, inputs, targets, dtype)
+        # timed on a batch drawn with a generator of its own: the seeded training draws the same numbers
+        self._choose_threads(network, *next(self._batches(x[:split], torch.Generator())), dtype)
         model = data_parallel(network, self.device)
-        n = len(inputs)
         for epoch in progress(range(first_epoch, p.epochs + 1), total=p.epochs - first_epoch + 1, desc="lstm-ad"):
             model.train()
-            order = torch.randperm(n, generator=generator)
-            loss_sum = 0.0
-            for i in range(0, n, p.batch_size):
-                idx = order[i:i + p.batch_size]
-                xb = inputs[idx].to(self.device, non_blocking=True)
-                yb = targets[idx].to(self.device, non_blocking=True)
+            loss_sum, n = 0.0, 0
+            for xb, yb in self._batches(x[:split], generator):
+                xb = xb.to(self.device, non_blocking=True)
+                yb = yb.to(self.device, non_blocking=True)
                 with autocast(self.device, dtype):
                     out = model(xb)
                 loss = torch.nn.functional.mse_loss(out.float(), yb)
@@ -153,7 +178,8 @@ class LstmAD:
                 grad_scaler.scale(loss).backward()
                 grad_scaler.step(optimizer)
                 grad_scaler.update()
-                loss_sum += loss.item() * len(idx)
+                loss_sum += loss.item() * len(xb)
+                n += len(xb)
             metrics = {"epoch": epoch, "train_loss": loss_sum / n}
             if valid_x is not None:
                 metrics["valid_loss"] = self._mse(valid_x, network)
@@ -164,7 +190,7 @@ class LstmAD:
 
         self.network = network.cpu().eval()
         self.history = history + log.history
-        self._fit_gaussian(x[split - L:])
+        self._fit_gaussian(x[split - self.first_scored:])
         # in inference mode, the figures the artifact, KFP and Katib report
         self.metrics = {"train_loss": self._mse(x[:split])}
         if valid_x is not None:
@@ -214,31 +240,68 @@ class LstmAD:
             return torch.float16 if self.device.type == "cuda" else None
         return resolve_precision(self.params.precision, self.device)
 
+    def _split_min(self) -> int:
+        """The shortest LSTM part: seed, two sequences (one training pair); paper, one window and the l steps
+        after it."""
+        p = self.params
+        return 2 * p.sequence_length if p.scoring == "seed" else p.sequence_length + p.prediction_length
+
     def _split(self, n_steps: int) -> int:
-        """End of the LSTM's part: a whole number of sequences, at least two, leaving at least one step."""
-        L = self.params.sequence_length
-        return max(2 * L, int(n_steps * (1 - self.params.error_fraction)) // L * L)
+        """End of the LSTM's part, leaving at least one step (seed: a whole number of sequences)."""
+        part = int(n_steps * (1 - self.params.error_fraction))
+        if self.params.scoring == "seed":
+            part = part // self.params.sequence_length * self.params.sequence_length
+        return max(self._split_min(), part)
+
+    def _batches(self, x: torch.Tensor, generator: torch.Generator):
+        """One epoch of training batches (inputs, targets) from the LSTM's part x, in random order.
+
+        seed: every pair of consecutive sequences. paper: windows of L steps, each of whose outputs predicts
+        the l steps after it, laid end to end from a random offset, so that every step is a target once an
+        epoch and, over the epochs, no alignment is special."""
+        p = self.params
+        L = p.sequence_length
+        if p.scoring == "seed":
+            inputs, targets = cut_sequences(x, L)
+            order = torch.randperm(len(inputs), generator=generator)
+            for i in range(0, len(order), p.batch_size):
+                idx = order[i:i + p.batch_size]
+                yield inputs[idx], targets[idx]
+            return
+        l = p.prediction_length
+        last = len(x) - L - l  # the last window start whose targets are all in x
+        offset = int(torch.randint(min(L, last + 1), (1,), generator=generator))
+        starts = torch.arange(offset, last + 1, L)
+        starts = starts[torch.randperm(len(starts), generator=generator)]
+        for i in range(0, len(starts), p.batch_size):
+            yield window_targets(x, starts[i:i + p.batch_size], L, l)
 
     def _new_network(self) -> LstmReconstructor:
         p = self.params
-        return LstmReconstructor(self.n_series, p.hidden_size, p.num_layers, p.dropout)
+        return LstmReconstructor(self.n_series, p.hidden_size, p.num_layers, p.dropout,
+                                 horizon=1 if p.scoring == "seed" else p.prediction_length)
 
     def _continue_from(self, previous: "LstmAD") -> None:
-        """Incremental training: the previous artifact's weights and scaling; its architecture wins."""
-        p = self.params
-        if (p.num_layers, p.hidden_size) != (previous.params.num_layers, previous.params.hidden_size):
-            print(f"init-model: keeping its architecture (num-layers {previous.params.num_layers}, hidden-size "
-                  f"{previous.params.hidden_size})", flush=True)
-        p.num_layers, p.hidden_size = previous.params.num_layers, previous.params.hidden_size
+        """Incremental training: the previous artifact's weights and scaling; its architecture (and scoring
+        mode, which decides the network's outputs) wins."""
+        p, q = self.params, previous.params
+        if (p.num_layers, p.hidden_size, p.scoring) != (q.num_layers, q.hidden_size, q.scoring) or (
+                p.scoring == q.scoring == "paper" and p.prediction_length != q.prediction_length):
+            print(f"init-model: keeping its architecture (num-layers {q.num_layers}, hidden-size "
+                  f"{q.hidden_size}, scoring {q.scoring}"
+                  + (f", prediction-length {q.prediction_length})" if q.scoring == "paper" else ")"), flush=True)
+        p.num_layers, p.hidden_size, p.scoring = q.num_layers, q.hidden_size, q.scoring
+        if q.scoring == "paper":
+            p.prediction_length = q.prediction_length
         self.n_series, self.scaler = previous.n_series, dict(previous.scaler)
         network = self._new_network()
         network.load_state_dict(previous.network.state_dict())
         self.network = network
 
     def _fit_gaussian(self, x: torch.Tensor) -> None:
-        """The Normal of the errors of x[L:] (x: the error-fit part with one sequence before it, scaled), and
-        the flag threshold from their scores."""
-        errors = (x[self.params.sequence_length:] - self._reconstruct(x)).double().numpy()
+        """The Normal of the error vectors of the error-fit part (x: that part led by the first_scored steps
+        before it, scaled), and the flag threshold from their scores."""
+        errors = self._predict(x)[0].double().numpy()
         mean, covariance, ridge = fit_gaussian(errors)
         if ridge:
             print(f"gaussian: the error covariance is near-singular (eigenvalues down to "
@@ -251,42 +314,69 @@ class LstmAD:
     # -- scoring ---------------------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def _reconstruct(self, x: torch.Tensor, network: LstmReconstructor | None = None) -> torch.Tensor:
-        """Scaled [T, d] (T > sequence length) -> reconstructions of x[L:], [T - L, d], fp32 on the CPU."""
+    def _predict(self, x: torch.Tensor, network: LstmReconstructor | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scaled [T, d] (T > first_scored) -> for the rows first_scored..T-1: (error vectors [n, k], the
+        one-step-ahead predictions [n, d]), fp32 on the CPU. k = d (seed) or l x d (paper: the errors of the
+        predictions made 1, 2, ..., l steps before, in that order)."""
         network = network or self.network
         was_training = network.training
         model = data_parallel(network, self.device).eval()
-        inputs = input_sequences(x, self.params.sequence_length)
-        out = [model(inputs[i:i + SCORE_BATCH].to(self.device)).float().cpu()
-               for i in range(0, len(inputs), SCORE_BATCH)]
+        L, d = self.params.sequence_length, x.shape[1]
+        if self.params.scoring == "seed":
+            inputs = input_sequences(x, L)
+            out = [model(inputs[i:i + SCORE_BATCH].to(self.device)).float().cpu()
+                   for i in range(0, len(inputs), SCORE_BATCH)]
+            predictions = torch.cat(out).reshape(-1, d)[:len(x) - L]
+            errors = x[L:] - predictions
+        else:
+            l = self.params.prediction_length
+            inputs = windows(x[:-1], L)  # the windows ending at steps L-1 .. T-2
+            out = [model(inputs[i:i + SCORE_BATCH].to(self.device), last_only=True).float().cpu()
+                   for i in range(0, len(inputs), SCORE_BATCH)]
+            ahead = torch.cat(out).reshape(-1, l, d)  # ahead[i, j]: the prediction of x[L + i + j]
+            first = L + l - 1
+            n = len(x) - first
+            # row first + m was predicted j + 1 steps ahead by the window ending j + 1 steps before it:
+            # ahead[m + l - 1 - j, j]
+            errors = torch.stack([x[first:] - ahead[l - 1 - j:l - 1 - j + n, j] for j in range(l)], dim=1)
+            errors, predictions = errors.reshape(n, l * d), ahead[l - 1:, 0]
         network.train(was_training)
-        return torch.cat(out).reshape(-1, x.shape[1])[:len(x) - self.params.sequence_length]
+        return errors, predictions
 
     def _mse(self, x: torch.Tensor, network: LstmReconstructor | None = None) -> float:
-        return torch.nn.functional.mse_loss(self._reconstruct(x, network), x[self.params.sequence_length:]).item()
+        """Mean squared error of the predictions (paper: of all l predictions of every step)."""
+        errors = self._predict(x, network)[0]
+        return torch.nn.functional.mse_loss(errors, torch.zeros_like(errors)).item()
 
     def _log_density(self, errors: torch.Tensor) -> torch.Tensor:
         return log_density(errors, np.asarray(self.gaussian["mean"]), np.asarray(self.gaussian["covariance"]))
 
-    def score(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(scores [T] float64, reconstructions [T, d] float32 in input units); NaN for the first sequence."""
+    def score(self, values: np.ndarray, context_rows: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """(scores [T] float64, reconstructions [T, d] float32 in input units); NaN for the rows before
+        first_scored. The first `context_rows` rows are context only: read, but left out of the answer (the
+        arrays then cover the rows context_rows..T-1)."""
         self._check_fitted()
-        L = self.params.sequence_length
-        values = self._check_values(values, "input", L + 1)
+        first = self.first_scored
+        values = self._check_values(values, "input", first + 1)
+        if not 0 <= context_rows < len(values):
+            raise InputError(f"context rows must be at least 0 and fewer than the {len(values)} rows sent, "
+                             f"not {context_rows}")
         x = self._scale(values)
-        rec = self._reconstruct(x)
+        errors, predictions = self._predict(x)
         scores = np.full(len(values), np.nan)
-        scores[L:] = self._log_density(x[L:] - rec).numpy()
+        scores[first:] = self._log_density(errors).numpy()
         mean = np.asarray(self.scaler["mean"], dtype=np.float32)
         std = np.asarray(self.scaler["std"], dtype=np.float32)
         reconstructions = np.full(values.shape, np.nan, dtype=np.float32)
-        reconstructions[L:] = rec.numpy() * std + mean
-        return scores, reconstructions
+        reconstructions[first:] = predictions.numpy() * std + mean
+        return scores[context_rows:], reconstructions[context_rows:]
 
-    def predictions_csv(self, values: np.ndarray, *, flag: bool = False) -> str:
-        """Batch prediction output (SPEC): `score,rec_1,...,rec_d` per row, the first sequence's rows empty;
-        with flag, a last 0/1 column (1: score below the model's threshold)."""
-        scores, reconstructions = self.score(values)
+    def predictions_csv(self, values: np.ndarray, *, flag: bool = False, context_rows: int = 0) -> str:
+        """Batch prediction output (SPEC): `score,rec_1,...,rec_d` per row, the rows before first_scored
+        empty; with flag, a last 0/1 column (1: score below the model's threshold). The first `context_rows`
+        rows are context only (no output line)."""
+        scores, reconstructions = self.score(values, context_rows)
         empty = np.isnan(scores)
         columns = {"score": pa.array(scores, mask=empty)}
         for j in range(reconstructions.shape[1]):
@@ -294,26 +384,26 @@ class LstmAD:
         if flag:
             columns["flag"] = pa.array((scores < self.threshold).astype(np.int8), mask=empty)
         out = io.BytesIO()
-        # pyarrow's writer: multi-threaded, shortest round-trip floats, empty cells for the first sequence
+        # pyarrow's writer: multi-threaded, shortest round-trip floats, empty cells for the unscored rows
         pacsv.write_csv(pa.table(columns), out, pacsv.WriteOptions(include_header=False, quoting_style="none"))
         return str(out.getbuffer(), "ascii")  # one copy, not two (getvalue, then decode)
 
     def evaluate(self, input_path, output_dir, *, labels_path=None) -> dict:
         """Score a file: with labels detection metrics, without them reconstruction errors; metrics.json and
-        report.html in `output_dir`. Only the steps after the first sequence are scored and counted."""
+        report.html in `output_dir`. Only the steps from first_scored on are scored and counted."""
         from kfts import anomaly_metrics
         from kfts.evaluation import write_outputs
 
         values = self.read_inference(input_path)
         scores, reconstructions = self.score(values)
-        L = self.params.sequence_length
+        L = self.first_scored
         labels = None
         metrics = {"scored_steps": int(len(values) - L), "threshold": self.threshold}
         if labels_path is not None:
             labels = csvio.read_binary_labels(labels_path, len(values))
             scored = labels[L:]
             if scored.min() == scored.max():
-                raise InputError(f"the labels after the first sequence (row {L + 1} on) are all {scored[0]}: "
+                raise InputError(f"the labels of the scored rows (row {L + 1} on) are all {scored[0]}: "
                                  "detection metrics need both normal and anomalous steps", path=labels_path)
             window = 2 * anomaly_metrics.estimate_period(values)
             # higher = more anomalous for the metrics: the negated log-likelihood
@@ -414,3 +504,4 @@ def log_density(errors: torch.Tensor, mean: np.ndarray, covariance: np.ndarray) 
     z = torch.linalg.solve_triangular(chol, centered.T, upper=False)
     log_det = 2 * torch.log(torch.diagonal(chol)).sum()
     return -0.5 * (len(mean) * math.log(2 * math.pi) + log_det + (z ** 2).sum(dim=0))
+

@@ -6,9 +6,13 @@ no output. The bytes are those of one in-memory pass (model.predictions_csv on t
 
 - InceptionTime rows are independent. Chunks are whole multiples of the network's inference batch, so
   every forward pass sees the same rows as in one pass.
-- LSTM-AD scores each time step from the sequence before it: a chunk starts on a sequence boundary and is
-  led by the previous sequence as context (its rows, already written, are dropped from the chunk's output).
-  Chunks are whole multiples of the scoring batch of sequences, for the same reason as above.
+- LSTM-AD scores a time step from rows before it (seed: the sequence before it; paper: the windows that
+  predicted it), so every chunk after the first is led by rows of context, which were written with the
+  chunk before (model.predictions_csv(context_rows=...) leaves them out). Chunks start on a multiple of the
+  scoring batch (of sequences in seed mode, which also puts them on a sequence boundary; of windows in paper
+  mode), so that every forward pass sees the same rows as in one pass: matrix products of another batch
+  size may round differently. In paper mode a window's predictions are also needed by the l - 1 rows after
+  the next one, so a chunk ends on a whole batch of windows and the next one re-reads that batch's rows.
 """
 
 from __future__ import annotations
@@ -62,18 +66,21 @@ def _lstm_ad(model, path, blocks, out, chunk_bytes: int, options) -> int:
             raise InputError(f"the file has {values.shape[1]} columns (series), the model was trained on "
                              f"{model.n_series}", path=path, row=first + 1)
 
-    rows_per_batch = SCORE_BATCH * L
+    if model.params.scoring == "seed":
+        rows_per_batch, lead = SCORE_BATCH * L, 0
+    else:  # the l - 1 rows after a chunk's last window need the windows after it: whole batches of them
+        rows_per_batch, lead = SCORE_BATCH, -(-(model.params.prediction_length - 1) // SCORE_BATCH) * SCORE_BATCH
     size = max(1, chunk_bytes // (4 * model.n_series * rows_per_batch)) * rows_per_batch
+    context = L + lead
     n = 0
-    # the first chunk is its own context (its first sequence gets no score); later ones are led by L rows
-    for values in _chunks(_checked(blocks, check_columns), L + size, size, overlap=L):
-        if n == 0 and len(values) < L + 1:
-            raise InputError(f"the file has {len(values)} rows, at least {L + 1} are needed", path=path)
-        text = model.predictions_csv(values, **options)
-        if n:
-            text = text.split("\n", L)[L]  # the context rows were written with the chunk before
-        out.write(text)
-        n += len(values) - (L if n else 0)
+    # the first chunk is its own context (its first rows get no score); later ones are led by context rows
+    for values in _chunks(_checked(blocks, check_columns), L + size, size, overlap=context):
+        if n == 0 and len(values) < model.first_scored + 1:
+            raise InputError(f"the file has {len(values)} rows, at least {model.first_scored + 1} are needed",
+                             path=path)
+        rows = len(values) - (context if n else 0)
+        out.write(model.predictions_csv(values, context_rows=len(values) - rows, **options))
+        n += rows
     return n
 
 
