@@ -15,19 +15,13 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from conftest import write_csv
+from conftest import free_port, write_csv
 
 from kfts import csvio
 from kfts.errors import InputError
 
 
 # -- a real `kfts serve` in a subprocess ------------------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 class Server:
     """`python -m kfts serve` on 127.0.0.1 and free ports, its output in a log file (a full pipe would block it)."""

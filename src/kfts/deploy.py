@@ -1,10 +1,22 @@
-"""KServe InferenceService manifests for a kfts model: `kfts deploy render` and the pipelines' deploy step.
+"""KServe manifests for kfts models: `kfts deploy render` and the pipelines' deploy step (components/deploy.py).
 
-The predictor is a custom container (the kfts predictor image) running `kfts serve`. KServe's storage
-initializer downloads the model artifact from the container's STORAGE_URI to /mnt/models before it starts
-(how KServe gives a custom predictor its storageUri). With `gpu`, the container asks for `nvidia.com/gpu`
-and is placed on the GPU node pool: a node selector (when given) and tolerations for the taint GPU node
-pools carry (by default `nvidia.com/gpu`, as GKE, AKS and the NVIDIA GPU operator set it).
+Two ways to serve a kfts model artifact, both running `kfts serve` in the kfts predictor image
+(kfts.images.predictor_image):
+
+- through a ServingRuntime (render_serving_runtime): a platform team installs one ClusterServingRuntime
+  (`kfts`, and `kfts-cuda` for GPU node pools) for the model format `kfts`; an InferenceService then only says
+  `predictor.model.modelFormat.name: kfts` and the `storageUri` (render_inference_service without `image`);
+- as a custom container (render_inference_service with `image`), which needs nothing installed beforehand.
+
+Either way KServe's storage initializer downloads the `storageUri` to /mnt/models before the predictor starts.
+With `gpu` the predictor asks for `nvidia.com/gpu`, runs `kfts serve --device cuda` and is placed on the GPU node
+pool: a node selector (when given) and tolerations for the taint GPU node pools carry (GPU_TOLERATIONS).
+
+Ports, by KServe deployment mode (the `serving.kserve.io/deploymentMode` annotation): Standard (RawDeployment
+before KServe 0.15) declares HTTP 8080 and gRPC 8081, which the predictor's Service exposes on 80 and 8081;
+Knative (Serverless before 0.15) allows one port per container: HTTP 8080 (KServe's default, declared by
+nothing), or gRPC 8081 named `h2c` with `expose_grpc`. Without a mode the cluster's default applies and only
+HTTP is declared.
 """
 
 from __future__ import annotations
@@ -14,49 +26,107 @@ import re
 from kfts.errors import InputError
 
 MODEL_DIR = "/mnt/models"  # where KServe's storage initializer puts the storageUri
-HTTP_PORT = 8080
+HTTP_PORT, GRPC_PORT = 8080, 8081  # kfts serve's defaults, and KServe's
+MODEL_FORMAT = {"name": "kfts", "version": "1"}  # version: the artifact's FORMAT_VERSION (src/kfts/artifact.py)
+PROTOCOL_VERSIONS = ["v1", "v2", "grpc-v2"]  # V1 REST, V2 REST, V2 gRPC: what kfts serve answers
+RUNTIMES = {False: "kfts", True: "kfts-cuda"}  # the ServingRuntime names, by gpu
 GPU_TOLERATIONS = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+DEPLOYMENT_MODES = {"Standard": "standard", "RawDeployment": "standard", "Knative": "knative",
+                    "Serverless": "knative"}  # KServe's names; the second of each pair before KServe 0.15
+ANNOTATION = "serving.kserve.io/deploymentMode"
+LABELS = {"app.kubernetes.io/name": "kfts", "app.kubernetes.io/component": "predictor"}
 _DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
 
-def render_inference_service(*, name: str, model_uri: str, image: str, gpu: bool = False, gpus: int = 1,
-                             node_selector: dict | None = None, tolerations: list | None = None,
-                             min_replicas: int = 1, max_replicas: int = 1, namespace: str | None = None,
-                             cpu: str = "1", memory: str = "2Gi", service_account: str | None = None) -> dict:
+def render_serving_runtime(*, image: str, gpu: bool = False, name: str | None = None, namespace: str | None = None,
+                           deployment_mode: str | None = None, cpu: str = "1", memory: str = "2Gi") -> dict:
+    """A ClusterServingRuntime for the model format `kfts` (a ServingRuntime with `namespace`), as a dict.
+
+    Named RUNTIMES[gpu] unless `name` is given. The CPU runtime is auto-selected for `modelFormat: kfts`; the
+    CUDA one only when an InferenceService names it (render_inference_service does with `gpu`). `cpu` and
+    `memory` are the default requests and limits, which an InferenceService's resources replace.
+    """
+    name = name or RUNTIMES[gpu]
+    _check_name(name, "--name")
+    mode = _mode(deployment_mode)
+    container = {
+        "name": "kserve-container",
+        "image": image,
+        "command": ["kfts", "serve"],
+        "args": [f"--model-dir={MODEL_DIR}", "--model-name={{.Name}}", f"--http-port={HTTP_PORT}",
+                 f"--grpc-port={GRPC_PORT}", f"--device={'cuda' if gpu else 'cpu'}"],
+        **_ports(mode, expose_grpc=False),
+        "resources": _resources(cpu, memory, gpus=1 if gpu else 0),
+        "securityContext": _security(),
+    }
+    if mode == "standard":  # Knative probes its one port itself, which an InferenceService may make gRPC's
+        container["readinessProbe"] = _readiness()
+    spec = {
+        "annotations": {"prometheus.kserve.io/port": str(HTTP_PORT), "prometheus.kserve.io/path": "/metrics"},
+        "supportedModelFormats": [{**MODEL_FORMAT, "autoSelect": not gpu, "priority": 1}],
+        "protocolVersions": list(PROTOCOL_VERSIONS),
+        "containers": [container],
+    }
+    metadata = {"name": name, "labels": dict(LABELS)}
+    if namespace:
+        metadata["namespace"] = namespace
+    return {"apiVersion": "serving.kserve.io/v1alpha1", "kind": "ServingRuntime" if namespace else
+            "ClusterServingRuntime", "metadata": metadata, "spec": spec}
+
+
+def render_inference_service(*, name: str, model_uri: str, image: str | None = None, runtime: str | None = None,
+                             gpu: bool = False, gpus: int = 1, node_selector: dict | None = None,
+                             tolerations: list | None = None, min_replicas: int = 1, max_replicas: int = 1,
+                             namespace: str | None = None, cpu: str = "1", memory: str = "2Gi",
+                             service_account: str | None = None, deployment_mode: str | None = None,
+                             expose_grpc: bool = False) -> dict:
     """An InferenceService (serving.kserve.io/v1beta1) serving the kfts model at `model_uri`, as a dict.
 
-    `tolerations` default to GPU_TOLERATIONS with `gpu` and to none without; `node_selector` picks the node
-    pool (for example {"cloud.google.com/gke-accelerator": "nvidia-tesla-t4"}).
+    Without `image`, the short form for the kfts ServingRuntime: `modelFormat: kfts`, the `runtime` when given
+    (with `gpu` RUNTIMES[True] by default, since KServe would auto-select the CPU runtime), else KServe picks.
+    With `image`, that image as a custom container. `tolerations` default to GPU_TOLERATIONS with `gpu` and to
+    none without; `node_selector` picks the node pool (e.g. {"cloud.google.com/gke-accelerator": "nvidia-l4"}).
     """
-    if not _DNS_LABEL.match(name) or len(name) > 45:
-        raise InputError(f"--name {name!r} must be a DNS label: lowercase letters, digits and '-', starting "
-                         "with a letter, at most 45 characters (KServe adds suffixes)")
+    _check_name(name, "--name")
+    if len(name) > 45:
+        raise InputError(f"--name {name!r} is longer than 45 characters (KServe adds suffixes)")
     if not model_uri:
         raise InputError("--model-uri is empty: give the model artifact's URI (gs://, s3://, pvc://, https://)")
     if not 0 <= min_replicas <= max_replicas or max_replicas < 1:
         raise InputError(f"replicas must satisfy 0 <= min ({min_replicas}) <= max ({max_replicas}), max >= 1")
     if gpu and gpus < 1:
         raise InputError(f"--gpus must be at least 1, not {gpus}")
+    if image is not None and runtime is not None:
+        raise InputError("--runtime names a ServingRuntime; a custom container (--container) runs without one")
+    mode = _mode(deployment_mode)
+    if expose_grpc and mode == "standard":
+        raise InputError(f"--expose-grpc is for Knative: with deployment mode {deployment_mode} both HTTP and "
+                         "gRPC are exposed")
 
-    resources = {"requests": {"cpu": cpu, "memory": memory}, "limits": {"cpu": cpu, "memory": memory}}
-    if gpu:
-        resources["limits"]["nvidia.com/gpu"] = str(gpus)  # a quantity, as `kubectl` prints it
-    container = {
-        "name": "kserve-container",  # the name KServe looks for the STORAGE_URI on
-        "image": image,
-        "command": ["kfts", "serve"],
-        "args": ["--model-dir", MODEL_DIR, "--model-name", name, "--http-port", str(HTTP_PORT),
-                 "--device", "cuda" if gpu else "cpu"],
-        "env": [{"name": "STORAGE_URI", "value": model_uri}],
-        "ports": [{"name": "http1", "containerPort": HTTP_PORT, "protocol": "TCP"}],
-        "resources": resources,
-        # ready once the model is loaded and warmed up (KServe answers 503 until then)
-        "readinessProbe": {"httpGet": {"path": f"/v1/models/{name}", "port": HTTP_PORT},
-                           "initialDelaySeconds": 5, "periodSeconds": 5, "failureThreshold": 3},
-        "securityContext": {"runAsNonRoot": True, "allowPrivilegeEscalation": False,
-                            "capabilities": {"drop": ["ALL"]}},
-    }
-    predictor = {"minReplicas": min_replicas, "maxReplicas": max_replicas, "containers": [container]}
+    resources = _resources(cpu, memory, gpus=gpus if gpu else 0)
+    ports = _ports(mode, expose_grpc)
+    if image is None:
+        model = {"modelFormat": dict(MODEL_FORMAT)}
+        runtime = runtime or (RUNTIMES[True] if gpu else None)
+        if runtime:
+            model["runtime"] = runtime
+        model.update({"storageUri": model_uri, **ports, "resources": resources})
+        predictor = {"minReplicas": min_replicas, "maxReplicas": max_replicas, "model": model}
+    else:
+        container = {
+            "name": "kserve-container",  # the name KServe looks for the STORAGE_URI on
+            "image": image,
+            "command": ["kfts", "serve"],
+            "args": ["--model-dir", MODEL_DIR, "--model-name", name, "--http-port", str(HTTP_PORT),
+                     "--grpc-port", str(GRPC_PORT), "--device", "cuda" if gpu else "cpu"],
+            "env": [{"name": "STORAGE_URI", "value": model_uri}],
+            "ports": ports.get("ports", [_HTTP]),
+            "resources": resources,
+            "securityContext": _security(),
+        }
+        if not expose_grpc:  # Knative probes its one port itself, gRPC's here
+            container["readinessProbe"] = _readiness()
+        predictor = {"minReplicas": min_replicas, "maxReplicas": max_replicas, "containers": [container]}
     if node_selector:
         predictor["nodeSelector"] = dict(node_selector)
     tolerations = GPU_TOLERATIONS if tolerations is None and gpu else tolerations
@@ -64,12 +134,57 @@ def render_inference_service(*, name: str, model_uri: str, image: str, gpu: bool
         predictor["tolerations"] = [dict(t) for t in tolerations]
     if service_account:
         predictor["serviceAccountName"] = service_account
-    metadata = {"name": name, "labels": {"app.kubernetes.io/name": "kfts", "app.kubernetes.io/component":
-                                         "predictor"}}
+    metadata = {"name": name, "labels": dict(LABELS)}
     if namespace:
         metadata["namespace"] = namespace
+    if deployment_mode:
+        metadata["annotations"] = {ANNOTATION: deployment_mode}
     return {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService", "metadata": metadata,
             "spec": {"predictor": predictor}}
+
+
+_HTTP = {"name": "http1", "containerPort": HTTP_PORT, "protocol": "TCP"}
+
+
+def _ports(mode: str | None, expose_grpc: bool) -> dict:
+    """The container's `ports` field for the deployment mode, or none (KServe's default: HTTP on 8080)."""
+    if mode == "standard":  # Istio reads the protocol from the name: <protocol>[-<suffix>]
+        return {"ports": [dict(_HTTP), {"name": "grpc-port", "containerPort": GRPC_PORT, "protocol": "TCP"}]}
+    if expose_grpc:  # Knative's name for HTTP/2 without TLS, which it then routes as gRPC
+        return {"ports": [{"name": "h2c", "containerPort": GRPC_PORT, "protocol": "TCP"}]}
+    return {}
+
+
+def _mode(deployment_mode: str | None) -> str | None:
+    if deployment_mode is None:
+        return None
+    if deployment_mode not in DEPLOYMENT_MODES:
+        raise InputError(f"--deployment-mode {deployment_mode!r}: one of {', '.join(DEPLOYMENT_MODES)}")
+    return DEPLOYMENT_MODES[deployment_mode]
+
+
+def _check_name(name: str, flag: str) -> None:
+    if not _DNS_LABEL.match(name) or len(name) > 63:
+        raise InputError(f"{flag} {name!r} must be a DNS label: lowercase letters, digits and '-', starting "
+                         "with a letter")
+
+
+def _resources(cpu: str, memory: str, gpus: int) -> dict:
+    resources = {"requests": {"cpu": cpu, "memory": memory}, "limits": {"cpu": cpu, "memory": memory}}
+    if gpus:
+        resources["limits"]["nvidia.com/gpu"] = str(gpus)  # a quantity, as `kubectl` prints it
+    return resources
+
+
+def _readiness() -> dict:
+    """Ready once the model is loaded and warmed up (kfts serve listens only then, and KServe answers 503
+    before its models are ready)."""
+    return {"httpGet": {"path": "/v2/health/ready", "port": HTTP_PORT}, "initialDelaySeconds": 5,
+            "periodSeconds": 5, "failureThreshold": 3}
+
+
+def _security() -> dict:
+    return {"runAsNonRoot": True, "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
 
 
 def to_yaml(manifest: dict) -> str:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from kfts.deploy import parse_key_value, parse_toleration
+from kfts.deploy import DEPLOYMENT_MODES, parse_key_value, parse_toleration
 from kfts.errors import InputError
+
+KINDS = ("InferenceService", "ClusterServingRuntime", "ServingRuntime")
 
 
 def register(commands) -> None:
@@ -26,12 +28,24 @@ def register(commands) -> None:
 
     deploy = commands.add_parser("deploy", help="Kubernetes manifests for serving")
     actions = deploy.add_subparsers(dest="action", required=True, metavar="ACTION")
-    render = actions.add_parser("render", help="write a KServe InferenceService for a model artifact")
-    render.add_argument("--model-uri", required=True, help="the model artifact's URI (gs://, s3://, pvc://...)")
-    render.add_argument("--name", required=True, help="InferenceService name, also the model name")
-    render.add_argument("--image", help="predictor image (default: what `make images` tags, "
-                                        "$KFTS_IMAGE-predictor, or $KFTS_IMAGE-predictor-cuda with --gpu)")
-    render.add_argument("--gpu", action="store_true", help="ask for GPUs and schedule on the GPU node pool")
+    render = actions.add_parser("render", help="write a KServe InferenceService for a model artifact, or the "
+                                               "kfts ServingRuntime it uses (--kind)")
+    render.add_argument("--kind", default="InferenceService", choices=KINDS,
+                        help="InferenceService (default); ClusterServingRuntime, once per cluster for the model "
+                             "format kfts; or ServingRuntime, the same in --namespace")
+    render.add_argument("--name", help="InferenceService: its name, also the model name (required); runtimes: "
+                                       "default kfts, or kfts-cuda with --gpu")
+    render.add_argument("--model-uri", help="InferenceService: the model artifact's URI (gs://, s3://, pvc://...)")
+    render.add_argument("--runtime", help="InferenceService: the ServingRuntime to use (default: KServe picks the "
+                                          "kfts runtime; with --gpu kfts-cuda)")
+    render.add_argument("--container", action="store_true",
+                        help="InferenceService: run the predictor image as a custom container, with no "
+                             "ServingRuntime")
+    render.add_argument("--image", help="the predictor image of a runtime or --container (default: what `make "
+                                        "images` tags, $KFTS_IMAGE-predictor, or $KFTS_IMAGE-predictor-cuda with "
+                                        "--gpu)")
+    render.add_argument("--gpu", action="store_true", help="ask for GPUs and schedule on the GPU node pool "
+                                                           "(runtimes: the CUDA runtime)")
     render.add_argument("--gpus", type=int, default=1, help="GPUs per replica with --gpu")
     render.add_argument("--node-selector", action="append", default=[], metavar="KEY=VALUE",
                         help="node label the pods need (repeatable), e.g. cloud.google.com/gke-nodepool=gpu")
@@ -39,6 +53,12 @@ def register(commands) -> None:
                         help="taint to tolerate (repeatable); with --gpu the default is nvidia.com/gpu")
     render.add_argument("--min-replicas", type=int, default=1)
     render.add_argument("--max-replicas", type=int, default=1)
+    render.add_argument("--deployment-mode", choices=DEPLOYMENT_MODES,
+                        help="KServe's serving.kserve.io/deploymentMode: Standard (HTTP and gRPC exposed) or "
+                             "Knative (one port); RawDeployment and Serverless before KServe 0.15 (default: "
+                             "the cluster's, HTTP only)")
+    render.add_argument("--expose-grpc", action="store_true",
+                        help="InferenceService under Knative: expose gRPC (8081) instead of HTTP")
     render.add_argument("--namespace")
     render.add_argument("--cpu", default="1")
     render.add_argument("--memory", default="2Gi")
@@ -56,19 +76,39 @@ def cmd_serve(args) -> None:
 
 def cmd_deploy_render(args) -> None:
     from kfts.artifact import atomic_file
-    from kfts.deploy import render_inference_service, to_yaml
+    from kfts.deploy import render_inference_service, render_serving_runtime, to_yaml
     from kfts.images import predictor_image
-    manifest = render_inference_service(
-        name=args.name, model_uri=args.model_uri, image=args.image or predictor_image(args.gpu), gpu=args.gpu,
-        gpus=args.gpus,
-        node_selector=dict(parse_key_value(s, "--node-selector") for s in args.node_selector) or None,
-        tolerations=[parse_toleration(t) for t in args.toleration] if args.toleration is not None else None,
-        min_replicas=args.min_replicas, max_replicas=args.max_replicas, namespace=args.namespace,
-        cpu=args.cpu, memory=args.memory, service_account=args.service_account)
+    image = args.image or predictor_image(args.gpu)
+    if args.kind != "InferenceService":
+        if args.kind == "ServingRuntime" and not args.namespace:
+            raise InputError("--kind ServingRuntime needs --namespace (a ClusterServingRuntime has none)")
+        unused = [flag for flag, value in (("--model-uri", args.model_uri), ("--runtime", args.runtime),
+                                            ("--container", args.container), ("--expose-grpc", args.expose_grpc))
+                  if value]
+        if unused:
+            raise InputError(f"{unused[0]} is for an InferenceService, not a {args.kind}")
+        manifest = render_serving_runtime(image=image, gpu=args.gpu, name=args.name,
+                                          namespace=args.namespace if args.kind == "ServingRuntime" else None,
+                                          deployment_mode=args.deployment_mode, cpu=args.cpu, memory=args.memory)
+    else:
+        for flag, value in (("--name", args.name), ("--model-uri", args.model_uri)):
+            if not value:
+                raise InputError(f"{flag} is required for an InferenceService")
+        if args.image and not args.container:
+            raise InputError("--image goes with --container: an InferenceService for the kfts ServingRuntime "
+                             "runs the runtime's image")
+        manifest = render_inference_service(
+            name=args.name, model_uri=args.model_uri, image=image if args.container else None, runtime=args.runtime,
+            gpu=args.gpu, gpus=args.gpus,
+            node_selector=dict(parse_key_value(s, "--node-selector") for s in args.node_selector) or None,
+            tolerations=[parse_toleration(t) for t in args.toleration] if args.toleration is not None else None,
+            min_replicas=args.min_replicas, max_replicas=args.max_replicas, namespace=args.namespace,
+            cpu=args.cpu, memory=args.memory, service_account=args.service_account,
+            deployment_mode=args.deployment_mode, expose_grpc=args.expose_grpc)
     text = to_yaml(manifest)
     if args.output is None:
         print(text, end="")
         return
     with atomic_file(args.output) as f:
         f.write(text)
-    print(f"InferenceService {args.name} written to {args.output}")
+    print(f"{manifest['kind']} {manifest['metadata']['name']} written to {args.output}")
