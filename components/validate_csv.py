@@ -1,22 +1,24 @@
-"""validate-csv: fetch one input file and check it against the CSV contract; a bad file fails the run here."""
+"""validate-csv: fetch one input file and check it against the CSV contract; check-inputs: check the inputs
+against each other. A bad file fails the run at one of them, before training (which waits on check-inputs)."""
 
 from kfp import dsl
-from kfp.dsl import Dataset, Output
+from kfp.dsl import Dataset, Input, Output
 
-from kfts.components.settings import IMAGE, fail, mark_absent
+from kfts.components.settings import IMAGE, fail, mark_absent, present
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False, additional_funcs=[fail, mark_absent])
 def validate_csv(algorithm: str, uri: str, layout: str, data: Output[Dataset]):
-    """Copy `uri` (a path, or any URI pyarrow reads: s3://, gs://, hdfs://) into `data` and validate it.
+    """Copy `uri` (a path, or any URI pyarrow reads: s3://, gs://, hdfs://) into `data` and validate it alone.
 
-    layout: training (labels in the first column for inception-time), inference, or labels (a file of
-    labels, checked where it is used: against the rows of the file it labels). An empty `uri` is an optional
-    input that was not given: `data` becomes a placeholder with metadata present=False.
+    layout: training (labels in the first column for inception-time), inference, or labels (one label per
+    row). `data`'s metadata is the file's summary (kfts.validation.describe: rows, length or columns,
+    classes), which check-inputs compares. An empty `uri` is an optional input that was not given: `data`
+    becomes a placeholder with metadata present=False.
     """
     import pyarrow.fs
 
-    from kfts import csvio
+    from kfts import validation
     from kfts.errors import InputError
 
     if not uri:
@@ -25,28 +27,34 @@ def validate_csv(algorithm: str, uri: str, layout: str, data: Output[Dataset]):
     # checked here rather than by kfts.algorithms.get, which imports torch: seconds on every input
     if algorithm not in ("inception-time", "lstm-ad"):
         fail(f"unknown algorithm {algorithm!r}: choose inception-time or lstm-ad")
-    if layout not in ("training", "inference", "labels"):
-        fail(f"layout must be training, inference or labels, not {layout!r}")
     try:
         pyarrow.fs.copy_files(uri, data.path)
     except (OSError, ValueError) as e:  # pyarrow: missing file, unknown scheme, no access
         fail(f"{uri}: cannot be read ({e})")
-
-    data.metadata.update({"present": True, "source": uri, "algorithm": algorithm, "layout": layout})
-    try:  # the checks of `kfts validate`
-        if layout == "labels":
-            pass
-        elif algorithm == "inception-time" and layout == "training":
-            labeled = csvio.read_labeled_series(data.path)
-            data.metadata.update({"rows": len(labeled.values), "length": int(labeled.values.shape[1]),
-                                  "classes": sorted(set(labeled.labels.tolist()))})
-        elif algorithm == "inception-time":
-            values = csvio.read_series_rows(data.path)
-            data.metadata.update({"rows": len(values), "length": int(values.shape[1])})
-        else:
-            values = csvio.read_series_columns(data.path)
-            data.metadata.update({"rows": len(values), "columns": int(values.shape[1])})
+    try:
+        summary = validation.describe(algorithm, data.path, layout, source=uri)
     except InputError as e:
-        e.path = uri  # name the user's file, not the staged copy
         fail(e)
-    print(f"ok: {uri}: {data.metadata}")
+    data.metadata.update({"present": True, **summary})
+    print(f"ok: {uri}: {summary.get('rows')} rows")
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False, additional_funcs=[fail, present])
+def check_inputs(algorithm: str, train: Input[Dataset], valid: Input[Dataset], test: Input[Dataset],
+                 test_labels: Input[Dataset], test_name: str = "test"):
+    """The validated inputs against each other (kfts.validation.check, on the summaries validate-csv kept):
+    series lengths or column counts equal to the training data's, label files with one label per row of the
+    file they label, no class the training data lacks. test_name: what the pipeline calls `test` (the
+    retraining pipeline's holdout data)."""
+    from kfts import validation
+    from kfts.errors import InputError
+
+    given = {"train": train, "valid": valid, test_name: test, test_name + validation.LABELS_SUFFIX: test_labels}
+    # KFP metadata holds every number as a float: the counts back as integers, for messages that read right
+    summaries = {name: {k: int(v) if isinstance(v, float) and v.is_integer() else v for k, v in d.metadata.items()}
+                 for name, d in given.items() if present(d)}
+    try:
+        validation.check(algorithm, summaries)
+    except InputError as e:
+        fail(e)
+    print(f"ok: {', '.join(summaries)} agree")

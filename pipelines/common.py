@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from kfp import dsl, kubernetes
 
-from kfts.components import batch_predict, deploy, evaluate, validate_csv
+from kfts.components import batch_predict, check_inputs, deploy, evaluate, validate_csv
 from kfts.deploy import GPU_TOLERATIONS
 from kfts.images import base_image, component_image
 
@@ -72,14 +72,21 @@ def side_effect(task: dsl.PipelineTask) -> dsl.PipelineTask:
     return task.set_caching_options(False)
 
 
-def validate_inputs(algorithm: str, cluster: Cluster | None, **uris: tuple[str, str]) -> dict:
-    """One validate-csv task per input, all independent (they run in parallel): {name: Dataset output}.
-    `uris` maps a name to (pipeline parameter, layout)."""
+def validate_inputs(algorithm: str, cluster: Cluster | None, **uris: tuple[str, str]
+                    ) -> tuple[dict, dsl.PipelineTask]:
+    """One validate-csv task per input, all independent (they run in parallel), then one check-inputs task
+    that compares them: ({name: Dataset output}, the check-inputs task, which training must run after).
+    `uris` maps a name to (pipeline parameter, layout): train, valid, the data scored after training (test,
+    or holdout) and its labels (NAME_labels)."""
     outputs = {}
     for name, (uri, layout) in uris.items():
-        task = validate_csv(algorithm=algorithm, uri=uri, layout=layout).set_display_name(f"validate-{name}")
+        task = validate_csv(algorithm=algorithm, uri=uri, layout=layout)
+        task.set_display_name(f"validate {name.replace('_', ' ')}")
         outputs[name] = place(side_effect(task), cluster).outputs["data"]
-    return outputs
+    [scored] = [name for name in outputs if name not in ("train", "valid") and not name.endswith("_labels")]
+    checked = check_inputs(algorithm=algorithm, train=outputs["train"], valid=outputs["valid"],
+                           test=outputs[scored], test_labels=outputs[scored + "_labels"], test_name=scored)
+    return outputs, place(side_effect(checked.set_display_name("check inputs together")), cluster)
 
 
 @dataclass
@@ -113,13 +120,14 @@ def after_training(*, model, data: dict, valid: str, test: str, test_labels: str
     and the validation metric passes `passes_gate(score)`)."""
     with dsl.If(valid != "", "valid-given"):
         scored = place(evaluate(model=model, data=data["valid"], metric=valid_metric), cluster)
-        scored.set_display_name("evaluate-valid")
+        scored.set_display_name("evaluate valid")
         with dsl.If(deploy_wanted == True, "deploy-asked"):  # noqa: E712 (a pipeline condition, not Python)
             with dsl.If(passes_gate(scored.outputs["Output"]), "metric-passes"):
-                side_effect(place(deploy_task(model, serving, cluster), cluster))
+                side_effect(place(deploy_task(model, serving, cluster).set_display_name("deploy"), cluster))
     with dsl.If(test != "", "test-given"):
         predicted = batch_predict(model=model, data=data["test"], **predict_options)
+        predicted.set_display_name("batch-predict test")
         place(predicted, cluster, gpu=True)
         with dsl.If(test_labels != "", "test-labelled"):
             scored = evaluate(model=model, data=data["test"], labels=data["test_labels"], metric=test_metric)
-            place(scored.set_display_name("evaluate-test"), cluster)
+            place(scored.set_display_name("evaluate test"), cluster)

@@ -33,27 +33,30 @@ def build(cluster: Cluster | None = None, *, fan_out: bool = False):
                        deploy: bool = False, deploy_min_accuracy: float = 0.0, deploy_name: str = ALGORITHM,
                        deploy_namespace: str = "", deploy_image: str = "", deploy_gpu: bool = gpu,
                        deploy_min_replicas: int = 1, deploy_max_replicas: int = 1):
-        data = validate_inputs(ALGORITHM, cluster, train=(train_uri, "training"), valid=(valid_uri, "training"),
-                               test=(test_uri, "inference"), test_labels=(test_labels_uri, "labels"))
+        data, checked = validate_inputs(ALGORITHM, cluster, train=(train_uri, "training"),
+                                        valid=(valid_uri, "training"), test=(test_uri, "inference"),
+                                        test_labels=(test_labels_uri, "labels"))
         hyperparameters = {"filters": filters, "depth": depth, "models": models, "lr": lr,
                            "batch_size": batch_size, "epochs": epochs, "schedule": schedule,
                            "ensemble": ensemble, "precision": precision}
         common = {"algorithm": ALGORITHM, "train_data": data["train"], "valid_data": data["valid"],
                   "seed": seed, "checkpoint_root": checkpoint_root, "run_id": dsl.PIPELINE_JOB_ID_PLACEHOLDER}
         if fan_out:
-            no_init = place(fetch_model(uri="").set_display_name("no-init-model"), cluster).outputs["model"]
-            indices = place(member_indices(models=models), cluster)
+            no_init = place(fetch_model(uri="").set_display_name("no init model"), cluster).outputs["model"]
+            indices = place(member_indices(models=models).set_display_name("list members"), cluster)
             with dsl.ParallelFor(indices.output, name="members") as member:
                 task = train(**common, init_model=no_init, member=member,
                              hyperparameters={**hyperparameters, "models": 1, "ensemble": "sequential"})
-                resumable(place(task, cluster, gpu=True), cluster)
+                resumable(place(task.set_display_name("train member").after(checked), cluster, gpu=True), cluster)
             combined = combine_members(members=dsl.Collected(task.outputs["model"]), train_data=data["train"],
-                                       valid_data=data["valid"])
+                                       valid_data=data["valid"]).set_display_name("combine members")
             model = place(combined, cluster, gpu=True).outputs["model"]
         else:
-            previous = place(side_effect(fetch_model(uri=init_model_uri)), cluster)
+            previous = place(side_effect(fetch_model(uri=init_model_uri).set_display_name("fetch init model")),
+                             cluster)
             task = train(**common, init_model=previous.outputs["model"], hyperparameters=hyperparameters)
-            model = resumable(place(task, cluster, gpu=True), cluster).outputs["model"]
+            model = resumable(place(task.set_display_name("train").after(checked), cluster, gpu=True),
+                              cluster).outputs["model"]
 
         after_training(model=model, data=data, valid=valid_uri, test=test_uri, test_labels=test_labels_uri,
                        valid_metric="accuracy", test_metric="accuracy",

@@ -30,18 +30,21 @@ def build(cluster: Cluster | None = None):
                 deploy: bool = False, deploy_max_mse: float = 1e30, deploy_name: str = ALGORITHM,
                 deploy_namespace: str = "", deploy_image: str = "", deploy_gpu: bool = gpu,
                 deploy_min_replicas: int = 1, deploy_max_replicas: int = 1):
-        data = validate_inputs(ALGORITHM, cluster, train=(train_uri, "training"), valid=(valid_uri, "training"),
-                               test=(test_uri, "inference"), test_labels=(test_labels_uri, "labels"))
+        data, checked = validate_inputs(ALGORITHM, cluster, train=(train_uri, "training"),
+                                        valid=(valid_uri, "training"), test=(test_uri, "inference"),
+                                        test_labels=(test_labels_uri, "labels"))
         hyperparameters = {"num_layers": num_layers, "sequence_length": sequence_length,
                            "hidden_size": hidden_size, "dropout": dropout, "lr": lr, "batch_size": batch_size,
                            "epochs": epochs, "error_fraction": error_fraction,
                            "threshold_quantile": threshold_quantile, "precision": precision, "scoring": scoring,
                            "prediction_length": prediction_length}
-        previous = place(side_effect(fetch_model(uri=init_model_uri)), cluster)
+        previous = place(side_effect(fetch_model(uri=init_model_uri).set_display_name("fetch init model")),
+                         cluster)
         task = train(algorithm=ALGORITHM, train_data=data["train"], valid_data=data["valid"],
                      init_model=previous.outputs["model"], hyperparameters=hyperparameters, seed=seed,
                      checkpoint_root=checkpoint_root, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
-        model = resumable(place(task, cluster, gpu=True), cluster).outputs["model"]
+        model = resumable(place(task.set_display_name("train").after(checked), cluster, gpu=True),
+                          cluster).outputs["model"]
 
         after_training(model=model, data=data, valid=valid_uri, test=test_uri, test_labels=test_labels_uri,
                        valid_metric="mse", test_metric="roc_auc",

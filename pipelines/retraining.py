@@ -32,29 +32,31 @@ def build(algorithm: str, cluster: Cluster | None = None):
                    deploy_name: str = algorithm, deploy_namespace: str = "", deploy_image: str = "",
                    deploy_gpu: bool = gpu, deploy_min_replicas: int = 1, deploy_max_replicas: int = 1):
         holdout_layout = "training" if algorithm == "inception-time" else "inference"
-        data = validate_inputs(algorithm, cluster, train=(train_uri, "training"), valid=(valid_uri, "training"),
-                               holdout=(holdout_uri, holdout_layout),
-                               holdout_labels=(holdout_labels_uri, "labels"))
-        champion = place(side_effect(fetch_model(uri=champion_uri).set_display_name("fetch-champion")), cluster)
-        previous = place(side_effect(fetch_model(uri=init_model_uri).set_display_name("fetch-init-model")),
+        data, checked = validate_inputs(algorithm, cluster, train=(train_uri, "training"),
+                                        valid=(valid_uri, "training"), holdout=(holdout_uri, holdout_layout),
+                                        holdout_labels=(holdout_labels_uri, "labels"))
+        champion = place(side_effect(fetch_model(uri=champion_uri).set_display_name("fetch champion")), cluster)
+        previous = place(side_effect(fetch_model(uri=init_model_uri).set_display_name("fetch init model")),
                          cluster)
         challenger = train(algorithm=algorithm, train_data=data["train"], valid_data=data["valid"],
                            init_model=previous.outputs["model"], hyperparameters=hyperparameters, seed=seed,
                            checkpoint_root=checkpoint_root, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
-        challenger = resumable(place(challenger, cluster, gpu=True), cluster).outputs["model"]
+        challenger = resumable(place(challenger.set_display_name("train challenger").after(checked), cluster,
+                                     gpu=True), cluster).outputs["model"]
 
         scores = {}
         for name, model in (("challenger", challenger), ("champion", champion.outputs["model"])):
             task = evaluate(model=model, data=data["holdout"], labels=data["holdout_labels"], metric=metric)
-            scores[name] = place(task.set_display_name(f"evaluate-{name}"), cluster).outputs["Output"]
+            scores[name] = place(task.set_display_name(f"evaluate {name}"), cluster).outputs["Output"]
         choice = choose_champion(challenger_score=scores["challenger"], champion_score=scores["champion"],
                                  higher_is_better=higher_is_better, metric=metric)
-        place(side_effect(choice), cluster)
+        place(side_effect(choice.set_display_name("choose champion")), cluster)
         with dsl.If(choice.outputs["Output"] == True, "challenger-wins"):  # noqa: E712 (a pipeline condition)
-            place(side_effect(promote_model(model=challenger, uri=champion_uri)), cluster)
+            promote = promote_model(model=challenger, uri=champion_uri).set_display_name("promote challenger")
+            place(side_effect(promote), cluster)
             with dsl.If(deploy_promoted == True, "deploy-asked"):  # noqa: E712
                 serving = Serving(deploy_name, deploy_namespace, deploy_image, deploy_gpu, deploy_min_replicas,
                                   deploy_max_replicas)
-                side_effect(place(deploy_task(challenger, serving, cluster), cluster))
+                side_effect(place(deploy_task(challenger, serving, cluster).set_display_name("deploy"), cluster))
 
     return retraining

@@ -97,3 +97,23 @@ def test_fan_out_trains_members_in_a_parallel_for_and_combines_them(tmp_path):
     assert "combine-members" in spec["root"]["dag"]["tasks"]
     members = spec["components"]["comp-for-loop-1"]["dag"]["tasks"]["train"]
     assert members["inputs"]["parameters"]["hyperparameters"]["runtimeValue"]["constant"]["models"] == 1
+
+
+@pytest.mark.parametrize("name, fan_out", [("inception-time", False), ("inception-time", True),
+                                           ("lstm-ad", False), ("retrain-inception-time", False)])
+def test_training_waits_for_every_input_checked_alone_and_together(name, fan_out, tmp_path):
+    spec, _ = _documents(compile_pipeline(name, tmp_path / "p.yaml", Cluster(), fan_out=fan_out))
+    tasks = spec["root"]["dag"]["tasks"]
+    check = tasks["check-inputs"]
+    validations = {t for t in tasks if t.startswith("validate-csv")}
+    assert len(validations) == 4 and set(check["dependentTasks"]) == validations
+    trains = [task for dag in [spec["root"]["dag"], *(c["dag"] for c in spec["components"].values() if "dag" in c)]
+              for task in dag["tasks"].values() if task["componentRef"]["name"] == "comp-train"]
+    assert trains
+    if fan_out:  # the members' loop as a whole waits
+        assert "check-inputs" in tasks["for-loop-1"]["dependentTasks"]
+    else:
+        assert all("check-inputs" in task["dependentTasks"] for task in trains)
+    # what the KFP UI shows for each task
+    names = {task["taskInfo"]["name"] for task in tasks.values()}
+    assert {"validate train", "check inputs together"} <= names

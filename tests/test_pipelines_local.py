@@ -61,10 +61,10 @@ def test_a_bad_csv_stops_the_run_at_validate_csv(tmp_path):
     (tmp_path / "train.csv").write_text("a,1,2,3\nb,1,abc,3\n")
     result = run_cli("pipeline", "run", "inception-time", "--train", tmp_path / "train.csv",
                      "--output-dir", tmp_path / "out")
-    assert result.returncode == 1
-    output = result.stdout + result.stderr
-    assert f"error: {tmp_path / 'train.csv'}: row 2, column 3: 'abc' is not a number" in output
-    assert re.search(r"Inner task failed: .*validate-csv", output)
+    assert result.returncode == 2
+    assert f"  error: {tmp_path / 'train.csv'}: row 2, column 3: 'abc' is not a number\n" in result.stdout
+    assert re.search(r"^validate train +FAILURE", result.stdout, re.M)
+    assert "error: pipeline inception-time failed at 'validate train'" in result.stderr
     assert not list((tmp_path / "out").rglob("train/model"))
 
 

@@ -18,11 +18,15 @@ checkpoint volume) is chosen when a pipeline is compiled: see pipelines.common.C
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
+import threading
+import time
 from dataclasses import fields
 from pathlib import Path
 
@@ -78,11 +82,13 @@ def compile_all(output_dir: str | os.PathLike) -> list[Path]:
 # -- local runs -------------------------------------------------------------------------------------------------
 
 def run_local(name: str, arguments: dict, output_dir: str | os.PathLike, *, fan_out: bool = False,
-              runner=None) -> dict:
+              runner=None, progress=None) -> dict:
     """Run pipeline `name` with kfp.local under `output_dir` (the pipeline root, kept): {task: {output: path}}.
     runner: kfp.local's SubprocessRunner here (None), or container_runner() for every step in the image.
+    progress: a TaskLog, told of each task as it ends; kfp.local's own log (every task's executor input and
+    output) then goes to pipeline.log in the run's folder instead of the terminal.
 
-    Raises RuntimeError naming the failed task when a step fails (its log, above, has the reason)."""
+    Raises RuntimeError naming the failed task when a step fails (its log says why)."""
     from kfp import local
     root = _root(output_dir)
     runner = runner or local.SubprocessRunner(use_venv=False)
@@ -90,9 +96,109 @@ def run_local(name: str, arguments: dict, output_dir: str | os.PathLike, *, fan_
     local.init(runner=runner, pipeline_root=str(root), raise_on_error=True)
     pipeline = build_pipeline(name, None, fan_out=fan_out)
     before = {p for p in root.iterdir()}
-    pipeline(**arguments)
-    runs = sorted((p for p in root.iterdir() if p not in before and p.is_dir()), key=lambda p: p.stat().st_mtime)
+    log_path = root / f".{name}-{os.getpid()}.log"
+    try:
+        if progress is None:
+            pipeline(**arguments)
+        else:
+            progress.names = display_names(pipeline)
+            with _output_into(log_path, progress.feed):
+                pipeline(**arguments)
+    finally:
+        runs = sorted((p for p in root.iterdir() if p not in before and p.is_dir() and p.name != log_path.name),
+                      key=lambda p: p.stat().st_mtime)
+        if log_path.exists():
+            log_path.replace(runs[-1] / "pipeline.log" if runs else root / f"{name}.log")
     return local_outputs(runs[-1]) if runs else {}
+
+
+def display_names(pipeline) -> dict[str, str]:
+    """kfp.local's task names (the IR's, e.g. validate-csv-3) -> the display names the pipeline gave them (what
+    the KFP UI shows, e.g. "validate test"): kfp.local itself ignores display names."""
+    spec = pipeline.pipeline_spec
+    dags = [spec.root.dag, *(c.dag for c in spec.components.values() if c.HasField("dag"))]
+    return {name: task.task_info.name for dag in dags for name, task in dag.tasks.items()}
+
+
+class TaskLog:
+    """Reads kfp.local's log as it is written and reports each task when it ends: its display name, status
+    and seconds, and for a failed task its own error line (what components/settings.py's fail() prints)."""
+
+    _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+    _EVENT = re.compile(r"^(\d\d):(\d\d):(\d\d\.\d+) - \w+ - (?:Executing task '([^']+)'|"
+                        r"Task '([^']+)' finished with status (\w+))")
+
+    def __init__(self, report, names: dict[str, str] | None = None):
+        self.report, self.names = report, names or {}
+        self.started: dict[str, float] = {}
+        self.errors: dict[str, str] = {}
+        self.failed: list[str] = []
+
+    def name(self, task: str) -> str:
+        """The display name of a task; a loop iteration's task (train-member-2) is named after its task."""
+        base = max((n for n in self.names if task == n or task.startswith(n + "-")), key=len, default=None)
+        return self.names.get(base, task) + task[len(base):] if base and base != task else self.names.get(task, task)
+
+    def feed(self, line: str) -> None:
+        line = self._ANSI.sub("", line)
+        event = self._EVENT.match(line)
+        if event is None:
+            text = line.strip()
+            if text.startswith("error: ") and self.started:
+                self.errors.setdefault(list(self.started)[-1], text)
+            return
+        hours, minutes, seconds, started, ended, status = event.groups()
+        at = int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+        if started:
+            self.started[started] = at
+            return
+        took = (at - self.started.pop(ended, at)) % 86400  # a run past midnight
+        self.report(f"{self.name(ended):<28} {status:<8} {took:6.1f} s")
+        if status != "SUCCESS":
+            self.failed.append(ended)
+            if ended in self.errors:
+                self.report(f"  {self.errors[ended]}")
+
+
+@contextlib.contextmanager
+def _output_into(log_path: Path, feed):
+    """File descriptors 1 and 2 (this process's, and so its subprocesses') into `log_path` while the block
+    runs; `feed` gets every line of it as it is written, from a thread that tails the file (what it prints
+    must go to a copy of the terminal's descriptor taken before)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    done = threading.Event()
+    with open(log_path, "wb") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+
+        def tail():
+            with open(log_path, "rb") as f:
+                pending = b""
+                while True:
+                    chunk = f.read()
+                    pending += chunk
+                    *lines, pending = pending.split(b"\n")
+                    for line in lines:
+                        feed(line.decode(errors="replace"))
+                    if not chunk:
+                        if done.is_set():
+                            break
+                        time.sleep(0.1)
+        reader = threading.Thread(target=tail, daemon=True)
+        reader.start()
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+            done.set()
+            reader.join()
 
 
 def _root(output_dir: str | os.PathLike) -> Path:
@@ -199,16 +305,30 @@ def cmd_run(args) -> int:
         arguments["init_model_uri"] = _uri(args.init_model, staging)
     elif args.init_model:
         raise InputError("--init-model cannot be combined with --fan-out")
+    terminal = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)  # kept while the run's output is logged
+    tasks = TaskLog(lambda line: print(line, file=terminal, flush=True))
     try:
-        outputs = run_local(args.algorithm, arguments, args.output_dir, fan_out=args.fan_out, runner=runner)
-    except RuntimeError as e:
-        print(f"error: {e} (its log above says why)", file=sys.stderr)
-        return 1
-    print(f"\npipeline {args.algorithm} finished; outputs under {Path(args.output_dir).resolve()}:")
+        outputs = run_local(args.algorithm, arguments, args.output_dir, fan_out=args.fan_out, runner=runner,
+                            progress=tasks)
+    except RuntimeError:
+        failed = tasks.failed[-1] if tasks.failed else None
+        print(f"error: pipeline {args.algorithm} failed" + (f" at {tasks.name(failed)!r}" if failed else "")
+              + f"; its full log: {_log_file(args.output_dir, args.algorithm)}", file=sys.stderr)
+        return 2 if failed in tasks.errors else 1  # a task's `error:` line: the input's fault, as in the CLI
+    finally:
+        terminal.close()
+    print(f"\npipeline {args.algorithm} finished; full log: {_log_file(args.output_dir, args.algorithm)}; "
+          f"outputs under {Path(args.output_dir).resolve()}:")
     for task, paths in outputs.items():
         for name, path in paths.items():
             print(f"  {task}/{name}: {path}")
     return 0
+
+
+def _log_file(output_dir, name: str) -> Path:
+    """The newest run's pipeline.log (run_local puts it there)."""
+    logs = sorted(Path(output_dir).resolve().glob(f"{name}-*/pipeline.log"), key=lambda p: p.stat().st_mtime)
+    return logs[-1] if logs else Path(output_dir).resolve() / f"{name}.log"
 
 
 # -- cluster: compile, submit, schedule ---------------------------------------------------------------------
