@@ -10,6 +10,10 @@ seen by the client, and beside them the in-process throughput of the model on th
 requests are batched by the server (at most `concurrency` series per model call), so in-process means
 predict_proba on batches of `concurrency` series; an LSTM-AD request is one score() call whatever the
 concurrency. Client and server share this machine's cores, so the client's own work is in the figures too.
+The server runs on the GPU when there is one (`kfts serve --device cuda`), and so does the in-process model.
+
+Before the load, every cell of the client matrix (tests/client_matrix.py: KServe's REST and gRPC clients in
+each V2 encoding, curl for V1 JSON and CSV) is checked against `kfts predict` on a few of the same rows.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+TESTS = Path(__file__).resolve().parents[1] / "tests"
 WORK = Path(__file__).resolve().parent / "work" / "serving"
 SEED = Path(__file__).resolve().parents[2] / "shared" / "data" / "seed-samples"
 CONCURRENCY = (1, 8, 32)
@@ -32,19 +37,32 @@ LSTM_STEPS = 200  # time steps per LSTM-AD request
 
 
 def section(quick: bool) -> str:
+    import torch
+
+    sys.path.insert(0, str(TESTS))  # the client matrix lives with the tests that run it
+    from client_matrix import MODES, Expected, Target, run_matrix
+
     from kfts.algorithms import load_model
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     requests = {1: 40, 8: 160, 32: 320} if quick else {1: 200, 8: 1000, 32: 2000}
     WORK.mkdir(parents=True, exist_ok=True)
-    lines = ["## Serving (kfts serve, KServe V1 REST on 127.0.0.1)", "",
+    lines = [f"## Serving (kfts serve --device {device}, KServe V1 REST on 127.0.0.1)", "",
              __doc__.split("\n\n", 1)[1].strip(), "",
              "| model | concurrency | requests | p50 ms | p99 ms | requests/s | in-process requests/s "
              "(same batches) | served / in-process |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    matrix = ["", "Client matrix (`ok`, or what failed):", "", "| model | " + " | ".join(MODES) + " |",
+              "|---|" + "---|" * len(MODES)]
     for algorithm, (model_dir, instances) in {"inception-time": train_inception_time(),
                                              "lstm-ad": train_lstm_ad()}.items():
-        model = load_model(model_dir, device="cpu")
-        server, port = start_server(model_dir)
+        model = load_model(model_dir, device=device)
+        server, port, grpc_port = start_server(model_dir, device)
         try:
+            rows = np.concatenate([np.asarray(b["instances"], dtype=np.float32) for b in instances[:8]]) \
+                if algorithm == "inception-time" else np.asarray(instances[0]["instances"], dtype=np.float32)
+            cells = run_matrix(Target(f"http://127.0.0.1:{port}", f"127.0.0.1:{grpc_port}", "m"),
+                               Expected.of(model_dir, rows))
+            matrix.append(f"| {algorithm} | " + " | ".join(cells[m].replace("|", "/")[:120] for m in MODES) + " |")
             for c in CONCURRENCY:
                 latencies, seconds = asyncio.run(load(port, instances, c, requests[c]))
                 served = requests[c] / seconds
@@ -55,7 +73,7 @@ def section(quick: bool) -> str:
         finally:
             server.terminate()
             server.wait(timeout=60)
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + matrix) + "\n"
 
 
 # -- models and request bodies -----------------------------------------------------------------------------
@@ -100,7 +118,7 @@ def _toy_labeled():
 
 # -- server and load ---------------------------------------------------------------------------------------
 
-def start_server(model_dir: Path) -> tuple[subprocess.Popen, int]:
+def start_server(model_dir: Path, device: str) -> tuple[subprocess.Popen, int, int]:
     import httpx
     ports = []
     for _ in range(2):
@@ -109,8 +127,9 @@ def start_server(model_dir: Path) -> tuple[subprocess.Popen, int]:
             ports.append(s.getsockname()[1])
     log = open(WORK / f"{model_dir.name}-server.log", "wb")
     server = subprocess.Popen([sys.executable, "-m", "kfts", "serve", "--model-dir", str(model_dir),
-                               "--model-name", "m", "--http-port", str(ports[0]), "--grpc-port", str(ports[1]),
-                               "--device", "cpu", "--max-batch-size", str(max(CONCURRENCY))],
+                               "--model-name", "m", "--host", "127.0.0.1", "--http-port", str(ports[0]),
+                               "--grpc-port", str(ports[1]), "--device", device,
+                               "--max-batch-size", str(max(CONCURRENCY))],
                               stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
@@ -118,7 +137,7 @@ def start_server(model_dir: Path) -> tuple[subprocess.Popen, int]:
             raise RuntimeError(f"kfts serve exited {server.returncode}: see {log.name}")
         try:
             if httpx.get(f"http://127.0.0.1:{ports[0]}/v2/models/m/ready").status_code == 200:
-                return server, ports[0]
+                return server, ports[0], ports[1]
         except httpx.TransportError:
             pass
         time.sleep(0.5)

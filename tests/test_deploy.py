@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import datetime
 import functools
+import re
+import shlex
 
 import jsonschema
 import kubernetes.client.models
@@ -53,7 +55,9 @@ def sdk_object(data, klass: str):
         return data
     if klass == "datetime":
         return datetime.datetime.fromisoformat(data)
-    cls = getattr(kserve.models, klass, None) or getattr(kubernetes.client.models, klass)
+    cls = getattr(kserve.models, klass, None) or getattr(kubernetes.client.models, klass, None)
+    if cls is None:  # a type the SDK names but does not define (V1beta1MetricQuantity): the CRD checked it
+        return data
     keys = {key: attr for attr, key in cls.attribute_map.items()}
     unknown = set(data) - set(keys)
     assert not unknown, f"{klass} has no field {sorted(unknown)}"
@@ -254,3 +258,67 @@ def test_cli_user_mistake_is_one_line(tmp_path, args, message):
     assert result.returncode == 2
     assert result.stderr.startswith(f"error: {message}") and result.stderr.count("\n") == 1, result.stderr
     assert not out.exists()
+
+
+# -- the example manifests in deploy/ -------------------------------------------------------------------------------
+
+DEPLOY = ROOT / "deploy"
+RENDERED = sorted(p for p in DEPLOY.glob("*.yaml") if p.read_text().startswith("# kfts deploy render "))
+
+
+def test_there_are_rendered_examples():
+    assert {p.name for p in RENDERED} >= {"runtime-kfts.yaml", "runtime-kfts-cuda.yaml", "inferenceservice.yaml",
+                                          "inferenceservice-gpu.yaml"}
+
+
+@pytest.mark.parametrize("example", RENDERED, ids=[p.name for p in RENDERED])
+def test_rendered_examples_are_what_their_command_writes(example, tmp_path, monkeypatch):
+    monkeypatch.delenv("KFTS_IMAGE", raising=False)  # the default image names, as in the examples
+    command = shlex.split(example.read_text().splitlines()[0][len("# "):])
+    out = tmp_path / "out.yaml"
+    assert main([*command[1:], "--output", str(out)]) == 0
+    assert yaml.safe_load(example.read_text()) == yaml.safe_load(out.read_text())
+    check(yaml.safe_load(out.read_text()))
+
+
+def kfts_metric_names() -> set[str]:
+    """The series names the predictor's metrics (kfts.serving.metrics) put on /metrics."""
+    from prometheus_client.metrics import MetricWrapperBase
+
+    from kfts.serving import metrics
+    names = set()
+    for family in (m.describe()[0] for m in vars(metrics).values() if isinstance(m, MetricWrapperBase)):
+        names |= {family.name} | ({family.name + s for s in ("_sum", "_count", "_bucket")}
+                                  if family.type == "histogram" else set())
+    return names
+
+
+def queried_metrics(query: str) -> set[str]:
+    return {name for name in re.findall(r"[a-z_]+(?=[{\[])", query) if name.startswith("kfts_")}
+
+
+def test_keda_inference_service_scales_on_the_predictors_metrics():
+    manifest = yaml.safe_load((DEPLOY / "inferenceservice-keda.yaml").read_text())
+    isvc = check(manifest)
+    assert isvc.metadata.annotations["serving.kserve.io/autoscalerClass"] == "keda"
+    queries = [m.external.metric.query for m in isvc.spec.predictor.auto_scaling.metrics]
+    assert queries and all(queried_metrics(q) and queried_metrics(q) <= kfts_metric_names() for q in queries)
+    assert all(f'model_name="{isvc.metadata.name}"' in q for q in queries)
+    # otherwise the InferenceService of deploy/inferenceservice.yaml
+    plain = yaml.safe_load((DEPLOY / "inferenceservice.yaml").read_text())
+    del manifest["spec"]["predictor"]["autoScaling"]
+    for key in ("serving.kserve.io/autoscalerClass", "serving.kserve.io/enable-prometheus-scraping"):
+        del manifest["metadata"]["annotations"][key]
+    assert manifest == plain
+
+
+def test_keda_scaled_object_targets_the_predictor_deployment():
+    scaled = yaml.safe_load((DEPLOY / "keda-scaledobject.yaml").read_text())
+    isvc = yaml.safe_load((DEPLOY / "inferenceservice.yaml").read_text())
+    assert (scaled["apiVersion"], scaled["kind"]) == ("keda.sh/v1alpha1", "ScaledObject")
+    assert scaled["spec"]["scaleTargetRef"] == {"name": isvc["metadata"]["name"] + "-predictor"}  # KServe's name
+    assert scaled["spec"]["maxReplicaCount"] == isvc["spec"]["predictor"]["maxReplicas"]
+    for trigger in scaled["spec"]["triggers"]:
+        assert trigger["type"] == "prometheus" and float(trigger["metadata"]["threshold"]) > 0
+        assert queried_metrics(trigger["metadata"]["query"]) <= kfts_metric_names()
+        assert queried_metrics(trigger["metadata"]["query"])
