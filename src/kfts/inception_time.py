@@ -71,7 +71,7 @@ class InceptionTime:
         index = {c: i for i, c in enumerate(self.classes)}
         unknown = sorted(set(labels) - index.keys())
         if unknown:
-            raise InputError(f"class {unknown[0]!r} was not in the training data "
+            raise InputError(f"class {str(unknown[0])!r} was not in the training data "
                              f"(classes: {', '.join(self.classes)})", path=path_hint)
         return torch.tensor([index[c] for c in labels], dtype=torch.long)
 

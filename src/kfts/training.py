@@ -117,7 +117,18 @@ class MetricLog:
 
     def log(self, values: dict[str, float | int]) -> None:
         self.history.append(dict(values))
-        print(metric_line(values), file=self.stream or sys.stdout, flush=True)
+        write_line(metric_line(values), self.stream or sys.stdout)
+
+
+def write_line(line: str, stream) -> None:
+    """One line of output. At a terminal it goes through tqdm, which clears the progress bar (progress(), on
+    stderr: the same screen), writes the line and draws the bar again below it: they never share a line."""
+    if sys.stderr.isatty() and getattr(stream, "isatty", lambda: False)():
+        from tqdm import tqdm
+        tqdm.write(line, file=stream)
+        stream.flush()
+    else:
+        print(line, file=stream, flush=True)
 
 
 def progress(iterable, total: int, desc: str):
