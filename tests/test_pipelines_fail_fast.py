@@ -49,4 +49,5 @@ def test_a_test_file_with_a_header_row_stops_the_run_before_train(tmp_path, trai
     result = _run(tmp_path, train, test)
     _never_trained(tmp_path, result)
     assert re.search(r"^validate test +FAILURE", result.stdout, re.M)
-    assert f"  error: {test}: row 1, column 1: 't0' is not a number (kfts CSV files have no header row)" in result.stdout
+    assert (f"  error: {test}: row 1, column 1: 't0' is not a number (kfts CSV files have no header row)"
+            in result.stdout)

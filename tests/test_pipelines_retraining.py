@@ -58,3 +58,20 @@ def test_a_better_challenger_is_promoted(files, tmp_path):
     champion, challenger, scores = _retrain(files, tmp_path, "bad-model", "good.csv", epochs=30)
     assert scores["challenger_accuracy"] > scores["champion_accuracy"] and scores["promoted"] == 1
     assert read_manifest(champion) == read_manifest(challenger)
+
+
+def test_kfts_pipeline_run_runs_the_retraining_pipeline(files, tmp_path):
+    import shutil
+
+    from conftest import run_cli
+    champion = tmp_path / "champion"
+    shutil.copytree(files / "good-model", champion)
+    result = run_cli("pipeline", "run", "retrain-inception-time", "--champion", champion, "--train",
+                     files / "noise.csv", "--holdout", files / "holdout.csv", "--filters", "4", "--depth", "3",
+                     "--models", "1", "--epochs", "1", "--output-dir", tmp_path / "out", check=True)
+    tasks = [line.split("  ")[0] for line in result.stdout.splitlines() if " SUCCESS " in line]
+    assert tasks[:5] == ["validate train", "validate valid", "validate holdout", "validate holdout labels",
+                         "check inputs together"]
+    assert {"train challenger", "evaluate challenger", "evaluate champion", "choose champion"} <= set(tasks)
+    assert "promote challenger" not in tasks  # a challenger trained one epoch on shuffled labels
+    assert read_manifest(champion) == read_manifest(files / "good-model")

@@ -104,3 +104,11 @@ def test_a_bad_cron_is_refused_before_anything_is_sent(kfp_api):
     result = run_cli("pipeline", "schedule", "lstm-ad", "--host", host, "--cron", "daily")
     assert result.returncode == 2 and "--cron" in result.stderr
     assert not _posted(requests, "/apis")
+
+
+@pytest.mark.parametrize("command", [["submit", "lstm-ad"], ["schedule", "lstm-ad", "--cron", "0 3 * * 1"]])
+def test_an_unreachable_kfp_host_ends_in_one_clear_line(command):
+    result = run_cli("pipeline", *command, "--host", "http://127.0.0.1:9")
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: the KFP API at http://127.0.0.1:9 cannot be reached (")
+    assert len(result.stderr.splitlines()) == 1 and "internal error" not in result.stderr

@@ -56,7 +56,8 @@ def test_a_labeled_file_with_text_labels_given_as_inference_data_is_named_so(tmp
 def test_a_header_row_is_refused_with_its_hint(tmp_path):
     (tmp_path / "test.csv").write_text("t1,t2,t3\n1,2,3\n")
     message = refused("inception-time", {"test": (tmp_path / "test.csv", "inference")})
-    assert message == f"{tmp_path / 'test.csv'}: row 1, column 1: 't1' is not a number (kfts CSV files have no header row)"
+    assert message == (f"{tmp_path / 'test.csv'}: row 1, column 1: 't1' is not a number "
+                       "(kfts CSV files have no header row)")
 
 
 def test_classes_outside_the_training_classes_are_named_plainly(tmp_path):

@@ -2,6 +2,7 @@
 and render Katib tuning experiments.
 
     kfts pipeline run {inception-time|lstm-ad} --train F [--valid F] [--test F] [--test-labels F] [...]
+    kfts pipeline run retrain-{inception-time|lstm-ad} --champion DIR --train F --holdout F [...]
     kfts pipeline compile [--output-dir pipelines/compiled] | [PIPELINE --output FILE [placement options]]
     kfts pipeline submit --host URL (PIPELINE [placement options] | --package FILE) [--param NAME=VALUE ...]
     kfts pipeline schedule --host URL --cron EXPR (PIPELINE ... | --package FILE) [--param NAME=VALUE ...]
@@ -11,8 +12,9 @@ Local runs use kfp.local: by default its SubprocessRunner, every step a subproce
 installed here; with --containers its DockerRunner, every step in the component image (kfts.images, built by
 `make images`) through a Docker-compatible engine (Docker, or Podman's API service: DOCKER_HOST). GPU
 requests, node selectors, tolerations, retries and volumes are cluster settings and are left out of local
-runs. Placement (GPU node pool, requests, retries, the
-checkpoint volume) is chosen when a pipeline is compiled: see pipelines.common.Cluster.
+runs. A local run prints one line per task as it ends (its display name, status and seconds, and a failed
+task's error); kfp.local's full log is kept in pipeline.log in the run's folder. Placement (GPU node pool,
+requests, retries, the checkpoint volume) is chosen when a pipeline is compiled: see pipelines.common.Cluster.
 """
 
 from __future__ import annotations
@@ -291,12 +293,37 @@ def cmd_run(args) -> int:
     runner = container_runner() if args.containers else None  # before anything is written: is there an engine?
     staging = Path(tempfile.mkdtemp(prefix="inputs-", dir=_root(args.output_dir))) if runner else None
     arguments = {"train_uri": _uri(args.train, staging), "valid_uri": _uri(args.valid, staging),
-                 "test_uri": _uri(args.test, staging), "test_labels_uri": _uri(args.test_labels, staging),
-                 "seed": args.seed,
-                 "checkpoint_root": str(Path(args.output_dir).resolve() / "checkpoints"),
-                 **{f.name: getattr(params, f.name) for f in fields(params)}}
+                 "seed": args.seed, "checkpoint_root": str(Path(args.output_dir).resolve() / "checkpoints")}
+    if args.pipeline.startswith("retrain-"):
+        arguments.update(_retraining_arguments(args, params, staging))
+    else:
+        arguments.update(_training_arguments(args, params, staging))
+    name = args.pipeline
+    terminal = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)  # kept while the run's output is logged
+    tasks = TaskLog(lambda line: print(line, file=terminal, flush=True))
+    try:
+        outputs = run_local(name, arguments, args.output_dir, fan_out=args.fan_out, runner=runner, progress=tasks)
+    except RuntimeError:
+        failed = tasks.failed[-1] if tasks.failed else None
+        print(f"error: pipeline {name} failed" + (f" at {tasks.name(failed)!r}" if failed else "")
+              + f"; its full log: {_log_file(args.output_dir, name)}", file=sys.stderr)
+        return 2 if failed in tasks.errors else 1  # a task's `error:` line: the input's fault, as in the CLI
+    finally:
+        terminal.close()
+    print(f"\npipeline {name} finished; full log: {_log_file(args.output_dir, name)}; "
+          f"outputs under {Path(args.output_dir).resolve()}:")
+    for task, paths in outputs.items():
+        for name, path in paths.items():
+            print(f"  {task}/{name}: {path}")
+    return 0
+
+
+def _training_arguments(args, params, staging) -> dict:
+    """The inception-time and lstm-ad pipelines' parameters from `kfts pipeline run` flags."""
     if args.test_labels and not args.test:
         raise InputError("--test-labels label the rows of --test: give --test too")
+    arguments = {"test_uri": _uri(args.test, staging), "test_labels_uri": _uri(args.test_labels, staging),
+                 **{f.name: getattr(params, f.name) for f in fields(params)}}
     if args.algorithm == "inception-time":
         arguments["probabilities"] = args.probabilities
     else:
@@ -305,24 +332,26 @@ def cmd_run(args) -> int:
         arguments["init_model_uri"] = _uri(args.init_model, staging)
     elif args.init_model:
         raise InputError("--init-model cannot be combined with --fan-out")
-    terminal = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)  # kept while the run's output is logged
-    tasks = TaskLog(lambda line: print(line, file=terminal, flush=True))
-    try:
-        outputs = run_local(args.algorithm, arguments, args.output_dir, fan_out=args.fan_out, runner=runner,
-                            progress=tasks)
-    except RuntimeError:
-        failed = tasks.failed[-1] if tasks.failed else None
-        print(f"error: pipeline {args.algorithm} failed" + (f" at {tasks.name(failed)!r}" if failed else "")
-              + f"; its full log: {_log_file(args.output_dir, args.algorithm)}", file=sys.stderr)
-        return 2 if failed in tasks.errors else 1  # a task's `error:` line: the input's fault, as in the CLI
-    finally:
-        terminal.close()
-    print(f"\npipeline {args.algorithm} finished; full log: {_log_file(args.output_dir, args.algorithm)}; "
-          f"outputs under {Path(args.output_dir).resolve()}:")
-    for task, paths in outputs.items():
-        for name, path in paths.items():
-            print(f"  {task}/{name}: {path}")
-    return 0
+    return arguments
+
+
+def _retraining_arguments(args, params, staging) -> dict:
+    """The retraining pipelines' parameters. The champion is promoted in place, so a container run needs it
+    at a URI the containers write to (they see only the pipeline root)."""
+    if staging is not None and "://" not in args.champion:
+        raise InputError("with --containers the champion is replaced where the containers can write: give "
+                         "--champion as a URI (s3://...), or run without --containers", path=args.champion)
+    if args.holdout_labels and args.algorithm == "inception-time":
+        raise InputError("inception-time holdout data carries its labels in its first column: drop "
+                         "--holdout-labels")
+    arguments = {"champion_uri": _uri(args.champion), "holdout_uri": _uri(args.holdout, staging),
+                 "holdout_labels_uri": _uri(args.holdout_labels, staging),
+                 "init_model_uri": _uri(args.init_model, staging),
+                 "hyperparameters": {f.name: getattr(params, f.name) for f in fields(params)},
+                 "higher_is_better": not args.lower_is_better}
+    if args.metric:
+        arguments["metric"] = args.metric
+    return arguments
 
 
 def _log_file(output_dir, name: str) -> Path:
@@ -380,13 +409,31 @@ def _package(args, tmp: str) -> str:
                                 fan_out=args.fan_out))
 
 
+@contextlib.contextmanager
+def _kfp_api(host: str):
+    """Talking to the KFP API at `host`: a host that does not answer is the user's to fix, in one line."""
+    import urllib3
+    try:
+        yield
+    except (urllib3.exceptions.HTTPError, ConnectionError) as e:
+        reason = getattr(e, "reason", None) or e
+        reason = str(reason).split(": ", 1)[-1] if isinstance(reason, Exception) else reason
+        raise InputError(f"the KFP API at {host} cannot be reached ({reason}): check --host (in the "
+                         "cluster http://ml-pipeline.kubeflow:8888; from outside, kubectl port-forward -n kubeflow "
+                         "svc/ml-pipeline 8888 and http://localhost:8888)") from None
+
+
 def _client(args):
+    import warnings
+
     import kfp
+    # kfp.Client warns on every use that it needs KFP 2; the API's own answer says more when it does not fit
+    warnings.filterwarnings("ignore", category=FutureWarning, module="kfp.client")
     return kfp.Client(host=args.host, namespace=args.namespace, existing_token=args.token)
 
 
 def cmd_submit(args) -> int:
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, _kfp_api(args.host):
         package = _package(args, tmp)
         result = _client(args).create_run_from_pipeline_package(
             package, arguments=_parameters(args.param), run_name=args.run_name, experiment_name=args.experiment,
@@ -400,8 +447,8 @@ def cmd_schedule(args) -> int:
     if len(fields_) not in (5, 6):
         raise InputError(f"--cron takes a cron expression of 5 fields (or 6, seconds first), not {args.cron!r}")
     cron = " ".join(["0", *fields_]) if len(fields_) == 5 else args.cron  # KFP's cron has seconds first
-    client = _client(args)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, _kfp_api(args.host):
+        client = _client(args)
         package = _package(args, tmp)
         experiment = client.create_experiment(args.experiment, namespace=args.namespace)
         job = client.create_recurring_run(
@@ -433,39 +480,61 @@ def cmd_tune(args) -> int:
 
 # -- parser ---------------------------------------------------------------------------------------------------
 
+def local_run_flags(p, algorithm: str, spec) -> None:
+    """What every `kfts pipeline run PIPELINE` takes: seed, output folder, containers, hyperparameters."""
+    from kfts.cli import add_hyperparameter_flags
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--output-dir", default="pipeline-output",
+                   help="the pipeline root: every step's outputs are kept here (default pipeline-output)")
+    p.add_argument("--containers", action="store_true",
+                   help="run every step in the component image ($KFTS_IMAGE, `make images`) through a "
+                        "Docker-compatible engine (DOCKER_HOST) instead of as subprocesses here")
+    add_hyperparameter_flags(p, spec.Params)
+    p.set_defaults(func=cmd_run, algorithm=algorithm)
+
+
 def register(commands) -> None:
     from kfts.algorithms import ALGORITHMS
     from kfts.images import component_image
-    from kfts.cli import add_hyperparameter_flags
 
     pipeline = commands.add_parser("pipeline", help="Kubeflow Pipelines: run locally, compile, submit, "
                                                     "schedule, tune with Katib")
     sub = pipeline.add_subparsers(dest="pipeline_command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="run a pipeline on this machine with kfp.local")
-    run_algorithms = run.add_subparsers(dest="algorithm", required=True, metavar="ALGORITHM")
+    run_pipelines = run.add_subparsers(dest="pipeline", required=True, metavar="PIPELINE")
     for algorithm, spec in ALGORITHMS.items():
-        p = run_algorithms.add_parser(algorithm, help=f"the {algorithm} pipeline")
+        p = run_pipelines.add_parser(algorithm, help=f"the {algorithm} pipeline")
         p.add_argument("--train", required=True, help="training CSV (path or URI)")
         p.add_argument("--valid", help="validation CSV: scored, and the gate of deployment")
         p.add_argument("--test", help="CSV to batch-predict (inference layout)")
         p.add_argument("--test-labels", help="labels of --test, one per row: the test data is then evaluated")
-        p.add_argument("--init-model", help="a previous model directory to continue training from")
-        p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-        p.add_argument("--output-dir", default="pipeline-output",
-                       help="the pipeline root: every step's outputs are kept here (default pipeline-output)")
-        p.add_argument("--containers", action="store_true",
-                       help="run every step in the component image ($KFTS_IMAGE, `make images`) through a "
-                            "Docker-compatible engine (DOCKER_HOST) instead of as subprocesses here")
+        p.add_argument("--init-model", help="a previous model directory (or URI) to continue training from")
         if algorithm == "inception-time":
             p.add_argument("--probabilities", action="store_true", help="predictions with class probabilities")
             p.add_argument("--fan-out", action="store_true",
                            help="train the ensemble members as parallel tasks and combine them")
         else:
             p.add_argument("--flag", action="store_true", help="predictions with the 0/1 anomaly column")
-            p.set_defaults(fan_out=False)
-        add_hyperparameter_flags(p, spec.Params)
-        p.set_defaults(func=cmd_run)
+        local_run_flags(p, algorithm, spec)
+
+        p = run_pipelines.add_parser(f"retrain-{algorithm}", help=f"champion/challenger retraining of a "
+                                                                  f"{algorithm} model")
+        p.add_argument("--champion", required=True, help="the current model directory (or URI): replaced by "
+                                                         "the challenger when the challenger scores better")
+        p.add_argument("--train", required=True, help="the new training CSV (path or URI)")
+        p.add_argument("--holdout", required=True, help="held-out CSV both models are scored on"
+                       + (" (labeled layout)" if algorithm == "inception-time" else ""))
+        if algorithm == "lstm-ad":
+            p.add_argument("--holdout-labels", help="0/1 labels of --holdout (needed for the default metric, "
+                                                    "roc_auc; without them use --metric mse --lower-is-better)")
+        p.add_argument("--valid", help="validation CSV, scored while the challenger trains")
+        p.add_argument("--init-model", help="start the challenger from this model (e.g. the champion)")
+        p.add_argument("--metric", help="the held-out metric that decides (default: accuracy for inception-time, "
+                                        "roc_auc for lstm-ad)")
+        p.add_argument("--lower-is-better", action="store_true", help="the metric is an error (mse)")
+        local_run_flags(p, algorithm, spec)
+    run.set_defaults(fan_out=False, holdout_labels=None)
 
     def placement(p):
         p.add_argument("--fan-out", action="store_true", help="inception-time: members as parallel tasks")

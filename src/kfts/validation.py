@@ -131,6 +131,9 @@ def check(algorithm: str, inputs: dict[str, dict], model: dict | None = None) ->
     and with `model` (model_summary()). The reference is the training data ("train") when there is one, else
     the model. Raises the first mismatch as an InputError naming the file."""
     reference = inputs.get("train") or model
+    if algorithm == "inception-time" and "train" in inputs and inputs["train"].get("n_classes", 2) < 2:
+        raise InputError(f"only one class ({inputs['train']['classes'][0]!r}): a classifier needs at least two",
+                         path=inputs["train"]["source"])
     for name, summary in inputs.items():
         if name.endswith(LABELS_SUFFIX):
             labelled = inputs.get(name.removesuffix(LABELS_SUFFIX))
