@@ -251,6 +251,7 @@ def test_cli_writes_the_runtimes(tmp_path, monkeypatch):
     (["--model-uri", "gs://b/m", "--name", "it", "--image", "img"], "--image goes with --container"),
     (["--kind", "ServingRuntime"], "--kind ServingRuntime needs --namespace"),
     (["--kind", "ClusterServingRuntime", "--model-uri", "gs://b/m"], "--model-uri is for an InferenceService"),
+    (["--kind", "ClusterServingRuntime", "--toleration", "a"], "--toleration is for an InferenceService"),
 ])
 def test_cli_user_mistake_is_one_line(tmp_path, args, message):
     out = tmp_path / "out.yaml"

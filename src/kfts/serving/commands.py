@@ -83,8 +83,10 @@ def cmd_deploy_render(args) -> None:
         if args.kind == "ServingRuntime" and not args.namespace:
             raise InputError("--kind ServingRuntime needs --namespace (a ClusterServingRuntime has none)")
         unused = [flag for flag, value in (("--model-uri", args.model_uri), ("--runtime", args.runtime),
-                                            ("--container", args.container), ("--expose-grpc", args.expose_grpc))
-                  if value]
+                                            ("--container", args.container), ("--expose-grpc", args.expose_grpc),
+                                            ("--node-selector", args.node_selector),
+                                            ("--toleration", args.toleration),
+                                            ("--service-account", args.service_account)) if value]
         if unused:
             raise InputError(f"{unused[0]} is for an InferenceService, not a {args.kind}")
         manifest = render_serving_runtime(image=image, gpu=args.gpu, name=args.name,
