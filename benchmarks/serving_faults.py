@@ -8,6 +8,7 @@ series length, wrong shape, empty instances, bodies over the payload limit and u
 V1, V2 and CSV. A warm-up round of the same mix (a quarter of the size) runs first; the table counts the
 measured round by status code per kind. A wrong answer is a good answer that differs from the in-process
 prediction of the same rows. Latency is that of good requests only, as the client (sharing the cores) sees it.
+The server's log is counted too: a client's mistake should leave one `client error` line and no traceback.
 """
 
 from __future__ import annotations
@@ -61,6 +62,8 @@ def section(quick: bool) -> str:
         ready = server.http.get(f"/v2/models/{NAME}/ready").status_code == 200
     finally:
         server.stop()
+    log = server.log.read_text()
+    mistakes = sum(a.status is not None and 400 <= a.status < 500 for a in warm + answers)
 
     wrong = len(wrong_answers(model, pool, warm + answers))
     unexpected = sum(a.status != a.request.status for a in warm + answers)
@@ -78,6 +81,8 @@ def section(quick: bool) -> str:
              f"requests/s; good requests p50 {p50:.1f} ms, p99 {p99:.1f} ms.", "",
              f"- 5xx answers: **{fives}**; answers other than the contract's status (warm-up included): "
              f"**{unexpected}**; wrong answers: **{wrong}**; ready at the end: **{'yes' if ready else 'NO'}**",
+             f"- server log: {log.count('Traceback')} tracebacks; {log.count('client error ')} `client error` lines "
+             f"for {mistakes} 4xx answers (one each, warm-up included)",
              f"- server RSS: {rss_start:.0f} MB ready, {rss_warm:.0f} MB after the warm-up ({total // 4} "
              f"requests), {rss_end:.0f} MB at the end ({rss_end - rss_warm:+.0f} MB over {total} requests)", "",
              "| kind | requests | " + " | ".join(str(c) for c in codes) + " |",
