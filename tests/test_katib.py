@@ -72,3 +72,55 @@ def test_the_objective_is_read_from_the_train_step_s_metric_lines():
 def test_bad_search_specs_are_input_errors(search, message):
     with pytest.raises(InputError, match=message):
         render_experiment(algorithm="inception-time", train_uri="t", valid_uri="v", search=[search], image="i")
+
+
+def test_an_objective_no_trial_prints_is_refused_with_those_it_prints():
+    result = run_cli("pipeline", "tune", "inception-time", "--train", "s3://b/t.csv", "--valid", "s3://b/v.csv",
+                     "--search", "lr=0.0001:0.01:log", "--objective", "valid_f1")
+    assert result.returncode == 2
+    assert result.stderr == ("error: --objective valid_f1: the trials print valid_accuracy, valid_loss, train_loss, "
+                             "train_accuracy; choose one of them\n")
+
+
+def test_a_model_root_without_a_scheme_is_refused():
+    with pytest.raises(InputError, match="give a URI the trial pods write to"):
+        render_experiment(algorithm="lstm-ad", train_uri="t", valid_uri="v", search=[("lr", "0.001,0.01")],
+                          model_root="/models")
+
+
+def test_each_trial_writes_its_model_under_the_model_root_where_fetch_model_finds_it(tmp_path):
+    """The trial's command, run here as Katib would run it (its trial parameters filled in), with a file://
+    model root; then the fetch-model step reads the best trial's model from there."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import make_classification, write_csv
+    from kfp.dsl import Model
+
+    from kfts.algorithms import load_model
+    from kfts.components import fetch_model
+
+    labels, values = make_classification(n_per_class=6, length=16)
+    data = write_csv(tmp_path / "train.csv", ([lab, *row] for lab, row in zip(labels, values)))
+    root = f"file://{tmp_path}/tuning"
+    experiment = render_experiment(algorithm="inception-time", train_uri=str(data), valid_uri=str(data),
+                                   search=[("lr", "0.001,0.01")], fixed={"filters": 4, "depth": 3, "models": 1,
+                                                                         "epochs": 1}, model_root=root)
+    template = experiment["spec"]["trialTemplate"]
+    assert template["trialParameters"][-1] == {"name": "trialName", "reference": "${trialSpec.Name}",
+                                               "description": "the trial's name: its model's folder"}
+    command = template["trialSpec"]["spec"]["template"]["spec"]["containers"][0]["args"][0]
+    command = command.replace("${trialParameters.lr}", "0.01").replace("${trialParameters.trialName}", "trial-7")
+    for name in ("train.csv", "valid.csv", "model"):  # the trial pod's /tmp
+        command = command.replace(f" /tmp/{name}", f" {tmp_path}/pod/{name}")
+    (tmp_path / "pod").mkdir()
+    bin_dir = os.path.dirname(sys.executable)
+    subprocess.run(["sh", "-c", command], check=True, capture_output=True, timeout=300,
+                   env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"})
+    assert load_model(tmp_path / "tuning" / "trial-7", device="cpu").params.lr == 0.01
+    # what `kfts pipeline run --init-model ROOT/trial-7` hands the fetch-model step
+    model = Model(uri=str(tmp_path / "fetched"))
+    fetch_model.python_func(uri=f"{root}/trial-7", model=model)
+    assert model.metadata["algorithm"] == "inception-time"
+    assert load_model(tmp_path / "fetched", device="cpu").params.lr == 0.01

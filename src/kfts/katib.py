@@ -3,7 +3,9 @@ filled in with a search space.
 
 Each trial runs `kfts train` (the pipeline's train step) on the training and validation files and Katib's
 StdOut collector reads its `name=value` metric lines; the objective is the latest value of the objective
-metric, which is the final model's (fit() prints the whole model's figures last).
+metric, which is the final model's (fit() prints the whole model's figures last). With a model root, each
+trial then copies its model to <model root>/<trial name> (Katib's ${trialSpec.Name}), so the best trial's
+model is there to use: `kfts pipeline run ... --init-model <model root>/<best trial>` (the fetch-model step).
 """
 
 from __future__ import annotations
@@ -25,15 +27,17 @@ OBJECTIVES = {"inception-time": ("valid_accuracy", ["valid_loss", "train_loss", 
 
 
 def render_experiment(*, algorithm: str, train_uri: str, valid_uri: str, search: list[tuple[str, str]],
-                      fixed: dict | None = None, name: str | None = None, image: str | None = None, objective: str | None = None,
-                      max_trials: int = 12, parallel_trials: int = 3, namespace: str | None = None, gpus: int = 0,
-                      seed: int = 0) -> dict:
+                      fixed: dict | None = None, name: str | None = None, image: str | None = None,
+                      objective: str | None = None, max_trials: int = 12, parallel_trials: int = 3,
+                      namespace: str | None = None, gpus: int = 0, seed: int = 0, model_root: str | None = None
+                      ) -> dict:
     """A Katib Experiment (kubeflow.org/v1beta1) as a dict.
 
     search: (hyperparameter, spec) pairs: `MIN:MAX` a range (int or double by the hyperparameter's type),
     `MIN:MAX:log` a log-uniform double range, `A,B,C` a list (categorical for text, discrete for numbers).
     fixed: hyperparameters every trial uses. image: the trial image, by default the component image (kfts.images),
-    its CUDA build when `gpus` > 0.
+    its CUDA build when `gpus` > 0. model_root: a URI (s3://, gs://, ...) each trial writes its model under,
+    in a folder named after the trial; without it the models stay in the trial pods and are lost.
     """
     from kfts.deploy import GPU_TOLERATIONS
     from kfts.images import component_image
@@ -41,6 +45,12 @@ def render_experiment(*, algorithm: str, train_uri: str, valid_uri: str, search:
     params = {f.name: f for f in fields(spec(algorithm).Params)}
     default_objective, others = OBJECTIVES[algorithm]
     objective = objective or default_objective
+    if objective not in (default_objective, *others):
+        raise InputError(f"--objective {objective}: the trials print {', '.join([default_objective, *others])}; "
+                         "choose one of them")
+    if model_root is not None and "://" not in model_root:
+        raise InputError(f"--model-root {model_root}: give a URI the trial pods write to (s3://bucket/path, "
+                         "gs://..., hdfs://...): a path in a trial pod is lost with it")
     goal = "minimize" if objective.endswith("_loss") else "maximize"
     if not search:
         raise InputError("give at least one --search NAME=SPEC")
@@ -62,14 +72,21 @@ def render_experiment(*, algorithm: str, train_uri: str, valid_uri: str, search:
     template = spec["trialTemplate"]
     template["trialParameters"] = [{"name": key, "reference": key,
                                     "description": params[key].metadata.get("help", key)} for key, _ in search]
+    if model_root:
+        template["trialParameters"].append({"name": "trialName", "reference": "${trialSpec.Name}",
+                                            "description": "the trial's name: its model's folder"})
 
     flags = [f"--{k.replace('_', '-')} {shlex.quote(str(v))}" for k, v in fixed.items()]
     flags += [f"--{k.replace('_', '-')} ${{trialParameters.{k}}}" for k, _ in search]
-    fetch = ("python -c 'import sys, pyarrow.fs; [pyarrow.fs.copy_files(u, p) for u, p in "
-             "zip(sys.argv[1::2], sys.argv[2::2])]' "
-             f"{shlex.quote(train_uri)} /tmp/train.csv {shlex.quote(valid_uri)} /tmp/valid.csv")
-    command = (f"{fetch} && kfts train {algorithm} --train /tmp/train.csv --valid /tmp/valid.csv "
+    copy_files = ("python -c 'import sys, pyarrow.fs; [pyarrow.fs.copy_files(u, p) for u, p in "
+                  "zip(sys.argv[1::2], sys.argv[2::2])]' ")
+    command = (f"{copy_files}{shlex.quote(train_uri)} /tmp/train.csv {shlex.quote(valid_uri)} /tmp/valid.csv"
+               f" && kfts train {algorithm} --train /tmp/train.csv --valid /tmp/valid.csv "
                f"--model-dir /tmp/model --seed {int(seed)} {' '.join(flags)}")
+    if model_root:
+        upload = ("python -c 'import sys, pyarrow.fs; fs, path = pyarrow.fs.FileSystem.from_uri(sys.argv[2]); "
+                  "fs.create_dir(path); pyarrow.fs.copy_files(sys.argv[1], path, destination_filesystem=fs)' ")
+        command += f" && {upload}/tmp/model {shlex.quote(model_root.rstrip('/'))}/${{trialParameters.trialName}}"
     container = template["trialSpec"]["spec"]["template"]["spec"]["containers"][0]
     container["image"] = image or component_image(gpu=gpus > 0)
     container["args"] = [command]

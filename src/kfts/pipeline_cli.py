@@ -467,7 +467,7 @@ def cmd_tune(args) -> int:
         algorithm=args.algorithm, name=args.name, train_uri=args.train, valid_uri=args.valid,
         search=[parse_key_value(s, "--search") for s in args.search], fixed=fixed, image=args.image,
         objective=args.objective, max_trials=args.max_trials, parallel_trials=args.parallel_trials,
-        namespace=args.namespace, gpus=args.gpus, seed=args.seed)
+        namespace=args.namespace, gpus=args.gpus, seed=args.seed, model_root=args.model_root)
     text = katib.to_yaml(experiment)
     if args.output:
         with atomic_file(args.output) as f:
@@ -602,6 +602,9 @@ def register(commands) -> None:
     tune.add_argument("--image", help=f"trial image (default {component_image()}, from KFTS_IMAGE; its -cuda "
                                       "twin with --gpus)")
     tune.add_argument("--gpus", type=int, default=0, help="GPUs per trial")
+    tune.add_argument("--model-root", help="URI each trial writes its model under, as ROOT/TRIAL-NAME "
+                                           "(e.g. s3://bucket/tuning): the best trial's model is then there for "
+                                           "`kfts pipeline run ... --init-model ROOT/TRIAL-NAME`")
     tune.add_argument("--seed", type=int, default=0)
     tune.add_argument("--output", help="write the YAML here instead of stdout")
     tune.set_defaults(func=cmd_tune)
