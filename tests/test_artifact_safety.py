@@ -123,12 +123,13 @@ def test_pickle_checkpoint_through_the_cli(tmp_path):
     train = write_csv(tmp_path / "train.csv", ([lab, *row] for lab, row in zip(labels, values)))
     marker, checkpoints, model = tmp_path / "ran", tmp_path / "ckpt", tmp_path / "model"
     checkpoints.mkdir()
-    (checkpoints / CHECKPOINT).write_bytes(evil_torch_file(marker))
+    planted = checkpoints / "members-0-0.pt"  # where the run keeps its one member's training state
+    planted.write_bytes(evil_torch_file(marker))
     result = run_cli("train", "inception-time", "--train", train, "--model-dir", model, "--checkpoint-dir",
                      checkpoints, "--epochs", 1, "--models", 1, "--filters", 4, "--depth", 1, "--ensemble",
                      "sequential")
     assert result.returncode == 2, result.stderr
-    assert result.stderr.startswith(f"error: {checkpoints / CHECKPOINT}: cannot be read")
+    assert result.stderr.startswith(f"error: {planted}: cannot be read")
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     assert not marker.exists() and not model.exists()
 

@@ -21,7 +21,6 @@ from safetensors.torch import load_file
 from conftest import make_classification, run_cli, write_csv
 from kfts import artifact
 from kfts.algorithms import load_model
-from kfts.training import CHECKPOINT
 
 EPOCH = re.compile(r"^(?:member=(\d+) )?epoch=(\d+) ", re.MULTILINE)
 
@@ -48,15 +47,20 @@ def lstm_ad_job(tmp_path):
 JOBS = {"inception-time": inception_time_job, "lstm-ad": lstm_ad_job}
 
 
-def checkpointed_epoch(path) -> tuple[int, int] | None:
-    """(group, epoch) the checkpoint holds, or None while there is none."""
-    if not path.is_file():
-        return None
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    return state.get("group", 0), state["epoch"]
+def checkpointed_epoch(directory) -> tuple[int, int] | None:
+    """(member, epoch) of the training in progress that `directory` holds, or None while there is none.
+
+    InceptionTime keeps one file per group of members trained together (members-A-B.pt, done or not),
+    LSTM-AD one checkpoint."""
+    for path in sorted(directory.glob("*.pt")) if directory.is_dir() else []:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if not state.get("done"):
+            member = int(path.stem.split("-")[1]) + 1 if path.stem.startswith("members-") else 0
+            return member, state["epoch"]
+    return None
 
 
-def kill_mid_epoch(command, checkpoint: "os.PathLike") -> str:
+def kill_mid_epoch(command, checkpoints: "os.PathLike") -> str:
     """Start `kfts train ...`, wait for its first finished epoch (line on stdout and checkpoint on disk),
     let the next epoch get going, SIGKILL it. Returns what it printed."""
     process = subprocess.Popen([sys.executable, "-m", "kfts", "train", *map(str, command)],
@@ -74,7 +78,7 @@ def kill_mid_epoch(command, checkpoint: "os.PathLike") -> str:
                 started = time.monotonic()
                 break
         assert started, f"no epoch line before the run ended:\n{printed}"
-        while checkpointed_epoch(checkpoint) is None:  # the line is printed just before the checkpoint
+        while checkpointed_epoch(checkpoints) is None:  # the line is printed just before the checkpoint
             time.sleep(0.02)
         time.sleep(0.1)  # into the next epoch
         assert process.poll() is None, f"the run finished before it could be killed:\n{printed}"
@@ -97,10 +101,10 @@ def test_killed_training_resumes_from_the_last_finished_epoch(tmp_path, algorith
     checkpoints, model_dir = tmp_path / "checkpoints", tmp_path / "model"
     command = [*job, "--seed", 7, "--device", "cpu", "--checkpoint-dir", checkpoints, "--model-dir", model_dir]
 
-    first = kill_mid_epoch(command, checkpoints / CHECKPOINT)
+    first = kill_mid_epoch(command, checkpoints)
     assert not model_dir.exists(), "a killed run left a model directory"
     assert not any((p / artifact.MANIFEST).exists() for p in tmp_path.glob(".model*")), "a complete-looking copy"
-    group, last = checkpointed_epoch(checkpoints / CHECKPOINT)
+    member, last = checkpointed_epoch(checkpoints)
     printed = epochs_printed(first)
     # the run may be killed between printing an epoch's line and saving its checkpoint: at most one ahead
     assert printed[-1][1] in (last, last + 1), first

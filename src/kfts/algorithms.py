@@ -74,13 +74,19 @@ def make_params(algorithm: str, values: dict):
 def train(algorithm: str, train_path, model_dir, *, valid_path=None, params=None, init_model=None,
           checkpoint_dir=None, seed: int | None = None, device: str = "auto"):
     """The training job behind `kfts train` and the KFP train component: read the data, fit, write the
-    artifact. `init_model` is a previous model directory to continue from. Returns the fitted estimator."""
+    artifact. `init_model` is a previous model directory to continue from. Under torchrun every process
+    runs this (kfts.distributed) and rank 0 writes the artifact. Returns the fitted estimator."""
+    from kfts import distributed
     cls = get(algorithm)
     previous = load_model(init_model, device=device) if init_model else None
     if previous is not None and previous.algorithm != algorithm:
         raise InputError(f"holds a model for {previous.algorithm}, not {algorithm}", path=init_model)
     estimator = cls(params or cls.Params(), device=device, seed=seed)
     valid = cls.read_training(valid_path) if valid_path else None
-    estimator.fit(cls.read_training(train_path), valid, init_model=previous, checkpoint_dir=checkpoint_dir)
-    estimator.save(model_dir)
+    try:
+        estimator.fit(cls.read_training(train_path), valid, init_model=previous, checkpoint_dir=checkpoint_dir)
+        if distributed.world().main:  # under torchrun every process holds the model; one writes it
+            estimator.save(model_dir)
+    finally:
+        distributed.stop()
     return estimator

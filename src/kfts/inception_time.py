@@ -26,12 +26,12 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from kfts import artifact, csvio
+from kfts import artifact, csvio, distributed
 from kfts.csvio import LabeledSeries
 from kfts.errors import InputError
 from kfts.hyperparameters import InceptionTimeParams as Params
 from kfts.models.inception_time import InceptionNetworks, ensemble_probabilities, merge_members, split_members
-from kfts.training import (Checkpoints, MetricLog, autocast, data_parallel, metric_line, progress,
+from kfts.training import (Checkpoints, MetricLog, autocast, metric_line, progress,
                            resolve_device, resolve_precision, restore_rng_state, rng_state, seed_everything)
 
 ALGORITHM = "inception-time"
@@ -80,9 +80,14 @@ class InceptionTime:
     def fit(self, train: LabeledSeries, valid: LabeledSeries | None = None, *,
             init_model: "InceptionTime | None" = None, checkpoint_dir=None, log: MetricLog | None = None
             ) -> "InceptionTime":
+        """Train the ensemble. Members are trained in groups (one member each, or all stacked), each group
+        seeded `seed + its first member`, so a member trained alone, in another process or in its own
+        pipeline task starts from the same weights and sees the same batches. Under torchrun the groups are
+        shared out over the processes (kfts.distributed), and every process ends with the whole ensemble."""
         p = self.params
-        log = log or MetricLog()
-        seed_everything(self.seed)
+        world = distributed.start(self.device)
+        self.device = distributed.device_for(self.device)
+        log = log or MetricLog(quiet=not world.main)
         if init_model is not None:
             self._continue_from(init_model, train)
         else:
@@ -95,41 +100,47 @@ class InceptionTime:
         if valid is not None and valid.values.shape[1] != self.length:
             raise InputError(f"validation series have {valid.values.shape[1]} time steps, training series "
                              f"have {self.length}")
-
-        checkpoints = Checkpoints(checkpoint_dir, {"algorithm": ALGORITHM, "params": asdict(p), "seed": self.seed,
-                                                   "data": [list(x.shape), self.classes.tolist()]})
-        state = checkpoints.load() or {}
+        # without a seed, rank 0 draws one for every process: they must agree on it
+        seed = distributed.broadcast(self.seed if self.seed is not None else int(time.time()))
         dtype = resolve_precision(p.precision, self.device)
-        generator = torch.Generator().manual_seed(self.seed if self.seed is not None else int(time.time()))
+        plan = self._plan(x, y, dtype, world)
+        # every process makes every subgroup, in the same order, as torch.distributed requires
+        subgroups = [torch.distributed.new_group(ranks) if len(ranks) > 1 else None for _, ranks in plan]
         start_network = self.network  # set by _continue_from: fine-tuning starts from these weights
-        group_size = state.get("group_size") or self._choose_group_size(x, y, dtype)
-        groups = p.models // group_size
-        finished = state.get("finished", [])
-        history = state.get("history", [])
-        if state:
-            restore_rng_state(state["rng"], generator)
-        for g in range(len(finished), groups):
+        fingerprint = {"algorithm": ALGORITHM, "params": asdict(p), "seed": seed,
+                       "data": [list(x.shape), self.classes.tolist()]}
+        trained = {}
+        for g, ((members, ranks), subgroup) in enumerate(zip(plan, subgroups)):
+            if world.rank not in ranks:
+                continue
             start = None
             if start_network is not None:
-                members = split_members(start_network.state_dict(), p.models)
-                start = merge_members(members[g * group_size:(g + 1) * group_size])
-            net = self._train_group(x, y, valid_xy, group_size, start, dtype, generator, log, checkpoints,
-                                    state if state.get("group") == g else {},
-                                    finished, history, member=g + 1 if groups > 1 else None)
-            finished.append(net.state_dict())
-            state = {}
+                start = merge_members([split_members(start_network.state_dict(), p.models)[m] for m in members])
+            checkpoints = Checkpoints(checkpoint_dir, {**fingerprint, "members": members},
+                                      name=f"members-{members[0]}-{members[-1]}.pt",
+                                      writer=world.rank == ranks[0])
+            state, history = self._train_group(x, y, valid_xy, members, ranks, subgroup, start, dtype, seed, log,
+                                               checkpoints, label=members[0] + 1 if len(plan) > 1 else None)
+            if world.rank == ranks[0]:
+                trained[g] = (state, history)
+        for results in distributed.all_gather(trained):
+            trained.update(results)
+        states, self.history = [], []
+        for g in range(len(plan)):
+            state, history = trained[g]
+            states += split_members(state, len(plan[g][0]))
+            self.history += history
 
         self.network = InceptionNetworks(1, len(self.classes), members=p.models, filters=p.filters,
                                          depth=p.depth)
-        self.network.load_state_dict(merge_members(
-            [m for s in finished for m in split_members(s, group_size)]))
+        self.network.load_state_dict(merge_members(states))
         self.network.eval()
-        self.history = history + log.history
         # the whole ensemble, in inference mode: the figures the artifact, KFP and Katib report
         self.metrics = self._score(x, y, prefix="train")
         if valid_xy is not None:
             self.metrics.update(self._score(*valid_xy, prefix="valid"))
-        print(metric_line(self.metrics), flush=True)
+        if world.main:
+            print(metric_line(self.metrics), flush=True)
         return self
 
     def _continue_from(self, previous: "InceptionTime", train: LabeledSeries) -> None:
@@ -153,6 +164,26 @@ class InceptionTime:
         p = self.params
         return InceptionNetworks(1, len(self.classes), members=members, filters=p.filters, depth=p.depth)
 
+    def _plan(self, x, y, dtype, world) -> list[tuple[list[int], list[int]]]:
+        """[(members trained together, the ranks that train them)], and a log line saying so.
+
+        One process: every member alone (sequential) or all together (stacked). Under torchrun members are
+        trained alone and shared out: with fewer processes than members each process trains every
+        world-size-th member; with more, each member is trained data-parallel by every models-th process."""
+        m, w = self.params.models, world.size
+        if w == 1:
+            stacked = self._choose_group_size(x, y, dtype) > 1
+            return [(list(range(m)), [0])] if stacked else [([i], [0]) for i in range(m)]
+        if w <= m:
+            plan = [([i], [i % w]) for i in range(m)]
+        else:
+            plan = [([i], [r for r in range(w) if r % m == i]) for i in range(m)]
+        if world.main:
+            print(f"distributed: {w} processes, members trained alone ({self.params.ensemble} ignored): "
+                  + "; ".join(f"member {ms[0] + 1} on rank{'s' * (len(rs) > 1)} {','.join(map(str, rs))}"
+                              + (" (data-parallel)" if len(rs) > 1 else "") for ms, rs in plan), flush=True)
+        return plan
+
     def _choose_group_size(self, x, y, dtype) -> int:
         p = self.params
         if p.models == 1 or p.ensemble == "sequential":
@@ -164,7 +195,7 @@ class InceptionTime:
         xb, yb = x[:batch].to(self.device), y[:batch].to(self.device)
 
         def seconds_per_step(members: int) -> float:
-            net = data_parallel(self._new_group(members), self.device).train()
+            net = self._new_group(members).to(self.device).train()
             opt = torch.optim.Adam(net.parameters(), lr=p.lr)
             times = []
             for _ in range(3):
@@ -175,9 +206,7 @@ class InceptionTime:
                 times.append(time.perf_counter() - t)
             return min(times[1:])  # the first step pays one-time setup
 
-        rng = torch.get_rng_state()  # timing must not change the seeded initialisation that follows
         sequential, stacked = p.models * seconds_per_step(1), seconds_per_step(p.models)
-        torch.set_rng_state(rng)
         choice = p.models if stacked < sequential else 1
         print(f"ensemble=auto: one step of all {p.models} members takes {sequential:.3f}s one after another, "
               f"{stacked:.3f}s stacked: training {'stacked' if choice > 1 else 'sequential'}", flush=True)
@@ -195,57 +224,74 @@ class InceptionTime:
         optimizer.step()
         return loss.detach() / members, logits.detach()
 
-    def _train_group(self, x, y, valid_xy, members, start_state, dtype, generator, log, checkpoints, state,
-                     finished, history, member) -> InceptionNetworks:
+    def _train_group(self, x, y, valid_xy, members, ranks, subgroup, start_state, dtype, seed, log, checkpoints,
+                     label) -> tuple[dict, list[dict]]:
+        """Train `members` together: (their state_dict, their epoch history). `ranks` > 1: data-parallel, each
+        of them taking its share of every batch (DistributedDataParallel over `subgroup`)."""
         p = self.params
-        net = self._new_group(members)
+        state = checkpoints.load() or {}
+        if state.get("done"):
+            return state["network"], state["history"]
+        seed_everything(seed + members[0])
+        generator = torch.Generator().manual_seed(seed + members[0])
+        net = self._new_group(len(members))
         if start_state is not None:
             net.load_state_dict(start_state)
         optimizer = torch.optim.Adam(net.parameters(), lr=p.lr)
         plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=50, min_lr=1e-4)
         best = {"loss": float("inf"), "state": None}
-        first_epoch = 1
+        history, first_epoch = [], 1
         if state:
-            restore_rng_state(state["rng"], generator)  # again: building `net` above drew from torch's RNG
+            restore_rng_state(state["rng"], generator)
             net.load_state_dict(state["network"])
             optimizer.load_state_dict(state["optimizer"])
             plateau.load_state_dict(state["plateau"])
-            best = state["best"]
+            best, history = state["best"], state["history"]
             first_epoch = state["epoch"] + 1
-        model = data_parallel(net, self.device)
+        net.to(self.device)
+        model = net
+        if len(ranks) > 1:
+            from torch.nn.parallel import DistributedDataParallel
+            model = DistributedDataParallel(net, process_group=subgroup,
+                                            device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        share, shares = ranks.index(torch.distributed.get_rank()) if len(ranks) > 1 else 0, len(ranks)
         n = len(x)
         for epoch in progress(range(first_epoch, p.epochs + 1), total=p.epochs - first_epoch + 1,
-                              desc=f"member {member}" if member else "ensemble"):
+                              desc=f"member {label}" if label else "ensemble"):
             model.train()
             order = torch.randperm(n, generator=generator)
             loss_sum, correct = 0.0, 0
             for i in range(0, n, p.batch_size):
-                idx = order[i:i + p.batch_size]
+                idx = order[i:i + p.batch_size][share::shares]
                 xb, yb = x[idx].to(self.device, non_blocking=True), y[idx].to(self.device, non_blocking=True)
                 loss, logits = self._step(model, optimizer, xb, yb, dtype)
                 loss_sum += loss.item() * len(idx)
                 correct += (ensemble_probabilities(logits).argmax(1) == yb).sum().item()
-            metrics = {"epoch": epoch, "train_loss": loss_sum / n, "train_accuracy": correct / n}
+            loss_sum, correct = distributed.all_reduce_sum([loss_sum, correct], subgroup) if subgroup else (
+                loss_sum, correct)
+            metrics = {"epoch": epoch, "train_loss": loss_sum / n, "train_accuracy": int(correct) / n}
             if valid_xy is not None:
                 metrics.update(self._score(*valid_xy, prefix="valid", network=net))
             if p.schedule == "plateau":
                 plateau.step(metrics["train_loss"])
                 if metrics["train_loss"] < best["loss"]:
                     best = {"loss": metrics["train_loss"], "state": copy.deepcopy(net.state_dict())}
-            log.log({"member": member, **metrics} if member else metrics)
-            checkpoints.save({"group_size": members, "group": len(finished), "epoch": epoch,
-                              "network": net.state_dict(), "optimizer": optimizer.state_dict(),
-                              "plateau": plateau.state_dict(), "best": best, "finished": finished,
-                              "history": history + log.history, "rng": rng_state(generator)})
+            history.append({"member": label, **metrics} if label else metrics)
+            log.log(history[-1])
+            checkpoints.save({"epoch": epoch, "network": net.state_dict(), "optimizer": optimizer.state_dict(),
+                              "plateau": plateau.state_dict(), "best": best, "history": history,
+                              "rng": rng_state(generator)})
         if best["state"] is not None:
             net.load_state_dict(best["state"])
-        return net.cpu().eval()
+        final = {k: v.cpu() for k, v in net.state_dict().items()}
+        checkpoints.save({"done": True, "network": final, "history": history})
+        return final, history
 
     @torch.no_grad()
     def _logits(self, x: torch.Tensor, network: InceptionNetworks | None = None) -> torch.Tensor:
         network = network or self.network
         was_training = network.training
-        model = data_parallel(network, self.device).eval()
+        model = network.to(self.device).eval()
         dtype = resolve_precision("auto", self.device) if self.device.type == "cuda" else None
         out = []
         for i in range(0, len(x), 256):

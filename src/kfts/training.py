@@ -31,7 +31,8 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise InputError("--device cuda was asked for, but no CUDA GPU is visible")
     if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
-        torch.set_num_threads(cpu_count())
+        # under torchrun the node's processes share its cores
+        torch.set_num_threads(max(1, cpu_count() // int(os.environ.get("LOCAL_WORLD_SIZE", 1))))
         return torch.device("cpu")
     return torch.device("cuda")
 
@@ -110,14 +111,17 @@ def metric_line(values: dict[str, float | int]) -> str:
 
 @dataclass
 class MetricLog:
-    """Prints one metric line per epoch and keeps them as the artifact's history."""
+    """Prints one metric line per epoch and keeps them as the artifact's history. `quiet`: keeps them only
+    (the processes other than rank 0 under torchrun, so that Katib and KFP read one set of lines)."""
 
     history: list[dict] = field(default_factory=list)
     stream: object = None
+    quiet: bool = False
 
     def log(self, values: dict[str, float | int]) -> None:
         self.history.append(dict(values))
-        write_line(metric_line(values), self.stream or sys.stdout)
+        if not self.quiet:
+            write_line(metric_line(values), self.stream or sys.stdout)
 
 
 def write_line(line: str, stream) -> None:
@@ -142,16 +146,18 @@ def progress(iterable, total: int, desc: str):
 # -- checkpoints ----------------------------------------------------------------------------------------------
 
 class Checkpoints:
-    """The training state after every finished epoch, in `directory`, so a killed run resumes where it was.
+    """The training state after every finished epoch, in `directory`/`name`, so a killed run resumes where it
+    was. Only the `writer` saves: under torchrun, the one process of those that hold the same state.
 
     The state is a dict of tensors and plain values, saved with torch.save and read back with
     weights_only=True: a checkpoint cannot run code. `fingerprint` (hyperparameters, data shape) guards
     against resuming a different run from the same directory.
     """
 
-    def __init__(self, directory: str | os.PathLike | None, fingerprint: dict):
-        self.path = Path(directory) / CHECKPOINT if directory else None
-        self.fingerprint = fingerprint
+    def __init__(self, directory: str | os.PathLike | None, fingerprint: dict, *, name: str = CHECKPOINT,
+                 writer: bool = True):
+        self.path = Path(directory) / name if directory else None
+        self.fingerprint, self.writer = fingerprint, writer
 
     def load(self) -> dict | None:
         if self.path is None or not self.path.is_file():
@@ -167,7 +173,7 @@ class Checkpoints:
         return state
 
     def save(self, state: dict) -> None:
-        if self.path is None:
+        if self.path is None or not self.writer:
             return
         from kfts.artifact import atomic_file
         with atomic_file(self.path, "wb") as f:

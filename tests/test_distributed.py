@@ -1,0 +1,150 @@
+"""Training over several processes with torchrun, as `torchrun ... -m kfts train` and a TrainJob run it.
+
+InceptionTime shares its members out over the processes; every member is seeded as it is in one process, so
+the artifact is the same whatever the number of processes (compared bit for bit: each process then runs one
+thread, as does the one-process run it is compared with, pinned to one core). Processes talk over loopback
+only (gloo on `lo`, the rendezvous on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from conftest import free_port, make_classification, write_csv
+from safetensors.torch import load_file
+
+from kfts import artifact
+from kfts.csvio import LabeledSeries
+from kfts.ensemble import combine_members
+from kfts.inception_time import InceptionTime, Params
+
+LOOPBACK = {"GLOO_SOCKET_IFNAME": "lo", "PYTHONUNBUFFERED": "1"}
+TINY = ["--filters", "4", "--depth", "3", "--batch-size", "16", "--epochs", "3", "--seed", "3", "--device", "cpu"]
+
+
+def test_members_trained_alone_make_the_ensemble_one_process_trains(tmp_path):
+    """What lets processes (and fan-out pipeline tasks) share members out: member m of a sequential ensemble
+    is the one-member model trained with seed + m."""
+    labels, values = make_classification(n_per_class=6, length=16)
+    data = LabeledSeries(labels=labels, values=values)
+    params = Params(filters=4, depth=2, models=3, epochs=2, batch_size=8, ensemble="sequential")
+    whole = InceptionTime(params, device="cpu", seed=5).fit(data)
+    for m in range(3):
+        InceptionTime(dataclasses.replace(params, models=1), device="cpu", seed=5 + m).fit(data).save(
+            tmp_path / f"member-{m}")
+    combined = combine_members([tmp_path / f"member-{m}" for m in range(3)], device="cpu")
+    for key, value in whole.network.state_dict().items():
+        assert torch.equal(value, combined.network.state_dict()[key]), key
+
+
+@pytest.fixture
+def train_csv(tmp_path):
+    labels, values = make_classification(n_per_class=20, length=24)
+    return write_csv(tmp_path / "train.csv", ([lab, *row] for lab, row in zip(labels, values)))
+
+
+def torchrun(*args, env=None, cores: str | None = None, **kwargs) -> subprocess.Popen:
+    """torchrun ARGS, in a session of its own (killed as a whole); `cores`: pinned to them (taskset)."""
+    pin = ["taskset", "-c", cores] if cores else []
+    return subprocess.Popen([*pin, sys.executable, "-m", "torch.distributed.run", *map(str, args)],
+                            stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env={**os.environ, **LOOPBACK, **(env or {})},
+                            start_new_session=True, **kwargs)
+
+
+def finished(process: subprocess.Popen, timeout=600) -> str:
+    out, _ = process.communicate(timeout=timeout)
+    assert process.returncode == 0, out
+    return out
+
+
+def one_process(train_csv, model_dir, *flags) -> None:
+    """The reference: one process on one core (so one thread, as each torchrun process here)."""
+    result = subprocess.run(["taskset", "-c", "0", sys.executable, "-m", "kfts", "train", "inception-time",
+                             "--train", train_csv, "--model-dir", model_dir, *TINY, *map(str, flags)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+
+
+def assert_same_weights(a, b) -> None:
+    left, right = load_file(a / artifact.WEIGHTS), load_file(b / artifact.WEIGHTS)
+    assert left.keys() == right.keys()
+    different = [k for k in left if not torch.equal(left[k], right[k])]
+    assert not different, f"weights differ in {different[:5]}"
+
+
+def train_args(train_csv, model_dir, *flags):
+    return ["-m", "kfts", "train", "inception-time", "--train", train_csv, "--model-dir", model_dir, *TINY, *flags]
+
+
+@pytest.mark.integration
+def test_two_processes_share_the_members_out_and_write_the_one_process_artifact(train_csv, tmp_path):
+    out = finished(torchrun("--standalone", "--nproc-per-node", 2,
+                            *train_args(train_csv, tmp_path / "two", "--models", 3)))
+    assert "distributed: 2 processes" in out and "member 2 on rank 1" in out
+    assert out.count("model written to") == 1  # rank 0 writes, and prints the metric lines
+    one_process(train_csv, tmp_path / "one", "--models", 3, "--ensemble", "sequential")
+    assert_same_weights(tmp_path / "two", tmp_path / "one")
+    history = artifact.read_manifest(tmp_path / "two")["history"]
+    assert sorted({h["member"] for h in history}) == [1, 2, 3]  # every member's epochs, wherever it trained
+
+
+@pytest.mark.integration
+def test_two_nodes_on_loopback_train_the_same_model(train_csv, tmp_path):
+    port = free_port()
+    nodes = [torchrun("--nnodes", 2, "--node-rank", rank, "--nproc-per-node", 1, "--rdzv-backend", "c10d",
+                      "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "kfts-test", "--local-addr", "127.0.0.1",
+                      *train_args(train_csv, tmp_path / f"node-{rank}", "--models", 2),
+                      cores=str(rank)) for rank in (0, 1)]  # a core each: one thread, as the reference
+    outputs = [finished(node) for node in nodes]
+    assert "distributed: 2 processes" in outputs[0]
+    written = [rank for rank in (0, 1) if (tmp_path / f"node-{rank}" / artifact.MANIFEST).exists()]
+    assert len(written) == 1  # only global rank 0 writes, on whichever node it landed
+    one_process(train_csv, tmp_path / "one", "--models", 2, "--ensemble", "sequential")
+    assert_same_weights(tmp_path / f"node-{written[0]}", tmp_path / "one")
+
+
+@pytest.mark.integration
+def test_more_processes_than_members_train_a_member_data_parallel(train_csv, tmp_path):
+    out = finished(torchrun("--standalone", "--nproc-per-node", 2,
+                            *train_args(train_csv, tmp_path / "model", "--models", 1)))
+    assert "member 1 on ranks 0,1 (data-parallel)" in out
+    history = artifact.read_manifest(tmp_path / "model")["history"]
+    assert [h["epoch"] for h in history] == [1, 2, 3] and 0 <= history[-1]["train_accuracy"] <= 1
+
+
+@pytest.mark.integration
+def test_a_killed_two_process_run_resumes_on_every_rank(train_csv, tmp_path):
+    checkpoints = tmp_path / "checkpoints"
+    job = train_args(train_csv, tmp_path / "resumed", "--models", 2, "--epochs", 30, "--checkpoint-dir", checkpoints)
+    run = torchrun("--standalone", "--nproc-per-node", 2, *job)
+    deadline = time.monotonic() + 300
+    # both ranks have checkpointed an epoch of their member: kill the whole job, torchrun and its workers
+    while len(list(checkpoints.glob("members-*.pt"))) < 2:
+        assert run.poll() is None and time.monotonic() < deadline, run.stdout.read() if run.poll() else "timeout"
+        time.sleep(0.05)
+    os.killpg(run.pid, signal.SIGKILL)
+    run.wait()
+    assert not (tmp_path / "resumed").exists()
+    out = finished(torchrun("--standalone", "--nproc-per-node", 2, *job))
+    assert "epoch=1 " not in out  # rank 0's member went on from its checkpoint
+    uninterrupted = train_args(train_csv, tmp_path / "straight", "--models", 2, "--epochs", 30)
+    finished(torchrun("--standalone", "--nproc-per-node", 2, *uninterrupted))
+    assert_same_weights(tmp_path / "resumed", tmp_path / "straight")
+
+
+@pytest.mark.integration
+def test_bad_input_under_torchrun_ends_the_job_with_the_one_line_error(tmp_path):
+    (tmp_path / "bad.csv").write_text("a,1,2\nb,1,x\n")
+    result = torchrun("--standalone", "--nproc-per-node", 2, "-m", "kfts", "train", "inception-time", "--train",
+                      tmp_path / "bad.csv", "--model-dir", tmp_path / "model")
+    out, _ = result.communicate(timeout=300)
+    assert result.returncode != 0
+    assert f"error: {tmp_path / 'bad.csv'}: row 2, column 3: 'x' is not a number" in out
+    assert not (tmp_path / "model").exists()
