@@ -107,6 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     evaluate.set_defaults(func=cmd_evaluate)
 
+    inspect = commands.add_parser("inspect", help="what a model artifact holds (reads its JSON only)")
+    inspect.add_argument("model_dir")
+    inspect.set_defaults(func=cmd_inspect)
+
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(commands)
     return parser
@@ -189,3 +193,8 @@ def cmd_evaluate(args) -> None:
     headline = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
     print(" ".join(f"{k}={v:.6f}" for k, v in headline.items()))
     print(f"metrics and report written to {Path(args.output_dir)}")
+
+
+def cmd_inspect(args) -> None:
+    from kfts.model_info import describe_model
+    print("\n".join(describe_model(args.model_dir)))

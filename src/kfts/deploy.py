@@ -92,6 +92,9 @@ def render_inference_service(*, name: str, model_uri: str, image: str | None = N
         raise InputError(f"--name {name!r} is longer than 45 characters (KServe adds suffixes)")
     if not model_uri:
         raise InputError("--model-uri is empty: give the model artifact's URI (gs://, s3://, pvc://, https://)")
+    if "://" not in model_uri:  # KServe's storage initializer reads URIs only; a path means nothing in the pod
+        raise InputError(f"--model-uri {model_uri} has no scheme: give the URI KServe downloads the model from "
+                         "(s3://bucket/model, gs://..., pvc://CLAIM/path, https://...), not a path on this machine")
     if not 0 <= min_replicas <= max_replicas or max_replicas < 1:
         raise InputError(f"replicas must satisfy 0 <= min ({min_replicas}) <= max ({max_replicas}), max >= 1")
     if gpu and gpus < 1:
