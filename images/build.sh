@@ -13,6 +13,15 @@ image=${KFTS_IMAGE:-ghcr.io/kfts/kfts:0.1.0}
 torch_version=$(grep -o '"torch==[0-9.]*' pyproject.toml | cut -d= -f3)
 wheel=$(ls dist/kfts-*.whl 2>/dev/null | head -1)
 [ -n "$wheel" ] || { echo "images/build.sh: no wheel in dist/: run 'make wheel' first" >&2; exit 2; }
+# the wheel's dependencies, for a layer of their own: a change of kfts's code alone then rebuilds in seconds
+python3 - "$wheel" > dist/requirements.txt <<'PY'
+import sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as wheel:
+    [metadata] = [n for n in wheel.namelist() if n.endswith(".dist-info/METADATA")]
+    for line in wheel.read(metadata).decode().splitlines():
+        if line.startswith("Requires-Dist: ") and "extra ==" not in line:
+            print(line.split(": ", 1)[1])
+PY
 
 # KFTS_BUILD_FLAGS: more flags for the engine's build, e.g. --no-cache (benchmarks/images.py)
 args=(${KFTS_BUILD_FLAGS:-} --build-arg "TORCH_VERSION=$torch_version")
