@@ -22,19 +22,14 @@ def deploy(model: Input[Model], name: str, predictor_image: str = "", image_base
     GPU node pool's) apply only when `gpu`: a CPU predictor is never pinned to GPU nodes. An empty
     `deployment_mode` is the cluster's (else Standard or Knative, kfts.deploy)."""
     import json
-    import time
-    from pathlib import Path
 
-    from kubernetes import client, config
-
-    from kfts.deploy import render_inference_service
+    from kfts import kube
+    from kfts.deploy import apply_inference_service, render_inference_service
     from kfts.errors import InputError
     from kfts.images import predictor_image as default_predictor_image
 
     uri = model.uri.replace("minio://", "s3://", 1)
-    if not namespace:
-        own = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
-        namespace = own.read_text().strip() if own.is_file() else "default"
+    namespace = namespace or kube.own_namespace()
     try:
         image = None if runtime else predictor_image or default_predictor_image(gpu, image_base or None)
         manifest = render_inference_service(
@@ -45,30 +40,4 @@ def deploy(model: Input[Model], name: str, predictor_image: str = "", image_base
     except InputError as e:
         fail(e)
     print(json.dumps(manifest, indent=2))
-
-    try:
-        config.load_incluster_config()
-    except config.ConfigException:
-        config.load_kube_config()
-    api = client.CustomObjectsApi()
-    where = {"group": "serving.kserve.io", "version": "v1beta1", "namespace": namespace,
-             "plural": "inferenceservices"}
-    try:
-        current = api.get_namespaced_custom_object(name=name, **where)
-        manifest["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
-        api.replace_namespaced_custom_object(name=name, body=manifest, **where)
-        print(f"replaced InferenceService {namespace}/{name}")
-    except client.ApiException as e:
-        if e.status != 404:
-            raise
-        api.create_namespaced_custom_object(body=manifest, **where)
-        print(f"created InferenceService {namespace}/{name}")
-
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:  # KServe sets Ready and the URL once the predictor answers
-        status = api.get_namespaced_custom_object(name=name, **where).get("status", {})
-        if any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions", [])):
-            print(f"ready at {status.get('url')}")
-            return status.get("url", "")
-        time.sleep(10)
-    raise RuntimeError(f"InferenceService {namespace}/{name} was not ready within 10 minutes")
+    return apply_inference_service(manifest)

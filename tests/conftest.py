@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -137,3 +138,24 @@ def wait_ready(base_url: str, process=None, timeout: float = 300) -> None:
             pass
         time.sleep(0.2)
     raise AssertionError(f"{base_url} was not ready within {timeout} s")
+
+
+# -- Kubernetes schemas -----------------------------------------------------------------------------------------
+
+SCHEMAS = ROOT.parent / "shared" / "schemas"
+
+
+@functools.cache
+def crd_validator(file: str, version: str):
+    """A jsonschema validator for the OpenAPI v3 schema of `version` in the CRD ../shared/schemas/`file`
+    (checked and built once: the schemas are large)."""
+    import jsonschema
+    import yaml
+    if not (SCHEMAS / file).is_file():
+        pytest.fail(f"{SCHEMAS / file} is not there (CI puts ../shared beside the project)")
+    crd = yaml.load((SCHEMAS / file).read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    (entry,) = [v for v in crd["spec"]["versions"] if v["name"] == version]
+    schema = entry["schema"]["openAPIV3Schema"]
+    cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft7Validator)
+    cls.check_schema(schema)
+    return cls(schema)

@@ -5,7 +5,6 @@ CRD schema (../shared/schemas), loadable by the kserve SDK, and saying what it s
 from __future__ import annotations
 
 import datetime
-import functools
 import re
 import shlex
 
@@ -14,32 +13,21 @@ import kubernetes.client.models
 import kserve.models
 import pytest
 import yaml
-from conftest import ROOT, run_cli
+from conftest import ROOT, crd_validator, run_cli
 
 from kfts.cli import main
 from kfts.deploy import (GPU_TOLERATIONS, MODEL_FORMAT, render_inference_service, render_serving_runtime)
 from kfts.errors import InputError
 
-SCHEMAS = ROOT.parent / "shared" / "schemas"
 CRDS = {"InferenceService": ("kserve-inferenceservice-crd.yaml", "v1beta1", "V1beta1InferenceService"),
         "ServingRuntime": ("kserve-servingruntime-crd.yaml", "v1alpha1", "V1alpha1ServingRuntime"),
         "ClusterServingRuntime": ("kserve-clusterservingruntime-crd.yaml", "v1alpha1",
                                   "V1alpha1ClusterServingRuntime")}
 
 
-@functools.cache
-def validator(kind: str) -> jsonschema.protocols.Validator:
-    """A validator for the CRD's OpenAPI v3 schema (checked and built once per kind: the schemas are large)."""
+def validator(kind: str):
     file, version, _ = CRDS[kind]
-    if not (SCHEMAS / file).is_file():
-        pytest.skip(f"{SCHEMAS / file} is not there (CI puts ../shared beside the project)")
-    crd = yaml.load((SCHEMAS / file).read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    assert crd["spec"]["names"]["kind"] == kind
-    (entry,) = [v for v in crd["spec"]["versions"] if v["name"] == version]
-    schema = entry["schema"]["openAPIV3Schema"]
-    cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft7Validator)
-    cls.check_schema(schema)
-    return cls(schema)
+    return crd_validator(file, version)
 
 
 def sdk_object(data, klass: str):

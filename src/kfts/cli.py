@@ -19,7 +19,7 @@ from pathlib import Path
 from kfts.errors import InputError
 
 # Modules that add their own subcommands: each has register(subparsers) and sets `func` on its parsers.
-COMMAND_MODULES: list[str] = ["kfts.serving.commands", "kfts.pipeline_cli"]
+COMMAND_MODULES: list[str] = ["kfts.serving.commands", "kfts.pipeline_cli", "kfts.storage"]
 
 
 class Terminated(BaseException):

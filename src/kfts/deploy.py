@@ -190,6 +190,20 @@ def _security() -> dict:
     return {"runAsNonRoot": True, "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
 
 
+def apply_inference_service(manifest: dict, *, api=None, timeout_s: float = 600, poll_s: float = 10,
+                            log=print) -> str:
+    """Create or replace the InferenceService and wait until KServe reports it Ready: its URL. One that is
+    not Ready within `timeout_s` raises kfts.kube.Failed with its conditions. (The pipelines' deploy step.)"""
+    from kfts import kube
+    api = api or kube.custom_objects()
+    kube.apply(api, kube.INFERENCE_SERVICE, manifest, log=log)
+    status = kube.wait_for(api, kube.INFERENCE_SERVICE, manifest["metadata"]["name"],
+                           manifest["metadata"]["namespace"], success="Ready", timeout_s=timeout_s, poll_s=poll_s,
+                           log=log)
+    log(f"ready at {status.get('url')}")
+    return status.get("url", "")
+
+
 def to_yaml(manifest: dict) -> str:
     import yaml
     return yaml.safe_dump(manifest, sort_keys=False)

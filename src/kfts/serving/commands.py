@@ -5,7 +5,7 @@ from __future__ import annotations
 from kfts.deploy import DEPLOYMENT_MODES, parse_key_value, parse_toleration
 from kfts.errors import InputError
 
-KINDS = ("InferenceService", "ClusterServingRuntime", "ServingRuntime")
+KINDS = ("InferenceService", "ClusterServingRuntime", "ServingRuntime", "TrainJob")
 
 
 def register(commands) -> None:
@@ -64,6 +64,20 @@ def register(commands) -> None:
     render.add_argument("--memory", default="2Gi")
     render.add_argument("--service-account")
     render.add_argument("--output", help="write the YAML here instead of stdout")
+    train = render.add_argument_group("--kind TrainJob: training on Kubeflow Trainer (kfts.trainjob); --name, "
+                                      "--namespace, --image, --cpu, --memory and --model-uri (where the model "
+                                      "goes) as above")
+    train.add_argument("--algorithm", help="inception-time or lstm-ad")
+    train.add_argument("--train", help="training CSV URI every node reads")
+    train.add_argument("--valid", default="", help="validation CSV URI")
+    train.add_argument("--nodes", type=int, default=1, help="training nodes (numNodes, default 1)")
+    train.add_argument("--procs-per-node", type=int, default=1, help="torchrun processes per node (default 1; "
+                                                                     "with GPUs one per GPU)")
+    train.add_argument("--gpus-per-node", type=int, default=0, help="GPUs per node (default 0: CPU)")
+    train.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="a hyperparameter")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--training-runtime", default="torch-distributed",
+                       help="the ClusterTrainingRuntime (default torch-distributed)")
     render.set_defaults(func=cmd_deploy_render)
 
 
@@ -79,7 +93,9 @@ def cmd_deploy_render(args) -> None:
     from kfts.deploy import render_inference_service, render_serving_runtime, to_yaml
     from kfts.images import predictor_image
     image = args.image or predictor_image(args.gpu)
-    if args.kind != "InferenceService":
+    if args.kind == "TrainJob":
+        manifest = _trainjob(args)
+    elif args.kind != "InferenceService":
         if args.kind == "ServingRuntime" and not args.namespace:
             raise InputError("--kind ServingRuntime needs --namespace (a ClusterServingRuntime has none)")
         unused = [flag for flag, value in (("--model-uri", args.model_uri), ("--runtime", args.runtime),
@@ -114,3 +130,19 @@ def cmd_deploy_render(args) -> None:
     with atomic_file(args.output) as f:
         f.write(text)
     print(f"{manifest['kind']} {manifest['metadata']['name']} written to {args.output}")
+
+
+def _trainjob(args) -> dict:
+    from kfts.algorithms import make_params
+    from kfts.trainjob import render_trainjob
+    for flag, value in (("--name", args.name), ("--algorithm", args.algorithm), ("--train", args.train),
+                        ("--model-uri", args.model_uri)):
+        if not value:
+            raise InputError(f"{flag} is required for a TrainJob")
+    settings = dict(parse_key_value(s, "--set") for s in args.set)
+    make_params(args.algorithm, settings)  # the values are checked here, not in the cluster
+    return render_trainjob(name=args.name, algorithm=args.algorithm, train_uri=args.train, valid_uri=args.valid,
+                           model_uri=args.model_uri, hyperparameters=settings, seed=args.seed, nodes=args.nodes,
+                           procs_per_node=args.procs_per_node, gpus_per_node=args.gpus_per_node, image=args.image,
+                           runtime=args.training_runtime, namespace=args.namespace, cpu=args.cpu,
+                           memory=args.memory)
