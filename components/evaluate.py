@@ -3,7 +3,7 @@
 from typing import Optional
 
 from kfp import dsl
-from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
+from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
 
 from kfts.components.settings import IMAGE, fail, present
 
@@ -11,20 +11,30 @@ from kfts.components.settings import IMAGE, fail, present
 @dsl.component(base_image=IMAGE, install_kfp_package=False, additional_funcs=[fail, present])
 def evaluate(model: Input[Model], data: Input[Dataset], metric: str, evaluation: Output[Artifact],
              metrics: Output[Metrics], classification: Output[ClassificationMetrics], report: Output[HTML],
-             labels: Optional[Input[Dataset]] = None, device: str = "auto") -> float:
+             summary: Output[Markdown], labels: Optional[Input[Dataset]] = None, split: str = "",
+             device: str = "auto") -> float:
     """Evaluate on `data` (with `labels` when they are a separate file) and return the figure named `metric`
     (a single return, "Output": kfp.local's dsl.If resolves no other task output names).
 
     evaluation: the directory `kfts evaluate --output-dir` writes (metrics.json, report.html). inception-time
     data carries its labels in the first column; for a file of series in the inference layout `labels` holds
     one label per row, and the two are joined into that layout first. lstm-ad `labels` are the 0/1 file of
-    the SPEC. classification gets the confusion matrix and a ROC curve when the metrics have them (KFP shows
-    one curve: for two classes the second class's, else the first's; report.html has them all).
+    the SPEC. split: the data's name in the pipeline (valid, test, holdout), in the report's title.
+
+    metrics: the headline figures, integers as integers. classification: inception-time's confusion matrix
+    and one ROC curve (KFP holds one per artifact: for two classes the second class's, else the first's;
+    report.html has every class's ROC and precision-recall curve); lstm-ad's flag confusion matrix (normal /
+    anomaly over the scored steps) when labels are given. summary: the headline table in Markdown.
+    report: report.html, with the split in its title and the provenance (data, model, hyperparameters, kfts
+    versions, date).
     """
     import os
     import tempfile
     from kfts.algorithms import load_model
     from kfts.errors import InputError
+    from kfts.evaluation import add_provenance, flag_confusion_matrix, headline, provenance, summary_markdown
+    from kfts.training import metric_line
+    from kfts.validation import read_manifest
 
     sources = {data.path: data.metadata.get("source", data.path)}
     try:
@@ -49,12 +59,17 @@ def evaluate(model: Input[Model], data: Input[Dataset], metric: str, evaluation:
         e.path = sources.get(e.path, e.path)
         fail(e)
 
-    for name, value in result.items():
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            metrics.log_metric(name, float(value))
+    origin = provenance(data=sources[data.path], labels=sources.get(labels.path) if present(labels) else None,
+                        model=model.uri, manifest=read_manifest(model.path))
+    split = split or sources[data.path]
+    add_provenance(evaluation.path, split, origin)
+    for name, value in headline(result).items():
+        metrics.log_metric(name, value)
     if "confusion_matrix" in result:
         matrix = result["confusion_matrix"]
         classification.log_confusion_matrix([str(c) for c in matrix["labels"]], matrix["matrix"])
+    elif flag_confusion_matrix(result) is not None:
+        classification.log_confusion_matrix(["normal", "anomaly"], flag_confusion_matrix(result))
     roc = result.get("roc") or {}
     if roc:
         classes = list(roc)
@@ -65,5 +80,7 @@ def evaluate(model: Input[Model], data: Input[Dataset], metric: str, evaluation:
         html = f.read()
     with open(report.path, "w") as f:
         f.write(html)
-    print(f"{metric}={result[metric]:.6f}")
+    with open(summary.path, "w") as f:
+        f.write(summary_markdown(result, split, origin))
+    print(metric_line(headline(result)))
     return float(result[metric])

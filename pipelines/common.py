@@ -119,7 +119,7 @@ def after_training(*, model, data: dict, valid: str, test: str, test_labels: str
     """evaluate (valid; test when it has labels) -> batch-predict (when test is given) -> deploy (when asked
     and the validation metric passes `passes_gate(score)`)."""
     with dsl.If(valid != "", "valid-given"):
-        scored = place(evaluate(model=model, data=data["valid"], metric=valid_metric), cluster)
+        scored = place(evaluate(model=model, data=data["valid"], metric=valid_metric, split="valid"), cluster)
         scored.set_display_name("evaluate valid")
         with dsl.If(deploy_wanted == True, "deploy-asked"):  # noqa: E712 (a pipeline condition, not Python)
             with dsl.If(passes_gate(scored.outputs["Output"]), "metric-passes"):
@@ -129,5 +129,6 @@ def after_training(*, model, data: dict, valid: str, test: str, test_labels: str
         predicted.set_display_name("batch-predict test")
         place(predicted, cluster, gpu=True)
         with dsl.If(test_labels != "", "test-labelled"):
-            scored = evaluate(model=model, data=data["test"], labels=data["test_labels"], metric=test_metric)
+            scored = evaluate(model=model, data=data["test"], labels=data["test_labels"], metric=test_metric,
+                              split="test")
             place(scored.set_display_name("evaluate test"), cluster)

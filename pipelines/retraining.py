@@ -46,7 +46,8 @@ def build(algorithm: str, cluster: Cluster | None = None):
 
         scores = {}
         for name, model in (("challenger", challenger), ("champion", champion.outputs["model"])):
-            task = evaluate(model=model, data=data["holdout"], labels=data["holdout_labels"], metric=metric)
+            task = evaluate(model=model, data=data["holdout"], labels=data["holdout_labels"], metric=metric,
+                            split=f"holdout, {name}")
             scores[name] = place(task.set_display_name(f"evaluate {name}"), cluster).outputs["Output"]
         choice = choose_champion(challenger_score=scores["challenger"], champion_score=scores["champion"],
                                  higher_is_better=higher_is_better, metric=metric)

@@ -82,7 +82,8 @@ def test_components_have_typed_artifacts_and_the_configured_image(monkeypatch):
     assert outputs(components.train) == {"model": "system.Model@0.0.1", "metrics": "system.Metrics@0.0.1"}
     assert outputs(components.evaluate) == {
         "evaluation": "system.Artifact@0.0.1", "metrics": "system.Metrics@0.0.1",
-        "classification": "system.ClassificationMetrics@0.0.1", "report": "system.HTML@0.0.1", "Output": "Float"}
+        "classification": "system.ClassificationMetrics@0.0.1", "report": "system.HTML@0.0.1",
+        "summary": "system.Markdown@0.0.1", "Output": "Float"}
     assert outputs(components.batch_predict) == {"predictions": "system.Dataset@0.0.1"}
     for component in (components.validate_csv, components.train, components.evaluate, components.batch_predict,
                       components.deploy):

@@ -206,7 +206,7 @@ def test_cli_end_to_end(tmp_path, classification_csv):
     assert metrics["accuracy"] >= 0.9 and metrics["confusion_matrix"]["labels"] == ["a", "b", "c"]
     assert np.array(metrics["confusion_matrix"]["matrix"]).sum() == len(labels)
     report = (tmp_path / "eval" / "report.html").read_text()
-    assert report.count("data:image/png;base64,") == 2  # confusion matrix and learning curves
+    assert report.count("data:image/png;base64,") == 3  # confusion matrix, ROC / precision-recall, learning curves
 
 
 def test_cli_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path):

@@ -87,7 +87,7 @@ def test_a_label_file_has_one_label_per_row_of_the_file_it_labels(tmp_path):
 def test_lstm_ad_column_counts_must_agree(tmp_path):
     train, test = series(tmp_path / "train.csv", 40, 3), series(tmp_path / "test.csv", 40, 2)
     message = refused("lstm-ad", {"train": (train, "training"), "test": (test, "inference")})
-    assert message == f"{test}: has 2 columns (series), {train} has 3"
+    assert message == f"{test}: row 1: has 2 columns (series), {train} has 3"
 
 
 def test_inputs_that_agree_pass_and_are_summed_up(tmp_path):

@@ -189,9 +189,12 @@ def cmd_evaluate(args) -> None:
     check_files(manifest["algorithm"], {"input": (args.input, layout), "input_labels": (args.labels, "labels")},
                 model=manifest)
     model = load_model(args.model_dir, device=args.device)
+    from kfts.evaluation import add_provenance, headline, provenance
+    from kfts.training import metric_line
     metrics = model.evaluate(args.input, args.output_dir, labels_path=args.labels)
-    headline = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-    print(" ".join(f"{k}={v:.6f}" for k, v in headline.items()))
+    add_provenance(args.output_dir, Path(args.input).name,
+                   provenance(data=args.input, labels=args.labels, model=args.model_dir, manifest=manifest))
+    print(metric_line(headline(metrics)))
     print(f"metrics and report written to {Path(args.output_dir)}")
 
 

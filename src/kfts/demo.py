@@ -48,7 +48,7 @@ def inception_time() -> None:
     kfts("validate", "inception-time", data["train"])
     kfts("validate", "inception-time", data["test_data"], "--inference")
     kfts("train", "inception-time", "--train", data["train"], "--valid", data["valid"], "--model-dir", model,
-         "--models", 3, "--epochs", 15, "--seed", 0)
+         "--models", 3, "--ensemble", "stacked", "--epochs", 15, "--seed", 0)  # one metric line per epoch
     kfts("evaluate", "--model-dir", model, "--input", data["test"], "--output-dir", out / "evaluation")
     kfts("predict", "--model-dir", model, "--input", data["test_data"], "--output", out / "predictions.csv",
          "--probabilities")
@@ -105,7 +105,9 @@ def main() -> None:
     inception_time()
     lstm_ad()
     pipelines()
-    print(f"\ndemo done: everything is under {OUT}/")
+    print(f"\ndemo done: everything is under {OUT}/; the evaluation reports (open them in a browser):")
+    for path in sorted(OUT.glob("*/evaluation/report.html")) + sorted(OUT.glob("pipelines/*/*/report")):
+        print(f"  {path}")
 
 
 if __name__ == "__main__":

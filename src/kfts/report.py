@@ -40,6 +40,33 @@ def page(title: str, sections: list[tuple[str, str]]) -> str:
             f"<body><h1>{html.escape(title)}</h1>{body}</body></html>\n")
 
 
+def with_provenance(page_html: str, split: str, provenance: dict) -> str:
+    """A page() with the split it shows in its title and heading, and a Provenance table (the data, the model,
+    its hyperparameters, the kfts versions, the date) below the heading."""
+    start, end = page_html.index("<title>") + len("<title>"), page_html.index("</title>")
+    title = page_html[start:end]
+    titled = f"{title}: {html.escape(split)}"
+    section = "<h2>Provenance</h2>" + table([{"": k, "value": v} for k, v in provenance.items()])
+    page_html = page_html.replace(f"<title>{title}</title>", f"<title>{titled}</title>", 1)
+    return page_html.replace(f"<h1>{title}</h1>", f"<h1>{titled}</h1>{section}", 1)
+
+
+def roc_pr_curves(roc: dict[str, dict], pr: dict[str, dict]):
+    """ROC and precision-recall curves, one line per class (or score), from their points:
+    roc[name] = {fpr, tpr, auc}, pr[name] = {precision, recall, ap}."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for name, c in roc.items():
+        left.plot(c["fpr"], c["tpr"], label=f"{name} (AUC {c['auc']:.3f})")
+    left.plot([0, 1], [0, 1], color="#bbb", linestyle=":")
+    left.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC")
+    for name, c in pr.items():
+        right.plot(c["recall"], c["precision"], label=f"{name} (AP {c['ap']:.3f})")
+    right.set(xlabel="recall", ylabel="precision", title="precision-recall", ylim=(0, 1.05))
+    for ax in (left, right):
+        ax.legend(fontsize="small")
+    return fig
+
+
 def learning_curves(history: list[dict]):
     """Loss (and accuracy, where logged) per epoch; one line per member when members trained one by one."""
     names = [k for k in ("loss", "accuracy") if any(f"train_{k}" in h for h in history)]

@@ -164,7 +164,7 @@ def _same_shape(algorithm: str, summary: dict, reference: dict) -> None:
     if algorithm == "lstm-ad":
         if "columns" in reference and summary["columns"] != reference["columns"]:
             raise InputError(f"has {summary['columns']} columns (series), {against} {reference['columns']}",
-                             path=source)
+                             path=source, row=1)
         return
     length, expected = summary["length"], reference.get("length")
     if expected is None or length == expected:
