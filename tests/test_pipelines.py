@@ -117,3 +117,19 @@ def test_training_waits_for_every_input_checked_alone_and_together(name, fan_out
     # what the KFP UI shows for each task
     names = {task["taskInfo"]["name"] for task in tasks.values()}
     assert {"validate train", "check inputs together"} <= names
+
+
+def test_the_task_log_reports_each_task_by_its_display_name_with_its_error_and_container():
+    from kfts.pipeline_cli import TaskLog
+    lines = []
+    tasks = TaskLog(lines.append, {"validate-csv-3": "validate test", "train": "train member"})
+    for line in ["21:00:00.250 - INFO - Executing task \x1b[96m'validate-csv-3'\x1b[0m",
+                 "    in container 1a2b3c of reg/kfts:1", "    ok: something", "    error: t.csv: row 1: bad",
+                 "21:00:01.750 - ERROR - Task \x1b[96m'validate-csv-3'\x1b[0m finished with status "
+                 "\x1b[91mFAILURE\x1b[0m",
+                 "23:59:59.000 - INFO - Executing task 'train-2'",
+                 "00:00:02.000 - INFO - Task 'train-2' finished with status SUCCESS"]:
+        tasks.feed(line)
+    assert lines == [f"{'validate test':<28} FAILURE     1.5 s  in container 1a2b3c of reg/kfts:1",
+                     "  error: t.csv: row 1: bad", f"{'train member-2':<28} SUCCESS     3.0 s"]
+    assert tasks.failed == ["validate-csv-3"] and tasks.name("validate-csv-3") == "validate test"

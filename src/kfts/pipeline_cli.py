@@ -124,7 +124,8 @@ def display_names(pipeline) -> dict[str, str]:
 
 class TaskLog:
     """Reads kfp.local's log as it is written and reports each task when it ends: its display name, status
-    and seconds, and for a failed task its own error line (what components/settings.py's fail() prints)."""
+    and seconds (and the container it ran in, with --containers), and for a failed task its own error line
+    (what components/settings.py's fail() prints)."""
 
     _ANSI = re.compile(r"\x1b\[[0-9;]*m")
     _EVENT = re.compile(r"^(\d\d):(\d\d):(\d\d\.\d+) - \w+ - (?:Executing task '([^']+)'|"
@@ -134,6 +135,7 @@ class TaskLog:
         self.report, self.names = report, names or {}
         self.started: dict[str, float] = {}
         self.errors: dict[str, str] = {}
+        self.containers: dict[str, str] = {}
         self.failed: list[str] = []
 
     def name(self, task: str) -> str:
@@ -148,6 +150,8 @@ class TaskLog:
             text = line.strip()
             if text.startswith("error: ") and self.started:
                 self.errors.setdefault(list(self.started)[-1], text)
+            elif text.startswith("in container ") and self.started:  # run_container's line: say where it ran
+                self.containers[list(self.started)[-1]] = text
             return
         hours, minutes, seconds, started, ended, status = event.groups()
         at = int(hours) * 3600 + int(minutes) * 60 + float(seconds)
@@ -155,7 +159,8 @@ class TaskLog:
             self.started[started] = at
             return
         took = (at - self.started.pop(ended, at)) % 86400  # a run past midnight
-        self.report(f"{self.name(ended):<28} {status:<8} {took:6.1f} s")
+        where = f"  {self.containers.pop(ended)}" if ended in self.containers else ""
+        self.report(f"{self.name(ended):<28} {status:<8} {took:6.1f} s{where}")
         if status != "SUCCESS":
             self.failed.append(ended)
             if ended in self.errors:
