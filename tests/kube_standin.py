@@ -5,12 +5,19 @@ of the deploy and TrainJob steps run for real against the client library.
 
     with KubeStandIn(statuses=[{...}, {...}]) as kube:   # status of the object on the 1st, 2nd, ... GET
         api = kube.api()                                 # a kubernetes.client.CustomObjectsApi
+
+With `run_trainjobs`, it also plays Kubeflow Trainer for one node: a created TrainJob's trainer command runs
+here, with the PET_* settings the torch runtime gives torchrun (loopback only), and the TrainJob turns
+Complete or Failed by its exit code. `kubeconfig(path)` writes a kubeconfig for code that loads its own.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -19,7 +26,9 @@ PATH = re.compile(r"^/apis/(?P<group>[^/]+)/(?P<version>[^/]+)/namespaces/(?P<ns
 
 
 class KubeStandIn:
-    def __init__(self, statuses: list[dict] | None = None, existing: list[dict] | None = None):
+    def __init__(self, statuses: list[dict] | None = None, existing: list[dict] | None = None,
+                 run_trainjobs: bool = False):
+        self.run_trainjobs, self.logs = run_trainjobs, {}
         self.objects: dict[tuple, dict] = {}
         self.requests: list[tuple[str, str, dict | None]] = []
         self.statuses = list(statuses or [])
@@ -81,6 +90,8 @@ class KubeStandIn:
                 if key in stand_in.objects:
                     return self._answer(409, {"kind": "Status", "code": 409, "reason": "AlreadyExists"})
                 self._answer(201, stand_in._store(body, key))
+                if stand_in.run_trainjobs and body["kind"] == "TrainJob":
+                    threading.Thread(target=stand_in._run_trainjob, args=(key,), daemon=True).start()
 
             def do_PUT(self):
                 match, body = PATH.match(self.path), self._body()
@@ -95,6 +106,31 @@ class KubeStandIn:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         return self
+
+    def _run_trainjob(self, key: tuple) -> None:
+        from conftest import free_port
+        trainer = self.objects[key]["spec"]["trainer"]
+        assert trainer.get("numNodes", 1) == 1, "the stand-in plays one node"
+        self.objects[key]["status"] = {"conditions": [{"type": "Created", "status": "True", "reason": "Created"}]}
+        # as in the image, kfts and torchrun on the PATH: this Python's
+        env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}", "PET_NNODES": "1", "PET_NPROC_PER_NODE": str(trainer.get("numProcPerNode", 1)),
+               "PET_NODE_RANK": "0", "PET_MASTER_ADDR": "127.0.0.1", "PET_MASTER_PORT": str(free_port()),
+               "GLOO_SOCKET_IFNAME": "lo", **{e["name"]: e["value"] for e in trainer.get("env", [])}}
+        run = subprocess.run(trainer["command"], env=env, capture_output=True, text=True, timeout=900)
+        self.logs[key[-1]] = run.stdout + run.stderr
+        condition = ({"type": "Complete", "status": "True", "reason": "Completed"} if run.returncode == 0 else
+                     {"type": "Failed", "status": "True", "reason": "TrainingFailed",
+                      "message": f"exit code {run.returncode}"})
+        self.objects[key]["status"] = {"conditions": [condition]}
+
+    def kubeconfig(self, path) -> None:
+        server = f"http://127.0.0.1:{self.server.server_address[1]}"
+        path.write_text(json.dumps({
+            "apiVersion": "v1", "kind": "Config", "current-context": "stand-in",
+            "clusters": [{"name": "stand-in", "cluster": {"server": server}}],
+            "users": [{"name": "stand-in", "user": {}}],
+            "contexts": [{"name": "stand-in", "context": {"cluster": "stand-in", "user": "stand-in",
+                                                          "namespace": "default"}}]}))
 
     def __exit__(self, *exc):
         self.server.shutdown()

@@ -5,6 +5,8 @@ the deploy step's InferenceService."""
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import yaml
 from conftest import crd_validator, run_cli
@@ -13,7 +15,7 @@ from kube_standin import KubeStandIn
 from kfts import kube
 from kfts.deploy import apply_inference_service, render_inference_service
 from kfts.errors import InputError
-from kfts.trainjob import render_trainjob, run_trainjob
+from kfts.trainjob import WORK, render_trainjob, run_trainjob
 
 
 def check(manifest: dict) -> dict:
@@ -114,3 +116,39 @@ def test_the_deploy_step_creates_then_replaces_the_inference_service_and_waits_f
     assert lines[0] == "created InferenceService team/churn" and "replaced InferenceService team/churn" in lines
     [replaced] = cluster.sent("PUT")
     assert replaced["metadata"]["resourceVersion"] == "1"  # the one the stand-in gave the first object
+
+
+@pytest.mark.integration
+def test_the_train_on_trainjob_step_trains_on_two_processes_and_hands_on_the_model(tmp_path, monkeypatch):
+    """The step as a pipeline runs it: its TrainJob's own command (fetch, torchrun with 2 processes, put the
+    model back) run by the stand-in's one-node Trainer, then the model copied into the step's output."""
+    from kfp import dsl
+
+    from kfts.components.train_on_trainjob import train_on_trainjob
+    from kfts.sample_data import classification, write_csv
+    labels, values = classification(n_per_class=10, length=24)
+    write_csv(tmp_path / "train.csv", ([lab, *row] for lab, row in zip(labels, values)))
+    model, metrics = dsl.Model(uri=str(tmp_path / "out" / "model")), dsl.Metrics(uri=str(tmp_path / "metrics"))
+    no_valid = dsl.Dataset(uri=str(tmp_path / "none"), metadata={"present": False})
+    with KubeStandIn(run_trainjobs=True) as cluster:
+        cluster.kubeconfig(tmp_path / "kubeconfig")
+        monkeypatch.setenv("KUBECONFIG", str(tmp_path / "kubeconfig"))
+        monkeypatch.setattr(kube, "wait_for", _fast(kube.wait_for))
+        train_on_trainjob.python_func(
+            algorithm="inception-time", train_data=dsl.Dataset(uri=str(tmp_path / "train.csv")),
+            valid_data=no_valid, hyperparameters={"filters": 4, "depth": 2, "models": 2, "epochs": 2}, seed=1,
+            run_id="run-1", model=model, metrics=metrics, nodes=1, procs_per_node=2)
+    shutil.rmtree(WORK, ignore_errors=True)  # what the TrainJob's container left in its /tmp, here this machine's
+    log = cluster.logs["kfts-run-1"]
+    assert "distributed: 2 processes" in log, log
+    from kfts.algorithms import load_model
+    trained = load_model(model.path, device="cpu")
+    assert trained.params.models == 2 and list(trained.classes) == ["a", "b", "c"]
+    assert set(metrics.metadata) == {"train_loss", "train_accuracy"}
+    assert model.metadata["trainjob"] == "kfts-run-1"
+
+
+def _fast(wait_for):
+    def fast(*args, **kwargs):
+        return wait_for(*args, **{**kwargs, "poll_s": 0.2})
+    return fast

@@ -39,11 +39,13 @@ def own_namespace(default: str = "default") -> str:
 
 
 def custom_objects():
+    import os
+
     from kubernetes import client, config
     try:
         config.load_incluster_config()
-    except config.ConfigException:
-        config.load_kube_config()
+    except config.ConfigException:  # outside a cluster: KUBECONFIG as it is now (the client reads it at import)
+        config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
     return client.CustomObjectsApi()
 
 
