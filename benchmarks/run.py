@@ -29,6 +29,7 @@ SECTIONS = [
     "streaming",        # kfts predict of files larger than its memory budget: peak memory against file size
     "serving_faults",   # kfts serve under a mix of good requests and client mistakes: status codes, RSS
     "images",           # image build times and sizes, predictor cold start, CLI start-up before and after
+    "distributed",      # kfts train in one process and under torchrun (2 processes, 2 nodes on loopback)
 ]
 
 
