@@ -301,7 +301,7 @@ class LstmAD:
     def _fit_gaussian(self, x: torch.Tensor) -> None:
         """The Normal of the error vectors of the error-fit part (x: that part led by the first_scored steps
         before it, scaled), and the flag threshold from their scores."""
-        errors = self._predict(x)[0].double().numpy()
+        errors = self._errors(x).double().numpy()
         mean, covariance, ridge = fit_gaussian(errors)
         if ridge:
             print(f"gaussian: the error covariance is near-singular (eigenvalues down to "
@@ -314,39 +314,50 @@ class LstmAD:
     # -- scoring ---------------------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def _predict(self, x: torch.Tensor, network: LstmReconstructor | None = None
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Scaled [T, d] (T > first_scored) -> for the rows first_scored..T-1: (error vectors [n, k], the
-        one-step-ahead predictions [n, d]), fp32 on the CPU. k = d (seed) or l x d (paper: the errors of the
-        predictions made 1, 2, ..., l steps before, in that order)."""
+    def _predict(self, x: torch.Tensor, network: LstmReconstructor | None = None):
+        """Scaled [T, d] (T > first_scored) -> the rows first_scored..T-1 in order, in blocks of (error vectors
+        [n, k], one-step-ahead predictions [n, d]), fp32 on the CPU. k = d (seed) or l x d (paper: the errors
+        of the predictions made 1, 2, ..., l steps before, in that order).
+
+        Seed: one block. Paper: one block per forward pass of SCORE_BATCH windows, which keeps the l x d
+        errors of only that many rows in memory; the l - 1 windows before a pass are carried over to it."""
         network = network or self.network
         was_training = network.training
         model = data_parallel(network, self.device).eval()
         L, d = self.params.sequence_length, x.shape[1]
-        if self.params.scoring == "seed":
-            inputs = input_sequences(x, L)
-            out = [model(inputs[i:i + SCORE_BATCH].to(self.device)).float().cpu()
-                   for i in range(0, len(inputs), SCORE_BATCH)]
-            predictions = torch.cat(out).reshape(-1, d)[:len(x) - L]
-            errors = x[L:] - predictions
-        else:
+        try:
+            if self.params.scoring == "seed":
+                inputs = input_sequences(x, L)
+                out = [model(inputs[i:i + SCORE_BATCH].to(self.device)).float().cpu()
+                       for i in range(0, len(inputs), SCORE_BATCH)]
+                predictions = torch.cat(out).reshape(-1, d)[:len(x) - L]
+                yield x[L:] - predictions, predictions
+                return
             l = self.params.prediction_length
-            inputs = windows(x[:-1], L)  # the windows ending at steps L-1 .. T-2
-            out = [model(inputs[i:i + SCORE_BATCH].to(self.device), last_only=True).float().cpu()
-                   for i in range(0, len(inputs), SCORE_BATCH)]
-            ahead = torch.cat(out).reshape(-1, l, d)  # ahead[i, j]: the prediction of x[L + i + j]
-            first = L + l - 1
-            n = len(x) - first
-            # row first + m was predicted j + 1 steps ahead by the window ending j + 1 steps before it:
-            # ahead[m + l - 1 - j, j]
-            errors = torch.stack([x[first:] - ahead[l - 1 - j:l - 1 - j + n, j] for j in range(l)], dim=1)
-            errors, predictions = errors.reshape(n, l * d), ahead[l - 1:, 0]
-        network.train(was_training)
-        return errors, predictions
+            inputs = windows(x[:-1], L)  # window w ends at step L - 1 + w and predicts steps L + w .. L + w + l - 1
+            ahead = torch.empty(0, l, d)  # the predictions of windows start, start + 1, ...
+            start = 0
+            for i in range(0, len(inputs), SCORE_BATCH):
+                out = model(inputs[i:i + SCORE_BATCH].to(self.device), last_only=True).float().cpu()
+                ahead = torch.cat([ahead, out.reshape(-1, l, d)])
+                # the rows all of whose l predictions are in: step t's j-steps-ahead one (j = 1..l) is
+                # window t - L - j + 1's, ahead[t - L - j + 1 - start]
+                first = start + L + l - 1
+                n = len(ahead) - (l - 1)
+                if n > 0:
+                    errors = torch.stack([x[first:first + n] - ahead[l - j:l - j + n, j - 1]
+                                          for j in range(1, l + 1)], dim=1)
+                    yield errors.reshape(n, l * d), ahead[l - 1:, 0]
+                    ahead, start = ahead[n:], start + n
+        finally:
+            network.train(was_training)
+
+    def _errors(self, x: torch.Tensor, network: LstmReconstructor | None = None) -> torch.Tensor:
+        return torch.cat([errors for errors, _ in self._predict(x, network)])
 
     def _mse(self, x: torch.Tensor, network: LstmReconstructor | None = None) -> float:
         """Mean squared error of the predictions (paper: of all l predictions of every step)."""
-        errors = self._predict(x, network)[0]
+        errors = self._errors(x, network)
         return torch.nn.functional.mse_loss(errors, torch.zeros_like(errors)).item()
 
     def _log_density(self, errors: torch.Tensor) -> torch.Tensor:
@@ -362,14 +373,15 @@ class LstmAD:
         if not 0 <= context_rows < len(values):
             raise InputError(f"context rows must be at least 0 and fewer than the {len(values)} rows sent, "
                              f"not {context_rows}")
-        x = self._scale(values)
-        errors, predictions = self._predict(x)
-        scores = np.full(len(values), np.nan)
-        scores[first:] = self._log_density(errors).numpy()
         mean = np.asarray(self.scaler["mean"], dtype=np.float32)
         std = np.asarray(self.scaler["std"], dtype=np.float32)
+        scores = np.full(len(values), np.nan)
         reconstructions = np.full(values.shape, np.nan, dtype=np.float32)
-        reconstructions[first:] = predictions.numpy() * std + mean
+        row = first
+        for errors, predictions in self._predict(self._scale(values)):
+            scores[row:row + len(errors)] = self._log_density(errors).numpy()
+            reconstructions[row:row + len(errors)] = predictions.numpy() * std + mean
+            row += len(errors)
         return scores[context_rows:], reconstructions[context_rows:]
 
     def predictions_csv(self, values: np.ndarray, *, flag: bool = False, context_rows: int = 0) -> str:
@@ -478,6 +490,15 @@ class LstmAD:
         model.network.load_state_dict(tensors)
         model.network.eval()
         return model
+
+
+def context_rows(value) -> int:
+    """A request's number of context rows (the predictor's V2 parameter `context_rows` or header
+    `kfts-context-rows`), as a number or its text: a whole number of rows, at least 0."""
+    text = str(value).strip()
+    if isinstance(value, bool) or not (text.isascii() and text.isdigit()):
+        raise InputError(f"context rows must be a whole number of rows (0 or more), not {value!r}")
+    return int(text)
 
 
 # -- the Normal distribution of the errors ------------------------------------------------------------------------
