@@ -106,7 +106,8 @@ def main() -> None:
     lstm_ad()
     pipelines()
     print(f"\ndemo done: everything is under {OUT}/; the evaluation reports (open them in a browser):")
-    for path in sorted(OUT.glob("*/evaluation/report.html")) + sorted(OUT.glob("pipelines/*/*/report")):
+    reports = sorted(OUT.glob("*/evaluation/report.html")) + sorted(OUT.glob("pipelines/*/*/evaluation/report.html"))
+    for path in reports:
         print(f"  {path}")
 
 
