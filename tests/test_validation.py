@@ -133,3 +133,13 @@ def test_kfts_predict_refuses_the_other_algorithms_option(tmp_path, algorithm, f
     assert result.returncode == 2
     assert result.stderr == (f"error: {flag} does not apply to {model}, an {algorithm} model "
                              f"(its option is {option})\n")
+
+
+def test_kfts_validate_says_which_layout_a_file_looks_like(tmp_path):
+    path = labeled(tmp_path / "labeled.csv", 4, 6)
+    result = run_cli("validate", "inception-time", path, "--inference")
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"error: {path}: was given in the inference layout (series only) but has a "
+                                    "label in its first column")
+    assert run_cli("validate", "inception-time", path, check=True).stdout == f"ok: {path}: 4 series of length 6, " \
+                                                                            "2 classes\n"

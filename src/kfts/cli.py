@@ -134,20 +134,16 @@ def hyperparameters(args: argparse.Namespace, params_class):
 # -- commands -----------------------------------------------------------------------------------------------
 
 def cmd_validate(args) -> None:
-    from kfts import csvio
-    path = args.file
+    from kfts.validation import check, describe
+    path, layout = args.file, "inference" if args.inference else "training"
+    summary = describe(args.algorithm, path, layout)  # with a hint when the file looks like the other layout
+    if layout == "training":
+        check(args.algorithm, {"train": summary})  # a classifier's training data needs two classes
     if args.algorithm == "inception-time":
-        if args.inference:
-            values = csvio.read_series_rows(path)
-            print(f"ok: {path}: {len(values)} series of length {values.shape[1]}")
-        else:
-            data = csvio.read_labeled_series(path)
-            classes = sorted(set(data.labels))
-            print(f"ok: {path}: {len(data.values)} series of length {data.values.shape[1]}, "
-                  f"{len(classes)} classes")
+        classes = f", {summary['n_classes']} classes" if layout == "training" else ""
+        print(f"ok: {path}: {summary['rows']} series of length {summary['length']}{classes}")
     else:
-        values = csvio.read_series_columns(path)
-        print(f"ok: {path}: {values.shape[0]} time steps of {values.shape[1]} series")
+        print(f"ok: {path}: {summary['rows']} time steps of {summary['columns']} series")
 
 
 def cmd_train(args) -> None:
