@@ -148,3 +148,23 @@ def test_bad_input_under_torchrun_ends_the_job_with_the_one_line_error(tmp_path)
     assert result.returncode != 0
     assert f"error: {tmp_path / 'bad.csv'}: row 2, column 3: 'x' is not a number" in out
     assert not (tmp_path / "model").exists()
+
+
+@pytest.mark.integration
+def test_lstm_ad_on_two_processes_learns_as_one_process_does(tmp_path):
+    """Data-parallel over the sequences: each process takes its share of every batch; one Gaussian is fitted
+    (the same on every process) and rank 0 writes it. Dropout draws differ, so within noise, not equal."""
+    from kfts.sample_data import waves
+    write_csv(tmp_path / "series.csv", waves(1200))
+    job = ["-m", "kfts", "train", "lstm-ad", "--train", tmp_path / "series.csv", "--sequence-length", "20",
+           "--hidden-size", "16", "--num-layers", "1", "--batch-size", "8", "--epochs", "4", "--seed", "1",
+           "--device", "cpu"]
+    out = finished(torchrun("--standalone", "--nproc-per-node", 2, *job, "--model-dir", tmp_path / "two"))
+    assert "2 processes share every batch" in out and out.count("model written to") == 1
+    single = subprocess.run([sys.executable, *map(str, job), "--model-dir", str(tmp_path / "one")],
+                            capture_output=True, text=True, timeout=600)
+    assert single.returncode == 0, single.stderr
+    two, one = (artifact.read_manifest(tmp_path / d) for d in ("two", "one"))
+    assert two["history"][-1]["train_loss"] < two["history"][0]["train_loss"]  # it learns
+    assert abs(two["metrics"]["train_loss"] - one["metrics"]["train_loss"]) < 0.5 * one["metrics"]["train_loss"]
+    assert len(two["gaussian"]["mean"]) == len(one["gaussian"]["mean"])

@@ -45,11 +45,11 @@ import pyarrow as pa
 import torch
 from pyarrow import csv as pacsv
 
-from kfts import artifact, csvio
+from kfts import artifact, csvio, distributed
 from kfts.errors import InputError
 from kfts.hyperparameters import LstmADParams as Params
 from kfts.models.lstm_ad import LstmReconstructor, cut_sequences, input_sequences, window_targets, windows
-from kfts.training import (Checkpoints, MetricLog, autocast, data_parallel, metric_line, progress,
+from kfts.training import (Checkpoints, MetricLog, autocast, metric_line, progress,
                            resolve_device, resolve_precision, restore_rng_state, rng_state, seed_everything)
 
 ALGORITHM = "lstm-ad"
@@ -119,8 +119,12 @@ class LstmAD:
     def fit(self, train: np.ndarray, valid: np.ndarray | None = None, *, init_model: "LstmAD | None" = None,
             checkpoint_dir=None, log: MetricLog | None = None) -> "LstmAD":
         p = self.params
-        log = log or MetricLog()
-        seed_everything(self.seed)
+        # under torchrun: data-parallel over the sequences, every process with the whole model (kfts.distributed)
+        world = distributed.start(self.device)
+        self.device = distributed.device_for(self.device)
+        log = log or MetricLog(quiet=not world.main)
+        seed = distributed.broadcast(self.seed if self.seed is not None else int(time.time()))
+        seed_everything(seed)
         if init_model is not None:
             self._continue_from(init_model)
         else:
@@ -140,11 +144,14 @@ class LstmAD:
         L = p.sequence_length
         pieces = (f"{split // L - 1} sequence pairs" if p.scoring == "seed" else
                   f"windows of {L} steps predicting {p.prediction_length} ahead")
-        print(f"lstm-ad: {split} time steps train the LSTM ({pieces}), {len(train) - split} fit the error "
-              "distribution", flush=True)
+        if world.main:
+            print(f"lstm-ad: {split} time steps train the LSTM ({pieces}), {len(train) - split} fit the error "
+                  "distribution" + (f"; {world.size} processes share every batch" if world.size > 1 else ""),
+                  flush=True)
 
         checkpoints = Checkpoints(checkpoint_dir, {"algorithm": ALGORITHM, "params": asdict(p), "seed": self.seed,
-                                                   "data": [list(x.shape), float(x.double().sum())]})
+                                                   "data": [list(x.shape), float(x.double().sum())]},
+                                  writer=world.main)
         state = checkpoints.load() or {}
         network = self.network if init_model is not None else self._new_network()
         network = network.to(self.device)
@@ -153,7 +160,7 @@ class LstmAD:
         # fp16 gradients can underflow: scale the loss (the standard AMP recipe); a no-op otherwise
         grad_scaler = torch.amp.GradScaler(self.device.type,
                                            enabled=dtype == torch.float16 and self.device.type == "cuda")
-        generator = torch.Generator().manual_seed(self.seed if self.seed is not None else int(time.time()))
+        generator = torch.Generator().manual_seed(seed)  # the same batches on every process
         history, first_epoch = [], 1
         if state:
             network.load_state_dict(state["network"])
@@ -163,12 +170,20 @@ class LstmAD:
             restore_rng_state(state["rng"], generator)
             history, first_epoch = state["history"], state["epoch"] + 1
         # timed on a batch drawn with a generator of its own: the seeded training draws the same numbers
-        self._choose_threads(network, *next(self._batches(x[:split], torch.Generator())), dtype)
-        model = data_parallel(network, self.device)
+        if world.size == 1:  # under torchrun the node's processes share its cores evenly (resolve_device)
+            self._choose_threads(network, *next(self._batches(x[:split], torch.Generator())), dtype)
+        model = network
+        if world.size > 1:
+            from torch.nn.parallel import DistributedDataParallel
+            model = DistributedDataParallel(network, device_ids=[self.device.index] if self.device.type == "cuda"
+                                            else None)
         for epoch in progress(range(first_epoch, p.epochs + 1), total=p.epochs - first_epoch + 1, desc="lstm-ad"):
             model.train()
             loss_sum, n = 0.0, 0
             for xb, yb in self._batches(x[:split], generator):
+                if len(xb) < world.size:  # too few for every process to get a share: the same on all
+                    continue
+                xb, yb = xb[world.rank::world.size], yb[world.rank::world.size]
                 xb = xb.to(self.device, non_blocking=True)
                 yb = yb.to(self.device, non_blocking=True)
                 with autocast(self.device, dtype):
@@ -180,6 +195,7 @@ class LstmAD:
                 grad_scaler.update()
                 loss_sum += loss.item() * len(xb)
                 n += len(xb)
+            loss_sum, n = distributed.all_reduce_sum([loss_sum, n]) if world.size > 1 else (loss_sum, n)
             metrics = {"epoch": epoch, "train_loss": loss_sum / n}
             if valid_x is not None:
                 metrics["valid_loss"] = self._mse(valid_x, network)
@@ -195,7 +211,8 @@ class LstmAD:
         self.metrics = {"train_loss": self._mse(x[:split])}
         if valid_x is not None:
             self.metrics["valid_loss"] = self._mse(valid_x)
-        print(metric_line(self.metrics), flush=True)
+        if world.main:
+            print(metric_line(self.metrics), flush=True)
         return self
 
     def _choose_threads(self, network, inputs, targets, dtype) -> None:
@@ -323,7 +340,7 @@ class LstmAD:
         errors of only that many rows in memory; the l - 1 windows before a pass are carried over to it."""
         network = network or self.network
         was_training = network.training
-        model = data_parallel(network, self.device).eval()
+        model = network.to(self.device).eval()
         L, d = self.params.sequence_length, x.shape[1]
         try:
             if self.params.scoring == "seed":

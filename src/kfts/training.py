@@ -86,14 +86,6 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def data_parallel(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-    """Spread batches over all visible GPUs (as the seed products did); a no-op on one GPU or the CPU."""
-    module = module.to(device)
-    if device.type == "cuda" and torch.cuda.device_count() > 1:
-        return torch.nn.DataParallel(module)
-    return module
-
-
 def seed_everything(seed: int | None) -> None:
     if seed is None:
         return
