@@ -133,3 +133,9 @@ def test_the_task_log_reports_each_task_by_its_display_name_with_its_error_and_c
     assert lines == [f"{'validate test':<28} FAILURE     1.5 s  in container 1a2b3c of reg/kfts:1",
                      "  error: t.csv: row 1: bad", f"{'train member-2':<28} SUCCESS     3.0 s"]
     assert tasks.failed == ["validate-csv-3"] and tasks.name("validate-csv-3") == "validate test"
+    # a task that crashed (a bug, no `error:` line): its exception's last line
+    for line in ["21:00:00.000 - INFO - Executing task 'train'", "    Traceback (most recent call last):",
+                 "    RuntimeError: CUDA out of memory",
+                 "21:00:09.000 - ERROR - Task 'train' finished with status FAILURE"]:
+        tasks.feed(line)
+    assert lines[-1] == "  RuntimeError: CUDA out of memory" and lines[-2].startswith("train member ")

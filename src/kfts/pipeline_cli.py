@@ -130,12 +130,14 @@ class TaskLog:
     _ANSI = re.compile(r"\x1b\[[0-9;]*m")
     _EVENT = re.compile(r"^(\d\d):(\d\d):(\d\d\.\d+) - \w+ - (?:Executing task '([^']+)'|"
                         r"Task '([^']+)' finished with status (\w+))")
+    _EXCEPTION = re.compile(r"^[\w.]+(?:Error|Exception): ")
 
     def __init__(self, report, names: dict[str, str] | None = None):
         self.report, self.names = report, names or {}
         self.started: dict[str, float] = {}
         self.errors: dict[str, str] = {}
         self.containers: dict[str, str] = {}
+        self.crashes: dict[str, str] = {}
         self.failed: list[str] = []
 
     def name(self, task: str) -> str:
@@ -150,6 +152,8 @@ class TaskLog:
             text = line.strip()
             if text.startswith("error: ") and self.started:
                 self.errors.setdefault(list(self.started)[-1], text)
+            elif self._EXCEPTION.match(text) and self.started:  # a bug rather than bad input: its last line
+                self.crashes[list(self.started)[-1]] = text
             elif text.startswith("in container ") and self.started:  # run_container's line: say where it ran
                 self.containers[list(self.started)[-1]] = text
             return
@@ -163,8 +167,8 @@ class TaskLog:
         self.report(f"{self.name(ended):<28} {status:<8} {took:6.1f} s{where}")
         if status != "SUCCESS":
             self.failed.append(ended)
-            if ended in self.errors:
-                self.report(f"  {self.errors[ended]}")
+            if ended in self.errors or ended in self.crashes:
+                self.report(f"  {self.errors.get(ended) or self.crashes[ended]}")
 
 
 @contextlib.contextmanager
