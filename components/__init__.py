@@ -13,10 +13,11 @@ artifacts does not run under kfp.local.
 from kfts.components.settings import IMAGE
 from kfts.components.validate_csv import check_inputs, validate_csv
 from kfts.components.train import train
+from kfts.components.train_on_trainjob import train_on_trainjob
 from kfts.components.evaluate import evaluate
 from kfts.components.batch_predict import batch_predict
 from kfts.components.deploy import deploy
 from kfts.components.models import choose_champion, combine_members, fetch_model, member_indices, promote_model
 
-__all__ = ["IMAGE", "validate_csv", "check_inputs", "train", "evaluate", "batch_predict", "deploy", "fetch_model",
+__all__ = ["IMAGE", "validate_csv", "check_inputs", "train", "train_on_trainjob", "evaluate", "batch_predict", "deploy", "fetch_model",
            "combine_members", "member_indices", "choose_champion", "promote_model"]

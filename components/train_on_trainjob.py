@@ -7,8 +7,9 @@ from kfts.components.settings import IMAGE, fail, present
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False, additional_funcs=[fail, present])
-def train_on_trainjob(algorithm: str, train_data: Input[Dataset], valid_data: Input[Dataset], hyperparameters: dict,
-                      seed: int, run_id: str, model: Output[Model], metrics: Output[Metrics], nodes: int = 2,
+def train_on_trainjob(algorithm: str, train_data: Input[Dataset], valid_data: Input[Dataset], init_model: Input[Model],
+                      hyperparameters: dict, seed: int, run_id: str, model: Output[Model], metrics: Output[Metrics],
+                      nodes: int = 2,
                       procs_per_node: int = 1, gpus_per_node: int = 0, image: str = "",
                       runtime: str = "torch-distributed", namespace: str = "", env: dict = {},
                       timeout_hours: float = 24.0):
@@ -33,6 +34,7 @@ def train_on_trainjob(algorithm: str, train_data: Input[Dataset], valid_data: In
         manifest = render_trainjob(
             name=f"kfts-{run_id}"[:63].rstrip("-"), algorithm=algorithm, train_uri=uri(train_data),
             valid_uri=uri(valid_data) if present(valid_data) else "", model_uri=staging,
+            init_model_uri=uri(init_model) if present(init_model) else "",
             hyperparameters=hyperparameters, seed=seed, nodes=nodes, procs_per_node=procs_per_node,
             gpus_per_node=gpus_per_node, image=image or None, runtime=runtime, namespace=namespace or None,
             env=env or None)

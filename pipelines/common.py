@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 
 from kfp import dsl, kubernetes
 
-from kfts.components import batch_predict, check_inputs, deploy, evaluate, validate_csv
+from kfts.components import (batch_predict, check_inputs, deploy, evaluate, train, train_on_trainjob,
+                             validate_csv)
 from kfts.deploy import GPU_TOLERATIONS
 from kfts.images import base_image, component_image
 
@@ -24,7 +25,8 @@ class Cluster:
     PersistentVolumeClaim `checkpoint_pvc` (mounted at /kfts-checkpoints, one folder per run and member), so
     a retry after a preempted node resumes from the last finished epoch; the claim must exist beforehand
     (pipelines/checkpoints-pvc.yaml) and be ReadWriteMany when members fan out over nodes. An empty
-    checkpoint_pvc compiles without checkpoints: a retry then starts training again.
+    checkpoint_pvc compiles without checkpoints: a retry then starts training again. trainjob_nodes > 0 trains
+    on Kubeflow Trainer instead (train_step).
     """
 
     gpus: int = 0
@@ -35,6 +37,9 @@ class Cluster:
     memory: str = "8Gi"
     retries: int = 3
     checkpoint_pvc: str = "kfts-checkpoints"
+    trainjob_nodes: int = 0
+    trainjob_procs_per_node: int = 1
+    trainjob_runtime: str = "torch-distributed"
 
     @property
     def checkpoint_root(self) -> str:
@@ -55,6 +60,22 @@ def place(task: dsl.PipelineTask, cluster: Cluster | None, *, gpu: bool = False)
         for toleration in cluster.tolerations:
             kubernetes.add_toleration(task, **toleration)
     return task
+
+
+def train_step(cluster: Cluster | None, name: str, after: dsl.PipelineTask, **inputs) -> dsl.PipelineTask:
+    """The train task: in the pipeline's own pod (GPU pool, retries, checkpoint volume), or with
+    cluster.trainjob_nodes a TrainJob on Kubeflow Trainer over that many nodes (one process per GPU, or
+    trainjob_procs_per_node on CPUs), which a small pod creates and follows (a retry of that pod follows the
+    same TrainJob). `name`: its display name; it runs `after` the inputs' cross-check. `inputs` are the train
+    component's."""
+    if cluster is None or not cluster.trainjob_nodes:
+        return resumable(place(train(**inputs).set_display_name(name).after(after), cluster, gpu=True), cluster)
+    inputs.pop("checkpoint_root")
+    task = train_on_trainjob(**inputs, nodes=cluster.trainjob_nodes, gpus_per_node=cluster.gpus,
+                             procs_per_node=cluster.gpus or cluster.trainjob_procs_per_node,
+                             runtime=cluster.trainjob_runtime)
+    task.set_display_name(f"{name} (TrainJob)").after(after)
+    return place(task, cluster).set_retry(num_retries=cluster.retries, backoff_duration="30s", backoff_factor=2.0)
 
 
 def resumable(task: dsl.PipelineTask, cluster: Cluster | None) -> dsl.PipelineTask:

@@ -5,7 +5,8 @@ its default, a previous model to continue from, the seed, and the deploy step's 
 from kfp import dsl
 
 from kfts.components import combine_members, fetch_model, member_indices, train
-from kfts.pipelines.common import Cluster, Serving, after_training, place, resumable, side_effect, validate_inputs
+from kfts.pipelines.common import (Cluster, Serving, after_training, place, resumable, side_effect, train_step,
+                                   validate_inputs)
 
 ALGORITHM = "inception-time"
 
@@ -54,9 +55,8 @@ def build(cluster: Cluster | None = None, *, fan_out: bool = False):
         else:
             previous = place(side_effect(fetch_model(uri=init_model_uri).set_display_name("fetch init model")),
                              cluster)
-            task = train(**common, init_model=previous.outputs["model"], hyperparameters=hyperparameters)
-            model = resumable(place(task.set_display_name("train").after(checked), cluster, gpu=True),
-                              cluster).outputs["model"]
+            model = train_step(cluster, "train", checked, **common, init_model=previous.outputs["model"],
+                               hyperparameters=hyperparameters).outputs["model"]
 
         after_training(model=model, data=data, valid=valid_uri, test=test_uri, test_labels=test_labels_uri,
                        valid_metric="accuracy", test_metric="accuracy",

@@ -4,8 +4,8 @@ and the deploy step's settings."""
 
 from kfp import dsl
 
-from kfts.components import fetch_model, train
-from kfts.pipelines.common import Cluster, Serving, after_training, place, resumable, side_effect, validate_inputs
+from kfts.components import fetch_model
+from kfts.pipelines.common import Cluster, Serving, after_training, place, side_effect, train_step, validate_inputs
 
 ALGORITHM = "lstm-ad"
 
@@ -40,11 +40,10 @@ def build(cluster: Cluster | None = None):
                            "prediction_length": prediction_length}
         previous = place(side_effect(fetch_model(uri=init_model_uri).set_display_name("fetch init model")),
                          cluster)
-        task = train(algorithm=ALGORITHM, train_data=data["train"], valid_data=data["valid"],
-                     init_model=previous.outputs["model"], hyperparameters=hyperparameters, seed=seed,
-                     checkpoint_root=checkpoint_root, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
-        model = resumable(place(task.set_display_name("train").after(checked), cluster, gpu=True),
-                          cluster).outputs["model"]
+        model = train_step(cluster, "train", checked, algorithm=ALGORITHM, train_data=data["train"],
+                           valid_data=data["valid"], init_model=previous.outputs["model"],
+                           hyperparameters=hyperparameters, seed=seed, checkpoint_root=checkpoint_root,
+                           run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER).outputs["model"]
 
         after_training(model=model, data=data, valid=valid_uri, test=test_uri, test_labels=test_labels_uri,
                        valid_metric="mse", test_metric="roc_auc",

@@ -12,8 +12,8 @@ challenger from that model (usually champion_uri itself) instead of from scratch
 
 from kfp import dsl
 
-from kfts.components import choose_champion, evaluate, fetch_model, promote_model, train
-from kfts.pipelines.common import Cluster, Serving, deploy_task, place, resumable, side_effect, validate_inputs
+from kfts.components import choose_champion, evaluate, fetch_model, promote_model
+from kfts.pipelines.common import Cluster, Serving, deploy_task, place, side_effect, train_step, validate_inputs
 
 METRICS = {"inception-time": "accuracy", "lstm-ad": "roc_auc"}
 
@@ -38,11 +38,10 @@ def build(algorithm: str, cluster: Cluster | None = None):
         champion = place(side_effect(fetch_model(uri=champion_uri).set_display_name("fetch champion")), cluster)
         previous = place(side_effect(fetch_model(uri=init_model_uri).set_display_name("fetch init model")),
                          cluster)
-        challenger = train(algorithm=algorithm, train_data=data["train"], valid_data=data["valid"],
-                           init_model=previous.outputs["model"], hyperparameters=hyperparameters, seed=seed,
-                           checkpoint_root=checkpoint_root, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
-        challenger = resumable(place(challenger.set_display_name("train challenger").after(checked), cluster,
-                                     gpu=True), cluster).outputs["model"]
+        challenger = train_step(cluster, "train challenger", checked, algorithm=algorithm, train_data=data["train"],
+                                valid_data=data["valid"], init_model=previous.outputs["model"],
+                                hyperparameters=hyperparameters, seed=seed, checkpoint_root=checkpoint_root,
+                                run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER).outputs["model"]
 
         scores = {}
         for name, model in (("challenger", challenger), ("champion", champion.outputs["model"])):

@@ -139,3 +139,23 @@ def test_the_task_log_reports_each_task_by_its_display_name_with_its_error_and_c
                  "21:00:09.000 - ERROR - Task 'train' finished with status FAILURE"]:
         tasks.feed(line)
     assert lines[-1] == "  RuntimeError: CUDA out of memory" and lines[-2].startswith("train member ")
+
+
+@pytest.mark.parametrize("name", ["inception-time", "lstm-ad", "retrain-lstm-ad"])
+def test_trainjob_variant_trains_on_kubeflow_trainer_after_the_input_check(name, tmp_path):
+    spec, platform = _documents(compile_pipeline(name, tmp_path / "p.yaml", Cluster(gpus=4, trainjob_nodes=2)))
+    tasks = spec["root"]["dag"]["tasks"]
+    assert "train" not in tasks and "exec-train" not in spec["deploymentSpec"]["executors"]
+    [launcher] = [t for t in tasks.values() if t["componentRef"]["name"] == "comp-train-on-trainjob"]
+    assert "check-inputs" in launcher["dependentTasks"]
+    constants = {k: v["runtimeValue"]["constant"] for k, v in launcher["inputs"]["parameters"].items()
+                 if "runtimeValue" in v}
+    assert (constants["nodes"], constants["gpus_per_node"], constants["procs_per_node"]) == (2, 4, 4)
+    # the launcher is a small CPU pod: the GPUs are the TrainJob's
+    assert "accelerator" not in _executor(spec, "train-on-trainjob")["resources"]
+
+
+def test_trainjob_and_fan_out_do_not_mix():
+    result = subprocess.run([sys.executable, "-m", "kfts", "pipeline", "compile", "inception-time", "--fan-out",
+                             "--trainjob-nodes", "2", "--output", "/dev/null"], capture_output=True, text=True)
+    assert result.returncode == 2 and "choose one" in result.stderr

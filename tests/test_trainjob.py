@@ -44,6 +44,11 @@ def test_a_gpu_trainjob_runs_torchrun_on_every_node_of_the_cuda_image():
                                            "apiGroup": "trainer.kubeflow.org"}
 
 
+def test_a_trainjob_can_continue_from_a_model():
+    script = job(init_model_uri="s3://b/previous")["spec"]["trainer"]["command"][2]
+    assert "kfts copy s3://b/previous /tmp/kfts/init-model" in script and "--init-model /tmp/kfts/init-model" in script
+
+
 def test_a_cpu_trainjob_uses_the_cpu_image_and_no_gpu():
     trainer = job(gpus_per_node=0, procs_per_node=2, valid_uri="")["spec"]["trainer"]
     assert not trainer["image"].endswith("-cuda") and "nvidia.com/gpu" not in trainer["resourcesPerNode"]["limits"]
@@ -136,7 +141,8 @@ def test_the_train_on_trainjob_step_trains_on_two_processes_and_hands_on_the_mod
         monkeypatch.setattr(kube, "wait_for", _fast(kube.wait_for))
         train_on_trainjob.python_func(
             algorithm="inception-time", train_data=dsl.Dataset(uri=str(tmp_path / "train.csv")),
-            valid_data=no_valid, hyperparameters={"filters": 4, "depth": 2, "models": 2, "epochs": 2}, seed=1,
+            valid_data=no_valid, init_model=dsl.Model(uri=str(tmp_path / "none"), metadata={"present": False}),
+            hyperparameters={"filters": 4, "depth": 2, "models": 2, "epochs": 2}, seed=1,
             run_id="run-1", model=model, metrics=metrics, nodes=1, procs_per_node=2)
     shutil.rmtree(WORK, ignore_errors=True)  # what the TrainJob's container left in its /tmp, here this machine's
     log = cluster.logs["kfts-run-1"]

@@ -374,13 +374,18 @@ def _log_file(output_dir, name: str) -> Path:
 def cluster_from_args(args):
     from kfts.pipelines.common import Cluster
     cluster = Cluster(gpus=args.gpus, accelerator=args.accelerator, cpu=args.cpu, memory=args.memory,
-                      retries=args.retries, checkpoint_pvc=args.checkpoint_pvc)
+                      retries=args.retries, checkpoint_pvc=args.checkpoint_pvc, trainjob_nodes=args.trainjob_nodes,
+                      trainjob_procs_per_node=args.trainjob_procs_per_node, trainjob_runtime=args.trainjob_runtime)
+    if cluster.trainjob_nodes and args.fan_out:
+        raise InputError("--trainjob-nodes trains one TrainJob; --fan-out trains members as separate tasks: "
+                         "choose one (a TrainJob shares the members out over its processes)")
     if args.node_selector is not None:
         cluster.node_selector = dict(parse_key_value(s, "--node-selector") for s in args.node_selector)
     if args.toleration is not None:
         cluster.tolerations = [parse_toleration(s) for s in args.toleration]
-    if cluster.gpus < 0 or cluster.retries < 0:
-        raise InputError("--gpus and --retries must be at least 0")
+    if min(cluster.gpus, cluster.retries, cluster.trainjob_nodes) < 0 or cluster.trainjob_procs_per_node < 1:
+        raise InputError("--gpus, --retries and --trainjob-nodes must be at least 0, --trainjob-procs-per-node "
+                         "at least 1")
     return cluster
 
 
@@ -560,6 +565,13 @@ def register(commands) -> None:
         g.add_argument("--checkpoint-pvc", default="kfts-checkpoints",
                        help="PersistentVolumeClaim keeping training checkpoints so a retry resumes "
                             "(default kfts-checkpoints; empty: none)")
+        g.add_argument("--trainjob-nodes", type=int, default=0,
+                       help="train on Kubeflow Trainer: a TrainJob over this many nodes, --gpus each (one "
+                            "process per GPU), from the pipeline's train step (default 0: in the step's pod)")
+        g.add_argument("--trainjob-procs-per-node", type=int, default=1,
+                       help="processes per TrainJob node without GPUs (default 1)")
+        g.add_argument("--trainjob-runtime", default="torch-distributed",
+                       help="the ClusterTrainingRuntime of the TrainJob (default torch-distributed)")
 
     comp = sub.add_parser("compile", help="write pipeline IR YAML (all committed variants, or one)")
     comp.add_argument("pipeline", nargs="?", choices=PIPELINE_NAMES,

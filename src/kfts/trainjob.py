@@ -18,12 +18,13 @@ WORK = "/tmp/kfts"  # inside the trainer's container; the images' /tmp is writab
 
 
 def render_trainjob(*, name: str, algorithm: str, train_uri: str, model_uri: str, valid_uri: str = "",
-                    hyperparameters: dict | None = None, seed: int = 0, nodes: int = 1, procs_per_node: int = 1,
+                    init_model_uri: str = "", hyperparameters: dict | None = None, seed: int = 0, nodes: int = 1, procs_per_node: int = 1,
                     gpus_per_node: int = 0, image: str | None = None, runtime: str = "torch-distributed",
                     namespace: str | None = None, cpu: str = "2", memory: str = "8Gi",
                     env: dict[str, str] | None = None) -> dict:
     """A TrainJob as a dict. `model_uri` is where the artifact goes; the data and the model are URIs every
-    node can read and write (object store, or a path on a volume the runtime mounts). `env` is set in the
+    node can read and write (object store, or a path on a volume the runtime mounts); `init_model_uri` is a
+    model to continue training from. `env` is set in the
     trainer container (e.g. an object store's endpoint); credentials belong in the runtime's pod template."""
     from kfts.algorithms import spec
     from kfts.images import component_image
@@ -48,6 +49,9 @@ def render_trainjob(*, name: str, algorithm: str, train_uri: str, model_uri: str
     if valid_uri:
         fetch.append(f"kfts copy {shlex.quote(valid_uri)} {WORK}/valid.csv")
         train += f" --valid {WORK}/valid.csv"
+    if init_model_uri:
+        fetch.append(f"kfts copy {shlex.quote(init_model_uri)} {WORK}/init-model")
+        train += f" --init-model {WORK}/init-model"
     script = " && ".join([*fetch, " ".join([train, *flags]),
                           # only the node of global rank 0 has the model
                           f"if [ -d {WORK}/model ]; then kfts copy {WORK}/model {shlex.quote(model_uri)}; fi"])
