@@ -25,7 +25,7 @@ def build(cluster: Cluster | None = None):
                 num_layers: int = 2, sequence_length: int = 50, hidden_size: int = 128, dropout: float = 0.1,
                 lr: float = 0.001, batch_size: int = 64, epochs: int = 100, error_fraction: float = 0.2,
                 threshold_quantile: float = 0.01, precision: str = "auto", scoring: str = "seed",
-                prediction_length: int = 10, seed: int = 0,
+                prediction_length: int = 40, seed: int = 0,
                 init_model_uri: str = "", checkpoint_root: str = checkpoint_root, flag: bool = False,
                 deploy: bool = False, deploy_max_mse: float = 1e30, deploy_name: str = ALGORITHM,
                 deploy_namespace: str = "", deploy_image: str = "", deploy_gpu: bool = gpu,

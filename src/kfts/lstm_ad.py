@@ -325,7 +325,7 @@ class LstmAD:
                   f"{np.linalg.eigvalsh(covariance - ridge * np.eye(len(mean))).min():.3g}): added {ridge:.3g} "
                   "to its diagonal", flush=True)
         self.gaussian = {"mean": mean.tolist(), "covariance": covariance.tolist(), "ridge": ridge}
-        scores = self._log_density(torch.from_numpy(errors)).numpy()
+        scores = self._normal()(torch.from_numpy(errors)).numpy()
         self.threshold = float(np.quantile(scores, self.params.threshold_quantile))
 
     # -- scoring ---------------------------------------------------------------------------------------------
@@ -377,8 +377,8 @@ class LstmAD:
         errors = self._errors(x, network)
         return torch.nn.functional.mse_loss(errors, torch.zeros_like(errors)).item()
 
-    def _log_density(self, errors: torch.Tensor) -> torch.Tensor:
-        return log_density(errors, np.asarray(self.gaussian["mean"]), np.asarray(self.gaussian["covariance"]))
+    def _normal(self) -> "Normal":
+        return Normal(np.asarray(self.gaussian["mean"]), np.asarray(self.gaussian["covariance"]))
 
     def score(self, values: np.ndarray, context_rows: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """(scores [T] float64, reconstructions [T, d] float32 in input units); NaN for the rows before
@@ -394,9 +394,9 @@ class LstmAD:
         std = np.asarray(self.scaler["std"], dtype=np.float32)
         scores = np.full(len(values), np.nan)
         reconstructions = np.full(values.shape, np.nan, dtype=np.float32)
-        row = first
+        row, normal = first, self._normal()
         for errors, predictions in self._predict(self._scale(values)):
-            scores[row:row + len(errors)] = self._log_density(errors).numpy()
+            scores[row:row + len(errors)] = normal(errors).numpy()
             reconstructions[row:row + len(errors)] = predictions.numpy() * std + mean
             row += len(errors)
         return scores[context_rows:], reconstructions[context_rows:]
@@ -536,10 +536,20 @@ def fit_gaussian(errors: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
 
 def log_density(errors: torch.Tensor, mean: np.ndarray, covariance: np.ndarray) -> torch.Tensor:
     """Log-density of each row of errors [n, d] under N(mean, covariance), float64, all rows at once."""
-    chol = torch.linalg.cholesky(torch.as_tensor(covariance, dtype=torch.float64))
-    centered = errors.to(torch.float64) - torch.as_tensor(mean, dtype=torch.float64)
-    # squared Mahalanobis distances: |z|^2 with chol @ z = centered, one triangular solve for all rows
-    z = torch.linalg.solve_triangular(chol, centered.T, upper=False)
-    log_det = 2 * torch.log(torch.diagonal(chol)).sum()
-    return -0.5 * (len(mean) * math.log(2 * math.pi) + log_det + (z ** 2).sum(dim=0))
+    return Normal(mean, covariance)(errors)
 
+
+class Normal:
+    """N(mean, covariance) with its Cholesky factor computed once, for scoring block after block."""
+
+    def __init__(self, mean: np.ndarray, covariance: np.ndarray):
+        self.chol = torch.linalg.cholesky(torch.as_tensor(covariance, dtype=torch.float64))
+        self.mean = torch.as_tensor(mean, dtype=torch.float64)
+        self.constant = len(mean) * math.log(2 * math.pi) + 2 * torch.log(torch.diagonal(self.chol)).sum()
+
+    def __call__(self, errors: torch.Tensor) -> torch.Tensor:
+        """Log-density of each row of errors [n, d], float64."""
+        centered = errors.to(torch.float64) - self.mean
+        # squared Mahalanobis distances: |z|^2 with chol @ z = centered, one triangular solve for all rows
+        z = torch.linalg.solve_triangular(self.chol, centered.T, upper=False)
+        return -0.5 * (self.constant + (z ** 2).sum(dim=0))
