@@ -12,7 +12,7 @@ import torch
 from scipy import stats
 
 from conftest import run_cli, write_csv
-from kfts import training
+from kfts import lstm_ad, training
 from kfts.algorithms import load_model
 from kfts.cli import main
 from kfts.errors import InputError
@@ -281,6 +281,62 @@ def test_context_rows_answer_only_the_rows_after_them(paper_model):
     np.testing.assert_allclose(chunked[:, 1:], whole[:, 1:], rtol=1e-6, atol=1e-6)
     scores, predictions = paper_model.score(values[100:200], context_rows=40)
     assert scores.shape == (60,) and predictions.shape == (60, 2) and np.isfinite(scores).all()
+
+
+def test_context_rows_are_read_from_text_or_numbers():
+    assert lstm_ad.context_rows(13) == 13 and lstm_ad.context_rows(" 0 ") == 0
+    for bad in ("-1", "2.5", 2.5, "abc", True, "", "\u00b2"):
+        with pytest.raises(InputError, match="context rows must be a whole number"):
+            lstm_ad.context_rows(bad)
+
+
+def test_the_predictor_scores_chunks_sent_with_context_as_the_whole_series(tmp_path, paper_model):
+    """The in-process KServe model: consecutive chunks, each led by the rows before it marked as context
+    (V2 parameter context_rows; V1 and CSV header kfts-context-rows), answer what the whole series gets."""
+    import asyncio
+
+    from kserve.errors import InvalidInput
+    from kserve.protocol.infer_type import InferInput, InferRequest
+
+    from kfts.serving.model import KftsModel
+    paper_model.save(tmp_path / "model")
+    predictor = KftsModel("detector", str(tmp_path / "model"), device="cpu")
+    predictor.load()
+    values, _ = with_anomalies(400, seed=8)
+    whole = parse_csv(paper_model.predictions_csv(values, flag=True))
+    first = paper_model.first_scored
+
+    def v2(rows, context):
+        tensor = InferInput("input-0", list(rows.shape), "FP32")
+        tensor.set_data_from_numpy(rows, binary_data=False)
+        request = InferRequest("detector", [tensor], parameters={"context_rows": context})
+        outputs = {o.name: o.as_numpy() for o in asyncio.run(predictor.predict(request, {}, {})).outputs}
+        return np.column_stack([outputs["score"], outputs["reconstruction"], outputs["anomaly"]])
+
+    def v1(rows, context):
+        answer = asyncio.run(predictor.predict({"instances": rows.tolist()}, {"kfts-context-rows": str(context)}, {}))
+        return np.array([[np.nan] * 4 if p["score"] is None else [p["score"], *p["reconstruction"], p["anomaly"]]
+                         for p in answer["predictions"]])
+
+    def csv(rows, context):
+        body = "".join(",".join(map(repr, row)) + "\n" for row in rows.tolist()).encode()
+        headers = {"content-type": "text/csv", "kfts-context-rows": str(context), "kfts-flag": "true"}
+        return parse_csv(asyncio.run(predictor.predict(body, headers, {})))
+
+    for ask in (v2, v1, csv):
+        pieces = []
+        for start, end in ((0, 150), (150, 151), (151, 290), (290, 400)):
+            lead = min(start, first)
+            pieces.append(ask(values[start - lead:end], lead))
+            assert len(pieces[-1]) == end - start
+        answered = np.concatenate(pieces)
+        assert_scores_close(answered[:, 0], whole[:, 0])
+        np.testing.assert_allclose(answered[:, 1:3], whole[:, 1:3], rtol=1e-6, atol=1e-6)
+        assert np.array_equal(answered[first:, 3], whole[first:, 3])
+    with pytest.raises(InvalidInput, match="context rows must be at least 0 and fewer than the 20 rows"):
+        v1(values[:20], 20)
+    with pytest.raises(InvalidInput, match="context rows must be a whole number"):
+        v1(values[:100], "x")
 
 
 def test_seed_mode_ignores_the_prediction_length():

@@ -22,7 +22,8 @@ Requests (NAME is the model name, `--model-name`):
 
 Options: probabilities (InceptionTime) and flag (LSTM-AD CSV column) come from the V2 request parameters
 (`{"parameters": {"probabilities": true}}`) or from the headers `kfts-probabilities: true` /
-`kfts-flag: true` (REST header or gRPC metadata).
+`kfts-flag: true` (REST header or gRPC metadata). LSTM-AD: `context_rows` N (V2 parameter, or the header
+`kfts-context-rows: N`) marks the first N rows as context only: the answer covers the rows after them.
 
 Model calls run on one worker thread (Worker), never on the event loop, on the device the model was loaded
 on (`kfts serve --device`: a GPU with cuda). Concurrent InceptionTime requests are batched together (up to
@@ -91,7 +92,7 @@ class KftsModel(Model):
             for n in sorted({1, self.max_batch_size}):
                 m.predict_proba(np.zeros((n, m.length), dtype=np.float32))
         else:
-            m.score(np.zeros((2 * m.params.sequence_length + 1, m.n_series), dtype=np.float32))
+            m.score(np.zeros((2 * m.first_scored + 1, m.n_series), dtype=np.float32))
         logger.info("%s model loaded from %s on %s and warmed up in %.2fs", m.algorithm, self.model_dir, m.device,
                     time.perf_counter() - start)
 
@@ -143,7 +144,7 @@ class KftsModel(Model):
         if m.algorithm == "inception-time":
             options = {"probabilities": _option("probabilities", headers)}
         else:
-            options = {"flag": _option("flag", headers)}
+            options = {"flag": _option("flag", headers), "context_rows": _context_rows(headers)}
             if options["flag"] and m.threshold is None:
                 raise InvalidInput("kfts-flag: this model has no anomaly threshold to flag with")
         # parsed off the event loop too; read_inference: the same checks and messages as `kfts predict`
@@ -162,7 +163,7 @@ class KftsModel(Model):
             return {"predictions": [{"label": label, "probabilities": dict(zip(self.model.classes.tolist(),
                                                                                row.tolist()))}
                                     for label, row in zip(labels.tolist(), proba)]}
-        scores, reconstructions, flags = await self._score(values)
+        scores, reconstructions, flags = await self._score(values, _context_rows(headers))
         predictions = []
         for i in range(len(scores)):
             if math.isnan(scores[i]):
@@ -193,7 +194,7 @@ class KftsModel(Model):
                                                                                   & set(asked))
             arrays = await self._infer_inception_time(values, probabilities)
         else:
-            arrays = await self._infer_lstm_ad(values)
+            arrays = await self._infer_lstm_ad(values, _context_rows(headers, parameters))
         return InferResponse(response_id=request.id or str(uuid.uuid4()), model_name=self.name,
                              infer_outputs=_v2_outputs(request, arrays),
                              use_binary_outputs=request.use_binary_outputs,
@@ -209,9 +210,9 @@ class KftsModel(Model):
             arrays["classes"] = self.model.classes.astype(object)
         return arrays
 
-    async def _infer_lstm_ad(self, values: np.ndarray) -> dict[str, np.ndarray]:
+    async def _infer_lstm_ad(self, values: np.ndarray, context_rows: int) -> dict[str, np.ndarray]:
         """V2 outputs by name: score [T], reconstruction [T, d] (+ anomaly [T] 1/0), NaN for the first sequence."""
-        scores, reconstructions, flags = await self._score(values)
+        scores, reconstructions, flags = await self._score(values, context_rows)
         arrays = {"score": scores.astype(np.float32), "reconstruction": reconstructions.astype(np.float32)}
         if flags is not None:
             arrays["anomaly"] = np.where(np.isnan(scores), np.nan, flags).astype(np.float32)
@@ -233,10 +234,11 @@ class KftsModel(Model):
                              f"{m.n_series}", path=where, row=1)
         return values
 
-    async def _score(self, values: np.ndarray):
-        """LSTM-AD: (scores [T], reconstructions [T, d], 0/1 flags or None without a threshold)."""
+    async def _score(self, values: np.ndarray, context_rows: int = 0):
+        """LSTM-AD: (scores [T], reconstructions [T, d], 0/1 flags or None without a threshold), for the rows
+        after the first `context_rows` (kfts.lstm_ad.LstmAD.score)."""
         m = self.model
-        scores, reconstructions = await self._run(lambda: m.score(values), rows=len(values))
+        scores, reconstructions = await self._run(lambda: m.score(values, context_rows), rows=len(values))
         flags = None
         if m.threshold is not None:
             with np.errstate(invalid="ignore"):
@@ -363,6 +365,15 @@ def _json(body: bytes):
         return orjson.loads(body)
     except orjson.JSONDecodeError as e:
         raise InvalidInput(f"Unrecognized request format: {e}") from None
+
+
+def _context_rows(headers: dict, parameters: dict | None = None) -> int:
+    """LSTM-AD: how many first rows are context only, not answered (README "LSTM-AD: seed or paper scoring"):
+    the V2 request parameter `context_rows`, else the header `kfts-context-rows`; 0 without either."""
+    from kfts.lstm_ad import context_rows
+    if parameters and "context_rows" in parameters:
+        return context_rows(parameters["context_rows"])
+    return context_rows(headers.get("kfts-context-rows", 0))
 
 
 def _option(name: str, headers: dict, parameters: dict | None = None) -> bool:
