@@ -11,6 +11,8 @@ import pytest
 import yaml
 from conftest import ROOT, run_cli
 
+pytestmark = pytest.mark.integration  # starts servers or training processes
+
 
 class FakeKfp(BaseHTTPRequestHandler):
     requests: list = []

@@ -22,6 +22,8 @@ from conftest import make_classification, run_cli, write_csv
 from kfts import artifact
 from kfts.algorithms import load_model
 
+pytestmark = pytest.mark.integration  # starts servers or training processes
+
 EPOCH = re.compile(r"^(?:member=(\d+) )?epoch=(\d+) ", re.MULTILINE)
 
 

@@ -20,6 +20,8 @@ from conftest import free_port, write_csv
 from kfts import csvio
 from kfts.errors import InputError
 
+pytestmark = pytest.mark.integration  # starts servers or training processes
+
 
 # -- a real `kfts serve` in a subprocess ------------------------------------------------------------------------
 

@@ -15,10 +15,13 @@ from pathlib import Path
 import httpx
 import numpy as np
 import orjson
+import pytest
 from test_serving import Server, v2_body
 from test_serving_inception_time import LENGTH, NAME, files  # noqa: F401 - `files`: the tiny model fixture
 
 from kfts.algorithms import load_model
+
+pytestmark = pytest.mark.integration  # starts servers or training processes
 
 MAX_PAYLOAD_MB = 1
 GOOD_KINDS = ("v1 json", "v2 rest", "csv")

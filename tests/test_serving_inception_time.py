@@ -18,6 +18,8 @@ from test_serving import Server, raw_http, v2_body, v2_outputs
 from kfts.csvio import LabeledSeries
 from kfts.inception_time import InceptionTime, Params
 
+pytestmark = pytest.mark.integration  # starts servers or training processes
+
 NAME = "it"
 LENGTH = 24
 

@@ -11,6 +11,8 @@ from test_serving import Server, v2_body
 
 from kfts.lstm_ad import LstmAD, Params
 
+pytestmark = pytest.mark.integration  # starts servers or training processes
+
 NAME = "detector"
 L = 10  # sequence length
 

@@ -22,6 +22,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from test_serving import Server
 from test_serving_inception_time import LENGTH, NAME, files  # noqa: F401 - `files`: the tiny model fixture
 
+pytestmark = pytest.mark.integration  # starts servers or training processes
+
 ROUNDS = 6
 
 

@@ -18,6 +18,8 @@ from kfts.errors import InputError
 from kfts.inception_time import InceptionTime
 from kfts.lstm_ad import LstmAD
 
+pytestmark = pytest.mark.integration  # starts servers or training processes
+
 
 @pytest.fixture(scope="module")
 def inception_time():
