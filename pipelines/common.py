@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from kfp import dsl, kubernetes
 
-from kfts.components import (batch_predict, check_inputs, deploy, evaluate, train, train_on_trainjob,
+from kfts.components import (batch_predict, check_inputs, deploy, evaluate, fetch_model, train, train_on_trainjob,
                              validate_csv)
 from kfts.deploy import GPU_TOLERATIONS
 from kfts.images import base_image, component_image
@@ -62,12 +62,15 @@ def place(task: dsl.PipelineTask, cluster: Cluster | None, *, gpu: bool = False)
     return task
 
 
-def train_step(cluster: Cluster | None, name: str, after: dsl.PipelineTask, **inputs) -> dsl.PipelineTask:
+def train_step(cluster: Cluster | None, name: str, after: dsl.PipelineTask, init_model_uri,
+               **inputs) -> dsl.PipelineTask:
     """The train task: in the pipeline's own pod (GPU pool, retries, checkpoint volume), or with
     cluster.trainjob_nodes a TrainJob on Kubeflow Trainer over that many nodes (one process per GPU, or
     trainjob_procs_per_node on CPUs), which a small pod creates and follows (a retry of that pod follows the
-    same TrainJob). `name`: its display name; it runs `after` the inputs' cross-check. `inputs` are the train
-    component's."""
+    same TrainJob). `name`: its display name; it runs `after` the inputs' cross-check and continues from the
+    model at `init_model_uri` (fetched first; empty: none). `inputs` are the train component's others."""
+    previous = place(side_effect(fetch_model(uri=init_model_uri).set_display_name("fetch init model")), cluster)
+    inputs["init_model"] = previous.outputs["model"]
     if cluster is None or not cluster.trainjob_nodes:
         return resumable(place(train(**inputs).set_display_name(name).after(after), cluster, gpu=True), cluster)
     inputs.pop("checkpoint_root")

@@ -5,7 +5,7 @@ its default, a previous model to continue from, the seed, and the deploy step's 
 from kfp import dsl
 
 from kfts.components import combine_members, fetch_model, member_indices, train
-from kfts.pipelines.common import (Cluster, Serving, after_training, place, resumable, side_effect, train_step,
+from kfts.pipelines.common import (Cluster, Serving, after_training, place, resumable, train_step,
                                    validate_inputs)
 
 ALGORITHM = "inception-time"
@@ -53,9 +53,7 @@ def build(cluster: Cluster | None = None, *, fan_out: bool = False):
                                        valid_data=data["valid"]).set_display_name("combine members")
             model = place(combined, cluster, gpu=True).outputs["model"]
         else:
-            previous = place(side_effect(fetch_model(uri=init_model_uri).set_display_name("fetch init model")),
-                             cluster)
-            model = train_step(cluster, "train", checked, **common, init_model=previous.outputs["model"],
+            model = train_step(cluster, "train", checked, init_model_uri, **common,
                                hyperparameters=hyperparameters).outputs["model"]
 
         after_training(model=model, data=data, valid=valid_uri, test=test_uri, test_labels=test_labels_uri,

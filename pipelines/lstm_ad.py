@@ -4,8 +4,7 @@ and the deploy step's settings."""
 
 from kfp import dsl
 
-from kfts.components import fetch_model
-from kfts.pipelines.common import Cluster, Serving, after_training, place, side_effect, train_step, validate_inputs
+from kfts.pipelines.common import Cluster, Serving, after_training, train_step, validate_inputs
 
 ALGORITHM = "lstm-ad"
 
@@ -38,10 +37,8 @@ def build(cluster: Cluster | None = None):
                            "epochs": epochs, "error_fraction": error_fraction,
                            "threshold_quantile": threshold_quantile, "precision": precision, "scoring": scoring,
                            "prediction_length": prediction_length}
-        previous = place(side_effect(fetch_model(uri=init_model_uri).set_display_name("fetch init model")),
-                         cluster)
-        model = train_step(cluster, "train", checked, algorithm=ALGORITHM, train_data=data["train"],
-                           valid_data=data["valid"], init_model=previous.outputs["model"],
+        model = train_step(cluster, "train", checked, init_model_uri, algorithm=ALGORITHM, train_data=data["train"],
+                           valid_data=data["valid"],
                            hyperparameters=hyperparameters, seed=seed, checkpoint_root=checkpoint_root,
                            run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER).outputs["model"]
 

@@ -36,10 +36,8 @@ def build(algorithm: str, cluster: Cluster | None = None):
                                         valid=(valid_uri, "training"), holdout=(holdout_uri, holdout_layout),
                                         holdout_labels=(holdout_labels_uri, "labels"))
         champion = place(side_effect(fetch_model(uri=champion_uri).set_display_name("fetch champion")), cluster)
-        previous = place(side_effect(fetch_model(uri=init_model_uri).set_display_name("fetch init model")),
-                         cluster)
-        challenger = train_step(cluster, "train challenger", checked, algorithm=algorithm, train_data=data["train"],
-                                valid_data=data["valid"], init_model=previous.outputs["model"],
+        challenger = train_step(cluster, "train challenger", checked, init_model_uri, algorithm=algorithm,
+                                train_data=data["train"], valid_data=data["valid"],
                                 hyperparameters=hyperparameters, seed=seed, checkpoint_root=checkpoint_root,
                                 run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER).outputs["model"]
 

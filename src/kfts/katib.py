@@ -14,7 +14,6 @@ import copy
 from importlib import resources
 import shlex
 from dataclasses import fields
-from pathlib import Path
 
 import yaml
 

@@ -19,7 +19,6 @@ requests, retries, the checkpoint volume) is chosen when a pipeline is compiled:
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
