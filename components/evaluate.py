@@ -23,8 +23,9 @@ def evaluate(model: Input[Model], data: Input[Dataset], metric: str, evaluation:
 
     metrics: the headline figures, integers as integers. classification: inception-time's confusion matrix
     and one ROC curve (KFP holds one per artifact: for two classes the second class's, else the first's;
-    report.html has every class's ROC and precision-recall curve); lstm-ad's flag confusion matrix (normal /
-    anomaly over the scored steps) when labels are given. summary: the headline table in Markdown.
+    report.html has every class's ROC and precision-recall curve); lstm-ad, when labels are given, its flag
+    confusion matrix (normal / anomaly over the scored steps) and the ROC curve of its anomaly score.
+    summary: the headline table in Markdown.
     report: report.html, with the split in its title and the provenance (data, model, hyperparameters, kfts
     versions, date).
     """
@@ -32,7 +33,7 @@ def evaluate(model: Input[Model], data: Input[Dataset], metric: str, evaluation:
     import tempfile
     from kfts.algorithms import load_model
     from kfts.errors import InputError
-    from kfts.evaluation import add_provenance, flag_confusion_matrix, headline, provenance, summary_markdown
+    from kfts.evaluation import add_provenance, headline, log_classification, provenance, summary_markdown
     from kfts.training import metric_line
     from kfts.validation import read_manifest
 
@@ -65,17 +66,7 @@ def evaluate(model: Input[Model], data: Input[Dataset], metric: str, evaluation:
     add_provenance(evaluation.path, split, origin)
     for name, value in headline(result).items():
         metrics.log_metric(name, value)
-    if "confusion_matrix" in result:
-        matrix = result["confusion_matrix"]
-        classification.log_confusion_matrix([str(c) for c in matrix["labels"]], matrix["matrix"])
-    elif flag_confusion_matrix(result) is not None:
-        classification.log_confusion_matrix(["normal", "anomaly"], flag_confusion_matrix(result))
-    roc = result.get("roc") or {}
-    if roc:
-        classes = list(roc)
-        name = classes[-1] if len(result.get("confusion_matrix", {}).get("labels", [])) == 2 else classes[0]
-        classification.log_roc_curve(roc[name]["fpr"], roc[name]["tpr"], roc[name]["thresholds"])
-        classification.metadata["roc_class"] = name
+    log_classification(classification, result)
     with open(os.path.join(evaluation.path, "report.html")) as f:
         html = f.read()
     with open(report.path, "w") as f:

@@ -34,19 +34,49 @@ def classification_metrics(labels: np.ndarray, proba: np.ndarray, classes: np.nd
         "pr": {},
     }
     # one-vs-rest ROC for each class present with both positives and negatives in the data
-    aucs = []
     for k, c in enumerate(classes_list):
         positive = labels == c
         if present[k] and not positive.all():
-            fpr, tpr, thresholds = skm.roc_curve(positive, proba[:, k])
-            result["roc"][c] = {"auc": float(skm.auc(fpr, tpr)), "fpr": fpr.tolist(), "tpr": tpr.tolist(),
-                                "thresholds": np.nan_to_num(thresholds, posinf=1.0).tolist()}
-            aucs.append(result["roc"][c]["auc"])
-            precision_points, recall_points, _ = skm.precision_recall_curve(positive, proba[:, k])
-            result["pr"][c] = {"ap": float(skm.average_precision_score(positive, proba[:, k])),
-                               "precision": precision_points.tolist(), "recall": recall_points.tolist()}
+            result["roc"][c], result["pr"][c] = _curves(positive, proba[:, k])
+    aucs = [curve["auc"] for curve in result["roc"].values()]
     result["roc_auc_ovr"] = float(np.mean(aucs)) if aucs else None
     return result
+
+
+# KFP keeps a ClassificationMetrics' ROC curve in its metadata, one entry a point: a few hundred points draw the
+# curve and keep the artifact small, where a long series would give one point per distinct score
+SCORE_CURVE_POINTS = 200
+
+
+def score_curves(labels: np.ndarray, scores: np.ndarray, max_points: int = SCORE_CURVE_POINTS) -> dict:
+    """The ROC and precision-recall curves of an anomaly score (higher = more anomalous; for LSTM-AD the negated
+    log-likelihood) against 0/1 labels, under the keys classification_metrics uses, so that the report and the
+    evaluate component read both algorithms alike: {"roc": {"anomaly score": {auc, fpr, tpr, thresholds}},
+    "pr": {"anomaly score": {ap, precision, recall}}}. AUC and AP are computed from every point; each curve
+    keeps at most `max_points` of its points."""
+    roc, pr = _curves(np.asarray(labels) != 0, np.asarray(scores, dtype=np.float64), max_points)
+    return {"roc": {"anomaly score": roc}, "pr": {"anomaly score": pr}}
+
+
+def _curves(positive: np.ndarray, score: np.ndarray, max_points: int | None = None) -> tuple[dict, dict]:
+    """ROC {auc, fpr, tpr, thresholds} and precision-recall {ap, precision, recall} of `score` against the
+    boolean `positive`, at most `max_points` points each (all when None). scikit-learn's first threshold, above
+    every score, is infinite; KFP and JSON want a finite number, so it becomes the next float above the
+    highest score."""
+    fpr, tpr, thresholds = skm.roc_curve(positive, score)
+    thresholds[0] = np.nextafter(score.max(), np.inf)
+    precision, recall, _ = skm.precision_recall_curve(positive, score)
+    return ({"auc": float(skm.auc(fpr, tpr)), **_thinned(max_points, fpr=fpr, tpr=tpr, thresholds=thresholds)},
+            {"ap": float(skm.average_precision_score(positive, score)),
+             **_thinned(max_points, precision=precision, recall=recall)})
+
+
+def _thinned(max_points: int | None, **curve: np.ndarray) -> dict[str, list]:
+    """The points of a curve as lists, at most `max_points` of them evenly spaced along it, both ends kept."""
+    n = len(next(iter(curve.values())))
+    keep = (np.unique(np.linspace(0, n - 1, max_points).round().astype(int)) if max_points and n > max_points
+            else slice(None))
+    return {name: points[keep].tolist() for name, points in curve.items()}
 
 
 def write_classification_report(output_dir: str | os.PathLike, metrics: dict, history: list[dict],
@@ -120,6 +150,24 @@ def summary_markdown(metrics: dict, split: str, origin: dict) -> str:
                   for c, m in metrics["per_class"].items()]
     lines += ["", *(f"- {k}: {v}" for k, v in origin.items())]
     return "\n".join(lines) + "\n"
+
+
+def log_classification(classification, metrics: dict) -> None:
+    """Fill a KFP ClassificationMetrics artifact from an evaluation's metrics: InceptionTime's confusion matrix,
+    or LSTM-AD's flags against the labels; and one ROC curve from metrics["roc"] (KFP holds one an artifact):
+    the positive class's for two classes, else the first curve (LSTM-AD: its only one, the anomaly score's);
+    metadata roc_class names it."""
+    if "confusion_matrix" in metrics:
+        matrix = metrics["confusion_matrix"]
+        classification.log_confusion_matrix([str(c) for c in matrix["labels"]], matrix["matrix"])
+    elif flag_confusion_matrix(metrics) is not None:
+        classification.log_confusion_matrix(["normal", "anomaly"], flag_confusion_matrix(metrics))
+    roc = metrics.get("roc") or {}
+    if roc:
+        names = list(roc)
+        name = names[-1] if len(metrics.get("confusion_matrix", {}).get("labels", [])) == 2 else names[0]
+        classification.log_roc_curve(roc[name]["fpr"], roc[name]["tpr"], roc[name]["thresholds"])
+        classification.metadata["roc_class"] = name
 
 
 def flag_confusion_matrix(metrics: dict) -> list[list[int]] | None:
