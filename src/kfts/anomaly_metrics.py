@@ -117,7 +117,7 @@ def vus(labels: np.ndarray, score: np.ndarray, window: int, thresholds: int = VU
         tp = tp_labeled + buffered
         p_w = positives + buffered / 2
         # existence: a buffered range (overlapping ones merged) counts when its highest score passes
-        segments = _merge(ranges, w // 2, n)
+        segments = widened_ranges(ranges, w // 2, n)
         segment_max = np.maximum.reduceat(padded, (segments + [0, 1]).ravel())[::2]
         existence = (segment_max[:, None] >= cut[None, :]).mean(axis=0)
         tpr = np.minimum(tp / p_w, 1.0) * existence
@@ -130,7 +130,7 @@ def vus(labels: np.ndarray, score: np.ndarray, window: int, thresholds: int = VU
     return float(roc.mean()), float(pr.mean())
 
 
-def _merge(ranges: np.ndarray, half: int, n: int) -> np.ndarray:
+def widened_ranges(ranges: np.ndarray, half: int, n: int) -> np.ndarray:
     """[k, 2] labeled ranges widened by `half` steps on both sides (within the series), overlapping ones merged."""
     starts, ends = np.maximum(ranges[:, 0] - half, 0), np.minimum(ranges[:, 1] + half, n - 1)
     first = np.concatenate([[True], starts[1:] > ends[:-1]])  # starts a new merged range
