@@ -2,7 +2,7 @@
 
 - Detection on the shared series: each series' train.csv (normal data only) trains a model in each mode with
   that mode's defaults (seed: the seed product's; paper: `--scoring paper`, defaults in
-  kfts.hyperparameters.LstmADParams), which scores its test part against test_labels.csv: ROC-AUC and
+  kfts/algorithms/lstm_ad/params.py), which scores its test part against test_labels.csv: ROC-AUC and
   VUS-PR (kfts.anomaly_metrics, TSB-AD's definitions, VUS window 2 x the estimated period, as TSB-AD's
   evaluation does; higher = more anomalous, i.e. the negated log-likelihood), beside the peers' figures in
   ../shared/BASELINES.md. Both modes are judged on the same rows: those from the paper mode's first scored row
@@ -31,7 +31,7 @@ from pyarrow import csv as pacsv
 
 from kfts import anomaly_metrics
 from kfts.csvio import read_binary_labels, read_series_columns
-from kfts.lstm_ad import LstmAD, Params
+from kfts.algorithms.lstm_ad.estimator import LstmAD, Params
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 WORK = Path(__file__).resolve().parent / "work"

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from kfts.csvio import read_labeled_series
-from kfts.inception_time import InceptionTime, Params
+from kfts.algorithms.inception_time.estimator import InceptionTime, Params
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 UCR = DATA / "ucr"

@@ -21,8 +21,8 @@ from torch.nn import functional as F
 
 from classification import UCR, DATA, _join_labels
 from kfts.csvio import read_labeled_series
-from kfts.inception_time import InceptionTime, Params
-from kfts.models.inception_time import InceptionNetworks
+from kfts.algorithms.inception_time.estimator import InceptionTime, Params
+from kfts.algorithms.inception_time.network import InceptionNetworks
 from kfts.training import cpu_supports_bf16
 
 MEMBERS = 5

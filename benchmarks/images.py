@@ -59,7 +59,7 @@ def _size_mb(engine: str, image: str) -> float:
 
 def _cold_start(engine: str, image: str) -> float:
     from kfts.csvio import LabeledSeries
-    from kfts.inception_time import InceptionTime, Params
+    from kfts.algorithms.inception_time.estimator import InceptionTime, Params
     from kfts.sample_data import classification
     model = WORK / "model"
     labels, values = classification(n_per_class=8, length=24)

@@ -80,7 +80,7 @@ def section(quick: bool) -> str:
 
 def train_inception_time() -> tuple[Path, list[dict]]:
     from kfts import csvio
-    from kfts.inception_time import InceptionTime, Params
+    from kfts.algorithms.inception_time.estimator import InceptionTime, Params
     data = csvio.read_labeled_series(SEED / "inception_time" / "train.csv") if SEED.is_dir() else _toy_labeled()
     model = InceptionTime(Params(epochs=1, ensemble="stacked"), device="cpu", seed=0)
     model.fit(csvio.LabeledSeries(data.labels[:128], data.values[:128]))
@@ -92,7 +92,7 @@ def train_inception_time() -> tuple[Path, list[dict]]:
 
 def train_lstm_ad() -> tuple[Path, list[dict]]:
     from kfts import csvio
-    from kfts.lstm_ad import LstmAD, Params
+    from kfts.algorithms.lstm_ad.estimator import LstmAD, Params
     if SEED.is_dir():
         train = csvio.read_series_columns(SEED / "lstm_ad" / "train.csv")[:2000]
         test = csvio.read_series_columns(SEED / "lstm_ad" / "test_data.csv")

@@ -35,7 +35,7 @@ def section(quick: bool) -> str:
 
     from kfts.algorithms import load_model
     from kfts.csvio import LabeledSeries
-    from kfts.inception_time import InceptionTime, Params
+    from kfts.algorithms.inception_time.estimator import InceptionTime, Params
 
     total = 200 if quick else 2000
     WORK.mkdir(parents=True, exist_ok=True)

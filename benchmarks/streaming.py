@@ -45,7 +45,7 @@ with atomic_file(sys.argv[3]) as f:
 def train_model(model_dir: Path) -> None:
     """A small InceptionTime ensemble (2 members, 8 filters, depth 3): prediction cost per value is realistic."""
     from kfts.csvio import LabeledSeries
-    from kfts.inception_time import InceptionTime
+    from kfts.algorithms.inception_time.estimator import InceptionTime
     rng = np.random.default_rng(0)
     t = np.linspace(0, 1, LENGTH)
     labels = np.array(["low", "high"] * 10)

@@ -1,4 +1,4 @@
-"""batch-predict: the SPEC batch prediction output of a model on a file (what `kfts predict` writes)."""
+"""batch-predict: the batch prediction output of a model on a file (what `kfts predict` writes, streamed)."""
 
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Model, Output
@@ -7,25 +7,26 @@ from kfts.components.settings import IMAGE, fail
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False, additional_funcs=[fail])
-def batch_predict(model: Input[Model], data: Input[Dataset], predictions: Output[Dataset],
-                  probabilities: bool = False, flag: bool = False, device: str = "auto"):
-    """probabilities (inception-time): add the averaged class probabilities; flag (lstm-ad): add the 0/1
-    anomaly column from the model's calibrated threshold."""
-    from kfts.algorithms import load_model
-    from kfts.artifact import atomic_file
+def batch_predict(model: Input[Model], data: Input[Dataset], predictions: Output[Dataset], options: dict = {},
+                  device: str = "auto"):
+    """options: the algorithm's predict options by name (inception-time {"probabilities": true}: add the
+    averaged class probabilities; lstm-ad {"flag": true}: add the 0/1 anomaly column)."""
+    from kfts.algorithms import load_model, of
     from kfts.errors import InputError
+    from kfts.predict import write_predictions
+    from kfts.training import use_cpu_share
 
+    use_cpu_share()
     try:
         estimator = load_model(model.path, device=device)
-        values = estimator.read_inference(data.path)
-        options = ({"probabilities": probabilities} if estimator.algorithm == "inception-time"
-                   else {"flag": flag})
-        text = estimator.predictions_csv(values, **options)
+        unknown = sorted(set(options) - set(of(estimator).predict_options))
+        if unknown:
+            raise InputError(f"no predict option {unknown[0]!r} for {estimator.algorithm} (its options: "
+                             f"{', '.join(of(estimator).predict_options) or 'none'})")
+        rows = write_predictions(estimator, data.path, predictions.path, **{k: bool(v) for k, v in options.items()})
     except InputError as e:
         if e.path == data.path:
             e.path = data.metadata.get("source", e.path)
         fail(e)
-    with atomic_file(predictions.path) as f:
-        f.write(text)
-    predictions.metadata.update({"rows": len(values), "algorithm": estimator.algorithm, **options})
-    print(f"{len(values)} rows predicted into {predictions.path}")
+    predictions.metadata.update({"rows": rows, "algorithm": estimator.algorithm, **options})
+    print(f"{rows} rows predicted into {predictions.path}")

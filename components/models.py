@@ -44,17 +44,19 @@ def member_indices(models: int) -> List[int]:
 @dsl.component(base_image=IMAGE, install_kfp_package=False, additional_funcs=[fail, present])
 def combine_members(members: Input[List[Model]], train_data: Input[Dataset], valid_data: Input[Dataset],
                     model: Output[Model], metrics: Output[Metrics], device: str = "auto"):
-    """One InceptionTime ensemble artifact from the members trained as parallel tasks (kfts.ensemble), in
+    """One InceptionTime ensemble artifact from the members trained as parallel tasks (kfts.algorithms.inception_time.ensemble), in
     member order, scored on the training (and validation) data as a single-task fit scores itself."""
-    from kfts.ensemble import combine_members as combine
+    from kfts.algorithms.inception_time import InceptionTimeAlgorithm
+    from kfts.algorithms.inception_time.ensemble import combine_members as combine
     from kfts.errors import InputError
-    from kfts.inception_time import InceptionTime
+    from kfts.training import metric_line, use_cpu_share
 
+    use_cpu_share()
     ordered = sorted(members, key=lambda m: m.metadata.get("member", 0))
+    read = InceptionTimeAlgorithm().read_training
     try:
-        combined = combine([m.path for m in ordered], device=device,
-                           train=InceptionTime.read_training(train_data.path),
-                           valid=InceptionTime.read_training(valid_data.path) if present(valid_data) else None)
+        combined = combine([m.path for m in ordered], device=device, train=read(train_data.path),
+                           valid=read(valid_data.path) if present(valid_data) else None)
         combined.save(model.path)
     except InputError as e:
         fail(e)
@@ -62,7 +64,7 @@ def combine_members(members: Input[List[Model]], train_data: Input[Dataset], val
                            "members": len(ordered)})
     for name, value in combined.metrics.items():
         metrics.log_metric(name, float(value))
-    print(" ".join(f"{k}={v:.6f}" for k, v in combined.metrics.items()))
+    print(metric_line(combined.metrics))
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)

@@ -22,7 +22,9 @@ def train(algorithm: str, train_data: Input[Dataset], valid_data: Input[Dataset]
 
     from kfts.algorithms import make_params, train as train_model
     from kfts.errors import InputError
+    from kfts.training import use_cpu_share
 
+    use_cpu_share()
     checkpoint_dir = os.path.join(checkpoint_root, run_id, f"member-{member}") if checkpoint_root else None
     try:
         params = make_params(algorithm, hyperparameters)

@@ -11,22 +11,24 @@ from kfts.components.settings import IMAGE, fail, mark_absent, present
 def validate_csv(algorithm: str, uri: str, layout: str, data: Output[Dataset]):
     """Copy `uri` (a path, or any URI pyarrow reads: s3://, gs://, hdfs://) into `data` and validate it alone.
 
-    layout: training (labels in the first column for inception-time), inference, or labels (one label per
-    row). `data`'s metadata is the file's summary (kfts.validation.describe: rows, length or columns,
+    layout: training (as the algorithm trains on it: for inception-time with labels in the first column),
+    inference, or labels (one label per row). `data`'s metadata is the file's summary (kfts.validation.describe: rows, length or columns,
     classes), which check-inputs compares. An empty `uri` is an optional input that was not given: `data`
     becomes a placeholder with metadata present=False.
     """
     import pyarrow.fs
 
     from kfts import validation
+    from kfts.algorithms import spec
     from kfts.errors import InputError
 
     if not uri:
         mark_absent(data)
         return
-    # checked here rather than by kfts.algorithms.get, which imports torch: seconds on every input
-    if algorithm not in ("inception-time", "lstm-ad"):
-        fail(f"unknown algorithm {algorithm!r}: choose inception-time or lstm-ad")
+    try:
+        spec(algorithm)  # cheap: the registry imports no torch
+    except InputError as e:
+        fail(e)
     try:
         pyarrow.fs.copy_files(uri, data.path)
     except (OSError, ValueError) as e:  # pyarrow: missing file, unknown scheme, no access

@@ -149,7 +149,7 @@ def after_training(*, model, data: dict, valid: str, test: str, test_labels: str
             with dsl.If(passes_gate(scored.outputs["Output"]), "metric-passes"):
                 side_effect(place(deploy_task(model, serving, cluster).set_display_name("deploy"), cluster))
     with dsl.If(test != "", "test-given"):
-        predicted = batch_predict(model=model, data=data["test"], **predict_options)
+        predicted = batch_predict(model=model, data=data["test"], options=predict_options)
         predicted.set_display_name("batch-predict test")
         place(predicted, cluster, gpu=True)
         with dsl.If(test_labels != "", "test-labelled"):

@@ -1,12 +1,13 @@
 """The LSTM-AD pipeline: validate -> train -> evaluate -> batch-predict -> deploy. Parameters: the data URIs,
-every hyperparameter of kfts.lstm_ad.Params with its default, a previous model to continue from, the seed,
+every hyperparameter of kfts/algorithms/lstm_ad/params.py with its default, a previous model to continue from, the seed,
 and the deploy step's settings."""
 
 from kfp import dsl
 
+from kfts.algorithms.lstm_ad import LstmADAlgorithm
 from kfts.pipelines.common import Cluster, Serving, after_training, train_step, validate_inputs
 
-ALGORITHM = "lstm-ad"
+ALGORITHM = LstmADAlgorithm.id
 
 
 def build(cluster: Cluster | None = None):

@@ -4,22 +4,24 @@ the challenger only when it is strictly better: it is copied over champion_uri a
 Both scores are recorded (the choose-champion step's metrics). Scheduled as a recurring run
 (`kfts pipeline schedule`), this is scheduled retraining: every run reads the latest data at the same URIs.
 
-metric / higher_is_better: the held-out figure that decides (defaults: inception-time accuracy; lstm-ad
-roc_auc, which needs holdout_labels_uri; without labels use metric="mse", higher_is_better=False).
+metric / higher_is_better: the held-out figure that decides (default: the algorithm's holdout_metric,
+inception-time accuracy, lstm-ad roc_auc, which needs holdout_labels_uri; without labels use metric="mse",
+higher_is_better=False).
 hyperparameters: Params field names and values (missing ones keep their defaults). init_model_uri: start the
 challenger from that model (usually champion_uri itself) instead of from scratch.
 """
 
 from kfp import dsl
 
+from kfts.algorithms import spec
 from kfts.components import choose_champion, evaluate, fetch_model, promote_model
 from kfts.pipelines.common import Cluster, Serving, deploy_task, place, side_effect, train_step, validate_inputs
 
-METRICS = {"inception-time": "accuracy", "lstm-ad": "roc_auc"}
 
 
 def build(algorithm: str, cluster: Cluster | None = None):
     """The retraining pipeline function for `algorithm`. cluster=None: for kfp.local."""
+    chosen = spec(algorithm)
     checkpoint_root = cluster.checkpoint_root if cluster else ""
     gpu = cluster is not None and cluster.gpus > 0
 
@@ -28,10 +30,10 @@ def build(algorithm: str, cluster: Cluster | None = None):
     def retraining(champion_uri: str, train_uri: str, holdout_uri: str, valid_uri: str = "",
                    holdout_labels_uri: str = "", hyperparameters: dict = {}, seed: int = 0,
                    init_model_uri: str = "", checkpoint_root: str = checkpoint_root,
-                   metric: str = METRICS[algorithm], higher_is_better: bool = True, deploy_promoted: bool = False,
+                   metric: str = chosen.holdout_metric, higher_is_better: bool = True, deploy_promoted: bool = False,
                    deploy_name: str = algorithm, deploy_namespace: str = "", deploy_image: str = "",
                    deploy_gpu: bool = gpu, deploy_min_replicas: int = 1, deploy_max_replicas: int = 1):
-        holdout_layout = "training" if algorithm == "inception-time" else "inference"
+        holdout_layout = "training" if chosen.labeled_layout else "inference"  # labels first, or apart
         data, checked = validate_inputs(algorithm, cluster, train=(train_uri, "training"),
                                         valid=(valid_uri, "training"), holdout=(holdout_uri, holdout_layout),
                                         holdout_labels=(holdout_labels_uri, "labels"))

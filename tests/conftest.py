@@ -159,3 +159,9 @@ def crd_validator(file: str, version: str):
     cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft7Validator)
     cls.check_schema(schema)
     return cls(schema)
+
+
+def predictions_csv(model, values, **options) -> str:
+    """What `kfts predict` writes for `values`: the model's algorithm's batch prediction CSV."""
+    from kfts.algorithms import of
+    return of(model).predictions_csv(model, values, **options)

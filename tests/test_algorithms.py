@@ -29,3 +29,29 @@ def test_training_job_refuses_an_init_model_of_the_other_algorithm(tmp_path, cla
     with pytest.raises(InputError, match="holds a model for inception-time, not lstm-ad"):
         train("lstm-ad", train_csv, tmp_path / "ad", init_model=tmp_path / "it", device="cpu")
     assert not (tmp_path / "ad").exists()
+
+
+@pytest.mark.parametrize("algorithm", ["inception-time", "lstm-ad"])
+def test_estimators_follow_scikit_learn_conventions(algorithm):
+    """__init__ stores its arguments and touches nothing global; fitted attributes do not exist before fit;
+    using an unfitted estimator says what to call."""
+    import numpy as np
+    import torch
+
+    from kfts.errors import NotFittedError
+    cls = get(algorithm)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        params = cls.Params()
+        estimator = cls(params, device="cuda", seed=3)  # no GPU here: checked when fitting, not now
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
+    assert (estimator.params, estimator.device, estimator.seed) == (params, "cuda", 3)
+    assert not hasattr(estimator, "network") and not hasattr(estimator, "metrics")
+    with pytest.raises(NotFittedError, match="is not fitted: call fit"):
+        estimator.save("never-written")
+    with pytest.raises(AttributeError):  # NotFittedError is one too, as scikit-learn's is
+        estimator.predict_proba(np.zeros((1, 4))) if hasattr(estimator, "predict_proba") else estimator.score(
+            np.zeros((100, 1)))

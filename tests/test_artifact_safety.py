@@ -17,7 +17,7 @@ from conftest import make_classification, run_cli, write_csv
 from kfts import artifact, cli, csvio
 from kfts.algorithms import load_model
 from kfts.errors import InputError
-from kfts.inception_time import InceptionTime
+from kfts.algorithms.inception_time.estimator import InceptionTime
 from kfts.training import CHECKPOINT, Checkpoints
 
 

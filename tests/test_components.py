@@ -1,4 +1,4 @@
-"""Components: interfaces, and combining InceptionTime members trained apart (kfts.ensemble)."""
+"""Components: interfaces, and combining InceptionTime members trained apart (kfts.algorithms.inception_time.ensemble)."""
 
 from __future__ import annotations
 
@@ -6,14 +6,14 @@ import dataclasses
 
 import numpy as np
 import pytest
-from conftest import make_classification
+from conftest import make_classification, predictions_csv
 
 from kfts.algorithms import load_model
 from kfts.csvio import LabeledSeries
-from kfts.ensemble import combine_members
+from kfts.algorithms.inception_time.ensemble import combine_members
 from kfts.errors import InputError
-from kfts.inception_time import InceptionTime, Params
-from kfts.models.inception_time import split_members
+from kfts.algorithms.inception_time.estimator import InceptionTime, Params
+from kfts.algorithms.inception_time.network import split_members
 
 TINY = Params(filters=4, depth=3, models=1, epochs=2, batch_size=16, ensemble="sequential")
 
@@ -51,13 +51,14 @@ def test_splitting_an_ensemble_and_combining_it_again_gives_it_back_exactly(data
     for k, state in enumerate(split_members(whole.network.state_dict(), 2)):
         part = InceptionTime(dataclasses.replace(TINY, models=1), device="cpu")
         part.classes, part.length, part.scaler = whole.classes, whole.length, whole.scaler
+        part.history, part.metrics = [], {}
         part.network = part._new_group(1)
         part.network.load_state_dict(state)
         part.save(tmp_path / f"part{k}")
         dirs.append(tmp_path / f"part{k}")
     combined = combine_members(dirs, device="cpu")
-    assert combined.predictions_csv(data.values, probabilities=True) == whole.predictions_csv(
-        data.values, probabilities=True)
+    assert (predictions_csv(combined, data.values, probabilities=True)
+            == predictions_csv(whole, data.values, probabilities=True))
 
 
 def test_members_of_different_shapes_are_refused(data, tmp_path):

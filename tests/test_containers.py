@@ -123,7 +123,7 @@ def test_the_lstm_ad_pipeline_in_containers_gives_the_subprocess_runners_outputs
 
 def test_a_retraining_pipeline_in_containers_promotes_a_better_challenger(component_image, docker_api, tmp_path):
     from kfts.csvio import LabeledSeries
-    from kfts.inception_time import InceptionTime, Params
+    from kfts.algorithms.inception_time.estimator import InceptionTime, Params
 
     root = tmp_path / "root"  # the pipeline root: what the containers see, so the data and models live there
     (root / "data").mkdir(parents=True)

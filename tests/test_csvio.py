@@ -228,7 +228,7 @@ def test_cli_train_refuses_bad_data_and_writes_nothing(tmp_path, classification_
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
-    from kfts.inception_time import InceptionTime
+    from kfts.algorithms.inception_time.estimator import InceptionTime
     labels, values = make_classification(n_per_class=10, length=24)
     model = InceptionTime(InceptionTime.Params(epochs=1, models=1, filters=4, depth=1), device="cpu", seed=0)
     model.fit(csvio.LabeledSeries(labels, values))

@@ -21,8 +21,8 @@ from safetensors.torch import load_file
 
 from kfts import artifact
 from kfts.csvio import LabeledSeries
-from kfts.ensemble import combine_members
-from kfts.inception_time import InceptionTime, Params
+from kfts.algorithms.inception_time.ensemble import combine_members
+from kfts.algorithms.inception_time.estimator import InceptionTime, Params
 
 LOOPBACK = {"GLOO_SOCKET_IFNAME": "lo", "PYTHONUNBUFFERED": "1"}
 TINY = ["--filters", "4", "--depth", "3", "--batch-size", "16", "--epochs", "3", "--seed", "3", "--device", "cpu"]

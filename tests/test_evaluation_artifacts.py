@@ -14,7 +14,7 @@ from kfts.components import evaluate
 from kfts.csvio import LabeledSeries
 from kfts.evaluation import (SCORE_CURVE_POINTS, classification_metrics, flag_confusion_matrix, headline,
                              log_classification, score_curves)
-from kfts.inception_time import InceptionTime, Params
+from kfts.algorithms.inception_time.estimator import InceptionTime, Params
 
 
 def _outputs(tmp_path):

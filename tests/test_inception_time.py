@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_classification, run_cli, write_csv
+from conftest import make_classification, run_cli, write_csv, predictions_csv
 from kfts.algorithms import load_model
 from kfts.csvio import LabeledSeries
 from kfts.errors import InputError
-from kfts.inception_time import InceptionTime, Params
-from kfts.models.inception_time import InceptionNetworks, ensemble_probabilities, merge_members, split_members
+from kfts.algorithms.inception_time.estimator import InceptionTime, Params
+from kfts.algorithms.inception_time.network import InceptionNetworks, ensemble_probabilities, merge_members, split_members
 from kfts.training import cpu_count, resolve_device, resolve_precision
 
 TINY = dict(filters=4, depth=3, models=2, epochs=3, batch_size=16)
@@ -140,9 +140,9 @@ def test_predictions_csv_layout_keeps_labels_verbatim():
     model = InceptionTime(Params(**TINY), device="cpu", seed=0)
     values = make_classification(n_per_class=6, length=16, classes=tuple(labels))[1]
     model.fit(LabeledSeries(np.repeat(labels, 6), values))
-    plain = model.predictions_csv(values[:4]).splitlines()
+    plain = predictions_csv(model, values[:4]).splitlines()
     assert len(plain) == 4 and set(plain) <= {"1.0", "2.0", '"abnormal,odd"'}
-    with_p = model.predictions_csv(values[:4], probabilities=True).splitlines()
+    with_p = predictions_csv(model, values[:4], probabilities=True).splitlines()
     assert with_p[0] == 'label,p_1.0,p_2.0,"p_abnormal,odd"'
     for row in with_p[1:]:
         probabilities = [float(v) for v in row.rsplit(",", 3)[1:]]

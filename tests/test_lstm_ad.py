@@ -11,13 +11,14 @@ import pytest
 import torch
 from scipy import stats
 
-from conftest import run_cli, write_csv
-from kfts import lstm_ad, training
+from conftest import run_cli, write_csv, predictions_csv
+from kfts import training
+from kfts.algorithms.lstm_ad.serving import context_rows
 from kfts.algorithms import load_model
 from kfts.cli import main
 from kfts.errors import InputError
-from kfts.lstm_ad import LstmAD, Params, fit_gaussian, log_density
-from kfts.models.lstm_ad import LstmReconstructor, cut_sequences, input_sequences, window_targets
+from kfts.algorithms.lstm_ad.estimator import LstmAD, Params, fit_gaussian, log_density
+from kfts.algorithms.lstm_ad.network import LstmReconstructor, cut_sequences, input_sequences, window_targets
 
 TINY = dict(num_layers=2, sequence_length=10, hidden_size=8, dropout=0.1, batch_size=16)
 PAPER = dict(TINY, scoring="paper", prediction_length=4)  # the first score at row 10 + 4 - 1 = 13
@@ -153,13 +154,13 @@ def test_score_shapes_and_layout_with_a_last_shorter_sequence():
     _, full = model.score(longer)
     np.testing.assert_array_equal(reconstructions[70:], full[70:73])
 
-    rows = model.predictions_csv(values).splitlines()
+    rows = predictions_csv(model, values).splitlines()
     assert len(rows) == 73 and rows[:10] == [",,"] * 10
     fields = np.array([row.split(",") for row in rows[10:]], dtype=np.float64)
     np.testing.assert_allclose(fields[:, 0], scores[10:], rtol=1e-12)
     np.testing.assert_allclose(fields[:, 1:], reconstructions[10:], rtol=1e-6)
 
-    flagged = model.predictions_csv(values, flag=True).splitlines()
+    flagged = predictions_csv(model, values, flag=True).splitlines()
     assert flagged[:10] == [",,,"] * 10
     flags = np.array([row.split(",")[-1] for row in flagged[10:]])
     assert set(flags) <= {"0", "1"}
@@ -270,11 +271,11 @@ def test_context_rows_answer_only_the_rows_after_them(paper_model):
     """Chunks sent with the last first_scored rows of the one before as context: together, the answer for
     the whole series (to rounding: a forward pass of other windows may round differently)."""
     values, _ = with_anomalies(500, seed=3)
-    whole = parse_csv(paper_model.predictions_csv(values, flag=True))
+    whole = parse_csv(predictions_csv(paper_model, values, flag=True))
     context = paper_model.first_scored
-    pieces = [paper_model.predictions_csv(values[:120], flag=True)]
+    pieces = [predictions_csv(paper_model, values[:120], flag=True)]
     for start, end in ((120, 121), (121, 300), (300, 500)):
-        pieces.append(paper_model.predictions_csv(values[start - context:end], flag=True, context_rows=context))
+        pieces.append(predictions_csv(paper_model, values[start - context:end], flag=True, context_rows=context))
     assert [piece.count("\n") for piece in pieces] == [120, 1, 179, 200]
     chunked = parse_csv("".join(pieces))
     assert_scores_close(chunked[:, 0], whole[:, 0])
@@ -284,10 +285,10 @@ def test_context_rows_answer_only_the_rows_after_them(paper_model):
 
 
 def test_context_rows_are_read_from_text_or_numbers():
-    assert lstm_ad.context_rows(13) == 13 and lstm_ad.context_rows(" 0 ") == 0
+    assert context_rows(13) == 13 and context_rows(" 0 ") == 0
     for bad in ("-1", "2.5", 2.5, "abc", True, "", "\u00b2"):
         with pytest.raises(InputError, match="context rows must be a whole number"):
-            lstm_ad.context_rows(bad)
+            context_rows(bad)
 
 
 def test_the_predictor_scores_chunks_sent_with_context_as_the_whole_series(tmp_path, paper_model):
@@ -303,7 +304,7 @@ def test_the_predictor_scores_chunks_sent_with_context_as_the_whole_series(tmp_p
     predictor = KftsModel("detector", str(tmp_path / "model"), device="cpu")
     predictor.load()
     values, _ = with_anomalies(400, seed=8)
-    whole = parse_csv(paper_model.predictions_csv(values, flag=True))
+    whole = parse_csv(predictions_csv(paper_model, values, flag=True))
     first = paper_model.first_scored
 
     def v2(rows, context):
@@ -342,7 +343,7 @@ def test_the_predictor_scores_chunks_sent_with_context_as_the_whole_series(tmp_p
 def test_seed_mode_ignores_the_prediction_length():
     values = waves(200, seed=5)
     a, b = fitted(prediction_length=1), fitted(prediction_length=7)
-    assert a.predictions_csv(values) == b.predictions_csv(values)
+    assert predictions_csv(a, values) == predictions_csv(b, values)
 
 
 def test_paper_training_learns_to_predict_and_calibrates_its_threshold(paper_model):
@@ -364,7 +365,7 @@ def test_artifact_round_trip_gives_identical_scores(tmp_path):
     loaded = load_model(tmp_path / "model", device="cpu")
     values = waves(120, seed=3)
     np.testing.assert_array_equal(loaded.score(values)[0], model.score(values)[0])
-    assert loaded.predictions_csv(values, flag=True) == model.predictions_csv(values, flag=True)
+    assert predictions_csv(loaded, values, flag=True) == predictions_csv(model, values, flag=True)
 
 
 def test_the_artifact_records_the_scoring_mode_and_old_artifacts_load_as_seed(tmp_path, paper_model):
@@ -373,7 +374,7 @@ def test_the_artifact_records_the_scoring_mode_and_old_artifacts_load_as_seed(tm
     assert manifest["hyperparameters"]["scoring"] == "paper"
     assert manifest["hyperparameters"]["prediction_length"] == 4
     values = waves(120, seed=3)
-    assert load_model(tmp_path / "paper", device="cpu").predictions_csv(values) == paper_model.predictions_csv(values)
+    assert predictions_csv(load_model(tmp_path / "paper", device="cpu"), values) == predictions_csv(paper_model, values)
 
     seed = fitted()
     seed.save(tmp_path / "old")
@@ -383,7 +384,7 @@ def test_the_artifact_records_the_scoring_mode_and_old_artifacts_load_as_seed(tm
     (tmp_path / "old" / "kfts-model.json").write_text(json.dumps(manifest))
     old = load_model(tmp_path / "old", device="cpu")
     assert old.params.scoring == "seed"
-    assert old.predictions_csv(values, flag=True) == seed.predictions_csv(values, flag=True)
+    assert predictions_csv(old, values, flag=True) == predictions_csv(seed, values, flag=True)
 
 
 def test_checkpoint_resume_continues_where_a_killed_run_stopped(tmp_path, monkeypatch):
@@ -435,9 +436,11 @@ def test_paper_training_is_reproducible_and_resumes(tmp_path, monkeypatch):
 
 def test_init_model_continues_from_the_previous_weights():
     previous = fitted()
-    frozen = LstmAD(Params(**{**TINY, "epochs": 1, "lr": 1e-12, "hidden_size": 32}), device="cpu", seed=1)
+    given = Params(**{**TINY, "epochs": 1, "lr": 1e-12, "hidden_size": 32})
+    frozen = LstmAD(given, device="cpu", seed=1)
     frozen.fit(waves(400, seed=2), init_model=previous)
     assert frozen.params.hidden_size == 8  # the previous architecture wins
+    assert given.hidden_size == 32  # in a copy: the caller's Params are left as they were
     paper = LstmAD(Params(**{**PAPER, "epochs": 1, "prediction_length": 2}), device="cpu", seed=1)
     assert paper.fit(waves(400), init_model=previous).params.scoring == "seed"  # and its scoring mode
     for key, value in previous.network.state_dict().items():

@@ -81,8 +81,8 @@ def test_train_is_retried_and_resumes_from_its_checkpoint_folder(tmp_path):
 def test_pipeline_parameters_carry_every_hyperparameter_with_its_default():
     from dataclasses import fields
 
-    from kfts.inception_time import Params as InceptionParams
-    from kfts.lstm_ad import Params as LstmParams
+    from kfts.algorithms.inception_time.estimator import Params as InceptionParams
+    from kfts.algorithms.lstm_ad.estimator import Params as LstmParams
     from kfts.pipelines import inception_time, lstm_ad
     for build, params in ((inception_time.build, InceptionParams), (lstm_ad.build, LstmParams)):
         inputs = build().component_spec.inputs

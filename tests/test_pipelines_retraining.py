@@ -12,7 +12,7 @@ from conftest import make_classification, write_csv
 
 from kfts.artifact import read_manifest
 from kfts.csvio import LabeledSeries
-from kfts.inception_time import InceptionTime, Params
+from kfts.algorithms.inception_time.estimator import InceptionTime, Params
 from kfts.pipeline_cli import run_local
 
 pytestmark = pytest.mark.integration

@@ -21,8 +21,8 @@ NAME = "kfts-model"
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     from kfts.csvio import LabeledSeries
-    from kfts.inception_time import InceptionTime
-    from kfts.lstm_ad import LstmAD
+    from kfts.algorithms.inception_time.estimator import InceptionTime
+    from kfts.algorithms.lstm_ad.estimator import LstmAD
 
     root = tmp_path_factory.mktemp("models")
     labels, values = make_classification(n_per_class=8, length=24)

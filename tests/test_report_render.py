@@ -13,7 +13,7 @@ import pytest
 from matplotlib import image
 
 from kfts import report
-from kfts.evaluation import classification_metrics, score_curves, write_classification_report
+from kfts.evaluation import classification_metrics, classification_report, score_curves
 
 THRESHOLD = -12.0
 
@@ -138,7 +138,9 @@ def test_reports_render_in_chromium_with_every_image_decoded(tmp_path):
     metrics = classification_metrics(labels, proba / proba.sum(axis=1, keepdims=True), np.array(["down", "flat", "up"]))
     history = [{"epoch": e, "train_loss": 1 / e, "valid_loss": 1.2 / e, "train_accuracy": 1 - 0.5 / e}
                for e in range(1, 11)]
-    write_classification_report(tmp_path / "inception-time", metrics, history, "InceptionTime evaluation")
+    (tmp_path / "inception-time").mkdir()
+    (tmp_path / "inception-time" / "report.html").write_text(
+        classification_report(metrics, history, "InceptionTime evaluation"))
     assert_renders(tmp_path / "inception-time" / "report.html", tmp_path)
 
     values, scores, labels = lstm_ad_like()

@@ -314,7 +314,7 @@ def tiny_model(tmp_path_factory):
     from conftest import make_classification
 
     from kfts.csvio import LabeledSeries
-    from kfts.inception_time import InceptionTime, Params
+    from kfts.algorithms.inception_time.estimator import InceptionTime, Params
     labels, values = make_classification(n_per_class=4, length=8)
     model = InceptionTime(Params(filters=2, depth=1, models=1, epochs=1, batch_size=8), device="cpu", seed=0)
     model.fit(LabeledSeries(labels, values))
@@ -340,13 +340,13 @@ def test_the_predictor_loads_its_model_for_the_device_asked_for(monkeypatch, tin
     monkeypatch.setattr(serving_model, "load_model", spy)
     predictor = serving_model.KftsModel("m", str(tiny_model), device=asked)
     if expected == "cpu":
-        assert predictor.load() and predictor.model.device.type == "cpu"
+        assert predictor.load() and predictor.model.device_.type == "cpu"
         answer = asyncio.run(predictor.predict({"instances": np.zeros((2, 8)).tolist()}, {}, {}))
         assert len(answer["predictions"]) == 2
     else:  # the model is set up for the GPU; its first call (the warm-up) then needs one, which is not here
         with pytest.raises((AssertionError, RuntimeError), match="(?i)cuda|nvidia"):
             predictor.load()
-        assert loaded[0].device.type == "cuda"
+        assert loaded[0].device_.type == "cuda"
 
 
 def test_serve_on_cuda_without_a_gpu_is_one_line(tiny_model):

@@ -19,6 +19,7 @@ import pytest
 from test_serving import Server, v2_body
 from test_serving_inception_time import LENGTH, NAME, files  # noqa: F401 - `files`: the tiny model fixture
 
+from conftest import predictions_csv
 from kfts.algorithms import load_model
 
 pytestmark = pytest.mark.integration  # starts servers or training processes
@@ -156,7 +157,7 @@ def wrong_answers(model, pool: np.ndarray, answers: list[Answer]) -> list[str]:
     """Good answers that differ from the in-process prediction of the same rows, made by kfts predict's code
     (predict_proba, predict, predictions_csv) once for the whole pool: one call, not one per request."""
     proba, labels = model.predict_proba(pool), model.predict(pool).tolist()
-    csv_lines = model.predictions_csv(pool).splitlines(keepends=True)
+    csv_lines = predictions_csv(model, pool).splitlines(keepends=True)
     wrong = []
     for a in answers:
         r, i = a.request, a.request.index

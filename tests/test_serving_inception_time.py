@@ -16,7 +16,7 @@ from conftest import make_classification
 from test_serving import Server, raw_http, v2_body, v2_outputs
 
 from kfts.csvio import LabeledSeries
-from kfts.inception_time import InceptionTime, Params
+from kfts.algorithms.inception_time.estimator import InceptionTime, Params
 
 pytestmark = pytest.mark.integration  # starts servers or training processes
 

@@ -9,7 +9,7 @@ import pytest
 from client_matrix import MODES, Expected, check
 from test_serving import Server, v2_body
 
-from kfts.lstm_ad import LstmAD, Params
+from kfts.algorithms.lstm_ad.estimator import LstmAD, Params
 
 pytestmark = pytest.mark.integration  # starts servers or training processes
 

@@ -11,12 +11,12 @@ import time
 import numpy as np
 import pytest
 
-from conftest import make_classification
+from conftest import make_classification, predictions_csv
 from kfts import csvio, predict
 from kfts.csvio import LabeledSeries
 from kfts.errors import InputError
-from kfts.inception_time import InceptionTime
-from kfts.lstm_ad import LstmAD
+from kfts.algorithms.inception_time.estimator import InceptionTime
+from kfts.algorithms.lstm_ad.estimator import LstmAD
 
 pytestmark = pytest.mark.integration  # starts servers or training processes
 
@@ -56,7 +56,7 @@ def series_rows(path, n, length, seed=0):
 @pytest.mark.parametrize("probabilities", [False, True])
 def test_inception_time_chunks_give_the_in_memory_bytes(tmp_path, monkeypatch, inception_time, probabilities):
     path = series_rows(tmp_path / "input.csv", 1500, 24)
-    expected = inception_time.predictions_csv(csvio.read_series_rows(path), probabilities=probabilities)
+    expected = predictions_csv(inception_time, csvio.read_series_rows(path), probabilities=probabilities)
     monkeypatch.setattr(csvio, "BLOCK_SIZE", 7 << 10)  # blocks that do not line up with chunks
     output = tmp_path / "out.csv"
     rows = predict.write_predictions(inception_time, path, output, chunk_bytes=1, probabilities=probabilities)
@@ -69,7 +69,7 @@ def assert_chunks_give_the_in_memory_bytes(model, tmp_path, monkeypatch, n_rows:
     rng = np.random.default_rng(n_rows)
     path = tmp_path / "input.csv"
     np.savetxt(path, rng.normal(size=(n_rows, 2)).astype(np.float32), delimiter=",", fmt="%.6g")
-    expected = model.predictions_csv(csvio.read_series_columns(path), flag=flag)
+    expected = predictions_csv(model, csvio.read_series_columns(path), flag=flag)
     monkeypatch.setattr(csvio, "BLOCK_SIZE", 5 << 10)  # blocks that do not line up with chunks
     output = tmp_path / "out.csv"
     assert predict.write_predictions(model, path, output, chunk_bytes=1, flag=flag) == n_rows

@@ -132,7 +132,7 @@ def test_kfts_predict_refuses_the_other_algorithms_option(tmp_path, algorithm, f
                      "--output", tmp_path / "p.csv", flag)
     assert result.returncode == 2
     assert result.stderr == (f"error: {flag} does not apply to {model}, an {algorithm} model "
-                             f"(its option is {option})\n")
+                             f"(its options: {option})\n")
 
 
 def test_kfts_validate_says_which_layout_a_file_looks_like(tmp_path):

@@ -92,17 +92,16 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--model-dir", required=True)
     predict.add_argument("--input", required=True)
     predict.add_argument("--output", required=True)
-    predict.add_argument("--probabilities", action="store_true",
-                         help="inception-time: add the averaged class probabilities")
-    predict.add_argument("--flag", action="store_true",
-                         help="lstm-ad: add a 0/1 anomaly column from the model's calibrated threshold")
+    for name, (ids, text) in predict_options().items():
+        predict.add_argument(f"--{name.replace('_', '-')}", action="store_true", help=f"{', '.join(ids)}: {text}")
     predict.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     predict.set_defaults(func=cmd_predict)
 
     evaluate = commands.add_parser("evaluate", help="score a model on labeled data: metrics.json + report.html")
     evaluate.add_argument("--model-dir", required=True)
     evaluate.add_argument("--input", required=True)
-    evaluate.add_argument("--labels", help="lstm-ad: one 0/1 label per input row")
+    evaluate.add_argument("--labels", help="one label per input row, when the input is in the inference "
+                                           "layout (series only)")
     evaluate.add_argument("--output-dir", required=True)
     evaluate.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     evaluate.set_defaults(func=cmd_evaluate)
@@ -114,6 +113,16 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(commands)
     return parser
+
+
+def predict_options() -> dict[str, tuple[list[str], str]]:
+    """Every algorithm's batch prediction options: name -> (the algorithms that have it, help)."""
+    from kfts.algorithms import ALGORITHMS
+    options = {}
+    for algorithm in ALGORITHMS.values():
+        for name, text in algorithm.predict_options.items():
+            options.setdefault(name, ([], text))[0].append(algorithm.id)
+    return options
 
 
 def add_hyperparameter_flags(parser: argparse.ArgumentParser, params_class) -> None:
@@ -134,23 +143,22 @@ def hyperparameters(args: argparse.Namespace, params_class):
 # -- commands -----------------------------------------------------------------------------------------------
 
 def cmd_validate(args) -> None:
+    from kfts.algorithms import spec
     from kfts.validation import check, describe
     path, layout = args.file, "inference" if args.inference else "training"
     summary = describe(args.algorithm, path, layout)  # with a hint when the file looks like the other layout
     if layout == "training":
         check(args.algorithm, {"train": summary})  # a classifier's training data needs two classes
-    if args.algorithm == "inception-time":
-        classes = f", {summary['n_classes']} classes" if layout == "training" else ""
-        print(f"ok: {path}: {summary['rows']} series of length {summary['length']}{classes}")
-    else:
-        print(f"ok: {path}: {summary['rows']} time steps of {summary['columns']} series")
+    print(f"ok: {path}: {spec(args.algorithm).summary_line(summary)}")
 
 
 def cmd_train(args) -> None:
     from kfts.algorithms import train
+    from kfts.training import use_cpu_share
     from kfts.validation import check_files
     params = hyperparameters(args, args.Params)
     check_files(args.algorithm, {"train": (args.train, "training"), "valid": (args.valid, "training")})
+    use_cpu_share()
     train(args.algorithm, args.train, args.model_dir, valid_path=args.valid,
           params=params, init_model=args.init_model,
           checkpoint_dir=args.checkpoint_dir, seed=args.seed, device=args.device)
@@ -159,39 +167,44 @@ def cmd_train(args) -> None:
 
 
 def cmd_predict(args) -> None:
-    from kfts.algorithms import load_model
+    from kfts.algorithms import load_model, spec
     from kfts.predict import write_predictions
+    from kfts.training import use_cpu_share
     from kfts.validation import check_files, read_manifest
     manifest = read_manifest(args.model_dir)
-    algorithm = manifest["algorithm"]
-    wrong = {"inception-time": ("--flag", args.flag, "--probabilities"),
-             "lstm-ad": ("--probabilities", args.probabilities, "--flag")}.get(algorithm)
-    if wrong and wrong[1]:
-        raise InputError(f"{wrong[0]} does not apply to {args.model_dir}, an {algorithm} model "
-                         f"(its option is {wrong[2]})")
+    algorithm = spec(manifest["algorithm"])
+    for name in predict_options():
+        if getattr(args, name) and name not in algorithm.predict_options:
+            its = " ".join(f"--{o.replace('_', '-')}" for o in algorithm.predict_options) or "none"
+            raise InputError(f"--{name.replace('_', '-')} does not apply to {args.model_dir}, an {algorithm.id} "
+                             f"model (its options: {its})")
     # the first rows only: the file is streamed, and checked as it goes, whatever its size
-    check_files(algorithm, {"input": (args.input, "inference")}, model=manifest, head=True)
+    check_files(algorithm.id, {"input": (args.input, "inference")}, model=manifest, head=True)
+    use_cpu_share()
     model = load_model(args.model_dir, device=args.device)
-    options = {"probabilities": args.probabilities} if model.algorithm == "inception-time" else {"flag": args.flag}
+    options = {name: getattr(args, name) for name in algorithm.predict_options}
     rows = write_predictions(model, args.input, args.output, **options)  # streamed: any file size
     print(f"{rows} rows predicted into {args.output}")
 
 
 def cmd_evaluate(args) -> None:
-    from kfts.algorithms import load_model
+    from kfts.evaluation import evaluate, headline
+    from kfts.training import metric_line, use_cpu_share
     from kfts.validation import check_files, read_manifest
     manifest = read_manifest(args.model_dir)
-    layout = "training" if manifest["algorithm"] == "inception-time" else "inference"
-    check_files(manifest["algorithm"], {"input": (args.input, layout), "input_labels": (args.labels, "labels")},
+    check_files(manifest["algorithm"], evaluation_files(manifest["algorithm"], args.input, args.labels),
                 model=manifest)
-    model = load_model(args.model_dir, device=args.device)
-    from kfts.evaluation import add_provenance, headline, provenance
-    from kfts.training import metric_line
-    metrics = model.evaluate(args.input, args.output_dir, labels_path=args.labels)
-    add_provenance(args.output_dir, Path(args.input).name,
-                   provenance(data=args.input, labels=args.labels, model=args.model_dir, manifest=manifest))
+    use_cpu_share()
+    metrics = evaluate(args.model_dir, args.input, args.output_dir, labels=args.labels, device=args.device)
     print(metric_line(headline(metrics)))
     print(f"metrics and report written to {Path(args.output_dir)}")
+
+
+def evaluation_files(algorithm: str, data, labels) -> dict[str, tuple]:
+    """An evaluation's inputs for kfts.validation.check_files: a labeled file, or series and their labels."""
+    from kfts.algorithms import spec
+    layout = "training" if spec(algorithm).labeled_layout and not labels else "inference"
+    return {"input": (data, layout), "input_labels": (labels, "labels")}
 
 
 def cmd_inspect(args) -> None:

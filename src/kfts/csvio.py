@@ -148,6 +148,11 @@ def iter_row_blocks(path: str | os.PathLike, label_column: bool = False
         first_row += len(values)
 
 
+def first_block(path: str | os.PathLike, label_column: bool = False) -> np.ndarray:
+    """The values of a file's first block of rows: its shape, without reading the whole file."""
+    return next(iter_row_blocks(path, label_column=label_column))[2]
+
+
 # -- parsing ------------------------------------------------------------------------------------------------
 
 _PARSE = pacsv.ParseOptions(delimiter=",", ignore_empty_lines=False)

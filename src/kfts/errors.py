@@ -27,3 +27,15 @@ class InputError(Exception):
             where.append(f"column {self.column}")
         parts = [p for p in (self.path, ", ".join(where)) if p]
         return ": ".join(parts + [self.message])
+
+
+class NotFittedError(ValueError, AttributeError):
+    """An estimator was asked to predict or save before fit() (or loading): a programming mistake, whose
+    message says what to call (scikit-learn's exception of the same name subclasses the same two)."""
+
+
+def check_fitted(estimator, attribute: str = "network") -> None:
+    """Raise NotFittedError unless `estimator` has its fitted `attribute` (set by fit() or from_artifact())."""
+    if getattr(estimator, attribute, None) is None:
+        raise NotFittedError(f"this {type(estimator).__name__} is not fitted: call fit(train) first, or load a "
+                             "saved one with kfts.algorithms.load_model(model_dir)")

@@ -1,4 +1,5 @@
-"""Evaluation of a classifier: metrics.json and report.html in an output directory."""
+"""What evaluations share: classification metrics and their report, metrics.json and report.html written
+together, provenance, the headline figures, the Markdown summary."""
 
 from __future__ import annotations
 
@@ -79,8 +80,9 @@ def _thinned(max_points: int | None, **curve: np.ndarray) -> dict[str, list]:
     return {name: points[keep].tolist() for name, points in curve.items()}
 
 
-def write_classification_report(output_dir: str | os.PathLike, metrics: dict, history: list[dict],
-                                title: str) -> None:
+def classification_report(metrics: dict, history: list[dict], title: str) -> str:
+    """The HTML page of a classifier's evaluation: summary, confusion matrix, ROC and PR curves, per class
+    figures, learning curves."""
     matrix = np.array(metrics["confusion_matrix"]["matrix"])
     labels = metrics["confusion_matrix"]["labels"]
     fig, ax = report.plt.subplots(figsize=(1.2 + 0.6 * len(labels),) * 2)
@@ -100,14 +102,7 @@ def write_classification_report(output_dir: str | os.PathLike, metrics: dict, hi
                 ("Per class", report.table([{"class": c, **m} for c, m in metrics["per_class"].items()]))]
     if history:
         sections.append(("Learning curves", report.figure(report.learning_curves(history))))
-    write_outputs(output_dir, metrics, report.page(title, sections))
-
-
-def write_outputs(output_dir: str | os.PathLike, metrics: dict, html: str) -> None:
-    """metrics.json and report.html, written together atomically."""
-    with atomic_directory(output_dir) as tmp:
-        (Path(tmp) / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        (Path(tmp) / "report.html").write_text(html)
+    return report.page(title, sections)
 
 
 # -- what an evaluation shows beyond metrics.json: provenance, a Markdown summary, a flag confusion matrix ------
@@ -124,13 +119,27 @@ def provenance(*, data: str, model: str, manifest: dict, labels: str | None = No
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
 
 
-def add_provenance(output_dir: str | os.PathLike, split: str, origin: dict) -> None:
-    """The split's name in report.html's title and the provenance table in it (kfts.report.with_provenance)."""
-    from kfts.artifact import atomic_file
-    path = Path(output_dir) / "report.html"
-    page = report.with_provenance(path.read_text(), split, origin)
-    with atomic_file(path) as f:
-        f.write(page)
+def evaluate(model_dir, data, output_dir, *, labels=None, device: str = "auto", split: str | None = None,
+             names: dict | None = None) -> dict:
+    """The evaluation job behind `kfts evaluate` and the evaluate component: score the model in `model_dir` on
+    `data` (with `labels` when they are a separate file) by its algorithm's evaluate(), and write metrics.json,
+    report.html (titled with `split`, the data file's name by default, with the provenance) and summary.md
+    (the headline table in Markdown) into `output_dir`, together. `names` maps the paths given here to what the
+    user knows them as (URIs, in a pipeline), for the provenance. Returns the metrics."""
+    from kfts.algorithms import load_model, of
+    from kfts.validation import read_manifest
+    names = names or {}
+    model = load_model(model_dir, device=device)
+    metrics, html = of(model).evaluate(model, data, labels)
+    origin = provenance(data=names.get(data, os.fspath(data)), model=names.get(model_dir, os.fspath(model_dir)),
+                        labels=names.get(labels, os.fspath(labels)) if labels else None,
+                        manifest=read_manifest(model_dir))
+    split = split or Path(data).name
+    with atomic_directory(output_dir) as tmp:
+        (Path(tmp) / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        (Path(tmp) / "report.html").write_text(report.with_provenance(html, split, origin))
+        (Path(tmp) / "summary.md").write_text(summary_markdown(metrics, split, origin))
+    return metrics
 
 
 def headline(metrics: dict) -> dict:

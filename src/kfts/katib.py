@@ -20,9 +20,6 @@ import yaml
 from kfts.errors import InputError
 
 TEMPLATE = "katib-experiment.yaml"  # in kfts/templates, installed with the package
-# the default objective and the other metrics each algorithm logs
-OBJECTIVES = {"inception-time": ("valid_accuracy", ["valid_loss", "train_loss", "train_accuracy"]),
-              "lstm-ad": ("valid_loss", ["train_loss"])}
 
 
 def render_experiment(*, algorithm: str, train_uri: str, valid_uri: str, search: list[tuple[str, str]],
@@ -42,7 +39,7 @@ def render_experiment(*, algorithm: str, train_uri: str, valid_uri: str, search:
     from kfts.images import component_image
     from kfts.algorithms import spec
     params = {f.name: f for f in fields(spec(algorithm).Params)}
-    default_objective, others = OBJECTIVES[algorithm]
+    default_objective, *others = spec(algorithm).metrics  # the metric lines its training prints
     objective = objective or default_objective
     if objective not in (default_objective, *others):
         raise InputError(f"--objective {objective}: the trials print {', '.join([default_objective, *others])}; "

@@ -1,12 +1,12 @@
 """`kfts pipeline ...`: run the KFP pipelines locally, compile them, submit and schedule them on a cluster,
 and render Katib tuning experiments.
 
-    kfts pipeline run {inception-time|lstm-ad} --train F [--valid F] [--test F] [--test-labels F] [...]
-    kfts pipeline run retrain-{inception-time|lstm-ad} --champion DIR --train F --holdout F [...]
+    kfts pipeline run ALGORITHM --train F [--valid F] [--test F] [--test-labels F] [...]
+    kfts pipeline run retrain-ALGORITHM --champion DIR --train F --holdout F [...]
     kfts pipeline compile [--output-dir pipelines/compiled] | [PIPELINE --output FILE [placement options]]
     kfts pipeline submit --host URL (PIPELINE [placement options] | --package FILE) [--param NAME=VALUE ...]
     kfts pipeline schedule --host URL --cron EXPR (PIPELINE ... | --package FILE) [--param NAME=VALUE ...]
-    kfts pipeline tune {inception-time|lstm-ad} --train URI [--valid URI] --search NAME=SPEC ... [...]
+    kfts pipeline tune ALGORITHM --train URI [--valid URI] --search NAME=SPEC ... [...]
 
 Local runs use kfp.local: by default its SubprocessRunner, every step a subprocess here with the kfts
 installed here; with --containers its DockerRunner, every step in the component image (kfts.images, built by
@@ -34,34 +34,41 @@ from pathlib import Path
 from kfts.deploy import parse_key_value, parse_toleration
 from kfts.errors import InputError
 
-PIPELINE_NAMES = ("inception-time", "lstm-ad", "retrain-inception-time", "retrain-lstm-ad")
+def pipeline_names() -> list[str]:
+    """Every algorithm's pipeline (for those that have one) and its retraining pipeline: retrain-ALGORITHM."""
+    from kfts.algorithms import ALGORITHMS
+    return [a.id for a in ALGORITHMS.values() if a.pipeline_path] + [f"retrain-{a}" for a in ALGORITHMS]
 
 
 def build_pipeline(name: str, cluster=None, *, fan_out: bool = False):
-    """The pipeline function called `name` (PIPELINE_NAMES), for `cluster` (None: kfp.local)."""
-    from kfts.pipelines import inception_time, lstm_ad, retraining
-    if fan_out and name != "inception-time":
-        raise InputError("--fan-out trains InceptionTime ensemble members in parallel: only for inception-time")
-    if name == "inception-time":
-        return inception_time.build(cluster, fan_out=fan_out)
-    if name == "lstm-ad":
-        return lstm_ad.build(cluster)
+    """The pipeline function called `name` (pipeline_names()), for `cluster` (None: kfp.local)."""
+    from kfts.algorithms import ALGORITHMS
+    from kfts.pipelines import retraining
+    if name not in pipeline_names():
+        raise InputError(f"unknown pipeline {name!r}: choose {', '.join(pipeline_names())}")
+    algorithm = ALGORITHMS[name.removeprefix("retrain-")]
+    if fan_out and (name.startswith("retrain-") or not algorithm.fan_out):
+        raise InputError(f"--fan-out trains ensemble members in parallel: only for "
+                         f"{', '.join(a.id for a in ALGORITHMS.values() if a.fan_out)}")
     if name.startswith("retrain-"):
-        return retraining.build(name.removeprefix("retrain-"), cluster)
-    raise InputError(f"unknown pipeline {name!r}: choose {', '.join(PIPELINE_NAMES)}")
+        return retraining.build(algorithm.id, cluster)
+    return algorithm.pipeline()(cluster, **({"fan_out": True} if fan_out else {}))
 
 
 def variants() -> dict[str, tuple[str, dict, bool]]:
-    """The compiled IR committed under pipelines/compiled/: file name -> (pipeline, Cluster fields, fan_out)."""
-    return {
-        "inception-time.yaml": ("inception-time", {}, False),
-        "inception-time-gpu.yaml": ("inception-time", {"gpus": 1}, False),
-        "inception-time-fan-out-gpu.yaml": ("inception-time", {"gpus": 1}, True),
-        "lstm-ad.yaml": ("lstm-ad", {}, False),
-        "lstm-ad-gpu.yaml": ("lstm-ad", {"gpus": 1}, False),
-        "retrain-inception-time.yaml": ("retrain-inception-time", {}, False),
-        "retrain-lstm-ad.yaml": ("retrain-lstm-ad", {}, False),
-    }
+    """The compiled IR committed under pipelines/compiled/: file name -> (pipeline, Cluster fields, fan_out):
+    every algorithm's pipeline for CPUs and GPUs (and with members fanned out over GPUs), and its retraining."""
+    from kfts.algorithms import ALGORITHMS
+    files = {}
+    for a in ALGORITHMS.values():
+        if a.pipeline_path:
+            files[f"{a.id}.yaml"] = (a.id, {}, False)
+            files[f"{a.id}-gpu.yaml"] = (a.id, {"gpus": 1}, False)
+            if a.fan_out:
+                files[f"{a.id}-fan-out-gpu.yaml"] = (a.id, {"gpus": 1}, True)
+    for a in ALGORITHMS:
+        files[f"retrain-{a}.yaml"] = (f"retrain-{a}", {}, False)
+    return files
 
 
 def compile_pipeline(name: str, output: str | os.PathLike, cluster=None, *, fan_out: bool = False) -> Path:
@@ -327,15 +334,14 @@ def cmd_run(args) -> int:
 
 
 def _training_arguments(args, params, staging) -> dict:
-    """The inception-time and lstm-ad pipelines' parameters from `kfts pipeline run` flags."""
+    """An algorithm's pipeline's parameters from `kfts pipeline run` flags: the data, every hyperparameter and
+    the algorithm's predict options (pipelines/inception_time.py, pipelines/lstm_ad.py)."""
+    from kfts.algorithms import spec
     if args.test_labels and not args.test:
         raise InputError("--test-labels label the rows of --test: give --test too")
     arguments = {"test_uri": _uri(args.test, staging), "test_labels_uri": _uri(args.test_labels, staging),
-                 **{f.name: getattr(params, f.name) for f in fields(params)}}
-    if args.algorithm == "inception-time":
-        arguments["probabilities"] = args.probabilities
-    else:
-        arguments["flag"] = args.flag
+                 **{f.name: getattr(params, f.name) for f in fields(params)},
+                 **{name: getattr(args, name) for name in spec(args.algorithm).predict_options}}
     if not args.fan_out:
         arguments["init_model_uri"] = _uri(args.init_model, staging)
     elif args.init_model:
@@ -349,9 +355,6 @@ def _retraining_arguments(args, params, staging) -> dict:
     if staging is not None and "://" not in args.champion:
         raise InputError("with --containers the champion is replaced where the containers can write: give "
                          "--champion as a URI (s3://...), or run without --containers", path=args.champion)
-    if args.holdout_labels and args.algorithm == "inception-time":
-        raise InputError("inception-time holdout data carries its labels in its first column: drop "
-                         "--holdout-labels")
     arguments = {"champion_uri": _uri(args.champion), "holdout_uri": _uri(args.holdout, staging),
                  "holdout_labels_uri": _uri(args.holdout_labels, staging),
                  "init_model_uri": _uri(args.init_model, staging),
@@ -517,19 +520,19 @@ def register(commands) -> None:
     run = sub.add_parser("run", help="run a pipeline on this machine with kfp.local")
     run_pipelines = run.add_subparsers(dest="pipeline", required=True, metavar="PIPELINE")
     for algorithm, spec in ALGORITHMS.items():
-        p = run_pipelines.add_parser(algorithm, help=f"the {algorithm} pipeline")
-        p.add_argument("--train", required=True, help="training CSV (path or URI)")
-        p.add_argument("--valid", help="validation CSV: scored, and the gate of deployment")
-        p.add_argument("--test", help="CSV to batch-predict (inference layout)")
-        p.add_argument("--test-labels", help="labels of --test, one per row: the test data is then evaluated")
-        p.add_argument("--init-model", help="a previous model directory (or URI) to continue training from")
-        if algorithm == "inception-time":
-            p.add_argument("--probabilities", action="store_true", help="predictions with class probabilities")
-            p.add_argument("--fan-out", action="store_true",
-                           help="train the ensemble members as parallel tasks and combine them")
-        else:
-            p.add_argument("--flag", action="store_true", help="predictions with the 0/1 anomaly column")
-        local_run_flags(p, algorithm, spec)
+        if spec.pipeline_path:
+            p = run_pipelines.add_parser(algorithm, help=f"the {algorithm} pipeline")
+            p.add_argument("--train", required=True, help="training CSV (path or URI)")
+            p.add_argument("--valid", help="validation CSV: scored, and the gate of deployment")
+            p.add_argument("--test", help="CSV to batch-predict (inference layout)")
+            p.add_argument("--test-labels", help="labels of --test, one per row: the test data is then evaluated")
+            p.add_argument("--init-model", help="a previous model directory (or URI) to continue training from")
+            for name, text in spec.predict_options.items():
+                p.add_argument(f"--{name.replace('_', '-')}", action="store_true", help=f"predictions: {text}")
+            if spec.fan_out:
+                p.add_argument("--fan-out", action="store_true",
+                               help="train the ensemble members as parallel tasks and combine them")
+            local_run_flags(p, algorithm, spec)
 
         p = run_pipelines.add_parser(f"retrain-{algorithm}", help=f"champion/challenger retraining of a "
                                                                   f"{algorithm} model")
@@ -537,20 +540,21 @@ def register(commands) -> None:
                                                          "the challenger when the challenger scores better")
         p.add_argument("--train", required=True, help="the new training CSV (path or URI)")
         p.add_argument("--holdout", required=True, help="held-out CSV both models are scored on"
-                       + (" (labeled layout)" if algorithm == "inception-time" else ""))
-        if algorithm == "lstm-ad":
-            p.add_argument("--holdout-labels", help="0/1 labels of --holdout (needed for the default metric, "
-                                                    "roc_auc; without them use --metric mse --lower-is-better)")
+                       + (" (labeled layout)" if spec.labeled_layout else ""))
+        if not spec.labeled_layout:
+            p.add_argument("--holdout-labels", help=f"labels of --holdout, one per row (needed for the default "
+                                                    f"metric, {spec.holdout_metric}; without them use another "
+                                                    "--metric, e.g. --metric mse --lower-is-better)")
         p.add_argument("--valid", help="validation CSV, scored while the challenger trains")
         p.add_argument("--init-model", help="start the challenger from this model (e.g. the champion)")
-        p.add_argument("--metric", help="the held-out metric that decides (default: accuracy for inception-time, "
-                                        "roc_auc for lstm-ad)")
+        p.add_argument("--metric", help=f"the held-out metric that decides (default {spec.holdout_metric})")
         p.add_argument("--lower-is-better", action="store_true", help="the metric is an error (mse)")
         local_run_flags(p, algorithm, spec)
     run.set_defaults(fan_out=False, holdout_labels=None)
 
     def placement(p):
-        p.add_argument("--fan-out", action="store_true", help="inception-time: members as parallel tasks")
+        p.add_argument("--fan-out", action="store_true", help="ensemble members as parallel tasks (" + ", ".join(
+            a for a, s in ALGORITHMS.items() if s.fan_out) + ")")
         g = p.add_argument_group("placement on the cluster (pipelines.common.Cluster)")
         g.add_argument("--gpus", type=int, default=0, help="GPUs per training / prediction task (default 0: CPU)")
         g.add_argument("--accelerator", default="nvidia.com/gpu", help="the GPU resource name")
@@ -573,7 +577,7 @@ def register(commands) -> None:
                        help="the ClusterTrainingRuntime of the TrainJob (default torch-distributed)")
 
     comp = sub.add_parser("compile", help="write pipeline IR YAML (all committed variants, or one)")
-    comp.add_argument("pipeline", nargs="?", choices=PIPELINE_NAMES,
+    comp.add_argument("pipeline", nargs="?", choices=pipeline_names(),
                       help="one pipeline to compile with the placement options; none: every variant")
     comp.add_argument("--output-dir", default=".", help="where the YAML goes (default: the current folder; "
                                                         "`make compile` writes pipelines/compiled/)")
@@ -582,7 +586,7 @@ def register(commands) -> None:
     comp.set_defaults(func=cmd_compile)
 
     def remote(p):
-        p.add_argument("pipeline", nargs="?", choices=PIPELINE_NAMES, help="a pipeline, compiled with the "
+        p.add_argument("pipeline", nargs="?", choices=pipeline_names(), help="a pipeline, compiled with the "
                                                                            "placement options")
         p.add_argument("--package", help="or an IR YAML file to send (pipelines/compiled/...)")
         p.add_argument("--host", required=True, help="the KFP API endpoint (e.g. http://ml-pipeline.kubeflow:8888)")
@@ -613,8 +617,8 @@ def register(commands) -> None:
                       help="a hyperparameter to search: MIN:MAX (a range), MIN:MAX:log (log scale, "
                            "floats), or A,B,C (a list). Repeatable")
     tune.add_argument("--set", action="append", metavar="NAME=VALUE", help="a fixed hyperparameter of every trial")
-    tune.add_argument("--objective", help="metric to optimise (default valid_accuracy for inception-time, "
-                                          "valid_loss for lstm-ad)")
+    tune.add_argument("--objective", help="metric to optimise (default: the algorithm's first, " + "; ".join(
+        f"{a} {s.metrics[0]}" for a, s in ALGORITHMS.items()) + ")")
     tune.add_argument("--max-trials", type=int, default=12)
     tune.add_argument("--parallel-trials", type=int, default=3)
     tune.add_argument("--name", help="experiment name (default kfts-ALGORITHM)")

@@ -25,16 +25,21 @@ CHECKPOINT = "checkpoint.pt"
 # -- device and precision -------------------------------------------------------------------------------------
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """`auto`: CUDA when present (all visible GPUs are used by the models), else the CPU with all cores."""
+    """`auto`: CUDA when present, else the CPU."""
     if name not in ("auto", "cpu", "cuda"):
         raise InputError(f"--device must be auto, cpu or cuda, not {name!r}")
     if name == "cuda" and not torch.cuda.is_available():
         raise InputError("--device cuda was asked for, but no CUDA GPU is visible")
     if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
-        # under torchrun the node's processes share its cores
-        torch.set_num_threads(max(1, cpu_count() // int(os.environ.get("LOCAL_WORLD_SIZE", 1))))
         return torch.device("cpu")
     return torch.device("cuda")
+
+
+def use_cpu_share() -> None:
+    """Give torch as many threads as this process may really use (cpu_count), shared with the other processes
+    of its node under torchrun. Called once by each entry point (the CLI, the components, the predictor);
+    torch's own default counts every core of the node, which a pod's CPU limit may not grant."""
+    torch.set_num_threads(max(1, cpu_count() // int(os.environ.get("LOCAL_WORLD_SIZE", 1))))
 
 
 def cpu_count(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:

@@ -1,9 +1,10 @@
 """Every input of a job checked alone and against the others before any work (training above all) starts.
 
 describe() reads one file in its layout and sums it up (rows, time steps or columns, classes); check() compares
-the summaries with each other and with a trained model: equal series lengths (InceptionTime) or column counts
-(LSTM-AD), a label file with one label per row of the file it labels, no class the training data (or the
-model) lacks, and the layout a file was given in, with a hint when it looks like the other one.
+the summaries with each other and with a trained model: the shapes each algorithm needs to agree (its
+check_shape(): series lengths, column counts), a label file with one label per row of the file it labels, no
+class the training data (or the model) lacks, and the layout a file was given in, with a hint when it looks
+like the other one.
 
 Used by `kfts train/predict/evaluate` (kfts.cli) and, on the summaries the validate-csv tasks keep as their
 Dataset's metadata, by the pipelines' check-inputs task that training waits on (components/validate_csv.py).
@@ -15,59 +16,35 @@ from __future__ import annotations
 import csv
 import os
 
-import numpy as np
-
-from kfts import csvio
 from kfts.errors import InputError
 
 LAYOUTS = ("training", "inference", "labels")
 LABELS_SUFFIX = "_labels"  # "test_labels" labels the rows of "test"
-MAX_CLASSES_KEPT = 1000  # a summary keeps at most this many distinct labels (the metadata stays small)
 
 
 def describe(algorithm: str, path: str | os.PathLike, layout: str, *, source: str | None = None,
              head: bool = False) -> dict:
-    """Read `path` in `layout` (training: with labels; inference: series only; labels: one label per row) and
-    return its summary. `source` is the file's name for the user (a URI, when `path` is a staged copy);
-    errors name it. head: read only the first block of rows of an inference file (its shape, no row count),
-    for batch prediction, which streams files of any size and checks the rest as it goes."""
+    """Read `path` in `layout` (training: as fit() takes it; inference: series only; labels: one label per row)
+    and return its summary (the algorithm's describe(), kfts.algorithms.base). `source` is the file's name for
+    the user (a URI, when `path` is a staged copy); errors name it. head: read only the first block of rows
+    of an inference file (its shape, no row count), for batch prediction, which streams files of any size and
+    checks the rest as it goes."""
+    from kfts.algorithms import spec
+    chosen = spec(algorithm)
     source = os.fspath(source or path)
     if layout not in LAYOUTS:
         raise InputError(f"layout must be {', '.join(LAYOUTS)}, not {layout!r}")
-    summary = {"source": source, "layout": layout, "algorithm": algorithm}
     try:
-        if layout == "labels":
-            summary.update(_labels(algorithm, path))
-        elif algorithm == "inception-time" and layout == "training":
-            data = csvio.read_labeled_series(path, min_classes=1)
-            summary.update(rows=len(data.values), length=int(data.values.shape[1]), **_classes(data.labels))
-            _check_labels_look_like_labels(summary, data.labels)
-        elif algorithm == "inception-time":
-            values = _inference_rows(path, head)
-            summary.update(rows=None if head else len(values), length=int(values.shape[1]))
-        elif algorithm == "lstm-ad":
-            values = _first_block(path) if head else csvio.read_series_columns(path)
-            summary.update(rows=None if head else len(values), columns=int(values.shape[1]))
-        else:
-            raise InputError(f"unknown algorithm {algorithm!r}: choose inception-time or lstm-ad")
+        summary = chosen.describe(path, layout, head)
     except InputError as e:
         if e.path == os.fspath(path):
             e.path = source
         raise
-    return summary
+    return {"source": source, "layout": layout, "algorithm": algorithm, **summary}
 
 
-def _classes(labels: np.ndarray) -> dict:
-    classes = sorted({str(c) for c in labels})
-    return {"classes": classes[:MAX_CLASSES_KEPT], "n_classes": len(classes)}
-
-
-def _labels(algorithm: str, path) -> dict:
-    """A label file: InceptionTime class names (text, one per row) or LSTM-AD 0/1 labels."""
-    if algorithm == "lstm-ad":
-        n_rows = len(csvio.read_series_columns(path))
-        labels = csvio.read_binary_labels(path, n_rows)  # one column of 0/1
-        return {"rows": n_rows, "anomalous": int(labels.sum())}
+def read_text_labels(path) -> list[str]:
+    """A label file of text labels (class names), one per row."""
     labels = []
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
@@ -82,35 +59,7 @@ def _labels(algorithm: str, path) -> dict:
         raise InputError(f"cannot be read as a label file ({e})", path=path) from None
     if not labels:
         raise InputError("the file is empty", path=path)
-    return {"rows": len(labels), **_classes(np.array(labels))}
-
-
-def _first_block(path, label_column: bool = False) -> np.ndarray:
-    return next(csvio.iter_row_blocks(path, label_column=label_column))[2]
-
-
-def _inference_rows(path, head: bool) -> np.ndarray:
-    """InceptionTime series without labels; a file that reads as labeled data says so."""
-    try:
-        return _first_block(path) if head else csvio.read_series_rows(path)
-    except InputError as e:
-        if e.column != 1:
-            raise
-        try:
-            _first_block(path, label_column=True)
-        except InputError:
-            raise e from None
-        raise InputError("was given in the inference layout (series only) but has a label in its first "
-                         "column (the labeled layout): give the series without their labels, the labels as a "
-                         "separate file, or the file as labeled data", path=path) from None
-
-
-def _check_labels_look_like_labels(summary: dict, labels: np.ndarray) -> None:
-    """Series read as labeled data whose first column is a time step: one 'class' per row."""
-    if summary["n_classes"] > 100 and summary["n_classes"] > summary["rows"] / 2:
-        raise InputError(f"was given in the labeled layout, but its first column has {summary['n_classes']} "
-                         f"different labels in {summary['rows']} rows: is it in the inference layout (series "
-                         "only, no label column)?", path=summary["source"])
+    return labels
 
 
 def model_summary(manifest: dict) -> dict:
@@ -130,17 +79,18 @@ def check(algorithm: str, inputs: dict[str, dict], model: dict | None = None) ->
     """Compare the summaries of a job's inputs (name -> describe(), absent inputs left out) with each other
     and with `model` (model_summary()). The reference is the training data ("train") when there is one, else
     the model. Raises the first mismatch as an InputError naming the file."""
+    from kfts.algorithms import spec
+    chosen = spec(algorithm)
     reference = inputs.get("train") or model
-    if algorithm == "inception-time" and "train" in inputs and inputs["train"].get("n_classes", 2) < 2:
-        raise InputError(f"only one class ({inputs['train']['classes'][0]!r}): a classifier needs at least two",
-                         path=inputs["train"]["source"])
+    if "train" in inputs:
+        chosen.check_training(inputs["train"])
     for name, summary in inputs.items():
         if name.endswith(LABELS_SUFFIX):
             labelled = inputs.get(name.removesuffix(LABELS_SUFFIX))
             if labelled is None:
                 raise InputError(f"labels the rows of a file that was not given ({name.removesuffix(LABELS_SUFFIX)})",
                                  path=summary["source"])
-            if labelled.get("layout") == "training" and algorithm == "inception-time":
+            if labelled.get("layout") == "training" and chosen.labeled_layout:
                 raise InputError(f"{labelled['source']} carries its labels in its first column (the labeled "
                                  "layout): give no separate labels, or give the series alone",
                                  path=summary["source"])
@@ -149,34 +99,10 @@ def check(algorithm: str, inputs: dict[str, dict], model: dict | None = None) ->
                                  f"{labelled['source']}", path=summary["source"])
         if reference is None or summary is reference:
             continue
-        _same_shape(algorithm, summary, reference)
+        if summary["layout"] != "labels":
+            against = "the model was trained on" if "layout" not in reference else f"{reference['source']} has"
+            chosen.check_shape(summary, reference, against)
         _known_classes(summary, reference)
-
-
-def _has(reference: dict) -> str:
-    return "the model was trained on" if "layout" not in reference else f"{reference['source']} has"
-
-
-def _same_shape(algorithm: str, summary: dict, reference: dict) -> None:
-    source, against = summary["source"], _has(reference)
-    if summary["layout"] == "labels":
-        return
-    if algorithm == "lstm-ad":
-        if "columns" in reference and summary["columns"] != reference["columns"]:
-            raise InputError(f"has {summary['columns']} columns (series), {against} {reference['columns']}",
-                             path=source, row=1)
-        return
-    length, expected = summary["length"], reference.get("length")
-    if expected is None or length == expected:
-        return
-    hint = ""
-    if summary["layout"] == "inference" and length == expected + 1:
-        hint = ("; one more than expected: is it in the labeled layout (a label first)? Give the series alone, "
-                "their labels as a separate file")
-    elif summary["layout"] == "training" and length == expected - 1:
-        hint = ("; one fewer than expected: is it in the inference layout (no label column)? Give a label "
-                "first in every row, or the labels as a separate file")
-    raise InputError(f"rows have {length} time steps, {against} {expected}{hint}", path=source, row=1)
 
 
 def _known_classes(summary: dict, reference: dict) -> None:

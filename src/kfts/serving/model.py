@@ -3,33 +3,28 @@
 KServe does the protocols (V1 and Open Inference Protocol V2 over REST and gRPC), health, readiness and
 Prometheus metrics; this class turns a decoded request into arrays, runs the estimator and builds the answer.
 
-Requests (NAME is the model name, `--model-name`):
+Requests (NAME is the model name, `--model-name`), for any algorithm:
 
-- V1 `POST /v1/models/NAME:predict` with `{"instances": [...]}`. InceptionTime: one series per instance ->
-  `{"predictions": [label, ...]}`, or with probabilities `[{"label": ..., "probabilities": {class: p}}]`.
-  LSTM-AD: one time step per instance (all instances are one multivariate series, a single number per step
-  for one series) -> `{"predictions": [{"score", "reconstruction"[, "anomaly"]}, ...]}`, `null` for the
-  first sequence; "anomaly" (0/1) when the artifact has a threshold.
+- V1 `POST /v1/models/NAME:predict` with `{"instances": [rows]}` -> `{"predictions": [...]}`.
 - V2 `POST /v2/models/NAME/infer` (or gRPC ModelInfer): one numeric tensor (FP32, FP64, FP16 or an integer
-  type), [series, length] or [time steps, series], in any encoding of the protocol: JSON `data` or the binary
-  tensor extension (`binary_data_size`) over REST, typed `contents` or `raw_input_contents` over gRPC.
-  Outputs: InceptionTime `label` (BYTES) [+ `probabilities` FP32 and `classes` BYTES]; LSTM-AD `score` [T],
-  `reconstruction` [T, d] (FP32, NaN for the first sequence) [+ `anomaly` FP32 1/0]. The request's `outputs`
+  type) of rows, in any encoding of the protocol: JSON `data` or the binary tensor extension
+  (`binary_data_size`) over REST, typed `contents` or `raw_input_contents` over gRPC. The request's `outputs`
   pick outputs by name. Answers come back as they were asked (_v2_outputs): over gRPC raw to raw inputs and
   typed to typed ones; over REST JSON, or binary with `binary_data_output` or an output's `binary_data`.
-- `text/csv` body on the V1 predict URL: the SPEC inference file, answered with exactly the bytes of
-  `kfts predict` (the estimator's predictions_csv), as `text/csv`.
+- `text/csv` body on the V1 predict URL: the inference file of docs/FORMATS.md, answered with exactly the
+  bytes of `kfts predict` (the algorithm's predictions_csv), as `text/csv`.
 
-Options: probabilities (InceptionTime) and flag (LSTM-AD CSV column) come from the V2 request parameters
-(`{"parameters": {"probabilities": true}}`) or from the headers `kfts-probabilities: true` /
-`kfts-flag: true` (REST header or gRPC metadata). LSTM-AD: `context_rows` N (V2 parameter, or the header
-`kfts-context-rows: N`) marks the first N rows as context only: the answer covers the rows after them.
+What a row is, the outputs and the V1 answer are the algorithm's (its Adapter, kfts/algorithms/<name>/
+serving.py: InceptionTime a series per row and `label` [+ `probabilities`, `classes`]; LSTM-AD a time step
+per row and `score`, `reconstruction` [+ `anomaly`]). Request options (InceptionTime `probabilities`, LSTM-AD
+`flag` and `context_rows`) come from the V2 request parameters (`{"parameters": {"probabilities": true}}`) or
+from the headers `kfts-NAME` (`kfts-context-rows: N`; REST header or gRPC metadata).
 
 Model calls run on one worker thread (Worker), never on the event loop, on the device the model was loaded
-on (`kfts serve --device`: a GPU with cuda). Concurrent InceptionTime requests are batched together (up to
-`max_batch_size` series, waiting at most `max_batch_wait` seconds for more), so that under load the network
-sees large batches. An LSTM-AD request is already one long series that the estimator windows into batches
-itself; those requests run one after another on the same thread. The worker's queue is measured in
+on (`kfts serve --device`: a GPU with cuda). When an algorithm's rows are independent (InceptionTime),
+concurrent requests are batched together (up to `max_batch_size` rows, waiting at most `max_batch_wait`
+seconds for more), so that under load the network sees large batches. Otherwise (LSTM-AD, whose request is
+one long series the estimator windows into batches itself) requests run one after another on that thread. The worker's queue is measured in
 kfts.serving.metrics.
 """
 
@@ -37,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -50,19 +44,18 @@ from kserve.protocol.infer_type import (InferInput, InferOutput, InferRequest, I
                                         to_http_parameters)
 
 from kfts import csvio
-from kfts.algorithms import load_model
+from kfts.algorithms import load_model, of
 from kfts.errors import InputError
 from kfts.serving import metrics
 
 logger = logging.getLogger("kfts.serving")
 
 CSV = "text/csv"
-TRUE = {"1", "true", "yes", "on"}
 NUMBERS = {"FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"}
 
 
 class KftsModel(Model):
-    """A kfts model artifact (any algorithm) served by KServe."""
+    """A kfts model artifact (any algorithm) served by KServe; what differs per algorithm is its Adapter."""
 
     def __init__(self, name: str, model_dir: str, *, device: str = "auto", max_batch_size: int = 64,
                  max_batch_wait: float = 0.002):
@@ -72,49 +65,35 @@ class KftsModel(Model):
         self.max_batch_size = max_batch_size
         self.max_batch_wait = max_batch_wait
         self.model = None
+        self.algorithm = None
+        self.adapter = None
         self.worker = Worker(name)
         self.batcher = None
 
     def load(self) -> bool:
         self.model = load_model(self.model_dir, device=self.device)
-        if self.model.algorithm == "inception-time":
-            self.batcher = Batcher(self.model.predict_proba, self.worker, self.max_batch_size,
+        self.algorithm = of(self.model)
+        self.adapter = self.algorithm.serving(self.model)
+        if self.adapter.batchable:
+            self.batcher = Batcher(lambda rows: self.adapter.compute(rows, {}), self.worker, self.max_batch_size,
                                    self.max_batch_wait)
         self.worker.executor.submit(self._warm_up).result()  # on the thread that will serve
         self.ready = True
         return self.ready
 
     def _warm_up(self) -> None:
-        """Run the model once at the sizes it will see, so that the first request is not slow."""
         start = time.perf_counter()
-        m = self.model
-        if m.algorithm == "inception-time":
-            for n in sorted({1, self.max_batch_size}):
-                m.predict_proba(np.zeros((n, m.length), dtype=np.float32))
-        else:
-            m.score(np.zeros((2 * m.first_scored + 1, m.n_series), dtype=np.float32))
-        logger.info("%s model loaded from %s on %s and warmed up in %.2fs", m.algorithm, self.model_dir, m.device,
-                    time.perf_counter() - start)
+        self.adapter.warm_up(self.max_batch_size)
+        logger.info("%s model loaded from %s on %s and warmed up in %.2fs", self.algorithm.id, self.model_dir,
+                    self.model.device_, time.perf_counter() - start)
 
     # -- metadata (V2 GET /v2/models/NAME) ----------------------------------------------------------------
 
     def get_input_types(self) -> list[dict]:
-        m = self.model
-        if m.algorithm == "inception-time":
-            return [{"name": "input-0", "datatype": "FP32", "shape": [-1, m.length]}]
-        return [{"name": "input-0", "datatype": "FP32", "shape": [-1, m.n_series]}]
+        return self.adapter.input_types()
 
     def get_output_types(self) -> list[dict]:
-        m = self.model
-        if m.algorithm == "inception-time":
-            return [{"name": "label", "datatype": "BYTES", "shape": [-1]},
-                    {"name": "probabilities", "datatype": "FP32", "shape": [-1, len(m.classes)]},
-                    {"name": "classes", "datatype": "BYTES", "shape": [len(m.classes)]}]
-        outputs = [{"name": "score", "datatype": "FP32", "shape": [-1]},
-                   {"name": "reconstruction", "datatype": "FP32", "shape": [-1, m.n_series]}]
-        if m.threshold is not None:
-            outputs.append({"name": "anomaly", "datatype": "FP32", "shape": [-1]})
-        return outputs
+        return self.adapter.output_types()
 
     # -- inference -----------------------------------------------------------------------------------------
 
@@ -140,110 +119,57 @@ class KftsModel(Model):
             raise InvalidInput(str(e)) from None
 
     async def _predict_csv(self, body: bytes, headers: dict) -> str:
-        m = self.model
-        if m.algorithm == "inception-time":
-            options = {"probabilities": _option("probabilities", headers)}
-        else:
-            options = {"flag": _option("flag", headers), "context_rows": _context_rows(headers)}
-            if options["flag"] and m.threshold is None:
-                raise InvalidInput("kfts-flag: this model has no anomaly threshold to flag with")
+        options = self._options(headers)
+        algorithm, m = self.algorithm, self.model
         # parsed off the event loop too; read_inference: the same checks and messages as `kfts predict`
         rows = body.count(b"\n") + (not body.endswith(b"\n"))
-        return await self._run(lambda: m.predictions_csv(m.read_inference(csvio.CsvBytes(body)), **options), rows)
+        return await self._run(lambda: algorithm.predictions_csv(m, algorithm.read_inference(m, csvio.CsvBytes(body)),
+                                                                 **options), rows)
 
     async def _predict_v1(self, body, headers: dict) -> dict:
         if not isinstance(body, dict) or "instances" not in body:
             raise InvalidInput('expected a JSON object with "instances": a list of rows')
-        values = self._check(_matrix(body["instances"], "instances", univariate=self._univariate), "instances")
-        if self.model.algorithm == "inception-time":
-            proba = await self.batcher(values)
-            labels = self.model.classes[proba.argmax(axis=1)]
-            if not _option("probabilities", headers):
-                return {"predictions": labels.tolist()}
-            return {"predictions": [{"label": label, "probabilities": dict(zip(self.model.classes.tolist(),
-                                                                               row.tolist()))}
-                                    for label, row in zip(labels.tolist(), proba)]}
-        scores, reconstructions, flags = await self._score(values, _context_rows(headers))
-        predictions = []
-        for i in range(len(scores)):
-            if math.isnan(scores[i]):
-                row = {"score": None, "reconstruction": None}
-                if flags is not None:
-                    row["anomaly"] = None
-            else:
-                row = {"score": float(scores[i]), "reconstruction": reconstructions[i].tolist()}
-                if flags is not None:
-                    row["anomaly"] = int(flags[i])
-            predictions.append(row)
-        return {"predictions": predictions}
+        values = _matrix(body["instances"], "instances", univariate=self.adapter.univariate)
+        self.adapter.check(values, "instances")
+        options = self._options(headers)
+        return {"predictions": self.adapter.v1(await self._compute(values, options), options)}
 
     async def _predict_v2(self, request: InferRequest, headers: dict) -> InferResponse:
         if len(request.inputs) != 1:
             raise InvalidInput(f"expected one input tensor, got {len(request.inputs)}")
-        values = self._check(_v2_values(request.inputs[0], self._univariate), f"input {request.inputs[0].name!r}")
+        where = f"input {request.inputs[0].name!r}"
+        values = _v2_values(request.inputs[0], self.adapter.univariate)
+        self.adapter.check(values, where)
         parameters = request.parameters or {}
         if not isinstance(parameters, dict):  # gRPC: a protobuf map of InferParameter
             parameters = to_http_parameters(parameters)
+        options = self._options(headers, parameters)
         names = [o["name"] for o in self.get_output_types()]
         asked = [o.name for o in request.request_outputs or []]
         for name in asked:
             if name not in names:
                 raise InvalidInput(f"outputs: no output {name!r}; this model answers {', '.join(names)}")
-        if self.model.algorithm == "inception-time":
-            probabilities = _option("probabilities", headers, parameters) or bool({"probabilities", "classes"}
-                                                                                  & set(asked))
-            arrays = await self._infer_inception_time(values, probabilities)
-        else:
-            arrays = await self._infer_lstm_ad(values, _context_rows(headers, parameters))
+        arrays = self.adapter.outputs(await self._compute(values, options), options)
         return InferResponse(response_id=request.id or str(uuid.uuid4()), model_name=self.name,
-                             infer_outputs=_v2_outputs(request, arrays),
+                             infer_outputs=_v2_outputs(request, arrays, asked or self.adapter.default_outputs(options)),
                              use_binary_outputs=request.use_binary_outputs,
                              requested_outputs=_requested_outputs(request))
 
-    async def _infer_inception_time(self, values: np.ndarray, probabilities: bool) -> dict[str, np.ndarray]:
-        """V2 outputs by name: label [n] (+ probabilities [n, classes] and classes [classes])."""
-        proba = await self.batcher(values)
-        labels = self.model.classes[proba.argmax(axis=1)]
-        arrays = {"label": labels.astype(object)}
-        if probabilities:
-            arrays["probabilities"] = proba.astype(np.float32)
-            arrays["classes"] = self.model.classes.astype(object)
-        return arrays
+    def _options(self, headers: dict, parameters: dict | None = None) -> dict:
+        """The request options the adapter knows, from the V2 request parameters, else the headers kfts-NAME."""
+        options = {}
+        for name, parse in self.adapter.request_options().items():
+            header = "kfts-" + name.replace("_", "-")
+            if parameters and name in parameters:
+                options[name] = parse(parameters[name])
+            elif header in headers:
+                options[name] = parse(headers[header])
+        return options
 
-    async def _infer_lstm_ad(self, values: np.ndarray, context_rows: int) -> dict[str, np.ndarray]:
-        """V2 outputs by name: score [T], reconstruction [T, d] (+ anomaly [T] 1/0), NaN for the first sequence."""
-        scores, reconstructions, flags = await self._score(values, context_rows)
-        arrays = {"score": scores.astype(np.float32), "reconstruction": reconstructions.astype(np.float32)}
-        if flags is not None:
-            arrays["anomaly"] = np.where(np.isnan(scores), np.nan, flags).astype(np.float32)
-        return arrays
-
-    @property
-    def _univariate(self) -> bool:
-        """LSTM-AD on one series: a time step may be a single number instead of a list of one."""
-        return self.model.algorithm == "lstm-ad" and self.model.n_series == 1
-
-    def _check(self, values: np.ndarray, where: str) -> np.ndarray:
-        """The model's shape rules, checked per request so that one bad request cannot spoil a batch."""
-        m = self.model
-        if m.algorithm == "inception-time" and values.shape[1] != m.length:
-            raise InputError(f"rows have {values.shape[1]} time steps, the model was trained on {m.length}",
-                             path=where, row=1)
-        if m.algorithm == "lstm-ad" and values.shape[1] != m.n_series:
-            raise InputError(f"rows have {values.shape[1]} values (series), the model was trained on "
-                             f"{m.n_series}", path=where, row=1)
-        return values
-
-    async def _score(self, values: np.ndarray, context_rows: int = 0):
-        """LSTM-AD: (scores [T], reconstructions [T, d], 0/1 flags or None without a threshold), for the rows
-        after the first `context_rows` (kfts.lstm_ad.LstmAD.score)."""
-        m = self.model
-        scores, reconstructions = await self._run(lambda: m.score(values, context_rows), rows=len(values))
-        flags = None
-        if m.threshold is not None:
-            with np.errstate(invalid="ignore"):
-                flags = (scores < m.threshold).astype(np.int8)  # lower score = more anomalous
-        return scores, reconstructions, flags
+    async def _compute(self, values: np.ndarray, options: dict):
+        if self.batcher is not None:
+            return await self.batcher(values)
+        return await self._run(lambda: self.adapter.compute(values, options), rows=len(values))
 
     async def _run(self, fn, rows: int):
         return await self.worker.call(fn, [self.worker.arrived()], rows)
@@ -367,23 +293,6 @@ def _json(body: bytes):
         raise InvalidInput(f"Unrecognized request format: {e}") from None
 
 
-def _context_rows(headers: dict, parameters: dict | None = None) -> int:
-    """LSTM-AD: how many first rows are context only, not answered (README "LSTM-AD: seed or paper scoring"):
-    the V2 request parameter `context_rows`, else the header `kfts-context-rows`; 0 without either."""
-    from kfts.lstm_ad import context_rows
-    if parameters and "context_rows" in parameters:
-        return context_rows(parameters["context_rows"])
-    return context_rows(headers.get("kfts-context-rows", 0))
-
-
-def _option(name: str, headers: dict, parameters: dict | None = None) -> bool:
-    """An on/off request option: a V2 request parameter, else the header `kfts-<name>`."""
-    if parameters and name in parameters:
-        value = parameters[name]
-        return value is True or str(value).lower() in TRUE
-    return headers.get(f"kfts-{name}", "").strip().lower() in TRUE
-
-
 def _matrix(rows, where: str, univariate: bool = False) -> np.ndarray:
     """A JSON list of rows as float32 [rows, columns]; a mistake names the row and column, as csvio does."""
     if not isinstance(rows, list):
@@ -445,13 +354,13 @@ def _v2_values(tensor: InferInput, univariate: bool) -> np.ndarray:
         return _finite(data.astype(np.float32, copy=False), where)
 
 
-def _v2_outputs(request: InferRequest, arrays: dict[str, np.ndarray]) -> list[InferOutput]:
-    """The answer's tensors (those the request's `outputs` name, else all of `arrays`), encoded as the request
+def _v2_outputs(request: InferRequest, arrays: dict[str, np.ndarray], names: list[str]) -> list[InferOutput]:
+    """The answer's tensors `names` (those the request's `outputs` name, else the default ones), encoded as the request
     was: over gRPC raw_output_contents to raw_input_contents and typed contents otherwise (KServe's to_grpc
     cannot encode numpy data itself); over REST numpy data, which KServe's InferResponse.to_rest writes as JSON
     or as binary data, per output, as _requested_outputs says."""
     outputs = []
-    for name in [o.name for o in request.request_outputs or []] or arrays:
+    for name in names:
         data = arrays[name]
         output = InferOutput(name=name, shape=list(data.shape), datatype="BYTES" if data.dtype == object else "FP32")
         if request.from_grpc:

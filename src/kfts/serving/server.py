@@ -291,8 +291,10 @@ def serve(model_dir: str, *, model_name: str = "model", host: str | None = None,
     max_bytes = int(max_payload_mb * 2**20)
 
     from kfts.serving.model import KftsModel
+    from kfts.training import use_cpu_share
 
     configure_server_logging()
+    use_cpu_share()
     model = KftsModel(model_name, model_dir, device=device, max_batch_size=max_batch_size,
                       max_batch_wait=max_batch_wait_ms / 1000)
     model.load()

@@ -14,8 +14,8 @@ import os
 from kfts.algorithms import load_model
 from kfts.errors import InputError
 from kfts.csvio import LabeledSeries
-from kfts.inception_time import InceptionTime
-from kfts.models.inception_time import InceptionNetworks, merge_members, split_members
+from kfts.algorithms.inception_time.estimator import InceptionTime
+from kfts.algorithms.inception_time.network import InceptionNetworks, merge_members, split_members
 
 
 def combine_members(model_dirs: list[str | os.PathLike], *, train: LabeledSeries | None = None,
@@ -42,6 +42,7 @@ def combine_members(model_dirs: list[str | os.PathLike], *, train: LabeledSeries
 
     members = [s for m in models for s in split_members(m.network.state_dict(), m.params.models)]
     combined = InceptionTime(dataclasses.replace(first.params, models=len(members)), device=device, seed=None)
+    combined.device_, combined.history, combined.metrics = first.device_, [], {}
     combined.classes, combined.length, combined.scaler = first.classes, first.length, dict(first.scaler)
     combined.network = InceptionNetworks(1, len(first.classes), members=len(members), filters=first.params.filters,
                                          depth=first.params.depth)

@@ -1,6 +1,6 @@
 """InceptionTime classifier: fit / predict on arrays, save / load as a kfts model artifact.
 
-The network itself is in kfts.models.inception_time. This module owns how it is trained:
+The network itself is in network.py beside this file. This module owns how it is trained:
 
 - the seed product's recipe (Adam at a constant learning rate for `epochs` epochs), or the paper's
   (`schedule="plateau"`: ReduceLROnPlateau on the training loss, factor 0.5, patience 50, min lr 1e-4,
@@ -18,7 +18,7 @@ the accuracy of the averaged probabilities (what the ensemble predicts).
 from __future__ import annotations
 
 import copy
-import io
+import dataclasses
 import time
 from dataclasses import asdict
 
@@ -26,42 +26,34 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from kfts import artifact, csvio, distributed
+from kfts import artifact, distributed
+from kfts.algorithms.inception_time.network import (InceptionNetworks, ensemble_probabilities, merge_members,
+                                                    split_members)
+from kfts.algorithms.inception_time.params import InceptionTimeParams as Params
 from kfts.csvio import LabeledSeries
-from kfts.errors import InputError
-from kfts.hyperparameters import InceptionTimeParams as Params
-from kfts.models.inception_time import InceptionNetworks, ensemble_probabilities, merge_members, split_members
+from kfts.errors import InputError, check_fitted
 from kfts.training import (Checkpoints, MetricLog, autocast, metric_line, progress,
                            resolve_device, resolve_precision, restore_rng_state, rng_state, seed_everything)
 
 ALGORITHM = "inception-time"
+INFERENCE_BATCH = 256  # series per forward pass when predicting
 
 
 class InceptionTime:
-    """An InceptionTime ensemble classifier. Labels are kept verbatim as strings."""
+    """An InceptionTime ensemble classifier. Labels are kept verbatim as strings.
+
+    fit() or from_artifact() sets the fitted attributes: network, classes, length (time steps per series),
+    scaler, history, metrics, and device_ (the torch device `device` resolved to). fit() never changes the
+    Params it was given: continuing from an init_model, `params` becomes a copy with that model's architecture.
+    """
 
     algorithm = ALGORITHM
     Params = Params
 
     def __init__(self, params: Params | None = None, *, device: str = "auto", seed: int | None = None):
-        self.params = params or Params()
-        self.device = resolve_device(device)
+        self.params = params if params is not None else Params()
+        self.device = device
         self.seed = seed
-        self.network: InceptionNetworks | None = None
-        self.classes: np.ndarray | None = None
-        self.length: int | None = None
-        self.scaler = {"mean": 0.0, "std": 1.0}
-        self.history: list[dict] = []
-        self.metrics: dict = {}
-
-    # -- data ------------------------------------------------------------------------------------------------
-
-    @staticmethod
-    def read_training(path) -> LabeledSeries:
-        return csvio.read_labeled_series(path)
-
-    def read_inference(self, path) -> np.ndarray:
-        return csvio.read_series_rows(path, length=self.length)
 
     def _tensor(self, values: np.ndarray) -> torch.Tensor:
         scaled = (np.asarray(values, dtype=np.float32) - self.scaler["mean"]) / self.scaler["std"]
@@ -84,16 +76,18 @@ class InceptionTime:
         seeded `seed + its first member`, so a member trained alone, in another process or in its own
         pipeline task starts from the same weights and sees the same batches. Under torchrun the groups are
         shared out over the processes (kfts.distributed), and every process ends with the whole ensemble."""
-        p = self.params
-        world = distributed.start(self.device)
-        self.device = distributed.device_for(self.device)
+        device = resolve_device(self.device)
+        world = distributed.start(device)
+        self.device_ = distributed.device_for(device)
         log = log or MetricLog(quiet=not world.main)
+        self.network, self.history, self.metrics = None, [], {}
         if init_model is not None:
             self._continue_from(init_model, train)
         else:
             self.classes = np.unique(train.labels)
             values = train.values.astype(np.float64)
             self.scaler = {"mean": float(values.mean()), "std": float(values.std()) or 1.0}
+        p = self.params
         self.length = train.values.shape[1]
         x, y = self._tensor(train.values), self._encode(train.labels)
         valid_xy = (self._tensor(valid.values), self._encode(valid.labels)) if valid is not None else None
@@ -102,7 +96,7 @@ class InceptionTime:
                              f"have {self.length}")
         # without a seed, rank 0 draws one for every process: they must agree on it
         seed = distributed.broadcast(self.seed if self.seed is not None else int(time.time()))
-        dtype = resolve_precision(p.precision, self.device)
+        dtype = resolve_precision(p.precision, self.device_)
         plan = self._plan(x, y, dtype, world)
         # every process makes every subgroup, in the same order, as torch.distributed requires
         subgroups = [torch.distributed.new_group(ranks) if len(ranks) > 1 else None for _, ranks in plan]
@@ -146,8 +140,8 @@ class InceptionTime:
     def _continue_from(self, previous: "InceptionTime", train: LabeledSeries) -> None:
         """Incremental training: start from a previous artifact's weights and scaling. If the new data has
         other classes, each member's classifier head is replaced (and the log says so)."""
-        p = self.params
-        p.filters, p.depth, p.models = (previous.params.filters, previous.params.depth, previous.params.models)
+        q = previous.params
+        self.params = p = dataclasses.replace(self.params, filters=q.filters, depth=q.depth, models=q.models)
         self.scaler = dict(previous.scaler)
         classes = np.unique(train.labels)
         network = copy.deepcopy(previous.network).cpu()
@@ -192,16 +186,16 @@ class InceptionTime:
             return p.models
         # auto: time the same work both ways, on a real batch, and keep the faster
         batch = min(p.batch_size, len(x))
-        xb, yb = x[:batch].to(self.device), y[:batch].to(self.device)
+        xb, yb = x[:batch].to(self.device_), y[:batch].to(self.device_)
 
         def seconds_per_step(members: int) -> float:
-            net = self._new_group(members).to(self.device).train()
+            net = self._new_group(members).to(self.device_).train()
             opt = torch.optim.Adam(net.parameters(), lr=p.lr)
             times = []
             for _ in range(3):
                 t = time.perf_counter()
                 self._step(net, opt, xb, yb, dtype)
-                if self.device.type == "cuda":
+                if self.device_.type == "cuda":
                     torch.cuda.synchronize()
                 times.append(time.perf_counter() - t)
             return min(times[1:])  # the first step pays one-time setup
@@ -213,7 +207,7 @@ class InceptionTime:
         return choice
 
     def _step(self, net, optimizer, xb, yb, dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        with autocast(self.device, dtype):
+        with autocast(self.device_, dtype):
             logits = net(xb)
         members = logits.shape[1]
         # each member's mean cross-entropy, summed: every member gets the gradient it would get alone
@@ -248,12 +242,12 @@ class InceptionTime:
             plateau.load_state_dict(state["plateau"])
             best, history = state["best"], state["history"]
             first_epoch = state["epoch"] + 1
-        net.to(self.device)
+        net.to(self.device_)
         model = net
         if len(ranks) > 1:
             from torch.nn.parallel import DistributedDataParallel
             model = DistributedDataParallel(net, process_group=subgroup,
-                                            device_ids=[self.device.index] if self.device.type == "cuda" else None)
+                                            device_ids=[self.device_.index] if self.device_.type == "cuda" else None)
         share, shares = ranks.index(torch.distributed.get_rank()) if len(ranks) > 1 else 0, len(ranks)
         n = len(x)
         for epoch in progress(range(first_epoch, p.epochs + 1), total=p.epochs - first_epoch + 1,
@@ -263,7 +257,7 @@ class InceptionTime:
             loss_sum, correct = 0.0, 0
             for i in range(0, n, p.batch_size):
                 idx = order[i:i + p.batch_size][share::shares]
-                xb, yb = x[idx].to(self.device, non_blocking=True), y[idx].to(self.device, non_blocking=True)
+                xb, yb = x[idx].to(self.device_, non_blocking=True), y[idx].to(self.device_, non_blocking=True)
                 loss, logits = self._step(model, optimizer, xb, yb, dtype)
                 loss_sum += loss.item() * len(idx)
                 correct += (ensemble_probabilities(logits).argmax(1) == yb).sum().item()
@@ -291,12 +285,12 @@ class InceptionTime:
     def _logits(self, x: torch.Tensor, network: InceptionNetworks | None = None) -> torch.Tensor:
         network = network or self.network
         was_training = network.training
-        model = network.to(self.device).eval()
-        dtype = resolve_precision("auto", self.device) if self.device.type == "cuda" else None
+        model = network.to(self.device_).eval()
+        dtype = resolve_precision("auto", self.device_) if self.device_.type == "cuda" else None
         out = []
-        for i in range(0, len(x), 256):
-            with autocast(self.device, dtype):
-                out.append(model(x[i:i + 256].to(self.device)).float().cpu())
+        for i in range(0, len(x), INFERENCE_BATCH):
+            with autocast(self.device_, dtype):
+                out.append(model(x[i:i + INFERENCE_BATCH].to(self.device_)).float().cpu())
         network.train(was_training)
         return torch.cat(out) if out else torch.empty(0, network.members, network.n_classes)
 
@@ -311,7 +305,7 @@ class InceptionTime:
 
     def predict_proba(self, values: np.ndarray) -> np.ndarray:
         """Averaged ensemble probabilities, [n, classes] in the order of `classes`."""
-        self._check_fitted()
+        check_fitted(self)
         values = np.asarray(values, dtype=np.float32)
         if values.ndim != 2 or values.shape[1] != self.length:
             raise InputError(f"each series needs {self.length} time steps, got shape {list(values.shape)}")
@@ -320,38 +314,10 @@ class InceptionTime:
     def predict(self, values: np.ndarray) -> np.ndarray:
         return self.classes[self.predict_proba(values).argmax(axis=1)]
 
-    def predictions_csv(self, values: np.ndarray, *, probabilities: bool = False) -> str:
-        """Batch prediction output (SPEC): one label per row; with probabilities a header and p_<class> columns."""
-        proba = self.predict_proba(values)
-        labels = self.classes[proba.argmax(axis=1)]
-        out = io.StringIO()
-        if not probabilities:
-            out.writelines(_csv_field(label) + "\n" for label in labels)
-            return out.getvalue()
-        out.write(",".join(["label"] + [_csv_field(f"p_{c}") for c in self.classes]) + "\n")
-        for label, row in zip(labels, proba):
-            out.write(",".join([_csv_field(label)] + [f"{v:.6f}" for v in row]) + "\n")
-        return out.getvalue()
-
-    def evaluate(self, input_path, output_dir, *, labels_path=None) -> dict:
-        """Score on a labeled file (training layout): metrics.json and report.html in `output_dir`."""
-        from kfts.evaluation import classification_metrics, write_classification_report
-        if labels_path is not None:
-            raise InputError("inception-time files carry their labels in the first column: drop --labels")
-        data = csvio.read_labeled_series(input_path, min_classes=1, length=self.length)
-        self._encode(data.labels, path_hint=input_path)  # refuse classes the model never saw
-        metrics = classification_metrics(data.labels, self.predict_proba(data.values), self.classes)
-        write_classification_report(output_dir, metrics, self.history, title="InceptionTime evaluation")
-        return metrics
-
-    def _check_fitted(self):
-        if self.network is None:
-            raise RuntimeError("the model is not trained: call fit() or load()")
-
     # -- artifact --------------------------------------------------------------------------------------------
 
     def save(self, model_dir) -> None:
-        self._check_fitted()
+        check_fitted(self)
         artifact.save(model_dir, {
             "algorithm": ALGORITHM,
             "hyperparameters": asdict(self.params),
@@ -366,6 +332,7 @@ class InceptionTime:
     @classmethod
     def from_artifact(cls, manifest: dict, tensors: dict, device: str = "auto") -> "InceptionTime":
         model = cls(Params(**manifest["hyperparameters"]), device=device, seed=manifest.get("seed"))
+        model.device_ = resolve_device(device)
         model.classes = np.array(manifest["classes"], dtype=str)
         model.length = manifest["input_shape"]["length"]
         model.scaler = manifest["scaler"]
@@ -377,9 +344,3 @@ class InceptionTime:
         model.network.eval()
         return model
 
-
-def _csv_field(text: str) -> str:
-    """A label as one CSV field: verbatim, quoted only when it must be."""
-    if any(ch in text for ch in ',"\n\r'):
-        return '"' + text.replace('"', '""') + '"'
-    return text

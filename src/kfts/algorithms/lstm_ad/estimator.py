@@ -1,6 +1,6 @@
 """LSTM-AD anomaly detector: fit / score on arrays, save / load as a kfts model artifact.
 
-The network itself is in kfts.models.lstm_ad. This module owns the recipe around it, in two scoring modes
+The network itself is in network.py beside this file. This module owns the recipe around it, in two scoring modes
 (the `scoring` hyperparameter):
 
 - seed (the default, the seed product's): the series is cut into non-overlapping sequences of L steps, each
@@ -35,20 +35,18 @@ in fp32: a score is the density of small errors, and half-precision outputs woul
 from __future__ import annotations
 
 import copy
-import io
+import dataclasses
 import math
 import time
 from dataclasses import asdict
 
 import numpy as np
-import pyarrow as pa
 import torch
-from pyarrow import csv as pacsv
 
-from kfts import artifact, csvio, distributed
-from kfts.errors import InputError
-from kfts.hyperparameters import LstmADParams as Params
-from kfts.models.lstm_ad import LstmReconstructor, cut_sequences, input_sequences, window_targets, windows
+from kfts import artifact, distributed
+from kfts.algorithms.lstm_ad.network import LstmReconstructor, cut_sequences, input_sequences, window_targets, windows
+from kfts.algorithms.lstm_ad.params import LstmADParams as Params
+from kfts.errors import InputError, check_fitted
 from kfts.training import (Checkpoints, MetricLog, autocast, metric_line, progress,
                            resolve_device, resolve_precision, restore_rng_state, rng_state, seed_everything)
 
@@ -61,32 +59,21 @@ MIN_VARIANCE = 1e-12
 
 
 class LstmAD:
-    """An LSTM-AD anomaly detector: scores every time step of a multivariate series by a log-likelihood."""
+    """An LSTM-AD anomaly detector: scores every time step of a multivariate series by a log-likelihood.
+
+    fit() or from_artifact() sets the fitted attributes: network, n_series, scaler ({"mean": [d], "std": [d]},
+    input units), gaussian ({"mean", "covariance", "ridge"} of the error vectors, scaled units), threshold,
+    history, metrics, and device_ (the torch device `device` resolved to). fit() never changes the Params it
+    was given: continuing from an init_model, `params` becomes a copy with that model's architecture.
+    """
 
     algorithm = ALGORITHM
     Params = Params
 
     def __init__(self, params: Params | None = None, *, device: str = "auto", seed: int | None = None):
-        self.params = params or Params()
-        self.device = resolve_device(device)
+        self.params = params if params is not None else Params()
+        self.device = device
         self.seed = seed
-        self.network: LstmReconstructor | None = None
-        self.n_series: int | None = None
-        self.scaler: dict = {}        # {"mean": [d], "std": [d]}, input units
-        self.gaussian: dict = {}      # {"mean": [d], "covariance": [d][d], "ridge": float}, scaled units
-        self.threshold: float | None = None
-        self.history: list[dict] = []
-        self.metrics: dict = {}
-
-    # -- data ------------------------------------------------------------------------------------------------
-
-    @staticmethod
-    def read_training(path) -> np.ndarray:
-        """[time steps, series]; fit() checks the length against the sequence length."""
-        return csvio.read_series_columns(path)
-
-    def read_inference(self, path) -> np.ndarray:
-        return csvio.read_series_columns(path, n_series=self.n_series, min_rows=self.first_scored + 1)
 
     @property
     def first_scored(self) -> int:
@@ -104,7 +91,7 @@ class LstmAD:
         values = np.asarray(values, dtype=np.float32)
         if values.ndim != 2:
             raise InputError(f"expected [time steps, series], got shape {list(values.shape)}", path=what)
-        if self.n_series is not None and values.shape[1] != self.n_series:
+        if getattr(self, "n_series", None) is not None and values.shape[1] != self.n_series:
             raise InputError(f"has {values.shape[1]} columns (series), the model has {self.n_series}", path=what)
         if len(values) < min_rows:
             p = self.params
@@ -118,17 +105,17 @@ class LstmAD:
 
     def fit(self, train: np.ndarray, valid: np.ndarray | None = None, *, init_model: "LstmAD | None" = None,
             checkpoint_dir=None, log: MetricLog | None = None) -> "LstmAD":
-        p = self.params
         # under torchrun: data-parallel over the sequences, every process with the whole model (kfts.distributed)
-        world = distributed.start(self.device)
-        self.device = distributed.device_for(self.device)
+        device = resolve_device(self.device)
+        world = distributed.start(device)
+        self.device_ = distributed.device_for(device)
         log = log or MetricLog(quiet=not world.main)
         seed = distributed.broadcast(self.seed if self.seed is not None else int(time.time()))
         seed_everything(seed)
+        self.network, self.n_series, self.threshold, self.history, self.metrics = None, None, None, [], {}
         if init_model is not None:
             self._continue_from(init_model)
-        else:
-            self.n_series = None
+        p = self.params
         # seed: more than two sequences, at least one training pair and one step to fit the errors on;
         # paper: one window with its l steps ahead, and one step to fit the errors on
         train = self._check_values(train, "--train", self._split_min() + 1)
@@ -154,12 +141,12 @@ class LstmAD:
                                   writer=world.main)
         state = checkpoints.load() or {}
         network = self.network if init_model is not None else self._new_network()
-        network = network.to(self.device)
+        network = network.to(self.device_)
         optimizer = torch.optim.Adam(network.parameters(), lr=p.lr)
         dtype = self._training_dtype()
         # fp16 gradients can underflow: scale the loss (the standard AMP recipe); a no-op otherwise
-        grad_scaler = torch.amp.GradScaler(self.device.type,
-                                           enabled=dtype == torch.float16 and self.device.type == "cuda")
+        grad_scaler = torch.amp.GradScaler(self.device_.type,
+                                           enabled=dtype == torch.float16 and self.device_.type == "cuda")
         generator = torch.Generator().manual_seed(seed)  # the same batches on every process
         history, first_epoch = [], 1
         if state:
@@ -175,7 +162,7 @@ class LstmAD:
         model = network
         if world.size > 1:
             from torch.nn.parallel import DistributedDataParallel
-            model = DistributedDataParallel(network, device_ids=[self.device.index] if self.device.type == "cuda"
+            model = DistributedDataParallel(network, device_ids=[self.device_.index] if self.device_.type == "cuda"
                                             else None)
         for epoch in progress(range(first_epoch, p.epochs + 1), total=p.epochs - first_epoch + 1, desc="lstm-ad"):
             model.train()
@@ -184,9 +171,9 @@ class LstmAD:
                 if len(xb) < world.size:  # too few for every process to get a share: the same on all
                     continue
                 xb, yb = xb[world.rank::world.size], yb[world.rank::world.size]
-                xb = xb.to(self.device, non_blocking=True)
-                yb = yb.to(self.device, non_blocking=True)
-                with autocast(self.device, dtype):
+                xb = xb.to(self.device_, non_blocking=True)
+                yb = yb.to(self.device_, non_blocking=True)
+                with autocast(self.device_, dtype):
                     out = model(xb)
                 loss = torch.nn.functional.mse_loss(out.float(), yb)
                 optimizer.zero_grad(set_to_none=True)
@@ -223,7 +210,7 @@ class LstmAD:
         than one thread. Timing a few real training steps both ways decides.
         """
         cores = torch.get_num_threads()
-        if self.device.type != "cpu" or cores == 1:
+        if self.device_.type != "cpu" or cores == 1:
             return
         rng = torch.get_rng_state()  # timing must not change the seeded training that follows
         net = copy.deepcopy(network).train()
@@ -235,7 +222,7 @@ class LstmAD:
             times = []
             for _ in range(3):
                 start = time.perf_counter()
-                with autocast(self.device, dtype):
+                with autocast(self.device_, dtype):
                     loss = torch.nn.functional.mse_loss(net(xb).float(), yb)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -254,8 +241,8 @@ class LstmAD:
         if self.params.precision == "auto":
             # CPUs: bf16 LSTMs measured slower than fp32, even with native bf16. GPUs: autocast runs cuDNN
             # LSTMs in fp16 whatever dtype it is given, so fp16 it is, with loss scaling.
-            return torch.float16 if self.device.type == "cuda" else None
-        return resolve_precision(self.params.precision, self.device)
+            return torch.float16 if self.device_.type == "cuda" else None
+        return resolve_precision(self.params.precision, self.device_)
 
     def _split_min(self) -> int:
         """The shortest LSTM part: seed, two sequences (one training pair); paper, one window and the l steps
@@ -307,9 +294,9 @@ class LstmAD:
             print(f"init-model: keeping its architecture (num-layers {q.num_layers}, hidden-size "
                   f"{q.hidden_size}, scoring {q.scoring}"
                   + (f", prediction-length {q.prediction_length})" if q.scoring == "paper" else ")"), flush=True)
-        p.num_layers, p.hidden_size, p.scoring = q.num_layers, q.hidden_size, q.scoring
-        if q.scoring == "paper":
-            p.prediction_length = q.prediction_length
+        self.params = dataclasses.replace(p, num_layers=q.num_layers, hidden_size=q.hidden_size, scoring=q.scoring,
+                                          prediction_length=q.prediction_length if q.scoring == "paper"
+                                          else p.prediction_length)
         self.n_series, self.scaler = previous.n_series, dict(previous.scaler)
         network = self._new_network()
         network.load_state_dict(previous.network.state_dict())
@@ -340,12 +327,12 @@ class LstmAD:
         errors of only that many rows in memory; the l - 1 windows before a pass are carried over to it."""
         network = network or self.network
         was_training = network.training
-        model = network.to(self.device).eval()
+        model = network.to(self.device_).eval()
         L, d = self.params.sequence_length, x.shape[1]
         try:
             if self.params.scoring == "seed":
                 inputs = input_sequences(x, L)
-                out = [model(inputs[i:i + SCORE_BATCH].to(self.device)).float().cpu()
+                out = [model(inputs[i:i + SCORE_BATCH].to(self.device_)).float().cpu()
                        for i in range(0, len(inputs), SCORE_BATCH)]
                 predictions = torch.cat(out).reshape(-1, d)[:len(x) - L]
                 yield x[L:] - predictions, predictions
@@ -355,7 +342,7 @@ class LstmAD:
             ahead = torch.empty(0, l, d)  # the predictions of windows start, start + 1, ...
             start = 0
             for i in range(0, len(inputs), SCORE_BATCH):
-                out = model(inputs[i:i + SCORE_BATCH].to(self.device), last_only=True).float().cpu()
+                out = model(inputs[i:i + SCORE_BATCH].to(self.device_), last_only=True).float().cpu()
                 ahead = torch.cat([ahead, out.reshape(-1, l, d)])
                 # the rows all of whose l predictions are in: step t's j-steps-ahead one (j = 1..l) is
                 # window t - L - j + 1's, ahead[t - L - j + 1 - start]
@@ -384,7 +371,7 @@ class LstmAD:
         """(scores [T] float64, reconstructions [T, d] float32 in input units); NaN for the rows before
         first_scored. The first `context_rows` rows are context only: read, but left out of the answer (the
         arrays then cover the rows context_rows..T-1)."""
-        self._check_fitted()
+        check_fitted(self)
         first = self.first_scored
         values = self._check_values(values, "input", first + 1)
         if not 0 <= context_rows < len(values):
@@ -401,90 +388,10 @@ class LstmAD:
             row += len(errors)
         return scores[context_rows:], reconstructions[context_rows:]
 
-    def predictions_csv(self, values: np.ndarray, *, flag: bool = False, context_rows: int = 0) -> str:
-        """Batch prediction output (SPEC): `score,rec_1,...,rec_d` per row, the rows before first_scored
-        empty; with flag, a last 0/1 column (1: score below the model's threshold). The first `context_rows`
-        rows are context only (no output line)."""
-        scores, reconstructions = self.score(values, context_rows)
-        empty = np.isnan(scores)
-        columns = {"score": pa.array(scores, mask=empty)}
-        for j in range(reconstructions.shape[1]):
-            columns[f"rec_{j + 1}"] = pa.array(reconstructions[:, j], mask=empty)
-        if flag:
-            columns["flag"] = pa.array((scores < self.threshold).astype(np.int8), mask=empty)
-        out = io.BytesIO()
-        # pyarrow's writer: multi-threaded, shortest round-trip floats, empty cells for the unscored rows
-        pacsv.write_csv(pa.table(columns), out, pacsv.WriteOptions(include_header=False, quoting_style="none"))
-        return str(out.getbuffer(), "ascii")  # one copy, not two (getvalue, then decode)
-
-    def evaluate(self, input_path, output_dir, *, labels_path=None) -> dict:
-        """Score a file: with labels detection metrics, without them reconstruction errors; metrics.json and
-        report.html in `output_dir`. Only the steps from first_scored on are scored and counted."""
-        from kfts import anomaly_metrics
-        from kfts.evaluation import write_outputs
-
-        values = self.read_inference(input_path)
-        scores, reconstructions = self.score(values)
-        L = self.first_scored
-        labels = None
-        metrics = {"scored_steps": int(len(values) - L), "threshold": self.threshold}
-        if labels_path is not None:
-            labels = csvio.read_binary_labels(labels_path, len(values))
-            scored = labels[L:]
-            if scored.min() == scored.max():
-                raise InputError(f"the labels of the scored rows (row {L + 1} on) are all {scored[0]}: "
-                                 "detection metrics need both normal and anomalous steps", path=labels_path)
-            window = 2 * anomaly_metrics.estimate_period(values)
-            # higher = more anomalous for the metrics: the negated log-likelihood
-            metrics.update(anomaly_metrics.detection_metrics(scored, -scores[L:], threshold=-self.threshold,
-                                                             window=window))
-            metrics["best_f1_threshold"] = -metrics["best_f1_threshold"]  # back in score units: flag if <=
-        else:
-            errors = reconstructions[L:].astype(np.float64) - values[L:]
-            metrics.update({"mse": float(np.mean(errors ** 2)), "mae": float(np.mean(np.abs(errors))),
-                            "mean_score": float(np.mean(scores[L:])),
-                            "flagged_steps": int(np.sum(scores[L:] < self.threshold))})
-        write_outputs(output_dir, metrics, self._report(values, scores, labels, metrics))
-        return metrics
-
-    def _report(self, values, scores, labels, metrics) -> str:
-        from kfts import report
-        plt = report.plt
-        fig, (top, bottom) = plt.subplots(2, 1, figsize=(12, 6), sharex=True)
-        steps = np.arange(len(values))
-        for j in range(values.shape[1]):
-            top.plot(steps, values[:, j], linewidth=0.6, label=f"series {j + 1}")
-        bottom.plot(steps, scores, linewidth=0.6, color="black", label="score (log-likelihood)")
-        bottom.axhline(self.threshold, color="tab:orange", linestyle="--", linewidth=0.8, label="flag threshold")
-        if labels is not None:
-            from kfts.anomaly_metrics import label_ranges
-            for k, (s, e) in enumerate(label_ranges(labels)):
-                for ax in (top, bottom):
-                    ax.axvspan(s - 0.5, e + 0.5, color="tab:red", alpha=0.25,
-                               label="labeled anomaly" if k == 0 and ax is bottom else None)
-        finite = scores[np.isfinite(scores)]
-        # the bulk of the scores on a readable scale: extreme anomalies would flatten everything else
-        low = min(np.quantile(finite, 0.001), self.threshold)
-        bottom.set_ylim(low - 0.1 * (finite.max() - low), finite.max() + 0.1 * (finite.max() - low))
-        top.set_ylabel("value")
-        bottom.set_ylabel("score (lower = more anomalous)")
-        bottom.set_xlabel("time step")
-        top.legend(fontsize="small", loc="upper right")
-        bottom.legend(fontsize="small", loc="lower right")
-        sections = [("Summary", report.table([{"metric": k, "value": v} for k, v in metrics.items()])),
-                    ("Series and score", report.figure(fig))]
-        if self.history:
-            sections.append(("Learning curves", report.figure(report.learning_curves(self.history))))
-        return report.page("LSTM-AD evaluation", sections)
-
-    def _check_fitted(self):
-        if self.network is None:
-            raise RuntimeError("the model is not trained: call fit() or load()")
-
     # -- artifact --------------------------------------------------------------------------------------------
 
     def save(self, model_dir) -> None:
-        self._check_fitted()
+        check_fitted(self)
         artifact.save(model_dir, {
             "algorithm": ALGORITHM,
             "hyperparameters": asdict(self.params),
@@ -500,6 +407,7 @@ class LstmAD:
     @classmethod
     def from_artifact(cls, manifest: dict, tensors: dict, device: str = "auto") -> "LstmAD":
         model = cls(Params(**manifest["hyperparameters"]), device=device, seed=manifest.get("seed"))
+        model.device_ = resolve_device(device)
         model.n_series = manifest["input_shape"]["series"]
         model.scaler, model.gaussian, model.threshold = manifest["scaler"], manifest["gaussian"], manifest["threshold"]
         model.metrics, model.history = manifest.get("metrics", {}), manifest.get("history", [])
@@ -507,15 +415,6 @@ class LstmAD:
         model.network.load_state_dict(tensors)
         model.network.eval()
         return model
-
-
-def context_rows(value) -> int:
-    """A request's number of context rows (the predictor's V2 parameter `context_rows` or header
-    `kfts-context-rows`), as a number or its text: a whole number of rows, at least 0."""
-    text = str(value).strip()
-    if isinstance(value, bool) or not (text.isascii() and text.isdigit()):
-        raise InputError(f"context rows must be a whole number of rows (0 or more), not {value!r}")
-    return int(text)
 
 
 # -- the Normal distribution of the errors ------------------------------------------------------------------------

@@ -1,38 +1,44 @@
-"""The algorithms kfts knows, by id, and loading any kfts model artifact into the right estimator."""
+"""The registry of algorithms, by id, and what every algorithm shares: training a model from files and loading
+any kfts model artifact into the right estimator.
+
+Everything that differs per algorithm lives in its folder here (kfts/algorithms/<name>/) behind the
+interface of kfts.algorithms.base.Algorithm; the CLI, batch prediction, the predictor, the components and the
+pipelines look an algorithm up here and never compare its id. Importing this module is cheap (no torch).
+
+Besides the built-in ones, an installed package adds an algorithm through the entry point group
+"kfts.algorithms" (name = its id, value = "module:Class" of its Algorithm subclass); see docs/ALGORITHMS.md.
+"""
 
 from __future__ import annotations
 
-import importlib
 import os
-from dataclasses import dataclass, fields
+from dataclasses import fields
+from importlib.metadata import entry_points
 
+from kfts.algorithms.base import Algorithm
+from kfts.algorithms.inception_time import InceptionTimeAlgorithm
+from kfts.algorithms.lstm_ad import LstmADAlgorithm
 from kfts.errors import InputError
-from kfts.hyperparameters import InceptionTimeParams, LstmADParams
+
+ENTRY_POINTS = "kfts.algorithms"
+
+ALGORITHMS: dict[str, Algorithm] = {}
 
 
-@dataclass(frozen=True)
-class Algorithm:
-    """What the command line needs to know of an algorithm before any work: cheap to import (no torch)."""
-
-    id: str
-    summary: str
-    Params: type
-    estimator_path: str  # "module:Class" of the estimator, imported on first use (it imports torch)
-
-    def estimator(self):
-        module, name = self.estimator_path.split(":")
-        return getattr(importlib.import_module(module), name)
+def register(algorithm: Algorithm) -> Algorithm:
+    """Make `algorithm` known to every part of kfts by its id."""
+    ALGORITHMS[algorithm.id] = algorithm
+    return algorithm
 
 
-ALGORITHMS = {a.id: a for a in (
-    Algorithm("inception-time", "InceptionTime time-series classifier (an ensemble of Inception CNNs)",
-              InceptionTimeParams, "kfts.inception_time:InceptionTime"),
-    Algorithm("lstm-ad", "LSTM-AD anomaly detector (stacked LSTM, errors scored under a multivariate Normal)",
-              LstmADParams, "kfts.lstm_ad:LstmAD"),
-)}
+for _builtin in (InceptionTimeAlgorithm(), LstmADAlgorithm()):
+    register(_builtin)
+for _entry in entry_points(group=ENTRY_POINTS):
+    register(_entry.load()())
 
 
 def spec(algorithm: str) -> Algorithm:
+    """The algorithm called `algorithm`, or an InputError listing the known ones."""
     try:
         return ALGORITHMS[algorithm]
     except KeyError:
@@ -42,6 +48,11 @@ def spec(algorithm: str) -> Algorithm:
 def get(algorithm: str):
     """The estimator class of `algorithm` (imports torch)."""
     return spec(algorithm).estimator()
+
+
+def of(model) -> Algorithm:
+    """The algorithm of a fitted or loaded estimator."""
+    return spec(model.algorithm)
 
 
 def load_model(model_dir: str | os.PathLike, device: str = "auto"):
@@ -77,14 +88,15 @@ def train(algorithm: str, train_path, model_dir, *, valid_path=None, params=None
     artifact. `init_model` is a previous model directory to continue from. Under torchrun every process
     runs this (kfts.distributed) and rank 0 writes the artifact. Returns the fitted estimator."""
     from kfts import distributed
-    cls = get(algorithm)
+    chosen = spec(algorithm)
+    cls = chosen.estimator()
     previous = load_model(init_model, device=device) if init_model else None
     if previous is not None and previous.algorithm != algorithm:
         raise InputError(f"holds a model for {previous.algorithm}, not {algorithm}", path=init_model)
     estimator = cls(params or cls.Params(), device=device, seed=seed)
-    valid = cls.read_training(valid_path) if valid_path else None
+    valid = chosen.read_training(valid_path) if valid_path else None
     try:
-        estimator.fit(cls.read_training(train_path), valid, init_model=previous, checkpoint_dir=checkpoint_dir)
+        estimator.fit(chosen.read_training(train_path), valid, init_model=previous, checkpoint_dir=checkpoint_dir)
         if distributed.world().main:  # under torchrun every process holds the model; one writes it
             estimator.save(model_dir)
     finally:

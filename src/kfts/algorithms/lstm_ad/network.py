@@ -3,7 +3,7 @@
     x [batch, W, d] -> LSTM layer -> dropout -> ... (num_layers) -> linear -> [batch, W, horizon * d]
 
 The output at step t depends only on input steps 0..t, and holds `horizon` predictions of the d series.
-kfts.lstm_ad uses it two ways (its `scoring` hyperparameter):
+estimator.py uses it two ways (its `scoring` hyperparameter):
 
 - seed (horizon 1): the seed product's reconstruction. The series is cut into non-overlapping sequences of L
   steps; sequence k is the input from which the next one, k+1, is reconstructed step by step, so a last,

@@ -1,0 +1,97 @@
+"""The interface every algorithm implements: what the CLI, batch prediction, the predictor, the components and
+the pipelines ask of an algorithm, so that none of them needs to know which one it is.
+
+An algorithm is one folder under src/kfts/algorithms/ (see docs/ALGORITHMS.md): its `__init__.py` defines a
+subclass of Algorithm and must stay cheap to import (no torch: `kfts --help` and `kfts validate` import every
+registered algorithm); the estimator, its network and its serving code are imported on first use.
+
+Two file layouts exist (docs/FORMATS.md): a series per row (`labeled_layout`: the training file has a label in
+its first column) and a time step per row (a series per column, labels in a separate file). Summaries that
+describe() returns are plain JSON: they travel as KFP metadata from the validate-csv tasks to check-inputs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+
+import numpy as np
+
+
+class Algorithm:
+    """One algorithm kfts trains and serves. Subclasses set the attributes and implement the methods that
+    raise NotImplementedError; the others have defaults that fit most algorithms."""
+
+    id: str                       # as users type it: `kfts train ID`, the artifact's "algorithm"
+    summary: str                  # one line for --help
+    Params: type                  # the hyperparameter dataclass (fields: name, type, default, help)
+    estimator_path: str           # "module:Class", imported on first use
+    labeled_layout: bool = False  # training files carry a label first in every row (else labels are separate)
+    predict_options: dict[str, str] = {}  # on/off options of batch prediction: name -> help
+    metrics: tuple[str, ...] = ()  # the metric lines training prints: the first is Katib's default objective
+    holdout_metric: str = ""      # the evaluation figure that decides champion vs challenger in retraining
+    pipeline_path: str | None = None  # "module:function" building its KFP pipeline (cluster, **options)
+    fan_out: bool = False         # its pipeline can train ensemble members as parallel tasks
+
+    # -- cheap: the command line and the input checks (kfts.validation) ----------------------------------
+
+    def describe(self, path: str | os.PathLike, layout: str, head: bool) -> dict:
+        """Read `path` in `layout` (training, inference or labels) and sum it up: rows (None with head: only
+        the first block read) and what check_shape() compares (length, columns, classes...)."""
+        raise NotImplementedError
+
+    def check_shape(self, summary: dict, reference: dict, against: str) -> None:
+        """Raise an InputError when the file `summary` describes cannot go with `reference` (the training
+        file's summary or the model's); `against` says which, for the message ("the model was trained on")."""
+        raise NotImplementedError
+
+    def check_training(self, summary: dict) -> None:
+        """Raise an InputError when a training file, fine as a file, cannot train a model (one class)."""
+
+    def summary_line(self, summary: dict) -> str:
+        """What `kfts validate` prints after "ok: FILE: "."""
+        raise NotImplementedError
+
+    def estimator(self):
+        """The estimator class (imports torch)."""
+        module, name = self.estimator_path.split(":")
+        return getattr(importlib.import_module(module), name)
+
+    def pipeline(self):
+        """The function that builds this algorithm's KFP pipeline, or None (imports kfp)."""
+        if self.pipeline_path is None:
+            return None
+        module, name = self.pipeline_path.split(":")
+        return getattr(importlib.import_module(module), name)
+
+    # -- the data an estimator is fitted on and predicts ------------------------------------------------------
+
+    def read_training(self, path: str | os.PathLike):
+        """A training file as what the estimator's fit() takes."""
+        raise NotImplementedError
+
+    def read_inference(self, model, source) -> np.ndarray:
+        """An inference file (a path, or csvio.CsvBytes of a request's body) as the values `model` predicts,
+        checked against it."""
+        raise NotImplementedError
+
+    def predictions_csv(self, model, values: np.ndarray, **options) -> str:
+        """The batch prediction output of `values` (docs/FORMATS.md), with the predict_options given."""
+        raise NotImplementedError
+
+    def write_predictions(self, model, path, blocks, out, chunk_bytes: int, **options) -> int:
+        """Stream the blocks of rows of the file at `path` (csvio.iter_row_blocks) through predictions_csv()
+        into the open text file `out`; return the number of rows. The default reads every block first: an
+        algorithm whose rows are independent can do better (see the InceptionTime one)."""
+        blocks = list(blocks)
+        values = np.concatenate(blocks) if blocks else np.empty((0, 0), dtype=np.float32)
+        out.write(self.predictions_csv(model, values, **options))
+        return len(values)
+
+    def evaluate(self, model, input_path, labels_path=None) -> tuple[dict, str]:
+        """Score `model` on labelled data: (metrics, the report's HTML page)."""
+        raise NotImplementedError
+
+    def serving(self, model):
+        """The predictor's view of `model`: a kfts.serving.adapter.Adapter."""
+        raise NotImplementedError

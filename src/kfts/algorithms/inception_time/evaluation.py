@@ -1,0 +1,28 @@
+"""InceptionTime evaluation: classification metrics (kfts.evaluation) and the HTML report, on a labeled file,
+or on a file of series with their labels in a separate file (one per row)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kfts import csvio
+from kfts.errors import InputError
+from kfts.evaluation import classification_metrics, classification_report
+
+
+def evaluate(model, input_path, labels_path=None) -> tuple[dict, str]:
+    if labels_path is None:
+        data = csvio.read_labeled_series(input_path, min_classes=1, length=model.length)
+        values, labels = data.values, data.labels
+    else:
+        from kfts.validation import read_text_labels
+        values = csvio.read_series_rows(input_path, length=model.length)
+        labels = np.array(read_text_labels(labels_path), dtype=str)
+        if len(labels) != len(values):
+            raise InputError(f"has {len(labels)} labels for the {len(values)} rows of {input_path}", path=labels_path)
+    unknown = sorted(set(labels) - set(model.classes))
+    if unknown:
+        raise InputError(f"class {str(unknown[0])!r} was not in the training data "
+                         f"(classes: {', '.join(model.classes)})", path=labels_path or input_path)
+    metrics = classification_metrics(labels, model.predict_proba(values), model.classes)
+    return metrics, classification_report(metrics, model.history, title="InceptionTime evaluation")

@@ -1,0 +1,34 @@
+"""InceptionTime hyperparameters: the fields the CLI, the pipelines and Katib read (names, types, defaults,
+help, choices). No torch here: the command line is built from them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from kfts.hyperparameters import check_params
+
+
+@dataclass
+class InceptionTimeParams:
+    """InceptionTime hyperparameters. Names and defaults of the first six are the seed product's."""
+
+    filters: int = field(default=32, metadata={"help": "filters of each convolution"})
+    depth: int = field(default=6, metadata={"help": "Inception modules per network"})
+    models: int = field(default=5, metadata={"help": "networks in the ensemble"})
+    lr: float = field(default=0.001, metadata={"help": "Adam learning rate"})
+    batch_size: int = field(default=64, metadata={"help": "series per training batch"})
+    epochs: int = field(default=100, metadata={"help": "training epochs"})
+    schedule: str = field(default="constant", metadata={
+        "help": "constant: the seed's fixed learning rate; plateau: the paper's ReduceLROnPlateau on the "
+                "training loss (factor 0.5, patience 50, min 1e-4), keeping the best-loss weights",
+        "choices": ("constant", "plateau")})
+    ensemble: str = field(default="auto", metadata={
+        "help": "train members one after another (sequential), together as one grouped network (stacked), "
+                "or whichever a short timing on this data and device says is faster (auto)",
+        "choices": ("auto", "sequential", "stacked")})
+    precision: str = field(default="auto", metadata={
+        "help": "training precision: bf16/fp16 autocast, fp32, or auto (bf16 where the CPU or GPU runs it "
+                "natively)", "choices": ("auto", "fp32", "bf16", "fp16")})
+
+    def __post_init__(self):
+        check_params(self)

@@ -1,0 +1,51 @@
+"""InceptionTime in the predictor: one series per row, [n, length]; answers `label` (+ `probabilities` and
+`classes` when asked). Rows are independent, so concurrent requests are batched together."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kfts.errors import InputError
+from kfts.serving.adapter import Adapter
+
+
+class InceptionTimeAdapter(Adapter):
+    batchable = True
+
+    def input_types(self) -> list[dict]:
+        return [{"name": "input-0", "datatype": "FP32", "shape": [-1, self.model.length]}]
+
+    def output_types(self) -> list[dict]:
+        n = len(self.model.classes)
+        return [{"name": "label", "datatype": "BYTES", "shape": [-1]},
+                {"name": "probabilities", "datatype": "FP32", "shape": [-1, n]},
+                {"name": "classes", "datatype": "BYTES", "shape": [n]}]
+
+    def default_outputs(self, options: dict) -> list[str]:
+        return ["label", "probabilities", "classes"] if options.get("probabilities") else ["label"]
+
+    def check(self, values: np.ndarray, where: str) -> None:
+        if values.shape[1] != self.model.length:
+            raise InputError(f"rows have {values.shape[1]} time steps, the model was trained on "
+                             f"{self.model.length}", path=where, row=1)
+
+    def compute(self, values: np.ndarray, options: dict) -> np.ndarray:
+        return self.model.predict_proba(values)
+
+    def outputs(self, proba: np.ndarray, options: dict) -> dict[str, np.ndarray]:
+        classes = self.model.classes
+        return {"label": classes[proba.argmax(axis=1)].astype(object), "probabilities": proba.astype(np.float32),
+                "classes": classes.astype(object)}
+
+    def v1(self, proba: np.ndarray, options: dict) -> list:
+        """A label per series, or with probabilities {"label", "probabilities": {class: p}}."""
+        classes = self.model.classes
+        labels = classes[proba.argmax(axis=1)].tolist()
+        if not options.get("probabilities"):
+            return labels
+        return [{"label": label, "probabilities": dict(zip(classes.tolist(), row.tolist()))}
+                for label, row in zip(labels, proba)]
+
+    def warm_up(self, max_batch_size: int) -> None:
+        for n in sorted({1, max_batch_size}):
+            self.model.predict_proba(np.zeros((n, self.model.length), dtype=np.float32))

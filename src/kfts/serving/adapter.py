@@ -1,0 +1,78 @@
+"""What the predictor (kfts.serving.model) asks of a loaded model: one Adapter subclass per algorithm, in its
+folder (kfts/algorithms/<name>/serving.py). KServe decodes the protocols and kfts.serving.model turns a request
+into a float32 [rows, columns] array; the adapter says what the rows must look like, runs the model on them
+and names the answer's tensors."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+
+TRUE = {"1", "true", "yes", "on"}
+
+
+def boolean(value) -> bool:
+    """An on/off request option, as JSON (true) or as header text ("true", "1", "yes", "on")."""
+    return value is True or str(value).strip().lower() in TRUE
+
+
+class Adapter:
+    """A loaded model as the predictor serves it.
+
+    batchable: rows are independent, so the rows of concurrent requests go through one compute() call
+    together (dynamic batching); compute() then gets no options, and answers one row per input row."""
+
+    batchable = False
+
+    def __init__(self, algorithm, model):
+        self.algorithm, self.model = algorithm, model
+
+    def request_options(self) -> dict[str, Callable]:
+        """Options a request may set, name -> parser: a V2 request parameter NAME, or the header kfts-NAME
+        (underscores as dashes) on any protocol. By default the algorithm's on/off predict_options."""
+        return {name: boolean for name in self.algorithm.predict_options}
+
+    def input_types(self) -> list[dict]:
+        raise NotImplementedError
+
+    def output_types(self) -> list[dict]:
+        raise NotImplementedError
+
+    def default_outputs(self, options: dict) -> list[str]:
+        """The V2 outputs answered when a request names none."""
+        return [o["name"] for o in self.output_types()]
+
+    @property
+    def univariate(self) -> bool:
+        """One value per row: a JSON row may then be a bare number instead of a list of one."""
+        return False
+
+    def check(self, values: np.ndarray, where: str) -> None:
+        """The model's shape rules for a request's rows, raised as an InputError (a 400) naming `where`, so
+        that one bad request cannot spoil a batch."""
+
+    def compute(self, values: np.ndarray, options: dict):
+        """The model call (on the predictor's worker thread)."""
+        raise NotImplementedError
+
+    def outputs(self, computed, options: dict) -> dict[str, np.ndarray]:
+        """The answer's tensors by name, from compute()'s result: numbers as float32, text as object arrays."""
+        raise NotImplementedError
+
+    def v1(self, computed, options: dict) -> list:
+        """The V1 `predictions` from compute()'s result: by default one object per row of the default
+        outputs, NaN as null."""
+        arrays, names = self.outputs(computed, options), self.default_outputs(options)
+        return [{name: _plain(arrays[name][i]) for name in names} for i in range(len(arrays[names[0]]))]
+
+    def warm_up(self, max_batch_size: int) -> None:
+        """Run the model once at the sizes it will see, so that the first request is not slow."""
+
+
+def _plain(value):
+    if isinstance(value, np.ndarray):
+        return [_plain(v) for v in value]
+    value = value.item() if isinstance(value, np.generic) else value
+    return None if isinstance(value, float) and value != value else value
