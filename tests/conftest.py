@@ -16,10 +16,12 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
-def run_cli(*args, check: bool = False, timeout: float = 600, **kwargs) -> subprocess.CompletedProcess:
-    """`python -m kfts ARGS` in a subprocess, as a user would run it; text output captured."""
+def run_cli(*args, check: bool = False, timeout: float = 600, env: dict | None = None,
+            **kwargs) -> subprocess.CompletedProcess:
+    """`python -m kfts ARGS` in a subprocess (in `env`, by default this one's), as a user would run it; text
+    output captured."""
     result = subprocess.run([sys.executable, "-m", "kfts", *map(str, args)], capture_output=True, text=True,
-                            timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1"}, **kwargs)
+                            timeout=timeout, env={**(env or os.environ), "PYTHONUNBUFFERED": "1"}, **kwargs)
     if check and result.returncode != 0:
         raise AssertionError(f"kfts {' '.join(map(str, args))} exited {result.returncode}:\n{result.stderr}")
     return result
