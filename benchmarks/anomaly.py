@@ -50,7 +50,7 @@ PEER_MEANS = ((0.700, 0.350), (0.572, 0.266), (0.801, 0.539))  # the 4 anomaly/ 
 MEASURE = """
 import os, sys, time
 import pandas, pyarrow.csv, safetensors.torch  # imported by reading anyway: not part of the timing
-from kfts.algorithms import load_model
+from kfts.algorithms import load_model, of
 from kfts.cli import main
 from kfts.csvio import read_series_columns
 model_dir, input_path, output_path = sys.argv[1:4]
@@ -69,7 +69,7 @@ start = time.perf_counter()
 model.score(values)
 scoring = time.perf_counter() - start
 start = time.perf_counter()
-model.predictions_csv(values)
+of(model).predictions_csv(model, values)
 formatting = time.perf_counter() - start - scoring
 print(total, read, scoring, formatting, peak)
 """

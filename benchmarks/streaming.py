@@ -33,10 +33,10 @@ assert main(["predict", "--model-dir", sys.argv[1], "--input", sys.argv[2], "--o
 IN_MEMORY = """
 import sys
 from kfts import csvio
-from kfts.algorithms import load_model
+from kfts.algorithms import load_model, of
 from kfts.artifact import atomic_file
 model = load_model(sys.argv[1], device="cpu")
-text = model.predictions_csv(csvio.read_series_rows(sys.argv[2], length=model.length))
+text = of(model).predictions_csv(model, csvio.read_series_rows(sys.argv[2], length=model.length))
 with atomic_file(sys.argv[3]) as f:
     f.write(text)
 """
