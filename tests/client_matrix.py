@@ -1,7 +1,7 @@
 """The client matrix: a served kfts model called the ways KServe users call it, each answer equal to
 `kfts predict` on the same rows.
 
-One Target is one running predictor (`kfts serve` in tests/test_serving_matrix.py, or the predictor container:
+One Target is one running predictor (`kfts serve` in tests/test_serving_*.py, or the predictor container:
 any base URL and gRPC address), serving one model; Expected holds that model's `kfts predict` answers for some
 rows. `check(mode, target, expected)` runs one cell of the matrix and raises AssertionError on a wrong answer:
 

@@ -14,10 +14,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from conftest import make_classification, run_cli, write_csv
+from helpers import tiny_inception_time
 from kfts import artifact, cli, csvio
 from kfts.algorithms import load_model
 from kfts.errors import InputError
-from kfts.algorithms.inception_time.estimator import InceptionTime
 from kfts.training import CHECKPOINT, Checkpoints
 
 
@@ -53,11 +53,8 @@ def test_the_planted_payload_really_runs_code_when_unpickled(tmp_path):
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    labels, values = make_classification(n_per_class=5, length=16)
-    model = InceptionTime(InceptionTime.Params(epochs=1, models=1, filters=4, depth=1), device="cpu", seed=0)
-    model.fit(csvio.LabeledSeries(labels, values))
     path = tmp_path_factory.mktemp("artifact") / "model"
-    model.save(path)
+    _, values = tiny_inception_time(n_per_class=5, length=16, save_to=path)
     write_csv(path.parent / "input.csv", values)
     return path
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import make_classification, run_cli, write_csv
+from helpers import tiny_inception_time
 from kfts import csvio
 from kfts.errors import InputError
 
@@ -228,12 +229,8 @@ def test_cli_train_refuses_bad_data_and_writes_nothing(tmp_path, classification_
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
-    from kfts.algorithms.inception_time.estimator import InceptionTime
-    labels, values = make_classification(n_per_class=10, length=24)
-    model = InceptionTime(InceptionTime.Params(epochs=1, models=1, filters=4, depth=1), device="cpu", seed=0)
-    model.fit(csvio.LabeledSeries(labels, values))
     model_dir = tmp_path_factory.mktemp("tiny") / "model"
-    model.save(model_dir)
+    tiny_inception_time(n_per_class=10, length=24, save_to=model_dir)
     return model_dir
 
 

@@ -10,7 +10,8 @@ import subprocess
 
 import pytest
 from client_matrix import MODES, Expected, Target, check
-from conftest import free_port, make_classification, wait_ready
+from conftest import free_port, wait_ready
+from helpers import tiny_inception_time, tiny_lstm_ad
 
 from kfts import sample_data
 
@@ -20,17 +21,11 @@ NAME = "kfts-model"
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    from kfts.csvio import LabeledSeries
-    from kfts.algorithms.inception_time.estimator import InceptionTime
-    from kfts.algorithms.lstm_ad.estimator import LstmAD
-
     root = tmp_path_factory.mktemp("models")
-    labels, values = make_classification(n_per_class=8, length=24)
-    InceptionTime(InceptionTime.Params(filters=4, depth=3, models=2, epochs=2), device="cpu", seed=0).fit(
-        LabeledSeries(labels=labels, values=values)).save(root / "inception-time")
+    _, values = tiny_inception_time(n_per_class=8, length=24, depth=3, models=2, epochs=2,
+                                    save_to=root / "inception-time")
     series = sample_data.waves(400)
-    LstmAD(LstmAD.Params(hidden_size=8, num_layers=1, sequence_length=10, epochs=2), device="cpu", seed=0).fit(
-        series).save(root / "lstm-ad")
+    tiny_lstm_ad(series, save_to=root / "lstm-ad")
     rows = {"inception-time": values[:6], "lstm-ad": series[:60]}
     for model in root.iterdir():  # readable by the image's user, as a storage initializer leaves it
         model.chmod(0o755)

@@ -1,126 +1,21 @@
-"""The predictor's parts (batching, the request guard, request decoding, device selection), and the
-real-server helper that the other tests/test_serving_*.py use."""
+"""The predictor's parts: batching, the request guard, request decoding, device selection."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import socket
-import subprocess
-import sys
 import time
-from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 from conftest import free_port, write_csv
+from helpers import tiny_inception_time
 
 from kfts import csvio
 from kfts.errors import InputError
 
 pytestmark = pytest.mark.integration  # starts servers or training processes
 
-
-# -- a real `kfts serve` in a subprocess ------------------------------------------------------------------------
-
-class Server:
-    """`python -m kfts serve` on 127.0.0.1 and free ports, its output in a log file (a full pipe would block it)."""
-
-    def __init__(self, model_dir: Path, name: str, log: Path, *options: str):
-        self.name, self.log = name, log
-        self.http_port, self.grpc_port = free_port(), free_port()
-        self.url = f"http://127.0.0.1:{self.http_port}"
-        with open(log, "wb") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "kfts", "serve", "--model-dir", str(model_dir), "--model-name", name,
-                 "--host", "127.0.0.1", "--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port),
-                 "--device", "cpu", *options], stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        self.http = httpx.Client(base_url=self.url, timeout=60)
-
-    @property
-    def target(self):
-        from client_matrix import Target
-        return Target(self.url, f"127.0.0.1:{self.grpc_port}", self.name)
-
-    def wait_ready(self, timeout: float = 300) -> "Server":
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"kfts serve exited {self.process.returncode}:\n{self.log.read_text()}")
-            try:
-                if self.http.get(f"/v2/models/{self.name}/ready").status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
-        self.stop()
-        raise AssertionError(f"kfts serve not ready after {timeout}s:\n{self.log.read_text()}")
-
-    def stop(self) -> None:
-        self.http.close()
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-    def post(self, path: str, body: bytes | dict, content_type: str = "application/json", **headers):
-        if isinstance(body, dict):
-            return self.http.post(path, json=body, headers=headers)
-        return self.http.post(path, content=body, headers={"content-type": content_type, **headers})
-
-    def grpc_infer(self, values: np.ndarray, model_name: str | None = None, **parameters):
-        """V2 ModelInfer over gRPC with one FP32 tensor -> {output name: numpy array}."""
-        import grpc
-        from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
-        from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
-        from kserve.protocol.infer_type import InferResponse
-        values = np.asarray(values, dtype=np.float32)
-        request = pb.ModelInferRequest(
-            model_name=model_name or self.name,
-            inputs=[pb.ModelInferRequest.InferInputTensor(
-                name="input-0", datatype="FP32", shape=list(values.shape),
-                contents=pb.InferTensorContents(fp32_contents=values.ravel().tolist()))],
-            parameters={k: pb.InferParameter(bool_param=v) for k, v in parameters.items()})
-        with grpc.insecure_channel(f"127.0.0.1:{self.grpc_port}") as channel:
-            response = GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=60)
-        return {o.name: o.as_numpy() for o in InferResponse.from_grpc(response).outputs}
-
-
-def v2_body(values: np.ndarray, **parameters) -> dict:
-    values = np.asarray(values, dtype=np.float32)
-    body = {"inputs": [{"name": "input-0", "shape": list(values.shape), "datatype": "FP32",
-                        "data": values.ravel().tolist()}]}
-    if parameters:
-        body["parameters"] = parameters
-    return body
-
-
-def v2_outputs(response: httpx.Response) -> dict:
-    assert response.status_code == 200, response.text
-    return {o["name"]: np.array([np.nan if v is None else v for v in o["data"]] if o["datatype"] != "BYTES"
-                                else o["data"]).reshape(o["shape"])
-            for o in response.json()["outputs"]}
-
-
-def raw_http(port: int, head: bytes) -> bytes:
-    """Send request headers only and read the answer: what a server says before reading the body."""
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
-        s.sendall(head)
-        answer = b""
-        while b"\r\n\r\n" not in answer:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            answer += chunk
-        return answer
-
-
-# -- unit tests ------------------------------------------------------------------------------------------------
 
 def test_csv_bytes_read_like_a_file(tmp_path):
     rows = [[1.5, 2, 3], [4, 5, -6.25]]
@@ -311,15 +206,8 @@ def test_json_rows_errors_name_the_row_and_column():
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
-    from conftest import make_classification
-
-    from kfts.csvio import LabeledSeries
-    from kfts.algorithms.inception_time.estimator import InceptionTime, Params
-    labels, values = make_classification(n_per_class=4, length=8)
-    model = InceptionTime(Params(filters=2, depth=1, models=1, epochs=1, batch_size=8), device="cpu", seed=0)
-    model.fit(LabeledSeries(labels, values))
     model_dir = tmp_path_factory.mktemp("tiny") / "model"
-    model.save(model_dir)
+    tiny_inception_time(n_per_class=4, length=8, filters=2, batch_size=8, save_to=model_dir)
     return model_dir
 
 

@@ -16,8 +16,7 @@ import httpx
 import numpy as np
 import orjson
 import pytest
-from test_serving import Server, v2_body
-from test_serving_inception_time import LENGTH, NAME, files  # noqa: F401 - `files`: the tiny model fixture
+from helpers import LENGTH, NAME, Server, files, v2_body  # noqa: F401 - `files`: the tiny model fixture
 
 from conftest import predictions_csv
 from kfts.algorithms import load_model

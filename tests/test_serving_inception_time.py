@@ -12,32 +12,12 @@ import numpy as np
 import orjson
 import pytest
 from client_matrix import MODES, Expected, check
-from conftest import make_classification
-from test_serving import Server, raw_http, v2_body, v2_outputs
-
-from kfts.csvio import LabeledSeries
-from kfts.algorithms.inception_time.estimator import InceptionTime, Params
+from helpers import LENGTH, NAME, Server, files, raw_http, v2_body, v2_outputs  # noqa: F401 - `files`: the model
 
 pytestmark = pytest.mark.integration  # starts servers or training processes
 
-NAME = "it"
-LENGTH = 24
-
-
 @pytest.fixture(scope="module")
-def files(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("it-serving")
-    labels, values = make_classification(n_per_class=8, length=LENGTH, classes=("a", "b", "c, quoted"))
-    model = InceptionTime(Params(filters=4, depth=3, models=2, epochs=2, batch_size=8, ensemble="stacked"),
-                          device="cpu", seed=0)
-    model.fit(LabeledSeries(labels, values))
-    model.save(tmp / "model")
-    # what kfts predict answers for these rows (rounded to float16, as every encoding can carry them)
-    return {"model": tmp / "model", "values": values, "expected": Expected.of(tmp / "model", values), "tmp": tmp}
-
-
-@pytest.fixture(scope="module")
-def server(files):
+def server(files):  # noqa: F811 - the imported fixture
     server = Server(files["model"], NAME, files["tmp"] / "server.log", "--max-payload-mb", "0.05",
                     "--max-batch-wait-ms", "5")
     try:

@@ -7,9 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from client_matrix import MODES, Expected, check
-from test_serving import Server, v2_body
-
-from kfts.algorithms.lstm_ad.estimator import LstmAD, Params
+from helpers import Server, tiny_lstm_ad, v2_body
 
 pytestmark = pytest.mark.integration  # starts servers or training processes
 
@@ -26,10 +24,7 @@ def series(n: int, seed: int) -> np.ndarray:
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("lstm-serving")
-    model = LstmAD(Params(sequence_length=L, hidden_size=8, num_layers=1, epochs=2, batch_size=16,
-                          dropout=0.0), device="cpu", seed=0)
-    model.fit(series(300, seed=0))
-    model.save(tmp / "model")
+    tiny_lstm_ad(series(300, seed=0), sequence_length=L, batch_size=16, dropout=0.0, save_to=tmp / "model")
     values = series(80, seed=1)
     values[50] += 3  # an anomaly, so that some flags are 1
     # what kfts predict answers for these rows (rounded to float16, as every encoding can carry them)

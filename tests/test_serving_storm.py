@@ -19,8 +19,7 @@ import pytest
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
 from prometheus_client.parser import text_string_to_metric_families
-from test_serving import Server
-from test_serving_inception_time import LENGTH, NAME, files  # noqa: F401 - `files`: the tiny model fixture
+from helpers import LENGTH, NAME, Server, files  # noqa: F401 - `files`: the tiny model fixture
 
 pytestmark = pytest.mark.integration  # starts servers or training processes
 

@@ -11,21 +11,17 @@ import time
 import numpy as np
 import pytest
 
-from conftest import make_classification, predictions_csv
+from conftest import predictions_csv
+from helpers import tiny_inception_time, tiny_lstm_ad
 from kfts import csvio, predict
-from kfts.csvio import LabeledSeries
 from kfts.errors import InputError
-from kfts.algorithms.inception_time.estimator import InceptionTime
-from kfts.algorithms.lstm_ad.estimator import LstmAD
 
 pytestmark = pytest.mark.integration  # starts servers or training processes
 
 
 @pytest.fixture(scope="module")
 def inception_time():
-    labels, values = make_classification(n_per_class=10, length=24)
-    model = InceptionTime(InceptionTime.Params(epochs=1, models=2, filters=4, depth=1), device="cpu", seed=0)
-    return model.fit(LabeledSeries(labels, values))
+    return tiny_inception_time(models=2)[0]
 
 
 def two_waves(n: int) -> np.ndarray:
@@ -35,16 +31,14 @@ def two_waves(n: int) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def lstm_ad():
-    model = LstmAD(LstmAD.Params(sequence_length=5, hidden_size=4, num_layers=1, epochs=1), device="cpu", seed=0)
-    return model.fit(two_waves(400))
+    return tiny_lstm_ad(two_waves(400), sequence_length=5, hidden_size=4, epochs=1)
 
 
 @pytest.fixture(scope="module", params=[1, 3])
 def lstm_ad_paper(request):
     """Paper scoring with prediction-length 1 (no window needed past a chunk) and 3."""
-    params = LstmAD.Params(sequence_length=5, hidden_size=4, num_layers=1, epochs=2, scoring="paper",
-                           prediction_length=request.param)
-    return LstmAD(params, device="cpu", seed=0).fit(two_waves(400))
+    return tiny_lstm_ad(two_waves(400), sequence_length=5, hidden_size=4, scoring="paper",
+                        prediction_length=request.param)
 
 
 def series_rows(path, n, length, seed=0):
@@ -167,10 +161,8 @@ def big_file(path, n_rows: int, length: int) -> int:
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     """A saved tiny InceptionTime for series of 500 steps, for `kfts predict` in a process of its own."""
-    labels, values = make_classification(n_per_class=4, length=500)
-    model = InceptionTime(InceptionTime.Params(epochs=1, models=1, filters=4, depth=1), device="cpu", seed=0)
     path = tmp_path_factory.mktemp("model")
-    model.fit(LabeledSeries(labels, values)).save(path)
+    tiny_inception_time(n_per_class=4, length=500, save_to=path)
     return path
 
 
