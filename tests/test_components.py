@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from conftest import make_classification, predictions_csv
 
+from kfts import images
 from kfts.algorithms import load_model
 from kfts.csvio import LabeledSeries
 from kfts.algorithms.inception_time.ensemble import combine_members
@@ -86,6 +90,27 @@ def test_components_have_typed_artifacts_and_the_configured_image(monkeypatch):
         "classification": "system.ClassificationMetrics@0.0.1", "report": "system.HTML@0.0.1",
         "summary": "system.Markdown@0.0.1", "Output": "Float"}
     assert outputs(components.batch_predict) == {"predictions": "system.Dataset@0.0.1"}
-    for component in (components.validate_csv, components.train, components.evaluate, components.batch_predict,
-                      components.deploy):
-        assert component.component_spec.implementation.container.image == components.IMAGE
+    # KFTS_IMAGE is read when kfts.components is imported: a fresh process with it set, each component compiled
+    monkeypatch.setenv("KFTS_IMAGE", "registry.example/team/kfts:7")
+    configured = images.component_image()
+    assert configured == "registry.example/team/kfts:7" != images.DEFAULT_IMAGE
+    compiled = json.loads(subprocess.run([sys.executable, "-c", COMPILED_IMAGES], capture_output=True, text=True,
+                                         check=True, timeout=300).stdout)
+    assert compiled == {name: [configured] for name in ("validate_csv", "train", "evaluate", "batch_predict",
+                                                        "deploy")}
+
+
+COMPILED_IMAGES = """
+import json, pathlib, sys, tempfile
+import yaml
+from kfp import compiler
+from kfts import components
+images = {}
+with tempfile.TemporaryDirectory() as tmp:
+    for name in ("validate_csv", "train", "evaluate", "batch_predict", "deploy"):
+        path = pathlib.Path(tmp) / (name + ".yaml")
+        compiler.Compiler().compile(getattr(components, name), str(path))
+        executors = yaml.safe_load(path.read_text())["deploymentSpec"]["executors"]
+        images[name] = sorted({e["container"]["image"] for e in executors.values()})
+print(json.dumps(images))
+"""

@@ -127,12 +127,22 @@ def test_init_model_continues_or_replaces_the_head(capsys):
     same = InceptionTime(Params(**TINY), device="cpu", seed=1).fit(tiny_data(seed=2), init_model=first)
     assert list(same.classes) == ["a", "b", "c"]
     assert "replaced" not in capsys.readouterr().out
-    other = InceptionTime(Params(**TINY), device="cpu", seed=1).fit(
-        tiny_data(seed=3, classes=("x", "y")), init_model=first)
+    # a learning rate too small to move any weight: the continued model holds the weights it started from
+    frozen = Params(**{**TINY, "epochs": 1, "lr": 1e-12})
+    new_classes = tiny_data(seed=3, classes=("x", "y"))
+    other = InceptionTime(frozen, device="cpu", seed=1).fit(new_classes, init_model=first)
     assert list(other.classes) == ["x", "y"]
     assert "classifier heads are replaced" in capsys.readouterr().out
-    # the convolutional layers started from the first model's weights, not from scratch
-    assert other.network.modules_[0].convs[0].weight.shape == first.network.modules_[0].convs[0].weight.shape
+    # the convolutional layers started from the first model's weights, not from scratch; the heads are new
+    scratch = dict(InceptionTime(frozen, device="cpu", seed=1).fit(new_classes).network.named_parameters())
+    started = dict(first.network.named_parameters())
+    body = [name for name in started if not name.startswith("head.")]
+    assert body and set(started) == set(scratch)
+    continued = dict(other.network.named_parameters())
+    for name in body:
+        torch.testing.assert_close(continued[name], started[name], rtol=0, atol=1e-6)
+        assert not torch.allclose(scratch[name], started[name], rtol=0, atol=1e-6), name  # would have told
+    assert continued["head.weight"].shape[0] == 2 * 2 != started["head.weight"].shape[0]  # 2 members x 2 classes
 
 
 def test_predictions_csv_layout_keeps_labels_verbatim():
