@@ -1,7 +1,7 @@
 """LSTM-AD detection quality and prediction speed, in both scoring modes.
 
 - Detection on the shared series: each series' train.csv (normal data only) trains a model in each mode with
-  that mode's defaults (seed: the seed product's; paper: `--scoring paper`, defaults in
+  that mode's defaults (seed: the reference product's; paper: `--scoring paper`, defaults in
   kfts/algorithms/lstm_ad/params.py), which scores its test part against test_labels.csv: ROC-AUC and
   VUS-PR (kfts.anomaly_metrics, TSB-AD's definitions, VUS window 2 x the estimated period, as TSB-AD's
   evaluation does; higher = more anomalous, i.e. the negated log-likelihood), beside the peers' figures in
@@ -316,7 +316,7 @@ def section(quick: bool) -> str:
     paper = MODES["paper"]
     lines = ["## LSTM-AD detection and speed", "",
              f"Each mode with its defaults ({'quick: 2 epochs' if quick else 'full budgets'}), seed 0, CPU. "
-             "seed: the seed product's (num-layers 2, sequence-length 50, hidden-size 128, dropout 0.1, lr 0.001, "
+             "seed: the reference product's (num-layers 2, sequence-length 50, hidden-size 128, dropout 0.1, lr 0.001, "
              "batch 64, 100 epochs, error-fraction 0.2). paper: `--scoring paper` with sequence-length "
              f"{paper.sequence_length}, prediction-length {paper.prediction_length}, hidden-size "
              f"{paper.hidden_size}, {paper.epochs} epochs, the rest as seed. Both are judged on the rows from the "

@@ -1,9 +1,9 @@
-"""InceptionTime accuracy: the seed sample and the UCR sets in ../shared/data, beside published figures.
+"""InceptionTime accuracy: seed-samples/inception_time and the UCR sets in ../shared/data, beside published figures.
 
 Two sections (benchmarks/run.py): seed_accuracy and ucr_accuracy, defined in the modules of those names.
 
 Two recipes:
-- the seed product's defaults (5 networks, 100 epochs, batch 64, constant learning rate) on every set;
+- the reference product's defaults (5 networks, 100 epochs, batch 64, constant learning rate) on every set;
 - the paper's protocol (ReduceLROnPlateau on the training loss, best-loss weights, 1500 epochs) for single
   networks on the smaller sets, beside the paper's mean accuracy of a single network. A whole 5-network
   ensemble at 1500 epochs on every set takes hours on 2 CPU cores; a GPU run can pass --full.
@@ -40,24 +40,26 @@ def reference() -> dict[str, dict]:
 
 
 def seed_section(quick: bool) -> str:
-    """The acceptance run: the seed sample with the seed product's default hyperparameters."""
+    """The acceptance run: seed-samples/inception_time (the reference product's sample) with its default
+    hyperparameters."""
     seed_dir = DATA / "seed-samples" / "inception_time"
     # KFTS_BENCH_EPOCHS: a smaller budget where the 100 default epochs do not fit (the table says which ran)
     params = Params(epochs=2, models=2) if quick else Params(epochs=int(os.environ.get("KFTS_BENCH_EPOCHS", 100)))
     accuracy, seconds, model = fit_and_score(seed_dir / "train.csv", _join_labels(seed_dir), params,
                                              valid_path=seed_dir / "valid.csv")
     return "\n".join([
-        "## InceptionTime on the seed sample", "",
+        "## InceptionTime on the reference product's sample (seed-samples/inception_time)", "",
         f"Hyperparameters: {_settings(params)}; seed 0; CPU. Train 700 x 100 (3 classes), valid 150, test 150.", "",
         "| | test accuracy | fit wall time |", "|---|---|---|",
         _row(f"| kfts | {accuracy:.3f} ({round(accuracy * 150)}/150) | {seconds:.0f} s |"),
-        "| the seed product's own predictions | 0.940 (141/150) | – |",
+        "| the reference product's own predictions | 0.940 (141/150) | – |",
         "| aeon 1.6 InceptionTimeClassifier, 5 networks, 100 epochs (BASELINES.md, another machine) | 1.000 | 859 s |",
         "", f"Final training line: `{_final(model)}`", ""])
 
 
 def ucr_section(quick: bool) -> str:
-    """Every UCR set with the seed defaults; the paper's protocol for single networks on the small ones."""
+    """Every UCR set with the reference product's defaults; the paper's protocol for single networks on the
+    small ones."""
     refs = reference()
     params = Params(epochs=2, models=2) if quick else Params()
     lines = ["## InceptionTime on the UCR sets", "",

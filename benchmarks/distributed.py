@@ -1,11 +1,11 @@
 """Distributed training: `kfts train` in one process and under torchrun, on this machine's cores.
 
-InceptionTime on the seed sample (default architecture; 4 members and 10 epochs, 2 and 3 in quick mode):
+InceptionTime on seed-samples/inception_time (default architecture; 4 members and 10 epochs, 2 and 3 in quick mode):
 one process with all cores; torchrun with 2 processes (members shared out, one thread each); two "nodes" on
 loopback (two torchrun launchers, one process each, pinned to a core each, c10d rendezvous on 127.0.0.1).
 Identity is checked bit for bit against one process pinned to one core (one thread, as each distributed
 process runs; with all cores, floating-point sums run in another order, so its weights differ in the last
-bits). LSTM-AD on the seed sample's first 4000 steps (2 layers of 32, batches of 8 sequences, 5 epochs; 2 in
+bits). LSTM-AD on the first 4000 steps of seed-samples/lstm_ad (2 layers of 32, batches of 8 sequences, 5 epochs; 2 in
 quick mode):
 one process against 2 processes data-parallel, by final training loss. Wall time includes start-up (torch
 import and the process group) of every process.

@@ -20,8 +20,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 SECTIONS = [
-    "seed_accuracy",    # InceptionTime on the seed sample with default hyperparameters (acceptance)
-    "ucr_accuracy",     # InceptionTime on the UCR sets, seed defaults and the paper's protocol
+    "seed_accuracy",    # InceptionTime on seed-samples/inception_time with default hyperparameters (acceptance)
+    "ucr_accuracy",     # InceptionTime on the UCR sets, the reference product's defaults and the paper's protocol
     "ensemble_speed",   # sequential vs stacked vs reduced-precision ensemble training
     "csv_parse",        # CSV parse speed and peak memory
     "anomaly",          # LSTM-AD detection quality (ROC-AUC, VUS-PR) and prediction speed

@@ -1,3 +1,3 @@
-"""InceptionTime on the seed sample (see classification.py)."""
+"""InceptionTime on seed-samples/inception_time with default hyperparameters (see classification.py)."""
 
 from classification import seed_section as section  # noqa: F401

@@ -1,9 +1,9 @@
 """Serving latency and throughput: the real `kfts serve` on 127.0.0.1, beside the model in-process.
 
-Both models have the seed products' default architecture (InceptionTime: 5 networks, 32 filters, depth 6;
-LSTM-AD: 2 layers of 128, sequence length 50), trained for one epoch on a slice of the seed samples: serving
+Both models have the reference product's default architecture (InceptionTime: 5 networks, 32 filters, depth 6;
+LSTM-AD: 2 layers of 128, sequence length 50), trained for one epoch on a slice of seed-samples/: serving
 cost depends on the architecture, not on how well it was trained. Requests are V1 JSON: one InceptionTime
-series per request, or one LSTM-AD series of 200 time steps per request, from the seed samples' test files.
+series per request, or one LSTM-AD series of 200 time steps per request, from the test files in seed-samples/.
 
 For each concurrency (requests in flight at once) the table gives the latency percentiles and requests/s
 seen by the client, and beside them the in-process throughput of the model on the same batches: InceptionTime

@@ -1,4 +1,4 @@
-"""KFP components: thin, typed wrappers over the kfts library (SPEC "Layout").
+"""KFP components: thin, typed wrappers over the kfts library (README.md "Layout").
 
 Every component runs in one image, IMAGE, read from the KFTS_IMAGE environment variable (the Makefile exports
 it), so a user points the pipelines at their own registry: `make compile KFTS_IMAGE=registry.example/kfts:1`.

@@ -1,4 +1,4 @@
-"""train: fit one algorithm on validated data and write the SPEC model artifact (what `kfts train` does)."""
+"""train: fit one algorithm on validated data and write the model artifact (docs/ARTIFACT.md), as `kfts train` does."""
 
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Model, Output

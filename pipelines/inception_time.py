@@ -1,6 +1,6 @@
 """The InceptionTime pipeline: validate -> train (one task, or one task per member) -> evaluate ->
 batch-predict -> deploy. Parameters: the data URIs, every hyperparameter of kfts/algorithms/inception_time/params.py with
-its default, a previous model to continue from, the seed, and the deploy step's settings."""
+its default, a previous model to continue from, the random seed, and the deploy step's settings."""
 
 from kfp import dsl
 

@@ -1,6 +1,6 @@
 """The LSTM-AD pipeline: validate -> train -> evaluate -> batch-predict -> deploy. Parameters: the data URIs,
-every hyperparameter of kfts/algorithms/lstm_ad/params.py with its default, a previous model to continue from, the seed,
-and the deploy step's settings."""
+every hyperparameter of kfts/algorithms/lstm_ad/params.py with its default, a previous model to continue from,
+the random seed, and the deploy step's settings."""
 
 from kfp import dsl
 

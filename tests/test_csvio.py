@@ -1,4 +1,4 @@
-"""The CSV contract (SPEC "CSV input"): every fault named with file, row and column, in the library and the CLI."""
+"""The CSV contract (docs/FORMATS.md): every fault named with file, row and column, in the library and the CLI."""
 
 from __future__ import annotations
 

@@ -42,7 +42,7 @@ def test_inception_time_pipeline(tmp_path):
     executor_output = json.loads((_one(outputs, r"train/metrics").parent / "executor_output.json").read_text())
     train_metrics = executor_output["artifacts"]["metrics"]["artifacts"][0]["metadata"]
     assert {"train_loss", "train_accuracy", "valid_loss", "valid_accuracy"} <= set(train_metrics)
-    # batch predictions: the SPEC layout, and the bytes `kfts predict` writes
+    # batch predictions: the layout of docs/FORMATS.md, and the bytes `kfts predict` writes
     predictions = _one(outputs, r"batch-predict/predictions")
     run_cli("predict", "--model-dir", _one(outputs, r"train/model"), "--input", tmp_path / "test.csv",
             "--output", tmp_path / "cli.csv", check=True)

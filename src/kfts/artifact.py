@@ -1,4 +1,4 @@
-"""The model artifact (SPEC "Model artifact"): a directory KFP stores as a Model and KServe mounts at /mnt/models.
+"""The model artifact (docs/ARTIFACT.md): a directory KFP stores as a Model and KServe mounts at /mnt/models.
 
     kfts-model.json      format version, algorithm, hyperparameters, input shape, labels, scaler, metrics, history
     weights.safetensors  the network's tensors

@@ -1,4 +1,4 @@
-"""The `kfts` command line (SPEC "CLI").
+"""The `kfts` command line (docs/CLI.md).
 
 User mistakes (kfts.errors.InputError) end as one line on stderr, ``error: <file>: row R, column C: <what>``,
 with exit code 2 and nothing half-written. Set KFTS_DEBUG=1 to see a traceback for anything else. SIGTERM

@@ -1,4 +1,4 @@
-"""The CSV contract (SPEC "CSV input"): the one place where kfts reads CSV files.
+"""The CSV contract (docs/FORMATS.md): the one place where kfts reads CSV files.
 
 Two layouts, no header, no index column, numeric values only:
 

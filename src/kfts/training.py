@@ -1,6 +1,6 @@
 """What every kfts training loop shares: device and precision choice, metric lines, checkpoints, seeding.
 
-Metric lines follow SPEC "Metrics during training": fixed-point ``name=value`` pairs on stdout, one per epoch,
+Metric lines (docs/CLI.md "train"): fixed-point ``name=value`` pairs on stdout, one per epoch,
 which Katib's default stdout collector and a person can both read. A person at a terminal also gets a
 progress bar on stderr.
 """

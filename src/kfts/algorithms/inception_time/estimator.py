@@ -2,7 +2,7 @@
 
 The network itself is in network.py beside this file. This module owns how it is trained:
 
-- the seed product's recipe (Adam at a constant learning rate for `epochs` epochs), or the paper's
+- the reference product's recipe (Adam at a constant learning rate for `epochs` epochs), or the paper's
   (`schedule="plateau"`: ReduceLROnPlateau on the training loss, factor 0.5, patience 50, min lr 1e-4,
   keeping the weights with the lowest training loss);
 - how the ensemble is laid out on the hardware: members trained one after another (`sequential`), or all

@@ -10,7 +10,8 @@ from kfts.hyperparameters import check_params
 
 @dataclass
 class InceptionTimeParams:
-    """InceptionTime hyperparameters. Names and defaults of the first six are the seed product's."""
+    """InceptionTime hyperparameters. Names and defaults of the first six are the reference product's (the managed
+    InceptionTime algorithm kfts reimplements: docs/FORMATS.md "Seed and paper scoring")."""
 
     filters: int = field(default=32, metadata={"help": "filters of each convolution"})
     depth: int = field(default=6, metadata={"help": "Inception modules per network"})
@@ -19,7 +20,7 @@ class InceptionTimeParams:
     batch_size: int = field(default=64, metadata={"help": "series per training batch"})
     epochs: int = field(default=100, metadata={"help": "training epochs"})
     schedule: str = field(default="constant", metadata={
-        "help": "constant: the seed's fixed learning rate; plateau: the paper's ReduceLROnPlateau on the "
+        "help": "constant: the reference product's fixed learning rate; plateau: the paper's ReduceLROnPlateau on the "
                 "training loss (factor 0.5, patience 50, min 1e-4), keeping the best-loss weights",
         "choices": ("constant", "plateau")})
     ensemble: str = field(default="auto", metadata={

@@ -3,7 +3,7 @@
 The network itself is in network.py beside this file. This module owns the recipe around it, in two scoring modes
 (the `scoring` hyperparameter):
 
-- seed (the default, the seed product's): the series is cut into non-overlapping sequences of L steps, each
+- seed (the default, the reference product's): the series is cut into non-overlapping sequences of L steps, each
   reconstructing the next one. A step's error vector is its d reconstruction errors. The sequences start at
   the input's first row, so a step's error depends on its position in its sequence (the reconstruction at a
   sequence's first step has seen one step of its input, at the last step all L): the same data started at

@@ -5,7 +5,7 @@
 The output at step t depends only on input steps 0..t, and holds `horizon` predictions of the d series.
 estimator.py uses it two ways (its `scoring` hyperparameter):
 
-- seed (horizon 1): the seed product's reconstruction. The series is cut into non-overlapping sequences of L
+- seed (horizon 1): the reference product's reconstruction. The series is cut into non-overlapping sequences of L
   steps; sequence k is the input from which the next one, k+1, is reconstructed step by step, so a last,
   shorter target sequence of r < L steps is reconstructed by the first r outputs.
 - paper (horizon l): the paper's predictor. The output at step t predicts the next l values x[t+1..t+l].
@@ -24,7 +24,8 @@ class LstmReconstructor(nn.Module):
         super().__init__()
         self.n_series, self.hidden_size, self.num_layers, self.horizon = n_series, hidden_size, num_layers, horizon
         # nn.LSTM applies dropout between its layers; the extra Dropout covers the last one, so every LSTM
-        # layer is followed by dropout as the seed describes, and the stack stays one fused (cuDNN) call.
+        # layer is followed by dropout as the reference product's description says, and the stack stays one
+        # fused (cuDNN) call.
         self.lstm = nn.LSTM(n_series, hidden_size, num_layers, batch_first=True,
                             dropout=dropout if num_layers > 1 else 0.0)
         self.dropout = nn.Dropout(dropout)

@@ -10,7 +10,8 @@ from kfts.hyperparameters import check_params
 
 @dataclass
 class LstmADParams:
-    """LSTM-AD hyperparameters. Names and defaults of the first seven are the seed product's."""
+    """LSTM-AD hyperparameters. Names and defaults of the first seven are the reference product's (the managed
+    LSTM-AD algorithm kfts reimplements: docs/FORMATS.md "Seed and paper scoring")."""
 
     num_layers: int = field(default=2, metadata={"help": "stacked LSTM layers"})
     sequence_length: int = field(default=50, metadata={
@@ -22,7 +23,8 @@ class LstmADParams:
     epochs: int = field(default=100, metadata={"help": "training epochs"})
     error_fraction: float = field(default=0.2, metadata={
         "help": "chronological tail of the training data that is not trained on but fits the Normal "
-                "distribution of the reconstruction errors (the seed product's split)", "bounds": (0, 1), "open": True})
+                "distribution of the reconstruction errors (the reference product's split)",
+        "bounds": (0, 1), "open": True})
     threshold_quantile: float = field(default=0.01, metadata={
         "help": "the anomaly flag threshold is this quantile of the scores of the error-fit part: about "
                 "this share of normal time steps gets flagged", "bounds": (0, 1), "open": True})
@@ -31,11 +33,11 @@ class LstmADParams:
                 "on CPUs)",
         "choices": ("auto", "fp32", "bf16", "fp16")})
     scoring: str = field(default="seed", metadata={
-        "help": "seed: the seed product's non-overlapping sequences (a step's score depends on its position "
+        "help": "seed: the reference product's non-overlapping sequences (a step's score depends on its position "
                 "in the file); paper: Malhotra et al.'s predictor, every step's score from the windows of "
                 "sequence-length steps before it, the same wherever the input starts",
         "choices": ("seed", "paper")})
-    # The paper mode's defaults: sequence-length, hidden-size and epochs are the seed's, prediction-length
+    # The paper mode's defaults: sequence-length, hidden-size and epochs are the reference product's, prediction-length
     # its own. Chosen on generated series with planted anomalies (benchmarks/anomaly.py `generated`: 4 kinds,
     # data seeds 0 and 1), never on ../shared/data. `python benchmarks/anomaly.py --sweep --seeds 0,1` prints
     # the mean ROC-AUC / VUS-PR over those 8 series with one setting changed from the defaults:
@@ -48,7 +50,7 @@ class LstmADParams:
     # As the method suggests, predicting further pays: each step's l x d error vector pools the evidence of l
     # windows. Past 40 it stops paying (fewer rows are scored, and the Normal has l x d dimensions to fit
     # on the same error-fit part). Hidden size 64 detects as well for a quarter of the work; 128 is kept so
-    # that the two modes share every default the seed product has.
+    # that the two modes share every default the reference product has.
     prediction_length: int = field(default=40, metadata={
         "help": "paper scoring: each window predicts this many next steps, so each step is scored on this "
                 "many predictions made at different times"})
