@@ -14,6 +14,7 @@ def batch_predict(model: Input[Model], data: Input[Dataset], predictions: Output
     from kfts.algorithms import load_model, of
     from kfts.errors import InputError
     from kfts.predict import write_predictions
+    from kfts.serving.adapter import boolean
     from kfts.training import use_cpu_share
 
     use_cpu_share()
@@ -23,7 +24,9 @@ def batch_predict(model: Input[Model], data: Input[Dataset], predictions: Output
         if unknown:
             raise InputError(f"no predict option {unknown[0]!r} for {estimator.algorithm} (its options: "
                              f"{', '.join(of(estimator).predict_options) or 'none'})")
-        rows = write_predictions(estimator, data.path, predictions.path, **{k: bool(v) for k, v in options.items()})
+        # pipeline parameters inside a dict may arrive as text ("False" under kfp.local)
+        options = {name: boolean(value) for name, value in options.items()}
+        rows = write_predictions(estimator, data.path, predictions.path, **options)
     except InputError as e:
         if e.path == data.path:
             e.path = data.metadata.get("source", e.path)
