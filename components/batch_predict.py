@@ -20,10 +20,11 @@ def batch_predict(model: Input[Model], data: Input[Dataset], predictions: Output
     use_cpu_share()
     try:
         estimator = load_model(model.path, device=device)
-        unknown = sorted(set(options) - set(of(estimator).predict_options))
+        known = of(estimator).predict_options
+        unknown = sorted(set(options) - set(known))
         if unknown:
             raise InputError(f"no predict option {unknown[0]!r} for {estimator.algorithm} (its options: "
-                             f"{', '.join(of(estimator).predict_options) or 'none'})")
+                             f"{', '.join(known) or 'none'})")
         # pipeline parameters inside a dict may arrive as text ("False" under kfp.local)
         options = {name: boolean(value) for name, value in options.items()}
         rows = write_predictions(estimator, data.path, predictions.path, **options)

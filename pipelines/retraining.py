@@ -33,7 +33,8 @@ def build(algorithm: str, cluster: Cluster | None = None):
                    metric: str = chosen.holdout_metric, higher_is_better: bool = True, deploy_promoted: bool = False,
                    deploy_name: str = algorithm, deploy_namespace: str = "", deploy_image: str = "",
                    deploy_gpu: bool = gpu, deploy_min_replicas: int = 1, deploy_max_replicas: int = 1):
-        holdout_layout = "training" if chosen.labeled_layout else "inference"  # labels first, or apart
+        # labelled rows where the algorithm has them (no holdout labels then), else series and their labels
+        holdout_layout = chosen.evaluation_layout(separate_labels=not chosen.labeled_layout)
         data, checked = validate_inputs(algorithm, cluster, train=(train_uri, "training"),
                                         valid=(valid_uri, "training"), holdout=(holdout_uri, holdout_layout),
                                         holdout_labels=(holdout_labels_uri, "labels"))

@@ -203,8 +203,7 @@ def cmd_evaluate(args) -> None:
 def evaluation_files(algorithm: str, data, labels) -> dict[str, tuple]:
     """An evaluation's inputs for kfts.validation.check_files: a labeled file, or series and their labels."""
     from kfts.algorithms import spec
-    layout = "training" if spec(algorithm).labeled_layout and not labels else "inference"
-    return {"input": (data, layout), "input_labels": (labels, "labels")}
+    return {"input": (data, spec(algorithm).evaluation_layout(bool(labels))), "input_labels": (labels, "labels")}
 
 
 def cmd_inspect(args) -> None:

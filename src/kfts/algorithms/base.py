@@ -52,6 +52,10 @@ class Algorithm:
         """What `kfts validate` prints after "ok: FILE: "."""
         raise NotImplementedError
 
+    def evaluation_layout(self, separate_labels: bool) -> str:
+        """The layout of the data an evaluation scores: labelled rows, or series whose labels are a file apart."""
+        return "training" if self.labeled_layout and not separate_labels else "inference"
+
     def estimator(self):
         """The estimator class (imports torch)."""
         module, name = self.estimator_path.split(":")

@@ -15,7 +15,7 @@ from kfts.algorithms import load_model
 from kfts.errors import InputError
 from kfts.csvio import LabeledSeries
 from kfts.algorithms.inception_time.estimator import InceptionTime
-from kfts.algorithms.inception_time.network import InceptionNetworks, merge_members, split_members
+from kfts.algorithms.inception_time.network import merge_members, split_members
 
 
 def combine_members(model_dirs: list[str | os.PathLike], *, train: LabeledSeries | None = None,
@@ -44,8 +44,7 @@ def combine_members(model_dirs: list[str | os.PathLike], *, train: LabeledSeries
     combined = InceptionTime(dataclasses.replace(first.params, models=len(members)), device=device, seed=None)
     combined.device_, combined.history, combined.metrics = first.device_, [], {}
     combined.classes, combined.length, combined.scaler = first.classes, first.length, dict(first.scaler)
-    combined.network = InceptionNetworks(1, len(first.classes), members=len(members), filters=first.params.filters,
-                                         depth=first.params.depth)
+    combined.network = combined._new_group(len(members))
     combined.network.load_state_dict(merge_members(members))
     combined.network.eval()
     # each part's epochs, numbered by the member they belong to (as a sequential fit logs them)
@@ -59,5 +58,5 @@ def combine_members(model_dirs: list[str | os.PathLike], *, train: LabeledSeries
         if data is not None:
             # the figures fit() reports: the members' mean cross-entropy and the ensemble's accuracy
             combined.metrics.update(combined._score(combined._tensor(data.values),
-                                                    combined._encode(data.labels, path_hint=prefix), prefix))
+                                                    combined.encode_labels(data.labels, path_hint=prefix), prefix))
     return combined

@@ -59,7 +59,8 @@ class InceptionTime:
         scaled = (np.asarray(values, dtype=np.float32) - self.scaler["mean"]) / self.scaler["std"]
         return torch.from_numpy(scaled).unsqueeze(1)  # [n, 1 channel, length]
 
-    def _encode(self, labels: np.ndarray, path_hint: str = "labels") -> torch.Tensor:
+    def encode_labels(self, labels: np.ndarray, path_hint: str = "labels") -> torch.Tensor:
+        """The labels as class indices; a class the model does not know is an InputError naming `path_hint`."""
         index = {c: i for i, c in enumerate(self.classes)}
         unknown = sorted(set(labels) - index.keys())
         if unknown:
@@ -89,8 +90,8 @@ class InceptionTime:
             self.scaler = {"mean": float(values.mean()), "std": float(values.std()) or 1.0}
         p = self.params
         self.length = train.values.shape[1]
-        x, y = self._tensor(train.values), self._encode(train.labels)
-        valid_xy = (self._tensor(valid.values), self._encode(valid.labels)) if valid is not None else None
+        x, y = self._tensor(train.values), self.encode_labels(train.labels)
+        valid_xy = (self._tensor(valid.values), self.encode_labels(valid.labels)) if valid is not None else None
         if valid is not None and valid.values.shape[1] != self.length:
             raise InputError(f"validation series have {valid.values.shape[1]} time steps, training series "
                              f"have {self.length}")
@@ -125,8 +126,7 @@ class InceptionTime:
             states += split_members(state, len(plan[g][0]))
             self.history += history
 
-        self.network = InceptionNetworks(1, len(self.classes), members=p.models, filters=p.filters,
-                                         depth=p.depth)
+        self.network = self._new_group(p.models)
         self.network.load_state_dict(merge_members(states))
         self.network.eval()
         # the whole ensemble, in inference mode: the figures the artifact, KFP and Katib report
@@ -337,9 +337,7 @@ class InceptionTime:
         model.length = manifest["input_shape"]["length"]
         model.scaler = manifest["scaler"]
         model.metrics, model.history = manifest.get("metrics", {}), manifest.get("history", [])
-        p = model.params
-        model.network = InceptionNetworks(1, len(model.classes), members=p.models, filters=p.filters,
-                                          depth=p.depth)
+        model.network = model._new_group(model.params.models)
         model.network.load_state_dict(tensors)
         model.network.eval()
         return model

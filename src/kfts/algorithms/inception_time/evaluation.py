@@ -20,9 +20,6 @@ def evaluate(model, input_path, labels_path=None) -> tuple[dict, str]:
         labels = np.array(read_text_labels(labels_path), dtype=str)
         if len(labels) != len(values):
             raise InputError(f"has {len(labels)} labels for the {len(values)} rows of {input_path}", path=labels_path)
-    unknown = sorted(set(labels) - set(model.classes))
-    if unknown:
-        raise InputError(f"class {str(unknown[0])!r} was not in the training data "
-                         f"(classes: {', '.join(model.classes)})", path=labels_path or input_path)
+    model.encode_labels(labels, path_hint=labels_path or input_path)  # refuse classes the model never saw
     metrics = classification_metrics(labels, model.predict_proba(values), model.classes)
     return metrics, classification_report(metrics, model.history, title="InceptionTime evaluation")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from kfts.errors import InputError
-from kfts.serving.adapter import Adapter, boolean
+from kfts.serving.adapter import Adapter
 
 
 def context_rows(value) -> int:
@@ -22,7 +22,7 @@ def context_rows(value) -> int:
 
 class LstmADAdapter(Adapter):
     def request_options(self):
-        return {"flag": boolean, "context_rows": context_rows}
+        return {**super().request_options(), "context_rows": context_rows}
 
     def input_types(self) -> list[dict]:
         return [{"name": "input-0", "datatype": "FP32", "shape": [-1, self.model.n_series]}]
