@@ -167,3 +167,17 @@ def predictions_csv(model, values, **options) -> str:
     """What `kfts predict` writes for `values`: the model's algorithm's batch prediction CSV."""
     from kfts.algorithms import of
     return of(model).predictions_csv(model, values, **options)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """A served InceptionTime (two stacked networks; a class name with a comma and a space), its series, and
+    what `kfts predict` answers for them: {"model", "values", "expected", "tmp"}."""
+    from client_matrix import Expected
+    from helpers import LENGTH, tiny_inception_time
+    tmp = tmp_path_factory.mktemp("it-serving")
+    _, values = tiny_inception_time(n_per_class=8, length=LENGTH, classes=("a", "b", "c, quoted"),
+                                    depth=3, models=2, epochs=2, batch_size=8, ensemble="stacked",
+                                    save_to=tmp / "model")
+    # what kfts predict answers for these rows (rounded to float16, as every encoding can carry them)
+    return {"model": tmp / "model", "values": values, "expected": Expected.of(tmp / "model", values), "tmp": tmp}

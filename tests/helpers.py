@@ -1,9 +1,7 @@
 """What several test modules share, so that no test module imports another: small models fitted in seconds
 (one recipe per algorithm, sized by each test), and a real `kfts serve` in a subprocess with the helpers that
-build its requests and read its answers.
-
-The fixture `files` (the tiny InceptionTime the serving tests share) is used by importing it into a test
-module: `from helpers import files`.
+build its requests and read its answers. The serving tests' shared model, the fixture `files`, is in
+conftest.py, where pytest finds it.
 """
 
 from __future__ import annotations
@@ -17,7 +15,6 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import pytest
 from conftest import free_port, make_classification
 
 # -- small models ------------------------------------------------------------------------------------------------
@@ -55,19 +52,6 @@ def tiny_lstm_ad(values: np.ndarray, *, save_to=None, **params):
 
 NAME = "it"  # its model name on the server
 LENGTH = 24  # time steps per series
-
-
-@pytest.fixture(scope="module")
-def files(tmp_path_factory):
-    """A served InceptionTime (two stacked networks; a class name with a comma and a space), its series, and
-    what `kfts predict` answers for them: {"model", "values", "expected", "tmp"}."""
-    from client_matrix import Expected
-    tmp = tmp_path_factory.mktemp("it-serving")
-    _, values = tiny_inception_time(n_per_class=8, length=LENGTH, classes=("a", "b", "c, quoted"),
-                                    depth=3, models=2, epochs=2, batch_size=8, ensemble="stacked",
-                                    save_to=tmp / "model")
-    # what kfts predict answers for these rows (rounded to float16, as every encoding can carry them)
-    return {"model": tmp / "model", "values": values, "expected": Expected.of(tmp / "model", values), "tmp": tmp}
 
 
 # -- a real `kfts serve` in a subprocess ----------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import httpx
 import numpy as np
 import orjson
 import pytest
-from helpers import LENGTH, NAME, Server, files, v2_body  # noqa: F401 - `files`: the tiny model fixture
+from helpers import LENGTH, NAME, Server, v2_body
 
 from conftest import predictions_csv
 from kfts.algorithms import load_model

@@ -12,7 +12,7 @@ import numpy as np
 import orjson
 import pytest
 from client_matrix import MODES, Expected, check
-from helpers import LENGTH, NAME, Server, files, raw_http, v2_body, v2_outputs  # noqa: F401 - `files`: the model
+from helpers import LENGTH, NAME, Server, raw_http, v2_body, v2_outputs
 
 pytestmark = pytest.mark.integration  # starts servers or training processes
 

@@ -13,13 +13,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
-import httpx
 import numpy as np
 import pytest
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
 from prometheus_client.parser import text_string_to_metric_families
-from helpers import LENGTH, NAME, Server, files  # noqa: F401 - `files`: the tiny model fixture
+from helpers import LENGTH, NAME, Server
 
 pytestmark = pytest.mark.integration  # starts servers or training processes
 
