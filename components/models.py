@@ -44,8 +44,9 @@ def member_indices(models: int) -> List[int]:
 @dsl.component(base_image=IMAGE, install_kfp_package=False, additional_funcs=[fail, present])
 def combine_members(members: Input[List[Model]], train_data: Input[Dataset], valid_data: Input[Dataset],
                     model: Output[Model], metrics: Output[Metrics], device: str = "auto"):
-    """One InceptionTime ensemble artifact from the members trained as parallel tasks (kfts.algorithms.inception_time.ensemble), in
-    member order, scored on the training (and validation) data as a single-task fit scores itself."""
+    """One InceptionTime ensemble artifact from the members trained as parallel tasks
+    (kfts.algorithms.inception_time.ensemble), in member order, scored on the training (and validation) data as
+    a single-task fit scores itself."""
     from kfts.algorithms.inception_time import InceptionTimeAlgorithm
     from kfts.algorithms.inception_time.ensemble import combine_members as combine
     from kfts.errors import InputError

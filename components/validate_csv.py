@@ -12,8 +12,8 @@ def validate_csv(algorithm: str, uri: str, layout: str, data: Output[Dataset]):
     """Copy `uri` (a path, or any URI pyarrow reads: s3://, gs://, hdfs://) into `data` and validate it alone.
 
     layout: training (as the algorithm trains on it: for inception-time with labels in the first column),
-    inference, or labels (one label per row). `data`'s metadata is the file's summary (kfts.validation.describe: rows, length or columns,
-    classes), which check-inputs compares. An empty `uri` is an optional input that was not given: `data`
+    inference, or labels (one label per row). `data`'s metadata is the file's summary
+    (kfts.validation.describe: rows, length or columns, classes), which check-inputs compares. An empty `uri` is an optional input that was not given: `data`
     becomes a placeholder with metadata present=False.
     """
     import pyarrow.fs

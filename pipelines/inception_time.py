@@ -1,6 +1,7 @@
 """The InceptionTime pipeline: validate -> train (one task, or one task per member) -> evaluate ->
-batch-predict -> deploy. Parameters: the data URIs, every hyperparameter of kfts/algorithms/inception_time/params.py with
-its default, a previous model to continue from, the random seed, and the deploy step's settings."""
+batch-predict -> deploy. Parameters: the data URIs, every hyperparameter of
+kfts/algorithms/inception_time/params.py with its default, a previous model to continue from, the random seed,
+and the deploy step's settings."""
 
 from kfp import dsl
 
@@ -16,8 +17,9 @@ def build(cluster: Cluster | None = None, *, fan_out: bool = False):
     """The pipeline function. cluster=None: for kfp.local (no requests, GPUs, retries or volumes).
 
     fan_out: train the `models` members as parallel tasks (one GPU each on a GPU cluster), each a one-member
-    ensemble seeded `seed + member`, and combine them into one artifact (kfts.algorithms.inception_time.ensemble.combine_members) that
-    predicts exactly as an ensemble of those members trained in one task. A fan-out pipeline has no
+    ensemble seeded `seed + member`, and combine them into one artifact
+    (kfts.algorithms.inception_time.ensemble.combine_members) that predicts exactly as an ensemble of those
+    members trained in one task. A fan-out pipeline has no
     init_model: each member task would need its own slice of the previous ensemble.
     """
     checkpoint_root = cluster.checkpoint_root if cluster else ""

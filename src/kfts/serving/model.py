@@ -24,8 +24,8 @@ Model calls run on one worker thread (Worker), never on the event loop, on the d
 on (`kfts serve --device`: a GPU with cuda). When an algorithm's rows are independent (InceptionTime),
 concurrent requests are batched together (up to `max_batch_size` rows, waiting at most `max_batch_wait`
 seconds for more), so that under load the network sees large batches. Otherwise (LSTM-AD, whose request is
-one long series the estimator windows into batches itself) requests run one after another on that thread. The worker's queue is measured in
-kfts.serving.metrics.
+one long series the estimator windows into batches itself) requests run one after another on that thread.
+The worker's queue is measured in kfts.serving.metrics.
 """
 
 from __future__ import annotations
