@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 SECTIONS = [
     "seed_accuracy",    # InceptionTime on seed-samples/inception_time with default hyperparameters (acceptance)
     "ucr_accuracy",     # InceptionTime on the UCR sets, the reference product's defaults and the paper's protocol
-    "ensemble_speed",   # sequential vs stacked vs reduced-precision ensemble training
+    "training_speed",   # InceptionTime training speed: against fb93916 and aeon, layouts, precisions, time to accuracy
     "csv_parse",        # CSV parse speed and peak memory
     "anomaly",          # LSTM-AD detection quality (ROC-AUC, VUS-PR) and prediction speed
     "serving",          # kfts serve latency and requests/s at concurrency 1, 8, 32, beside in-process

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -145,6 +147,38 @@ def test_init_model_continues_or_replaces_the_head(capsys):
     assert continued["head.weight"].shape[0] == 2 * 2 != started["head.weight"].shape[0]  # 2 members x 2 classes
 
 
+def mislabelled(data: LabeledSeries) -> LabeledSeries:
+    """The same kind of series under the wrong classes: the better a model learns, the worse it scores here."""
+    wrong = {"a": "b", "b": "c", "c": "a"}
+    return LabeledSeries(np.array([wrong[label] for label in data.labels]), data.values)
+
+
+@pytest.mark.parametrize("ensemble", ["sequential", "stacked"])
+def test_early_stopping_keeps_the_best_validation_epoch(ensemble, capsys):
+    params = Params(**{**TINY, "epochs": 40, "ensemble": ensemble, "precision": "fp32", "early_stopping": 2})
+    model = InceptionTime(params, device="cpu", seed=0).fit(tiny_data(), valid=mislabelled(tiny_data(seed=1)))
+    groups = [[h for h in model.history if h.get("member") == member]
+              for member in ([1, 2] if ensemble == "sequential" else [None])]
+    out = capsys.readouterr().out
+    for history in groups:
+        losses = [h["valid_loss"] for h in history]
+        best = int(np.argmin(losses))
+        assert len(history) == best + 1 + 2 < 40  # two epochs without improvement, then it stopped
+        assert f"stopped after epoch {len(history)}, keeping epoch {best + 1}'s weights" in out
+    if ensemble == "stacked":  # the kept weights are the best epoch's: they score its validation loss again
+        assert model.metrics["valid_loss"] == pytest.approx(min(losses), rel=1e-5)
+    assert params.early_stopping == 2 and params.epochs == 40  # the caller's Params are left alone
+
+
+def test_early_stopping_is_off_by_default_and_needs_validation_data():
+    model = InceptionTime(Params(**{**TINY, "epochs": 6, "ensemble": "stacked"}), device="cpu", seed=0)
+    assert len(model.fit(tiny_data(), valid=mislabelled(tiny_data(seed=1))).history) == 6
+    with pytest.raises(InputError, match="--early-stopping needs validation data"):
+        InceptionTime(Params(**TINY, early_stopping=3), device="cpu").fit(tiny_data())
+    with pytest.raises(InputError, match=r"--early-stopping must be in \[0, "):
+        Params(early_stopping=-1)
+
+
 def test_predictions_csv_layout_keeps_labels_verbatim():
     labels = np.array(["1.0", "2.0", "abnormal,odd"])
     model = InceptionTime(Params(**TINY), device="cpu", seed=0)
@@ -193,6 +227,31 @@ def test_threads_respect_the_pods_cpu_quota(tmp_path):
     (tmp_path / "cpu.max").write_text("max 100000\n")  # no limit
     assert cpu_count(tmp_path / "cpu.max") == cores
     assert cpu_count(tmp_path / "absent") == cores
+
+
+def test_freed_memory_is_reused_instead_of_faulted_in_again():
+    """Training steps free and allocate the same large buffers every time. After reuse_freed_memory, once the
+    heap has grown to a step's size, a step gets its memory without the kernel zeroing fresh pages for it;
+    under glibc's defaults every block above 32 MB is a fresh mapping, every step."""
+    script = """
+import resource, sys, torch
+from kfts.training import reuse_freed_memory
+if sys.argv[1] == "reuse":
+    assert reuse_freed_memory()
+faults = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for step in range(8):
+    before = faults()
+    activations = [torch.ones(mb << 18) for mb in (40, 16, 40, 8, 40)]  # float32: mb megabytes each
+    del activations
+print(faults() - before)
+"""
+
+    def last_step_faults(mode: str) -> int:
+        return int(subprocess.run([sys.executable, "-c", script, mode], capture_output=True, text=True,
+                                  check=True).stdout)
+
+    assert last_step_faults("reuse") < 1000
+    assert last_step_faults("default") > 3 * 40 * 256 * 0.9  # three 40 MB blocks of 4 KiB pages
 
 
 def test_cli_end_to_end(tmp_path, classification_csv):

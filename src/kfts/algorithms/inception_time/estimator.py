@@ -7,9 +7,12 @@ The network itself is in network.py beside this file. This module owns how it is
   keeping the weights with the lowest training loss);
 - how the ensemble is laid out on the hardware: members trained one after another (`sequential`), or all
   together as one grouped network (`stacked`). Which is faster depends on the device and the data size, so
-  `auto` times a few training steps of each on the real data and takes the faster. Both give the same
-  kind of model; only the order of random numbers differs.
-- precision: bf16 autocast where the hardware runs it natively (see kfts.training.resolve_precision).
+  `auto` times an epoch's work each way (training steps and the validation pass) on the real data and takes
+  the faster. Both give the same kind of model; only the order of random numbers differs.
+- precision: bf16 autocast where the hardware runs it natively (see kfts.training.resolve_precision); the
+  per-epoch validation pass runs at the training precision too;
+- early stopping (`early_stopping` epochs of patience, off by default): training ends when the validation
+  loss has stopped improving, keeping the weights of its best epoch.
 
 Reported metrics: `*_loss` is the members' mean cross-entropy (what each member minimises), `*_accuracy` is
 the accuracy of the averaged probabilities (what the ensemble predicts).
@@ -89,6 +92,8 @@ class InceptionTime:
             values = train.values.astype(np.float64)
             self.scaler = {"mean": float(values.mean()), "std": float(values.std()) or 1.0}
         p = self.params
+        if p.early_stopping and valid is None:
+            raise InputError("--early-stopping needs validation data (--valid): it watches the validation loss")
         self.length = train.values.shape[1]
         x, y = self._tensor(train.values), self.encode_labels(train.labels)
         valid_xy = (self._tensor(valid.values), self.encode_labels(valid.labels)) if valid is not None else None
@@ -98,7 +103,7 @@ class InceptionTime:
         # without a seed, rank 0 draws one for every process: they must agree on it
         seed = distributed.broadcast(self.seed if self.seed is not None else int(time.time()))
         dtype = resolve_precision(p.precision, self.device_)
-        plan = self._plan(x, y, dtype, world)
+        plan = self._plan(x, y, valid_xy[0] if valid_xy else None, dtype, world)
         # every process makes every subgroup, in the same order, as torch.distributed requires
         subgroups = [torch.distributed.new_group(ranks) if len(ranks) > 1 else None for _, ranks in plan]
         start_network = self.network  # set by _continue_from: fine-tuning starts from these weights
@@ -158,7 +163,7 @@ class InceptionTime:
         p = self.params
         return InceptionNetworks(1, len(self.classes), members=members, filters=p.filters, depth=p.depth)
 
-    def _plan(self, x, y, dtype, world) -> list[tuple[list[int], list[int]]]:
+    def _plan(self, x, y, valid_x, dtype, world) -> list[tuple[list[int], list[int]]]:
         """[(members trained together, the ranks that train them)], and a log line saying so.
 
         One process: every member alone (sequential) or all together (stacked). Under torchrun members are
@@ -166,7 +171,7 @@ class InceptionTime:
         world-size-th member; with more, each member is trained data-parallel by every models-th process."""
         m, w = self.params.models, world.size
         if w == 1:
-            stacked = self._choose_group_size(x, y, dtype) > 1
+            stacked = self._choose_group_size(x, y, valid_x, dtype) > 1
             return [(list(range(m)), [0])] if stacked else [([i], [0]) for i in range(m)]
         if w <= m:
             plan = [([i], [i % w]) for i in range(m)]
@@ -178,32 +183,41 @@ class InceptionTime:
                               + (" (data-parallel)" if len(rs) > 1 else "") for ms, rs in plan), flush=True)
         return plan
 
-    def _choose_group_size(self, x, y, dtype) -> int:
+    def _choose_group_size(self, x, y, valid_x, dtype) -> int:
         p = self.params
         if p.models == 1 or p.ensemble == "sequential":
             return 1
         if p.ensemble == "stacked":
             return p.models
-        # auto: time the same work both ways, on a real batch, and keep the faster
+        # auto: time an epoch's work both ways (its training steps and its validation pass, as the run will
+        # do them), on real batches, and keep the faster
         batch = min(p.batch_size, len(x))
         xb, yb = x[:batch].to(self.device_), y[:batch].to(self.device_)
+        steps = -(-len(x) // p.batch_size)
+        valid_batch = valid_x[:INFERENCE_BATCH] if valid_x is not None else None
+        valid_batches = -(-len(valid_x) // INFERENCE_BATCH) if valid_x is not None else 0
 
-        def seconds_per_step(members: int) -> float:
-            net = self._new_group(members).to(self.device_).train()
-            opt = torch.optim.Adam(net.parameters(), lr=p.lr)
-            times = []
-            for _ in range(3):
-                t = time.perf_counter()
-                self._step(net, opt, xb, yb, dtype)
-                if self.device_.type == "cuda":
-                    torch.cuda.synchronize()
-                times.append(time.perf_counter() - t)
-            return min(times[1:])  # the first step pays one-time setup
+        def epoch_seconds(net, opt) -> float:
+            start = time.perf_counter()
+            self._step(net, opt, xb, yb, dtype)
+            if self.device_.type == "cuda":
+                torch.cuda.synchronize()
+            step = time.perf_counter() - start
+            start = time.perf_counter()
+            if valid_batch is not None:
+                self._logits(valid_batch, net, dtype)  # synchronizes: the logits come back to the CPU
+            return steps * step + valid_batches * (time.perf_counter() - start)
 
-        sequential, stacked = p.models * seconds_per_step(1), seconds_per_step(p.models)
+        nets = {m: self._new_group(m).to(self.device_).train() for m in (1, p.models)}
+        optimizers = {m: torch.optim.Adam(net.parameters(), lr=p.lr) for m, net in nets.items()}
+        times = {1: [], p.models: []}
+        for _ in range(3):  # alternating, so that a machine slowing down or speeding up favours neither
+            for m in times:
+                times[m].append(epoch_seconds(nets[m], optimizers[m]))
+        sequential, stacked = p.models * min(times[1][1:]), min(times[p.models][1:])  # the first pays setup
         choice = p.models if stacked < sequential else 1
-        print(f"ensemble=auto: one step of all {p.models} members takes {sequential:.3f}s one after another, "
-              f"{stacked:.3f}s stacked: training {'stacked' if choice > 1 else 'sequential'}", flush=True)
+        print(f"ensemble=auto: an epoch of all {p.models} members takes {sequential:.2f}s one after another, "
+              f"{stacked:.2f}s stacked: training {'stacked' if choice > 1 else 'sequential'}", flush=True)
         return choice
 
     def _step(self, net, optimizer, xb, yb, dtype) -> tuple[torch.Tensor, torch.Tensor]:
@@ -233,7 +247,10 @@ class InceptionTime:
             net.load_state_dict(start_state)
         optimizer = torch.optim.Adam(net.parameters(), lr=p.lr)
         plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=50, min_lr=1e-4)
-        best = {"loss": float("inf"), "state": None}
+        # the weights kept at the end: those of the lowest validation loss under early stopping, of the lowest
+        # training loss under the paper's plateau schedule, else the last epoch's
+        watched = "valid_loss" if p.early_stopping else "train_loss" if p.schedule == "plateau" else None
+        best = {"loss": float("inf"), "state": None, "epoch": 0}
         history, first_epoch = [], 1
         if state:
             restore_rng_state(state["rng"], generator)
@@ -252,6 +269,11 @@ class InceptionTime:
         n = len(x)
         for epoch in progress(range(first_epoch, p.epochs + 1), total=p.epochs - first_epoch + 1,
                               desc=f"member {label}" if label else "ensemble"):
+            if p.early_stopping and epoch - 1 - best["epoch"] >= p.early_stopping:
+                print(f"early stopping: {f'member {label}' if label else 'the ensemble'} stopped after epoch "
+                      f"{epoch - 1}, keeping epoch {best['epoch']}'s weights (valid_loss={best['loss']:.6f})",
+                      flush=True)
+                break
             model.train()
             order = torch.randperm(n, generator=generator)
             loss_sum, correct = 0.0, 0
@@ -264,12 +286,12 @@ class InceptionTime:
             loss_sum, correct = distributed.all_reduce_sum([loss_sum, correct], subgroup) if subgroup else (
                 loss_sum, correct)
             metrics = {"epoch": epoch, "train_loss": loss_sum / n, "train_accuracy": int(correct) / n}
-            if valid_xy is not None:
-                metrics.update(self._score(*valid_xy, prefix="valid", network=net))
+            if valid_xy is not None:  # at the training precision: on a CPU, fp32 would double this pass's cost
+                metrics.update(self._score(*valid_xy, prefix="valid", network=net, dtype=dtype))
             if p.schedule == "plateau":
                 plateau.step(metrics["train_loss"])
-                if metrics["train_loss"] < best["loss"]:
-                    best = {"loss": metrics["train_loss"], "state": copy.deepcopy(net.state_dict())}
+            if watched and metrics[watched] < best["loss"]:
+                best = {"loss": metrics[watched], "state": copy.deepcopy(net.state_dict()), "epoch": epoch}
             history.append({"member": label, **metrics} if label else metrics)
             log.log(history[-1])
             checkpoints.save({"epoch": epoch, "network": net.state_dict(), "optimizer": optimizer.state_dict(),
@@ -282,11 +304,14 @@ class InceptionTime:
         return final, history
 
     @torch.no_grad()
-    def _logits(self, x: torch.Tensor, network: InceptionNetworks | None = None) -> torch.Tensor:
+    def _logits(self, x: torch.Tensor, network: InceptionNetworks | None = None, dtype="inference") -> torch.Tensor:
+        """The members' logits, INFERENCE_BATCH series at a time, under autocast `dtype`. "inference": what
+        predictions use, fp32 on CPUs (the saved weights' own results) and bf16/fp16 on GPUs."""
         network = network or self.network
         was_training = network.training
         model = network.to(self.device_).eval()
-        dtype = resolve_precision("auto", self.device_) if self.device_.type == "cuda" else None
+        if dtype == "inference":
+            dtype = resolve_precision("auto", self.device_) if self.device_.type == "cuda" else None
         out = []
         for i in range(0, len(x), INFERENCE_BATCH):
             with autocast(self.device_, dtype):
@@ -294,8 +319,9 @@ class InceptionTime:
         network.train(was_training)
         return torch.cat(out) if out else torch.empty(0, network.members, network.n_classes)
 
-    def _score(self, x, y, prefix: str, network: InceptionNetworks | None = None) -> dict[str, float]:
-        logits = self._logits(x, network)
+    def _score(self, x, y, prefix: str, network: InceptionNetworks | None = None, dtype="inference"
+               ) -> dict[str, float]:
+        logits = self._logits(x, network, dtype)
         members = logits.shape[1]
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.repeat_interleave(members)).item()
         accuracy = (ensemble_probabilities(logits).argmax(1) == y).float().mean().item()

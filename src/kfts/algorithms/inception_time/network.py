@@ -62,10 +62,17 @@ class InceptionModule(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = self.bottleneck(x) if self.bottleneck is not None else x
-        out = torch.cat([conv(z)[..., 1:] for conv in self.convs] + [self.pool_conv(self.pool(x))], dim=1)
-        if self.members > 1:  # branch-major -> member-major channels, as the next grouped conv expects
-            out = out.unflatten(1, (4, self.members, -1)).transpose(1, 2).flatten(1, 3)
-        return F.relu(self.norm(out.contiguous(memory_format=torch.channels_last)))
+        branches = [conv(z)[..., 1:] for conv in self.convs] + [self.pool_conv(self.pool(x))]
+        return F.relu(self.norm(member_major_cat(branches, self.members)), inplace=True)
+
+
+def member_major_cat(branches: list[torch.Tensor], members: int) -> torch.Tensor:
+    """Concatenate the branches' channels member by member ([member 1: branch 1..4, member 2: ...]), as the next
+    grouped convolution expects, into a channels-last tensor. One copy: the cat itself writes the member-major
+    order (in channels-last memory a [batch, channels, 1, time] tensor is laid out [batch, 1, time, channels])."""
+    batch, _, _, length = branches[0].shape
+    parts = [b.permute(0, 2, 3, 1).unflatten(-1, (members, 1, -1)) for b in branches]  # [batch, 1, time, m, 1, f]
+    return torch.cat(parts, dim=-2).view(batch, 1, length, -1).permute(0, 3, 1, 2)
 
 
 class Shortcut(nn.Module):

@@ -27,6 +27,10 @@ class InceptionTimeParams:
         "help": "train members one after another (sequential), together as one grouped network (stacked), "
                 "or whichever a short timing on this data and device says is faster (auto)",
         "choices": ("auto", "sequential", "stacked")})
+    early_stopping: int = field(default=0, metadata={
+        "help": "stop training when the validation loss has not improved for this many epochs and keep the "
+                "weights of its best epoch (stacked members stop together, on their mean loss); needs "
+                "validation data. 0: off, every epoch is trained", "bounds": (0, 1_000_000)})
     precision: str = field(default="auto", metadata={
         "help": "training precision: bf16/fp16 autocast, fp32, or auto (bf16 where the CPU or GPU runs it "
                 "natively)", "choices": ("auto", "fp32", "bf16", "fp16")})
