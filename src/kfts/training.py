@@ -48,12 +48,12 @@ def use_cpu_share() -> None:
 def reuse_freed_memory(threshold: int = 1 << 30) -> bool:
     """Keep glibc from handing large freed blocks back to the kernel; True where the setting took.
 
-    A training step allocates and frees the same large activation buffers every time (an InceptionTime
-    ensemble's are 16-33 MB). glibc serves blocks above its mmap threshold (at most 32 MB by default) with
-    fresh mmaps and unmaps them on free, so every step page-faults its memory in again: measured 250,000
-    faults per epoch on the seed sample, and faster epochs without them. With the threshold raised such blocks
-    come from the heap and are reused; the process's peak memory is unchanged, it is only kept.
-    No-op where the C library is not glibc."""
+    Training steps and inference batches allocate and free the same large buffers again and again (an
+    InceptionTime ensemble's activations are 16-40 MB). glibc serves blocks above its mmap threshold (at most
+    32 MB by default) with fresh mmaps and unmaps them on free, so each use page-faults its memory in again:
+    440,000 faults per epoch on the seed sample. With the threshold raised such blocks come from the heap and
+    are reused: the validation pass over 150 series ran a third faster (benchmarks/REPORT.md "Where an epoch
+    goes"). The process's peak memory is unchanged, it is only kept. No-op where the C library is not glibc."""
     try:
         libc = ctypes.CDLL("libc.so.6")
         m_trim_threshold, m_mmap_threshold = -1, -3  # mallopt's parameter numbers, from glibc's malloc.h
