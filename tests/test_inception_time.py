@@ -16,7 +16,7 @@ from kfts.csvio import LabeledSeries
 from kfts.errors import InputError
 from kfts.algorithms.inception_time.estimator import InceptionTime, Params
 from kfts.algorithms.inception_time.network import InceptionNetworks, ensemble_probabilities, merge_members, split_members
-from kfts.training import cpu_count, resolve_device, resolve_precision
+from kfts.training import MetricLog, cpu_count, resolve_device, resolve_precision
 
 TINY = dict(filters=4, depth=3, models=2, epochs=3, batch_size=16)
 
@@ -168,6 +168,36 @@ def test_early_stopping_keeps_the_best_validation_epoch(ensemble, capsys):
     if ensemble == "stacked":  # the kept weights are the best epoch's: they score its validation loss again
         assert model.metrics["valid_loss"] == pytest.approx(min(losses), rel=1e-5)
     assert params.early_stopping == 2 and params.epochs == 40  # the caller's Params are left alone
+
+
+class Interrupted(Exception):
+    pass
+
+
+class InterruptAfter(MetricLog):
+    """A training killed once `epoch` has been logged, before its checkpoint is written."""
+
+    def __init__(self, epoch: int):
+        super().__init__(quiet=True)
+        self.epoch = epoch
+
+    def log(self, values):
+        super().log(values)
+        if values["epoch"] == self.epoch:
+            raise Interrupted
+
+
+def test_a_resumed_run_stops_early_where_an_uninterrupted_one_does(tmp_path):
+    params = Params(**{**TINY, "epochs": 40, "ensemble": "stacked", "precision": "fp32", "early_stopping": 2})
+    train, valid = tiny_data(), mislabelled(tiny_data(seed=1))
+    whole = InceptionTime(params, device="cpu", seed=0).fit(train, valid)
+    last = len(whole.history)
+    with pytest.raises(Interrupted):
+        InceptionTime(params, device="cpu", seed=0).fit(train, valid, checkpoint_dir=tmp_path,
+                                                        log=InterruptAfter(last - 1))
+    resumed = InceptionTime(params, device="cpu", seed=0).fit(train, valid, checkpoint_dir=tmp_path)
+    assert resumed.history == whole.history and last < 40
+    np.testing.assert_array_equal(resumed.predict_proba(train.values), whole.predict_proba(train.values))
 
 
 def test_early_stopping_is_off_by_default_and_needs_validation_data():
