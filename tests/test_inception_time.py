@@ -262,7 +262,7 @@ def test_threads_respect_the_pods_cpu_quota(tmp_path):
 def test_freed_memory_is_reused_instead_of_faulted_in_again():
     """Training steps free and allocate the same large buffers every time. After reuse_freed_memory, once the
     heap has grown to a step's size, a step gets its memory without the kernel zeroing fresh pages for it;
-    under glibc's defaults every block above 32 MB is a fresh mapping, every step."""
+    under glibc's defaults blocks above 32 MB are fresh mappings, step after step."""
     script = """
 import resource, sys, torch
 from kfts.training import reuse_freed_memory
@@ -281,7 +281,7 @@ print(faults() - before)
                                   check=True).stdout)
 
     assert last_step_faults("reuse") < 1000
-    assert last_step_faults("default") > 3 * 40 * 256 * 0.9  # three 40 MB blocks of 4 KiB pages
+    assert last_step_faults("default") > 40 * 256  # more than a 40 MB block's 4 KiB pages, mapped afresh
 
 
 def test_cli_end_to_end(tmp_path, classification_csv):
