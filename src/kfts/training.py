@@ -55,13 +55,14 @@ def reuse_freed_memory(threshold: int = 1 << 30) -> bool:
     are reused: the validation pass over 150 series ran a third faster (benchmarks/REPORT.md "Where an epoch
     goes"). The process's peak memory is unchanged, it is only kept. No-op where the C library is not glibc."""
     try:
-        libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_mmap_threshold = -1, -3  # mallopt's parameter numbers, from glibc's malloc.h
-        # glibc versions that cap the threshold at 32 MB refuse more: then 32 MB
-        return any(libc.mallopt(m_mmap_threshold, t) and libc.mallopt(m_trim_threshold, 2 * t)
-                   for t in (threshold, 32 << 20))
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
     except (OSError, AttributeError):
         return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # mallopt's parameter numbers, from glibc's malloc.h
+    # blocks up to t come from the heap, which keeps up to t free at its top. mallopt takes a C int, and
+    # ctypes wraps larger numbers silently: t stays below 2 GiB. glibc versions that cap the mmap threshold at
+    # 32 MB refuse more: then 32 MB
+    return any(mallopt(m_mmap_threshold, t) and mallopt(m_trim_threshold, t) for t in (threshold, 32 << 20))
 
 
 def cpu_count(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
