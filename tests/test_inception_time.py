@@ -15,7 +15,8 @@ from kfts.algorithms import load_model
 from kfts.csvio import LabeledSeries
 from kfts.errors import InputError
 from kfts.algorithms.inception_time.estimator import InceptionTime, Params
-from kfts.algorithms.inception_time.network import InceptionNetworks, ensemble_probabilities, merge_members, split_members
+from kfts.algorithms.inception_time.network import (KERNEL_SIZES, InceptionNetworks, SameConv, ensemble_probabilities,
+                                                    merge_members, split_members)
 from kfts.training import MetricLog, cpu_count, resolve_device, resolve_precision
 
 TINY = dict(filters=4, depth=3, models=2, epochs=3, batch_size=16)
@@ -36,6 +37,20 @@ def test_parameter_count_follows_the_papers_structure():
     assert n_parameters(InceptionNetworks(1, classes, members=1)) == expected == 420_579
     # members are independent copies: five members hold exactly five times the parameters
     assert n_parameters(InceptionNetworks(1, classes, members=5)) == 5 * expected
+
+
+@pytest.mark.parametrize("kernel_size", [*KERNEL_SIZES, 1, 7])
+def test_convolutions_are_padded_as_keras_same(kernel_size):
+    """The paper's Keras code pads 'same': (k-1)//2 steps before the series and k//2 after, for even kernels too.
+    A reference: torch's Conv1d on the series padded that way, with the same weights."""
+    torch.manual_seed(0)
+    conv = SameConv(6, 4, kernel_size, groups=2)
+    x = torch.randn(3, 6, 1, 50)
+    padded = torch.nn.functional.pad(x[:, :, 0], ((kernel_size - 1) // 2, kernel_size // 2))
+    expected = torch.nn.functional.conv1d(padded, conv.weight[:, :, 0], groups=2)
+    torch.testing.assert_close(conv(x)[:, :, 0], expected)
+    conv(x).sum().backward()  # the weights keep their k taps, and every one of them is trained
+    assert conv.weight.grad.shape == (4, 3, 1, kernel_size) and bool((conv.weight.grad != 0).all())
 
 
 @pytest.mark.parametrize("channels,length", [(1, 37), (3, 64)])
