@@ -15,8 +15,8 @@ from kfts.algorithms import load_model
 from kfts.csvio import LabeledSeries
 from kfts.errors import InputError
 from kfts.algorithms.inception_time.estimator import InceptionTime, Params
-from kfts.algorithms.inception_time.network import (KERNEL_SIZES, InceptionNetworks, SameConv, ensemble_probabilities,
-                                                    merge_members, split_members)
+from kfts.algorithms.inception_time.network import (KERNEL_SIZES, InceptionNetworks, NonNegativeMaxPool, SameConv,
+                                                    ensemble_probabilities, merge_members, split_members)
 from kfts.training import MetricLog, cpu_count, resolve_device, resolve_precision
 
 TINY = dict(filters=4, depth=3, models=2, epochs=3, batch_size=16)
@@ -51,6 +51,40 @@ def test_convolutions_are_padded_as_keras_same(kernel_size):
     torch.testing.assert_close(conv(x)[:, :, 0], expected)
     conv(x).sum().backward()  # the weights keep their k taps, and every one of them is trained
     assert conv.weight.grad.shape == (4, 3, 1, kernel_size) and bool((conv.weight.grad != 0).all())
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+@pytest.mark.parametrize("length", [1, 2, 3, 50])
+def test_max_pool_of_relu_outputs_is_max_pool2d(dtype, length):
+    """The pool of every module but the first, on a ReLU's outputs: max_pool2d's values, and its gradient, which
+    goes to the first maximum of each window. A ReLU's outputs tie often (zeros, -0.0 among them), so these do."""
+    torch.manual_seed(0)
+    values = torch.randint(-2, 4, (4, 6, 1, length), dtype=torch.float64)
+    x = torch.where(values == -1, -0.0, values.clamp_min(0)).to(dtype).contiguous(memory_format=torch.channels_last)
+    grad = torch.randn(x.shape, dtype=torch.float64)
+    reference, fast = x.to(torch.float64, copy=True).requires_grad_(), x.clone().requires_grad_()
+    expected = torch.nn.functional.max_pool2d(reference, (1, 3), stride=1, padding=(0, 1))
+    expected.backward(grad)
+    got = NonNegativeMaxPool()(fast)
+    got.backward(grad.to(dtype))
+    assert torch.equal(got.double(), expected)
+    # a gradient sums up to three outputs' gradients: max_pool2d's, up to the rounding of that sum
+    atol = 8 * torch.finfo(dtype).eps * grad.abs().max().item()
+    torch.testing.assert_close(fast.grad.double(), reference.grad, rtol=0, atol=atol)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_only_modules_fed_by_a_relu_get_the_non_negative_max_pool(channels):
+    """The first module sees the raw series, negatives and all: the network computes what it computes with
+    torch's max-pool everywhere (in bf16, where the fast pool runs)."""
+    torch.manual_seed(0)
+    fast = InceptionNetworks(channels, 3, members=2, filters=4, depth=6).bfloat16().eval()
+    plain = InceptionNetworks(channels, 3, members=2, filters=4, depth=6).bfloat16().eval()
+    plain.load_state_dict(fast.state_dict())
+    for module in plain.modules_:
+        module.pool = torch.nn.MaxPool2d((1, 3), stride=1, padding=(0, 1))
+    x = torch.randn(5, channels, 30, dtype=torch.bfloat16)
+    assert torch.equal(fast(x), plain(x))
 
 
 @pytest.mark.parametrize("channels,length", [(1, 37), (3, 64)])
