@@ -356,6 +356,18 @@ def test_paper_training_learns_to_predict_and_calibrates_its_threshold(paper_mod
 
 # -- artifact, resume, incremental training ------------------------------------------------------------------------
 
+def test_fit_leaves_torchs_thread_count_as_it_found_it(monkeypatch):
+    """Training may choose one thread, where that is faster (_choose_threads); the caller's setting is theirs."""
+    monkeypatch.setattr(LstmAD, "_choose_threads", lambda self, *args: torch.set_num_threads(1))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        fitted(epochs=1)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_artifact_round_trip_gives_identical_scores(tmp_path):
     model = fitted()
     model.save(tmp_path / "model")

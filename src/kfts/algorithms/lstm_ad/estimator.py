@@ -105,6 +105,13 @@ class LstmAD:
 
     def fit(self, train: np.ndarray, valid: np.ndarray | None = None, *, init_model: "LstmAD | None" = None,
             checkpoint_dir=None, log: MetricLog | None = None) -> "LstmAD":
+        threads = torch.get_num_threads()
+        try:
+            return self._fit(train, valid, init_model=init_model, checkpoint_dir=checkpoint_dir, log=log)
+        finally:  # training may have chosen one thread (_choose_threads): the caller's setting is theirs
+            torch.set_num_threads(threads)
+
+    def _fit(self, train, valid, *, init_model, checkpoint_dir, log) -> "LstmAD":
         # under torchrun: data-parallel over the sequences, every process with the whole model (kfts.distributed)
         device = resolve_device(self.device)
         world = distributed.start(device)
