@@ -359,12 +359,12 @@ def section(quick: bool) -> str:
     lines += ["### kfts beside aeon 1.6 per epoch", "",
               f"aeon 1.6 InceptionTimeClassifier (TensorFlow, CPU), one network, batch 64, on the seed sample: "
               f"{a['seconds']:.1f} s for {short} epochs and {b['seconds']:.1f} s for {longer}, so "
-              f"**{aeon_epoch:.2f} s per network-epoch**, with no validation data.", "",
+              f"**{aeon_epoch:.3f} s per network-epoch**, with no validation data.", "",
               "| kfts, the 5-network seed default | s per network-epoch | faster than aeon |", "|---|---|---|",
               f"| without validation data, as aeon ran ({longer} epochs, the mean time between epoch lines) | "
-              f"{bare_epoch:.2f} s | **{aeon_epoch / bare_epoch:.1f}x** |",
-              f"| validating on valid.csv every epoch (the acceptance runs above) | {now_epoch:.2f} s | "
-              f"{aeon_epoch / now_epoch:.1f}x |", ""]
+              f"{bare_epoch:.3f} s | **{aeon_epoch / bare_epoch:.2f}x** |",
+              f"| validating on valid.csv every epoch (the acceptance runs above) | {now_epoch:.3f} s | "
+              f"{aeon_epoch / now_epoch:.2f}x |", ""]
     lines += ["### Time to accuracy", "", *time_to_accuracy(runs, quick), ""]
     lines += ["### GPU", ""]
     lines += device_rows("cuda", 2 if quick else 100) if torch.cuda.is_available() else [
