@@ -31,6 +31,7 @@ from torch.nn import functional as F
 
 KERNEL_SIZES = (10, 20, 40)  # even: see SameConv
 BOTTLENECK = 32
+MAX_POOL = dict(kernel_size=(1, 3), stride=1, padding=(0, 1))  # over 3 time steps, 'same' length
 
 
 def _conv(members: int, in_channels: int, out_channels: int, kernel_size: int) -> nn.Conv2d:
@@ -70,7 +71,7 @@ class InceptionModule(nn.Module):
         self.bottleneck = _conv(members, in_channels, BOTTLENECK, 1) if in_channels > 1 else None
         branch_in = BOTTLENECK if in_channels > 1 else in_channels
         self.convs = nn.ModuleList(_conv(members, branch_in, filters, k) for k in KERNEL_SIZES)
-        self.pool = NonNegativeMaxPool() if relu_input else nn.MaxPool2d((1, 3), stride=1, padding=(0, 1))
+        self.pool = NonNegativeMaxPool() if relu_input else nn.MaxPool2d(**MAX_POOL)
         self.pool_conv = _conv(members, in_channels, filters, 1)
         self.norm = nn.BatchNorm2d(members * 4 * filters)
 
@@ -80,8 +81,8 @@ class InceptionModule(nn.Module):
         return F.relu(self.norm(member_major_cat(branches, self.members)), inplace=True)
 
 
-class NonNegativeMaxPool(nn.Module):
-    """nn.MaxPool2d((1, 3), stride=1, padding=(0, 1)) for inputs that are never negative (a ReLU's outputs).
+class NonNegativeMaxPool(nn.MaxPool2d):
+    """nn.MaxPool2d(**MAX_POOL) for inputs that are never negative (a ReLU's outputs).
 
     On CPUs in bf16 or fp16 it reads the input as int16: non-negative floats order as their bits do, and torch's
     int16 maximum and bit operations are cheap, while its 16-bit max-pool is slow and writes an int64 index per
@@ -90,10 +91,13 @@ class NonNegativeMaxPool(nn.Module):
     The backward sends each output's gradient to the first maximum of its window, as max_pool2d's does:
     the same gradient, up to the rounding where two of them add up."""
 
+    def __init__(self):
+        super().__init__(**MAX_POOL)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.device.type == "cpu" and x.dtype in (torch.bfloat16, torch.float16):
             return _NonNegative16BitMaxPool.apply(x)
-        return F.max_pool2d(x, (1, 3), stride=1, padding=(0, 1))
+        return super().forward(x)
 
 
 class _NonNegative16BitMaxPool(torch.autograd.Function):
