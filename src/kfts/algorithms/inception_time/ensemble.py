@@ -57,6 +57,6 @@ def combine_members(model_dirs: list[str | os.PathLike], *, train: LabeledSeries
     for prefix, data in (("train", train), ("valid", valid)):
         if data is not None:
             # the figures fit() reports: the members' mean cross-entropy and the ensemble's accuracy
-            combined.metrics.update(combined._score(combined._tensor(data.values),
-                                                    combined.encode_labels(data.labels, path_hint=prefix), prefix))
+            combined.metrics.update(combined._ensemble_score(
+                combined._tensor(data.values), combined.encode_labels(data.labels, path_hint=prefix), prefix))
     return combined

@@ -134,10 +134,9 @@ class InceptionTime:
         self.network = self._new_group(p.models)
         self.network.load_state_dict(merge_members(states))
         self.network.eval()
-        # the whole ensemble, in inference mode: the figures the artifact, KFP and Katib report
-        self.metrics = self._score(x, y, prefix="train")
+        self.metrics = self._ensemble_score(x, y, "train")
         if valid_xy is not None:
-            self.metrics.update(self._score(*valid_xy, prefix="valid"))
+            self.metrics.update(self._ensemble_score(*valid_xy, "valid"))
         if world.main:
             print(metric_line(self.metrics), flush=True)
         return self
@@ -287,7 +286,7 @@ class InceptionTime:
                 loss_sum, correct)
             metrics = {"epoch": epoch, "train_loss": loss_sum / n, "train_accuracy": int(correct) / n}
             if valid_xy is not None:  # at the training precision: on a CPU, fp32 would double this pass's cost
-                metrics.update(self._score(*valid_xy, prefix="valid", network=net, dtype=dtype))
+                metrics.update(self._score(*valid_xy, "valid", net, dtype))
             if p.schedule == "plateau":
                 plateau.step(metrics["train_loss"])
             if watched and metrics[watched] < best["loss"]:
@@ -303,15 +302,15 @@ class InceptionTime:
         checkpoints.save({"done": True, "network": final, "history": history})
         return final, history
 
+    def _inference_dtype(self) -> torch.dtype | None:
+        """What predictions run in: fp32 on CPUs (the saved weights' own results), bf16/fp16 on GPUs."""
+        return resolve_precision("auto", self.device_) if self.device_.type == "cuda" else None
+
     @torch.no_grad()
-    def _logits(self, x: torch.Tensor, network: InceptionNetworks | None = None, dtype="inference") -> torch.Tensor:
-        """The members' logits, INFERENCE_BATCH series at a time, under autocast `dtype`. "inference": what
-        predictions use, fp32 on CPUs (the saved weights' own results) and bf16/fp16 on GPUs."""
-        network = network or self.network
+    def _logits(self, x: torch.Tensor, network: InceptionNetworks, dtype: torch.dtype | None) -> torch.Tensor:
+        """The members' logits, INFERENCE_BATCH series at a time, under autocast `dtype` (None: fp32)."""
         was_training = network.training
         model = network.to(self.device_).eval()
-        if dtype == "inference":
-            dtype = resolve_precision("auto", self.device_) if self.device_.type == "cuda" else None
         out = []
         for i in range(0, len(x), INFERENCE_BATCH):
             with autocast(self.device_, dtype):
@@ -319,8 +318,11 @@ class InceptionTime:
         network.train(was_training)
         return torch.cat(out) if out else torch.empty(0, network.members, network.n_classes)
 
-    def _score(self, x, y, prefix: str, network: InceptionNetworks | None = None, dtype="inference"
-               ) -> dict[str, float]:
+    def _ensemble_score(self, x, y, prefix: str) -> dict[str, float]:
+        """The whole ensemble's figures, computed as it predicts: what the artifact, KFP and Katib report."""
+        return self._score(x, y, prefix, self.network, self._inference_dtype())
+
+    def _score(self, x, y, prefix: str, network: InceptionNetworks, dtype: torch.dtype | None) -> dict[str, float]:
         logits = self._logits(x, network, dtype)
         members = logits.shape[1]
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.repeat_interleave(members)).item()
@@ -335,7 +337,8 @@ class InceptionTime:
         values = np.asarray(values, dtype=np.float32)
         if values.ndim != 2 or values.shape[1] != self.length:
             raise InputError(f"each series needs {self.length} time steps, got shape {list(values.shape)}")
-        return ensemble_probabilities(self._logits(self._tensor(values))).numpy()
+        logits = self._logits(self._tensor(values), self.network, self._inference_dtype())
+        return ensemble_probabilities(logits).numpy()
 
     def predict(self, values: np.ndarray) -> np.ndarray:
         return self.classes[self.predict_proba(values).argmax(axis=1)]
