@@ -26,7 +26,7 @@ def describe_model(model_dir: str | os.PathLike) -> list[str]:
     if "series" in shape:
         lines.append(f"input:           {shape['series']} series, one per column, one time step per row")
     if "threshold" in manifest:
-        lines.append(f"threshold:       {manifest['threshold']:.6g} (log-likelihood; a step at or below it is "
+        lines.append(f"threshold:       {manifest['threshold']:.6g} (log-likelihood; a step scored below it is "
                      "flagged)")
     metrics = manifest.get("metrics", {})
     lines.append("metrics:         " + (" ".join(f"{k}={_number(v)}" for k, v in metrics.items()) or "none"))
