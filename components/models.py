@@ -90,11 +90,11 @@ def promote_model(model: Input[Model], uri: str):
 
     import pyarrow.fs
 
-    from kfts.artifact import atomic_directory
+    from kfts import artifact
 
     filesystem, path = pyarrow.fs.FileSystem.from_uri(uri)
     if isinstance(filesystem, pyarrow.fs.LocalFileSystem):
-        with atomic_directory(path) as tmp:
+        with artifact.atomic_directory(path, artifact.FILES) as tmp:
             pyarrow.fs.copy_files(model.path, os.fspath(tmp))
     else:
         filesystem.create_dir(path)

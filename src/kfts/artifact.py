@@ -5,7 +5,8 @@
 
 Loading reads JSON and safetensors only, so a model directory can never run code on the machine that loads it.
 Directories and files are written atomically: built beside the target, then renamed into place, so a killed
-process never leaves something that looks complete.
+process never leaves something that looks complete. An output directory is only ever replaced by one of its
+kind: a directory holding anything else is refused, never emptied.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Collection, Iterator
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -27,12 +28,13 @@ from kfts.errors import InputError
 FORMAT_VERSION = 1
 MANIFEST = "kfts-model.json"
 WEIGHTS = "weights.safetensors"
+FILES = (MANIFEST, WEIGHTS)  # all that a model directory holds
 
 
 def save(model_dir: str | os.PathLike, manifest: dict, tensors: dict[str, torch.Tensor]) -> None:
     """Write a complete artifact directory atomically (replacing an existing one)."""
     manifest = {"format_version": FORMAT_VERSION, "kfts_version": __version__, **manifest}
-    with atomic_directory(model_dir) as tmp:
+    with atomic_directory(model_dir, FILES) as tmp:
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp / WEIGHTS)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
 
@@ -66,18 +68,53 @@ def read_manifest(model_dir: str | os.PathLike) -> dict:
     return manifest
 
 
+def check_output_directory(target: str | os.PathLike, files: Collection[str] | None = None) -> Path:
+    """Refuse, before any work is done, an output directory that cannot be written, or whose replacement
+    would delete what someone keeps there; returns its real path (a symlink's target is written, the link
+    kept). files: the names the output consists of: an existing directory may hold only these (it is a
+    previous output of the same kind, which the new one replaces); None: kfts only adds files to it."""
+    if not os.fspath(target):
+        raise InputError("the output directory is an empty path: give a directory")
+    real = Path(os.path.realpath(target))
+    if real.exists() and not real.is_dir():
+        raise InputError("is a file, not a directory: give a directory for this output", path=target)
+    if real.is_dir() and files is not None:
+        foreign = sorted(p.name for p in real.iterdir() if p.name not in files)
+        if foreign:
+            more = ", ..." if len(foreign) > 3 else ""
+            raise InputError(f"holds {', '.join(foreign[:3])}{more}, which writing this output would delete (it "
+                             f"replaces the whole directory): give a new or empty directory", path=target)
+    _check_can_create(real if files is None else real.parent, target)
+    return real
+
+
+def _check_can_create(directory: Path, target: str | os.PathLike) -> None:
+    """`directory` exists and is writable, or can be made: its nearest existing ancestor is a writable
+    directory."""
+    existing = directory
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputError(f"cannot be created: {existing} is a file, not a directory", path=target)
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"cannot be written: no permission to write in {existing}", path=target)
+
+
 @contextlib.contextmanager
-def atomic_directory(target: str | os.PathLike) -> Iterator[Path]:
-    """Yield a fresh temporary directory beside `target`; on success it replaces `target` in one rename."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+def atomic_directory(target: str | os.PathLike, files: Collection[str]) -> Iterator[Path]:
+    """Yield a fresh temporary directory beside `target`; on success it replaces `target` in one rename.
+    files: what the output consists of (see check_output_directory)."""
+    shown, target = target, check_output_directory(target, files)
+    with _refusal_reported(shown):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
     try:
         yield tmp
         _readable(tmp, 0o777)
         for child in tmp.rglob("*"):
             _readable(child, 0o777 if child.is_dir() else 0o666)
         if target.exists():
+            check_output_directory(shown, files)  # again: files may have been put there while this ran
             old = target.with_name(f".{target.name}.old-{os.getpid()}")
             target.rename(old)
             tmp.rename(target)
@@ -91,19 +128,43 @@ def atomic_directory(target: str | os.PathLike) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def atomic_file(target: str | os.PathLike, mode: str = "w") -> Iterator:
-    """Open a temporary file beside `target` for writing; it is renamed onto `target` only on success."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+    """Open a temporary file beside `target` for writing; it is renamed onto `target` only on success.
+    Through a symlink the file it points to is replaced; a device or a pipe (/dev/stdout) is written
+    straight to, there being nothing to replace."""
+    text = {} if "b" in mode else {"newline": "", "encoding": "utf-8"}
+    shown = os.fspath(target)
+    if not shown:
+        raise InputError("the output file is an empty path: give a file path")
+    if os.path.exists(target) and not os.path.isfile(target):
+        if os.path.isdir(target):
+            raise InputError("is a directory: give a file path for this output", path=shown)
+        with open(target, mode, **text) as f:
+            yield f
+        return
+    real = Path(os.path.realpath(target))
+    _check_can_create(real.parent, shown)
+    with _refusal_reported(shown):
+        real.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{real.name}.", suffix=".partial", dir=real.parent)
     try:
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"newline": "", "encoding": "utf-8"})) as f:
+        with os.fdopen(fd, mode, **text) as f:
             yield f
         _readable(Path(tmp), 0o666)
-        os.replace(tmp, target)
+        os.replace(tmp, real)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def _refusal_reported(output: str | os.PathLike) -> Iterator[None]:
+    """The OS refusing to create a temporary output (a read-only file system, /proc) is the user's output path
+    that cannot be written: an InputError naming it."""
+    try:
+        yield
+    except OSError as e:
+        raise InputError(f"cannot be written ({e.strerror or e})", path=output) from None
 
 
 def _readable(path: Path, mode: int) -> None:

@@ -11,7 +11,9 @@ import numpy as np
 from sklearn import metrics as skm
 
 from kfts import report
-from kfts.artifact import atomic_directory
+from kfts.artifact import atomic_directory, check_output_directory
+
+OUTPUT_FILES = ("metrics.json", "report.html", "summary.md")
 
 
 def classification_metrics(labels: np.ndarray, proba: np.ndarray, classes: np.ndarray) -> dict:
@@ -24,7 +26,9 @@ def classification_metrics(labels: np.ndarray, proba: np.ndarray, classes: np.nd
     present = np.isin(classes, labels)
     result = {
         "accuracy": float(skm.accuracy_score(labels, predicted)),
-        "balanced_accuracy": float(skm.balanced_accuracy_score(labels, predicted)),
+        # the mean recall of the classes present, as skm.balanced_accuracy_score, without its warning when a
+        # class is predicted that the data does not hold
+        "balanced_accuracy": float(np.mean(recall[present])),
         "macro_f1": float(skm.f1_score(labels, predicted, labels=classes, average="macro", zero_division=0)),
         "log_loss": float(skm.log_loss(labels, np.clip(proba, 1e-7, 1), labels=classes)),
         "per_class": {c: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
@@ -129,13 +133,14 @@ def evaluate(model_dir, data, output_dir, *, labels=None, device: str = "auto", 
     from kfts.algorithms import load_model, of
     from kfts.validation import read_manifest
     names = names or {}
+    check_output_directory(output_dir, OUTPUT_FILES)
     model = load_model(model_dir, device=device)
     metrics, html = of(model).evaluate(model, data, labels)
     origin = provenance(data=names.get(data, os.fspath(data)), model=names.get(model_dir, os.fspath(model_dir)),
                         labels=names.get(labels, os.fspath(labels)) if labels else None,
                         manifest=read_manifest(model_dir))
     split = split or Path(data).name
-    with atomic_directory(output_dir) as tmp:
+    with atomic_directory(output_dir, OUTPUT_FILES) as tmp:
         (Path(tmp) / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         (Path(tmp) / "report.html").write_text(report.with_provenance(html, split, origin))
         (Path(tmp) / "summary.md").write_text(summary_markdown(metrics, split, origin))

@@ -87,7 +87,10 @@ def train(algorithm: str, train_path, model_dir, *, valid_path=None, params=None
     """The training job behind `kfts train` and the KFP train component: read the data, fit, write the
     artifact. `init_model` is a previous model directory to continue from. Under torchrun every process
     runs this (kfts.distributed) and rank 0 writes the artifact. Returns the fitted estimator."""
-    from kfts import distributed
+    from kfts import artifact, distributed
+    artifact.check_output_directory(model_dir, artifact.FILES)  # before hours of training, not after
+    if checkpoint_dir:
+        artifact.check_output_directory(checkpoint_dir)
     chosen = spec(algorithm)
     cls = chosen.estimator()
     previous = load_model(init_model, device=device) if init_model else None

@@ -150,7 +150,7 @@ class InceptionTime:
         classes = np.unique(train.labels)
         network = copy.deepcopy(previous.network).cpu()
         if list(classes) != list(previous.classes):
-            print(f"init-model: classes changed from {list(previous.classes)} to {list(classes)}: "
+            print(f"init-model: classes changed from {previous.classes.tolist()} to {classes.tolist()}: "
                   "the classifier heads are replaced, the convolutional layers are kept", flush=True)
             fresh = InceptionNetworks(1, len(classes), members=p.models, filters=p.filters, depth=p.depth)
             fresh.load_state_dict({k: v for k, v in network.state_dict().items() if not k.startswith("head.")},
