@@ -82,3 +82,25 @@ def test_client_mistakes_get_4xx_and_the_server_keeps_serving(server, what, path
     assert answer.status_code == status, answer.text
     assert message in answer.json()["error"]
     assert server.post(f"/v1/models/{NAME}:predict", GOOD).status_code == 200
+
+
+def test_a_grpc_answer_over_8_mib_arrives(server):
+    """gRPC's own default caps what a server sends at 8 MiB; an LSTM-AD answer (score, reconstruction and flag
+    per row) is about twice its request, so a request well within --max-payload-mb (16) had its answer, already
+    computed, thrown away."""
+    import asyncio
+
+    from kserve import InferenceGRPCClient
+    from kserve.protocol.infer_type import InferInput, InferRequest
+
+    values = np.tile(series(1000, seed=3), (600, 1))  # 600,000 rows of 2 series: 4.8 MB in, over 8 MiB out
+    tensor = InferInput("input-0", list(values.shape), "FP32")
+    tensor.set_data_from_numpy(values, binary_data=True)
+
+    async def infer():
+        async with InferenceGRPCClient(server.target.grpc, retries=0, timeout=300) as client:
+            return await client.infer(InferRequest(NAME, [tensor]))
+
+    outputs = {o.name: o.as_numpy() for o in asyncio.run(infer()).outputs}
+    assert sum(a.nbytes for a in outputs.values()) > 8 * 2**20
+    assert outputs["score"].shape == (len(values),) and np.isfinite(outputs["score"][L:]).all()

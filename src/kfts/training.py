@@ -1,4 +1,5 @@
-"""What every kfts training loop shares: device and precision choice, metric lines, checkpoints, seeding.
+"""What every kfts training loop shares: device and precision choice, input scaling, metric lines, checkpoints,
+seeding.
 
 Metric lines (docs/CLI.md "train"): fixed-point ``name=value`` pairs on stdout, one per epoch,
 which Katib's default stdout collector and a person can both read. A person at a terminal also gets a
@@ -21,6 +22,11 @@ import torch
 from kfts.errors import InputError
 
 CHECKPOINT = "checkpoint.pt"
+
+# Standardized inputs are saturated at this many standard deviations from the training data's mean: further out
+# (a 1e38 reading) the networks' float32 arithmetic overflowed, into NaN probabilities and steps left unscored.
+# A value that far from everything the model was trained on says the same to it at any distance.
+MAX_STANDARD_SCORE = 1e6
 
 
 # -- device and precision -------------------------------------------------------------------------------------
@@ -120,6 +126,15 @@ def seed_everything(seed: int | None) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def standardize(values: np.ndarray, mean, std) -> np.ndarray:
+    """(values - mean) / std in float32 (mean, std: scalars or one per column), saturated at
+    +-MAX_STANDARD_SCORE."""
+    mean, std = np.asarray(mean, dtype=np.float32), np.asarray(std, dtype=np.float32)
+    with np.errstate(over="ignore"):  # an overflow is an infinity, which the clip saturates
+        scaled = (np.asarray(values, dtype=np.float32) - mean) / std
+    return np.clip(scaled, -MAX_STANDARD_SCORE, MAX_STANDARD_SCORE, out=scaled)
 
 
 # -- metric lines ---------------------------------------------------------------------------------------------

@@ -299,6 +299,9 @@ def serve(model_dir: str, *, model_name: str = "model", host: str | None = None,
                       max_batch_wait=max_batch_wait_ms / 1000)
     model.load()
     model_server.app.add_middleware(RequestGuard, max_bytes=max_bytes)
-    # the gRPC server takes its message limits from KServe's parsed flags
+    # the gRPC server takes its message limits from KServe's parsed flags. Requests are capped; answers are
+    # not, as over REST: they are a small multiple of their request (LSTM-AD's score, reconstruction and flag
+    # per row), and KServe's default cap of 8 MiB threw away answers already computed
     model_server.args.grpc_max_receive_message_length = max_bytes
+    model_server.args.grpc_max_send_message_length = -1
     KftsServer(host=host, http_port=http_port, grpc_port=grpc_port).start([model])

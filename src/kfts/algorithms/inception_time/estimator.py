@@ -36,7 +36,8 @@ from kfts.algorithms.inception_time.params import InceptionTimeParams as Params
 from kfts.csvio import LabeledSeries
 from kfts.errors import InputError, check_fitted
 from kfts.training import (Checkpoints, MetricLog, autocast, metric_line, progress,
-                           resolve_device, resolve_precision, restore_rng_state, rng_state, seed_everything)
+                           resolve_device, resolve_precision, restore_rng_state, rng_state, seed_everything,
+                           standardize)
 
 ALGORITHM = "inception-time"
 INFERENCE_BATCH = 256  # series per forward pass when predicting
@@ -59,7 +60,7 @@ class InceptionTime:
         self.seed = seed
 
     def _tensor(self, values: np.ndarray) -> torch.Tensor:
-        scaled = (np.asarray(values, dtype=np.float32) - self.scaler["mean"]) / self.scaler["std"]
+        scaled = standardize(values, self.scaler["mean"], self.scaler["std"])
         return torch.from_numpy(scaled).unsqueeze(1)  # [n, 1 channel, length]
 
     def encode_labels(self, labels: np.ndarray, path_hint: str = "labels") -> torch.Tensor:

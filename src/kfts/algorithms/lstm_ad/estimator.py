@@ -48,7 +48,8 @@ from kfts.algorithms.lstm_ad.network import LstmReconstructor, cut_sequences, in
 from kfts.algorithms.lstm_ad.params import LstmADParams as Params
 from kfts.errors import InputError, check_fitted
 from kfts.training import (Checkpoints, MetricLog, autocast, metric_line, progress,
-                           resolve_device, resolve_precision, restore_rng_state, rng_state, seed_everything)
+                           resolve_device, resolve_precision, restore_rng_state, rng_state, seed_everything,
+                           standardize)
 
 ALGORITHM = "lstm-ad"
 SCORE_BATCH = 512  # sequences (seed) or windows (paper) per forward pass when scoring: keeps the cores busy
@@ -83,9 +84,7 @@ class LstmAD:
         return p.sequence_length if p.scoring == "seed" else p.sequence_length + p.prediction_length - 1
 
     def _scale(self, values: np.ndarray) -> torch.Tensor:
-        mean = np.asarray(self.scaler["mean"], dtype=np.float32)
-        std = np.asarray(self.scaler["std"], dtype=np.float32)
-        return torch.from_numpy((np.asarray(values, dtype=np.float32) - mean) / std)
+        return torch.from_numpy(standardize(values, self.scaler["mean"], self.scaler["std"]))
 
     def _check_values(self, values: np.ndarray, what: str, min_rows: int) -> np.ndarray:
         values = np.asarray(values, dtype=np.float32)
