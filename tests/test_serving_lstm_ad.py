@@ -64,7 +64,7 @@ BAD_REQUESTS = [
     ("unknown model", "/v1/models/nope:predict", GOOD, None, 404, "nope"),
     ("NaN in V2", f"/v2/models/{NAME}/infer",
      {"inputs": [{"name": "x", "shape": [L + 1, 2], "datatype": "FP32", "data": [1.0] * (2 * L + 1) + ["NaN"]}]},
-     None, 400, f"row {L + 1}, column 2: nan is not allowed"),
+     None, 400, f"row {L + 1}, column 2: 'NaN' is not a number"),
     ("wrong number of series V2", f"/v2/models/{NAME}/infer", v2_body(np.zeros((L + 5, 3))), None, 400,
      "the model was trained on 2"),
     ("CSV wrong number of series", f"/v1/models/{NAME}:predict", b"1,2,3\n" * (L + 5), "text/csv", 400,
@@ -93,7 +93,8 @@ def test_a_grpc_answer_over_8_mib_arrives(server):
     from kserve import InferenceGRPCClient
     from kserve.protocol.infer_type import InferInput, InferRequest
 
-    values = np.tile(series(1000, seed=3), (600, 1))  # 600,000 rows of 2 series: 4.8 MB in, over 8 MiB out
+    # 600,000 rows of 2 series: 4.8 MB in, over 8 MiB out
+    values = np.tile(series(1000, seed=3), (600, 1)).astype(np.float32)
     tensor = InferInput("input-0", list(values.shape), "FP32")
     tensor.set_data_from_numpy(values, binary_data=True)
 

@@ -337,6 +337,8 @@ def _v2_values(tensor: InferInput, univariate: bool) -> np.ndarray:
     if tensor.datatype not in NUMBERS:
         raise InvalidInput(f"{where}: datatype {tensor.datatype}: send numbers (FP32, FP64, FP16 or an integer "
                            "type)")
+    if isinstance(tensor.data, list):  # JSON data (or typed gRPC contents, always of their type)
+        _check_numbers(tensor.data, tensor.datatype, tensor.shape, where)
     try:
         data = tensor.as_numpy()  # JSON data, typed gRPC contents or raw bytes, checked against the shape
     except (ValueError, TypeError, OverflowError) as e:
@@ -352,6 +354,30 @@ def _v2_values(tensor: InferInput, univariate: bool) -> np.ndarray:
         raise InvalidInput(f"{where}: the tensor is empty")
     with np.errstate(over="ignore"):  # FP64 beyond float32: inf, refused by _finite
         return _finite(data.astype(np.float32, copy=False), where)
+
+
+def _check_numbers(data: list, datatype: str, shape: list, where: str) -> None:
+    """JSON data, flat or nested, holds numbers of `datatype`: numpy would quietly read "1.0" and true as 1.0,
+    and 0.5 as INT32 0 (V1 rows get the same exact check, in _matrix). A mistake names its row and column."""
+    kinds, kind = ((int,), "an integer") if datatype.startswith(("INT", "UINT")) else ((int, float), "a number")
+    columns = shape[1] if len(shape) == 2 and shape[1] > 0 else 1
+    for i, value in enumerate(_flattened(data)):
+        if type(value) not in kinds:
+            raise InputError(f"{_show(value)} is not {kind}, as datatype {datatype} needs", path=where,
+                             row=i // columns + 1, column=i % columns + 1)
+
+
+def _flattened(data: list):
+    """The items of nested lists in row-major order, without recursion (a body may nest deeply)."""
+    stack = [iter(data)]
+    while stack:
+        for item in stack[-1]:
+            if isinstance(item, list):
+                stack.append(iter(item))
+                break
+            yield item
+        else:
+            stack.pop()
 
 
 def _v2_outputs(request: InferRequest, arrays: dict[str, np.ndarray], names: list[str]) -> list[InferOutput]:
