@@ -115,6 +115,9 @@ BAD_REQUESTS = [
      None, 400, "cannot reshape"),
     ("wrong length V2", f"/v2/models/{NAME}/infer", v2_body(np.zeros((2, 5))), None, 400,
      "rows have 5 time steps"),
+    ("an option neither on nor off V2", f"/v2/models/{NAME}/infer",
+     v2_body(np.zeros((1, LENGTH)), probabilities="maybe"), None, 400,
+     "parameter 'probabilities': 'maybe' is neither on nor off: send true or false"),
     ("malformed JSON V2", f"/v2/models/{NAME}/infer", b'{"inputs": [', "application/json", 422, "JSON"),
     ("CSV with NaN", f"/v1/models/{NAME}:predict", b",".join([b"nan"] * LENGTH) + b"\n", "text/csv", 400,
      "request body: row 1, column 1: 'nan' is not allowed: values must be finite numbers"),
@@ -138,6 +141,14 @@ def test_client_mistakes_get_4xx_and_the_server_keeps_serving(server, what, path
     assert answer.status_code == status, answer.text
     assert message in answer.json().get("error", answer.text)
     assert server.post(f"/v1/models/{NAME}:predict", GOOD).status_code == 200
+
+
+def test_an_on_off_header_that_is_neither_is_refused(server):
+    for value, status in (("yes", 200), ("0", 200), ("maybe", 400)):
+        answer = server.post(f"/v1/models/{NAME}:predict", GOOD, **{"kfts-probabilities": value})
+        assert answer.status_code == status, answer.text
+    assert answer.json()["error"] == ("header kfts-probabilities: 'maybe' is neither on nor off: send true or false "
+                                      "(or 1/0, yes/no, on/off)")
 
 
 def test_an_oversized_body_is_refused_before_it_is_read(server):

@@ -9,13 +9,21 @@ from typing import Callable
 
 import numpy as np
 
+from kfts.errors import InputError
 
-TRUE = {"1", "true", "yes", "on"}
+
+TRUE, FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 
 
 def boolean(value) -> bool:
-    """An on/off request option, as JSON (true) or as header text ("true", "1", "yes", "on")."""
-    return value is True or str(value).strip().lower() in TRUE
+    """An on/off request option, as JSON (true, false) or as text ("true", "1", "yes", "on" and their opposites);
+    anything else is the client's mistake, not a quiet "off"."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text not in TRUE | FALSE:
+        raise InputError(f"{value!r} is neither on nor off: send true or false (or 1/0, yes/no, on/off)")
+    return text in TRUE
 
 
 class Adapter:

@@ -161,9 +161,15 @@ class KftsModel(Model):
         for name, parse in self.adapter.request_options().items():
             header = "kfts-" + name.replace("_", "-")
             if parameters and name in parameters:
-                options[name] = parse(parameters[name])
+                where, value = f"parameter {name!r}", parameters[name]
             elif header in headers:
-                options[name] = parse(headers[header])
+                where, value = f"header {header}", headers[header]
+            else:
+                continue
+            try:
+                options[name] = parse(value)
+            except InputError as e:
+                raise InputError(e.message, path=where) from None
         return options
 
     async def _compute(self, values: np.ndarray, options: dict):
