@@ -192,7 +192,8 @@ def test_json_rows_errors_name_the_row_and_column():
         ([[1, True]], "instances: row 1, column 2: True is not a number"),
         ([[None, 1]], "instances: row 1, column 1: null is not a number"),
         ([[1, 2], 3], "instances: row 2: 3 is not a row"),
-        ([[1, 1e39]], "instances: row 1, column 2: inf is not allowed"),
+        ([[1, 1e39]], "instances: row 1, column 2: 1e+39 is too large: values must fit in float32"),
+        ([[1, 2], [float("nan"), 1]], "instances: row 2, column 1: nan is not allowed"),
     ]:
         with pytest.raises(InputError) as e:
             _matrix(rows, "instances")

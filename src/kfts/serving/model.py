@@ -321,19 +321,23 @@ def _matrix(rows, where: str, univariate: bool = False) -> np.ndarray:
         values = np.asarray(rows, dtype=np.float32)
     if values.shape[1] == 0:
         raise InvalidInput(f"{where}: the rows are empty")
-    return _finite(values, where)
+    return _finite(values, where, rows)
 
 
 def _show(value) -> str:
     return "null" if value is None else repr(value)
 
 
-def _finite(values: np.ndarray, where: str) -> np.ndarray:
+def _finite(values: np.ndarray, where: str, sent: list | None = None) -> np.ndarray:
+    """values, refused where one is not finite. sent: the rows as the client sent them (V1's JSON lists, V2's
+    array in its datatype), to show a number beyond float32 (1e39) as itself, not as the infinity it became."""
     if not np.isfinite(values).all():
         row = int(np.argmin(np.isfinite(values).all(axis=1)))
         col = int(np.argmin(np.isfinite(values[row])))
-        raise InputError(f"{values[row, col]} is not allowed: values must be finite numbers", path=where,
-                         row=row + 1, column=col + 1)
+        value = sent[row][col] if sent is not None else values[row, col]
+        reason = ("is too large: values must fit in float32 (at most 3.4028235e38 in magnitude)"
+                  if np.isfinite(value) else "is not allowed: values must be finite numbers")
+        raise InputError(f"{value} {reason}", path=where, row=row + 1, column=col + 1)
     return values
 
 
@@ -359,7 +363,7 @@ def _v2_values(tensor: InferInput, univariate: bool) -> np.ndarray:
     if data.size == 0:
         raise InvalidInput(f"{where}: the tensor is empty")
     with np.errstate(over="ignore"):  # FP64 beyond float32: inf, refused by _finite
-        return _finite(data.astype(np.float32, copy=False), where)
+        return _finite(data.astype(np.float32, copy=False), where, data)
 
 
 def _check_numbers(data: list, datatype: str, shape: list, where: str) -> None:
