@@ -373,13 +373,18 @@ class LstmAD:
     def _normal(self) -> "Normal":
         return Normal(np.asarray(self.gaussian["mean"]), np.asarray(self.gaussian["covariance"]))
 
+    def check_scorable(self, values: np.ndarray, where: str = "input") -> np.ndarray:
+        """values as float32 [T, d], refused (an InputError naming `where`) unless score() can score them: the
+        model's number of series, and more rows than come before the first score."""
+        check_fitted(self)
+        return self._check_values(values, where, self.first_scored + 1)
+
     def score(self, values: np.ndarray, context_rows: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """(scores [T] float64, reconstructions [T, d] float32 in input units); NaN for the rows before
         first_scored. The first `context_rows` rows are context only: read, but left out of the answer (the
         arrays then cover the rows context_rows..T-1)."""
-        check_fitted(self)
+        values = self.check_scorable(values)
         first = self.first_scored
-        values = self._check_values(values, "input", first + 1)
         if not 0 <= context_rows < len(values):
             raise InputError(f"context rows must be at least 0 and fewer than the {len(values)} rows sent, "
                              f"not {context_rows}")

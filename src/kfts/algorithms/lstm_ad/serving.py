@@ -42,6 +42,7 @@ class LstmADAdapter(Adapter):
         if values.shape[1] != self.model.n_series:
             raise InputError(f"rows have {values.shape[1]} values (series), the model was trained on "
                              f"{self.model.n_series}", path=where, row=1)
+        self.model.check_scorable(values, where)
 
     def compute(self, values: np.ndarray, options: dict):
         return self.model.score(values, options.get("context_rows", 0))
