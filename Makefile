@@ -12,7 +12,8 @@ export CONTAINERS_CONF ?= $(CURDIR)/images/containers.conf
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# the fused CPU kernels are compiled into the editable install: a change to their C source reinstalls
+$(VENV)/.installed: pyproject.toml src/kfts/algorithms/inception_time/fused_kernels.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
@@ -37,7 +38,8 @@ compile: setup
 bench: setup
 	$(BIN)/python benchmarks/run.py --report benchmarks/REPORT.md
 
-# The wheel users install and the images are built from: dist/kfts-<version>-py3-none-any.whl
+# The wheel users install and the images are built from: dist/kfts-<version>-cp3XX-cp3XX-linux_<arch>.whl
+# (platform-specific: it carries InceptionTime's fused CPU kernels, compiled with the C compiler here)
 wheel: setup
 	rm -rf dist build
 	$(BIN)/pip wheel --quiet --no-deps -w dist .

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from conftest import make_classification, run_cli, write_csv, predictions_csv
 from kfts.algorithms import load_model
 from kfts.csvio import LabeledSeries
 from kfts.errors import InputError
+from kfts.algorithms.inception_time import fused
 from kfts.algorithms.inception_time.estimator import InceptionTime, Params
 from kfts.algorithms.inception_time.network import (KERNEL_SIZES, InceptionNetworks, NonNegativeMaxPool, SameConv,
                                                     ensemble_probabilities, merge_members, split_members)
@@ -71,6 +73,54 @@ def test_max_pool_of_relu_outputs_is_max_pool2d(dtype, length):
     # a gradient sums up to three outputs' gradients: max_pool2d's, up to the rounding of that sum
     atol = 8 * torch.finfo(dtype).eps * grad.abs().max().item()
     torch.testing.assert_close(fast.grad.double(), reference.grad, rtol=0, atol=atol)
+
+
+def test_the_fused_kernels_are_built():
+    """bf16 training on CPUs runs BatchNorm+ReLU and the max-pool in fused_kernels.c. Its build is optional
+    (kfts installs where no C compiler is, and those layers then run as torch's ops, several times slower), so
+    here, where it must have been built, its absence fails."""
+    assert fused.unavailable is None, fused.unavailable
+
+
+@pytest.mark.parametrize("shape,mean", [((16, 12, 1, 50), 0.0), ((2, 6, 1, 1), 0.0), ((8, 4, 1, 20), 1000.0)])
+def test_fused_batch_norm_relu_is_batch_norm_then_relu(shape, mean):
+    """Outputs, gradients and running statistics of BatchNorm2d then ReLU, against float64 on the same bf16
+    input: to bf16's precision where the result is bf16, to float's where it is float. Two values per channel
+    are the fewest that can be normalized; a mean of 1000 with unit spread must lose nothing to cancellation."""
+    torch.manual_seed(0)
+    x = (torch.randn(shape) + mean).bfloat16().contiguous(memory_format=torch.channels_last)
+    grad = torch.randn(shape).bfloat16()
+    norm = torch.nn.BatchNorm2d(shape[1])
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+        norm.bias.uniform_(-1, 1)
+    reference = copy.deepcopy(norm).double()
+    fast_x, reference_x = x.clone().requires_grad_(), x.double().requires_grad_()
+    assert fused.applies(fast_x)
+
+    y = fused.batch_norm_relu(norm, fast_x)
+    y.backward(grad)
+    expected = torch.relu(reference(reference_x))
+    expected.backward(grad.double())
+
+    bf16 = torch.finfo(torch.bfloat16).eps
+    assert y.dtype == fast_x.grad.dtype == torch.bfloat16
+    torch.testing.assert_close(y.double(), expected, rtol=bf16, atol=bf16)
+    scale = reference_x.grad.abs().max().item()
+    torch.testing.assert_close(fast_x.grad.double(), reference_x.grad, rtol=0, atol=2 * bf16 * scale)
+    for name in ("weight", "bias"):
+        expected_grad = getattr(reference, name).grad
+        torch.testing.assert_close(getattr(norm, name).grad.double(), expected_grad, rtol=1e-5,
+                                   atol=1e-5 * expected_grad.abs().max().item())
+    for name in ("running_mean", "running_var"):
+        torch.testing.assert_close(getattr(norm, name).double(), getattr(reference, name), rtol=1e-5, atol=1e-6)
+    assert norm.num_batches_tracked == 1
+
+
+def test_fused_batch_norm_relu_refuses_one_value_per_channel_as_batch_norm_does():
+    x = torch.randn(1, 4, 1, 1).bfloat16()
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        fused.batch_norm_relu(torch.nn.BatchNorm2d(4), x)
 
 
 @pytest.mark.parametrize("channels", [1, 3])

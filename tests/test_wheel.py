@@ -62,6 +62,14 @@ def test_the_wheel_holds_one_top_level_package_with_everything_that_runs(venv):
     assert {name.split("/")[0] for name in names} == {"kfts", "kfts-0.1.0.dist-info"}
     for needed in ("kfts/components/train.py", "kfts/pipelines/common.py", "kfts/templates/katib-experiment.yaml"):
         assert needed in names
+    assert any(name.startswith("kfts/algorithms/inception_time/_fused_kernels") for name in names)
+
+
+def test_the_installed_wheel_loads_its_fused_kernels(venv, tmp_path):
+    check = "from kfts.algorithms.inception_time import fused; print(fused.unavailable, fused.__file__)"
+    unavailable, where = subprocess.run([venv / "bin" / "python", "-c", check], cwd=tmp_path, capture_output=True,
+                                        text=True, check=True).stdout.split()
+    assert unavailable == "None" and str(venv) in where
 
 
 def test_every_command_family_runs_from_the_wheel(venv, tmp_path):

@@ -29,6 +29,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from kfts.algorithms.inception_time import fused
+
 KERNEL_SIZES = (10, 20, 40)  # even: see SameConv
 BOTTLENECK = 32
 MAX_POOL = dict(kernel_size=(1, 3), stride=1, padding=(0, 1))  # over 3 time steps, 'same' length
@@ -78,60 +80,18 @@ class InceptionModule(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = self.bottleneck(x) if self.bottleneck is not None else x
         branches = [conv(z) for conv in self.convs] + [self.pool_conv(self.pool(x))]
-        return F.relu(self.norm(member_major_cat(branches, self.members)), inplace=True)
+        return fused.batch_norm_relu(self.norm, member_major_cat(branches, self.members))
 
 
 class NonNegativeMaxPool(nn.MaxPool2d):
-    """nn.MaxPool2d(**MAX_POOL) for inputs that are never negative (a ReLU's outputs).
-
-    On CPUs in bf16 or fp16 it reads the input as int16: non-negative floats order as their bits do, and torch's
-    int16 maximum and bit operations are cheap, while its 16-bit max-pool is slow and writes an int64 index per
-    element (4x the data) for its backward. Fwd+bwd of one module's pool: 10.6 ms against 14.2 on the
-    development machine (2-core Xeon with AMX). In fp32 and on GPUs torch's own max-pool is the faster.
-    The backward sends each output's gradient to the first maximum of its window, as max_pool2d's does:
-    the same gradient, up to the rounding where two of them add up."""
+    """nn.MaxPool2d(**MAX_POOL) for inputs that are never negative (a ReLU's outputs): in bf16 on CPUs one pass
+    each way (fused.non_negative_max_pool) instead of torch's 16-bit max-pool, whose backward is slow."""
 
     def __init__(self):
         super().__init__(**MAX_POOL)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.device.type == "cpu" and x.dtype in (torch.bfloat16, torch.float16):
-            return _NonNegative16BitMaxPool.apply(x)
-        return super().forward(x)
-
-
-class _NonNegative16BitMaxPool(torch.autograd.Function):
-    # window t is (x[t-1], x[t], x[t+1]): "a", "b" and "c" below; the series' ends have no a or no c
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        # a ReLU passes -0.0 on, whose sign bit makes it the lowest int16: as 0 it ties with +0.0, as floats do
-        bits = x.view(torch.int16).clamp_min(0)
-        out = torch.empty_like(bits)
-        torch.maximum(bits[..., :-1], bits[..., 1:], out=out[..., :-1])  # max(b, c)
-        out[..., -1:] = bits[..., -1:]
-        torch.maximum(out[..., 1:], bits[..., :-1], out=out[..., 1:])  # and a
-        ctx.save_for_backward(bits, out)
-        return out.view(x.dtype)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        bits, out = ctx.saved_tensors
-        g = grad.view(torch.int16)
-        # all ones where a (b) is below its window's max, else zero: the sign bit of a - max (which cannot overflow)
-        a_below = torch.empty_like(out)
-        a_below[..., :1] = -1
-        torch.sub(bits[..., :-1], out[..., 1:], out=a_below[..., 1:]).bitwise_right_shift_(15)
-        b_below = torch.sub(bits, out).bitwise_right_shift_(15)
-        # each output's gradient goes to exactly one of a, b, c: the first that is the max
-        not_to_a = a_below.bitwise_and_(g)
-        to_a = torch.bitwise_xor(g, not_to_a)
-        to_c = torch.bitwise_and(not_to_a, b_below, out=b_below)
-        to_b = not_to_a.bitwise_xor_(to_c)
-        grad_x = to_b.view(grad.dtype)  # x[t] gets its own window's to_b, window t+1's to_a, window t-1's to_c
-        grad_x[..., :-1] += to_a.view(grad.dtype)[..., 1:]
-        grad_x[..., 1:] += to_c.view(grad.dtype)[..., :-1]
-        return grad_x
+        return fused.non_negative_max_pool(x) if fused.applies(x) else super().forward(x)
 
 
 def member_major_cat(branches: list[torch.Tensor], members: int) -> torch.Tensor:

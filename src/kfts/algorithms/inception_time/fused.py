@@ -1,0 +1,120 @@
+"""BatchNorm+ReLU and the max-pool in one pass each, forward and backward, for bf16 training on CPUs.
+
+In eager torch the bf16 step spends more time on these memory-bound layers than on the convolutions: BatchNorm,
+ReLU and their gradients are five passes over every module's output, and the max-pool's gradient about ten.
+fused_kernels.c does each in one pass (two where batch statistics are summed first). The wheel builds it as
+a plain shared library, called here through ctypes.
+
+Where it does not apply (fp32, fp16, GPUs, evaluation mode) or was not built (the build is optional: a
+platform without a C compiler or OpenMP installs kfts without it), the layers run as torch's own ops: the same
+function, slower. `unavailable` says why it is missing, for the tests that require it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.machinery
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+def _load() -> tuple[ctypes.CDLL | None, str | None]:
+    here = Path(__file__).parent
+    paths = [here / f"_fused_kernels{suffix}" for suffix in importlib.machinery.EXTENSION_SUFFIXES]
+    path = next((p for p in paths if p.exists()), None)
+    if path is None:
+        return None, f"no _fused_kernels library in {here} (built with the wheel where a C compiler and OpenMP are)"
+    try:
+        library = ctypes.CDLL(str(path))
+    except OSError as e:
+        return None, f"{path.name} does not load: {e}"
+    pointer, size, real = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double
+    library.batch_norm_relu.argtypes = [pointer, pointer, size, size, pointer, pointer, real, pointer, pointer]
+    library.batch_norm_relu_backward.argtypes = [pointer, pointer, pointer, size, size, pointer, pointer,
+                                                 pointer, pointer, real, pointer, pointer]
+    library.max_pool3.argtypes = [pointer, pointer, size, size, size]
+    library.max_pool3_backward.argtypes = [pointer, pointer, pointer, size, size, size]
+    return library, None
+
+
+_library, unavailable = _load()
+
+
+def applies(x: torch.Tensor) -> bool:
+    """Whether the fused kernels run on x: bf16 on a CPU, with the library built."""
+    return _library is not None and x.device.type == "cpu" and x.dtype == torch.bfloat16
+
+
+def _channels_last(x: torch.Tensor) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def batch_norm_relu(norm: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
+    """relu(norm(x)), updating norm's running statistics as norm would."""
+    # torch's own path otherwise, and for its errors (one value per channel cannot be normalized)
+    if not (applies(x) and norm.training and norm.track_running_stats and norm.momentum is not None
+            and x.numel() > x.shape[1]):
+        return F.relu(norm(x), inplace=True)
+    y, mean, var = _BatchNormReLU.apply(x, norm.weight, norm.bias, norm.eps)
+    with torch.no_grad():
+        count = x.numel() // x.shape[1]
+        norm.running_mean.lerp_(mean, norm.momentum)
+        norm.running_var.lerp_(var * (count / (count - 1)), norm.momentum)  # unbiased, as torch keeps it
+        norm.num_batches_tracked += 1
+    return y
+
+
+class _BatchNormReLU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, eps):
+        x = _channels_last(x)
+        batch, channels, height, width = x.shape
+        y = torch.empty_like(x)
+        mean, var = torch.empty(channels), torch.empty(channels)
+        _library.batch_norm_relu(x.data_ptr(), y.data_ptr(), batch * height * width, channels,
+                                 weight.data_ptr(), bias.data_ptr(), eps, mean.data_ptr(), var.data_ptr())
+        ctx.save_for_backward(x, weight, bias, mean, var)
+        ctx.eps = eps
+        ctx.mark_non_differentiable(mean, var)
+        return y, mean, var
+
+    @staticmethod
+    def backward(ctx, dy, _mean, _var):
+        x, weight, bias, mean, var = ctx.saved_tensors
+        dy = _channels_last(dy.to(torch.bfloat16))
+        batch, channels, height, width = x.shape
+        dx = torch.empty_like(x)
+        dweight, dbias = torch.empty(channels), torch.empty(channels)
+        _library.batch_norm_relu_backward(dy.data_ptr(), x.data_ptr(), dx.data_ptr(), batch * height * width,
+                                          channels, weight.data_ptr(), bias.data_ptr(), mean.data_ptr(),
+                                          var.data_ptr(), ctx.eps, dweight.data_ptr(), dbias.data_ptr())
+        return dx, dweight, dbias, None
+
+
+def non_negative_max_pool(x: torch.Tensor) -> torch.Tensor:
+    """The max over 3 time steps ('same' length) of x, which is never negative (a ReLU's outputs), where
+    `applies(x)`. Values are compared as int16: non-negative floats order as their bits do. The gradient goes to
+    each window's first maximum, as torch's max_pool2d sends it."""
+    return _MaxPool.apply(x)
+
+
+class _MaxPool(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        x = _channels_last(x)
+        batch, channels, height, width = x.shape
+        out = torch.empty_like(x)
+        _library.max_pool3(x.data_ptr(), out.data_ptr(), batch * height, width, channels)
+        ctx.save_for_backward(x)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, = ctx.saved_tensors
+        grad = _channels_last(grad.to(torch.bfloat16))
+        batch, channels, height, width = x.shape
+        dx = torch.empty_like(x)
+        _library.max_pool3_backward(x.data_ptr(), grad.data_ptr(), dx.data_ptr(), batch * height, width, channels)
+        return dx

@@ -1,0 +1,237 @@
+/* Fused CPU kernels for the memory-bound part of InceptionTime's bf16 training step (see fused.py).
+ *
+ * Every tensor is bf16 in channels-last memory: `rows` rows (batch x time) of C channels. Eager torch runs
+ * BatchNorm, ReLU and their gradients as five passes over such a tensor, and the int16 max-pool's gradient as
+ * about ten; here each is one pass, or two where batch statistics must be summed first. The arithmetic is in
+ * float, sums in double; results are rounded to bf16 once (round to nearest even).
+ *
+ * Plain C called through ctypes: no Python or torch headers, so one build serves the CPU and CUDA torch
+ * wheels alike. OpenMP splits rows over torch's threads (torch has loaded libgomp by the time this library
+ * loads, and both use that one runtime). On x86-64 every row kernel is compiled for AVX-512, AVX2 and the
+ * baseline, and the loader picks the CPU's best (GCC target_clones). */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define ROW_KERNEL __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define ROW_KERNEL
+#endif
+
+static inline float from_bf16(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+static inline uint16_t to_bf16(float f) { /* round to nearest even; values here are finite */
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    u += 0x7FFFu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+/* h as a float where keep is 1, else 0: a mask, not a branch, so that the loops vectorize */
+static inline float kept(uint16_t h, int keep) {
+    uint32_t u = ((uint32_t)h << 16) & -(uint32_t)keep;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* -- BatchNorm (batch statistics) followed by ReLU ------------------------------------------------------- */
+
+/* What a row's per-channel sums read: the input x, the gradient dy (backward only), and per channel a centre
+ * that x is taken from (forward: a shift against cancellation; backward: the mean) and the BatchNorm's affine
+ * map scale x + offset. */
+struct rows {
+    const uint16_t *x, *dy;
+    const float *center, *scale, *offset;
+    int64_t C;
+};
+
+/* forward: s += x - shift, s2 += (x - shift)^2 */
+ROW_KERNEL static void sum_row(const struct rows *in, int64_t r, double *restrict s, double *restrict s2) {
+    const uint16_t *restrict x = in->x + r * in->C;
+    const float *restrict shift = in->center;
+    for (int64_t c = 0; c < in->C; c++) {
+        double d = from_bf16(x[c]) - shift[c];
+        s[c] += d;
+        s2[c] += d * d;
+    }
+}
+
+ROW_KERNEL static void normalize_row(const uint16_t *restrict x, uint16_t *restrict y, int64_t C,
+                                     const float *restrict scale, const float *restrict offset) {
+    for (int64_t c = 0; c < C; c++) {
+        float v = from_bf16(x[c]) * scale[c] + offset[c];
+        y[c] = to_bf16(v > 0 ? v : 0);
+    }
+}
+
+/* Per-channel sums over all rows of what add_row sums in one, each thread into its own arrays, then added up. */
+static void channel_sums(const struct rows *in, int64_t rows,
+                         void (*add_row)(const struct rows *, int64_t, double *, double *), double *s,
+                         double *s2) {
+#pragma omp parallel
+    {
+        double *ts = calloc(in->C, sizeof(double)), *ts2 = calloc(in->C, sizeof(double));
+#pragma omp for schedule(static)
+        for (int64_t r = 0; r < rows; r++) add_row(in, r, ts, ts2);
+#pragma omp critical
+        for (int64_t c = 0; c < in->C; c++) {
+            s[c] += ts[c];
+            s2[c] += ts2[c];
+        }
+        free(ts);
+        free(ts2);
+    }
+}
+
+/* y = relu(weight (x - mean) / sqrt(var + eps) + bias) with the batch's mean and biased variance, which it
+ * writes to mean and var. */
+void batch_norm_relu(const uint16_t *x, uint16_t *y, int64_t rows, int64_t C, const float *weight,
+                     const float *bias, double eps, float *mean, float *var) {
+    double *s = calloc(C, sizeof(double)), *ss = calloc(C, sizeof(double));
+    float *shift = malloc(C * sizeof(float)), *scale = malloc(C * sizeof(float)), *offset = malloc(C * sizeof(float));
+    /* sums of x - shift, shift being the first row: E[x^2] - E[x]^2 without the cancellation of large means */
+    for (int64_t c = 0; c < C; c++) shift[c] = from_bf16(x[c]);
+    struct rows in = {.x = x, .center = shift, .C = C};
+    channel_sums(&in, rows, sum_row, s, ss);
+    for (int64_t c = 0; c < C; c++) {
+        double m = s[c] / rows, v = ss[c] / rows - m * m;
+        if (v < 0) v = 0; /* rounding */
+        mean[c] = (float)(m + shift[c]);
+        var[c] = (float)v;
+        scale[c] = (float)(weight[c] / sqrt(v + eps));
+        offset[c] = bias[c] - mean[c] * scale[c];
+    }
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < rows; r++) normalize_row(x + r * C, y + r * C, C, scale, offset);
+    free(s);
+    free(ss);
+    free(shift);
+    free(scale);
+    free(offset);
+}
+
+/* backward: s += g, s2 += g (x - mean), g = dy where the ReLU passed it */
+ROW_KERNEL static void gradient_sums_row(const struct rows *in, int64_t r, double *restrict s, double *restrict s2) {
+    const uint16_t *restrict x = in->x + r * in->C, *restrict dy = in->dy + r * in->C;
+    const float *restrict mean = in->center, *restrict scale = in->scale, *restrict offset = in->offset;
+    for (int64_t c = 0; c < in->C; c++) {
+        float xv = from_bf16(x[c]);
+        float g = kept(dy[c], xv * scale[c] + offset[c] > 0);
+        s[c] += g;
+        s2[c] += g * (xv - mean[c]);
+    }
+}
+
+ROW_KERNEL static void input_gradient_row(const uint16_t *restrict dy, const uint16_t *restrict x,
+                                          uint16_t *restrict dx, int64_t C, const float *restrict scale,
+                                          const float *restrict offset, const float *restrict mean,
+                                          const float *restrict mean_g, const float *restrict slope) {
+    for (int64_t c = 0; c < C; c++) {
+        float xv = from_bf16(x[c]);
+        float g = kept(dy[c], xv * scale[c] + offset[c] > 0);
+        dx[c] = to_bf16(scale[c] * g - mean_g[c] - (xv - mean[c]) * slope[c]);
+    }
+}
+
+/* The gradients of batch_norm_relu from dy and its x, mean and var: dx, and the sums that are dweight and
+ * dbias. With g = dy where the ReLU passed it and xhat = (x - mean) / std:
+ * dx = weight / std (g - mean(g) - xhat mean(g xhat)), dweight = sum(g xhat), dbias = sum(g). */
+void batch_norm_relu_backward(const uint16_t *dy, const uint16_t *x, uint16_t *dx, int64_t rows, int64_t C,
+                              const float *weight, const float *bias, const float *mean, const float *var,
+                              double eps, float *dweight, float *dbias) {
+    double *s = calloc(C, sizeof(double)), *sx = calloc(C, sizeof(double));
+    float *scale = malloc(C * sizeof(float)), *offset = malloc(C * sizeof(float));
+    float *mean_g = malloc(C * sizeof(float)), *slope = malloc(C * sizeof(float));
+    for (int64_t c = 0; c < C; c++) {
+        scale[c] = (float)(weight[c] / sqrt((double)var[c] + eps));
+        offset[c] = bias[c] - mean[c] * scale[c];
+    }
+    struct rows in = {.x = x, .dy = dy, .center = mean, .scale = scale, .offset = offset, .C = C};
+    channel_sums(&in, rows, gradient_sums_row, s, sx);
+    for (int64_t c = 0; c < C; c++) {
+        double inv_var = 1.0 / ((double)var[c] + eps);
+        dbias[c] = (float)s[c];
+        dweight[c] = (float)(sx[c] * sqrt(inv_var));
+        mean_g[c] = (float)(scale[c] * s[c] / rows);
+        slope[c] = (float)(scale[c] * sx[c] * inv_var / rows);
+    }
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < rows; r++)
+        input_gradient_row(dy + r * C, x + r * C, dx + r * C, C, scale, offset, mean, mean_g, slope);
+    free(s);
+    free(sx);
+    free(scale);
+    free(offset);
+    free(mean_g);
+    free(slope);
+}
+
+/* -- Max over 3 time steps ('same' length) of non-negative values --------------------------------------------
+ * Non-negative floats order as their bits do, so the values are compared as int16. -0.0 (a ReLU may pass it
+ * on) has the sign bit: it is read as 0. A series' ends read a row of -1, below every value. */
+
+static inline int16_t as_order(int16_t v) { return v == INT16_MIN ? 0 : v; }
+
+ROW_KERNEL static void max_pool_row(const int16_t *restrict a, const int16_t *restrict b,
+                                    const int16_t *restrict c, int16_t *restrict out, int64_t C) {
+    for (int64_t k = 0; k < C; k++) {
+        int16_t m = as_order(a[k]) > as_order(b[k]) ? as_order(a[k]) : as_order(b[k]);
+        out[k] = m > as_order(c[k]) ? m : as_order(c[k]);
+    }
+}
+
+/* x[t] receives the gradient of each window whose first maximum it is: window t (x[t] in the middle), t+1
+ * (x[t] first) and t-1 (x[t] last); the same rule as torch's max_pool2d. */
+ROW_KERNEL static void max_pool_gradient_row(const int16_t *restrict xm2, const int16_t *restrict xm1,
+                                             const int16_t *restrict x0, const int16_t *restrict xp1,
+                                             const int16_t *restrict xp2, const uint16_t *restrict gm1,
+                                             const uint16_t *restrict g0, const uint16_t *restrict gp1,
+                                             uint16_t *restrict dx, int64_t C) {
+    for (int64_t k = 0; k < C; k++) {
+        int16_t v = as_order(x0[k]), m1 = as_order(xm1[k]), m2 = as_order(xm2[k]);
+        int16_t p1 = as_order(xp1[k]), p2 = as_order(xp2[k]);
+        float middle = kept(g0[k], (m1 < v) & (v >= p1));
+        float first = kept(gp1[k], (v >= p1) & (v >= p2));
+        float last = kept(gm1[k], (m2 < v) & (m1 < v));
+        dx[k] = to_bf16(middle + first + last);
+    }
+}
+
+void max_pool3(const int16_t *x, int16_t *out, int64_t batch, int64_t length, int64_t C) {
+    int16_t *none = malloc(C * sizeof(int16_t));
+    for (int64_t k = 0; k < C; k++) none[k] = -1;
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int64_t n = 0; n < batch; n++)
+        for (int64_t t = 0; t < length; t++) {
+            const int16_t *b = x + (n * length + t) * C;
+            max_pool_row(t > 0 ? b - C : none, b, t + 1 < length ? b + C : none, out + (n * length + t) * C, C);
+        }
+    free(none);
+}
+
+void max_pool3_backward(const int16_t *x, const uint16_t *g, uint16_t *dx, int64_t batch, int64_t length,
+                        int64_t C) {
+    int16_t *none = malloc(C * sizeof(int16_t));
+    uint16_t *zeros = calloc(C, sizeof(uint16_t)); /* the gradient of a window that does not exist */
+    for (int64_t k = 0; k < C; k++) none[k] = -1;
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int64_t n = 0; n < batch; n++)
+        for (int64_t t = 0; t < length; t++) {
+            int64_t at = (n * length + t) * C;
+            const int16_t *x0 = x + at;
+            const uint16_t *g0 = g + at;
+            max_pool_gradient_row(t >= 2 ? x0 - 2 * C : none, t >= 1 ? x0 - C : none, x0,
+                                  t + 1 < length ? x0 + C : none, t + 2 < length ? x0 + 2 * C : none,
+                                  t >= 1 ? g0 - C : zeros, g0, t + 1 < length ? g0 + C : zeros, dx + at, C);
+        }
+    free(none);
+    free(zeros);
+}
