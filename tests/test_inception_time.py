@@ -117,6 +117,26 @@ def test_fused_batch_norm_relu_is_batch_norm_then_relu(shape, mean):
     assert norm.num_batches_tracked == 1
 
 
+def test_fused_batch_norm_relu_gives_the_same_bits_every_run():
+    """Its per-channel sums are split over threads and added in thread order, not in the order threads finish:
+    a run is repeatable (training is, from a seed, as the resume and distributed tests rely on)."""
+    torch.manual_seed(0)
+    x = torch.randn(32, 64, 1, 40).bfloat16().contiguous(memory_format=torch.channels_last)
+    grad = torch.randn(x.shape).bfloat16()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(5)
+    try:
+        runs = []
+        for _ in range(8):
+            norm, fast_x = torch.nn.BatchNorm2d(64), x.clone().requires_grad_()
+            fused.batch_norm_relu(norm, fast_x).backward(grad)
+            runs.append([fast_x.grad, norm.weight.grad, norm.bias.grad, norm.running_mean, norm.running_var])
+    finally:
+        torch.set_num_threads(threads)
+    for run in runs[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(run, runs[0]))
+
+
 def test_fused_batch_norm_relu_refuses_one_value_per_channel_as_batch_norm_does():
     x = torch.randn(1, 4, 1, 1).bfloat16()
     with pytest.raises(ValueError, match="more than 1 value per channel"):

@@ -2,6 +2,7 @@
 
     params.py      the hyperparameters
     network.py     the networks, as in the paper
+    fused.py       BatchNorm+ReLU and the max-pool as fused CPU kernels (fused_kernels.c) for bf16 training
     estimator.py   fit / predict_proba / predict on arrays, save / load the artifact
     ensemble.py    members trained as separate pipeline tasks, combined into one artifact
     files.py       reading the CSV layouts, writing the prediction CSV (streamed)

@@ -10,6 +10,7 @@
  * loads, and both use that one runtime). On x86-64 every row kernel is compiled for AVX-512, AVX2 and the
  * baseline, and the loader picks the CPU's best (GCC target_clones). */
 #include <math.h>
+#include <omp.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -72,23 +73,26 @@ ROW_KERNEL static void normalize_row(const uint16_t *restrict x, uint16_t *restr
     }
 }
 
-/* Per-channel sums over all rows of what add_row sums in one, each thread into its own arrays, then added up. */
+/* Per-channel sums over all rows of what add_row sums in one. Each thread sums its rows (the same ones in
+ * every run: a static schedule) into its own arrays, which are then added up in thread order: the same bits
+ * every run, whatever thread finishes first. */
 static void channel_sums(const struct rows *in, int64_t rows,
                          void (*add_row)(const struct rows *, int64_t, double *, double *), double *s,
                          double *s2) {
-#pragma omp parallel
+    int threads = omp_get_max_threads();
+    double *parts = calloc((size_t)threads * 2 * in->C, sizeof(double));
+#pragma omp parallel num_threads(threads)
     {
-        double *ts = calloc(in->C, sizeof(double)), *ts2 = calloc(in->C, sizeof(double));
+        double *ts = parts + (size_t)omp_get_thread_num() * 2 * in->C, *ts2 = ts + in->C;
 #pragma omp for schedule(static)
         for (int64_t r = 0; r < rows; r++) add_row(in, r, ts, ts2);
-#pragma omp critical
-        for (int64_t c = 0; c < in->C; c++) {
-            s[c] += ts[c];
-            s2[c] += ts2[c];
-        }
-        free(ts);
-        free(ts2);
     }
+    for (int t = 0; t < threads; t++)
+        for (int64_t c = 0; c < in->C; c++) {
+            s[c] += parts[(size_t)t * 2 * in->C + c];
+            s2[c] += parts[(size_t)t * 2 * in->C + in->C + c];
+        }
+    free(parts);
 }
 
 /* y = relu(weight (x - mean) / sqrt(var + eps) + bias) with the batch's mean and biased variance, which it
