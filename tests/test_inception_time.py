@@ -82,32 +82,36 @@ def test_the_fused_kernels_are_built():
     assert fused.unavailable is None, fused.unavailable
 
 
+@pytest.mark.parametrize("with_skip", [False, True])
 @pytest.mark.parametrize("shape,mean", [((16, 12, 1, 50), 0.0), ((2, 6, 1, 1), 0.0), ((8, 4, 1, 20), 1000.0)])
-def test_fused_batch_norm_relu_is_batch_norm_then_relu(shape, mean):
-    """Outputs, gradients and running statistics of BatchNorm2d then ReLU, against float64 on the same bf16
-    input: to bf16's precision where the result is bf16, to float's where it is float. Two values per channel
-    are the fewest that can be normalized; a mean of 1000 with unit spread must lose nothing to cancellation."""
+def test_fused_batch_norm_relu_is_batch_norm_then_relu(shape, mean, with_skip):
+    """Outputs, gradients and running statistics of BatchNorm2d then ReLU (with a shortcut's addition before
+    the ReLU, or without), against float64 on the same bf16 inputs: to bf16's precision where the result is
+    bf16, to float's where it is float. Two values per channel are the fewest that can be normalized; a mean of
+    1000 with unit spread must lose nothing to cancellation."""
     torch.manual_seed(0)
     x = (torch.randn(shape) + mean).bfloat16().contiguous(memory_format=torch.channels_last)
+    skip = torch.randn(shape).bfloat16().contiguous(memory_format=torch.channels_last) if with_skip else None
     grad = torch.randn(shape).bfloat16()
     norm = torch.nn.BatchNorm2d(shape[1])
     with torch.no_grad():
         norm.weight.uniform_(0.5, 1.5)
         norm.bias.uniform_(-1, 1)
     reference = copy.deepcopy(norm).double()
-    fast_x, reference_x = x.clone().requires_grad_(), x.double().requires_grad_()
-    assert fused.applies(fast_x)
+    fast = [x.clone().requires_grad_()] + ([skip.clone().requires_grad_()] if with_skip else [])
+    slow = [t.detach().double().requires_grad_() for t in fast]
+    assert fused.applies(fast[0])
 
-    y = fused.batch_norm_relu(norm, fast_x)
+    y = fused.batch_norm_relu(norm, *fast)
     y.backward(grad)
-    expected = torch.relu(reference(reference_x))
+    expected = torch.relu(reference(slow[0]) + (slow[1] if with_skip else 0))
     expected.backward(grad.double())
 
     bf16 = torch.finfo(torch.bfloat16).eps
-    assert y.dtype == fast_x.grad.dtype == torch.bfloat16
+    assert y.dtype == torch.bfloat16 and all(t.grad.dtype == torch.bfloat16 for t in fast)
     torch.testing.assert_close(y.double(), expected, rtol=bf16, atol=bf16)
-    scale = reference_x.grad.abs().max().item()
-    torch.testing.assert_close(fast_x.grad.double(), reference_x.grad, rtol=0, atol=2 * bf16 * scale)
+    for got, want in zip(fast, slow):
+        torch.testing.assert_close(got.grad.double(), want.grad, rtol=0, atol=2 * bf16 * want.grad.abs().max().item())
     for name in ("weight", "bias"):
         expected_grad = getattr(reference, name).grad
         torch.testing.assert_close(getattr(norm, name).grad.double(), expected_grad, rtol=1e-5,

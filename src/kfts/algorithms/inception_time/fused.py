@@ -2,8 +2,9 @@
 
 In eager torch the bf16 step spends more time on these memory-bound layers than on the convolutions: BatchNorm,
 ReLU and their gradients are five passes over every module's output, and the max-pool's gradient about ten.
-fused_kernels.c does each in one pass (two where batch statistics are summed first). The wheel builds it as
-a plain shared library, called here through ctypes.
+fused_kernels.c does each in one pass (two where batch statistics are summed first), and the shortcuts'
+BatchNorm, addition and ReLU likewise. The wheel builds it as a plain shared library, called here through
+ctypes.
 
 Where it does not apply (fp32, fp16, GPUs, evaluation mode) or was not built (the build is optional: a
 platform without a C compiler or OpenMP installs kfts without it), the layers run as torch's own ops: the same
@@ -31,9 +32,10 @@ def _load() -> tuple[ctypes.CDLL | None, str | None]:
     except OSError as e:
         return None, f"{path.name} does not load: {e}"
     pointer, size, real = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double
-    library.batch_norm_relu.argtypes = [pointer, pointer, size, size, pointer, pointer, real, pointer, pointer]
-    library.batch_norm_relu_backward.argtypes = [pointer, pointer, pointer, size, size, pointer, pointer,
-                                                 pointer, pointer, real, pointer, pointer]
+    library.batch_norm_relu.argtypes = [pointer, pointer, pointer, size, size, pointer, pointer, real, pointer,
+                                        pointer]
+    library.batch_norm_relu_backward.argtypes = [pointer, pointer, pointer, pointer, pointer, size, size, pointer,
+                                                 pointer, pointer, pointer, real, pointer, pointer]
     library.max_pool3.argtypes = [pointer, pointer, size, size, size]
     library.max_pool3_backward.argtypes = [pointer, pointer, pointer, size, size, size]
     return library, None
@@ -51,13 +53,18 @@ def _channels_last(x: torch.Tensor) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last)
 
 
-def batch_norm_relu(norm: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
-    """relu(norm(x)), updating norm's running statistics as norm would."""
+def _pointer(x: torch.Tensor | None) -> int | None:
+    return x.data_ptr() if x is not None else None  # None: C's NULL
+
+
+def batch_norm_relu(norm: nn.BatchNorm2d, x: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
+    """relu(norm(x)), or relu(norm(x) + skip) (a residual connection), updating norm's running statistics as
+    norm would."""
     # torch's own path otherwise, and for its errors (one value per channel cannot be normalized)
     if not (applies(x) and norm.training and norm.track_running_stats and norm.momentum is not None
-            and x.numel() > x.shape[1]):
-        return F.relu(norm(x), inplace=True)
-    y, mean, var = _BatchNormReLU.apply(x, norm.weight, norm.bias, norm.eps)
+            and x.numel() > x.shape[1] and (skip is None or skip.dtype == x.dtype)):
+        return F.relu(norm(x), inplace=True) if skip is None else F.relu(norm(x) + skip)
+    y, mean, var = _BatchNormReLU.apply(x, skip, norm.weight, norm.bias, norm.eps)
     with torch.no_grad():
         count = x.numel() // x.shape[1]
         norm.running_mean.lerp_(mean, norm.momentum)
@@ -68,29 +75,32 @@ def batch_norm_relu(norm: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
 
 class _BatchNormReLU(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, bias, eps):
+    def forward(ctx, x, skip, weight, bias, eps):
         x = _channels_last(x)
+        skip = _channels_last(skip) if skip is not None else None
         batch, channels, height, width = x.shape
         y = torch.empty_like(x)
         mean, var = torch.empty(channels), torch.empty(channels)
-        _library.batch_norm_relu(x.data_ptr(), y.data_ptr(), batch * height * width, channels,
+        _library.batch_norm_relu(x.data_ptr(), _pointer(skip), y.data_ptr(), batch * height * width, channels,
                                  weight.data_ptr(), bias.data_ptr(), eps, mean.data_ptr(), var.data_ptr())
-        ctx.save_for_backward(x, weight, bias, mean, var)
+        ctx.save_for_backward(x, skip, weight, bias, mean, var)
         ctx.eps = eps
         ctx.mark_non_differentiable(mean, var)
         return y, mean, var
 
     @staticmethod
     def backward(ctx, dy, _mean, _var):
-        x, weight, bias, mean, var = ctx.saved_tensors
+        x, skip, weight, bias, mean, var = ctx.saved_tensors
         dy = _channels_last(dy.to(torch.bfloat16))
         batch, channels, height, width = x.shape
         dx = torch.empty_like(x)
+        dskip = torch.empty_like(skip) if skip is not None and ctx.needs_input_grad[1] else None
         dweight, dbias = torch.empty(channels), torch.empty(channels)
-        _library.batch_norm_relu_backward(dy.data_ptr(), x.data_ptr(), dx.data_ptr(), batch * height * width,
-                                          channels, weight.data_ptr(), bias.data_ptr(), mean.data_ptr(),
-                                          var.data_ptr(), ctx.eps, dweight.data_ptr(), dbias.data_ptr())
-        return dx, dweight, dbias, None
+        _library.batch_norm_relu_backward(dy.data_ptr(), x.data_ptr(), _pointer(skip), dx.data_ptr(),
+                                          _pointer(dskip), batch * height * width, channels, weight.data_ptr(),
+                                          bias.data_ptr(), mean.data_ptr(), var.data_ptr(), ctx.eps,
+                                          dweight.data_ptr(), dbias.data_ptr())
+        return dx, dskip, dweight, dbias, None
 
 
 def non_negative_max_pool(x: torch.Tensor) -> torch.Tensor:

@@ -45,11 +45,13 @@ static inline float kept(uint16_t h, int keep) {
 
 /* -- BatchNorm (batch statistics) followed by ReLU ------------------------------------------------------- */
 
-/* What a row's per-channel sums read: the input x, the gradient dy (backward only), and per channel a centre
+/* What a row's per-channel sums read: the input x, the skip connection's rows (backward only; a row of
+ * zeros where there is none), the gradient dy (backward only), and per channel a centre
  * that x is taken from (forward: a shift against cancellation; backward: the mean) and the BatchNorm's affine
  * map scale x + offset. */
 struct rows {
-    const uint16_t *x, *dy;
+    const uint16_t *x, *dy, *skip;
+    int64_t skip_stride; /* C, or 0: the one row of zeros */
     const float *center, *scale, *offset;
     int64_t C;
 };
@@ -65,10 +67,11 @@ ROW_KERNEL static void sum_row(const struct rows *in, int64_t r, double *restric
     }
 }
 
-ROW_KERNEL static void normalize_row(const uint16_t *restrict x, uint16_t *restrict y, int64_t C,
-                                     const float *restrict scale, const float *restrict offset) {
+ROW_KERNEL static void normalize_row(const uint16_t *restrict x, const uint16_t *restrict skip,
+                                     uint16_t *restrict y, int64_t C, const float *restrict scale,
+                                     const float *restrict offset) {
     for (int64_t c = 0; c < C; c++) {
-        float v = from_bf16(x[c]) * scale[c] + offset[c];
+        float v = from_bf16(x[c]) * scale[c] + offset[c] + from_bf16(skip[c]);
         y[c] = to_bf16(v > 0 ? v : 0);
     }
 }
@@ -95,10 +98,13 @@ static void channel_sums(const struct rows *in, int64_t rows,
     free(parts);
 }
 
-/* y = relu(weight (x - mean) / sqrt(var + eps) + bias) with the batch's mean and biased variance, which it
- * writes to mean and var. */
-void batch_norm_relu(const uint16_t *x, uint16_t *y, int64_t rows, int64_t C, const float *weight,
-                     const float *bias, double eps, float *mean, float *var) {
+/* A row of zeros for the skip connection of a BatchNorm that has none. */
+static uint16_t *zeros_unless(const uint16_t *skip, int64_t C) { return skip ? NULL : calloc(C, sizeof(uint16_t)); }
+
+/* y = relu(weight (x - mean) / sqrt(var + eps) + bias + skip) with the batch's mean and biased variance, which
+ * it writes to mean and var. skip (a residual connection's other input) may be NULL: none. */
+void batch_norm_relu(const uint16_t *x, const uint16_t *skip, uint16_t *y, int64_t rows, int64_t C,
+                     const float *weight, const float *bias, double eps, float *mean, float *var) {
     double *s = calloc(C, sizeof(double)), *ss = calloc(C, sizeof(double));
     float *shift = malloc(C * sizeof(float)), *scale = malloc(C * sizeof(float)), *offset = malloc(C * sizeof(float));
     /* sums of x - shift, shift being the first row: E[x^2] - E[x]^2 without the cancellation of large means */
@@ -113,8 +119,11 @@ void batch_norm_relu(const uint16_t *x, uint16_t *y, int64_t rows, int64_t C, co
         scale[c] = (float)(weight[c] / sqrt(v + eps));
         offset[c] = bias[c] - mean[c] * scale[c];
     }
+    uint16_t *zeros = zeros_unless(skip, C);
 #pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < rows; r++) normalize_row(x + r * C, y + r * C, C, scale, offset);
+    for (int64_t r = 0; r < rows; r++)
+        normalize_row(x + r * C, skip ? skip + r * C : zeros, y + r * C, C, scale, offset);
+    free(zeros);
     free(s);
     free(ss);
     free(shift);
@@ -125,32 +134,36 @@ void batch_norm_relu(const uint16_t *x, uint16_t *y, int64_t rows, int64_t C, co
 /* backward: s += g, s2 += g (x - mean), g = dy where the ReLU passed it */
 ROW_KERNEL static void gradient_sums_row(const struct rows *in, int64_t r, double *restrict s, double *restrict s2) {
     const uint16_t *restrict x = in->x + r * in->C, *restrict dy = in->dy + r * in->C;
+    const uint16_t *restrict skip = in->skip + r * in->skip_stride;
     const float *restrict mean = in->center, *restrict scale = in->scale, *restrict offset = in->offset;
     for (int64_t c = 0; c < in->C; c++) {
         float xv = from_bf16(x[c]);
-        float g = kept(dy[c], xv * scale[c] + offset[c] > 0);
+        float g = kept(dy[c], xv * scale[c] + offset[c] + from_bf16(skip[c]) > 0);
         s[c] += g;
         s2[c] += g * (xv - mean[c]);
     }
 }
 
+/* dx, and where there is a skip connection its gradient dskip = g */
 ROW_KERNEL static void input_gradient_row(const uint16_t *restrict dy, const uint16_t *restrict x,
-                                          uint16_t *restrict dx, int64_t C, const float *restrict scale,
+                                          const uint16_t *restrict skip, uint16_t *restrict dx,
+                                          uint16_t *restrict dskip, int64_t C, const float *restrict scale,
                                           const float *restrict offset, const float *restrict mean,
                                           const float *restrict mean_g, const float *restrict slope) {
     for (int64_t c = 0; c < C; c++) {
         float xv = from_bf16(x[c]);
-        float g = kept(dy[c], xv * scale[c] + offset[c] > 0);
+        float g = kept(dy[c], xv * scale[c] + offset[c] + from_bf16(skip[c]) > 0);
         dx[c] = to_bf16(scale[c] * g - mean_g[c] - (xv - mean[c]) * slope[c]);
+        if (dskip) dskip[c] = to_bf16(g); /* exact: g is dy or 0 */
     }
 }
 
-/* The gradients of batch_norm_relu from dy and its x, mean and var: dx, and the sums that are dweight and
- * dbias. With g = dy where the ReLU passed it and xhat = (x - mean) / std:
- * dx = weight / std (g - mean(g) - xhat mean(g xhat)), dweight = sum(g xhat), dbias = sum(g). */
-void batch_norm_relu_backward(const uint16_t *dy, const uint16_t *x, uint16_t *dx, int64_t rows, int64_t C,
-                              const float *weight, const float *bias, const float *mean, const float *var,
-                              double eps, float *dweight, float *dbias) {
+/* The gradients of batch_norm_relu from dy and its x, skip, mean and var: dx, dskip (where skip is not NULL),
+ * and the sums that are dweight and dbias. With g = dy where the ReLU passed it and xhat = (x - mean) / std:
+ * dx = weight / std (g - mean(g) - xhat mean(g xhat)), dskip = g, dweight = sum(g xhat), dbias = sum(g). */
+void batch_norm_relu_backward(const uint16_t *dy, const uint16_t *x, const uint16_t *skip, uint16_t *dx,
+                              uint16_t *dskip, int64_t rows, int64_t C, const float *weight, const float *bias,
+                              const float *mean, const float *var, double eps, float *dweight, float *dbias) {
     double *s = calloc(C, sizeof(double)), *sx = calloc(C, sizeof(double));
     float *scale = malloc(C * sizeof(float)), *offset = malloc(C * sizeof(float));
     float *mean_g = malloc(C * sizeof(float)), *slope = malloc(C * sizeof(float));
@@ -158,7 +171,9 @@ void batch_norm_relu_backward(const uint16_t *dy, const uint16_t *x, uint16_t *d
         scale[c] = (float)(weight[c] / sqrt((double)var[c] + eps));
         offset[c] = bias[c] - mean[c] * scale[c];
     }
-    struct rows in = {.x = x, .dy = dy, .center = mean, .scale = scale, .offset = offset, .C = C};
+    uint16_t *zeros = zeros_unless(skip, C);
+    struct rows in = {.x = x, .dy = dy, .skip = skip ? skip : zeros, .skip_stride = skip ? C : 0,
+                      .center = mean, .scale = scale, .offset = offset, .C = C};
     channel_sums(&in, rows, gradient_sums_row, s, sx);
     for (int64_t c = 0; c < C; c++) {
         double inv_var = 1.0 / ((double)var[c] + eps);
@@ -169,7 +184,9 @@ void batch_norm_relu_backward(const uint16_t *dy, const uint16_t *x, uint16_t *d
     }
 #pragma omp parallel for schedule(static)
     for (int64_t r = 0; r < rows; r++)
-        input_gradient_row(dy + r * C, x + r * C, dx + r * C, C, scale, offset, mean, mean_g, slope);
+        input_gradient_row(dy + r * C, x + r * C, skip ? skip + r * C : zeros, dx + r * C,
+                           dskip ? dskip + r * C : NULL, C, scale, offset, mean, mean_g, slope);
+    free(zeros);
     free(s);
     free(sx);
     free(scale);

@@ -110,7 +110,7 @@ class Shortcut(nn.Module):
         self.norm = nn.BatchNorm2d(members * out_channels)
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        return F.relu(x + self.norm(self.conv(residual)))
+        return fused.batch_norm_relu(self.norm, self.conv(residual), skip=x)
 
 
 class InceptionNetworks(nn.Module):
