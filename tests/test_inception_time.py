@@ -83,14 +83,18 @@ def test_the_fused_kernels_are_built():
 
 
 @pytest.mark.parametrize("with_skip", [False, True])
-@pytest.mark.parametrize("shape,mean", [((16, 12, 1, 50), 0.0), ((2, 6, 1, 1), 0.0), ((8, 4, 1, 20), 1000.0)])
-def test_fused_batch_norm_relu_is_batch_norm_then_relu(shape, mean, with_skip):
+@pytest.mark.parametrize("shape,mean,pieces,members", [((16, 12, 1, 50), 0.0, 1, 1), ((2, 6, 1, 1), 0.0, 1, 1),
+                                                       ((8, 4, 1, 20), 1000.0, 1, 1), ((8, 24, 1, 30), 0.0, 4, 3)])
+def test_fused_batch_norm_relu_is_batch_norm_then_relu(shape, mean, pieces, members, with_skip):
     """Outputs, gradients and running statistics of BatchNorm2d then ReLU (with a shortcut's addition before
     the ReLU, or without), against float64 on the same bf16 inputs: to bf16's precision where the result is
     bf16, to float's where it is float. Two values per channel are the fewest that can be normalized; a mean of
-    1000 with unit spread must lose nothing to cancellation."""
+    1000 with unit spread must lose nothing to cancellation. The input may come in pieces, an Inception
+    module's branches, normalized as their member-major concatenation, with a gradient for each piece."""
     torch.manual_seed(0)
-    x = (torch.randn(shape) + mean).bfloat16().contiguous(memory_format=torch.channels_last)
+    piece_shape = (shape[0], shape[1] // pieces, *shape[2:])
+    xs = [(torch.randn(piece_shape) + mean).bfloat16().contiguous(memory_format=torch.channels_last)
+          for _ in range(pieces)]
     skip = torch.randn(shape).bfloat16().contiguous(memory_format=torch.channels_last) if with_skip else None
     grad = torch.randn(shape).bfloat16()
     norm = torch.nn.BatchNorm2d(shape[1])
@@ -98,13 +102,13 @@ def test_fused_batch_norm_relu_is_batch_norm_then_relu(shape, mean, with_skip):
         norm.weight.uniform_(0.5, 1.5)
         norm.bias.uniform_(-1, 1)
     reference = copy.deepcopy(norm).double()
-    fast = [x.clone().requires_grad_()] + ([skip.clone().requires_grad_()] if with_skip else [])
+    fast = [x.clone().requires_grad_() for x in xs] + ([skip.clone().requires_grad_()] if with_skip else [])
     slow = [t.detach().double().requires_grad_() for t in fast]
     assert fused.applies(fast[0])
 
-    y = fused.batch_norm_relu(norm, *fast)
+    y = fused.batch_norm_relu(norm, fast[:pieces], members, skip=fast[pieces] if with_skip else None)
     y.backward(grad)
-    expected = torch.relu(reference(slow[0]) + (slow[1] if with_skip else 0))
+    expected = torch.relu(reference(fused.concatenate(slow[:pieces], members)) + (slow[-1] if with_skip else 0))
     expected.backward(grad.double())
 
     bf16 = torch.finfo(torch.bfloat16).eps
@@ -121,6 +125,12 @@ def test_fused_batch_norm_relu_is_batch_norm_then_relu(shape, mean, with_skip):
     assert norm.num_batches_tracked == 1
 
 
+def test_concatenate_puts_each_members_pieces_together():
+    pieces = [torch.arange(6.0).view(1, 6, 1, 1) + 10 * p for p in range(3)]  # 2 members of 3 channels each
+    channels = fused.concatenate(pieces, members=2).flatten().tolist()
+    assert channels == [0, 1, 2, 10, 11, 12, 20, 21, 22, 3, 4, 5, 13, 14, 15, 23, 24, 25]
+
+
 def test_fused_batch_norm_relu_gives_the_same_bits_every_run():
     """Its per-channel sums are split over threads and added in thread order, not in the order threads finish:
     a run is repeatable (training is, from a seed, as the resume and distributed tests rely on)."""
@@ -133,7 +143,7 @@ def test_fused_batch_norm_relu_gives_the_same_bits_every_run():
         runs = []
         for _ in range(8):
             norm, fast_x = torch.nn.BatchNorm2d(64), x.clone().requires_grad_()
-            fused.batch_norm_relu(norm, fast_x).backward(grad)
+            fused.batch_norm_relu(norm, [fast_x]).backward(grad)
             runs.append([fast_x.grad, norm.weight.grad, norm.bias.grad, norm.running_mean, norm.running_var])
     finally:
         torch.set_num_threads(threads)
@@ -144,7 +154,7 @@ def test_fused_batch_norm_relu_gives_the_same_bits_every_run():
 def test_fused_batch_norm_relu_refuses_one_value_per_channel_as_batch_norm_does():
     x = torch.randn(1, 4, 1, 1).bfloat16()
     with pytest.raises(ValueError, match="more than 1 value per channel"):
-        fused.batch_norm_relu(torch.nn.BatchNorm2d(4), x)
+        fused.batch_norm_relu(torch.nn.BatchNorm2d(4), [x])
 
 
 @pytest.mark.parametrize("channels", [1, 3])

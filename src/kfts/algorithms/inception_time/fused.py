@@ -32,10 +32,10 @@ def _load() -> tuple[ctypes.CDLL | None, str | None]:
     except OSError as e:
         return None, f"{path.name} does not load: {e}"
     pointer, size, real = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double
-    library.batch_norm_relu.argtypes = [pointer, pointer, pointer, size, size, pointer, pointer, real, pointer,
-                                        pointer]
-    library.batch_norm_relu_backward.argtypes = [pointer, pointer, pointer, pointer, pointer, size, size, pointer,
-                                                 pointer, pointer, pointer, real, pointer, pointer]
+    library.batch_norm_relu.argtypes = [pointer, size, size, pointer, pointer, size, size, pointer, pointer, real,
+                                        pointer, pointer]
+    library.batch_norm_relu_backward.argtypes = [pointer, pointer, size, size, pointer, pointer, pointer, size,
+                                                 size, pointer, pointer, pointer, pointer, real, pointer, pointer]
     library.max_pool3.argtypes = [pointer, pointer, size, size, size]
     library.max_pool3_backward.argtypes = [pointer, pointer, pointer, size, size, size]
     return library, None
@@ -57,50 +57,73 @@ def _pointer(x: torch.Tensor | None) -> int | None:
     return x.data_ptr() if x is not None else None  # None: C's NULL
 
 
-def batch_norm_relu(norm: nn.BatchNorm2d, x: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
-    """relu(norm(x)), or relu(norm(x) + skip) (a residual connection), updating norm's running statistics as
-    norm would."""
+def concatenate(pieces: list[torch.Tensor], members: int) -> torch.Tensor:
+    """The pieces' channels concatenated member by member ([member 1: piece 1..n, member 2: ...]), as the
+    next grouped convolution expects, into a channels-last tensor. One copy: the cat itself writes the
+    member-major order (in channels-last memory a [batch, channels, 1, time] tensor is laid out
+    [batch, 1, time, channels])."""
+    if len(pieces) == 1:
+        return pieces[0]
+    batch, _, _, length = pieces[0].shape
+    parts = [p.permute(0, 2, 3, 1).unflatten(-1, (members, 1, -1)) for p in pieces]  # [batch, 1, time, m, 1, w]
+    return torch.cat(parts, dim=-2).view(batch, 1, length, -1).permute(0, 3, 1, 2)
+
+
+def batch_norm_relu(norm: nn.BatchNorm2d, pieces: list[torch.Tensor], members: int = 1,
+                    skip: torch.Tensor | None = None) -> torch.Tensor:
+    """relu(norm(x)), or relu(norm(x) + skip) (a residual connection), x being `concatenate(pieces, members)`,
+    updating norm's running statistics as norm would. The fused kernel reads the pieces where they are: the
+    concatenation is never written out."""
+    x = pieces[0]
+    count = x.numel() // x.shape[1]
     # torch's own path otherwise, and for its errors (one value per channel cannot be normalized)
-    if not (applies(x) and norm.training and norm.track_running_stats and norm.momentum is not None
-            and x.numel() > x.shape[1] and (skip is None or skip.dtype == x.dtype)):
-        return F.relu(norm(x), inplace=True) if skip is None else F.relu(norm(x) + skip)
-    y, mean, var = _BatchNormReLU.apply(x, skip, norm.weight, norm.bias, norm.eps)
+    if not (all(applies(p) for p in pieces) and norm.training and norm.track_running_stats
+            and norm.momentum is not None and count > 1 and (skip is None or skip.dtype == x.dtype)):
+        y = norm(concatenate(pieces, members))
+        return F.relu(y, inplace=True) if skip is None else F.relu(y + skip)
+    y, mean, var = _BatchNormReLU.apply(members, skip, norm.weight, norm.bias, norm.eps, *pieces)
     with torch.no_grad():
-        count = x.numel() // x.shape[1]
         norm.running_mean.lerp_(mean, norm.momentum)
         norm.running_var.lerp_(var * (count / (count - 1)), norm.momentum)  # unbiased, as torch keeps it
         norm.num_batches_tracked += 1
     return y
 
 
+def _pointers(tensors) -> ctypes.Array:
+    return (ctypes.c_void_p * len(tensors))(*(t.data_ptr() for t in tensors))
+
+
 class _BatchNormReLU(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, skip, weight, bias, eps):
-        x = _channels_last(x)
+    def forward(ctx, members, skip, weight, bias, eps, *pieces):
+        pieces = [_channels_last(p) for p in pieces]
         skip = _channels_last(skip) if skip is not None else None
-        batch, channels, height, width = x.shape
-        y = torch.empty_like(x)
+        batch, _, height, width = pieces[0].shape
+        channels = weight.numel()
+        y = torch.empty((batch, channels, height, width), dtype=torch.bfloat16, memory_format=torch.channels_last)
         mean, var = torch.empty(channels), torch.empty(channels)
-        _library.batch_norm_relu(x.data_ptr(), _pointer(skip), y.data_ptr(), batch * height * width, channels,
-                                 weight.data_ptr(), bias.data_ptr(), eps, mean.data_ptr(), var.data_ptr())
-        ctx.save_for_backward(x, skip, weight, bias, mean, var)
-        ctx.eps = eps
+        _library.batch_norm_relu(_pointers(pieces), len(pieces), members, _pointer(skip), y.data_ptr(),
+                                 batch * height * width, channels, weight.data_ptr(), bias.data_ptr(), eps,
+                                 mean.data_ptr(), var.data_ptr())
+        ctx.save_for_backward(skip, weight, bias, mean, var, *pieces)
+        ctx.eps, ctx.members = eps, members
         ctx.mark_non_differentiable(mean, var)
         return y, mean, var
 
     @staticmethod
     def backward(ctx, dy, _mean, _var):
-        x, skip, weight, bias, mean, var = ctx.saved_tensors
+        skip, weight, bias, mean, var, *pieces = ctx.saved_tensors
         dy = _channels_last(dy.to(torch.bfloat16))
-        batch, channels, height, width = x.shape
-        dx = torch.empty_like(x)
+        batch, channels, height, width = dy.shape
+        dpieces = [torch.empty_like(p) for p in pieces]
         dskip = torch.empty_like(skip) if skip is not None and ctx.needs_input_grad[1] else None
         dweight, dbias = torch.empty(channels), torch.empty(channels)
-        _library.batch_norm_relu_backward(dy.data_ptr(), x.data_ptr(), _pointer(skip), dx.data_ptr(),
-                                          _pointer(dskip), batch * height * width, channels, weight.data_ptr(),
-                                          bias.data_ptr(), mean.data_ptr(), var.data_ptr(), ctx.eps,
-                                          dweight.data_ptr(), dbias.data_ptr())
-        return dx, dskip, dweight, dbias, None
+        _library.batch_norm_relu_backward(dy.data_ptr(), _pointers(pieces), len(pieces), ctx.members,
+                                          _pointer(skip), _pointers(dpieces), _pointer(dskip),
+                                          batch * height * width, channels, weight.data_ptr(), bias.data_ptr(),
+                                          mean.data_ptr(), var.data_ptr(), ctx.eps, dweight.data_ptr(),
+                                          dbias.data_ptr())
+        return None, dskip, dweight, dbias, None, *dpieces
 
 
 def non_negative_max_pool(x: torch.Tensor) -> torch.Tensor:

@@ -43,28 +43,100 @@ static inline float kept(uint16_t h, int keep) {
     return f;
 }
 
-/* -- BatchNorm (batch statistics) followed by ReLU ------------------------------------------------------- */
+/* -- BatchNorm (batch statistics), then a skip connection's addition (optional), then ReLU ------------------
+ * x is the concatenation of n_pieces tensors of rows x (members x width) each, member by member: a row of x is
+ * [member 0: piece 0's width channels, piece 1's, ...; member 1: ...], C = n_pieces x members x width (the
+ * Inception module's four branches, concatenated as the next grouped convolutions expect). The concatenation
+ * is never written out: each row is gathered into a thread's buffer as it is read, and x's gradient is
+ * scattered to the pieces' gradients. With one piece, x is that tensor. */
 
-/* What a row's per-channel sums read: the input x, the skip connection's rows (backward only; a row of
- * zeros where there is none), the gradient dy (backward only), and per channel a centre
- * that x is taken from (forward: a shift against cancellation; backward: the mean) and the BatchNorm's affine
- * map scale x + offset. */
-struct rows {
-    const uint16_t *x, *dy, *skip;
+struct input {
+    const uint16_t *const *pieces;
+    int64_t n_pieces, members, width, C;
+};
+
+/* row r of x: in place with one piece, else gathered into buffer (C values) */
+static const uint16_t *gather(const struct input *x, int64_t r, uint16_t *buffer) {
+    if (x->n_pieces == 1) return x->pieces[0] + r * x->C;
+    int64_t stride = x->members * x->width;
+    uint16_t *out = buffer;
+    for (int64_t m = 0; m < x->members; m++)
+        for (int64_t p = 0; p < x->n_pieces; p++, out += x->width)
+            memcpy(out, x->pieces[p] + r * stride + m * x->width, x->width * sizeof(uint16_t));
+    return buffer;
+}
+
+/* where row r of x's gradient is written: in place with one piece, else buffer, which scatter then spreads */
+static uint16_t *gradient_row(const struct input *x, uint16_t *const *dpieces, int64_t r, uint16_t *buffer) {
+    return x->n_pieces == 1 ? dpieces[0] + r * x->C : buffer;
+}
+
+static void scatter(const struct input *x, uint16_t *const *dpieces, int64_t r, const uint16_t *buffer) {
+    if (x->n_pieces == 1) return;
+    int64_t stride = x->members * x->width;
+    for (int64_t m = 0; m < x->members; m++)
+        for (int64_t p = 0; p < x->n_pieces; p++, buffer += x->width)
+            memcpy(dpieces[p] + r * stride + m * x->width, buffer, x->width * sizeof(uint16_t));
+}
+
+/* What a row's per-channel sums read besides x: the gradient dy and the skip connection's rows (backward
+ * only; a row of zeros where there is none), and per channel a centre that x is taken from (forward: a shift
+ * against cancellation; backward: the mean) and the BatchNorm's affine map scale x + offset. */
+struct sums {
+    struct input x;
+    const uint16_t *dy, *skip;
     int64_t skip_stride; /* C, or 0: the one row of zeros */
     const float *center, *scale, *offset;
-    int64_t C;
 };
 
 /* forward: s += x - shift, s2 += (x - shift)^2 */
-ROW_KERNEL static void sum_row(const struct rows *in, int64_t r, double *restrict s, double *restrict s2) {
-    const uint16_t *restrict x = in->x + r * in->C;
+ROW_KERNEL static void sum_row(const struct sums *in, const uint16_t *restrict x, int64_t r, double *restrict s,
+                               double *restrict s2) {
+    (void)r;
     const float *restrict shift = in->center;
-    for (int64_t c = 0; c < in->C; c++) {
+    for (int64_t c = 0; c < in->x.C; c++) {
         double d = from_bf16(x[c]) - shift[c];
         s[c] += d;
         s2[c] += d * d;
     }
+}
+
+/* backward: s += g, s2 += g (x - mean), g = dy where the ReLU passed it */
+ROW_KERNEL static void gradient_sums_row(const struct sums *in, const uint16_t *restrict x, int64_t r,
+                                         double *restrict s, double *restrict s2) {
+    const uint16_t *restrict dy = in->dy + r * in->x.C, *restrict skip = in->skip + r * in->skip_stride;
+    const float *restrict mean = in->center, *restrict scale = in->scale, *restrict offset = in->offset;
+    for (int64_t c = 0; c < in->x.C; c++) {
+        float xv = from_bf16(x[c]);
+        float g = kept(dy[c], xv * scale[c] + offset[c] + from_bf16(skip[c]) > 0);
+        s[c] += g;
+        s2[c] += g * (xv - mean[c]);
+    }
+}
+
+/* Per-channel sums over all rows of what add_row sums in one. Each thread sums its rows (the same ones in
+ * every run: a static schedule) into its own arrays, which are then added up in thread order: the same bits
+ * every run, whatever thread finishes first. */
+static void channel_sums(const struct sums *in, int64_t rows,
+                         void (*add_row)(const struct sums *, const uint16_t *, int64_t, double *, double *),
+                         double *s, double *s2) {
+    int64_t C = in->x.C;
+    int threads = omp_get_max_threads();
+    double *parts = calloc((size_t)threads * 2 * C, sizeof(double));
+#pragma omp parallel num_threads(threads)
+    {
+        double *ts = parts + (size_t)omp_get_thread_num() * 2 * C, *ts2 = ts + C;
+        uint16_t *buffer = malloc(C * sizeof(uint16_t));
+#pragma omp for schedule(static)
+        for (int64_t r = 0; r < rows; r++) add_row(in, gather(&in->x, r, buffer), r, ts, ts2);
+        free(buffer);
+    }
+    for (int t = 0; t < threads; t++)
+        for (int64_t c = 0; c < C; c++) {
+            s[c] += parts[(size_t)t * 2 * C + c];
+            s2[c] += parts[(size_t)t * 2 * C + C + c];
+        }
+    free(parts);
 }
 
 ROW_KERNEL static void normalize_row(const uint16_t *restrict x, const uint16_t *restrict skip,
@@ -73,74 +145,6 @@ ROW_KERNEL static void normalize_row(const uint16_t *restrict x, const uint16_t 
     for (int64_t c = 0; c < C; c++) {
         float v = from_bf16(x[c]) * scale[c] + offset[c] + from_bf16(skip[c]);
         y[c] = to_bf16(v > 0 ? v : 0);
-    }
-}
-
-/* Per-channel sums over all rows of what add_row sums in one. Each thread sums its rows (the same ones in
- * every run: a static schedule) into its own arrays, which are then added up in thread order: the same bits
- * every run, whatever thread finishes first. */
-static void channel_sums(const struct rows *in, int64_t rows,
-                         void (*add_row)(const struct rows *, int64_t, double *, double *), double *s,
-                         double *s2) {
-    int threads = omp_get_max_threads();
-    double *parts = calloc((size_t)threads * 2 * in->C, sizeof(double));
-#pragma omp parallel num_threads(threads)
-    {
-        double *ts = parts + (size_t)omp_get_thread_num() * 2 * in->C, *ts2 = ts + in->C;
-#pragma omp for schedule(static)
-        for (int64_t r = 0; r < rows; r++) add_row(in, r, ts, ts2);
-    }
-    for (int t = 0; t < threads; t++)
-        for (int64_t c = 0; c < in->C; c++) {
-            s[c] += parts[(size_t)t * 2 * in->C + c];
-            s2[c] += parts[(size_t)t * 2 * in->C + in->C + c];
-        }
-    free(parts);
-}
-
-/* A row of zeros for the skip connection of a BatchNorm that has none. */
-static uint16_t *zeros_unless(const uint16_t *skip, int64_t C) { return skip ? NULL : calloc(C, sizeof(uint16_t)); }
-
-/* y = relu(weight (x - mean) / sqrt(var + eps) + bias + skip) with the batch's mean and biased variance, which
- * it writes to mean and var. skip (a residual connection's other input) may be NULL: none. */
-void batch_norm_relu(const uint16_t *x, const uint16_t *skip, uint16_t *y, int64_t rows, int64_t C,
-                     const float *weight, const float *bias, double eps, float *mean, float *var) {
-    double *s = calloc(C, sizeof(double)), *ss = calloc(C, sizeof(double));
-    float *shift = malloc(C * sizeof(float)), *scale = malloc(C * sizeof(float)), *offset = malloc(C * sizeof(float));
-    /* sums of x - shift, shift being the first row: E[x^2] - E[x]^2 without the cancellation of large means */
-    for (int64_t c = 0; c < C; c++) shift[c] = from_bf16(x[c]);
-    struct rows in = {.x = x, .center = shift, .C = C};
-    channel_sums(&in, rows, sum_row, s, ss);
-    for (int64_t c = 0; c < C; c++) {
-        double m = s[c] / rows, v = ss[c] / rows - m * m;
-        if (v < 0) v = 0; /* rounding */
-        mean[c] = (float)(m + shift[c]);
-        var[c] = (float)v;
-        scale[c] = (float)(weight[c] / sqrt(v + eps));
-        offset[c] = bias[c] - mean[c] * scale[c];
-    }
-    uint16_t *zeros = zeros_unless(skip, C);
-#pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < rows; r++)
-        normalize_row(x + r * C, skip ? skip + r * C : zeros, y + r * C, C, scale, offset);
-    free(zeros);
-    free(s);
-    free(ss);
-    free(shift);
-    free(scale);
-    free(offset);
-}
-
-/* backward: s += g, s2 += g (x - mean), g = dy where the ReLU passed it */
-ROW_KERNEL static void gradient_sums_row(const struct rows *in, int64_t r, double *restrict s, double *restrict s2) {
-    const uint16_t *restrict x = in->x + r * in->C, *restrict dy = in->dy + r * in->C;
-    const uint16_t *restrict skip = in->skip + r * in->skip_stride;
-    const float *restrict mean = in->center, *restrict scale = in->scale, *restrict offset = in->offset;
-    for (int64_t c = 0; c < in->C; c++) {
-        float xv = from_bf16(x[c]);
-        float g = kept(dy[c], xv * scale[c] + offset[c] + from_bf16(skip[c]) > 0);
-        s[c] += g;
-        s2[c] += g * (xv - mean[c]);
     }
 }
 
@@ -158,12 +162,62 @@ ROW_KERNEL static void input_gradient_row(const uint16_t *restrict dy, const uin
     }
 }
 
-/* The gradients of batch_norm_relu from dy and its x, skip, mean and var: dx, dskip (where skip is not NULL),
- * and the sums that are dweight and dbias. With g = dy where the ReLU passed it and xhat = (x - mean) / std:
+static struct input input_of(const uint16_t *const *pieces, int64_t n_pieces, int64_t members, int64_t C) {
+    return (struct input){.pieces = pieces, .n_pieces = n_pieces, .members = members,
+                          .width = C / (n_pieces * members), .C = C};
+}
+
+/* A row of zeros for the skip connection of a BatchNorm that has none. */
+static uint16_t *zeros_unless(const uint16_t *skip, int64_t C) { return skip ? NULL : calloc(C, sizeof(uint16_t)); }
+
+/* y = relu(weight (x - mean) / sqrt(var + eps) + bias + skip) with the batch's mean and biased variance, which
+ * it writes to mean and var. skip (a residual connection's other input) may be NULL: none. */
+void batch_norm_relu(const uint16_t *const *pieces, int64_t n_pieces, int64_t members, const uint16_t *skip,
+                     uint16_t *y, int64_t rows, int64_t C, const float *weight, const float *bias, double eps,
+                     float *mean, float *var) {
+    struct input x = input_of(pieces, n_pieces, members, C);
+    double *s = calloc(C, sizeof(double)), *ss = calloc(C, sizeof(double));
+    float *shift = malloc(C * sizeof(float)), *scale = malloc(C * sizeof(float)), *offset = malloc(C * sizeof(float));
+    uint16_t *first = malloc(C * sizeof(uint16_t)), *zeros = zeros_unless(skip, C);
+    /* sums of x - shift, shift being the first row: E[x^2] - E[x]^2 without the cancellation of large means */
+    const uint16_t *row0 = gather(&x, 0, first);
+    for (int64_t c = 0; c < C; c++) shift[c] = from_bf16(row0[c]);
+    struct sums in = {.x = x, .center = shift};
+    channel_sums(&in, rows, sum_row, s, ss);
+    for (int64_t c = 0; c < C; c++) {
+        double m = s[c] / rows, v = ss[c] / rows - m * m;
+        if (v < 0) v = 0; /* rounding */
+        mean[c] = (float)(m + shift[c]);
+        var[c] = (float)v;
+        scale[c] = (float)(weight[c] / sqrt(v + eps));
+        offset[c] = bias[c] - mean[c] * scale[c];
+    }
+#pragma omp parallel
+    {
+        uint16_t *buffer = malloc(C * sizeof(uint16_t));
+#pragma omp for schedule(static)
+        for (int64_t r = 0; r < rows; r++)
+            normalize_row(gather(&x, r, buffer), skip ? skip + r * C : zeros, y + r * C, C, scale, offset);
+        free(buffer);
+    }
+    free(first);
+    free(zeros);
+    free(s);
+    free(ss);
+    free(shift);
+    free(scale);
+    free(offset);
+}
+
+/* The gradients of batch_norm_relu from dy and its x, skip, mean and var: x's (into dpieces, shaped as
+ * pieces), skip's (where skip is not NULL), and the sums that are dweight and dbias. With g = dy where the
+ * ReLU passed it and xhat = (x - mean) / std:
  * dx = weight / std (g - mean(g) - xhat mean(g xhat)), dskip = g, dweight = sum(g xhat), dbias = sum(g). */
-void batch_norm_relu_backward(const uint16_t *dy, const uint16_t *x, const uint16_t *skip, uint16_t *dx,
-                              uint16_t *dskip, int64_t rows, int64_t C, const float *weight, const float *bias,
-                              const float *mean, const float *var, double eps, float *dweight, float *dbias) {
+void batch_norm_relu_backward(const uint16_t *dy, const uint16_t *const *pieces, int64_t n_pieces,
+                              int64_t members, const uint16_t *skip, uint16_t *const *dpieces, uint16_t *dskip,
+                              int64_t rows, int64_t C, const float *weight, const float *bias, const float *mean,
+                              const float *var, double eps, float *dweight, float *dbias) {
+    struct input x = input_of(pieces, n_pieces, members, C);
     double *s = calloc(C, sizeof(double)), *sx = calloc(C, sizeof(double));
     float *scale = malloc(C * sizeof(float)), *offset = malloc(C * sizeof(float));
     float *mean_g = malloc(C * sizeof(float)), *slope = malloc(C * sizeof(float));
@@ -172,8 +226,8 @@ void batch_norm_relu_backward(const uint16_t *dy, const uint16_t *x, const uint1
         offset[c] = bias[c] - mean[c] * scale[c];
     }
     uint16_t *zeros = zeros_unless(skip, C);
-    struct rows in = {.x = x, .dy = dy, .skip = skip ? skip : zeros, .skip_stride = skip ? C : 0,
-                      .center = mean, .scale = scale, .offset = offset, .C = C};
+    struct sums in = {.x = x, .dy = dy, .skip = skip ? skip : zeros, .skip_stride = skip ? C : 0,
+                      .center = mean, .scale = scale, .offset = offset};
     channel_sums(&in, rows, gradient_sums_row, s, sx);
     for (int64_t c = 0; c < C; c++) {
         double inv_var = 1.0 / ((double)var[c] + eps);
@@ -182,10 +236,19 @@ void batch_norm_relu_backward(const uint16_t *dy, const uint16_t *x, const uint1
         mean_g[c] = (float)(scale[c] * s[c] / rows);
         slope[c] = (float)(scale[c] * sx[c] * inv_var / rows);
     }
-#pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < rows; r++)
-        input_gradient_row(dy + r * C, x + r * C, skip ? skip + r * C : zeros, dx + r * C,
-                           dskip ? dskip + r * C : NULL, C, scale, offset, mean, mean_g, slope);
+#pragma omp parallel
+    {
+        uint16_t *buffer = malloc(C * sizeof(uint16_t)), *dbuffer = malloc(C * sizeof(uint16_t));
+#pragma omp for schedule(static)
+        for (int64_t r = 0; r < rows; r++) {
+            uint16_t *dx = gradient_row(&x, dpieces, r, dbuffer);
+            input_gradient_row(dy + r * C, gather(&x, r, buffer), skip ? skip + r * C : zeros, dx,
+                               dskip ? dskip + r * C : NULL, C, scale, offset, mean, mean_g, slope);
+            scatter(&x, dpieces, r, dx);
+        }
+        free(buffer);
+        free(dbuffer);
+    }
     free(zeros);
     free(s);
     free(sx);

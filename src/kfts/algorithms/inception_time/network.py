@@ -80,7 +80,7 @@ class InceptionModule(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = self.bottleneck(x) if self.bottleneck is not None else x
         branches = [conv(z) for conv in self.convs] + [self.pool_conv(self.pool(x))]
-        return fused.batch_norm_relu(self.norm, member_major_cat(branches, self.members))
+        return fused.batch_norm_relu(self.norm, branches, self.members)
 
 
 class NonNegativeMaxPool(nn.MaxPool2d):
@@ -94,15 +94,6 @@ class NonNegativeMaxPool(nn.MaxPool2d):
         return fused.non_negative_max_pool(x) if fused.applies(x) else super().forward(x)
 
 
-def member_major_cat(branches: list[torch.Tensor], members: int) -> torch.Tensor:
-    """Concatenate the branches' channels member by member ([member 1: branch 1..4, member 2: ...]), as the next
-    grouped convolution expects, into a channels-last tensor. One copy: the cat itself writes the member-major
-    order (in channels-last memory a [batch, channels, 1, time] tensor is laid out [batch, 1, time, channels])."""
-    batch, _, _, length = branches[0].shape
-    parts = [b.permute(0, 2, 3, 1).unflatten(-1, (members, 1, -1)) for b in branches]  # [batch, 1, time, m, 1, f]
-    return torch.cat(parts, dim=-2).view(batch, 1, length, -1).permute(0, 3, 1, 2)
-
-
 class Shortcut(nn.Module):
     def __init__(self, members: int, in_channels: int, out_channels: int):
         super().__init__()
@@ -110,7 +101,7 @@ class Shortcut(nn.Module):
         self.norm = nn.BatchNorm2d(members * out_channels)
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        return fused.batch_norm_relu(self.norm, self.conv(residual), skip=x)
+        return fused.batch_norm_relu(self.norm, [self.conv(residual)], skip=x)
 
 
 class InceptionNetworks(nn.Module):
