@@ -3,8 +3,8 @@
 In eager torch the bf16 step spends more time on these memory-bound layers than on the convolutions: BatchNorm,
 ReLU and their gradients are five passes over every module's output, and the max-pool's gradient about ten.
 fused_kernels.c does each in one pass (two where batch statistics are summed first), and the shortcuts'
-BatchNorm, addition and ReLU likewise. The wheel builds it as a plain shared library, called here through
-ctypes.
+BatchNorm, addition and ReLU likewise; BatchNorm reads an Inception module's branches where they are, without
+concatenating them first. The wheel builds it as a plain shared library, called here through ctypes.
 
 Where it does not apply (fp32, fp16, GPUs, evaluation mode) or was not built (the build is optional: a
 platform without a C compiler or OpenMP installs kfts without it), the layers run as torch's own ops: the same
@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch.nn import functional as F
+
 
 def _load() -> tuple[ctypes.CDLL | None, str | None]:
     here = Path(__file__).parent
