@@ -151,6 +151,16 @@ def test_fused_batch_norm_relu_gives_the_same_bits_every_run():
         assert all(torch.equal(a, b) for a, b in zip(run, runs[0]))
 
 
+def test_fused_batch_norm_relu_leaves_batch_norms_it_cannot_run_to_torch():
+    """The kernel takes float32 weights (as autocast leaves them): a network cast to bf16 whole, or a BatchNorm
+    without weights, is normalized by torch itself, with its result."""
+    torch.manual_seed(0)
+    x = torch.randn(8, 4, 1, 10).bfloat16().contiguous(memory_format=torch.channels_last)
+    for norm in (torch.nn.BatchNorm2d(4).bfloat16(), torch.nn.BatchNorm2d(4, affine=False)):
+        expected = torch.relu(copy.deepcopy(norm)(x))
+        assert torch.equal(fused.batch_norm_relu(norm, [x]), expected)
+
+
 def test_fused_batch_norm_relu_refuses_one_value_per_channel_as_batch_norm_does():
     x = torch.randn(1, 4, 1, 1).bfloat16()
     with pytest.raises(ValueError, match="more than 1 value per channel"):

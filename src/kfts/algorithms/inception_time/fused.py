@@ -77,9 +77,11 @@ def batch_norm_relu(norm: nn.BatchNorm2d, pieces: list[torch.Tensor], members: i
     concatenation is never written out."""
     x = pieces[0]
     count = x.numel() // x.shape[1]
-    # torch's own path otherwise, and for its errors (one value per channel cannot be normalized)
+    # torch's own path otherwise, and for its errors (one value per channel cannot be normalized); the kernel
+    # takes float32 affine parameters, which autocast leaves them
     if not (all(applies(p) for p in pieces) and norm.training and norm.track_running_stats
-            and norm.momentum is not None and count > 1 and (skip is None or skip.dtype == x.dtype)):
+            and norm.momentum is not None and norm.affine and norm.weight.dtype == torch.float32 and count > 1
+            and (skip is None or skip.dtype == x.dtype)):
         y = norm(concatenate(pieces, members))
         return F.relu(y, inplace=True) if skip is None else F.relu(y + skip)
     y, mean, var = _BatchNormReLU.apply(members, skip, norm.weight, norm.bias, norm.eps, *pieces)
