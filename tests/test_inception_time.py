@@ -125,6 +125,32 @@ def test_fused_batch_norm_relu_is_batch_norm_then_relu(shape, mean, pieces, memb
     assert norm.num_batches_tracked == 1
 
 
+@pytest.mark.parametrize("with_skip", [False, True])
+@pytest.mark.parametrize("shape,pieces,members", [((16, 12, 1, 50), 1, 1), ((8, 24, 1, 30), 4, 3)])
+def test_fused_batch_norm_relu_in_evaluation_uses_the_running_statistics(shape, pieces, members, with_skip):
+    """The validation pass and predictions: an eval-mode BatchNorm without gradients normalizes with its running
+    statistics, against float64 to bf16's precision, and leaves them as they are."""
+    torch.manual_seed(0)
+    xs = [(3 * torch.randn(shape[0], shape[1] // pieces, *shape[2:]) + 1).bfloat16()
+          .contiguous(memory_format=torch.channels_last) for _ in range(pieces)]
+    skip = torch.randn(shape).bfloat16().contiguous(memory_format=torch.channels_last) if with_skip else None
+    norm = torch.nn.BatchNorm2d(shape[1]).eval()
+    with torch.no_grad():
+        for tensor, low, high in ((norm.running_mean, -1, 2), (norm.running_var, 0.5, 9), (norm.weight, 0.5, 2),
+                                  (norm.bias, -1, 1)):
+            tensor.uniform_(low, high)
+    reference = copy.deepcopy(norm).double()
+    with torch.no_grad():
+        y = fused.batch_norm_relu(norm, xs, members, skip=skip)
+        expected = torch.relu(reference(fused.concatenate([x.double() for x in xs], members))
+                              + (skip.double() if with_skip else 0))
+    bf16 = torch.finfo(torch.bfloat16).eps
+    assert y.dtype == torch.bfloat16
+    torch.testing.assert_close(y.double(), expected, rtol=bf16, atol=bf16)
+    torch.testing.assert_close(norm.running_mean.double(), reference.running_mean)
+    assert norm.num_batches_tracked == 0
+
+
 def test_concatenate_puts_each_members_pieces_together():
     pieces = [torch.arange(6.0).view(1, 6, 1, 1) + 10 * p for p in range(3)]  # 2 members of 3 channels each
     channels = fused.concatenate(pieces, members=2).flatten().tolist()

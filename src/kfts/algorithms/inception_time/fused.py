@@ -1,12 +1,13 @@
-"""BatchNorm+ReLU and the max-pool in one pass each, forward and backward, for bf16 training on CPUs.
+"""BatchNorm+ReLU and the max-pool in one pass each, forward and backward, for bf16 on CPUs.
 
 In eager torch the bf16 step spends more time on these memory-bound layers than on the convolutions: BatchNorm,
 ReLU and their gradients are five passes over every module's output, and the max-pool's gradient about ten.
 fused_kernels.c does each in one pass (two where batch statistics are summed first), and the shortcuts'
 BatchNorm, addition and ReLU likewise; BatchNorm reads an Inception module's branches where they are, without
-concatenating them first. The wheel builds it as a plain shared library, called here through ctypes.
+concatenating them first. Evaluation without gradients (the per-epoch validation pass) normalizes with the
+running statistics in one pass. The wheel builds it as a plain shared library, called here through ctypes.
 
-Where it does not apply (fp32, fp16, GPUs, evaluation mode) or was not built (the build is optional: a
+Where it does not apply (fp32, fp16, GPUs) or was not built (the build is optional: a
 platform without a C compiler or OpenMP installs kfts without it), the layers run as torch's own ops: the same
 function, slower. `unavailable` says why it is missing, for the tests that require it.
 """
@@ -37,6 +38,7 @@ def _load() -> tuple[ctypes.CDLL | None, str | None]:
                                         pointer, pointer]
     library.batch_norm_relu_backward.argtypes = [pointer, pointer, size, size, pointer, pointer, pointer, size,
                                                  size, pointer, pointer, pointer, pointer, real, pointer, pointer]
+    library.normalize_relu.argtypes = [pointer, size, size, pointer, pointer, size, size, pointer, pointer]
     library.max_pool3.argtypes = [pointer, pointer, size, size, size]
     library.max_pool3_backward.argtypes = [pointer, pointer, pointer, size, size, size]
     return library, None
@@ -72,23 +74,40 @@ def concatenate(pieces: list[torch.Tensor], members: int) -> torch.Tensor:
 
 def batch_norm_relu(norm: nn.BatchNorm2d, pieces: list[torch.Tensor], members: int = 1,
                     skip: torch.Tensor | None = None) -> torch.Tensor:
-    """relu(norm(x)), or relu(norm(x) + skip) (a residual connection), x being `concatenate(pieces, members)`,
-    updating norm's running statistics as norm would. The fused kernel reads the pieces where they are: the
+    """relu(norm(x)), or relu(norm(x) + skip) (a residual connection), x being `concatenate(pieces, members)`:
+    in training with the batch's statistics, updating norm's running statistics as norm would; in evaluation
+    without gradients, with the running statistics. The fused kernels read the pieces where they are: the
     concatenation is never written out."""
     x = pieces[0]
     count = x.numel() // x.shape[1]
-    # torch's own path otherwise, and for its errors (one value per channel cannot be normalized); the kernel
-    # takes float32 affine parameters, which autocast leaves them
-    if not (all(applies(p) for p in pieces) and norm.training and norm.track_running_stats
-            and norm.momentum is not None and norm.affine and norm.weight.dtype == torch.float32 and count > 1
-            and (skip is None or skip.dtype == x.dtype)):
-        y = norm(concatenate(pieces, members))
-        return F.relu(y, inplace=True) if skip is None else F.relu(y + skip)
-    y, mean, var = _BatchNormReLU.apply(members, skip, norm.weight, norm.bias, norm.eps, *pieces)
-    with torch.no_grad():
-        norm.running_mean.lerp_(mean, norm.momentum)
-        norm.running_var.lerp_(var * (count / (count - 1)), norm.momentum)  # unbiased, as torch keeps it
-        norm.num_batches_tracked += 1
+    # the kernels take bf16 CPU tensors and float32 affine parameters (as autocast leaves them); anything else
+    # runs as torch's ops, which also raise torch's errors (one value per channel cannot be normalized)
+    fusable = (all(applies(p) for p in pieces) and norm.affine and norm.weight.dtype == torch.float32
+               and (skip is None or skip.dtype == x.dtype))
+    if fusable and norm.training and norm.track_running_stats and norm.momentum is not None and count > 1:
+        y, mean, var = _BatchNormReLU.apply(members, skip, norm.weight, norm.bias, norm.eps, *pieces)
+        with torch.no_grad():
+            norm.running_mean.lerp_(mean, norm.momentum)
+            norm.running_var.lerp_(var * (count / (count - 1)), norm.momentum)  # unbiased, as torch keeps it
+            norm.num_batches_tracked += 1
+        return y
+    if fusable and not norm.training and norm.running_mean is not None and not torch.is_grad_enabled():
+        return _normalize_relu(norm, pieces, members, skip)
+    y = norm(concatenate(pieces, members))
+    return F.relu(y, inplace=True) if skip is None else F.relu(y + skip)
+
+
+def _normalize_relu(norm: nn.BatchNorm2d, pieces: list[torch.Tensor], members: int,
+                    skip: torch.Tensor | None) -> torch.Tensor:
+    """batch_norm_relu at inference: one pass, with the running statistics folded into a scale and offset."""
+    scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
+    offset = norm.bias - norm.running_mean * scale
+    pieces = [_channels_last(p) for p in pieces]
+    skip = _channels_last(skip) if skip is not None else None
+    batch, _, height, width = pieces[0].shape
+    y = torch.empty((batch, scale.numel(), height, width), dtype=torch.bfloat16, memory_format=torch.channels_last)
+    _library.normalize_relu(_pointers(pieces), len(pieces), members, _pointer(skip), y.data_ptr(),
+                            batch * height * width, scale.numel(), scale.data_ptr(), offset.data_ptr())
     return y
 
 

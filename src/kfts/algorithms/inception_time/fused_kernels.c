@@ -180,6 +180,17 @@ ROW_KERNEL static void input_gradient_row(const struct input *in, int64_t r, con
 /* A row of zeros for the skip connection of a BatchNorm that has none. */
 static uint16_t *zeros_unless(const uint16_t *skip, int64_t C) { return skip ? NULL : calloc(C, sizeof(uint16_t)); }
 
+/* y = relu(scale x + offset + skip) per channel: a BatchNorm whose statistics are known (at inference, its
+ * running statistics), then ReLU. skip may be NULL: none. */
+void normalize_relu(const uint16_t *const *pieces, int64_t n_pieces, int64_t members, const uint16_t *skip,
+                    uint16_t *y, int64_t rows, int64_t C, const float *scale, const float *offset) {
+    struct input x = input_of(pieces, n_pieces, members, C);
+    uint16_t *zeros = zeros_unless(skip, C);
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < rows; r++) normalize_row(&x, r, skip ? skip + r * C : zeros, y + r * C, scale, offset);
+    free(zeros);
+}
+
 /* y = relu(weight (x - mean) / sqrt(var + eps) + bias + skip) with the batch's mean and biased variance, which
  * it writes to mean and var. skip (a residual connection's other input) may be NULL: none. */
 void batch_norm_relu(const uint16_t *const *pieces, int64_t n_pieces, int64_t members, const uint16_t *skip,
@@ -188,7 +199,6 @@ void batch_norm_relu(const uint16_t *const *pieces, int64_t n_pieces, int64_t me
     struct input x = input_of(pieces, n_pieces, members, C);
     double *s = calloc(C, sizeof(double)), *ss = calloc(C, sizeof(double));
     float *shift = malloc(C * sizeof(float)), *scale = malloc(C * sizeof(float)), *offset = malloc(C * sizeof(float));
-    uint16_t *zeros = zeros_unless(skip, C);
     /* sums of x - shift, shift being the first row: E[x^2] - E[x]^2 without the cancellation of large means */
     FOR_SEGMENTS(&x, 0, p, c0, at)
         for (int64_t k = 0; k < x.width; k++) shift[c0 + k] = from_bf16(x.pieces[p][at + k]);
@@ -202,9 +212,7 @@ void batch_norm_relu(const uint16_t *const *pieces, int64_t n_pieces, int64_t me
         scale[c] = (float)(weight[c] / sqrt(v + eps));
         offset[c] = bias[c] - mean[c] * scale[c];
     }
-#pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < rows; r++) normalize_row(&x, r, skip ? skip + r * C : zeros, y + r * C, scale, offset);
-    free(zeros);
+    normalize_relu(pieces, n_pieces, members, skip, y, rows, C, scale, offset);
     free(s);
     free(ss);
     free(shift);
