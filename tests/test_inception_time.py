@@ -17,8 +17,9 @@ from kfts.csvio import LabeledSeries
 from kfts.errors import InputError
 from kfts.algorithms.inception_time import fused
 from kfts.algorithms.inception_time.estimator import InceptionTime, Params
-from kfts.algorithms.inception_time.network import (KERNEL_SIZES, InceptionNetworks, NonNegativeMaxPool, SameConv,
-                                                    ensemble_probabilities, merge_members, split_members)
+from kfts.algorithms.inception_time.network import (KERNEL_SIZES, GlobalAveragePool, InceptionNetworks,
+                                                    NonNegativeMaxPool, SameConv, ensemble_probabilities,
+                                                    merge_members, split_members)
 from kfts.training import MetricLog, cpu_count, resolve_device, resolve_precision
 
 TINY = dict(filters=4, depth=3, models=2, epochs=3, batch_size=16)
@@ -149,6 +150,18 @@ def test_fused_batch_norm_relu_in_evaluation_uses_the_running_statistics(shape, 
     torch.testing.assert_close(y.double(), expected, rtol=bf16, atol=bf16)
     torch.testing.assert_close(norm.running_mean.double(), reference.running_mean)
     assert norm.num_batches_tracked == 0
+
+
+def test_global_average_pool_is_the_mean_over_time_with_its_gradient():
+    torch.manual_seed(0)
+    x = torch.randn(3, 4, 1, 7, dtype=torch.float64, requires_grad=True)
+    torch.testing.assert_close(GlobalAveragePool.apply(x), x.mean(-1, keepdim=True))
+    assert torch.autograd.gradcheck(GlobalAveragePool.apply, (x,))
+    bf16 = x.detach().bfloat16().contiguous(memory_format=torch.channels_last).requires_grad_()
+    grad = torch.randn(3, 4, 1, 1).bfloat16()
+    got = torch.autograd.grad(GlobalAveragePool.apply(bf16), bf16, grad)[0]
+    expected = torch.autograd.grad(torch.nn.functional.avg_pool2d(bf16, (1, 7)), bf16, grad)[0]
+    assert torch.equal(got, expected) and got.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_concatenate_puts_each_members_pieces_together():
