@@ -76,6 +76,29 @@ def test_max_pool_of_relu_outputs_is_max_pool2d(dtype, length):
     torch.testing.assert_close(fast.grad.double(), reference.grad, rtol=0, atol=atol)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_max_pool_fork_passes_its_input_on_and_adds_both_gradients(dtype):
+    """An Inception module's input feeds its bottleneck and its max-pool: fork hands on the input for the
+    first, and x's gradient is the sum of both consumers' (one pass in bf16 on CPUs)."""
+    torch.manual_seed(0)
+    x = torch.randn(4, 6, 1, 20, dtype=torch.float64).clamp_min(0).to(dtype)
+    x = x.contiguous(memory_format=torch.channels_last)
+    reference, fast = x.to(torch.float64, copy=True).requires_grad_(), x.clone().requires_grad_()
+    scale = torch.randn(1, 6, 1, 1, dtype=torch.float64)  # the other consumer: x * scale
+    grad = torch.randn(x.shape, dtype=torch.float64)
+
+    def consumers(x, pool):
+        passed, pooled = pool(x)
+        return passed * scale.to(x.dtype) + pooled
+
+    expected = consumers(reference, lambda x: (x, torch.nn.functional.max_pool2d(x, (1, 3), 1, (0, 1))))
+    expected.backward(grad)
+    got = consumers(fast, NonNegativeMaxPool().fork)
+    got.backward(grad.to(dtype))
+    atol = 8 * torch.finfo(dtype).eps * reference.grad.abs().max().item()
+    torch.testing.assert_close(fast.grad.double(), reference.grad, rtol=0, atol=atol)
+
+
 def test_the_fused_kernels_are_built():
     """bf16 training on CPUs runs BatchNorm+ReLU and the max-pool in fused_kernels.c. Its build is optional
     (kfts installs where no C compiler is, and those layers then run as torch's ops, several times slower), so

@@ -40,7 +40,7 @@ def _load() -> tuple[ctypes.CDLL | None, str | None]:
                                                  size, pointer, pointer, pointer, pointer, real, pointer, pointer]
     library.normalize_relu.argtypes = [pointer, size, size, pointer, pointer, size, size, pointer, pointer]
     library.max_pool3.argtypes = [pointer, pointer, size, size, size]
-    library.max_pool3_backward.argtypes = [pointer, pointer, pointer, size, size, size]
+    library.max_pool3_backward.argtypes = [pointer, pointer, pointer, pointer, size, size, size]
     return library, None
 
 
@@ -152,6 +152,12 @@ def non_negative_max_pool(x: torch.Tensor) -> torch.Tensor:
     """The max over 3 time steps ('same' length) of x, which is never negative (a ReLU's outputs), where
     `applies(x)`. Values are compared as int16: non-negative floats order as their bits do. The gradient goes to
     each window's first maximum, as torch's max_pool2d sends it."""
+    return _MaxPool.apply(x)[1]
+
+
+def non_negative_max_pool_fork(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x, non_negative_max_pool(x)), x's other consumers taking the first: the backward adds the gradient they
+    send back to the max-pool's in the same pass, where autograd would add the two afterwards."""
     return _MaxPool.apply(x)
 
 
@@ -163,13 +169,18 @@ class _MaxPool(torch.autograd.Function):
         out = torch.empty_like(x)
         _library.max_pool3(x.data_ptr(), out.data_ptr(), batch * height, width, channels)
         ctx.save_for_backward(x)
-        return out
+        ctx.set_materialize_grads(False)  # x's gradient is None where x is not used: nothing to add
+        return x, out
 
     @staticmethod
-    def backward(ctx, grad):
+    def backward(ctx, add, grad):
+        if grad is None:
+            return add
         x, = ctx.saved_tensors
         grad = _channels_last(grad.to(torch.bfloat16))
+        add = _channels_last(add.to(torch.bfloat16)) if add is not None else None
         batch, channels, height, width = x.shape
         dx = torch.empty_like(x)
-        _library.max_pool3_backward(x.data_ptr(), grad.data_ptr(), dx.data_ptr(), batch * height, width, channels)
+        _library.max_pool3_backward(x.data_ptr(), grad.data_ptr(), _pointer(add), dx.data_ptr(), batch * height,
+                                    width, channels)
         return dx

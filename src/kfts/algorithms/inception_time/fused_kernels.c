@@ -275,19 +275,20 @@ ROW_KERNEL static void max_pool_row(const int16_t *restrict a, const int16_t *re
 }
 
 /* x[t] receives the gradient of each window whose first maximum it is: window t (x[t] in the middle), t+1
- * (x[t] first) and t-1 (x[t] last); the same rule as torch's max_pool2d. */
+ * (x[t] first) and t-1 (x[t] last), the same rule as torch's max_pool2d; plus `add`, the gradient that x's
+ * other consumers sent back, summed in float and rounded once. */
 ROW_KERNEL static void max_pool_gradient_row(const int16_t *restrict xm2, const int16_t *restrict xm1,
                                              const int16_t *restrict x0, const int16_t *restrict xp1,
                                              const int16_t *restrict xp2, const uint16_t *restrict gm1,
                                              const uint16_t *restrict g0, const uint16_t *restrict gp1,
-                                             uint16_t *restrict dx, int64_t C) {
+                                             const uint16_t *restrict add, uint16_t *restrict dx, int64_t C) {
     for (int64_t k = 0; k < C; k++) {
         int16_t v = as_order(x0[k]), m1 = as_order(xm1[k]), m2 = as_order(xm2[k]);
         int16_t p1 = as_order(xp1[k]), p2 = as_order(xp2[k]);
         float middle = kept(g0[k], (m1 < v) & (v >= p1));
         float first = kept(gp1[k], (v >= p1) & (v >= p2));
         float last = kept(gm1[k], (m2 < v) & (m1 < v));
-        dx[k] = to_bf16(middle + first + last);
+        dx[k] = to_bf16(middle + first + last + from_bf16(add[k]));
     }
 }
 
@@ -303,10 +304,11 @@ void max_pool3(const int16_t *x, int16_t *out, int64_t batch, int64_t length, in
     free(none);
 }
 
-void max_pool3_backward(const int16_t *x, const uint16_t *g, uint16_t *dx, int64_t batch, int64_t length,
-                        int64_t C) {
+/* dx = the max-pool's gradient from g, plus add (NULL: nothing to add) */
+void max_pool3_backward(const int16_t *x, const uint16_t *g, const uint16_t *add, uint16_t *dx, int64_t batch,
+                        int64_t length, int64_t C) {
     int16_t *none = malloc(C * sizeof(int16_t));
-    uint16_t *zeros = calloc(C, sizeof(uint16_t)); /* the gradient of a window that does not exist */
+    uint16_t *zeros = calloc(C, sizeof(uint16_t)); /* the gradient of a window that does not exist; no add */
     for (int64_t k = 0; k < C; k++) none[k] = -1;
 #pragma omp parallel for collapse(2) schedule(static)
     for (int64_t n = 0; n < batch; n++)
@@ -316,7 +318,8 @@ void max_pool3_backward(const int16_t *x, const uint16_t *g, uint16_t *dx, int64
             const uint16_t *g0 = g + at;
             max_pool_gradient_row(t >= 2 ? x0 - 2 * C : none, t >= 1 ? x0 - C : none, x0,
                                   t + 1 < length ? x0 + C : none, t + 2 < length ? x0 + 2 * C : none,
-                                  t >= 1 ? g0 - C : zeros, g0, t + 1 < length ? g0 + C : zeros, dx + at, C);
+                                  t >= 1 ? g0 - C : zeros, g0, t + 1 < length ? g0 + C : zeros,
+                                  add ? add + at : zeros, dx + at, C);
         }
     free(none);
     free(zeros);

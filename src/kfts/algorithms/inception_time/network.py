@@ -78,8 +78,9 @@ class InceptionModule(nn.Module):
         self.norm = nn.BatchNorm2d(members * 4 * filters)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x, pooled = self.pool.fork(x) if isinstance(self.pool, NonNegativeMaxPool) else (x, self.pool(x))
         z = self.bottleneck(x) if self.bottleneck is not None else x
-        branches = [conv(z) for conv in self.convs] + [self.pool_conv(self.pool(x))]
+        branches = [conv(z) for conv in self.convs] + [self.pool_conv(pooled)]
         return fused.batch_norm_relu(self.norm, branches, self.members)
 
 
@@ -91,7 +92,12 @@ class NonNegativeMaxPool(nn.MaxPool2d):
         super().__init__(**MAX_POOL)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return fused.non_negative_max_pool(x) if fused.applies(x) else super().forward(x)
+        return self.fork(x)[1]
+
+    def fork(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x, self(x)), x's other consumers taking the first: in bf16 on CPUs the max-pool's backward then adds
+        their gradient to its own in the same pass (fused.non_negative_max_pool_fork)."""
+        return fused.non_negative_max_pool_fork(x) if fused.applies(x) else (x, super().forward(x))
 
 
 class Shortcut(nn.Module):
