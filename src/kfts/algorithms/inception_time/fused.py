@@ -148,16 +148,12 @@ class _BatchNormReLU(torch.autograd.Function):
         return None, dskip, dweight, dbias, None, *dpieces
 
 
-def non_negative_max_pool(x: torch.Tensor) -> torch.Tensor:
-    """The max over 3 time steps ('same' length) of x, which is never negative (a ReLU's outputs), where
-    `applies(x)`. Values are compared as int16: non-negative floats order as their bits do. The gradient goes to
-    each window's first maximum, as torch's max_pool2d sends it."""
-    return _MaxPool.apply(x)[1]
-
-
 def non_negative_max_pool_fork(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(x, non_negative_max_pool(x)), x's other consumers taking the first: the backward adds the gradient they
-    send back to the max-pool's in the same pass, where autograd would add the two afterwards."""
+    """(x, the max over 3 time steps ('same' length) of x), x being never negative (a ReLU's outputs), where
+    `applies(x)`; x's other consumers take the first. Values are compared as int16: non-negative floats order as
+    their bits do. The gradient goes to each window's first maximum, as torch's max_pool2d sends it, and the
+    backward adds the gradient that x's other consumers send back in the same pass, where autograd would add the
+    two afterwards."""
     return _MaxPool.apply(x)
 
 

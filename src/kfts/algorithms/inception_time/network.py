@@ -86,7 +86,7 @@ class InceptionModule(nn.Module):
 
 class NonNegativeMaxPool(nn.MaxPool2d):
     """nn.MaxPool2d(**MAX_POOL) for inputs that are never negative (a ReLU's outputs): in bf16 on CPUs one pass
-    each way (fused.non_negative_max_pool) instead of torch's 16-bit max-pool, whose backward is slow."""
+    each way (fused.non_negative_max_pool_fork) instead of torch's 16-bit max-pool, whose backward is slow."""
 
     def __init__(self):
         super().__init__(**MAX_POOL)
