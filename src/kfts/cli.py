@@ -127,9 +127,10 @@ def predict_options() -> dict[str, tuple[list[str], str]]:
 
 def add_hyperparameter_flags(parser: argparse.ArgumentParser, params_class) -> None:
     """One flag per hyperparameter field: `batch_size` becomes --batch-size, with the field's default."""
+    from kfts.hyperparameters import FIELD_TYPES
     group = parser.add_argument_group("hyperparameters")
     for f in fields(params_class):
-        kind = {"int": int, "float": float, "str": str}[f.type]
+        kind = FIELD_TYPES[f.type]
         default = f.default if f.default is not MISSING else None
         group.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=kind, default=default,
                            choices=f.metadata.get("choices"),

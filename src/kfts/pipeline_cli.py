@@ -478,12 +478,14 @@ def cmd_schedule(args) -> int:
 def cmd_tune(args) -> int:
     from kfts import katib
     from kfts.artifact import atomic_file
-    fixed = _parameters(args.set)
     experiment = katib.render_experiment(
         algorithm=args.algorithm, name=args.name, train_uri=args.train, valid_uri=args.valid,
-        search=[parse_key_value(s, "--search") for s in args.search], fixed=fixed, image=args.image,
+        search=[parse_key_value(s, "--search") for s in args.search],
+        fixed=dict(parse_key_value(s, "--set") for s in args.set or []), image=args.image,
         objective=args.objective, max_trials=args.max_trials, parallel_trials=args.parallel_trials,
-        namespace=args.namespace, gpus=args.gpus, seed=args.seed, model_root=args.model_root)
+        namespace=args.namespace, gpus=args.gpus, seed=args.seed, model_root=args.model_root, cpu=args.cpu,
+        memory=args.memory, deadline_s=args.trial_deadline, storage_secret=args.storage_secret,
+        service_account=args.service_account)
     text = katib.to_yaml(experiment)
     if args.output:
         with atomic_file(args.output) as f:
@@ -629,6 +631,13 @@ def register(commands) -> None:
     tune.add_argument("--model-root", help="URI each trial writes its model under, as ROOT/TRIAL-NAME "
                                            "(e.g. s3://bucket/tuning): the best trial's model is then there for "
                                            "`kfts pipeline run ... --init-model ROOT/TRIAL-NAME`")
+    tune.add_argument("--cpu", default="2", help="CPU request and limit of each trial (default 2)")
+    tune.add_argument("--memory", default="8Gi", help="memory request and limit of each trial (default 8Gi)")
+    tune.add_argument("--trial-deadline", type=int, default=24 * 3600, metavar="SECONDS",
+                      help="a trial running longer fails (its Job's activeDeadlineSeconds; default 86400)")
+    tune.add_argument("--storage-secret", metavar="NAME", help="Secret whose keys (AWS_ACCESS_KEY_ID, "
+                      "AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, AWS_REGION) are the trials' object-store identity")
+    tune.add_argument("--service-account", metavar="NAME", help="the trial pods' service account")
     tune.add_argument("--seed", type=int, default=0)
     tune.add_argument("--output", help="write the YAML here instead of stdout")
     tune.set_defaults(func=cmd_tune)
