@@ -81,7 +81,8 @@ def test_trials_run_the_component_image_and_its_cuda_build_on_gpus(gpus, image, 
 def test_the_objective_is_read_from_the_train_step_s_metric_lines():
     line = metric_line({"epoch": 3, "train_loss": 0.4123, "valid_loss": 0.00001, "valid_accuracy": 0.84})
     found = dict(katib_metrics(line, ["valid_accuracy", "valid_loss"]))
-    assert float(found["valid_accuracy"]) == pytest.approx(0.84) and float(found["valid_loss"]) == pytest.approx(0.00001)
+    assert float(found["valid_accuracy"]) == pytest.approx(0.84)
+    assert float(found["valid_loss"]) == pytest.approx(0.00001)
 
 
 @pytest.mark.parametrize("search, message", [
