@@ -56,6 +56,9 @@ _SCALE = {"m": 1e-3, "": 1, "Ki": 2 ** 10, "Mi": 2 ** 20, "Gi": 2 ** 30, "Ti": 2
           "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18}
 
 
+_OBJECT_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")  # Kubernetes' DNS-1123 subdomain
+
+
 def _amount(quantity: str) -> float:
     number = re.match(r"[0-9.]*", quantity).group()
     return float(number) * _SCALE[quantity[len(number):]]
@@ -107,6 +110,10 @@ class Cluster:
 
     def __post_init__(self):
         self.gpu_image = self.gpu_image or component_image(gpu=True, base=self.image)
+        for flag, name in (("--storage-secret", self.storage_secret), ("--checkpoint-pvc", self.checkpoint_pvc)):
+            if name and not _OBJECT_NAME.fullmatch(name):
+                raise InputError(f"{flag} {name!r} is not a Kubernetes object name (lower case letters, digits, "
+                                 "'-' and '.')")
 
     @property
     def checkpoint_root(self) -> str:

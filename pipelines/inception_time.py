@@ -1,7 +1,7 @@
 """The InceptionTime pipeline: validate -> train (one task, or one task per member) -> evaluate ->
 batch-predict -> deploy. Parameters: the data URIs, every hyperparameter of
 kfts/algorithms/inception_time/params.py with its default, a previous model to continue from, the random seed,
-and the deploy step's settings."""
+the deploy step's settings, and the images the tasks run (image, gpu_image: pipelines.common.for_run)."""
 
 from kfp import dsl
 

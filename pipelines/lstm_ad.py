@@ -1,6 +1,7 @@
 """The LSTM-AD pipeline: validate -> train -> evaluate -> batch-predict -> deploy. Parameters: the data URIs,
 every hyperparameter of kfts/algorithms/lstm_ad/params.py with its default, a previous model to continue from,
-the random seed, and the deploy step's settings."""
+the random seed, the deploy step's settings, and the images the tasks run (image, gpu_image:
+pipelines.common.for_run)."""
 
 from kfp import dsl
 

@@ -8,7 +8,8 @@ metric / higher_is_better: the held-out figure that decides (default: the algori
 inception-time accuracy, lstm-ad roc_auc, which needs holdout_labels_uri; without labels use metric="mse",
 higher_is_better=False).
 hyperparameters: Params field names and values (missing ones keep their defaults). init_model_uri: start the
-challenger from that model (usually champion_uri itself) instead of from scratch.
+challenger from that model (usually champion_uri itself) instead of from scratch. image, gpu_image: the images
+the tasks run (pipelines.common.for_run).
 """
 
 from kfp import dsl

@@ -253,27 +253,30 @@ def _compile_cli(tmp_path, *flags) -> subprocess.CompletedProcess:
 
 def test_every_task_has_requests_and_limits_set_per_step(tmp_path):
     result = _compile_cli(tmp_path, "--resources", "train=cpu:8,cpu_limit:8,memory:30Gi,memory_limit:32Gi",
-                          "--resources", "all=cpu:250m,cpu_limit:1")
+                          "--resources", "all=cpu:250m,cpu_limit:1", "--resources", "evaluate=cpu_limit:2")
     assert result.returncode == 0, result.stderr
     spec, _ = _documents(tmp_path / "p.yaml")
     keys = ("resourceCpuRequest", "resourceCpuLimit", "resourceMemoryRequest", "resourceMemoryLimit")
     figures = {label: tuple(e["container"]["resources"].get(k) for k in keys)
                for label, e in spec["deploymentSpec"]["executors"].items()}
-    # `all` first, then the step named; what neither names keeps its default
+    # `all`, and over it the step's own; what neither names keeps its default
     assert figures.pop("exec-train") == ("8", "8", "30Gi", "32Gi")
     assert figures.pop("exec-choose-champion") == ("250m", "1", "1Gi", "2Gi")
     assert figures.pop("exec-validate-csv") == ("250m", "1", "8Gi", "8Gi")
+    assert figures.pop("exec-evaluate") == ("250m", "2", "8Gi", "8Gi")
     assert all(None not in f for f in figures.values()), figures
 
 
-@pytest.mark.parametrize("flag, message", [
-    ("train=cpu:4,cpu_limit:2", "cpu 4 is more than cpu_limit 2"),
-    ("evaluate=memory:1.5Gi", "not a Kubernetes quantity"),
-    ("trian=cpu:1", "no such step"),
-    ("train=gpu:1", "expected NAME:QUANTITY"),
+@pytest.mark.parametrize("flags, message", [
+    (["--resources", "train=cpu:4,cpu_limit:2"], "--resources: step train: cpu 4 is more than cpu_limit 2"),
+    (["--resources", "all=cpu_limit:1"], "--resources: step validate-csv: cpu 2 is more than cpu_limit 1"),
+    (["--resources", "evaluate=memory:1.5Gi"], "memory '1.5Gi' is not a Kubernetes quantity"),
+    (["--resources", "trian=cpu:1"], "no such step"),
+    (["--resources", "train=gpu:1"], "expected STEP=NAME:QUANTITY"),
+    (["--storage-secret", "S3_Creds"], "--storage-secret 'S3_Creds' is not a Kubernetes object name"),
 ])
-def test_bad_resources_are_refused_in_one_line(flag, message, tmp_path):
-    result = _compile_cli(tmp_path, "--resources", flag)
+def test_bad_placement_flags_are_refused_in_one_line(flags, message, tmp_path):
+    result = _compile_cli(tmp_path, *flags)
     assert result.returncode == 2 and message in result.stderr, result.stderr
     assert len(result.stderr.splitlines()) == 1 and not (tmp_path / "p.yaml").exists()
 

@@ -5,7 +5,8 @@ and render Katib tuning experiments.
     kfts pipeline run retrain-ALGORITHM --champion DIR --train F --holdout F [...]
     kfts pipeline compile [--output-dir pipelines/compiled] | [PIPELINE --output FILE [placement options]]
     kfts pipeline submit --host URL (PIPELINE [placement options] | --package FILE) [--param NAME=VALUE ...]
-    kfts pipeline schedule --host URL --cron EXPR (PIPELINE ... | --package FILE) [--param NAME=VALUE ...]
+        [--service-account NAME] [--cache | --no-cache]
+    kfts pipeline schedule --host URL --cron EXPR (PIPELINE ... | --package FILE) [--param NAME=VALUE ...] [...]
     kfts pipeline tune ALGORITHM --train URI [--valid URI] --search NAME=SPEC ... [...]
 
 Local runs use kfp.local: by default its SubprocessRunner, every step a subprocess here with the kfts
@@ -13,8 +14,9 @@ installed here; with --containers its DockerRunner, every step in the component 
 `make images`) through a Docker-compatible engine (Docker, or Podman's API service: DOCKER_HOST). GPU
 requests, node selectors, tolerations, retries and volumes are cluster settings and are left out of local
 runs. A local run prints one line per task as it ends (its display name, status and seconds, and a failed
-task's error); kfp.local's full log is kept in pipeline.log in the run's folder. Placement (GPU node pool,
-requests, retries, the checkpoint volume) is chosen when a pipeline is compiled: see pipelines.common.Cluster.
+task's error); kfp.local's full log is kept in pipeline.log in the run's folder. Placement (GPUs, requests and
+limits, images, the object store's Secret, retries, the checkpoint volume) is chosen when a pipeline is
+compiled: see pipelines.common.Cluster.
 """
 
 from __future__ import annotations
@@ -395,25 +397,27 @@ def cluster_from_args(args):
 
 def resources_from_args(specs: list[str] | None) -> dict:
     """--resources STEP=cpu:2,memory:8Gi,cpu_limit:4,memory_limit:8Gi (repeatable): each step's requests and
-    limits over pipelines.common.default_resources(); STEP `all` sets every step, before the steps named."""
+    limits over pipelines.common.default_resources(); what STEP `all` sets applies to every step, and what a
+    step's own flag sets over that."""
     from dataclasses import replace
 
     from kfts.pipelines.common import STEPS, default_resources
-    resources = default_resources()
-    pairs = [parse_key_value(spec, "--resources") for spec in specs or []]
-    for step, text in sorted(pairs, key=lambda pair: pair[0] != "all"):
+    asked = {}
+    for spec in specs or []:
+        step, text = parse_key_value(spec, "--resources")
         if step != "all" and step not in STEPS:
             raise InputError(f"--resources {step}=...: no such step; choose all, {', '.join(STEPS)}")
         values = dict(item.partition(":")[::2] for item in text.split(","))
-        unknown = set(values) - {"cpu", "memory", "cpu_limit", "memory_limit"}
-        if unknown or not all(values.values()):
-            raise InputError(f"--resources {step}={text}: expected NAME:QUANTITY,... with NAME cpu, memory, "
+        if set(values) - {"cpu", "memory", "cpu_limit", "memory_limit"} or not all(values.values()):
+            raise InputError(f"--resources {spec}: expected STEP=NAME:QUANTITY,... with NAME cpu, memory, "
                              "cpu_limit or memory_limit")
-        for name in STEPS if step == "all" else [step]:
-            try:
-                resources[name] = replace(resources[name], **values)
-            except InputError as e:
-                raise InputError(f"--resources {step}: {e}") from None
+        asked.setdefault(step, {}).update(values)
+    resources = default_resources()
+    for step in STEPS:
+        try:
+            resources[step] = replace(resources[step], **{**asked.get("all", {}), **asked.get(step, {})})
+        except InputError as e:
+            raise InputError(f"--resources: step {step}: {e}") from None
     return resources
 
 
