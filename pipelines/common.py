@@ -41,9 +41,10 @@ class Resources:
 
     def __post_init__(self):
         for name in ("cpu", "cpu_limit", "memory", "memory_limit"):
-            if not _QUANTITY[name[:3]].fullmatch(getattr(self, name)):
+            kind = "cpu" if name.startswith("cpu") else "memory"
+            if not _QUANTITY[kind].fullmatch(getattr(self, name)):
                 raise InputError(f"{name} {getattr(self, name)!r} is not a Kubernetes quantity "
-                                 + ("(e.g. 2, 0.5, 500m)" if name.startswith("cpu") else "(e.g. 512Mi, 8Gi)"))
+                                 + ("(e.g. 2, 0.5, 500m)" if kind == "cpu" else "(e.g. 512Mi, 8Gi)"))
         for request, limit in (("cpu", "cpu_limit"), ("memory", "memory_limit")):
             if _amount(getattr(self, request)) > _amount(getattr(self, limit)):
                 raise InputError(f"{request} {getattr(self, request)} is more than {limit} "
@@ -51,11 +52,10 @@ class Resources:
 
 
 # what both KFP (PipelineTask.set_cpu_request, set_memory_request) and Kubernetes accept
-_QUANTITY = {"cpu": re.compile(r"([0-9]*[.])?[0-9]+m?"), "mem": re.compile(r"[0-9]+(Ki|Mi|Gi|Ti|Pi|Ei|M|G|T|P|E)?")}
+_QUANTITY = {"cpu": re.compile(r"([0-9]*[.])?[0-9]+m?"),
+             "memory": re.compile(r"[0-9]+(Ki|Mi|Gi|Ti|Pi|Ei|M|G|T|P|E)?")}
 _SCALE = {"m": 1e-3, "": 1, "Ki": 2 ** 10, "Mi": 2 ** 20, "Gi": 2 ** 30, "Ti": 2 ** 40, "Pi": 2 ** 50, "Ei": 2 ** 60,
           "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18}
-
-
 _OBJECT_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")  # Kubernetes' DNS-1123 subdomain
 
 

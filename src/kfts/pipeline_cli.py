@@ -643,11 +643,13 @@ def register(commands) -> None:
                        help="pipeline parameter (repeatable), e.g. train_uri=s3://bucket/train.csv")
         caching = p.add_mutually_exclusive_group()
         caching.add_argument("--cache", dest="caching", action="store_const", const="cache",
-                             help="let KFP serve every step from its cache, side-effect steps too")
+                             help="let KFP serve the steps from its cache, side-effect steps too (default: each "
+                                  "step as compiled)")
         caching.add_argument("--no-cache", dest="caching", action="store_const", const="no-cache",
-                             help="run every step even when KFP has it cached")
-        p.add_argument("--service-account", help="the Kubernetes service account the run's pods run as (default: "
-                                                 "the KFP API's, pipeline-runner or the profile's default-editor)")
+                             help="run the steps again even when KFP has them cached")
+        p.add_argument("--service-account", metavar="NAME",
+                       help="the Kubernetes service account the run's pods run as (default: the KFP API's, "
+                            "pipeline-runner or the profile's default-editor)")
         placement(p)
 
     submit = sub.add_parser("submit", help="create a run on a Kubeflow Pipelines cluster")
