@@ -1,11 +1,13 @@
 """The LSTM-AD pipeline: validate -> train -> evaluate -> batch-predict -> deploy. Parameters: the data URIs,
 every hyperparameter of kfts/algorithms/lstm_ad/params.py with its default, a previous model to continue from,
-the random seed, and the deploy step's settings."""
+the random seed, the deploy step's settings, and the images the tasks run (image, gpu_image:
+pipelines.common.for_run)."""
 
 from kfp import dsl
 
 from kfts.algorithms.lstm_ad import LstmADAlgorithm
-from kfts.pipelines.common import Cluster, Serving, after_training, train_step, validate_inputs
+from kfts.pipelines.common import (Cluster, Serving, after_training, for_run, images, train_step,
+                                   validate_inputs)
 
 ALGORITHM = LstmADAlgorithm.id
 
@@ -17,6 +19,7 @@ def build(cluster: Cluster | None = None):
     deployed when its mean squared error is at most deploy_max_mse.
     """
     checkpoint_root = cluster.checkpoint_root if cluster else ""
+    image_default, gpu_image_default = images(cluster)
     gpu = cluster is not None and cluster.gpus > 0  # the deploy step then serves on the GPU node pool too
 
     @dsl.pipeline(name=ALGORITHM, description="LSTM-AD time-series anomaly detection: validate, train, "
@@ -29,8 +32,10 @@ def build(cluster: Cluster | None = None):
                 init_model_uri: str = "", checkpoint_root: str = checkpoint_root, flag: bool = False,
                 deploy: bool = False, deploy_max_mse: float = 1e30, deploy_name: str = ALGORITHM,
                 deploy_namespace: str = "", deploy_image: str = "", deploy_gpu: bool = gpu,
-                deploy_min_replicas: int = 1, deploy_max_replicas: int = 1):
-        data, checked = validate_inputs(ALGORITHM, cluster, train=(train_uri, "training"),
+                deploy_min_replicas: int = 1, deploy_max_replicas: int = 1,
+                image: str = image_default, gpu_image: str = gpu_image_default):
+        placed = for_run(cluster, image, gpu_image)  # the run's images
+        data, checked = validate_inputs(ALGORITHM, placed, train=(train_uri, "training"),
                                         valid=(valid_uri, "training"), test=(test_uri, "inference"),
                                         test_labels=(test_labels_uri, "labels"))
         hyperparameters = {"num_layers": num_layers, "sequence_length": sequence_length,
@@ -38,7 +43,7 @@ def build(cluster: Cluster | None = None):
                            "epochs": epochs, "error_fraction": error_fraction,
                            "threshold_quantile": threshold_quantile, "precision": precision, "scoring": scoring,
                            "prediction_length": prediction_length}
-        model = train_step(cluster, "train", checked, init_model_uri, algorithm=ALGORITHM, train_data=data["train"],
+        model = train_step(placed, "train", checked, init_model_uri, algorithm=ALGORITHM, train_data=data["train"],
                            valid_data=data["valid"],
                            hyperparameters=hyperparameters, seed=seed, checkpoint_root=checkpoint_root,
                            run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER).outputs["model"]
@@ -48,6 +53,6 @@ def build(cluster: Cluster | None = None):
                        passes_gate=lambda score: score <= deploy_max_mse, deploy_wanted=deploy,
                        serving=Serving(deploy_name, deploy_namespace, deploy_image, deploy_gpu,
                                        deploy_min_replicas, deploy_max_replicas),
-                       predict_options={"flag": flag}, cluster=cluster)
+                       predict_options={"flag": flag}, cluster=placed)
 
     return lstm_ad

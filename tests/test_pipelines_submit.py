@@ -1,5 +1,8 @@
 """`kfts pipeline submit` and `schedule` against a local stand-in for the KFP API (no cluster here): a small
-HTTP server on 127.0.0.1 that answers like the KFP v2beta1 API and records every request."""
+HTTP server on 127.0.0.1 that answers like the KFP v2beta1 API and records every request. The requests are made
+by kfp 2.17's own Client (kfp/client/client.py: create_run_from_pipeline_package, create_recurring_run and
+_create_job_config, which rewrites the tasks' caching options when enable_caching is set), so what is
+recorded is what a KFP API server receives."""
 
 from __future__ import annotations
 
@@ -63,9 +66,20 @@ def kfp_api():
     server.shutdown()
 
 
-def _pipeline_name(body) -> str:
+def _spec(body) -> dict:
     spec = body["pipeline_spec"]  # {"pipeline_spec", "platform_spec"} when the IR has Kubernetes settings
-    return spec.get("pipeline_spec", spec)["pipelineInfo"]["name"]
+    return spec.get("pipeline_spec", spec)
+
+
+def _pipeline_name(body) -> str:
+    return _spec(body)["pipelineInfo"]["name"]
+
+
+def _caching(spec: dict) -> dict[str, bool]:
+    """Whether KFP may serve each task of the pipeline's top DAG from its cache, by display name: the IR's
+    cachingOptions.enableCache, absent when false (the tasks kfp's _override_caching_options rewrites)."""
+    return {task["taskInfo"]["name"]: task.get("cachingOptions", {}).get("enableCache", False)
+            for task in spec["root"]["dag"]["tasks"].values()}
 
 
 def _posted(requests, prefix):
@@ -82,7 +96,7 @@ def test_submit_creates_a_run_of_the_compiled_pipeline(kfp_api):
     assert run["display_name"] == "nightly"
     assert run["runtime_config"]["parameters"] == {"train_uri": "s3://b/train.csv", "epochs": 5}
     assert _pipeline_name(run) == "inception-time"
-    assert "nodeSelector" in yaml.safe_dump(run["pipeline_spec"])
+    assert "tolerations" in yaml.safe_dump(run["pipeline_spec"])  # the GPU variant, as compiled
 
 
 def test_schedule_creates_a_recurring_run_with_seconds_first_cron(kfp_api):
@@ -114,3 +128,52 @@ def test_an_unreachable_kfp_host_ends_in_one_clear_line(command):
     assert result.returncode == 2
     assert result.stderr.startswith("error: the KFP API at http://127.0.0.1:9 cannot be reached (")
     assert len(result.stderr.splitlines()) == 1 and "internal error" not in result.stderr
+
+
+# the retraining pipeline's tasks that read what changes under the same URI, or decide from it
+# (pipelines.common.side_effect): a recurring run served them from the cache would compare the challenger on
+# the first run's data
+UNCACHED = {"validate train", "validate valid", "validate holdout", "validate holdout labels",
+            "check inputs together", "fetch champion", "fetch init model", "choose champion"}
+
+
+def _send(command: str, host: str, *flags) -> None:
+    package = ROOT / "pipelines/compiled/retrain-lstm-ad.yaml"
+    extra = ["--cron", "0 3 * * 1"] if command == "schedule" else []
+    run_cli("pipeline", command, "--host", host, "--package", package, *extra, *flags, check=True)
+
+
+@pytest.mark.parametrize("command, path", [("submit", "/apis/v2beta1/runs"),
+                                           ("schedule", "/apis/v2beta1/recurringruns")])
+def test_caching_is_left_to_the_pipeline_unless_asked(command, path, kfp_api):
+    host, requests = kfp_api
+    compiled = next(yaml.safe_load_all((ROOT / "pipelines/compiled/retrain-lstm-ad.yaml").read_text()))
+    _send(command, host)
+    [body] = _posted(requests, path)
+    sent = _caching(_spec(body))
+    assert sent == _caching(compiled)  # as compiled: side-effect tasks uncached, training cached
+    assert not any(sent[name] for name in UNCACHED)
+    assert sent["train challenger"] and sent["evaluate champion"]
+
+    requests.clear()
+    _send(command, host, "--cache")  # the user's choice applies to every task (kfp's enable_caching=True)
+    [body] = _posted(requests, path)
+    assert all(_caching(_spec(body)).values())
+
+    requests.clear()
+    _send(command, host, "--no-cache")
+    [body] = _posted(requests, path)
+    assert not any(_caching(_spec(body)).values())
+
+
+@pytest.mark.parametrize("command, path", [("submit", "/apis/v2beta1/runs"),
+                                           ("schedule", "/apis/v2beta1/recurringruns")])
+def test_the_run_carries_the_service_account_asked_for(command, path, kfp_api):
+    host, requests = kfp_api
+    _send(command, host, "--service-account", "kfts-runner")
+    [body] = _posted(requests, path)
+    assert body["service_account"] == "kfts-runner"
+    requests.clear()
+    _send(command, host)  # none asked: the server's default (pipeline-runner, or the profile's default-editor)
+    [body] = _posted(requests, path)
+    assert "service_account" not in body

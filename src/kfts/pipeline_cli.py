@@ -5,7 +5,8 @@ and render Katib tuning experiments.
     kfts pipeline run retrain-ALGORITHM --champion DIR --train F --holdout F [...]
     kfts pipeline compile [--output-dir pipelines/compiled] | [PIPELINE --output FILE [placement options]]
     kfts pipeline submit --host URL (PIPELINE [placement options] | --package FILE) [--param NAME=VALUE ...]
-    kfts pipeline schedule --host URL --cron EXPR (PIPELINE ... | --package FILE) [--param NAME=VALUE ...]
+        [--service-account NAME] [--cache | --no-cache]
+    kfts pipeline schedule --host URL --cron EXPR (PIPELINE ... | --package FILE) [--param NAME=VALUE ...] [...]
     kfts pipeline tune ALGORITHM --train URI [--valid URI] --search NAME=SPEC ... [...]
 
 Local runs use kfp.local: by default its SubprocessRunner, every step a subprocess here with the kfts
@@ -13,8 +14,9 @@ installed here; with --containers its DockerRunner, every step in the component 
 `make images`) through a Docker-compatible engine (Docker, or Podman's API service: DOCKER_HOST). GPU
 requests, node selectors, tolerations, retries and volumes are cluster settings and are left out of local
 runs. A local run prints one line per task as it ends (its display name, status and seconds, and a failed
-task's error); kfp.local's full log is kept in pipeline.log in the run's folder. Placement (GPU node pool,
-requests, retries, the checkpoint volume) is chosen when a pipeline is compiled: see pipelines.common.Cluster.
+task's error); kfp.local's full log is kept in pipeline.log in the run's folder. Placement (GPUs, requests and
+limits, images, the object store's Secret, retries, the checkpoint volume) is chosen when a pipeline is
+compiled: see pipelines.common.Cluster.
 """
 
 from __future__ import annotations
@@ -374,8 +376,10 @@ def _log_file(output_dir, name: str) -> Path:
 # -- cluster: compile, submit, schedule ---------------------------------------------------------------------
 
 def cluster_from_args(args):
+    from kfts.images import base_image
     from kfts.pipelines.common import Cluster
-    cluster = Cluster(gpus=args.gpus, accelerator=args.accelerator, cpu=args.cpu, memory=args.memory,
+    cluster = Cluster(gpus=args.gpus, accelerator=args.accelerator, resources=resources_from_args(args.resources),
+                      image=args.image or base_image(), storage_secret=args.storage_secret,
                       retries=args.retries, checkpoint_pvc=args.checkpoint_pvc, trainjob_nodes=args.trainjob_nodes,
                       trainjob_procs_per_node=args.trainjob_procs_per_node, trainjob_runtime=args.trainjob_runtime)
     if cluster.trainjob_nodes and args.fan_out:
@@ -389,6 +393,32 @@ def cluster_from_args(args):
         raise InputError("--gpus, --retries and --trainjob-nodes must be at least 0, --trainjob-procs-per-node "
                          "at least 1")
     return cluster
+
+
+def resources_from_args(specs: list[str] | None) -> dict:
+    """--resources STEP=cpu:2,memory:8Gi,cpu_limit:4,memory_limit:8Gi (repeatable): each step's requests and
+    limits over pipelines.common.default_resources(); what STEP `all` sets applies to every step, and what a
+    step's own flag sets over that."""
+    from dataclasses import replace
+
+    from kfts.pipelines.common import STEPS, default_resources
+    asked = {}
+    for spec in specs or []:
+        step, text = parse_key_value(spec, "--resources")
+        if step != "all" and step not in STEPS:
+            raise InputError(f"--resources {step}=...: no such step; choose all, {', '.join(STEPS)}")
+        values = dict(item.partition(":")[::2] for item in text.split(","))
+        if set(values) - {"cpu", "memory", "cpu_limit", "memory_limit"} or not all(values.values()):
+            raise InputError(f"--resources {spec}: expected STEP=NAME:QUANTITY,... with NAME cpu, memory, "
+                             "cpu_limit or memory_limit")
+        asked.setdefault(step, {}).update(values)
+    resources = default_resources()
+    for step in STEPS:
+        try:
+            resources[step] = replace(resources[step], **{**asked.get("all", {}), **asked.get(step, {})})
+        except InputError as e:
+            raise InputError(f"--resources: step {step}: {e}") from None
+    return resources
 
 
 def _parameters(pairs: list[str]) -> dict:
@@ -448,12 +478,18 @@ def _client(args):
     return kfp.Client(host=args.host, namespace=args.namespace, existing_token=args.token)
 
 
+def _caching(args) -> bool | None:
+    """--cache / --no-cache: every task's caching, as the user asks; neither: None, the caching each task was
+    compiled with (kfp's Client overrides every task's setting whenever enable_caching is not None)."""
+    return {"cache": True, "no-cache": False}.get(args.caching)
+
+
 def cmd_submit(args) -> int:
     with tempfile.TemporaryDirectory() as tmp, _kfp_api(args.host):
         package = _package(args, tmp)
         result = _client(args).create_run_from_pipeline_package(
             package, arguments=_parameters(args.param), run_name=args.run_name, experiment_name=args.experiment,
-            namespace=args.namespace, enable_caching=not args.no_cache)
+            namespace=args.namespace, enable_caching=_caching(args), service_account=args.service_account)
     print(f"run {result.run_id} created on {args.host}")
     return 0
 
@@ -470,7 +506,7 @@ def cmd_schedule(args) -> int:
         job = client.create_recurring_run(
             experiment_id=experiment.experiment_id, job_name=args.job_name or f"{args.pipeline or 'kfts'}-schedule",
             cron_expression=cron, max_concurrency=1, no_catchup=True, params=_parameters(args.param),
-            pipeline_package_path=package, enable_caching=not args.no_cache)
+            pipeline_package_path=package, enable_caching=_caching(args), service_account=args.service_account)
     print(f"recurring run {job.recurring_run_id} created on {args.host}: cron {cron!r}")
     return 0
 
@@ -557,19 +593,29 @@ def register(commands) -> None:
     def placement(p):
         p.add_argument("--fan-out", action="store_true", help="ensemble members as parallel tasks (" + ", ".join(
             a for a, s in ALGORITHMS.items() if s.fan_out) + ")")
-        g = p.add_argument_group("placement on the cluster (pipelines.common.Cluster)")
+        g = p.add_argument_group("placement on the cluster (pipelines.common.Cluster, pipelines/README.md)")
         g.add_argument("--gpus", type=int, default=0, help="GPUs per training / prediction task (default 0: CPU)")
         g.add_argument("--accelerator", default="nvidia.com/gpu", help="the GPU resource name")
         g.add_argument("--node-selector", action="append", metavar="LABEL=VALUE",
-                       help="GPU node pool label (repeatable; default nvidia.com/gpu.present=true)")
+                       help="label of the GPU nodes the GPU tasks must run on (repeatable; default none)")
         g.add_argument("--toleration", action="append", metavar="KEY[=VALUE][:EFFECT]",
-                       help="taint of the GPU node pool to tolerate (repeatable; default nvidia.com/gpu:NoSchedule)")
-        g.add_argument("--cpu", default="2", help="CPU request of every task (default 2)")
-        g.add_argument("--memory", default="8Gi", help="memory request of every task (default 8Gi)")
+                       help="taint of the GPU nodes to tolerate (repeatable; default nvidia.com/gpu:NoSchedule)")
+        g.add_argument("--resources", action="append", metavar="STEP=cpu:Q,memory:Q,cpu_limit:Q,memory_limit:Q",
+                       help="requests and limits of a step's tasks (repeatable; STEP all: every step); default "
+                            "validate-csv, train, combine-members, evaluate, batch-predict cpu:2,memory:8Gi,"
+                            "cpu_limit:4,memory_limit:8Gi; the others cpu:500m,memory:1Gi,cpu_limit:1,"
+                            "memory_limit:2Gi")
+        g.add_argument("--image", help=f"the default of the pipeline's `image` parameter, the tasks' image "
+                                       f"(default {component_image()}, from KFTS_IMAGE); GPU tasks run its -cuda "
+                                       "twin (`gpu_image`). A run may pass other images as those parameters")
+        g.add_argument("--storage-secret", default="", metavar="SECRET",
+                       help="Kubernetes Secret of the object store's credentials (keys AWS_ACCESS_KEY_ID, "
+                            "AWS_SECRET_ACCESS_KEY, optional AWS_ENDPOINT_URL, AWS_REGION), given as env vars "
+                            "to the steps that read or write it (default none)")
         g.add_argument("--retries", type=int, default=3, help="retries of the training task (default 3)")
-        g.add_argument("--checkpoint-pvc", default="kfts-checkpoints",
+        g.add_argument("--checkpoint-pvc", default="", metavar="CLAIM",
                        help="PersistentVolumeClaim keeping training checkpoints so a retry resumes "
-                            "(default kfts-checkpoints; empty: none)")
+                            "(pipelines/checkpoints-pvc.yaml; default none: a retry starts over)")
         g.add_argument("--trainjob-nodes", type=int, default=0,
                        help="train on Kubeflow Trainer: a TrainJob over this many nodes, --gpus each (one "
                             "process per GPU), from the pipeline's train step (default 0: in the step's pod)")
@@ -597,7 +643,15 @@ def register(commands) -> None:
         p.add_argument("--experiment", default="kfts", help="experiment name (default kfts)")
         p.add_argument("--param", action="append", metavar="NAME=VALUE",
                        help="pipeline parameter (repeatable), e.g. train_uri=s3://bucket/train.csv")
-        p.add_argument("--no-cache", action="store_true", help="run every step even when KFP has it cached")
+        caching = p.add_mutually_exclusive_group()
+        caching.add_argument("--cache", dest="caching", action="store_const", const="cache",
+                             help="let KFP serve the steps from its cache, side-effect steps too (default: each "
+                                  "step as compiled)")
+        caching.add_argument("--no-cache", dest="caching", action="store_const", const="no-cache",
+                             help="run the steps again even when KFP has them cached")
+        p.add_argument("--service-account", metavar="NAME",
+                       help="the Kubernetes service account the run's pods run as (default: the KFP API's, "
+                            "pipeline-runner or the profile's default-editor)")
         placement(p)
 
     submit = sub.add_parser("submit", help="create a run on a Kubeflow Pipelines cluster")
