@@ -11,8 +11,7 @@ from kfts.components import (batch_predict, check_inputs, deploy, evaluate, fetc
                              validate_csv)
 from kfts.deploy import GPU_TOLERATIONS
 from kfts.images import base_image, component_image
-
-CHECKPOINT_MOUNT = "/kfts-checkpoints"
+from kfts.trainjob import CHECKPOINT_MOUNT
 
 
 @dataclass
@@ -26,7 +25,10 @@ class Cluster:
     a retry after a preempted node resumes from the last finished epoch; the claim must exist beforehand
     (pipelines/checkpoints-pvc.yaml) and be ReadWriteMany when members fan out over nodes. An empty
     checkpoint_pvc compiles without checkpoints: a retry then starts training again. trainjob_nodes > 0 trains
-    on Kubeflow Trainer instead (train_step).
+    on Kubeflow Trainer instead (train_step): each torchrun process requests `cpu` and `memory`, and the
+    TrainJob keeps its checkpoints on the same claim. The deploy step writes the `deployment_mode` (empty: the
+    cluster's) by the name KServe `kserve_version` knows it by (kfts.deploy), and waits up to
+    `deploy_timeout_minutes` for the new model to serve.
     """
 
     gpus: int = 0
@@ -39,7 +41,10 @@ class Cluster:
     checkpoint_pvc: str = "kfts-checkpoints"
     trainjob_nodes: int = 0
     trainjob_procs_per_node: int = 1
-    trainjob_runtime: str = "torch-distributed"
+    trainjob_runtime: str = "kfts-torch"
+    kserve_version: str = ""
+    deployment_mode: str = ""
+    deploy_timeout_minutes: float = 30.0
 
     @property
     def checkpoint_root(self) -> str:
@@ -76,7 +81,8 @@ def train_step(cluster: Cluster | None, name: str, after: dsl.PipelineTask, init
     inputs.pop("checkpoint_root")
     task = train_on_trainjob(**inputs, nodes=cluster.trainjob_nodes, gpus_per_node=cluster.gpus,
                              procs_per_node=cluster.gpus or cluster.trainjob_procs_per_node,
-                             runtime=cluster.trainjob_runtime)
+                             runtime=cluster.trainjob_runtime, cpu=cluster.cpu, memory=cluster.memory,
+                             checkpoint_pvc=cluster.checkpoint_pvc)
     task.set_display_name(f"{name} (TrainJob)").after(after)
     return place(task, cluster).set_retry(num_retries=cluster.retries, backoff_duration="30s", backoff_factor=2.0)
 
@@ -134,7 +140,9 @@ def deploy_task(model, serving: Serving, cluster: Cluster | None) -> dsl.Pipelin
                   predictor_image=serving.predictor_image, image_base=base_image(), gpu=serving.gpu,
                   node_selector=cluster.node_selector if cluster else {},
                   tolerations=cluster.tolerations if cluster else [],
-                  min_replicas=serving.min_replicas, max_replicas=serving.max_replicas)
+                  min_replicas=serving.min_replicas, max_replicas=serving.max_replicas,
+                  **({"kserve_version": cluster.kserve_version, "deployment_mode": cluster.deployment_mode,
+                      "timeout_minutes": cluster.deploy_timeout_minutes} if cluster else {}))
 
 
 def after_training(*, model, data: dict, valid: str, test: str, test_labels: str, valid_metric: str,
