@@ -142,7 +142,7 @@ def deploy_task(model, serving: Serving, cluster: Cluster | None) -> dsl.Pipelin
                   tolerations=cluster.tolerations if cluster else [],
                   min_replicas=serving.min_replicas, max_replicas=serving.max_replicas,
                   **({"kserve_version": cluster.kserve_version, "deployment_mode": cluster.deployment_mode,
-                      "timeout_minutes": cluster.deploy_timeout_minutes} if cluster else {}))
+                      "timeout_minutes": float(cluster.deploy_timeout_minutes)} if cluster else {}))
 
 
 def after_training(*, model, data: dict, valid: str, test: str, test_labels: str, valid_metric: str,

@@ -55,8 +55,13 @@ def sdk_object(data, klass: str):
     return cls(**{keys[k]: sdk_object(v, cls.openapi_types[keys[k]]) for k, v in data.items()})
 
 
+TRAINER_CRDS = {"ClusterTrainingRuntime": "trainer-clustertrainingruntime-crd.yaml"}
+
+
 def check(manifest: dict):
-    """Valid against the CRD of its kind and loadable by the SDK: the SDK object."""
+    """Valid against the CRD of its kind and, for KServe's, loadable by the SDK: the SDK object."""
+    if manifest["kind"] in TRAINER_CRDS:
+        return crd_validator(TRAINER_CRDS[manifest["kind"]], "v1alpha1").validate(manifest)
     validator(manifest["kind"]).validate(manifest)
     return sdk_object(manifest, CRDS[manifest["kind"]][2])
 
@@ -264,7 +269,7 @@ def test_the_documented_storage_secret_is_one_kserve_and_kfts_both_read():
     assert annotations["serving.kserve.io/s3-endpoint"] == endpoint.split("://", 1)[1]
     assert annotations["serving.kserve.io/s3-usehttps"] == ("1" if endpoint.startswith("https") else "0")
     assert account["kind"] == "ServiceAccount" and account["secrets"] == [{"name": secret["metadata"]["name"]}]
-    kubernetes.client.V1Secret(**{k.replace("Data", "_data"): v for k, v in secret.items()})
+    sdk_object(secret, "V1Secret"), sdk_object(account, "V1ServiceAccount")  # fields Kubernetes knows
 
 
 # -- the deploy step's rollout, against KServe's controller in the stand-in -------------------------------------------
@@ -443,7 +448,8 @@ RENDERED = sorted(p for p in DEPLOY.glob("*.yaml") if p.read_text().startswith("
 
 def test_there_are_rendered_examples():
     assert {p.name for p in RENDERED} >= {"runtime-kfts.yaml", "runtime-kfts-cuda.yaml", "inferenceservice.yaml",
-                                          "inferenceservice-gpu.yaml"}
+                                          "inferenceservice-gpu.yaml", "trainingruntime-kfts-torch.yaml",
+                                          "trainingruntime-kfts-torch-cuda.yaml"}
 
 
 @pytest.mark.parametrize("example", RENDERED, ids=[p.name for p in RENDERED])
@@ -454,6 +460,33 @@ def test_rendered_examples_are_what_their_command_writes(example, tmp_path, monk
     assert main([*command[1:], "--output", str(out)]) == 0
     assert yaml.safe_load(example.read_text()) == yaml.safe_load(out.read_text())
     check(yaml.safe_load(out.read_text()))
+
+
+VERBS = {"GET": "get", "POST": "create", "PUT": "update"}
+
+
+def test_the_pipeline_runner_role_allows_every_request_the_steps_make():
+    """deploy/rbac-pipeline-runner.yaml against the requests the deploy step (a rollout, a failed one and its
+    restore) and the TrainJob step (after a Failed attempt) send to the stand-in."""
+    from kfts.trainjob import render_trainjob, run_trainjob
+    role, binding = (sdk_object(m, k) for m, k in zip(
+        yaml.safe_load_all((DEPLOY / "rbac-pipeline-runner.yaml").read_text()), ("V1Role", "V1RoleBinding")))
+    assert (binding.role_ref.kind, binding.role_ref.name) == ("Role", role.metadata.name)
+    assert binding.metadata.namespace == role.metadata.namespace
+    trainjob = render_trainjob(name="t", algorithm="lstm-ad", train_uri="s3://b/t", model_uri="s3://b/m",
+                               namespace="team")
+    failed = {**trainjob, "status": {"conditions": [{"type": "Failed", "status": "True"}]}}
+    kserve = KServe(broken=lambda spec: "broken" in spec["predictor"]["model"]["storageUri"])
+    with KubeStandIn(kserve=kserve, existing=[failed], statuses={"t-2": [
+            {"conditions": [{"type": "Complete", "status": "True"}]}]}) as cluster:
+        rollout(cluster, served("s3://b/champion"), [])
+        with pytest.raises(kube.Failed):
+            rollout(cluster, served("s3://b/broken"), [])
+        run_trainjob(trainjob, api=cluster.api(), poll_s=0.01, log=lambda line: None)
+    sent = {(path.split("/")[2], path.split("/")[6], VERBS[method]) for method, path, _ in cluster.requests}
+    allowed = {(group, resource, verb) for rule in role.rules for group in rule.api_groups
+               for resource in rule.resources for verb in rule.verbs}
+    assert sent == allowed  # every request allowed, and nothing allowed that is not asked for
 
 
 def kfts_metric_names() -> set[str]:

@@ -38,6 +38,7 @@ HTTP_PORT, GRPC_PORT = 8080, 8081  # kfts serve's defaults, and KServe's
 MODEL_FORMAT = {"name": "kfts", "version": "1"}  # version: the artifact's FORMAT_VERSION (src/kfts/artifact.py)
 PROTOCOL_VERSIONS = ["v1", "v2", "grpc-v2"]  # V1 REST, V2 REST, V2 gRPC: what kfts serve answers
 RUNTIMES = {False: "kfts", True: "kfts-cuda"}  # the ServingRuntime names, by gpu
+RESOURCES = {"cpu": "1", "memory": "2Gi"}  # a predictor's requests and limits, by default
 GPU_TOLERATIONS = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
 DEPLOYMENT_MODES = {"Standard": "standard", "RawDeployment": "standard", "Knative": "knative",
                     "Serverless": "knative"}  # every name KServe has had for its two modes
@@ -51,7 +52,8 @@ _VERSION = re.compile(r"^v?(\d+)\.(\d+)(\.\d+)?(-[0-9A-Za-z.]+)?$")
 
 
 def render_serving_runtime(*, image: str, gpu: bool = False, name: str | None = None, namespace: str | None = None,
-                           deployment_mode: str | None = None, cpu: str = "1", memory: str = "2Gi") -> dict:
+                           deployment_mode: str | None = None, cpu: str = RESOURCES["cpu"],
+                           memory: str = RESOURCES["memory"]) -> dict:
     """A ClusterServingRuntime for the model format `kfts` (a ServingRuntime with `namespace`), as a dict.
 
     Named RUNTIMES[gpu] unless `name` is given. The CPU runtime is auto-selected for `modelFormat: kfts`; the
@@ -89,7 +91,8 @@ def render_serving_runtime(*, image: str, gpu: bool = False, name: str | None = 
 def render_inference_service(*, name: str, model_uri: str, image: str | None = None, runtime: str | None = None,
                              gpu: bool = False, gpus: int = 1, node_selector: dict | None = None,
                              tolerations: list | None = None, min_replicas: int = 1, max_replicas: int = 1,
-                             namespace: str | None = None, cpu: str = "1", memory: str = "2Gi",
+                             namespace: str | None = None, cpu: str = RESOURCES["cpu"],
+                             memory: str = RESOURCES["memory"],
                              service_account: str | None = None, storage_secret: str | None = None,
                              deployment_mode: str | None = None, kserve_version: str | None = None,
                              expose_grpc: bool = False, canary_traffic_percent: int | None = None) -> dict:

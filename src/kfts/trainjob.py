@@ -28,6 +28,7 @@ from kfts.errors import InputError
 WORK = "/tmp/kfts"  # inside the trainer's container: /tmp is the runtime's writable emptyDir
 RUNTIME = "kfts-torch"  # the ClusterTrainingRuntime render_training_runtime writes
 CHECKPOINT_MOUNT = "/kfts-checkpoints"  # where a checkpoint claim is mounted, here as in the pipelines' tasks
+PER_PROCESS = {"cpu": "2", "memory": "8Gi"}  # a training process's requests and limits, by default
 PATCH_MANAGER = "kfts.dev/trainjob"  # the owner of kfts's runtimePatches entry (a domain-prefixed path)
 _QUANTITY = re.compile(r"^(\d+(?:\.\d+)?)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
 
@@ -41,11 +42,13 @@ def render_training_runtime(*, name: str = RUNTIME, image: str | None = None, gp
     memory there; a container's default is 64 MiB), /tmp another emptyDir (the root filesystem is read-only).
     A failed node fails its Job at once (backoffLimit 0) and JobSet restarts all nodes, up to `max_restarts`
     times: torchrun's static rendezvous cannot take one node back alone, and a shared --checkpoint-dir lets
-    the restarted run resume from its last finished epoch.
+    the restarted run resume from its last finished epoch. The node's resources are one process's
+    (PER_PROCESS), for a TrainJob that sets no resourcesPerNode.
     """
     from kfts.images import component_image
-    container = podsecurity.harden({"name": "node", "image": image or component_image(gpu=gpu)},
-                                   mounts=[{"name": "dshm", "mountPath": "/dev/shm"}])
+    resources = {"requests": dict(PER_PROCESS), "limits": dict(PER_PROCESS)}
+    container = podsecurity.harden({"name": "node", "image": image or component_image(gpu=gpu),
+                                    "resources": resources}, mounts=[{"name": "dshm", "mountPath": "/dev/shm"}])
     pod = {"metadata": {"annotations": {"sidecar.istio.io/inject": "false"}},
            "spec": {"securityContext": podsecurity.pod_context(), "containers": [container],
                     "volumes": [dict(podsecurity.SCRATCH), {"name": "dshm", "emptyDir": {"medium": "Memory"}}]}}
@@ -63,7 +66,8 @@ def render_training_runtime(*, name: str = RUNTIME, image: str | None = None, gp
 def render_trainjob(*, name: str, algorithm: str, train_uri: str, model_uri: str, valid_uri: str = "",
                     init_model_uri: str = "", hyperparameters: dict | None = None, seed: int = 0, nodes: int = 1,
                     procs_per_node: int = 1, gpus_per_node: int = 0, image: str | None = None,
-                    runtime: str = RUNTIME, namespace: str | None = None, cpu: str = "2", memory: str = "8Gi",
+                    runtime: str = RUNTIME, namespace: str | None = None, cpu: str = PER_PROCESS["cpu"],
+                    memory: str = PER_PROCESS["memory"],
                     env: dict[str, str] | None = None, storage_secret: str | None = None,
                     service_account: str | None = None, checkpoint_pvc: str | None = None,
                     checkpoint_key: str | None = None) -> dict:

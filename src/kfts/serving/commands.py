@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from kfts.deploy import DEPLOYMENT_MODES, parse_key_value, parse_toleration
+from kfts.deploy import DEPLOYMENT_MODES, RESOURCES, parse_key_value, parse_toleration
 from kfts.errors import InputError
 
 KINDS = ("InferenceService", "ClusterServingRuntime", "ServingRuntime", "TrainJob", "ClusterTrainingRuntime")
-SERVING_DEFAULTS = {"cpu": "1", "memory": "2Gi"}  # a predictor's requests and limits
-TRAINING_DEFAULTS = {"cpu": "2", "memory": "8Gi"}  # a training process's (a TrainJob node asks for one per process)
 
 
 def register(commands) -> None:
@@ -107,8 +105,8 @@ def cmd_serve(args) -> None:
 def cmd_deploy_render(args) -> None:
     from kfts.artifact import atomic_file
     from kfts.deploy import to_yaml
-    from kfts.trainjob import RUNTIME, render_training_runtime
-    defaults = TRAINING_DEFAULTS if args.kind == "TrainJob" else SERVING_DEFAULTS
+    from kfts.trainjob import PER_PROCESS, RUNTIME, render_training_runtime
+    defaults = PER_PROCESS if args.kind == "TrainJob" else RESOURCES
     args.cpu, args.memory = args.cpu or defaults["cpu"], args.memory or defaults["memory"]
     if args.kind == "TrainJob":
         manifest = _trainjob(args)
