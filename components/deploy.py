@@ -18,7 +18,8 @@ def deploy(model: Input[Model], name: str, predictor_image: str = "", image_base
     URL once KServe reports the new model serving. The storage URI is the model artifact's URI in the
     pipeline root (minio:// is KFP's name for the S3 API of its MinIO, which KServe reads as s3://), which
     KServe's storage initializer reads with the Secret `storage_secret` (annotated with the endpoint:
-    deploy/SERVING.md) or the secrets of `service_account`, the predictor's account. With a `runtime` (a kfts
+    deploy/SERVING.md; the step refuses one whose annotations do not name the endpoint of its own
+    AWS_ENDPOINT_URL) or the secrets of `service_account`, the predictor's account. With a `runtime` (a kfts
     ServingRuntime installed in the cluster, `kfts deploy render --kind ClusterServingRuntime`) the short
     InferenceService for it; without, the predictor image as a custom container: `predictor_image`, or when
     empty `image_base`'s predictor image, its CUDA build when `gpu`. `node_selector` and `tolerations` (the
@@ -28,9 +29,10 @@ def deploy(model: Input[Model], name: str, predictor_image: str = "", image_base
     traffic; 0 all of it. When the new model is not serving within `timeout_minutes`, or KServe reports it
     failed, the previous InferenceService is put back and the step fails saying so."""
     import json
+    import os
 
     from kfts import kube
-    from kfts.deploy import apply_inference_service, render_inference_service
+    from kfts.deploy import apply_inference_service, check_storage_secret, render_inference_service
     from kfts.errors import InputError
     from kfts.images import predictor_image as default_predictor_image
 
@@ -45,11 +47,14 @@ def deploy(model: Input[Model], name: str, predictor_image: str = "", image_base
             service_account=service_account or None, storage_secret=storage_secret or None,
             deployment_mode=deployment_mode or None, kserve_version=kserve_version or None,
             canary_traffic_percent=canary_traffic_percent or None)
+        api = kube.custom_objects()
+        if storage_secret:
+            check_storage_secret(api, storage_secret, namespace, uri, os.environ.get("AWS_ENDPOINT_URL", ""))
     except InputError as e:
         fail(e)
     print(json.dumps(manifest, indent=2))
     try:
-        return apply_inference_service(manifest, timeout_s=timeout_minutes * 60)
+        return apply_inference_service(manifest, api=api, timeout_s=timeout_minutes * 60)
     except kube.Failed as e:  # the cluster's answer, not the user's input: exit 1
         print(f"error: {e}", flush=True)
         raise SystemExit(1)

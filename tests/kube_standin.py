@@ -10,7 +10,9 @@ of the deploy and TrainJob steps run for real against the client library.
 a status subresource, it sets metadata.generation to 1 on create and adds 1 when a replace changes the spec
 (metadata and status changes do not count), and a replace keeps the stored status whatever the body says.
 With `kserve=KServe(...)` InferenceServices get their status from a stand-in of KServe's controller instead
-of a script (KServe below). `secrets` (name -> data) are what pods' secretKeyRef env entries read.
+of a script (KServe below). Secrets (v1, given in `existing` with their stringData) are read at
+/api/v1/namespaces/NS/secrets/NAME, and by pods' secretKeyRef env entries. Reads of the plurals in
+`forbidden` get 403, as RBAC answers an account without the rule.
 
 kserve_pod() and trainer_pod() build the pod spec KServe and Trainer make of what kfts renders.
 
@@ -29,15 +31,15 @@ import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-PATH = re.compile(r"^/apis/(?P<group>[^/]+)/(?P<version>[^/]+)/namespaces/(?P<ns>[^/]+)/(?P<plural>[^/]+)"
+PATH = re.compile(r"^/api(?:s/(?P<group>[^/]+))?/(?P<version>[^/]+)/namespaces/(?P<ns>[^/]+)/(?P<plural>[^/]+)"
                   r"(?:/(?P<name>[^/?]+))?")
 
 
 class KubeStandIn:
     def __init__(self, statuses: list[dict] | dict[str, list[dict]] | None = None,
                  existing: list[dict] | None = None, run_trainjobs: bool = False, kserve: "KServe | None" = None,
-                 secrets: dict[str, dict[str, str]] | None = None):
-        self.run_trainjobs, self.logs, self.kserve, self.secrets = run_trainjobs, {}, kserve, secrets or {}
+                 forbidden: tuple[str, ...] = ()):
+        self.run_trainjobs, self.logs, self.kserve, self.forbidden = run_trainjobs, {}, kserve, forbidden
         self.objects: dict[tuple, dict] = {}
         self.requests: list[tuple[str, str, dict | None]] = []
         self.statuses = {None: [], **{name: list(script) for name, script in statuses.items()}} \
@@ -47,14 +49,14 @@ class KubeStandIn:
             self._store(manifest)
 
     def _key(self, match, name=None) -> tuple:
-        return match["group"], match["plural"], match["ns"], name or match["name"]
+        return match["group"] or "", match["plural"], match["ns"], name or match["name"]  # "": the core group
 
     def _store(self, manifest: dict, key: tuple | None = None) -> dict:
         self.version += 1
         stored = {**manifest, "metadata": {**manifest["metadata"], "resourceVersion": str(self.version),
                                            "generation": manifest["metadata"].get("generation", 1)}}
         if key is None:
-            group = manifest["apiVersion"].split("/")[0]
+            group = manifest["apiVersion"].rpartition("/")[0]
             plural = manifest["kind"].lower() + "s"
             key = (group, plural, manifest["metadata"]["namespace"], manifest["metadata"]["name"])
         self.objects[key] = stored
@@ -87,6 +89,8 @@ class KubeStandIn:
                 match = PATH.match(self.path)
                 stand_in.requests.append(("GET", self.path, None))
                 key = stand_in._key(match)
+                if match["plural"] in stand_in.forbidden:
+                    return self._answer(403, {"kind": "Status", "code": 403, "reason": "Forbidden"})
                 if key not in stand_in.objects:
                     return self._not_found(match["name"])
                 if stand_in.kserve and match["plural"] == "inferenceservices":
@@ -148,17 +152,21 @@ class KubeStandIn:
 
     def container_env(self, env: list[dict]) -> dict[str, str]:
         """A container's env as the kubelet resolves it: values, and secretKeyRef from the stand-in's
-        `secrets` (a missing optional key is left out; a missing required one fails, as the pod would)."""
+        Secrets (a missing optional key is left out; a missing required one fails, as the pod would)."""
         resolved = {}
         for entry in env:
             ref = (entry.get("valueFrom") or {}).get("secretKeyRef")
             if ref is None:
                 resolved[entry["name"]] = entry["value"]
-            elif ref["key"] in self.secrets.get(ref["name"], {}):
-                resolved[entry["name"]] = self.secrets[ref["name"]][ref["key"]]
+            elif ref["key"] in self.secret_data(ref["name"]):
+                resolved[entry["name"]] = self.secret_data(ref["name"])[ref["key"]]
             elif not ref.get("optional"):
                 raise AssertionError(f"CreateContainerConfigError: secret {ref['name']} has no key {ref['key']}")
         return resolved
+
+    def secret_data(self, name: str) -> dict[str, str]:
+        return next((o.get("stringData", {}) for (group, plural, _, n), o in self.objects.items()
+                     if (group, plural, n) == ("", "secrets", name)), {})
 
     def kubeconfig(self, path) -> None:
         server = f"http://127.0.0.1:{self.server.server_address[1]}"

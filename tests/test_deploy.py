@@ -14,12 +14,12 @@ import kserve.models
 import pytest
 import yaml
 from conftest import ROOT, crd_validator, run_cli
-from kube_standin import KServe, KubeStandIn
+from kube_standin import PATH, KServe, KubeStandIn
 
 from kfts import kube
 from kfts.cli import main
-from kfts.deploy import (GPU_TOLERATIONS, MODEL_FORMAT, apply_inference_service, render_inference_service,
-                         render_serving_runtime)
+from kfts.deploy import (GPU_TOLERATIONS, MODEL_FORMAT, apply_inference_service, check_storage_secret,
+                         render_inference_service, render_serving_runtime, s3_annotations)
 from kfts.errors import InputError
 
 CRDS = {"InferenceService": ("kserve-inferenceservice-crd.yaml", "v1beta1", "V1beta1InferenceService"),
@@ -256,19 +256,33 @@ def test_the_storage_initializer_gets_the_storage_secret_and_the_service_account
     assert isvc.spec.predictor.service_account_name == "kfts-serving"
 
 
+MINIO = "http://minio-service.kubeflow:9000"  # KFP's MinIO, as the pipelines' storage secret names it
+
+
+def documented_objects() -> list[dict]:
+    """The Secret and the ServiceAccount of deploy/SERVING.md."""
+    text = (ROOT / "deploy" / "SERVING.md").read_text()
+    block = text[text.index("```yaml\n# object-store identity"):]
+    return list(yaml.safe_load_all(block[len("```yaml\n"):block.index("```\n", 8)]))
+
+
+def documented_secret(namespace: str) -> dict:
+    secret = documented_objects()[0]
+    return {**secret, "metadata": {**secret["metadata"], "namespace": namespace}}
+
+
 def test_the_documented_storage_secret_is_one_kserve_and_kfts_both_read():
     """deploy/SERVING.md's Secret: the keys kfts's pods read (kfts.kube.STORAGE_SECRET_KEYS) include the ones
     KServe reads, the endpoint annotations are KServe's, host:port with no scheme (releases before v0.17.0
     prefix one themselves: kserve#4797), and the ServiceAccount lists it."""
-    text = (ROOT / "deploy" / "SERVING.md").read_text()
-    block = text[text.index("```yaml\n# object-store identity"):]
-    secret, account = yaml.safe_load_all(block[len("```yaml\n"):block.index("```\n", 8)])
+    secret, account = documented_objects()
     assert set(secret["stringData"]) == set(kube.STORAGE_SECRET_KEYS) and KSERVE_S3_KEYS <= set(secret["stringData"])
     annotations = secret["metadata"]["annotations"]
     assert set(annotations) <= KSERVE_S3_ANNOTATIONS and "serving.kserve.io/s3-endpoint" in annotations
     endpoint = secret["stringData"]["AWS_ENDPOINT_URL"]
     assert annotations["serving.kserve.io/s3-endpoint"] == endpoint.split("://", 1)[1]
     assert annotations["serving.kserve.io/s3-usehttps"] == ("1" if endpoint.startswith("https") else "0")
+    assert endpoint == MINIO and {k: annotations[k] for k in s3_annotations(endpoint)} == s3_annotations(endpoint)
     assert account["kind"] == "ServiceAccount" and account["secrets"] == [{"name": secret["metadata"]["name"]}]
     sdk_object(secret, "V1Secret"), sdk_object(account, "V1ServiceAccount")  # fields Kubernetes knows
 
@@ -367,9 +381,10 @@ def test_the_deploy_step_fails_saying_the_previous_model_serves(tmp_path, monkey
 
     from kfts.components.deploy import deploy
     kserve = KServe(broken=lambda spec: "broken" in spec["predictor"]["containers"][0]["env"][0]["value"])
-    with KubeStandIn(kserve=kserve) as cluster:
+    with KubeStandIn(kserve=kserve, existing=[documented_secret("team")]) as cluster:
         cluster.kubeconfig(tmp_path / "kubeconfig")
         monkeypatch.setenv("KUBECONFIG", str(tmp_path / "kubeconfig"))
+        monkeypatch.setenv("AWS_ENDPOINT_URL", MINIO)  # the storage secret as env, as the pipelines give it
         monkeypatch.setattr(kube, "wait_for", lambda *a, **k: kube_wait_for(*a, **{**k, "poll_s": 0.01}))
         step = dict(name="churn", namespace="team", storage_secret="kfts-storage", timeout_minutes=1.0)
         url = deploy.python_func(model=dsl.Model(uri="minio://mlpipeline/v2/artifacts/run-1/model"), **step)
@@ -386,6 +401,47 @@ def test_the_deploy_step_fails_saying_the_previous_model_serves(tmp_path, monkey
 
 
 kube_wait_for = kube.wait_for
+
+
+def test_a_storage_secret_is_checked_only_where_it_can_be():
+    lines = []
+    with KubeStandIn(forbidden=("secrets",)) as cluster:  # an account without `get secrets`: said, not fatal
+        check_storage_secret(cluster.api(), "kfts-storage", "team", "s3://b/m", MINIO, log=lines.append)
+    assert lines == ["Secret team/kfts-storage not checked: this pod may not read Secrets"]
+    with KubeStandIn() as cluster, pytest.raises(InputError, match="there is no Secret team/kfts-storage"):
+        check_storage_secret(cluster.api(), "kfts-storage", "team", "s3://b/m", MINIO)
+    with KubeStandIn() as cluster:  # AWS itself, or a model that is not on S3: nothing to check
+        check_storage_secret(cluster.api(), "kfts-storage", "team", "s3://b/m", "")
+        check_storage_secret(cluster.api(), "kfts-storage", "team", "gs://b/m", MINIO)
+    assert cluster.requests == []
+
+
+@pytest.mark.parametrize("annotations", [{}, {"serving.kserve.io/s3-endpoint": "minio-service.kubeflow:9000"},
+                                         {"serving.kserve.io/s3-endpoint": "s3.example:9000",
+                                          "serving.kserve.io/s3-usehttps": "0"}])
+def test_a_storage_secret_that_does_not_tell_kserve_the_endpoint_is_refused(annotations, tmp_path, monkeypatch,
+                                                                             capsys):
+    """Without serving.kserve.io/s3-endpoint (and s3-usehttps 0 for HTTP: KServe's default is HTTPS) the
+    storage initializer looks for the model on AWS (kserve pkg/credentials/s3/utils.go BuildS3EnvVars): the
+    step says what to annotate, exit code 2, before creating anything."""
+    from kfp import dsl
+
+    from kfts.components.deploy import deploy
+    secret = documented_secret("team")
+    secret["metadata"]["annotations"] = annotations
+    with KubeStandIn(kserve=KServe(), existing=[secret]) as cluster:
+        cluster.kubeconfig(tmp_path / "kubeconfig")
+        monkeypatch.setenv("KUBECONFIG", str(tmp_path / "kubeconfig"))
+        monkeypatch.setenv("AWS_ENDPOINT_URL", MINIO)
+        with pytest.raises(SystemExit) as exit_code:
+            deploy.python_func(model=dsl.Model(uri="minio://mlpipeline/model"), name="churn", namespace="team",
+                               storage_secret="kfts-storage")
+    assert exit_code.value.code == 2 and cluster.sent("POST") == []
+    assert capsys.readouterr().err == (
+        "error: Secret team/kfts-storage does not tell KServe's storage initializer the endpoint "
+        f"{MINIO}, so it would look for s3://mlpipeline/model on AWS: kubectl annotate secret -n team "
+        "kfts-storage --overwrite serving.kserve.io/s3-endpoint=minio-service.kubeflow:9000 "
+        "serving.kserve.io/s3-usehttps=0\n")
 
 
 # -- the command line -----------------------------------------------------------------------------------------------
@@ -479,13 +535,15 @@ def test_the_pipeline_runner_role_allows_every_request_the_steps_make():
                                namespace="team")
     failed = {**trainjob, "status": {"conditions": [{"type": "Failed", "status": "True"}]}}
     kserve = KServe(broken=lambda spec: "broken" in spec["predictor"]["model"]["storageUri"])
-    with KubeStandIn(kserve=kserve, existing=[failed], statuses={"t-2": [
+    with KubeStandIn(kserve=kserve, existing=[failed, documented_secret("team")], statuses={"t-2": [
             {"conditions": [{"type": "Complete", "status": "True"}]}]}) as cluster:
+        check_storage_secret(cluster.api(), "kfts-storage", "team", "s3://b/champion", MINIO)
         rollout(cluster, served("s3://b/champion"), [])
         with pytest.raises(kube.Failed):
             rollout(cluster, served("s3://b/broken"), [])
         run_trainjob(trainjob, api=cluster.api(), poll_s=0.01, log=lambda line: None)
-    sent = {(path.split("/")[2], path.split("/")[6], VERBS[method]) for method, path, _ in cluster.requests}
+    sent = {(match["group"] or "", match["plural"], VERBS[method]) for method, match in
+            ((method, PATH.match(path)) for method, path, _ in cluster.requests)}
     allowed = {(group, resource, verb) for rule in role.rules for group in rule.api_groups
                for resource in rule.resources for verb in rule.verbs}
     assert sent == allowed  # every request allowed, and nothing allowed that is not asked for

@@ -182,6 +182,35 @@ def render_inference_service(*, name: str, model_uri: str, image: str | None = N
             "spec": {"predictor": predictor}}
 
 
+def check_storage_secret(api, secret: str, namespace: str, model_uri: str, endpoint_url: str, log=print) -> None:
+    """Refuse an s3:// model whose storage Secret does not tell KServe's storage initializer the endpoint that
+    kfts's own steps use (`endpoint_url`, their AWS_ENDPOINT_URL): it would look for the model on AWS. Not
+    checked when this pod may not read Secrets (said in the log)."""
+    from kfts import kube
+    if not model_uri.startswith("s3://") or not endpoint_url:
+        return
+    annotations = kube.secret_annotations(api, secret, namespace)
+    if annotations is None:
+        log(f"Secret {namespace}/{secret} not checked: this pod may not read Secrets")
+        return
+    wanted = s3_annotations(endpoint_url)
+    usehttps = annotations.get("serving.kserve.io/s3-usehttps", "1")  # KServe's default: HTTPS
+    if annotations.get("serving.kserve.io/s3-endpoint") != wanted["serving.kserve.io/s3-endpoint"] or \
+            usehttps != wanted["serving.kserve.io/s3-usehttps"]:
+        raise InputError(f"Secret {namespace}/{secret} does not tell KServe's storage initializer the endpoint "
+                         f"{endpoint_url}, so it would look for {model_uri} on AWS: kubectl annotate secret -n "
+                         f"{namespace} {secret} --overwrite " + " ".join(f"{k}={v}" for k, v in wanted.items()))
+
+
+def s3_annotations(endpoint_url: str) -> dict:
+    """KServe's Secret annotations for an S3 endpoint URL (kserve pkg/credentials/s3/s3_secret.go): host:port
+    with no scheme (releases before 0.17 add one themselves), and whether to use HTTPS."""
+    from urllib.parse import urlsplit
+    parsed = urlsplit(endpoint_url)
+    return {"serving.kserve.io/s3-endpoint": parsed.netloc,
+            "serving.kserve.io/s3-usehttps": "1" if parsed.scheme == "https" else "0"}
+
+
 def mode_name(mode: str, kserve_version: str | None) -> str:
     """The name KServe `kserve_version` knows the mode by ("standard" or "knative"); the new one by default."""
     old, new = MODE_NAMES[mode]

@@ -62,6 +62,23 @@ def get(api, kind: Kind, name: str, namespace: str) -> dict | None:
         raise
 
 
+def secret_annotations(api, name: str, namespace: str) -> dict | None:
+    """The annotations of the Secret `name`, or None when this pod may not read Secrets. A Secret that is not
+    there is an InputError: the pods that name it would not start."""
+    from kubernetes.client import ApiException, CoreV1Api
+
+    from kfts.errors import InputError
+    try:
+        secret = CoreV1Api(api.api_client).read_namespaced_secret(name, namespace)
+    except ApiException as e:
+        if e.status == 403:
+            return None
+        if e.status == 404:
+            raise InputError(f"there is no Secret {namespace}/{name}") from None
+        raise
+    return secret.metadata.annotations or {}
+
+
 def create(api, kind: Kind, manifest: dict, *, log=print) -> dict:
     """Create the object: as the API server stored it (with its metadata.generation)."""
     where = kind.where(manifest["metadata"]["namespace"])
