@@ -14,16 +14,16 @@ from kfts.components import (batch_predict, check_inputs, choose_champion, combi
 from kfts.deploy import GPU_TOLERATIONS
 from kfts.errors import InputError
 from kfts.images import base_image, component_image
-
-CHECKPOINT_MOUNT = "/kfts-checkpoints"
+from kfts.trainjob import CHECKPOINT_MOUNT
 
 # every step's name (the component's, as the IR and `--resources STEP=...` name it)
 STEPS = tuple(c.component_spec.name for c in (validate_csv, check_inputs, fetch_model, train, train_on_trainjob,
                                               member_indices, combine_members, evaluate, batch_predict,
                                               choose_champion, promote_model, deploy))
-# the steps that read or write the object store themselves (pyarrow): the others get their inputs and hand on
+# the steps that read or write the object store themselves (pyarrow; deploy checks the Secret's endpoint against
+# KServe's annotations): the others get their inputs and hand on
 # their outputs through KFP's launcher, which has the pipeline root's credentials of its own
-STORAGE_STEPS = ("validate-csv", "fetch-model", "promote-model", "train-on-trainjob")
+STORAGE_STEPS = ("validate-csv", "fetch-model", "promote-model", "train-on-trainjob", "deploy")
 # the object-store Secret's keys (the project's convention), each given to the pod as the env var of its name
 STORAGE_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 STORAGE_OPTIONAL_KEYS = ("AWS_ENDPOINT_URL", "AWS_REGION")
@@ -91,7 +91,10 @@ class Cluster:
     /kfts-checkpoints, one folder per run and member), so a retry after a preempted node resumes from the
     last finished epoch; the claim must exist beforehand (pipelines/checkpoints-pvc.yaml) and be
     ReadWriteMany when members fan out over nodes. Without one a retry starts training again.
-    trainjob_nodes > 0 trains on Kubeflow Trainer instead (train_step).
+    trainjob_nodes > 0 trains on Kubeflow Trainer instead (train_step): each torchrun process gets the train
+    step's resources, and the TrainJob keeps its checkpoints on the same claim. The deploy step writes the
+    `deployment_mode` (empty: the cluster's) by the name KServe `kserve_version` knows it by (kfts.deploy),
+    and waits up to `deploy_timeout_minutes` for the new model to serve.
     """
 
     gpus: int = 0
@@ -106,7 +109,10 @@ class Cluster:
     checkpoint_pvc: str = ""
     trainjob_nodes: int = 0
     trainjob_procs_per_node: int = 1
-    trainjob_runtime: str = "torch-distributed"
+    trainjob_runtime: str = "kfts-torch"
+    kserve_version: str = ""
+    deployment_mode: str = ""
+    deploy_timeout_minutes: float = 30.0
 
     def __post_init__(self):
         self.gpu_image = self.gpu_image or component_image(gpu=True, base=self.image)
@@ -176,7 +182,9 @@ def train_step(cluster: Cluster | None, name: str, after: dsl.PipelineTask, init
     task = train_on_trainjob(**inputs, nodes=cluster.trainjob_nodes, gpus_per_node=cluster.gpus,
                              procs_per_node=cluster.gpus or cluster.trainjob_procs_per_node,
                              image=cluster.gpu_image if cluster.gpus else cluster.image,
-                             runtime=cluster.trainjob_runtime)
+                             runtime=cluster.trainjob_runtime, cpu=cluster.resources["train"].cpu,
+                             memory=cluster.resources["train"].memory, checkpoint_pvc=cluster.checkpoint_pvc,
+                             storage_secret=cluster.storage_secret)
     task.set_display_name(f"{name} (TrainJob)").after(after)
     return place(task, cluster).set_retry(num_retries=cluster.retries, backoff_duration="30s", backoff_factor=2.0)
 
@@ -235,7 +243,10 @@ def deploy_task(model, serving: Serving, cluster: Cluster | None) -> dsl.Pipelin
                   gpu=serving.gpu,
                   node_selector=cluster.node_selector if cluster else {},
                   tolerations=cluster.tolerations if cluster else [],
-                  min_replicas=serving.min_replicas, max_replicas=serving.max_replicas)
+                  min_replicas=serving.min_replicas, max_replicas=serving.max_replicas,
+                  **({"kserve_version": cluster.kserve_version, "deployment_mode": cluster.deployment_mode,
+                      "timeout_minutes": float(cluster.deploy_timeout_minutes),
+                      "storage_secret": cluster.storage_secret} if cluster else {}))
 
 
 def after_training(*, model, data: dict, valid: str, test: str, test_labels: str, valid_metric: str,

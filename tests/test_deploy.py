@@ -14,9 +14,12 @@ import kserve.models
 import pytest
 import yaml
 from conftest import ROOT, crd_validator, run_cli
+from kube_standin import PATH, KServe, KubeStandIn
 
+from kfts import kube
 from kfts.cli import main
-from kfts.deploy import (GPU_TOLERATIONS, MODEL_FORMAT, render_inference_service, render_serving_runtime)
+from kfts.deploy import (GPU_TOLERATIONS, MODEL_FORMAT, apply_inference_service, check_storage_secret,
+                         render_inference_service, render_serving_runtime, s3_annotations)
 from kfts.errors import InputError
 
 CRDS = {"InferenceService": ("kserve-inferenceservice-crd.yaml", "v1beta1", "V1beta1InferenceService"),
@@ -52,8 +55,13 @@ def sdk_object(data, klass: str):
     return cls(**{keys[k]: sdk_object(v, cls.openapi_types[keys[k]]) for k, v in data.items()})
 
 
+TRAINER_CRDS = {"ClusterTrainingRuntime": "trainer-clustertrainingruntime-crd.yaml"}
+
+
 def check(manifest: dict):
-    """Valid against the CRD of its kind and loadable by the SDK: the SDK object."""
+    """Valid against the CRD of its kind and, for KServe's, loadable by the SDK: the SDK object."""
+    if manifest["kind"] in TRAINER_CRDS:
+        return crd_validator(TRAINER_CRDS[manifest["kind"]], "v1alpha1").validate(manifest)
     validator(manifest["kind"]).validate(manifest)
     return sdk_object(manifest, CRDS[manifest["kind"]][2])
 
@@ -200,6 +208,242 @@ def test_bad_arguments_are_input_errors(kwargs, message):
         render_inference_service(**{"name": "m", "model_uri": "gs://b/m", **kwargs})
 
 
+# -- KServe versions, canary, storage identity ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode, version, written", [
+    ("Standard", None, "Standard"), ("RawDeployment", None, "Standard"), ("Serverless", None, "Knative"),
+    ("Standard", "0.15", "RawDeployment"), ("Knative", "v0.15.2", "Serverless"),
+    ("Standard", "0.14.1", "RawDeployment"),
+    ("RawDeployment", "v0.16.0", "Standard"), ("Serverless", "0.16.0-rc1", "Knative"), ("Knative", "0.20", "Knative"),
+    ("Standard", "1.0", "Standard")])
+def test_the_mode_is_written_by_the_name_the_clusters_kserve_knows(mode, version, written):
+    """KServe v0.16.0 renamed the modes (kserve#4608: pkg/constants/constants.go has RawDeployment and
+    Serverless up to v0.15.2, Standard and Knative with the old names deprecated from v0.16.0).
+    v0.15.2's GetDeploymentMode (pkg/controller/v1beta1/inferenceservice/utils/utils.go) gives a name it does
+    not know the cluster's default; v0.16.0 to v0.20.0 read the old names but their webhook
+    (validateDeploymentMode) refuses any update of an InferenceService created with one (kserve#5885)."""
+    isvc = check(render_inference_service(name="m", model_uri="gs://b/m", deployment_mode=mode,
+                                          kserve_version=version))
+    assert isvc.metadata.annotations["serving.kserve.io/deploymentMode"] == written
+
+
+def test_canary_traffic_is_for_knative():
+    isvc = check(render_inference_service(name="m", model_uri="gs://b/m", deployment_mode="Knative",
+                                          canary_traffic_percent=10))
+    assert isvc.spec.predictor.canary_traffic_percent == 10
+    for mode in ("Standard", None):
+        with pytest.raises(InputError, match="--canary-traffic-percent needs --deployment-mode Knative"):
+            render_inference_service(name="m", model_uri="gs://b/m", deployment_mode=mode, canary_traffic_percent=10)
+    with pytest.raises(InputError, match="from 1 to 99"):
+        render_inference_service(name="m", model_uri="gs://b/m", deployment_mode="Knative", canary_traffic_percent=100)
+
+
+# KServe's annotations on the Secret that tell its storage initializer where the S3 API is
+# (kserve v0.20.0 pkg/credentials/s3/s3_secret.go), and the keys it reads the credentials from (the
+# s3AccessKeyIDName and s3SecretAccessKeyName of config/configmap/inferenceservice.yaml's credentials)
+KSERVE_S3_ANNOTATIONS = {"serving.kserve.io/s3-endpoint", "serving.kserve.io/s3-usehttps",
+                         "serving.kserve.io/s3-region", "serving.kserve.io/s3-verifyssl"}
+KSERVE_S3_KEYS = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+
+
+def test_the_storage_initializer_gets_the_storage_secret_and_the_service_account():
+    """KServe's credential builder (pkg/credentials/service_account_credentials.go,
+    CreateSecretVolumeAndEnvFromServiceAccount) takes the Secret the InferenceService's
+    serving.kserve.io/storageSecretName annotation names before the service account's secrets."""
+    isvc = check(render_inference_service(name="m", model_uri="s3://b/m", storage_secret="kfts-storage",
+                                          service_account="kfts-serving"))
+    assert isvc.metadata.annotations == {"serving.kserve.io/storageSecretName": "kfts-storage"}
+    assert isvc.spec.predictor.service_account_name == "kfts-serving"
+
+
+MINIO = "http://minio-service.kubeflow:9000"  # KFP's MinIO, as the pipelines' storage secret names it
+
+
+def documented_objects() -> list[dict]:
+    """The Secret and the ServiceAccount of deploy/SERVING.md."""
+    text = (ROOT / "deploy" / "SERVING.md").read_text()
+    block = text[text.index("```yaml\n# object-store identity"):]
+    return list(yaml.safe_load_all(block[len("```yaml\n"):block.index("```\n", 8)]))
+
+
+def documented_secret(namespace: str) -> dict:
+    secret = documented_objects()[0]
+    return {**secret, "metadata": {**secret["metadata"], "namespace": namespace}}
+
+
+def test_the_documented_storage_secret_is_one_kserve_and_kfts_both_read():
+    """deploy/SERVING.md's Secret: the keys kfts's pods read (kfts.kube.STORAGE_SECRET_KEYS) include the ones
+    KServe reads, the endpoint annotations are KServe's, host:port with no scheme (releases before v0.17.0
+    prefix one themselves: kserve#4797), and the ServiceAccount lists it."""
+    secret, account = documented_objects()
+    assert set(secret["stringData"]) == set(kube.STORAGE_SECRET_KEYS) and KSERVE_S3_KEYS <= set(secret["stringData"])
+    annotations = secret["metadata"]["annotations"]
+    assert set(annotations) <= KSERVE_S3_ANNOTATIONS and "serving.kserve.io/s3-endpoint" in annotations
+    endpoint = secret["stringData"]["AWS_ENDPOINT_URL"]
+    assert annotations["serving.kserve.io/s3-endpoint"] == endpoint.split("://", 1)[1]
+    assert annotations["serving.kserve.io/s3-usehttps"] == ("1" if endpoint.startswith("https") else "0")
+    assert endpoint == MINIO and {k: annotations[k] for k in s3_annotations(endpoint)} == s3_annotations(endpoint)
+    assert account["kind"] == "ServiceAccount" and account["secrets"] == [{"name": secret["metadata"]["name"]}]
+    sdk_object(secret, "V1Secret"), sdk_object(account, "V1ServiceAccount")  # fields Kubernetes knows
+
+
+# -- the deploy step's rollout, against KServe's controller in the stand-in -------------------------------------------
+
+def served(uri: str, **kwargs) -> dict:
+    return render_inference_service(name="churn", model_uri=uri, namespace="team", **kwargs)
+
+
+def rollout(cluster, manifest, lines, timeout_s=30) -> str:
+    return apply_inference_service(manifest, api=cluster.api(), timeout_s=timeout_s, poll_s=0.01, log=lines.append)
+
+
+def test_the_step_waits_for_kserve_to_roll_out_the_new_generation():
+    """Ready of a generation KServe has not yet taken up is the previous model's: the step waits for
+    observedGeneration to reach the replaced object's and, under Standard, for the new pods to take over."""
+    lines = []
+    with KubeStandIn(kserve=KServe("Standard")) as cluster:
+        assert rollout(cluster, served("s3://b/model-1"), lines) == "http://churn.team.example"
+        rollout(cluster, served("s3://b/model-2"), lines)
+    assert [spec["predictor"]["model"]["storageUri"] for spec in cluster.kserve.reconciled] == [
+        "s3://b/model-1", "s3://b/model-2"]
+    [replaced] = cluster.sent("PUT")
+    assert replaced["spec"]["predictor"]["model"]["storageUri"] == "s3://b/model-2"
+    second = lines[lines.index("replaced InferenceService team/churn"):]
+    assert second[1:] == [
+        "InferenceService team/churn: PredictorReady=True (NewReplicaSetAvailable), Ready=True "
+        "(NewReplicaSetAvailable); generation 1 of 2 observed",  # the old model: not enough
+        "InferenceService team/churn: PredictorReady=True (MinimumReplicasAvailable), Ready=True "
+        "(MinimumReplicasAvailable); generation 2 of 2 observed",  # old pods serve while new ones start
+        "InferenceService team/churn: PredictorReady=True (NewReplicaSetAvailable), Ready=True "
+        "(NewReplicaSetAvailable); generation 2 of 2 observed",
+        "ready at http://churn.team.example"]
+
+
+@pytest.mark.parametrize("mode, reason", [("Standard", "ProgressDeadlineExceeded"), ("Knative", "RevisionFailed")])
+def test_a_broken_challenger_fails_the_step_and_the_champion_is_put_back(mode, reason):
+    lines = []
+    kserve = KServe(mode, broken=lambda spec: "broken" in spec["predictor"]["model"]["storageUri"])
+    with KubeStandIn(kserve=kserve) as cluster:
+        rollout(cluster, served("s3://b/champion", deployment_mode=mode), lines)
+        with pytest.raises(kube.Failed) as failure:
+            rollout(cluster, served("s3://b/broken", deployment_mode=mode), lines)
+        final = kube.get(cluster.api(), kube.INFERENCE_SERVICE, "churn", "team")
+    assert str(failure.value).startswith(f"InferenceService team/churn generation 2 failed: {reason}: ")
+    assert str(failure.value).endswith(". The previous spec of InferenceService team/churn is restored (generation "
+                                       "3): the model it served is left serving, Ready again")
+    assert final["spec"]["predictor"]["model"]["storageUri"] == "s3://b/champion"
+    assert [spec["predictor"]["model"]["storageUri"] for spec in kserve.reconciled] == [
+        "s3://b/champion", "s3://b/broken", "s3://b/champion"]
+    assert [body["spec"]["predictor"]["model"]["storageUri"] for body in cluster.sent("PUT")] == [
+        "s3://b/broken", "s3://b/champion"]
+
+
+def test_a_challenger_that_does_not_serve_in_time_is_rolled_back():
+    lines = []
+    kserve = KServe(broken=lambda spec: "slow" in spec["predictor"]["model"]["storageUri"], deadline=10 ** 6)
+    with KubeStandIn(kserve=kserve) as cluster:
+        rollout(cluster, served("s3://b/champion"), lines)
+        with pytest.raises(kube.Failed,
+                           match=r"was not Ready at generation 2 within 0 s .*restored .*serving, Ready again$"):
+            rollout(cluster, served("s3://b/slow"), lines, timeout_s=0.3)
+    assert kserve.reconciled[-1]["predictor"]["model"]["storageUri"] == "s3://b/champion"
+
+
+def test_a_first_model_that_fails_is_left_for_inspection():
+    with KubeStandIn(kserve=KServe(broken=lambda spec: True)) as cluster, \
+            pytest.raises(kube.Failed, match="no InferenceService team/churn before: the failed one is left"):
+        rollout(cluster, served("s3://b/broken"), [])
+    assert cluster.sent("PUT") == []
+
+
+def test_a_canary_rolls_out_under_knative():
+    lines = []
+    with KubeStandIn(kserve=KServe("Knative")) as cluster:
+        rollout(cluster, served("s3://b/champion", deployment_mode="Knative"), lines)
+        rollout(cluster, served("s3://b/canary", deployment_mode="Knative", canary_traffic_percent=20), lines)
+    [put] = cluster.sent("PUT")
+    assert put["spec"]["predictor"]["canaryTrafficPercent"] == 20
+    assert lines[-1] == "ready at http://churn.team.example"
+
+
+def test_kserve_before_0_16_is_said_not_to_report_a_rawdeployments_rollout():
+    lines = []
+    with KubeStandIn(kserve=KServe("RawDeployment")) as cluster:
+        rollout(cluster, served("s3://b/model", deployment_mode="Standard", kserve_version="0.15"), lines)
+    assert any("KServe before 0.16 does not report a RawDeployment's rollout" in line for line in lines)
+
+
+def test_the_deploy_step_fails_saying_the_previous_model_serves(tmp_path, monkeypatch, capsys):
+    """The pipeline's deploy step (components/deploy.py) with its timeout parameter, a minio:// model URI
+    (KFP's name for its MinIO) and the storage secret: a broken model fails the step with exit code 1 and
+    the message that the previous one is back."""
+    from kfp import dsl
+
+    from kfts.components.deploy import deploy
+    kserve = KServe(broken=lambda spec: "broken" in spec["predictor"]["containers"][0]["env"][0]["value"])
+    with KubeStandIn(kserve=kserve, existing=[documented_secret("team")]) as cluster:
+        cluster.kubeconfig(tmp_path / "kubeconfig")
+        monkeypatch.setenv("KUBECONFIG", str(tmp_path / "kubeconfig"))
+        monkeypatch.setenv("AWS_ENDPOINT_URL", MINIO)  # the storage secret as env, as the pipelines give it
+        monkeypatch.setattr(kube, "wait_for", lambda *a, **k: kube_wait_for(*a, **{**k, "poll_s": 0.01}))
+        step = dict(name="churn", namespace="team", storage_secret="kfts-storage", timeout_minutes=1.0)
+        url = deploy.python_func(model=dsl.Model(uri="minio://mlpipeline/v2/artifacts/run-1/model"), **step)
+        with pytest.raises(SystemExit) as exit_code:
+            deploy.python_func(model=dsl.Model(uri="minio://mlpipeline/v2/artifacts/broken/model"), **step)
+        final = kube.get(cluster.api(), kube.INFERENCE_SERVICE, "churn", "team")
+    assert url == "http://churn.team.example" and exit_code.value.code == 1
+    assert final["spec"]["predictor"]["containers"][0]["env"] == [
+        {"name": "STORAGE_URI", "value": "s3://mlpipeline/v2/artifacts/run-1/model"}]
+    assert final["metadata"]["annotations"] == {"serving.kserve.io/storageSecretName": "kfts-storage"}
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("error: InferenceService team/churn generation 2 failed: ProgressDeadlineExceeded")
+    assert "restored (generation 3): the model it served is left serving, Ready again" in last
+
+
+kube_wait_for = kube.wait_for
+
+
+def test_a_storage_secret_is_checked_only_where_it_can_be():
+    lines = []
+    with KubeStandIn(forbidden=("secrets",)) as cluster:  # an account without `get secrets`: said, not fatal
+        check_storage_secret(cluster.api(), "kfts-storage", "team", "s3://b/m", MINIO, log=lines.append)
+    assert lines == ["Secret team/kfts-storage not checked: this pod may not read Secrets"]
+    with KubeStandIn() as cluster, pytest.raises(InputError, match="there is no Secret team/kfts-storage"):
+        check_storage_secret(cluster.api(), "kfts-storage", "team", "s3://b/m", MINIO)
+    with KubeStandIn() as cluster:  # AWS itself, or a model that is not on S3: nothing to check
+        check_storage_secret(cluster.api(), "kfts-storage", "team", "s3://b/m", "")
+        check_storage_secret(cluster.api(), "kfts-storage", "team", "gs://b/m", MINIO)
+    assert cluster.requests == []
+
+
+@pytest.mark.parametrize("annotations", [{}, {"serving.kserve.io/s3-endpoint": "minio-service.kubeflow:9000"},
+                                         {"serving.kserve.io/s3-endpoint": "s3.example:9000",
+                                          "serving.kserve.io/s3-usehttps": "0"}])
+def test_a_storage_secret_that_does_not_tell_kserve_the_endpoint_is_refused(annotations, tmp_path, monkeypatch,
+                                                                             capsys):
+    """Without serving.kserve.io/s3-endpoint (and s3-usehttps 0 for HTTP: KServe's default is HTTPS) the
+    storage initializer looks for the model on AWS (kserve pkg/credentials/s3/utils.go BuildS3EnvVars): the
+    step says what to annotate, exit code 2, before creating anything."""
+    from kfp import dsl
+
+    from kfts.components.deploy import deploy
+    secret = documented_secret("team")
+    secret["metadata"]["annotations"] = annotations
+    with KubeStandIn(kserve=KServe(), existing=[secret]) as cluster:
+        cluster.kubeconfig(tmp_path / "kubeconfig")
+        monkeypatch.setenv("KUBECONFIG", str(tmp_path / "kubeconfig"))
+        monkeypatch.setenv("AWS_ENDPOINT_URL", MINIO)
+        with pytest.raises(SystemExit) as exit_code:
+            deploy.python_func(model=dsl.Model(uri="minio://mlpipeline/model"), name="churn", namespace="team",
+                               storage_secret="kfts-storage")
+    assert exit_code.value.code == 2 and cluster.sent("POST") == []
+    assert capsys.readouterr().err == (
+        "error: Secret team/kfts-storage does not tell KServe's storage initializer the endpoint "
+        f"{MINIO}, so it would look for s3://mlpipeline/model on AWS: kubectl annotate secret -n team "
+        "kfts-storage --overwrite serving.kserve.io/s3-endpoint=minio-service.kubeflow:9000 "
+        "serving.kserve.io/s3-usehttps=0\n")
+
+
 # -- the command line -----------------------------------------------------------------------------------------------
 
 def test_cli_writes_the_inference_service(tmp_path, monkeypatch):
@@ -238,8 +482,13 @@ def test_cli_writes_the_runtimes(tmp_path, monkeypatch):
     (["--name", "it"], "--model-uri is required"),
     (["--model-uri", "gs://b/m", "--name", "it", "--image", "img"], "--image goes with --container"),
     (["--kind", "ServingRuntime"], "--kind ServingRuntime needs --namespace"),
-    (["--kind", "ClusterServingRuntime", "--model-uri", "gs://b/m"], "--model-uri is for an InferenceService"),
-    (["--kind", "ClusterServingRuntime", "--toleration", "a"], "--toleration is for an InferenceService"),
+    (["--kind", "ClusterServingRuntime", "--model-uri", "gs://b/m"],
+     "--model-uri does not apply to --kind ClusterServingRuntime"),
+    (["--kind", "ClusterServingRuntime", "--toleration", "a"],
+     "--toleration does not apply to --kind ClusterServingRuntime"),
+    (["--kind", "ClusterServingRuntime", "--kserve-version", "0.15"], "--kserve-version does not apply"),
+    (["--model-uri", "gs://b/m", "--name", "it", "--kserve-version", "latest"], "--kserve-version 'latest'"),
+    (["--model-uri", "gs://b/m", "--name", "it", "--canary-traffic-percent", "10"], "--canary-traffic-percent needs"),
 ])
 def test_cli_user_mistake_is_one_line(tmp_path, args, message):
     out = tmp_path / "out.yaml"
@@ -257,7 +506,8 @@ RENDERED = sorted(p for p in DEPLOY.glob("*.yaml") if p.read_text().startswith("
 
 def test_there_are_rendered_examples():
     assert {p.name for p in RENDERED} >= {"runtime-kfts.yaml", "runtime-kfts-cuda.yaml", "inferenceservice.yaml",
-                                          "inferenceservice-gpu.yaml"}
+                                          "inferenceservice-gpu.yaml", "trainingruntime-kfts-torch.yaml",
+                                          "trainingruntime-kfts-torch-cuda.yaml"}
 
 
 @pytest.mark.parametrize("example", RENDERED, ids=[p.name for p in RENDERED])
@@ -268,6 +518,35 @@ def test_rendered_examples_are_what_their_command_writes(example, tmp_path, monk
     assert main([*command[1:], "--output", str(out)]) == 0
     assert yaml.safe_load(example.read_text()) == yaml.safe_load(out.read_text())
     check(yaml.safe_load(out.read_text()))
+
+
+VERBS = {"GET": "get", "POST": "create", "PUT": "update"}
+
+
+def test_the_pipeline_runner_role_allows_every_request_the_steps_make():
+    """deploy/rbac-pipeline-runner.yaml against the requests the deploy step (a rollout, a failed one and its
+    restore) and the TrainJob step (after a Failed attempt) send to the stand-in."""
+    from kfts.trainjob import render_trainjob, run_trainjob
+    role, binding = (sdk_object(m, k) for m, k in zip(
+        yaml.safe_load_all((DEPLOY / "rbac-pipeline-runner.yaml").read_text()), ("V1Role", "V1RoleBinding")))
+    assert (binding.role_ref.kind, binding.role_ref.name) == ("Role", role.metadata.name)
+    assert binding.metadata.namespace == role.metadata.namespace
+    trainjob = render_trainjob(name="t", algorithm="lstm-ad", train_uri="s3://b/t", model_uri="s3://b/m",
+                               namespace="team")
+    failed = {**trainjob, "status": {"conditions": [{"type": "Failed", "status": "True"}]}}
+    kserve = KServe(broken=lambda spec: "broken" in spec["predictor"]["model"]["storageUri"])
+    with KubeStandIn(kserve=kserve, existing=[failed, documented_secret("team")], statuses={"t-2": [
+            {"conditions": [{"type": "Complete", "status": "True"}]}]}) as cluster:
+        check_storage_secret(cluster.api(), "kfts-storage", "team", "s3://b/champion", MINIO)
+        rollout(cluster, served("s3://b/champion"), [])
+        with pytest.raises(kube.Failed):
+            rollout(cluster, served("s3://b/broken"), [])
+        run_trainjob(trainjob, api=cluster.api(), poll_s=0.01, log=lambda line: None)
+    sent = {(match["group"] or "", match["plural"], VERBS[method]) for method, match in
+            ((method, PATH.match(path)) for method, path, _ in cluster.requests)}
+    allowed = {(group, resource, verb) for rule in role.rules for group in rule.api_groups
+               for resource in rule.resources for verb in rule.verbs}
+    assert sent == allowed  # every request allowed, and nothing allowed that is not asked for
 
 
 def kfts_metric_names() -> set[str]:

@@ -190,6 +190,9 @@ def test_trainjob_variant_trains_on_kubeflow_trainer_after_the_input_check(name,
     constants = {k: v["runtimeValue"]["constant"] for k, v in launcher["inputs"]["parameters"].items()
                  if "runtimeValue" in v}
     assert (constants["nodes"], constants["gpus_per_node"], constants["procs_per_node"]) == (2, 4, 4)
+    # each torchrun process gets what a task gets; the TrainJob keeps its checkpoints on the claim
+    assert (constants["cpu"], constants["memory"], constants["checkpoint_pvc"]) == ("2", "8Gi", "kfts-checkpoints")
+    assert constants["runtime"] == "kfts-torch"
     # the launcher is a small CPU pod: the GPUs are the TrainJob's
     assert "accelerator" not in _executor(spec, "train-on-trainjob")["resources"]
 
@@ -308,7 +311,7 @@ def test_the_trainjob_runs_the_runs_gpu_image(tmp_path):
 
 # the components that read or write the object store themselves (pyarrow): the others' inputs and outputs
 # move through KFP's launcher, with the pipeline root's own credentials
-STORAGE_COMPONENTS = {"validate-csv", "fetch-model", "promote-model", "train-on-trainjob"}
+STORAGE_COMPONENTS = {"validate-csv", "fetch-model", "promote-model", "train-on-trainjob", "deploy"}
 
 
 @pytest.mark.parametrize("name, settings", [("retrain-lstm-ad", {}), ("retrain-inception-time", {"gpus": 1}),
@@ -364,3 +367,20 @@ def test_every_task_runs_as_the_images_non_root_user(name, fan_out, settings, tm
         assert context["runAsNonRoot"] is True
         assert int(context["runAsUser"]) == 1000 and int(context["runAsGroup"]) == 1000
         assert set(executor) <= {"securityContext", "secretAsEnv", "pvcMount", "tolerations", "nodeSelector"}
+
+
+def test_the_deploy_step_gets_the_clusters_kserve_settings(tmp_path):
+    cluster = Cluster(kserve_version="0.15", deployment_mode="Standard", deploy_timeout_minutes=45)
+    spec, _ = _documents(compile_pipeline("retrain-inception-time", tmp_path / "p.yaml", cluster))
+    [deploy] = [task for component in spec["components"].values() for task in
+                component.get("dag", {}).get("tasks", {}).values() if task["componentRef"]["name"] == "comp-deploy"]
+    constants = {k: v["runtimeValue"]["constant"] for k, v in deploy["inputs"]["parameters"].items()
+                 if "runtimeValue" in v}
+    assert (constants["kserve_version"], constants["deployment_mode"], constants["timeout_minutes"]) == (
+        "0.15", "Standard", 45.0)
+
+
+def test_a_kserve_version_that_is_not_one_is_refused_at_compile_time():
+    result = subprocess.run([sys.executable, "-m", "kfts", "pipeline", "compile", "lstm-ad", "--kserve-version",
+                             "newest", "--output", "/dev/null"], capture_output=True, text=True)
+    assert result.returncode == 2 and result.stderr.startswith("error: --kserve-version 'newest'")

@@ -8,21 +8,29 @@ Two ways to serve a kfts model artifact, both running `kfts serve` in the kfts p
   `predictor.model.modelFormat.name: kfts` and the `storageUri` (render_inference_service without `image`);
 - as a custom container (render_inference_service with `image`), which needs nothing installed beforehand.
 
-Either way KServe's storage initializer downloads the `storageUri` to /mnt/models before the predictor starts.
-With `gpu` the predictor asks for `nvidia.com/gpu`, runs `kfts serve --device cuda` and is placed on the GPU node
-pool: a node selector (when given) and tolerations for the taint GPU node pools carry (GPU_TOLERATIONS).
+Either way KServe's storage initializer downloads the `storageUri` to /mnt/models before the predictor starts,
+with the credentials of `storage_secret` (the `serving.kserve.io/storageSecretName` annotation) or of the
+secrets the service account lists. With `gpu` the predictor asks for `nvidia.com/gpu`, runs
+`kfts serve --device cuda` and is placed on the GPU node pool: a node selector (when given) and tolerations for
+the taint GPU node pools carry (GPU_TOLERATIONS). Every pod runs as Pod Security "restricted" asks
+(kfts.podsecurity).
 
-Ports, by KServe deployment mode (the `serving.kserve.io/deploymentMode` annotation): Standard (RawDeployment
-before KServe 0.15) declares HTTP 8080 and gRPC 8081, which the predictor's Service exposes on 80 and 8081;
-Knative (Serverless before 0.15) allows one port per container: HTTP 8080 (KServe's default, declared by
-nothing), or gRPC 8081 named `h2c` with `expose_grpc`. Without a mode the cluster's default applies and only
-HTTP is declared.
+Deployment modes (the `serving.kserve.io/deploymentMode` annotation) have two names each: KServe 0.16.0
+renamed RawDeployment to Standard and Serverless to Knative (kserve#4608). Earlier releases know only the old
+names and give an unknown name the cluster's default mode; 0.16.0 to 0.20.0 read the old names as the new ones
+but then refuse every update of an InferenceService created with one (its webhook compares the annotation
+with the status, where the new name is written: kserve#5885). So the name written follows `kserve_version`.
+
+Ports, by mode: Standard declares HTTP 8080 and gRPC 8081, which the predictor's Service exposes on 80 and
+8081; Knative allows one port per container: HTTP 8080 (KServe's default, declared by nothing), or gRPC 8081
+named `h2c` with `expose_grpc`. Without a mode the cluster's default applies and only HTTP is declared.
 """
 
 from __future__ import annotations
 
 import re
 
+from kfts import podsecurity
 from kfts.errors import InputError
 
 MODEL_DIR = "/mnt/models"  # where KServe's storage initializer puts the storageUri
@@ -30,16 +38,22 @@ HTTP_PORT, GRPC_PORT = 8080, 8081  # kfts serve's defaults, and KServe's
 MODEL_FORMAT = {"name": "kfts", "version": "1"}  # version: the artifact's FORMAT_VERSION (src/kfts/artifact.py)
 PROTOCOL_VERSIONS = ["v1", "v2", "grpc-v2"]  # V1 REST, V2 REST, V2 gRPC: what kfts serve answers
 RUNTIMES = {False: "kfts", True: "kfts-cuda"}  # the ServingRuntime names, by gpu
+RESOURCES = {"cpu": "1", "memory": "2Gi"}  # a predictor's requests and limits, by default
 GPU_TOLERATIONS = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
 DEPLOYMENT_MODES = {"Standard": "standard", "RawDeployment": "standard", "Knative": "knative",
-                    "Serverless": "knative"}  # KServe's names; the second of each pair before KServe 0.15
+                    "Serverless": "knative"}  # every name KServe has had for its two modes
+MODE_NAMES = {"standard": ("RawDeployment", "Standard"), "knative": ("Serverless", "Knative")}  # (old, new)
+RENAMED_IN = (0, 16)  # the first KServe release with the new names (v0.16.0, kserve#4608)
 ANNOTATION = "serving.kserve.io/deploymentMode"
+STORAGE_SECRET_ANNOTATION = "serving.kserve.io/storageSecretName"  # KServe's default storageSecretNameAnnotation
 LABELS = {"app.kubernetes.io/name": "kfts", "app.kubernetes.io/component": "predictor"}
 _DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_VERSION = re.compile(r"^v?(\d+)\.(\d+)(\.\d+)?(-[0-9A-Za-z.]+)?$")
 
 
 def render_serving_runtime(*, image: str, gpu: bool = False, name: str | None = None, namespace: str | None = None,
-                           deployment_mode: str | None = None, cpu: str = "1", memory: str = "2Gi") -> dict:
+                           deployment_mode: str | None = None, cpu: str = RESOURCES["cpu"],
+                           memory: str = RESOURCES["memory"]) -> dict:
     """A ClusterServingRuntime for the model format `kfts` (a ServingRuntime with `namespace`), as a dict.
 
     Named RUNTIMES[gpu] unless `name` is given. The CPU runtime is auto-selected for `modelFormat: kfts`; the
@@ -57,7 +71,6 @@ def render_serving_runtime(*, image: str, gpu: bool = False, name: str | None = 
                  f"--grpc-port={GRPC_PORT}", f"--device={'cuda' if gpu else 'cpu'}"],
         **_ports(mode, expose_grpc=False),
         "resources": _resources(cpu, memory, gpus=1 if gpu else 0),
-        "securityContext": _security(),
     }
     if mode == "standard":  # Knative probes its one port itself, which an InferenceService may make gRPC's
         container["readinessProbe"] = _readiness()
@@ -65,7 +78,8 @@ def render_serving_runtime(*, image: str, gpu: bool = False, name: str | None = 
         "annotations": {"prometheus.kserve.io/port": str(HTTP_PORT), "prometheus.kserve.io/path": "/metrics"},
         "supportedModelFormats": [{**MODEL_FORMAT, "autoSelect": not gpu, "priority": 1}],
         "protocolVersions": list(PROTOCOL_VERSIONS),
-        "containers": [container],
+        "containers": [podsecurity.harden(container)],
+        "volumes": [dict(podsecurity.SCRATCH)],
     }
     metadata = {"name": name, "labels": dict(LABELS)}
     if namespace:
@@ -77,15 +91,20 @@ def render_serving_runtime(*, image: str, gpu: bool = False, name: str | None = 
 def render_inference_service(*, name: str, model_uri: str, image: str | None = None, runtime: str | None = None,
                              gpu: bool = False, gpus: int = 1, node_selector: dict | None = None,
                              tolerations: list | None = None, min_replicas: int = 1, max_replicas: int = 1,
-                             namespace: str | None = None, cpu: str = "1", memory: str = "2Gi",
-                             service_account: str | None = None, deployment_mode: str | None = None,
-                             expose_grpc: bool = False) -> dict:
+                             namespace: str | None = None, cpu: str = RESOURCES["cpu"],
+                             memory: str = RESOURCES["memory"],
+                             service_account: str | None = None, storage_secret: str | None = None,
+                             deployment_mode: str | None = None, kserve_version: str | None = None,
+                             expose_grpc: bool = False, canary_traffic_percent: int | None = None) -> dict:
     """An InferenceService (serving.kserve.io/v1beta1) serving the kfts model at `model_uri`, as a dict.
 
     Without `image`, the short form for the kfts ServingRuntime: `modelFormat: kfts`, the `runtime` when given
     (with `gpu` RUNTIMES[True] by default, since KServe would auto-select the CPU runtime), else KServe picks.
     With `image`, that image as a custom container. `tolerations` default to GPU_TOLERATIONS with `gpu` and to
     none without; `node_selector` picks the node pool (e.g. {"cloud.google.com/gke-accelerator": "nvidia-l4"}).
+    `storage_secret` names the Secret KServe's storage initializer reads the model with (module docstring).
+    `canary_traffic_percent` (Knative only) sends that share of the traffic to the new model and the rest to
+    the last one that had it all, until the InferenceService is replaced without it.
     """
     _check_name(name, "--name")
     if len(name) > 45:
@@ -102,9 +121,17 @@ def render_inference_service(*, name: str, model_uri: str, image: str | None = N
     if image is not None and runtime is not None:
         raise InputError("--runtime names a ServingRuntime; a custom container (--container) runs without one")
     mode = _mode(deployment_mode)
+    if kserve_version is not None:
+        parse_kserve_version(kserve_version)  # checked even when no mode needs it: a typo is a typo
     if expose_grpc and mode == "standard":
         raise InputError(f"--expose-grpc is for Knative: with deployment mode {deployment_mode} both HTTP and "
                          "gRPC are exposed")
+    if canary_traffic_percent is not None:
+        if mode != "knative":
+            raise InputError("--canary-traffic-percent needs --deployment-mode Knative: KServe splits traffic "
+                             "between an InferenceService's revisions under Knative only")
+        if not 1 <= canary_traffic_percent <= 99:
+            raise InputError(f"--canary-traffic-percent {canary_traffic_percent}: from 1 to 99")
 
     resources = _resources(cpu, memory, gpus=gpus if gpu else 0)
     ports = _ports(mode, expose_grpc)
@@ -125,11 +152,15 @@ def render_inference_service(*, name: str, model_uri: str, image: str | None = N
             "env": [{"name": "STORAGE_URI", "value": model_uri}],
             "ports": ports.get("ports", [_HTTP]),
             "resources": resources,
-            "securityContext": _security(),
         }
         if not expose_grpc:  # Knative probes its one port itself, gRPC's here
             container["readinessProbe"] = _readiness()
-        predictor = {"minReplicas": min_replicas, "maxReplicas": max_replicas, "containers": [container]}
+        predictor = {"minReplicas": min_replicas, "maxReplicas": max_replicas,
+                     "containers": [podsecurity.harden(container)], "volumes": [dict(podsecurity.SCRATCH)]}
+    # pod-level too: KServe's storage initializer, which it adds to the pod, then runs as non-root as well
+    predictor["securityContext"] = podsecurity.pod_context()
+    if canary_traffic_percent is not None:
+        predictor["canaryTrafficPercent"] = canary_traffic_percent
     if node_selector:
         predictor["nodeSelector"] = dict(node_selector)
     tolerations = GPU_TOLERATIONS if tolerations is None and gpu else tolerations
@@ -140,10 +171,57 @@ def render_inference_service(*, name: str, model_uri: str, image: str | None = N
     metadata = {"name": name, "labels": dict(LABELS)}
     if namespace:
         metadata["namespace"] = namespace
-    if deployment_mode:
-        metadata["annotations"] = {ANNOTATION: deployment_mode}
+    annotations = {}
+    if mode:
+        annotations[ANNOTATION] = mode_name(mode, kserve_version)
+    if storage_secret:
+        annotations[STORAGE_SECRET_ANNOTATION] = storage_secret
+    if annotations:
+        metadata["annotations"] = annotations
     return {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService", "metadata": metadata,
             "spec": {"predictor": predictor}}
+
+
+def check_storage_secret(api, secret: str, namespace: str, model_uri: str, endpoint_url: str, log=print) -> None:
+    """Refuse an s3:// model whose storage Secret does not tell KServe's storage initializer the endpoint that
+    kfts's own steps use (`endpoint_url`, their AWS_ENDPOINT_URL): it would look for the model on AWS. Not
+    checked when this pod may not read Secrets (said in the log)."""
+    from kfts import kube
+    if not model_uri.startswith("s3://") or not endpoint_url:
+        return
+    annotations = kube.secret_annotations(api, secret, namespace)
+    if annotations is None:
+        log(f"Secret {namespace}/{secret} not checked: this pod may not read Secrets")
+        return
+    wanted = s3_annotations(endpoint_url)
+    usehttps = annotations.get("serving.kserve.io/s3-usehttps", "1")  # KServe's default: HTTPS
+    if annotations.get("serving.kserve.io/s3-endpoint") != wanted["serving.kserve.io/s3-endpoint"] or \
+            usehttps != wanted["serving.kserve.io/s3-usehttps"]:
+        raise InputError(f"Secret {namespace}/{secret} does not tell KServe's storage initializer the endpoint "
+                         f"{endpoint_url}, so it would look for {model_uri} on AWS: kubectl annotate secret -n "
+                         f"{namespace} {secret} --overwrite " + " ".join(f"{k}={v}" for k, v in wanted.items()))
+
+
+def s3_annotations(endpoint_url: str) -> dict:
+    """KServe's Secret annotations for an S3 endpoint URL (kserve pkg/credentials/s3/s3_secret.go): host:port
+    with no scheme (releases before 0.17 add one themselves), and whether to use HTTPS."""
+    from urllib.parse import urlsplit
+    parsed = urlsplit(endpoint_url)
+    return {"serving.kserve.io/s3-endpoint": parsed.netloc,
+            "serving.kserve.io/s3-usehttps": "1" if parsed.scheme == "https" else "0"}
+
+
+def mode_name(mode: str, kserve_version: str | None) -> str:
+    """The name KServe `kserve_version` knows the mode by ("standard" or "knative"); the new one by default."""
+    old, new = MODE_NAMES[mode]
+    return new if kserve_version is None or parse_kserve_version(kserve_version) >= RENAMED_IN else old
+
+
+def parse_kserve_version(text: str) -> tuple[int, int]:
+    match = _VERSION.match(text.strip())
+    if not match:
+        raise InputError(f"--kserve-version {text!r}: expected a KServe release such as 0.15 or v0.16.0")
+    return int(match[1]), int(match[2])
 
 
 _HTTP = {"name": "http1", "containerPort": HTTP_PORT, "protocol": "TCP"}
@@ -186,22 +264,89 @@ def _readiness() -> dict:
             "periodSeconds": 5, "failureThreshold": 3}
 
 
-def _security() -> dict:
-    return {"runAsNonRoot": True, "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+# -- rollout: the pipelines' deploy step -------------------------------------------------------------------
+
+STARTING = {"MinimumReplicasUnavailable"}  # Ready=False while a new Deployment's first pods start, not a failure
 
 
-def apply_inference_service(manifest: dict, *, api=None, timeout_s: float = 600, poll_s: float = 10,
+def apply_inference_service(manifest: dict, *, api=None, timeout_s: float = 1800, poll_s: float = 10,
                             log=print) -> str:
-    """Create or replace the InferenceService and wait until KServe reports it Ready: its URL. One that is
-    not Ready within `timeout_s` raises kfts.kube.Failed with its conditions. (The pipelines' deploy step.)"""
+    """Create or replace the InferenceService and wait until KServe reports the new spec rolled out: its URL.
+
+    When the new spec fails (KServe reports it not Ready, or `timeout_s` passes first) and it replaced one,
+    the replaced spec is put back, which KServe had kept serving meanwhile (a Deployment keeps its old pods
+    until new ones are ready; Knative keeps the traffic on the last ready revision), and kfts.kube.Failed
+    says so. (The pipelines' deploy step.)"""
     from kfts import kube
     api = api or kube.custom_objects()
-    kube.apply(api, kube.INFERENCE_SERVICE, manifest, log=log)
-    status = kube.wait_for(api, kube.INFERENCE_SERVICE, manifest["metadata"]["name"],
-                           manifest["metadata"]["namespace"], success="Ready", timeout_s=timeout_s, poll_s=poll_s,
-                           log=log)
-    log(f"ready at {status.get('url')}")
-    return status.get("url", "")
+    name, namespace = manifest["metadata"]["name"], manifest["metadata"]["namespace"]
+    previous = kube.get(api, kube.INFERENCE_SERVICE, name, namespace)
+    if previous is None:
+        stored = kube.create(api, kube.INFERENCE_SERVICE, manifest, log=log)
+    else:
+        stored = kube.replace(api, kube.INFERENCE_SERVICE, previous, manifest, log=log)
+    try:
+        ready = _await_generation(api, stored, timeout_s=timeout_s, poll_s=poll_s, log=log)
+    except kube.Failed as e:
+        if previous is None:
+            raise kube.Failed(f"{e}. There was no InferenceService {namespace}/{name} before: the failed one is "
+                              "left for inspection (kubectl describe inferenceservice)") from None
+        raise kube.Failed(f"{e}. {_restore(api, previous, timeout_s=timeout_s, poll_s=poll_s, log=log)}") from None
+    url = (ready.get("status") or {}).get("url", "")
+    log(f"ready at {url}")
+    return url
+
+
+def _await_generation(api, stored: dict, *, timeout_s: float, poll_s: float, log) -> dict:
+    """Wait until KServe has rolled out the generation `stored` (the object as created or replaced) has."""
+    from kfts import kube
+    generation, name, namespace = (stored["metadata"]["generation"], stored["metadata"]["name"],
+                                   stored["metadata"]["namespace"])
+    return kube.wait_for(api, kube.INFERENCE_SERVICE, name, namespace, goal=f"Ready at generation {generation}",
+                         reached=lambda isvc: rolled_out(isvc, generation, log), timeout_s=timeout_s,
+                         poll_s=poll_s, log=log)
+
+
+def rolled_out(isvc: dict, generation: int, log=print) -> bool:
+    """Whether KServe reports `generation` of the InferenceService serving; raises kfts.kube.Failed when it
+    reports it failed.
+
+    KServe (pkg/apis/serving/v1beta1/inference_service_status.go) copies status.observedGeneration from the
+    predictor's Deployment (Standard) or Knative Service (Knative), which follow the InferenceService's spec
+    changes one for one, and sets Ready from theirs, so Ready of a lower observedGeneration is the previous
+    spec's. Under Standard a Deployment stays Available on its old pods during a rollout: from KServe 0.16
+    the PredictorReady reason NewReplicaSetAvailable says the new pods took over; before, nothing does."""
+    from kfts import kube
+    status = isvc.get("status") or {}
+    if status.get("observedGeneration", 0) < generation:
+        return False
+    ready = kube.condition(isvc, "Ready")
+    where = f"InferenceService {isvc['metadata']['namespace']}/{isvc['metadata']['name']}"
+    if ready.get("status") == "False" and ready.get("reason") not in STARTING:
+        raise kube.Failed(f"{where} generation {generation} failed: {ready.get('reason', '')}: "
+                          f"{ready.get('message', '')}")
+    if ready.get("status") != "True":
+        return False
+    mode = status.get("deploymentMode")
+    if mode == "RawDeployment":
+        log(f"{where}: KServe before 0.16 does not report a RawDeployment's rollout; its Ready may still be the "
+            f"previous pods' (kubectl rollout status deployment/{isvc['metadata']['name']}-predictor)")
+    return mode != "Standard" or kube.condition(isvc, "PredictorReady").get("reason") == "NewReplicaSetAvailable"
+
+
+def _restore(api, previous: dict, *, timeout_s: float, poll_s: float, log) -> str:
+    """Put `previous` (the object as it was before the failed replace) back: what happened, in words."""
+    from kfts import kube
+    name, namespace = previous["metadata"]["name"], previous["metadata"]["namespace"]
+    current = kube.get(api, kube.INFERENCE_SERVICE, name, namespace)
+    stored = kube.replace(api, kube.INFERENCE_SERVICE, current, previous, log=log)
+    what = (f"The previous spec of InferenceService {namespace}/{name} is restored (generation "
+            f"{stored['metadata']['generation']}): the model it served is left serving")
+    try:
+        _await_generation(api, stored, timeout_s=timeout_s, poll_s=poll_s, log=log)
+    except kube.Failed as e:
+        return f"{what}, but it is not Ready again ({e})"
+    return what + ", Ready again"
 
 
 def to_yaml(manifest: dict) -> str:

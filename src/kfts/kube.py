@@ -1,5 +1,6 @@
-"""The few Kubernetes calls kfts makes from inside a pipeline step: create or replace a custom object (an
-InferenceService, a TrainJob) and wait for one of its conditions, saying what it is doing in the task log.
+"""The few Kubernetes calls kfts makes from inside a pipeline step: read, create or replace a custom object (an
+InferenceService, a TrainJob) and wait until its controller reports what it was asked for, saying what it is
+doing in the task log.
 
 Credentials: the pod's service account in a cluster, else the user's kubeconfig. Every wait has a timeout
 and ends with the object's own reason when it fails.
@@ -10,6 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
@@ -49,47 +51,99 @@ def custom_objects():
     return client.CustomObjectsApi()
 
 
-def apply(api, kind: Kind, manifest: dict, *, replace: bool = True, log=print) -> None:
-    """Create the object, or replace the one of the same name (with `replace`; else keep it: a retried
-    step then waits for what its first attempt started)."""
+def get(api, kind: Kind, name: str, namespace: str) -> dict | None:
+    """The object, or None when there is none of that name."""
     from kubernetes.client import ApiException
-    name, where = manifest["metadata"]["name"], kind.where(manifest["metadata"]["namespace"])
     try:
-        current = api.get_namespaced_custom_object(name=name, **where)
+        return api.get_namespaced_custom_object(name=name, **kind.where(namespace))
     except ApiException as e:
-        if e.status != 404:
-            raise
-        api.create_namespaced_custom_object(body=manifest, **where)
-        log(f"created {kind.name} {where['namespace']}/{name}")
-        return
-    if not replace:
-        log(f"{kind.name} {where['namespace']}/{name} exists: following it")
-        return
-    manifest = {**manifest, "metadata": {**manifest["metadata"],
-                                         "resourceVersion": current["metadata"]["resourceVersion"]}}
-    api.replace_namespaced_custom_object(name=name, body=manifest, **where)
-    log(f"replaced {kind.name} {where['namespace']}/{name}")
+        if e.status == 404:
+            return None
+        raise
 
 
-def wait_for(api, kind: Kind, name: str, namespace: str, *, success: str, failure: str | None = None,
-             timeout_s: float = 600, poll_s: float = 10, log=print) -> dict:
-    """Poll until condition `success` is True (returns the object's status) or `failure` is True (raises
-    Failed with the condition's reason and message); each change of conditions goes to the log."""
+def secret_annotations(api, name: str, namespace: str) -> dict | None:
+    """The annotations of the Secret `name`, or None when this pod may not read Secrets. A Secret that is not
+    there is an InputError: the pods that name it would not start."""
+    from kubernetes.client import ApiException, CoreV1Api
+
+    from kfts.errors import InputError
+    try:
+        secret = CoreV1Api(api.api_client).read_namespaced_secret(name, namespace)
+    except ApiException as e:
+        if e.status == 403:
+            return None
+        if e.status == 404:
+            raise InputError(f"there is no Secret {namespace}/{name}") from None
+        raise
+    return secret.metadata.annotations or {}
+
+
+def create(api, kind: Kind, manifest: dict, *, log=print) -> dict:
+    """Create the object: as the API server stored it (with its metadata.generation)."""
+    where = kind.where(manifest["metadata"]["namespace"])
+    stored = api.create_namespaced_custom_object(body=manifest, **where)
+    log(f"created {kind.name} {where['namespace']}/{manifest['metadata']['name']}")
+    return stored
+
+
+def replace(api, kind: Kind, current: dict, manifest: dict, *, log=print) -> dict:
+    """Replace `current` (the object as read) by `manifest`'s labels, annotations and spec, keeping what the
+    cluster put in its metadata (finalizers, uid): the object as stored, with the generation the new spec got."""
+    metadata = {**current["metadata"], **{k: manifest["metadata"][k] for k in ("labels", "annotations")
+                                          if k in manifest["metadata"]}}
+    for key in ("labels", "annotations"):
+        if key not in manifest["metadata"]:
+            metadata.pop(key, None)
+    body = {"apiVersion": current["apiVersion"], "kind": current["kind"], "metadata": metadata,
+            "spec": manifest["spec"]}
+    name, namespace = metadata["name"], metadata["namespace"]
+    stored = api.replace_namespaced_custom_object(name=name, body=body, **kind.where(namespace))
+    log(f"replaced {kind.name} {namespace}/{name}")
+    return stored
+
+
+def condition(obj: dict, kind: str) -> dict:
+    """The status condition of type `kind`, or {}."""
+    return next((c for c in (obj.get("status") or {}).get("conditions") or [] if c.get("type") == kind), {})
+
+
+def summary(obj: dict) -> str:
+    """Conditions (and the generation the controller has seen, where it says), as the log shows them."""
+    status = obj.get("status") or {}
+    text = ", ".join(f"{c.get('type')}={c.get('status')}" + (f" ({c['reason']})" if c.get("reason") else "")
+                     for c in status.get("conditions") or []) or "no conditions yet"
+    if "observedGeneration" in status:
+        text += f"; generation {status['observedGeneration']} of {obj['metadata'].get('generation')} observed"
+    return text
+
+
+def wait_for(api, kind: Kind, name: str, namespace: str, *, goal: str, reached: Callable[[dict], bool],
+             timeout_s: float, poll_s: float = 10, log=print) -> dict:
+    """Poll the object until `reached(object)`: the object. `reached` raises Failed when the object reports
+    failure; `goal` says what is awaited, for the message when `timeout_s` passes first. Each change of the
+    object's conditions goes to the log."""
     deadline, seen = time.monotonic() + timeout_s, None
     while True:
-        status = api.get_namespaced_custom_object(name=name, **kind.where(namespace)).get("status") or {}
-        conditions = {c.get("type"): c for c in status.get("conditions", [])}
-        summary = ", ".join(f"{t}={c.get('status')}" + (f" ({c['reason']})" if c.get("reason") else "")
-                            for t, c in conditions.items())
-        if summary != seen:
-            log(f"{kind.name} {namespace}/{name}: {summary or 'no conditions yet'}")
-            seen = summary
-        if conditions.get(success, {}).get("status") == "True":
-            return status
-        if failure and conditions.get(failure, {}).get("status") == "True":
-            c = conditions[failure]
-            raise Failed(f"{kind.name} {namespace}/{name} failed: {c.get('reason', '')}: {c.get('message', '')}")
+        obj = api.get_namespaced_custom_object(name=name, **kind.where(namespace))
+        if summary(obj) != seen:
+            seen = summary(obj)
+            log(f"{kind.name} {namespace}/{name}: {seen}")
+        if reached(obj):
+            return obj
         if time.monotonic() >= deadline:
-            raise Failed(f"{kind.name} {namespace}/{name} was not {success} within {timeout_s:.0f} s "
-                         f"(conditions: {summary or 'none'})")
+            raise Failed(f"{kind.name} {namespace}/{name} was not {goal} within {timeout_s:.0f} s ({seen})")
         time.sleep(poll_s)
+
+
+# The object-store identity kfts's pods get: a Secret whose keys are these environment variables' names
+# (kfts.storage reads them); the endpoint and region may be left out for AWS itself.
+STORAGE_SECRET_KEYS = {"AWS_ACCESS_KEY_ID": False, "AWS_SECRET_ACCESS_KEY": False, "AWS_ENDPOINT_URL": True,
+                       "AWS_REGION": True}  # name: optional
+
+
+def secret_env(secret: str) -> list[dict]:
+    """Container env entries taking STORAGE_SECRET_KEYS from the Secret `secret` (for specs that have `env`
+    but no `envFrom`, such as a TrainJob's trainer)."""
+    return [{"name": key, "valueFrom": {"secretKeyRef": {"name": secret, "key": key, **(
+        {"optional": True} if optional else {})}}} for key, optional in STORAGE_SECRET_KEYS.items()]

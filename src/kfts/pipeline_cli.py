@@ -33,7 +33,7 @@ import time
 from dataclasses import fields
 from pathlib import Path
 
-from kfts.deploy import parse_key_value, parse_toleration
+from kfts.deploy import DEPLOYMENT_MODES, parse_key_value, parse_kserve_version, parse_toleration
 from kfts.errors import InputError
 
 def pipeline_names() -> list[str]:
@@ -381,7 +381,13 @@ def cluster_from_args(args):
     cluster = Cluster(gpus=args.gpus, accelerator=args.accelerator, resources=resources_from_args(args.resources),
                       image=args.image or base_image(), storage_secret=args.storage_secret,
                       retries=args.retries, checkpoint_pvc=args.checkpoint_pvc, trainjob_nodes=args.trainjob_nodes,
-                      trainjob_procs_per_node=args.trainjob_procs_per_node, trainjob_runtime=args.trainjob_runtime)
+                      trainjob_procs_per_node=args.trainjob_procs_per_node, trainjob_runtime=args.trainjob_runtime,
+                      kserve_version=args.kserve_version, deployment_mode=args.deployment_mode,
+                      deploy_timeout_minutes=args.deploy_timeout_minutes)
+    if args.kserve_version:
+        parse_kserve_version(args.kserve_version)
+    if args.deploy_timeout_minutes <= 0:
+        raise InputError(f"--deploy-timeout-minutes {args.deploy_timeout_minutes:g}: more than 0")
     if cluster.trainjob_nodes and args.fan_out:
         raise InputError("--trainjob-nodes trains one TrainJob; --fan-out trains members as separate tasks: "
                          "choose one (a TrainJob shares the members out over its processes)")
@@ -621,8 +627,17 @@ def register(commands) -> None:
                             "process per GPU), from the pipeline's train step (default 0: in the step's pod)")
         g.add_argument("--trainjob-procs-per-node", type=int, default=1,
                        help="processes per TrainJob node without GPUs (default 1)")
-        g.add_argument("--trainjob-runtime", default="torch-distributed",
-                       help="the ClusterTrainingRuntime of the TrainJob (default torch-distributed)")
+        g.add_argument("--trainjob-runtime", default="kfts-torch",
+                       help="the ClusterTrainingRuntime of the TrainJob (default kfts-torch: `kfts deploy "
+                            "render --kind ClusterTrainingRuntime`)")
+        g.add_argument("--deployment-mode", default="", choices=["", *DEPLOYMENT_MODES],
+                       help="the deploy step's KServe deployment mode (default: the cluster's)")
+        g.add_argument("--kserve-version", default="", metavar="X.Y",
+                       help="the cluster's KServe release, which names the mode (before 0.16: RawDeployment, "
+                            "Serverless; default: Standard, Knative)")
+        g.add_argument("--deploy-timeout-minutes", type=float, default=30.0,
+                       help="how long the deploy step waits for the new model to serve before it puts the "
+                            "previous one back (default 30)")
 
     comp = sub.add_parser("compile", help="write pipeline IR YAML (all committed variants, or one)")
     comp.add_argument("pipeline", nargs="?", choices=pipeline_names(),

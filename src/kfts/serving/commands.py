@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from kfts.deploy import DEPLOYMENT_MODES, parse_key_value, parse_toleration
+from kfts.deploy import DEPLOYMENT_MODES, RESOURCES, parse_key_value, parse_toleration
 from kfts.errors import InputError
 
-KINDS = ("InferenceService", "ClusterServingRuntime", "ServingRuntime", "TrainJob")
+KINDS = ("InferenceService", "ClusterServingRuntime", "ServingRuntime", "TrainJob", "ClusterTrainingRuntime")
 
 
 def register(commands) -> None:
@@ -29,10 +29,12 @@ def register(commands) -> None:
     deploy = commands.add_parser("deploy", help="Kubernetes manifests for serving")
     actions = deploy.add_subparsers(dest="action", required=True, metavar="ACTION")
     render = actions.add_parser("render", help="write a KServe InferenceService for a model artifact, or the "
-                                               "kfts ServingRuntime it uses (--kind)")
+                                               "kfts ServingRuntime it uses, or a Kubeflow Trainer TrainJob and "
+                                               "the kfts ClusterTrainingRuntime it runs on (--kind)")
     render.add_argument("--kind", default="InferenceService", choices=KINDS,
                         help="InferenceService (default); ClusterServingRuntime, once per cluster for the model "
-                             "format kfts; or ServingRuntime, the same in --namespace")
+                             "format kfts; ServingRuntime, the same in --namespace; TrainJob; or "
+                             "ClusterTrainingRuntime, once per cluster for TrainJobs (default name kfts-torch)")
     render.add_argument("--name", help="InferenceService: its name, also the model name (required); runtimes: "
                                        "default kfts, or kfts-cuda with --gpu")
     render.add_argument("--model-uri", help="InferenceService: the model artifact's URI (gs://, s3://, pvc://...)")
@@ -55,14 +57,24 @@ def register(commands) -> None:
     render.add_argument("--max-replicas", type=int, default=1)
     render.add_argument("--deployment-mode", choices=DEPLOYMENT_MODES,
                         help="KServe's serving.kserve.io/deploymentMode: Standard (HTTP and gRPC exposed) or "
-                             "Knative (one port); RawDeployment and Serverless before KServe 0.15 (default: "
-                             "the cluster's, HTTP only)")
+                             "Knative (one port); RawDeployment and Serverless are the same modes' names before "
+                             "KServe 0.16 (default: the cluster's, HTTP only)")
+    render.add_argument("--kserve-version", metavar="X.Y",
+                        help="the cluster's KServe release: before 0.16 the deployment mode is written "
+                             "RawDeployment or Serverless, from 0.16 Standard or Knative (default)")
+    render.add_argument("--canary-traffic-percent", type=int, metavar="1-99",
+                        help="InferenceService under Knative: that share of the traffic to this model, the rest "
+                             "to the last one that had it all")
     render.add_argument("--expose-grpc", action="store_true",
                         help="InferenceService under Knative: expose gRPC (8081) instead of HTTP")
     render.add_argument("--namespace")
-    render.add_argument("--cpu", default="1")
-    render.add_argument("--memory", default="2Gi")
-    render.add_argument("--service-account")
+    render.add_argument("--cpu", help="requests and limits: of the predictor (default 1), or of each training "
+                                      "process of a TrainJob (default 2)")
+    render.add_argument("--memory", help="likewise (default 2Gi; TrainJob: 8Gi per process)")
+    render.add_argument("--service-account", help="InferenceService, TrainJob: the pods' service account")
+    render.add_argument("--storage-secret", help="InferenceService, TrainJob: the Secret with the object-store "
+                                                 "identity (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, "
+                                                 "AWS_ENDPOINT_URL...; deploy/SERVING.md)")
     render.add_argument("--output", help="write the YAML here instead of stdout")
     train = render.add_argument_group("--kind TrainJob: training on Kubeflow Trainer (kfts.trainjob); --name, "
                                       "--namespace, --image, --cpu, --memory and --model-uri (where the model "
@@ -76,8 +88,10 @@ def register(commands) -> None:
     train.add_argument("--gpus-per-node", type=int, default=0, help="GPUs per node (default 0: CPU)")
     train.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="a hyperparameter")
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--training-runtime", default="torch-distributed",
-                       help="the ClusterTrainingRuntime (default torch-distributed)")
+    train.add_argument("--training-runtime", default="kfts-torch",
+                       help="the ClusterTrainingRuntime (default kfts-torch: --kind ClusterTrainingRuntime)")
+    train.add_argument("--checkpoint-pvc", help="a ReadWriteMany claim where training keeps its state after "
+                                                "every epoch, so that restarted nodes resume")
     render.set_defaults(func=cmd_deploy_render)
 
 
@@ -90,39 +104,22 @@ def cmd_serve(args) -> None:
 
 def cmd_deploy_render(args) -> None:
     from kfts.artifact import atomic_file
-    from kfts.deploy import render_inference_service, render_serving_runtime, to_yaml
-    from kfts.images import predictor_image
-    image = args.image or predictor_image(args.gpu)
+    from kfts.deploy import to_yaml
+    from kfts.trainjob import PER_PROCESS, RUNTIME, render_training_runtime
+    defaults = PER_PROCESS if args.kind == "TrainJob" else RESOURCES
+    args.cpu, args.memory = args.cpu or defaults["cpu"], args.memory or defaults["memory"]
     if args.kind == "TrainJob":
         manifest = _trainjob(args)
+    elif args.kind == "ClusterTrainingRuntime":
+        _refuse(args, [*_SERVING_ONLY, "--namespace", "--deployment-mode"])
+        manifest = render_training_runtime(name=args.name or RUNTIME, image=args.image, gpu=args.gpu)
     elif args.kind != "InferenceService":
         if args.kind == "ServingRuntime" and not args.namespace:
             raise InputError("--kind ServingRuntime needs --namespace (a ClusterServingRuntime has none)")
-        unused = [flag for flag, value in (("--model-uri", args.model_uri), ("--runtime", args.runtime),
-                                            ("--container", args.container), ("--expose-grpc", args.expose_grpc),
-                                            ("--node-selector", args.node_selector),
-                                            ("--toleration", args.toleration),
-                                            ("--service-account", args.service_account)) if value]
-        if unused:
-            raise InputError(f"{unused[0]} is for an InferenceService, not a {args.kind}")
-        manifest = render_serving_runtime(image=image, gpu=args.gpu, name=args.name,
-                                          namespace=args.namespace if args.kind == "ServingRuntime" else None,
-                                          deployment_mode=args.deployment_mode, cpu=args.cpu, memory=args.memory)
+        _refuse(args, _SERVING_ONLY)
+        manifest = _serving_runtime(args)
     else:
-        for flag, value in (("--name", args.name), ("--model-uri", args.model_uri)):
-            if not value:
-                raise InputError(f"{flag} is required for an InferenceService")
-        if args.image and not args.container:
-            raise InputError("--image goes with --container: an InferenceService for the kfts ServingRuntime "
-                             "runs the runtime's image")
-        manifest = render_inference_service(
-            name=args.name, model_uri=args.model_uri, image=image if args.container else None, runtime=args.runtime,
-            gpu=args.gpu, gpus=args.gpus,
-            node_selector=dict(parse_key_value(s, "--node-selector") for s in args.node_selector) or None,
-            tolerations=[parse_toleration(t) for t in args.toleration] if args.toleration is not None else None,
-            min_replicas=args.min_replicas, max_replicas=args.max_replicas, namespace=args.namespace,
-            cpu=args.cpu, memory=args.memory, service_account=args.service_account,
-            deployment_mode=args.deployment_mode, expose_grpc=args.expose_grpc)
+        manifest = _inference_service(args)
     text = to_yaml(manifest)
     if args.output is None:
         print(text, end="")
@@ -130,6 +127,47 @@ def cmd_deploy_render(args) -> None:
     with atomic_file(args.output) as f:
         f.write(text)
     print(f"{manifest['kind']} {manifest['metadata']['name']} written to {args.output}")
+
+
+# the InferenceService flags, which no other kind takes
+_SERVING_ONLY = ["--model-uri", "--runtime", "--container", "--expose-grpc", "--node-selector", "--toleration",
+                 "--service-account", "--storage-secret", "--kserve-version", "--canary-traffic-percent"]
+
+
+def _refuse(args, flags: list[str]) -> None:
+    """A flag given for a kind that has no use for it is a mistake: say so rather than drop it."""
+    for flag in flags:
+        if getattr(args, flag[2:].replace("-", "_")):
+            raise InputError(f"{flag} does not apply to --kind {args.kind}")
+
+
+def _serving_runtime(args) -> dict:
+    from kfts.deploy import render_serving_runtime
+    from kfts.images import predictor_image
+    return render_serving_runtime(image=args.image or predictor_image(args.gpu), gpu=args.gpu, name=args.name,
+                                  namespace=args.namespace if args.kind == "ServingRuntime" else None,
+                                  deployment_mode=args.deployment_mode, cpu=args.cpu, memory=args.memory)
+
+
+def _inference_service(args) -> dict:
+    from kfts.deploy import render_inference_service
+    from kfts.images import predictor_image
+    for flag, value in (("--name", args.name), ("--model-uri", args.model_uri)):
+        if not value:
+            raise InputError(f"{flag} is required for an InferenceService")
+    if args.image and not args.container:
+        raise InputError("--image goes with --container: an InferenceService for the kfts ServingRuntime "
+                         "runs the runtime's image")
+    return render_inference_service(
+        name=args.name, model_uri=args.model_uri,
+        image=(args.image or predictor_image(args.gpu)) if args.container else None, runtime=args.runtime,
+        gpu=args.gpu, gpus=args.gpus,
+        node_selector=dict(parse_key_value(s, "--node-selector") for s in args.node_selector) or None,
+        tolerations=[parse_toleration(t) for t in args.toleration] if args.toleration is not None else None,
+        min_replicas=args.min_replicas, max_replicas=args.max_replicas, namespace=args.namespace,
+        cpu=args.cpu, memory=args.memory, service_account=args.service_account, storage_secret=args.storage_secret,
+        deployment_mode=args.deployment_mode, kserve_version=args.kserve_version, expose_grpc=args.expose_grpc,
+        canary_traffic_percent=args.canary_traffic_percent)
 
 
 def _trainjob(args) -> dict:
@@ -145,4 +183,5 @@ def _trainjob(args) -> dict:
                            model_uri=args.model_uri, hyperparameters=settings, seed=args.seed, nodes=args.nodes,
                            procs_per_node=args.procs_per_node, gpus_per_node=args.gpus_per_node, image=args.image,
                            runtime=args.training_runtime, namespace=args.namespace, cpu=args.cpu,
-                           memory=args.memory)
+                           memory=args.memory, storage_secret=args.storage_secret,
+                           service_account=args.service_account, checkpoint_pvc=args.checkpoint_pvc)
