@@ -77,6 +77,7 @@ class InceptionTime:
         self.params = params if params is not None else Params()
         self.device = device
         self.seed = seed
+        self.warnings: list[str] = []  # why its fit failed, if it did (fit_warnings)
 
     def _tensor(self, values: np.ndarray) -> torch.Tensor:
         scaled = standardize(values, self.scaler["mean"], self.scaler["std"])
