@@ -16,6 +16,7 @@ from helpers import assert_statistics_of
 from kfts.algorithms import load_model
 from kfts.csvio import LabeledSeries
 from kfts.errors import InputError
+from kfts.model_info import describe_model
 from kfts.algorithms.inception_time import batch_norm, fused
 from kfts.algorithms.inception_time.estimator import InceptionTime, Params, fit_warnings
 from kfts.algorithms.inception_time.network import (KERNEL_SIZES, GlobalAveragePool, InceptionNetworks,
@@ -479,6 +480,7 @@ def test_a_failed_fit_ends_with_a_warning(tmp_path, capsys):
     assert "--epochs" in err and "--schedule plateau" in err and "--early-stopping" in err
     model.save(tmp_path / "model")
     assert json.loads((tmp_path / "model" / "kfts-model.json").read_text())["warnings"] == [err[9:-1]]
+    assert f"warning:         {err[9:-1]}" in describe_model(tmp_path / "model")
     good = InceptionTime(Params(**{**TINY, "epochs": 15}), device="cpu", seed=0).fit(tiny_data())
     assert good.warnings == [] and capsys.readouterr().err == ""
 
