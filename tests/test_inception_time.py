@@ -492,6 +492,8 @@ def test_fit_warnings_name_chance_and_a_fall_from_the_epochs():
     assert "near chance (always answering the largest class scores 0.500)" in fit_warnings(0.55, 0.6, balanced,
                                                                                            params)[0]
     assert fit_warnings(0.55, 0.6, torch.tensor([0, 1] * 5000), params) == []  # 10,000 series: 0.55 is no guess
+    assert fit_warnings(1.0, 1.0, torch.tensor([0, 1, 0, 1]), params) == []  # 4 series, all right: no failure
+    assert "near chance" in fit_warnings(0.75, 0.75, torch.tensor([0, 1, 0, 1]), params)[0]
     assert "near chance (always answering the largest class scores 0.800)" in fit_warnings(0.85, 0.85, skewed,
                                                                                            params)[0]
     fall = fit_warnings(0.8, 0.97, balanced, params)

@@ -16,8 +16,9 @@ The network itself is in network.py beside this file. This module owns how it is
   loss has stopped improving, keeping the weights of its best epoch;
 - the BatchNorm statistics the kept weights predict with: recomputed for them over the training series
   (`batch_norm_stats="precise"`, batch_norm.py), or the running averages training kept (`"running"`). The
-  per-epoch validation figures always use the running averages of their epoch: recomputing them every epoch
-  would cost about as much as training (benchmarks/batch_norm_stats.py measures it), so the log says so.
+  per-epoch validation figures always use the running averages of their epoch, and the log says so:
+  recomputing the statistics before every validation pass would add the statistics pass, several forward
+  passes over the training series, to every epoch (benchmarks/batch_norm_stats.py measures it).
 
 Reported metrics: `*_loss` is the members' mean cross-entropy (what each member minimises). The final
 `*_accuracy` is the accuracy of the averaged probabilities (what the ensemble predicts); an epoch's
@@ -66,8 +67,9 @@ class InceptionTime:
     """An InceptionTime ensemble classifier. Labels are kept verbatim as strings.
 
     fit() or from_artifact() sets the fitted attributes: network, classes, length (time steps per series),
-    scaler, history, metrics, warnings (fit_warnings), and device_ (the torch device `device` resolved to). fit() never changes the
-    Params it was given: continuing from an init_model, `params` becomes a copy with that model's architecture.
+    scaler, history, metrics, warnings (fit_warnings), and device_ (the torch device `device` resolved to).
+    fit() never changes the Params it was given: continuing from an init_model, `params` becomes a copy with
+    that model's architecture.
     """
 
     algorithm = ALGORITHM
@@ -424,17 +426,18 @@ class InceptionTime:
         return model
 
 
-
 def fit_warnings(accuracy: float, epochs_accuracy: float, y: torch.Tensor, params: Params) -> list[str]:
     """Why a fit failed, if it did: its saved model's `accuracy` on its own training series (labels `y`) is near
     chance, or FAR_BELOW the `epochs_accuracy` its training epochs showed for the weights it keeps.
 
-    Chance is what always answering the largest class scores (at least 1/classes); near it is within two
-    standard errors of that guesser's accuracy on len(y) series: no better than it, as far as so few series tell."""
+    Chance is what always answering the largest class scores (at least 1/classes). Near it is within two
+    standard errors of that guesser's accuracy on len(y) series (no better than it, as far as so many series
+    tell), and at most halfway from chance to every series right (a handful of series tell little either way).
+    """
     n = len(y)
     chance = torch.bincount(y).max().item() / n
     reasons = []
-    if accuracy <= chance + 2 * math.sqrt(chance * (1 - chance) / n):
+    if accuracy <= chance + min(2 * math.sqrt(chance * (1 - chance) / n), (1 - chance) / 2):
         reasons.append(f"near chance (always answering the largest class scores {chance:.3f})")
     if accuracy < epochs_accuracy - FAR_BELOW:
         reasons.append(f"far below the {epochs_accuracy:.3f} its training epochs showed for the weights it keeps")
