@@ -70,6 +70,9 @@ def test_members_of_different_shapes_are_refused(data, tmp_path):
     b = _member(data, 1, tmp_path / "b", filters=8)
     with pytest.raises(InputError, match="filters"):
         combine_members([a, b], device="cpu")
+    c = _member(data, 2, tmp_path / "c", batch_norm_stats="running")  # its statistics are of another kind
+    with pytest.raises(InputError, match="batch-norm statistics"):
+        combine_members([a, c], device="cpu")
 
 
 def test_the_train_component_reports_a_failed_fit_in_its_metrics(data, tmp_path):
