@@ -241,8 +241,7 @@ class InceptionTime:
 
         def epoch_seconds(net, opt) -> float:
             start = time.perf_counter()
-            members = net.members  # every member on the same batch: the same work as on their own
-            self._step(net, opt, xb[:, None].expand(-1, members, -1, -1), yb[:, None].expand(-1, members), dtype)
+            self._step(net, opt, xb, yb, dtype)
             if self.device_.type == "cuda":
                 torch.cuda.synchronize()
             step = time.perf_counter() - start
@@ -264,14 +263,15 @@ class InceptionTime:
         return choice
 
     def _step(self, net, optimizer, xb, yb, dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """One optimizer step, each member on its own batch: xb [batch, members, channels, time], yb [batch,
-        members]. (The members' mean loss, their logits.)"""
+        """One optimizer step: (the members' mean loss, their logits). Each member on its own batch (xb [batch,
+        members, channels, time], yb [batch, members]), or every member on the same one (xb [batch, channels,
+        time], yb [batch]: the same work, as timings use it)."""
         with autocast(self.device_, dtype):
             logits = net(xb)
         members = logits.shape[1]
+        labels = yb.reshape(-1) if yb.dim() == 2 else yb.repeat_interleave(members)  # batch-major, as the logits
         # each member's mean cross-entropy, summed: every member gets the gradient it would get alone
-        loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), yb.reshape(-1),
-                               reduction="sum") / len(yb)
+        loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels, reduction="sum") / len(yb)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
