@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 SECTIONS = [
     "seed_accuracy",    # InceptionTime on seed-samples/inception_time with default hyperparameters (acceptance)
     "ucr_accuracy",     # InceptionTime on the UCR sets, the reference product's defaults and the paper's protocol
+    "batch_norm_stats",  # InceptionTime on the UCR sets, 3 seeds: running BatchNorm averages against precise statistics
     "training_speed",   # InceptionTime training speed: against fb93916 and aeon, layouts, precisions, time to accuracy
     "csv_parse",        # CSV parse speed and peak memory
     "anomaly",          # LSTM-AD detection quality (ROC-AUC, VUS-PR) and prediction speed

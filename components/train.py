@@ -41,3 +41,8 @@ def train(algorithm: str, train_data: Input[Dataset], valid_data: Input[Dataset]
                            "hyperparameters": vars(params)})
     for name, value in estimator.metrics.items():
         metrics.log_metric(name, float(value))
+    # an estimator that checks its fit (InceptionTime) says whether, and why, it failed
+    warnings = getattr(estimator, "warnings", None)
+    if warnings is not None:
+        metrics.log_metric("fit_failed", float(bool(warnings)))
+        model.metadata["warnings"] = warnings

@@ -33,7 +33,8 @@ def build(cluster: Cluster | None = None, *, fan_out: bool = False):
     def inception_time(train_uri: str, valid_uri: str = "", test_uri: str = "", test_labels_uri: str = "",
                        filters: int = 32, depth: int = 6, models: int = 5, lr: float = 0.001, batch_size: int = 64,
                        epochs: int = 100, schedule: str = "constant", ensemble: str = "auto",
-                       precision: str = "auto", early_stopping: int = 0, seed: int = 0, init_model_uri: str = "",
+                       precision: str = "auto", early_stopping: int = 0, batch_norm_stats: str = "precise",
+                       seed: int = 0, init_model_uri: str = "",
                        checkpoint_root: str = checkpoint_root, probabilities: bool = False,
                        deploy: bool = False, deploy_min_accuracy: float = 0.0, deploy_name: str = ALGORITHM,
                        deploy_namespace: str = "", deploy_image: str = "", deploy_gpu: bool = gpu,
@@ -45,7 +46,8 @@ def build(cluster: Cluster | None = None, *, fan_out: bool = False):
                                         test_labels=(test_labels_uri, "labels"))
         hyperparameters = {"filters": filters, "depth": depth, "models": models, "lr": lr,
                            "batch_size": batch_size, "epochs": epochs, "schedule": schedule,
-                           "ensemble": ensemble, "precision": precision, "early_stopping": early_stopping}
+                           "ensemble": ensemble, "precision": precision, "early_stopping": early_stopping,
+                           "batch_norm_stats": batch_norm_stats}
         common = {"algorithm": ALGORITHM, "train_data": data["train"], "valid_data": data["valid"],
                   "seed": seed, "checkpoint_root": checkpoint_root, "run_id": dsl.PIPELINE_JOB_ID_PLACEHOLDER}
         if fan_out:

@@ -48,6 +48,26 @@ def tiny_lstm_ad(values: np.ndarray, *, save_to=None, **params):
     return model
 
 
+def assert_statistics_of(network, x) -> None:
+    """That every BatchNorm of an InceptionNetworks holds the mean and (biased) variance of its input over the
+    series `x` ([n, 1, time], scaled as the model scales them): the reference is a training-mode forward pass of
+    the whole of `x` as one batch, in float64, by torch's own BatchNorm (momentum None: the batch's own figures,
+    as torch.optim.swa_utils.update_bn sets them; torch keeps the unbiased variance)."""
+    import copy
+    import torch
+    net = copy.deepcopy(network).double().train()
+    for norm in net.batch_norms():
+        norm.reset_running_stats()
+        norm.momentum = None
+    with torch.no_grad():
+        net(x.double())
+    count = x.shape[0] * x.shape[-1]
+    for norm, reference in zip(network.batch_norms(), net.batch_norms()):
+        torch.testing.assert_close(norm.running_mean.double(), reference.running_mean, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(norm.running_var.double(), reference.running_var * (count - 1) / count,
+                                   rtol=1e-4, atol=1e-5)
+
+
 # -- the tiny InceptionTime the serving tests share ----------------------------------------------------------------
 
 NAME = "it"  # its model name on the server

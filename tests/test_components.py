@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import make_classification, predictions_csv
+from conftest import make_classification, predictions_csv, write_csv
 
 from kfts import images
 from kfts.algorithms import load_model
@@ -70,6 +70,27 @@ def test_members_of_different_shapes_are_refused(data, tmp_path):
     b = _member(data, 1, tmp_path / "b", filters=8)
     with pytest.raises(InputError, match="filters"):
         combine_members([a, b], device="cpu")
+    c = _member(data, 2, tmp_path / "c", batch_norm_stats="running")  # its statistics are of another kind
+    with pytest.raises(InputError, match="batch-norm statistics"):
+        combine_members([a, c], device="cpu")
+
+
+def test_the_train_component_reports_a_failed_fit_in_its_metrics(data, tmp_path):
+    """The KFP metrics and the model's metadata say when the saved model scores near chance on its training
+    series (here a learning rate too small to move a weight), as the log does."""
+    from kfp.dsl import Dataset, Metrics, Model
+    from kfts.components import train
+    csv = write_csv(tmp_path / "train.csv", ([lab, *row] for lab, row in zip(data.labels, data.values)))
+    outputs = []
+    for lr in (1e-12, 0.01):
+        model, metrics = Model(uri=str(tmp_path / f"model-{lr}")), Metrics(uri=str(tmp_path / f"metrics-{lr}"))
+        train.python_func(algorithm="inception-time", train_data=Dataset(uri=str(csv)), valid_data=None,
+                          init_model=None, hyperparameters={**dataclasses.asdict(TINY), "lr": lr, "epochs": 8},
+                          seed=0, checkpoint_root="", run_id="r", model=model, metrics=metrics, device="cpu")
+        outputs.append((model.metadata, metrics.metadata))
+    (failed_model, failed), (good_model, good) = outputs
+    assert failed["fit_failed"] == 1.0 and "near chance" in failed_model["warnings"][0]
+    assert good["fit_failed"] == 0.0 and good_model["warnings"] == [] and good["train_accuracy"] > 0.9
 
 
 def test_components_have_typed_artifacts_and_the_configured_image(monkeypatch):

@@ -2,7 +2,8 @@
 
 InceptionTime shares its members out over the processes; every member is seeded as it is in one process, so
 the artifact is the same whatever the number of processes (compared bit for bit: each process then runs one
-thread, as does the one-process run it is compared with, pinned to one core). Processes talk over loopback
+thread, as does the one-process run it is compared with, pinned to one core), and predicts what the stacked
+one-process run of the same seed predicts. Processes talk over loopback
 only (gloo on `lo`, the rendezvous on 127.0.0.1)."""
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ import time
 import pytest
 import torch
 from conftest import free_port, make_classification, write_csv
+from helpers import assert_statistics_of
 from safetensors.torch import load_file
 
 from kfts import artifact
-from kfts.csvio import LabeledSeries
+from kfts.algorithms import load_model
+from kfts.csvio import LabeledSeries, read_labeled_series
 from kfts.algorithms.inception_time.ensemble import combine_members
 from kfts.algorithms.inception_time.estimator import InceptionTime, Params
 
@@ -93,6 +96,12 @@ def test_two_processes_share_the_members_out_and_write_the_one_process_artifact(
     assert_same_weights(tmp_path / "two", tmp_path / "one")
     history = artifact.read_manifest(tmp_path / "two")["history"]
     assert sorted({h["member"] for h in history}) == [1, 2, 3]  # every member's epochs, wherever it trained
+    # one seed, one model: the stacked layout trains the same members, up to its rounding
+    one_process(train_csv, tmp_path / "stacked", "--models", 3, "--ensemble", "stacked")
+    series = read_labeled_series(train_csv).values
+    two, stacked = (load_model(tmp_path / d, device="cpu").predict_proba(series) for d in ("two", "stacked"))
+    assert (two.argmax(1) == stacked.argmax(1)).all()
+    assert abs(two - stacked).max() < 1e-4
 
 
 @pytest.mark.integration
@@ -117,6 +126,9 @@ def test_more_processes_than_members_train_a_member_data_parallel(train_csv, tmp
     assert "member 1 on ranks 0,1 (data-parallel)" in out
     history = artifact.read_manifest(tmp_path / "model")["history"]
     assert [h["epoch"] for h in history] == [1, 2, 3] and 0 <= history[-1]["train_accuracy"] <= 1
+    # each process measured half the series; combined, they hold the whole training set's statistics
+    model = load_model(tmp_path / "model", device="cpu")
+    assert_statistics_of(model.network, model._tensor(read_labeled_series(train_csv).values))
 
 
 @pytest.mark.integration

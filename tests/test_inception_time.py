@@ -12,11 +12,13 @@ import pytest
 import torch
 
 from conftest import make_classification, run_cli, write_csv, predictions_csv
+from helpers import assert_statistics_of
 from kfts.algorithms import load_model
 from kfts.csvio import LabeledSeries
 from kfts.errors import InputError
-from kfts.algorithms.inception_time import fused
-from kfts.algorithms.inception_time.estimator import InceptionTime, Params
+from kfts.model_info import describe_model
+from kfts.algorithms.inception_time import batch_norm, fused
+from kfts.algorithms.inception_time.estimator import InceptionTime, Params, fit_warnings
 from kfts.algorithms.inception_time.network import (KERNEL_SIZES, GlobalAveragePool, InceptionNetworks,
                                                     NonNegativeMaxPool, SameConv, ensemble_probabilities,
                                                     merge_members, split_members)
@@ -360,7 +362,8 @@ def mislabelled(data: LabeledSeries) -> LabeledSeries:
 
 @pytest.mark.parametrize("ensemble", ["sequential", "stacked"])
 def test_early_stopping_keeps_the_best_validation_epoch(ensemble, capsys):
-    params = Params(**{**TINY, "epochs": 40, "ensemble": ensemble, "precision": "fp32", "early_stopping": 2})
+    params = Params(**{**TINY, "epochs": 40, "ensemble": ensemble, "precision": "fp32", "early_stopping": 2,
+                       "batch_norm_stats": "running"})
     model = InceptionTime(params, device="cpu", seed=0).fit(tiny_data(), valid=mislabelled(tiny_data(seed=1)))
     groups = [[h for h in model.history if h.get("member") == member]
               for member in ([1, 2] if ensemble == "sequential" else [None])]
@@ -373,6 +376,130 @@ def test_early_stopping_keeps_the_best_validation_epoch(ensemble, capsys):
     if ensemble == "stacked":  # the kept weights are the best epoch's: they score its validation loss again
         assert model.metrics["valid_loss"] == pytest.approx(min(losses), rel=1e-5)
     assert params.early_stopping == 2 and params.epochs == 40  # the caller's Params are left alone
+
+
+def assert_training_set_statistics(model: InceptionTime, data: LabeledSeries) -> None:
+    assert_statistics_of(model.network, model._tensor(data.values))
+
+
+@pytest.mark.parametrize("ensemble,precision,options", [
+    ("sequential", "fp32", {}),
+    ("stacked", "bf16", {}),  # the fused bf16 kernels train it, where they are built
+    ("stacked", "fp32", {"early_stopping": 1}),  # the statistics are the kept epoch's weights'
+    ("sequential", "fp32", {"schedule": "plateau", "epochs": 4})])
+def test_the_saved_model_normalizes_with_the_training_sets_statistics_for_its_weights(ensemble, precision, options):
+    params = Params(**{**TINY, "ensemble": ensemble, "precision": precision, **options})
+    data = tiny_data()
+    valid = mislabelled(tiny_data(seed=1)) if params.early_stopping else None
+    model = InceptionTime(params, device="cpu", seed=0).fit(data, valid)
+    assert_training_set_statistics(model, data)
+    # in evaluation the network computes what a training-mode pass of the whole set as one batch computes
+    x = model._tensor(data.values)
+    as_one_batch = copy.deepcopy(model.network).double().train()
+    with torch.no_grad():
+        torch.testing.assert_close(model.network.double()(x.double()), as_one_batch(x.double()), rtol=0, atol=1e-4)
+
+
+def test_fine_tuning_recomputes_the_statistics_on_its_own_data():
+    first = InceptionTime(Params(**TINY, batch_norm_stats="running"), device="cpu", seed=0).fit(tiny_data())
+    new_data = tiny_data(seed=2)
+    tuned = InceptionTime(Params(**{**TINY, "epochs": 1}), device="cpu", seed=1).fit(new_data, init_model=first)
+    assert tuned.params.batch_norm_stats == "precise"
+    assert_training_set_statistics(tuned, new_data)
+
+
+def test_running_keeps_the_running_averages_and_the_artifact_says_which(tmp_path):
+    data = tiny_data()
+    running = InceptionTime(Params(**TINY, batch_norm_stats="running"), device="cpu", seed=0).fit(data)
+    precise = InceptionTime(Params(**TINY), device="cpu", seed=0).fit(data)
+    weights = [name for name in precise.network.state_dict() if "running_" not in name]
+    for name in weights:  # the same training: only the statistics differ
+        assert torch.equal(running.network.state_dict()[name], precise.network.state_dict()[name]), name
+    assert not torch.allclose(running.network.modules_[2].norm.running_var, precise.network.modules_[2].norm.running_var)
+    for model, stats in ((running, "running"), (precise, "precise")):
+        model.save(tmp_path / stats)
+        manifest = json.loads((tmp_path / stats / "kfts-model.json").read_text())
+        assert manifest["hyperparameters"]["batch_norm_stats"] == stats
+        loaded = load_model(tmp_path / stats, device="cpu")
+        assert loaded.params.batch_norm_stats == stats
+        np.testing.assert_array_equal(loaded.predict_proba(data.values), model.predict_proba(data.values))
+    # an artifact written before the option holds running averages, and says so once loaded
+    manifest = json.loads((tmp_path / "running" / "kfts-model.json").read_text())
+    del manifest["hyperparameters"]["batch_norm_stats"], manifest["warnings"]
+    (tmp_path / "running" / "kfts-model.json").write_text(json.dumps(manifest))
+    old = load_model(tmp_path / "running", device="cpu")
+    assert old.params.batch_norm_stats == "running" and old.warnings == []
+
+
+def test_moments_merged_in_parts_are_the_moments_of_the_whole():
+    x = torch.randn(10, 3, 1, 7) * 5 + 2
+    moments = batch_norm.Moments()
+    for part in (x[:1], x[1:6], x[6:]):
+        moments.add(part)
+    whole = x.double()
+    torch.testing.assert_close(moments.mean, whole.mean((0, 2, 3)), rtol=1e-6, atol=0)
+    torch.testing.assert_close(moments.variance(), whole.var((0, 2, 3), unbiased=False), rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_one_seed_one_model_whatever_the_layout(precision):
+    """Member m starts from the weights seeded seed + m and takes its own batches, in a stacked network as on
+    its own: the layouts differ only in how their arithmetic rounds."""
+    data = tiny_data()
+    params = dict(**TINY, precision=precision)
+    models = {layout: InceptionTime(Params(**params, ensemble=layout), device="cpu", seed=3).fit(data)
+              for layout in ("sequential", "stacked")}
+    alone = [InceptionTime(Params(**{**params, "models": 1}), device="cpu", seed=3 + m).fit(data) for m in (0, 1)]
+    test = tiny_data(seed=1).values
+    sequential, stacked = (models[layout].predict_proba(test) for layout in ("sequential", "stacked"))
+    tolerance = 1e-5 if precision == "fp32" else 1e-3
+    np.testing.assert_allclose(stacked, sequential, rtol=0, atol=tolerance)
+    np.testing.assert_array_equal(stacked.argmax(1), sequential.argmax(1))
+    members = np.mean([m.predict_proba(test) for m in alone], axis=0)
+    np.testing.assert_allclose(members, sequential, rtol=0, atol=tolerance)
+    first, second = split_members(models["stacked"].network.state_dict(), 2)
+    for name, value in alone[1].network.state_dict().items():
+        if value.is_floating_point():
+            torch.testing.assert_close(second[name], value, rtol=0, atol=tolerance * 10)
+    # the epochs' figures agree too: each member's train_accuracy and loss
+    stacked_rows = [h for h in models["stacked"].history]
+    member_rows = [[h for h in models["sequential"].history if h["member"] == m] for m in (1, 2)]
+    for row, one, two in zip(stacked_rows, *member_rows):
+        assert row["train_accuracy"] == pytest.approx((one["train_accuracy"] + two["train_accuracy"]) / 2)
+        assert row["train_loss"] == pytest.approx((one["train_loss"] + two["train_loss"]) / 2, abs=tolerance)
+
+
+def test_a_failed_fit_ends_with_a_warning(tmp_path, capsys):
+    # a learning rate too small to move any weight: the model predicts what its random weights do
+    frozen = Params(**{**TINY, "epochs": 1, "lr": 1e-12})
+    model = InceptionTime(frozen, device="cpu", seed=0).fit(tiny_data())
+    err = capsys.readouterr().err
+    assert model.metrics["train_accuracy"] < 0.5
+    assert err.startswith(f"warning: the saved model scores train_accuracy={model.metrics['train_accuracy']:.3f} ")
+    assert "near chance (always answering the largest class scores 0.333)" in err
+    assert "--epochs" in err and "--schedule plateau" in err and "--early-stopping" in err
+    model.save(tmp_path / "model")
+    assert json.loads((tmp_path / "model" / "kfts-model.json").read_text())["warnings"] == [err[9:-1]]
+    assert f"warning:         {err[9:-1]}" in describe_model(tmp_path / "model")
+    good = InceptionTime(Params(**{**TINY, "epochs": 15}), device="cpu", seed=0).fit(tiny_data())
+    assert good.warnings == [] and capsys.readouterr().err == ""
+
+
+def test_fit_warnings_name_chance_and_a_fall_from_the_epochs():
+    balanced, skewed = torch.tensor([0, 1] * 50), torch.tensor([0] * 80 + [1] * 20)
+    params = Params()
+    assert fit_warnings(0.95, 0.9, balanced, params) == []
+    assert "near chance (always answering the largest class scores 0.500)" in fit_warnings(0.55, 0.6, balanced,
+                                                                                           params)[0]
+    assert fit_warnings(0.55, 0.6, torch.tensor([0, 1] * 5000), params) == []  # 10,000 series: 0.55 is no guess
+    assert fit_warnings(1.0, 1.0, torch.tensor([0, 1, 0, 1]), params) == []  # 4 series, all right: no failure
+    assert "near chance" in fit_warnings(0.75, 0.75, torch.tensor([0, 1, 0, 1]), params)[0]
+    assert "near chance (always answering the largest class scores 0.800)" in fit_warnings(0.85, 0.85, skewed,
+                                                                                           params)[0]
+    fall = fit_warnings(0.8, 0.97, balanced, params)
+    assert len(fall) == 1 and "near chance" not in fall[0] and "far below the 0.970 its training epochs showed" in fall[0]
+    assert "--batch-norm-stats precise" in fit_warnings(0.8, 0.97, balanced, Params(batch_norm_stats="running"))[0]
+    assert "--batch-norm-stats" not in fall[0]
 
 
 class Interrupted(Exception):

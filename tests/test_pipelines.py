@@ -182,7 +182,8 @@ def test_the_task_log_reports_each_task_by_its_display_name_with_its_error_and_c
 
 @pytest.mark.parametrize("name", ["inception-time", "lstm-ad", "retrain-lstm-ad"])
 def test_trainjob_variant_trains_on_kubeflow_trainer_after_the_input_check(name, tmp_path):
-    spec, platform = _documents(compile_pipeline(name, tmp_path / "p.yaml", Cluster(gpus=4, trainjob_nodes=2)))
+    spec, platform = _documents(compile_pipeline(name, tmp_path / "p.yaml",
+                                                 Cluster(gpus=4, trainjob_nodes=2, checkpoint_pvc="ckpt")))
     tasks = spec["root"]["dag"]["tasks"]
     assert "train" not in tasks and "exec-train" not in spec["deploymentSpec"]["executors"]
     [launcher] = [t for t in tasks.values() if t["componentRef"]["name"] == "comp-train-on-trainjob"]
@@ -190,8 +191,8 @@ def test_trainjob_variant_trains_on_kubeflow_trainer_after_the_input_check(name,
     constants = {k: v["runtimeValue"]["constant"] for k, v in launcher["inputs"]["parameters"].items()
                  if "runtimeValue" in v}
     assert (constants["nodes"], constants["gpus_per_node"], constants["procs_per_node"]) == (2, 4, 4)
-    # each torchrun process gets what a task gets; the TrainJob keeps its checkpoints on the claim
-    assert (constants["cpu"], constants["memory"], constants["checkpoint_pvc"]) == ("2", "8Gi", "kfts-checkpoints")
+    # each torchrun process gets what the train step gets; the TrainJob keeps its checkpoints on the claim
+    assert (constants["cpu"], constants["memory"], constants["checkpoint_pvc"]) == ("2", "8Gi", "ckpt")
     assert constants["runtime"] == "kfts-torch"
     # the launcher is a small CPU pod: the GPUs are the TrainJob's
     assert "accelerator" not in _executor(spec, "train-on-trainjob")["resources"]

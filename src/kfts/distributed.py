@@ -66,12 +66,13 @@ def device_for(device: torch.device) -> torch.device:
     return torch.device("cuda", world().local_rank) if device.type == "cuda" and world().size > 1 else device
 
 
-def all_gather(value):
-    """Every rank's `value` (any picklable object), in rank order; [value] in one process."""
+def all_gather(value, group=None):
+    """Every rank's `value` (any picklable object), in rank order, over `group` (the whole job by default);
+    [value] in one process."""
     if not dist.is_initialized():
         return [value]
-    values = [None] * dist.get_world_size()
-    dist.all_gather_object(values, value)
+    values = [None] * dist.get_world_size(group)
+    dist.all_gather_object(values, value, group=group)
     return values
 
 

@@ -1,6 +1,7 @@
 """`kfts inspect MODEL_DIR`: what a model artifact holds, from its kfts-model.json alone (no torch, no weights
 read): algorithm, hyperparameters, what it takes as input (series length and classes, or the number of
-series), its metrics, a summary of its training history, the artifact format and the kfts that wrote it."""
+series), its metrics, a summary of its training history, what its training warned of, the artifact format
+and the kfts that wrote it."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ def describe_model(model_dir: str | os.PathLike) -> list[str]:
     metrics = manifest.get("metrics", {})
     lines.append("metrics:         " + (" ".join(f"{k}={_number(v)}" for k, v in metrics.items()) or "none"))
     lines.append(f"history:         {_history(manifest.get('history', []))}")
+    lines += [f"warning:         {warning}" for warning in manifest.get("warnings", [])]  # a fit that failed
     weights = Path(model_dir) / WEIGHTS
     size = f"{weights.stat().st_size / 1e6:.2f} MB" if weights.is_file() else "MISSING"
     lines.append(f"format:          kfts model format {manifest.get('format_version')}, written by kfts "

@@ -35,7 +35,8 @@ def combine_members(model_dirs: list[str | os.PathLike], *, train: LabeledSeries
         mismatch = [what for what, same in (
             ("classes", list(m.classes) == list(first.classes)), ("series length", m.length == first.length),
             ("scaling", m.scaler == first.scaler), ("filters", m.params.filters == first.params.filters),
-            ("depth", m.params.depth == first.params.depth)) if not same]
+            ("depth", m.params.depth == first.params.depth),
+            ("batch-norm statistics", m.params.batch_norm_stats == first.params.batch_norm_stats)) if not same]
         if mismatch:
             raise InputError(f"differs from {model_dirs[0]} in {', '.join(mismatch)}: members of one ensemble "
                              "must be trained on the same data with the same network shape", path=path)
@@ -43,6 +44,7 @@ def combine_members(model_dirs: list[str | os.PathLike], *, train: LabeledSeries
     members = [s for m in models for s in split_members(m.network.state_dict(), m.params.models)]
     combined = InceptionTime(dataclasses.replace(first.params, models=len(members)), device=device, seed=None)
     combined.device_, combined.history, combined.metrics = first.device_, [], {}
+    combined.warnings = [w for m in models for w in m.warnings]  # a member whose fit failed is in the ensemble
     combined.classes, combined.length, combined.scaler = first.classes, first.length, dict(first.scaler)
     combined.network = combined._new_group(len(members))
     combined.network.load_state_dict(merge_members(members))

@@ -8,20 +8,31 @@ The network itself is in network.py beside this file. This module owns how it is
 - how the ensemble is laid out on the hardware: members trained one after another (`sequential`), or all
   together as one grouped network (`stacked`). Which is faster depends on the device and the data size, so
   `auto` times an epoch's work each way (training steps and the validation pass) on the real data and takes
-  the faster. Both give the same kind of model; only the order of random numbers differs.
+  the faster. Both give the same model, up to rounding: member m's initial weights and its order of the
+  series come from its own random stream, seeded `seed + m`, whichever way, process or task it is trained in;
 - precision: bf16 autocast where the hardware runs it natively (see kfts.training.resolve_precision); the
   per-epoch validation pass runs at the training precision too;
 - early stopping (`early_stopping` epochs of patience, off by default): training ends when the validation
-  loss has stopped improving, keeping the weights of its best epoch.
+  loss has stopped improving, keeping the weights of its best epoch;
+- the BatchNorm statistics the kept weights predict with: recomputed for them over the training series
+  (`batch_norm_stats="precise"`, batch_norm.py), or the running averages training kept (`"running"`). The
+  per-epoch validation figures always use the running averages of their epoch, and the log says so:
+  recomputing the statistics before every validation pass would add the statistics pass, several forward
+  passes over the training series, to every epoch (benchmarks/batch_norm_stats.py measures it).
 
-Reported metrics: `*_loss` is the members' mean cross-entropy (what each member minimises), `*_accuracy` is
-the accuracy of the averaged probabilities (what the ensemble predicts).
+Reported metrics: `*_loss` is the members' mean cross-entropy (what each member minimises). The final
+`*_accuracy` is the accuracy of the averaged probabilities (what the ensemble predicts); an epoch's
+`train_accuracy` is the members' mean accuracy on the batches they trained on. A fit whose saved model scores
+near chance on its own training series, or far below what its epochs showed, ends with a warning
+(`fit_warnings`).
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import math
+import sys
 import time
 from dataclasses import asdict
 
@@ -30,17 +41,20 @@ import torch
 from torch.nn import functional as F
 
 from kfts import artifact, distributed
+from kfts.algorithms.inception_time import batch_norm
 from kfts.algorithms.inception_time.network import (InceptionNetworks, ensemble_probabilities, merge_members,
                                                     split_members)
 from kfts.algorithms.inception_time.params import InceptionTimeParams as Params
 from kfts.csvio import LabeledSeries
 from kfts.errors import InputError, check_fitted
-from kfts.training import (Checkpoints, MetricLog, autocast, metric_line, progress,
-                           resolve_device, resolve_precision, restore_rng_state, rng_state, seed_everything,
-                           standardize)
+from kfts.training import (Checkpoints, MetricLog, autocast, metric_line, progress, resolve_device,
+                           resolve_precision, seed_everything, standardize)
 
 ALGORITHM = "inception-time"
 INFERENCE_BATCH = 256  # series per forward pass when predicting
+# a fit whose saved model scores this much below the training accuracy of the epochs it keeps has failed: a
+# tenth of the training series, far more than the train-mode and evaluation-mode figures differ by otherwise
+FAR_BELOW = 0.1
 
 
 def _adam(net: torch.nn.Module, lr: float) -> torch.optim.Adam:
@@ -53,8 +67,9 @@ class InceptionTime:
     """An InceptionTime ensemble classifier. Labels are kept verbatim as strings.
 
     fit() or from_artifact() sets the fitted attributes: network, classes, length (time steps per series),
-    scaler, history, metrics, and device_ (the torch device `device` resolved to). fit() never changes the
-    Params it was given: continuing from an init_model, `params` becomes a copy with that model's architecture.
+    scaler, history, metrics, warnings (fit_warnings), and device_ (the torch device `device` resolved to).
+    fit() never changes the Params it was given: continuing from an init_model, `params` becomes a copy with
+    that model's architecture.
     """
 
     algorithm = ALGORITHM
@@ -64,6 +79,7 @@ class InceptionTime:
         self.params = params if params is not None else Params()
         self.device = device
         self.seed = seed
+        self.warnings: list[str] = []  # why its fit failed, if it did (fit_warnings)
 
     def _tensor(self, values: np.ndarray) -> torch.Tensor:
         scaled = standardize(values, self.scaler["mean"], self.scaler["std"])
@@ -83,15 +99,16 @@ class InceptionTime:
     def fit(self, train: LabeledSeries, valid: LabeledSeries | None = None, *,
             init_model: "InceptionTime | None" = None, checkpoint_dir=None, log: MetricLog | None = None
             ) -> "InceptionTime":
-        """Train the ensemble. Members are trained in groups (one member each, or all stacked), each group
-        seeded `seed + its first member`, so a member trained alone, in another process or in its own
-        pipeline task starts from the same weights and sees the same batches. Under torchrun the groups are
-        shared out over the processes (kfts.distributed), and every process ends with the whole ensemble."""
+        """Train the ensemble. Members are trained in groups (one member each, or all stacked), member m seeded
+        `seed + m` (its initial weights and its order of the series), so a member trained alone, stacked, in
+        another process or in its own pipeline task starts from the same weights and sees the same batches.
+        Under torchrun the groups are shared out over the processes (kfts.distributed), and every process ends
+        with the whole ensemble."""
         device = resolve_device(self.device)
         world = distributed.start(device)
         self.device_ = distributed.device_for(device)
         log = log or MetricLog(quiet=not world.main)
-        self.network, self.history, self.metrics = None, [], {}
+        self.network, self.history, self.metrics, self.warnings = None, [], {}, []
         if init_model is not None:
             self._continue_from(init_model, train)
         else:
@@ -110,6 +127,10 @@ class InceptionTime:
         # without a seed, rank 0 draws one for every process: they must agree on it
         seed = distributed.broadcast(self.seed if self.seed is not None else int(time.time()))
         dtype = resolve_precision(p.precision, self.device_)
+        if valid is not None and p.batch_norm_stats == "precise" and world.main:
+            print("batch-norm-stats=precise: each epoch's valid_* figures (and early stopping) use that epoch's "
+                  "BatchNorm running averages; the final line's use the statistics recomputed for the saved "
+                  "weights, which the model predicts with", flush=True)
         plan = self._plan(x, y, valid_xy[0] if valid_xy else None, dtype, world)
         # every process makes every subgroup, in the same order, as torch.distributed requires
         subgroups = [torch.distributed.new_group(ranks) if len(ranks) > 1 else None for _, ranks in plan]
@@ -126,17 +147,18 @@ class InceptionTime:
             checkpoints = Checkpoints(checkpoint_dir, {**fingerprint, "members": members},
                                       name=f"members-{members[0]}-{members[-1]}.pt",
                                       writer=world.rank == ranks[0])
-            state, history = self._train_group(x, y, valid_xy, members, ranks, subgroup, start, dtype, seed, log,
-                                               checkpoints, label=members[0] + 1 if len(plan) > 1 else None)
+            result = self._train_group(x, y, valid_xy, members, ranks, subgroup, start, dtype, seed, log,
+                                       checkpoints, label=members[0] + 1 if len(plan) > 1 else None)
             if world.rank == ranks[0]:
-                trained[g] = (state, history)
+                trained[g] = result
         for results in distributed.all_gather(trained):
             trained.update(results)
-        states, self.history = [], []
-        for g in range(len(plan)):
-            state, history = trained[g]
-            states += split_members(state, len(plan[g][0]))
+        states, self.history, kept_accuracy = [], [], []
+        for g, (members, _) in enumerate(plan):
+            state, history, kept = trained[g]
+            states += split_members(state, len(members))
             self.history += history
+            kept_accuracy += [next(h["train_accuracy"] for h in history if h["epoch"] == kept)] * len(members)
 
         self.network = self._new_group(p.models)
         self.network.load_state_dict(merge_members(states))
@@ -144,8 +166,11 @@ class InceptionTime:
         self.metrics = self._ensemble_score(x, y, "train")
         if valid_xy is not None:
             self.metrics.update(self._ensemble_score(*valid_xy, "valid"))
+        self.warnings = fit_warnings(self.metrics["train_accuracy"], float(np.mean(kept_accuracy)), y, p)
         if world.main:
             print(metric_line(self.metrics), flush=True)
+            for warning in self.warnings:
+                print(f"warning: {warning}", file=sys.stderr, flush=True)
         return self
 
     def _continue_from(self, previous: "InceptionTime", train: LabeledSeries) -> None:
@@ -168,6 +193,17 @@ class InceptionTime:
     def _new_group(self, members: int) -> InceptionNetworks:
         p = self.params
         return InceptionNetworks(1, len(self.classes), members=members, filters=p.filters, depth=p.depth)
+
+    def _initial_network(self, members: list[int], seed: int) -> InceptionNetworks:
+        """A network of `members`, member m initialised from its own stream, `seed + m`: the weights it starts
+        from alone, whatever group it is trained in."""
+        states = []
+        for m in members:
+            seed_everything(seed + m)
+            states.append(self._new_group(1).state_dict())
+        net = self._new_group(len(members))
+        net.load_state_dict(merge_members(states))
+        return net
 
     def _plan(self, x, y, valid_x, dtype, world) -> list[tuple[list[int], list[int]]]:
         """[(members trained together, the ranks that train them)], and a log line saying so.
@@ -227,28 +263,31 @@ class InceptionTime:
         return choice
 
     def _step(self, net, optimizer, xb, yb, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step: (the members' mean loss, their logits). Each member on its own batch (xb [batch,
+        members, channels, time], yb [batch, members]), or every member on the same one (xb [batch, channels,
+        time], yb [batch]: the same work, as timings use it)."""
         with autocast(self.device_, dtype):
             logits = net(xb)
         members = logits.shape[1]
+        labels = yb.reshape(-1) if yb.dim() == 2 else yb.repeat_interleave(members)  # batch-major, as the logits
         # each member's mean cross-entropy, summed: every member gets the gradient it would get alone
-        loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), yb.repeat_interleave(members),
-                               reduction="sum") / len(yb)
+        loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels, reduction="sum") / len(yb)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         return loss.detach() / members, logits.detach()
 
     def _train_group(self, x, y, valid_xy, members, ranks, subgroup, start_state, dtype, seed, log, checkpoints,
-                     label) -> tuple[dict, list[dict]]:
-        """Train `members` together: (their state_dict, their epoch history). `ranks` > 1: data-parallel, each
-        of them taking its share of every batch (DistributedDataParallel over `subgroup`)."""
+                     label) -> tuple[dict, list[dict], int]:
+        """Train `members` together: (their state_dict, their epoch history, the epoch whose weights are kept).
+        `ranks` > 1: data-parallel, each of them taking its share of every batch (DistributedDataParallel over
+        `subgroup`)."""
         p = self.params
         state = checkpoints.load() or {}
         if state.get("done"):
-            return state["network"], state["history"]
-        seed_everything(seed + members[0])
-        generator = torch.Generator().manual_seed(seed + members[0])
-        net = self._new_group(len(members))
+            return state["network"], state["history"], state["kept"]
+        net = self._initial_network(members, seed)
+        generators = [torch.Generator().manual_seed(seed + m) for m in members]  # each member's batch order
         if start_state is not None:
             net.load_state_dict(start_state)
         optimizer = _adam(net, p.lr)
@@ -259,7 +298,8 @@ class InceptionTime:
         best = {"loss": float("inf"), "state": None, "epoch": 0}
         history, first_epoch = [], 1
         if state:
-            restore_rng_state(state["rng"], generator)
+            for generator, generator_state in zip(generators, state["generators"]):
+                generator.set_state(generator_state)
             net.load_state_dict(state["network"])
             optimizer.load_state_dict(state["optimizer"])
             plateau.load_state_dict(state["plateau"])
@@ -281,17 +321,17 @@ class InceptionTime:
                       flush=True)
                 break
             model.train()
-            order = torch.randperm(n, generator=generator)
-            loss_sum, correct = 0.0, 0
+            orders = torch.stack([torch.randperm(n, generator=generator) for generator in generators])
+            loss_sum, correct = 0.0, 0.0
             for i in range(0, n, p.batch_size):
-                idx = order[i:i + p.batch_size][share::shares]
+                idx = orders[:, i:i + p.batch_size][:, share::shares].T  # [batch, members]: each member's series
                 xb, yb = x[idx].to(self.device_, non_blocking=True), y[idx].to(self.device_, non_blocking=True)
                 loss, logits = self._step(model, optimizer, xb, yb, dtype)
                 loss_sum += loss.item() * len(idx)
-                correct += (ensemble_probabilities(logits).argmax(1) == yb).sum().item()
+                correct += (logits.argmax(-1) == yb).sum().item() / len(members)
             loss_sum, correct = distributed.all_reduce_sum([loss_sum, correct], subgroup) if subgroup else (
                 loss_sum, correct)
-            metrics = {"epoch": epoch, "train_loss": loss_sum / n, "train_accuracy": int(correct) / n}
+            metrics = {"epoch": epoch, "train_loss": loss_sum / n, "train_accuracy": correct / n}
             if valid_xy is not None:  # at the training precision: on a CPU, fp32 would double this pass's cost
                 metrics.update(self._score(*valid_xy, "valid", net, dtype))
             if p.schedule == "plateau":
@@ -302,12 +342,15 @@ class InceptionTime:
             log.log(history[-1])
             checkpoints.save({"epoch": epoch, "network": net.state_dict(), "optimizer": optimizer.state_dict(),
                               "plateau": plateau.state_dict(), "best": best, "history": history,
-                              "rng": rng_state(generator)})
+                              "generators": [generator.get_state() for generator in generators]})
+        kept = best["epoch"] if best["state"] is not None else history[-1]["epoch"]
         if best["state"] is not None:
             net.load_state_dict(best["state"])
+        if p.batch_norm_stats == "precise":
+            batch_norm.recompute(net, x, self.device_, group=subgroup, share=share, shares=shares)
         final = {k: v.cpu() for k, v in net.state_dict().items()}
-        checkpoints.save({"done": True, "network": final, "history": history})
-        return final, history
+        checkpoints.save({"done": True, "network": final, "history": history, "kept": kept})
+        return final, history, kept
 
     def _inference_dtype(self) -> torch.dtype | None:
         """What predictions run in: fp32 on CPUs (the saved weights' own results), bf16/fp16 on GPUs."""
@@ -362,19 +405,47 @@ class InceptionTime:
             "scaler": self.scaler,
             "metrics": self.metrics,
             "history": self.history,
+            "warnings": self.warnings,
             "seed": self.seed,
         }, self.network.state_dict())
 
     @classmethod
     def from_artifact(cls, manifest: dict, tensors: dict, device: str = "auto") -> "InceptionTime":
-        model = cls(Params(**manifest["hyperparameters"]), device=device, seed=manifest.get("seed"))
+        # an artifact from before the option holds the running averages
+        params = Params(**{"batch_norm_stats": "running", **manifest["hyperparameters"]})
+        model = cls(params, device=device, seed=manifest.get("seed"))
         model.device_ = resolve_device(device)
         model.classes = np.array(manifest["classes"], dtype=str)
         model.length = manifest["input_shape"]["length"]
         model.scaler = manifest["scaler"]
         model.metrics, model.history = manifest.get("metrics", {}), manifest.get("history", [])
+        model.warnings = manifest.get("warnings", [])
         model.network = model._new_group(model.params.models)
         model.network.load_state_dict(tensors)
         model.network.eval()
         return model
 
+
+def fit_warnings(accuracy: float, epochs_accuracy: float, y: torch.Tensor, params: Params) -> list[str]:
+    """Why a fit failed, if it did: its saved model's `accuracy` on its own training series (labels `y`) is near
+    chance, or FAR_BELOW the `epochs_accuracy` its training epochs showed for the weights it keeps.
+
+    Chance is what always answering the largest class scores (at least 1/classes). Near it is within two
+    standard errors of that guesser's accuracy on len(y) series (no better than it, as far as so many series
+    tell), and at most halfway from chance to every series right (a handful of series tell little either way).
+    """
+    n = len(y)
+    chance = torch.bincount(y).max().item() / n
+    reasons = []
+    if accuracy <= chance + min(2 * math.sqrt(chance * (1 - chance) / n), (1 - chance) / 2):
+        reasons.append(f"near chance (always answering the largest class scores {chance:.3f})")
+    if accuracy < epochs_accuracy - FAR_BELOW:
+        reasons.append(f"far below the {epochs_accuracy:.3f} its training epochs showed for the weights it keeps")
+    if not reasons:
+        return []
+    tries = ["more optimizer steps (more --epochs, or a smaller --batch-size on few series)",
+             "--schedule plateau with more epochs (the paper trains 1500)", "--early-stopping with --valid"]
+    if params.batch_norm_stats == "running":
+        tries.insert(0, "--batch-norm-stats precise")
+    return [f"the saved model scores train_accuracy={accuracy:.3f} on its own training series, "
+            f"{' and '.join(reasons)}: the fit failed. Try {', '.join(tries[:-1])} or {tries[-1]}"]

@@ -129,8 +129,12 @@ class InceptionNetworks(nn.Module):
         nn.init.zeros_(self.head.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # every member sees the same series: [batch, channels, time] -> [batch, members * channels, 1, time]
-        x = x.unsqueeze(2).repeat(1, self.members, 1, 1).contiguous(memory_format=torch.channels_last)
+        """x: [batch, channels, time], the series every member sees (prediction), or [batch, members, channels,
+        time], each member's own (training: every member takes its own batches, as it would trained alone)."""
+        if x.dim() == 3:
+            x = x.unsqueeze(1).expand(-1, self.members, -1, -1)
+        # -> [batch, members * channels, 1, time], member-major channels
+        x = x.flatten(1, 2).unsqueeze(2).contiguous(memory_format=torch.channels_last)
         residual = x
         for d, module in enumerate(self.modules_):
             x = module(x)
@@ -139,6 +143,15 @@ class InceptionNetworks(nn.Module):
                 residual = x
         pooled = GlobalAveragePool.apply(x)
         return self.head(pooled).view(x.shape[0], self.members, self.n_classes)
+
+    def batch_norms(self) -> list[nn.BatchNorm2d]:
+        """Every BatchNorm, in the order forward() reaches them."""
+        norms = []
+        for d, module in enumerate(self.modules_):
+            norms.append(module.norm)
+            if str(d) in self.shortcuts:
+                norms.append(self.shortcuts[str(d)].norm)
+        return norms
 
 
 class GlobalAveragePool(torch.autograd.Function):

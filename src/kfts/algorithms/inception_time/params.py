@@ -34,6 +34,10 @@ class InceptionTimeParams:
     precision: str = field(default="auto", metadata={
         "help": "training precision: bf16/fp16 autocast, fp32, or auto (bf16 where the CPU or GPU runs it "
                 "natively)", "choices": ("auto", "fp32", "bf16", "fp16")})
+    batch_norm_stats: str = field(default="precise", metadata={
+        "help": "the BatchNorm statistics the saved model predicts with: precise: recomputed for its final weights "
+                "over the training series; running: the running averages kept during training (the seed's)",
+        "choices": ("precise", "running")})
 
     def __post_init__(self):
         check_params(self)
