@@ -4,6 +4,15 @@ from __future__ import annotations
 
 import os
 
+SHOWN = 40  # characters of a value that an error message quotes: a value may be megabytes long
+
+
+def shown(value: str) -> str:
+    """`value` as an error message quotes it: repr(), cut to SHOWN characters (then its length is said)."""
+    if len(value) <= SHOWN:
+        return repr(value)
+    return f"{value[:SHOWN]!r}... ({len(value):,} characters)"
+
 
 class InputError(Exception):
     """Bad input (a CSV fault, a wrong flag value, a missing file), located as precisely as known.
