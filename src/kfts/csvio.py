@@ -417,8 +417,9 @@ def _cell_fault(cell: str, row: int) -> str | None:
     if not number:
         return "empty cell: every cell needs a number"
     if _NUMBER.fullmatch(number):
-        # exact only near the limit, where float64 cannot tell
-        if abs(float(number)) > 3.4e38 and Decimal(number).copy_abs() >= _FLOAT32_OVERFLOW:
+        # exact only near the limit, where float64 cannot tell (and Decimal refuses exponents past 10^18)
+        magnitude = abs(float(number))
+        if magnitude == float("inf") or magnitude > 3.4e38 and Decimal(number).copy_abs() >= _FLOAT32_OVERFLOW:
             return f"{shown(cell)} is too large: values must fit in float32 (at most 3.4028235e38 in magnitude)"
         return None
     if _NOT_FINITE.fullmatch(number):
