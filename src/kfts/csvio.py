@@ -259,7 +259,7 @@ def _check_cell_sizes(path, label_column: bool) -> None:
 def _may_hold_long_cell(path) -> bool:
     """Whether the text has an aligned window of _WINDOW bytes with no comma or line break in it, as every
     cell longer than MAX_CELL has (a quoted cell of nearly MAX_CELL bytes may have one too: then the exact pass
-    finds nothing). A few vector operations per MiB: about a twentieth of pyarrow's parse."""
+    finds nothing). A few vector operations per MiB (benchmarks/csv_parse.py times them)."""
     with _open(path) as f:
         while chunk := f.read(_WINDOW << 11):  # a multiple of _WINDOW: windows stay aligned across chunks
             data = np.frombuffer(chunk, np.uint8)[:len(chunk) // _WINDOW * _WINDOW]
