@@ -367,6 +367,14 @@ class InceptionTime:
 
     @classmethod
     def from_artifact(cls, manifest: dict, tensors: dict, device: str = "auto") -> "InceptionTime":
+        model = cls.from_manifest(manifest, device)
+        model.network.load_state_dict(tensors)
+        model.network.eval()
+        return model
+
+    @classmethod
+    def from_manifest(cls, manifest: dict, device: str = "auto") -> "InceptionTime":
+        """The model `manifest` describes, its network new (kfts.algorithms.base.Algorithm.check_artifact)."""
         model = cls(Params(**manifest["hyperparameters"]), device=device, seed=manifest.get("seed"))
         model.device_ = resolve_device(device)
         model.classes = np.array(manifest["classes"], dtype=str)
@@ -374,7 +382,5 @@ class InceptionTime:
         model.scaler = manifest["scaler"]
         model.metrics, model.history = manifest.get("metrics", {}), manifest.get("history", [])
         model.network = model._new_group(model.params.models)
-        model.network.load_state_dict(tensors)
-        model.network.eval()
         return model
 
