@@ -305,3 +305,9 @@ def test_a_manifest_that_would_need_terabytes_is_refused_without_allocating(copy
     assert "weights.safetensors holds 'modules_.0.convs.0.weight' of shape [4, 1, 1, 10] where [409600, 1, 1, 10]" \
         in message, result.stdout + result.stderr
     assert int(growth) < 100e6, f"{int(growth) / 1e6:.0f} MB"
+
+
+def test_a_hyperparameter_its_own_check_refuses_names_the_manifest(copy, tmp_path):
+    model, input_csv = copy
+    craft(model, hyperparameters={"lr": -1.0})
+    assert_refused(model, input_csv, tmp_path, "kfts-model.json: hyperparameters: --lr must be positive, not -1.0")

@@ -65,13 +65,9 @@ def load_model(model_dir: str | os.PathLike, device: str = "auto"):
     try:
         chosen.check_artifact(model_dir, manifest)
         return cls.from_artifact(manifest, artifact.load_weights(model_dir), device=device)
-    except InputError as e:
-        if e.path is not None:
-            raise
-        message = e.message  # a hyperparameter's own check (Params), which names its flag
     except (KeyError, TypeError, ValueError, RuntimeError) as e:  # a manifest or weights not as saved
         message = " ".join(f"{type(e).__name__}: {e}".split())[:300]
-    raise InputError(f"is not a loadable {cls.algorithm} model ({message})", path=model_dir) from None
+        raise InputError(f"is not a loadable {cls.algorithm} model ({message})", path=model_dir) from None
 
 
 def make_params(algorithm: str, values: dict):

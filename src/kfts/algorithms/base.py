@@ -116,7 +116,12 @@ class Algorithm:
         import torch
 
         from kfts import artifact
-        self.check_caps(manifest, Path(model_dir) / artifact.MANIFEST)
+        where = Path(model_dir) / artifact.MANIFEST
+        self.check_caps(manifest, where)
+        try:
+            self.Params(**manifest.get("hyperparameters", {}))
+        except InputError as e:  # its own check names the flag; here the value is the file's
+            raise InputError(f"hyperparameters: {e.message}", path=where) from None
         header = artifact.weights_header(model_dir)
         from_manifest = getattr(self.estimator(), "from_manifest", None)
         if from_manifest is not None:
