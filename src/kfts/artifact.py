@@ -17,8 +17,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import struct
 import shutil
+import struct
 import tempfile
 from pathlib import Path
 from typing import Collection, Iterator

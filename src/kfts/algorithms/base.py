@@ -129,7 +129,6 @@ class Algorithm:
                 expected = from_manifest(manifest).network.state_dict()
             artifact.check_weights(model_dir, header, expected)
 
-
     def check_caps(self, manifest: dict, where: str | os.PathLike | None = None) -> None:
         """Refuse a manifest (or, in training, {"hyperparameters": ...}) that asks for more than artifact_caps."""
         for field, cap in self.artifact_caps.items():
