@@ -1,4 +1,5 @@
-"""CSV parse speed and peak memory: kfts.csvio on a generated file of at least 500 MB, beside pandas.
+"""CSV parse speed and peak memory: kfts.csvio on a generated file of at least 500 MB, beside pandas; and the
+time to refuse one hostile cell (a run of digits before a bad character) against the cell's length.
 
 Each reader runs in a fresh subprocess and reads its own peak resident memory (VmHWM: ru_maxrss would not do,
 Linux carries the parent's resident size at spawn into a child's); the imports' memory is subtracted.
@@ -6,6 +7,7 @@ Linux carries the parent's resident size at spawn into a child's); the imports' 
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -14,6 +16,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 from pyarrow import csv as pacsv
+
+from kfts import csvio
+from kfts.errors import InputError
 
 WORK = Path(__file__).resolve().parent / "work"
 
@@ -83,6 +88,49 @@ def section(quick: bool) -> str:
         _, fixed = measure(code, small)
         lines.append(f"| {name} | {seconds:.1f} | {size / 1e6 / seconds:.0f} | {peak / 1e6:.0f} MB "
                      f"| {fixed / 1e6:.0f} MB | {(peak - fixed) / float32_bytes:.2f}x |")
+    scan = best_of(3, lambda: csvio._may_hold_long_cell(path))
+    lines += ["", f"Of kfts.csvio's time, the scan of the raw bytes for cells over {csvio.MAX_CELL:,} bytes "
+                  f"(pyarrow would read a number of any length) takes {scan:.2f} s, the file in the page cache."]
     path.unlink()
     small.unlink()
+    return "\n".join(lines) + "\n\n" + hostile_cells(quick) + "\n"
+
+
+def best_of(repeats: int, call) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+# the number grammar csvio matched cells with before issue #27: quadratic in a run of digits before a bad character
+FORMER_GRAMMAR = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
+def refuse(body: bytes) -> None:
+    try:
+        csvio.read_series_rows(csvio.CsvBytes(body))
+    except InputError:
+        return
+    raise AssertionError("a hostile cell was read")
+
+
+def hostile_cells(quick: bool) -> str:
+    """Refusing a text/csv request body of two rows whose second holds one cell of n digits and an "x": the path
+    every CLI command, component and the predictor's text/csv share. Time should grow linearly with n."""
+    lengths = [1 << 10, 8 << 10] if quick else [1 << 10, 8 << 10, 64 << 10, 128 << 10, 1 << 20]
+    lines = ["### Hostile cells", "",
+             "A request body `1,2\\n3,<n digits>x\\n` through `csvio.read_series_rows`, as `kfts serve` parses "
+             "text/csv (best of 3). Before issue #27 the cell went through a grammar that backtracked "
+             "quadratically; its match alone is timed for the shorter cells (the longer ones take minutes to "
+             "hours).", "",
+             "| cell | kfts.csvio refuses it in | per KB | former grammar alone |", "|---|---|---|---|"]
+    for n in lengths:
+        body = b"1,2\n3," + b"7" * n + b"x\n"
+        seconds = best_of(3, lambda: refuse(body))
+        former = (f"{best_of(1, lambda: FORMER_GRAMMAR.fullmatch('7' * n + 'x')):.2f} s" if n <= 8 << 10
+                  else "not run")
+        lines.append(f"| {n >> 10:,} KB | {seconds * 1e3:.1f} ms | {seconds * 1e3 / (n >> 10):.3f} ms | {former} |")
     return "\n".join(lines) + "\n"

@@ -7,6 +7,8 @@ import io
 import json
 import pickle
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -14,7 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from conftest import make_classification, run_cli, write_csv
-from helpers import tiny_inception_time
+from helpers import tiny_inception_time, tiny_lstm_ad
 from kfts import artifact, cli, csvio
 from kfts.algorithms import load_model
 from kfts.errors import InputError
@@ -192,3 +194,120 @@ def test_intact_copy_still_loads_and_predicts(copy):
     values = csvio.read_series_rows(input_csv)
     assert load_model(model, device="cpu").predict(values).shape == (len(values),)
     assert np.isin(load_model(model, device="cpu").predict(values), ["a", "b", "c"]).all()
+
+
+# -- crafted artifacts: refused before anything is built (issue #27) ----------------------------------------------
+
+def craft(model, *, hyperparameters=None, input_shape=None, tensors=None):
+    """Change an artifact's manifest (keys updated) and weights (a function of its tensors) in place."""
+    manifest_path, weights = model / artifact.MANIFEST, model / artifact.WEIGHTS
+    manifest = json.loads(manifest_path.read_text())
+    manifest["hyperparameters"].update(hyperparameters or {})
+    manifest["input_shape"].update(input_shape or {})
+    manifest_path.write_text(json.dumps(manifest))
+    if tensors is not None:
+        state = load_file(weights)
+        tensors(state)
+        save_file(state, weights)
+
+
+def assert_the_predictor_refuses(model, *words):
+    from kfts.serving.model import KftsModel
+    predictor = KftsModel("m", str(model), device="cpu")
+    try:
+        with pytest.raises(InputError) as info:
+            predictor.load()
+    finally:
+        predictor.stop()
+    assert str(info.value).startswith(str(model)) and not predictor.ready
+    for word in words:
+        assert word in str(info.value)
+
+
+CRAFTED = {  # what is changed, and what the one line says
+    "huge filters": (dict(hyperparameters={"filters": 10 ** 6}),
+                     ["kfts-model.json: hyperparameters.filters is 1,000,000: kfts loads models with 1 to 4,096"]),
+    "huge depth": (dict(hyperparameters={"depth": 10 ** 5}), ["kfts-model.json: hyperparameters.depth is 100,000"]),
+    "text for a number": (dict(hyperparameters={"models": "1"}), ["hyperparameters.models is '1'"]),
+    "other filters": (dict(hyperparameters={"filters": 8}),
+                      ["weights.safetensors holds 'modules_.0.convs.0.weight' of shape [4, 1, 1, 10] where "
+                       "[8, 1, 1, 10] is expected", "does not go with the hyperparameters"]),
+    "missing tensor": (dict(tensors=lambda t: t.pop("head.bias")), ["weights.safetensors has no tensor 'head.bias'"]),
+    "wrong dtype": (dict(tensors=lambda t: t.update({"head.bias": t["head.bias"].double()})),
+                    ["holds 'head.bias' as F64 where F32 is expected"]),
+    "extra tensor": (dict(tensors=lambda t: t.update({"x" * 100: torch.zeros(1)})),
+                     [f"holds a tensor {'x' * 40!r}... (100 characters) that the network has not"]),
+}
+
+
+@pytest.mark.parametrize("change, words", CRAFTED.values(), ids=CRAFTED.keys())
+def test_crafted_artifact_is_refused_by_predict_and_the_predictor(copy, tmp_path, change, words):
+    model, input_csv = copy
+    craft(model, **change)
+    with pytest.raises(InputError):
+        load_model(model, device="cpu")
+    assert_refused(model, input_csv, tmp_path, *words)
+    assert_the_predictor_refuses(model, *words)
+
+
+def test_a_huge_input_length_is_refused(copy):
+    """(`kfts predict` refuses it earlier: its input is not that long.)"""
+    model, _ = copy
+    craft(model, input_shape={"length": 10 ** 9})
+    assert_the_predictor_refuses(model, "kfts-model.json: input_shape.length is 1,000,000,000: kfts loads models "
+                                        "with 1 to 1,000,000")
+
+
+def test_a_huge_lstm_is_refused(tmp_path):
+    model = tmp_path / "lstm"
+    tiny_lstm_ad(np.random.default_rng(0).normal(size=(60, 2)).astype(np.float32), save_to=model)
+    craft(model, hyperparameters={"hidden_size": 10 ** 7})
+    assert_the_predictor_refuses(model, "hyperparameters.hidden_size is 10,000,000: kfts loads models with 1 to 65,536")
+    shutil.rmtree(model)
+    tiny_lstm_ad(np.random.default_rng(0).normal(size=(60, 2)).astype(np.float32), save_to=model)
+    craft(model, hyperparameters={"num_layers": 2})
+    assert_the_predictor_refuses(model, "has no tensor 'lstm.weight_ih_l1'")
+
+
+def test_a_weights_header_claimed_huge_is_not_read(copy, tmp_path):
+    model, input_csv = copy
+    weights = model / artifact.WEIGHTS
+    weights.write_bytes((1 << 40).to_bytes(8, "little") + weights.read_bytes()[8:])
+    assert_refused(model, input_csv, tmp_path, "its header claims 1,099,511,627,776 bytes")
+
+
+LOAD_AND_MEASURE = """
+import os, resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))  # without the check, a failed allocation, not a machine out of memory
+import kfts.algorithms.inception_time.estimator, kfts.artifact  # torch and the rest, imported before measuring
+from kfts.algorithms import load_model
+from kfts.errors import InputError
+def resident(): return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+base = resident()
+try:
+    load_model(sys.argv[1], device="cpu")
+except InputError as e:
+    print(e)
+peak = int(next(line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM:"))) * 1024
+print(max(peak, resident()) - base)
+"""
+
+
+def test_a_manifest_that_would_need_terabytes_is_refused_without_allocating(copy):
+    """4096 filters, depth 100, 100 members: about 3 TB of weights. The network is built on the meta device
+    and compared with the weights file's header; resident memory grows by less than 100 MB (measured in a
+    fresh process: peak VmHWM above the resident size after the imports)."""
+    model, _ = copy
+    craft(model, hyperparameters={"filters": 4096, "depth": 100, "models": 100})
+    result = subprocess.run([sys.executable, "-c", LOAD_AND_MEASURE, str(model)], capture_output=True, text=True,
+                            timeout=300)
+    message, growth = result.stdout.strip().splitlines()
+    assert "weights.safetensors holds 'modules_.0.convs.0.weight' of shape [4, 1, 1, 10] where [409600, 1, 1, 10]" \
+        in message, result.stdout + result.stderr
+    assert int(growth) < 100e6, f"{int(growth) / 1e6:.0f} MB"
+
+
+def test_a_hyperparameter_its_own_check_refuses_names_the_manifest(copy, tmp_path):
+    model, input_csv = copy
+    craft(model, hyperparameters={"lr": -1.0})
+    assert_refused(model, input_csv, tmp_path, "kfts-model.json: hyperparameters: --lr must be positive, not -1.0")

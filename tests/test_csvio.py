@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import sys
+
 import numpy as np
 import pytest
 
@@ -62,6 +65,14 @@ FAULTS = [
     ("0,1\n1,0\n0,1\n", "binary", (1, None), "one column"),
     ("0\n\n1\n", "binary", (2, None), "blank"),
     ("1,2\n3,4\n5\n", "columns", (3, None), "has 1 columns"),
+    # cells hold at most csvio.MAX_CELL bytes between their commas, valid numbers too (pyarrow takes any length)
+    ("1,2\n3," + "0." + "0" * 1200 + "1\n", "rows", (2, 2), "the cell is too long: 1,203 bytes"),
+    ("1,2\n" + "3" * 4301 + ",1\n", "rows", (2, 1), "too long"),  # beyond Python's int-string limit
+    ("0." + "0" * 997 + "1,2\n", "rows", None, None),               # 1,000 bytes: read
+    ('a,1\nb,"' + "1" * 999 + '"\n', "labeled", (2, 2), "1,001 bytes"),  # its quotes count
+    ("a" * 1001 + ",1\nb,2\n", "labeled", (1, 1), "too long"),       # labels too
+    ('a,1\n"b,' + "c" * 1001 + '",2\n', "labeled", (2, 1), "too long"),  # the column of a quoted label's part
+    ('"x,y",1,' + "1" * 2000 + "\nb,2,3\n", "labeled", (1, 3), "too long"),
 ]
 
 READERS = {
@@ -185,6 +196,27 @@ def test_a_row_longer_than_a_block(tmp_path, monkeypatch):
     assert values.shape == (2, 2000)
 
 
+def test_a_number_near_the_float32_limit_needs_no_int_conversion(tmp_path):
+    """The exact float32 range check reads digits without int(), which Python refuses past
+    sys.get_int_max_str_digits() (PYTHONINTMAXSTRDIGITS may set it as low as 640)."""
+    near = "340282357" + "0" * 30 + "." + "0" * 700  # 3.40282357e38: float32 infinity, 740 digits
+    path = write(tmp_path, f"1,2\n{near},1\n")
+    limit = sys.get_int_max_str_digits()
+    sys.set_int_max_str_digits(640)
+    try:
+        error = fault(csvio.read_series_rows, path)
+    finally:
+        sys.set_int_max_str_digits(limit)
+    assert (error.row, error.column) == (2, 1) and "too large: values must fit in float32" in error.message
+
+
+def test_values_in_messages_are_cut(tmp_path):
+    for cell in ["x" * 1000, "9" * 999 + "x", "-" + "1" * 900 + "e99"]:
+        error = fault(csvio.read_series_rows, write(tmp_path, f"1,2\n3,{cell}\n"))
+        assert (error.row, error.column) == (2, 2)
+        assert f"{cell[:40]!r}... ({len(cell):,} characters)" in error.message and len(error.message) < 150
+
+
 def test_bytes_source_names_itself(tmp_path):
     with pytest.raises(InputError) as info:
         csvio.read_series_rows(csvio.CsvBytes(b"1,2\n3,x\n", name="body"))
@@ -245,3 +277,35 @@ def test_cli_predict_refuses_bad_input_and_writes_nothing(tmp_path, tiny_model):
     assert_clean_error(run_cli("predict", "--model-dir", tiny_model, "--input", late, "--output", output),
                        f"error: {late}: row 40001, column 1: 'nan' is not allowed")
     assert not output.parent.exists() or not any(output.parent.iterdir())
+
+
+# hostile cells (issue #27): the 128 KB run of digits that took minutes, and a number past Python's int-string
+# limit that was an internal error (exit 1) and, in a text/csv request, a 500
+HOSTILE = {"128 KB of digits": "1" * (128 << 10) + "x",
+           "past the int-string limit": "340282357" + "0" * 30 + "." + "0" * 5000}
+
+
+@pytest.mark.parametrize("cell", HOSTILE.values(), ids=HOSTILE.keys())
+def test_cli_refuses_a_hostile_cell_in_one_line(tmp_path, cell):
+    path = write(tmp_path, f"a,1,2\nb,3,{cell}\n")
+    result = run_cli("validate", "inception-time", path, timeout=60)
+    assert_clean_error(result, f"error: {path}: row 2, column 3: the cell is too long: {len(cell):,} bytes")
+    assert len(result.stderr) < len(str(path)) + 150
+
+
+@pytest.mark.parametrize("cell", HOSTILE.values(), ids=HOSTILE.keys())
+def test_predictor_answers_a_hostile_csv_cell_with_400(tiny_model, cell):
+    """A text/csv request goes through csvio as `kfts predict` does: InvalidInput is KServe's 400."""
+    from kserve.errors import InvalidInput
+
+    from kfts.serving.model import KftsModel
+    predictor = KftsModel("m", str(tiny_model), device="cpu")
+    predictor.load()
+    body = (",".join(["0.5"] * 23 + [cell]) + "\n").encode()
+    try:
+        with pytest.raises(InvalidInput) as info:
+            asyncio.run(predictor.predict(body, {"content-type": "text/csv"}, {}))
+    finally:
+        predictor.stop()
+    assert str(info.value).startswith("request body: row 1, column 24: the cell is too long")
+    assert len(str(info.value)) < 150

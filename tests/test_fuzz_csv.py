@@ -88,6 +88,8 @@ def reference(data: bytes, label_column: bool) -> tuple[list[str], np.ndarray]:
             line = raw.decode("utf-8")
         except UnicodeDecodeError:
             raise Refused(row) from None
+        if any(len(cell) > csvio.MAX_CELL for cell in raw.split(b",")):
+            raise Refused(row)  # more bytes between two commas than a cell may hold
         fields = fields_of(line) if line.strip() else None
         if fields is None or (width is not None and len(fields) != width):
             raise Refused(row)
@@ -275,6 +277,66 @@ def test_fuzz_cli_validate(tmp_path, data):
     else:
         assert code == 2, err.getvalue()
         assert err.getvalue().startswith(f"error: {path}") and err.getvalue().count("\n") == 1, err.getvalue()
+
+
+# -- hostile cells: refused by row and column, in time linear in their length ----------------------------------
+
+BAD_ENDS = ["x", "e", "-", "+", "e+", "..", "_1", "\x00"]
+
+
+@st.composite
+def hostile_cells(draw) -> str:
+    """A cell no float32 reader may take: runs of digits before a bad character, exponents of many digits,
+    junk, integers of thousands of digits; some shorter than csvio.MAX_CELL (they reach the number grammar),
+    most longer (refused before it)."""
+    n = draw(st.one_of(st.integers(1, 140_000), st.sampled_from(
+        [csvio.MAX_CELL - 2, csvio.MAX_CELL - 1, csvio.MAX_CELL, csvio.MAX_CELL + 1, 4300, 4301, 128 << 10])))
+    digits = draw(st.sampled_from("0179")) * n
+    kind = draw(st.sampled_from(["digits then junk", "long exponent", "junk", "big integer"]))
+    if kind == "digits then junk":
+        cell = draw(st.sampled_from(["", "-", "0.", ".5e"])) + digits + draw(st.sampled_from(BAD_ENDS))
+    elif kind == "long exponent":  # at least e+40: beyond float32, or a bad character after it
+        cell = "1.5e" + draw(st.sampled_from(["", "+"])) + "4" + digits + draw(st.sampled_from(["", *BAD_ENDS]))
+    elif kind == "junk":  # no digit in it: never a number
+        pattern = draw(st.text(alphabet="abxyzé._-", min_size=1, max_size=8))
+        cell = (pattern * n)[:n]
+    else:
+        cell = draw(st.sampled_from(["", "-", "+"])) + "1" + digits.replace("0", "3").rjust(max(n, 39), "5")
+    return f'"{cell}"' if draw(st.booleans()) else cell
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                  HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(cell=hostile_cells(), layout=st.sampled_from(["labeled", "rows", "columns"]), n_rows=st.integers(1, 3),
+       n_values=st.integers(1, 3), at=st.tuples(st.integers(0, 2), st.integers(0, 2)))
+@example(cell="1" * (128 << 10) + "x", layout="rows", n_rows=2, n_values=3, at=(1, 2))  # issue #27's 18 minutes
+@example(cell="340282357" + "0" * 30 + "." + "0" * 5000, layout="rows", n_rows=2, n_values=2, at=(1, 0))
+def test_hostile_cells_are_refused_by_row_and_column(tmp_path, cell, layout, n_rows, n_values, at):
+    """Whatever the cell, an InputError naming its row and column, its message short, read whole and
+    streamed, each in seconds (time_limit: the quadratic grammar took minutes on the longer cells)."""
+    row, column = min(at[0], n_rows - 1), min(at[1], n_values - 1)
+    rows = [["a" if i % 2 else "b"] * (layout == "labeled") + ["0.5"] * n_values for i in range(n_rows)]
+    rows[row][column + (layout == "labeled")] = cell
+    path = tmp_path / "hostile.csv"
+    path.write_text("".join(",".join(cells) + "\n" for cells in rows))
+    with time_limit(20):
+        for read in (read_whole, read_streamed):
+            with pytest.raises(InputError) as info:
+                read(path, layout)
+            error = info.value
+            assert (error.path, error.row, error.column) == (str(path), row + 1, column + 1 + (layout == "labeled"))
+            assert len(error.message) < 200, error.message
+            if len(cell.encode()) > csvio.MAX_CELL:
+                assert "the cell is too long" in error.message
+
+
+def test_the_number_grammar_is_linear():
+    """A long run of digits before a bad character: `[0-9]+\\.?[0-9]*` backtracked quadratically (minutes for
+    this length); the grammar gives each character one place. (Cells this long never reach it: MAX_CELL.)"""
+    with time_limit(10):
+        for cell in ["1" * 200_000 + "x", "1e" + "1" * 200_000 + "x", "." + "1" * 200_000 + "e", "1." * 100_000]:
+            assert not csvio._NUMBER.fullmatch(cell)
+        assert csvio._NUMBER.fullmatch("-" + "1" * 200_000 + "." + "2" * 200_000 + "e+" + "3" * 200_000)
 
 
 @pytest.mark.parametrize("text, expected", [

@@ -4,6 +4,9 @@
     weights.safetensors  the network's tensors
 
 Loading reads JSON and safetensors only, so a model directory can never run code on the machine that loads it.
+Nor can it exhaust the machine's memory: the weights file's header (names, dtypes, shapes) is read first and
+compared with the network the manifest describes, built on torch's meta device (shapes, no memory), before
+anything is allocated (kfts.algorithms.load_model); the network then takes no more memory than the file holds.
 Directories and files are written atomically: built beside the target, then renamed into place, so a killed
 process never leaves something that looks complete. An output directory is only ever replaced by one of its
 kind: a directory holding anything else is refused, never emptied.
@@ -15,20 +18,28 @@ import contextlib
 import json
 import os
 import shutil
+import struct
 import tempfile
 from pathlib import Path
 from typing import Collection, Iterator
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from kfts import __version__
-from kfts.errors import InputError
+from kfts.errors import InputError, shown
 
 FORMAT_VERSION = 1
 MANIFEST = "kfts-model.json"
 WEIGHTS = "weights.safetensors"
 FILES = (MANIFEST, WEIGHTS)  # all that a model directory holds
+# Bytes of the weights file's JSON header read at most: about 100 per tensor, and a model kfts loads has a few
+# thousand tensors at most (safetensors itself would parse up to 100 MB).
+MAX_HEADER = 1 << 20
+# safetensors' names of the dtypes kfts networks hold
+DTYPES = {torch.float32: "F32", torch.float64: "F64", torch.float16: "F16", torch.bfloat16: "BF16",
+          torch.int64: "I64", torch.int32: "I32", torch.int8: "I8", torch.uint8: "U8", torch.bool: "BOOL"}
 
 
 def save(model_dir: str | os.PathLike, manifest: dict, tensors: dict[str, torch.Tensor]) -> None:
@@ -39,16 +50,61 @@ def save(model_dir: str | os.PathLike, manifest: dict, tensors: dict[str, torch.
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
 
 
-def load(model_dir: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor]]:
-    """Read an artifact: (manifest, tensors on the CPU). Refuses unknown format versions."""
-    manifest = read_manifest(model_dir)
+def weights_header(model_dir: str | os.PathLike) -> dict[str, tuple[str, list[int]]]:
+    """The weights file's tensors, name -> (dtype, shape), from its header alone (no tensor is read)."""
+    weights = _weights(model_dir)
+    with _unreadable_weights(model_dir):
+        with open(weights, "rb") as f:
+            size = struct.unpack("<Q", f.read(8).ljust(8, b"\0"))[0]  # the header's length comes first
+        if size > MAX_HEADER:
+            raise InputError(f"{WEIGHTS} cannot be read (its header claims {size:,} bytes, more than the "
+                             f"{MAX_HEADER:,} kfts reads)", path=model_dir)
+        with safe_open(weights, framework="pt") as f:  # checks that the file holds every tensor the header lists
+            return {name: (f.get_slice(name).get_dtype(), f.get_slice(name).get_shape()) for name in f.keys()}
+
+
+def check_weights(model_dir: str | os.PathLike, header: dict[str, tuple[str, list[int]]],
+                  expected: dict[str, torch.Tensor]) -> None:
+    """Refuse weights (weights_header()) that are not the tensors `expected` of the network the manifest
+    describes (its state dict, built on the meta device): the first difference, by name."""
+    def refuse(problem: str):
+        raise InputError(f"{WEIGHTS} {problem}: it does not go with the hyperparameters and input shape in "
+                         f"{MANIFEST}", path=model_dir)
+    for name, tensor in expected.items():
+        if name not in header:
+            refuse(f"has no tensor {name!r}")
+        dtype, shape = header[name]
+        if list(shape) != list(tensor.shape):
+            refuse(f"holds {name!r} of shape {list(shape)} where {list(tensor.shape)} is expected")
+        if dtype != DTYPES.get(tensor.dtype):
+            refuse(f"holds {name!r} as {dtype} where {DTYPES.get(tensor.dtype, tensor.dtype)} is expected")
+    unknown = sorted(header.keys() - expected.keys())
+    if unknown:
+        refuse(f"holds a tensor {shown(unknown[0])} that the network has not")
+
+
+def load_weights(model_dir: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The weights file's tensors, on the CPU."""
+    weights = _weights(model_dir)
+    with _unreadable_weights(model_dir):
+        return load_file(weights)
+
+
+def _weights(model_dir) -> Path:
     weights = Path(model_dir) / WEIGHTS
     if not weights.is_file():
         raise InputError(f"no {WEIGHTS}: not a complete kfts model directory", path=model_dir)
+    return weights
+
+
+@contextlib.contextmanager
+def _unreadable_weights(model_dir) -> Iterator[None]:
     try:
-        return manifest, load_file(weights)
+        yield
+    except InputError:
+        raise
     except Exception as e:  # safetensors raises its own error types for corrupt files
-        raise InputError(f"{WEIGHTS} cannot be read ({e})", path=model_dir) from None
+        raise InputError(f"{WEIGHTS} cannot be read ({str(e)[:200]})", path=model_dir) from None
 
 
 def read_manifest(model_dir: str | os.PathLike) -> dict:

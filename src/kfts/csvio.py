@@ -15,6 +15,11 @@ The text pass accepts exactly what pyarrow accepts: cells are numbers after trim
 (``1``, `` -2.5e3``, ``"4"``), lines end in LF, CRLF or CR, a UTF-8 byte-order mark is skipped, and quoting
 follows RFC 4180 (a quoted label may hold commas; ``""`` is a quote), with line breaks inside quotes refused.
 
+A cell holds at most MAX_CELL bytes, counted on the raw text between two commas or line breaks; pyarrow would
+read a number of any length, so a scan of the raw bytes looks for longer ones first. Every step of the text
+pass takes time linear in its input (no regular expression here backtracks more than a step), whatever the file
+holds: one request body cannot hold up a server.
+
 Every reader takes a path, or a CsvBytes for CSV text already in memory (an HTTP request body), so that a
 server's error messages are the same as the CLI's.
 """
@@ -26,7 +31,7 @@ import io
 import os
 import re
 from dataclasses import dataclass
-from fractions import Fraction
+from decimal import Decimal
 from typing import Iterator
 
 import numpy as np
@@ -34,18 +39,27 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyarrow import csv as pacsv
 
-from kfts.errors import InputError
+from kfts.errors import InputError, shown
 
 # Bytes per parse block (pyarrow's default; a longer first row gets larger blocks). pyarrow reads ahead and
 # parses a few blocks at once, so the block size bounds its memory; larger blocks measured no faster.
 BLOCK_SIZE = 1 << 20
 
+# Bytes a cell may hold between its commas: a float32 written exactly takes about a hundred at most. The cap
+# bounds what the text pass and error messages work on.
+MAX_CELL = 1000
+# Any run of more than MAX_CELL bytes covers a whole aligned window of this many (see _may_hold_long_cell).
+_WINDOW = MAX_CELL // 2 + 1
+
 # pyarrow's float grammar once spaces and tabs are trimmed; its other spellings (nan, inf, Infinity) are
-# not finite, so the contract refuses them anyway.
-_NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+# not finite, so the contract refuses them anyway. Each character has one place in it (digits, then an
+# optional point and digits, then an optional exponent), so a failed match backtracks in linear time; the
+# grammar `[0-9]+\.?[0-9]*` took time quadratic in a run of digits before a bad character.
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _NOT_FINITE = re.compile(r"[+-]?(?:nan|inf|infinity)", re.IGNORECASE)
-# A decimal at or beyond this rounds to float32 infinity (float32's max plus half its last step).
-_FLOAT32_OVERFLOW = Fraction(2**128 - 2**103)
+# A decimal at or beyond this rounds to float32 infinity (float32's max plus half its last step). Decimal,
+# not Fraction: Fraction reads digits through int(), which Python refuses past sys.get_int_max_str_digits().
+_FLOAT32_OVERFLOW = Decimal(2**128 - 2**103)
 
 
 @dataclass(frozen=True)
@@ -83,7 +97,7 @@ def read_labeled_series(path: str | os.PathLike, *, min_classes: int = 2, length
         raise InputError(f"rows have {values.shape[1]} time steps, the model was trained on {length}",
                          path=path, row=1)
     if len(np.unique(labels)) < min_classes:
-        raise InputError(f"only one class ({str(labels[0])!r}): a classifier needs at least two", path=path)
+        raise InputError(f"only one class ({shown(str(labels[0]))}): a classifier needs at least two", path=path)
     return LabeledSeries(labels, values)
 
 
@@ -134,6 +148,7 @@ def iter_row_blocks(path: str | os.PathLike, label_column: bool = False
     to a temporary file (kfts.artifact.atomic_file)."""
     n_columns, first_line = _first_row(path, label_column)
     _check_last_line(path, label_column)
+    _check_cell_sizes(path, label_column)
     reader = _arrow_call(path, label_column, lambda: pacsv.open_csv(
         _arrow_source(path), read_options=_read_options(n_columns, first_line),
         parse_options=_PARSE, convert_options=_convert_options(n_columns, label_column)))
@@ -196,11 +211,9 @@ def _first_row(path, label_column: bool) -> tuple[int, int]:
     """(columns, bytes) of the first row; also turns a missing, unreadable or empty file into an InputError."""
     try:
         with _open(path) as f:
-            head = f.read(1 << 20)
-            while not re.search(rb"[\r\n]", head):  # a first row longer than 1 MiB
+            head = more = f.read(1 << 20)
+            while more and not re.search(rb"[\r\n]", more):  # a first row longer than 1 MiB
                 more = f.read(1 << 20)
-                if not more:
-                    break
                 head += more
     except FileNotFoundError:
         raise InputError("no such file", path=path) from None
@@ -235,12 +248,34 @@ def _check_last_line(path, label_column: bool) -> None:
                                                           path=path))
 
 
+def _check_cell_sizes(path, label_column: bool) -> None:
+    """Refuse a cell longer than MAX_CELL bytes, which pyarrow would read: the exact pass has the last word."""
+    if _may_hold_long_cell(path):
+        fault = _first_text_fault(path, label_column)
+        if fault is not None:
+            raise fault
+
+
+def _may_hold_long_cell(path) -> bool:
+    """Whether the text has an aligned window of _WINDOW bytes with no comma or line break in it, as every
+    cell longer than MAX_CELL has (a quoted cell of nearly MAX_CELL bytes may have one too: then the exact pass
+    finds nothing). A few vector operations per MiB (benchmarks/csv_parse.py times them)."""
+    with _open(path) as f:
+        while chunk := f.read(_WINDOW << 11):  # a multiple of _WINDOW: windows stay aligned across chunks
+            data = np.frombuffer(chunk, np.uint8)[:len(chunk) // _WINDOW * _WINDOW]
+            ends = (data == ord(",")) | (data == ord("\n")) | (data == ord("\r"))
+            if not ends.reshape(-1, _WINDOW).any(axis=1).all():
+                return True
+    return False
+
+
 def _arrow_call(path, label_column: bool, call):
     """Run a pyarrow parse; on refusal, find and report the first fault exactly."""
     try:
         return call()
     except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError) as e:
-        raise _located(path, label_column, InputError(f"cannot be parsed as CSV ({e})", path=path)) from None
+        raise _located(path, label_column, InputError(f"cannot be parsed as CSV ({str(e)[:200]})",
+                                                      path=path)) from None
 
 
 def _to_numpy(path, table: pa.Table, label_column: bool, first_row: int
@@ -318,9 +353,12 @@ def _parse_line(path, row: int, line: bytes, expected: int | None, label_column:
                           "save the file as UTF-8)", path=path, row=row), None
     if not text.strip():
         return InputError("is blank: remove blank lines", path=path, row=row), None
+    long = _long_cell(path, row, line)
+    if long is not None:
+        return long, None
     try:
-        fields = next(csv.reader(io.StringIO(text + "\n", newline="")))
-    except csv.Error as e:  # e.g. a field beyond the csv module's size limit
+        fields = _fields(text)
+    except csv.Error as e:  # e.g. a quoted label with commas beyond the csv module's size limit
         return InputError(f"cannot be read as CSV ({e})", path=path, row=row), None
     column = _open_quote(fields)
     if column:
@@ -339,11 +377,35 @@ def _parse_line(path, row: int, line: bytes, expected: int | None, label_column:
     return None, fields
 
 
+def _long_cell(path, row: int, line: bytes) -> InputError | None:
+    """The first cell of `line` longer than MAX_CELL bytes, counted as _may_hold_long_cell does, or None."""
+    if len(line) <= MAX_CELL:
+        return None
+    start = 0
+    for cell in line.split(b","):
+        if len(cell) > MAX_CELL:
+            break
+        start += len(cell) + 1
+    else:
+        return None
+    try:  # the cells before it are short: what csv finds there counts them (an open quote's cell is this one)
+        column = max(1, len(_fields(line[:start].decode("utf-8"))))
+    except csv.Error:  # a quoted label holding commas beyond the csv module's size limit
+        column = None
+    return InputError(f"the cell is too long: {len(cell):,} bytes, at most {MAX_CELL:,} allowed (it starts "
+                      f"{shown(cell[:20].decode('utf-8', 'replace'))})", path=path, row=row, column=column)
+
+
+def _fields(text: str) -> list[str]:
+    """The cells of one line; a quote left open keeps the line break added here."""
+    return next(csv.reader(io.StringIO(text + "\n", newline="")))
+
+
 def _open_quote(line: str | list[str]) -> int | None:
     """The column whose quote is still open at the end of the line (fields of `line + "\\n"`), or None."""
     if isinstance(line, str):
         try:
-            line = next(csv.reader(io.StringIO(line + "\n", newline="")))
+            line = _fields(line)
         except csv.Error:
             return None
     return next((j for j, cell in enumerate(line, start=1) if "\n" in cell), None)
@@ -355,15 +417,16 @@ def _cell_fault(cell: str, row: int) -> str | None:
     if not number:
         return "empty cell: every cell needs a number"
     if _NUMBER.fullmatch(number):
-        magnitude = abs(float(number))  # an exact comparison only near the limit: Fraction("1e999999") is slow
-        if magnitude == float("inf") or magnitude > 3.4e38 and abs(Fraction(number)) >= _FLOAT32_OVERFLOW:
-            return f"{cell!r} is too large: values must fit in float32 (at most 3.4028235e38 in magnitude)"
+        # exact only near the limit, where float64 cannot tell (and Decimal refuses exponents past 10^18)
+        magnitude = abs(float(number))
+        if magnitude == float("inf") or magnitude > 3.4e38 and Decimal(number).copy_abs() >= _FLOAT32_OVERFLOW:
+            return f"{shown(cell)} is too large: values must fit in float32 (at most 3.4028235e38 in magnitude)"
         return None
     if _NOT_FINITE.fullmatch(number):
-        return f"{cell!r} is not allowed: values must be finite numbers"
+        return f"{shown(cell)} is not allowed: values must be finite numbers"
     hint = ""
     if ";" in cell or "\t" in cell:
         hint = " (kfts CSV files are comma-separated)"
     elif row == 1:
         hint = " (kfts CSV files have no header row)"
-    return f"{cell!r} is not a number{hint}"
+    return f"{shown(cell)} is not a number{hint}"

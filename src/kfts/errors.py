@@ -4,6 +4,17 @@ from __future__ import annotations
 
 import os
 
+SHOWN = 40  # characters of a value that an error message quotes: a value may be megabytes long
+
+
+def shown(value) -> str:
+    """`value` as an error message quotes it: repr() (a whole number with thousands separators), cut to SHOWN
+    characters, then its length said."""
+    if isinstance(value, str):
+        return repr(value) if len(value) <= SHOWN else f"{value[:SHOWN]!r}... ({len(value):,} characters)"
+    text = f"{value:,}" if type(value) is int else repr(value)
+    return text if len(text) <= SHOWN else f"{text[:SHOWN]}... ({len(text):,} characters)"
+
 
 class InputError(Exception):
     """Bad input (a CSV fault, a wrong flag value, a missing file), located as precisely as known.

@@ -16,7 +16,7 @@ from __future__ import annotations
 import csv
 import os
 
-from kfts.errors import InputError
+from kfts.errors import InputError, shown
 
 LAYOUTS = ("training", "inference", "labels")
 LABELS_SUFFIX = "_labels"  # "test_labels" labels the rows of "test"
@@ -111,8 +111,14 @@ def _known_classes(summary: dict, reference: dict) -> None:
     unseen = sorted(set(summary["classes"]) - set(reference["classes"]))
     if unseen:
         more = f" (and {len(unseen) - 1} more)" if len(unseen) > 1 else ""
-        raise InputError(f"class '{unseen[0]}'{more} is not among the classes of {reference['source']} "
-                         f"({', '.join(reference['classes'])})", path=summary["source"])
+        raise InputError(f"class {shown(unseen[0])}{more} is not among the classes of {reference['source']} "
+                         f"({_listed(reference['classes'])})", path=summary["source"])
+
+
+def _listed(classes: list[str], limit: int = 200) -> str:
+    """Class names for a message, cut to about `limit` characters: a file may hold thousands, each long."""
+    text = ", ".join(classes)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(classes):,} classes)"
 
 
 def check_files(algorithm: str, files: dict[str, tuple[str | os.PathLike | None, str]], *,

@@ -12,7 +12,7 @@ Besides the built-in ones, an installed package adds an algorithm through the en
 from __future__ import annotations
 
 import os
-from dataclasses import fields
+from dataclasses import asdict, fields
 from importlib.metadata import entry_points
 
 from kfts.algorithms.base import Algorithm
@@ -56,14 +56,17 @@ def of(model) -> Algorithm:
 
 
 def load_model(model_dir: str | os.PathLike, device: str = "auto"):
-    """The estimator saved in `model_dir`, ready to predict (never unpickles: JSON + safetensors)."""
+    """The estimator saved in `model_dir`, ready to predict (never unpickles: JSON + safetensors), checked before
+    it is built (Algorithm.check_artifact)."""
     from kfts import artifact
-    manifest, tensors = artifact.load(model_dir)
-    cls = get(manifest.get("algorithm"))
+    manifest = artifact.read_manifest(model_dir)
+    chosen = spec(manifest.get("algorithm"))
+    cls = chosen.estimator()
     try:
-        return cls.from_artifact(manifest, tensors, device=device)
+        chosen.check_artifact(model_dir, manifest)
+        return cls.from_artifact(manifest, artifact.load_weights(model_dir), device=device)
     except (KeyError, TypeError, ValueError, RuntimeError) as e:  # a manifest or weights not as saved
-        message = " ".join(f"{type(e).__name__}: {e}".split())
+        message = " ".join(f"{type(e).__name__}: {e}".split())[:300]
         raise InputError(f"is not a loadable {cls.algorithm} model ({message})", path=model_dir) from None
 
 
@@ -93,10 +96,12 @@ def train(algorithm: str, train_path, model_dir, *, valid_path=None, params=None
         artifact.check_output_directory(checkpoint_dir)
     chosen = spec(algorithm)
     cls = chosen.estimator()
+    params = params or cls.Params()
+    chosen.check_caps({"hyperparameters": asdict(params)})  # a model it could not load: refused before training
     previous = load_model(init_model, device=device) if init_model else None
     if previous is not None and previous.algorithm != algorithm:
         raise InputError(f"holds a model for {previous.algorithm}, not {algorithm}", path=init_model)
-    estimator = cls(params or cls.Params(), device=device, seed=seed)
+    estimator = cls(params, device=device, seed=seed)
     valid = chosen.read_training(valid_path) if valid_path else None
     try:
         estimator.fit(chosen.read_training(train_path), valid, init_model=previous, checkpoint_dir=checkpoint_dir)

@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import importlib
 import os
+from pathlib import Path
 
 import numpy as np
+
+from kfts.errors import InputError, shown
 
 
 class Algorithm:
@@ -32,6 +35,10 @@ class Algorithm:
     holdout_metric: str = ""      # the evaluation figure that decides champion vs challenger in retraining
     pipeline_path: str | None = None  # "module:function" building its KFP pipeline (cluster, **options)
     fan_out: bool = False         # its pipeline can train ensemble members as parallel tasks
+    # The most a model artifact may ask for, by field of its manifest ("hyperparameters.depth"): sizes that cost
+    # memory or time before the weights could tell (the number of layers to build, an input length the model is
+    # run on). Far beyond any model that trains; a crafted manifest is refused before anything is built.
+    artifact_caps: dict[str, int] = {}
 
     # -- cheap: the command line and the input checks (kfts.validation) ----------------------------------
 
@@ -99,3 +106,40 @@ class Algorithm:
     def serving(self, model):
         """The predictor's view of `model`: a kfts.serving.adapter.Adapter."""
         raise NotImplementedError
+
+    # -- loading a model artifact ----------------------------------------------------------------------------
+
+    def check_artifact(self, model_dir: str | os.PathLike, manifest: dict) -> None:
+        """Refuse, before anything is built, a model artifact whose manifest asks for more than artifact_caps, or
+        whose weights file holds other tensors than the network the manifest describes: the estimator's
+        from_manifest() (optional) builds it on the meta device, which gives shapes and dtypes without memory."""
+        import torch
+
+        from kfts import artifact
+        where = Path(model_dir) / artifact.MANIFEST
+        self.check_caps(manifest, where)
+        try:
+            self.Params(**manifest.get("hyperparameters", {}))
+        except InputError as e:  # its own check names the flag; here the value is the file's
+            raise InputError(f"hyperparameters: {e.message}", path=where) from None
+        header = artifact.weights_header(model_dir)
+        from_manifest = getattr(self.estimator(), "from_manifest", None)
+        if from_manifest is not None:
+            with torch.device("meta"):
+                expected = from_manifest(manifest).network.state_dict()
+            artifact.check_weights(model_dir, header, expected)
+
+    def check_caps(self, manifest: dict, where: str | os.PathLike | None = None) -> None:
+        """Refuse a manifest (or, in training, {"hyperparameters": ...}) that asks for more than artifact_caps."""
+        for field, cap in self.artifact_caps.items():
+            value = _field(manifest, field)
+            if value is not None and not (type(value) is int and 0 < value <= cap):
+                raise InputError(f"{field} is {shown(value)}: kfts loads models with 1 to {cap:,}", path=where)
+
+
+def _field(manifest: dict, field: str):
+    """The value at `field` ("input_shape.length") of a manifest, or None."""
+    value = manifest
+    for key in field.split("."):
+        value = value.get(key) if isinstance(value, dict) else None
+    return value

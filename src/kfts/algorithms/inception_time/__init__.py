@@ -32,6 +32,8 @@ class InceptionTimeAlgorithm(Algorithm):
     holdout_metric = "accuracy"
     pipeline_path = "kfts.pipelines.inception_time:build"
     fan_out = True
+    artifact_caps = {"hyperparameters.filters": 4096, "hyperparameters.depth": 100, "hyperparameters.models": 1000,
+                     "input_shape.length": 1_000_000}
 
     def describe(self, path, layout: str, head: bool) -> dict:
         from kfts import csvio, validation

@@ -411,6 +411,14 @@ class InceptionTime:
 
     @classmethod
     def from_artifact(cls, manifest: dict, tensors: dict, device: str = "auto") -> "InceptionTime":
+        model = cls.from_manifest(manifest, device)
+        model.network.load_state_dict(tensors)
+        model.network.eval()
+        return model
+
+    @classmethod
+    def from_manifest(cls, manifest: dict, device: str = "auto") -> "InceptionTime":
+        """The model `manifest` describes, its network new (kfts.algorithms.base.Algorithm.check_artifact)."""
         # an artifact from before the option holds the running averages
         params = Params(**{"batch_norm_stats": "running", **manifest["hyperparameters"]})
         model = cls(params, device=device, seed=manifest.get("seed"))
@@ -421,8 +429,6 @@ class InceptionTime:
         model.metrics, model.history = manifest.get("metrics", {}), manifest.get("history", [])
         model.warnings = manifest.get("warnings", [])
         model.network = model._new_group(model.params.models)
-        model.network.load_state_dict(tensors)
-        model.network.eval()
         return model
 
 

@@ -28,6 +28,9 @@ class LstmADAlgorithm(Algorithm):
     metrics = ("valid_loss", "train_loss")
     holdout_metric = "roc_auc"
     pipeline_path = "kfts.pipelines.lstm_ad:build"
+    artifact_caps = {"hyperparameters.hidden_size": 65536, "hyperparameters.num_layers": 100,
+                     "hyperparameters.sequence_length": 100_000, "hyperparameters.prediction_length": 100_000,
+                     "input_shape.series": 100_000}
 
     def describe(self, path, layout: str, head: bool) -> dict:
         from kfts import csvio

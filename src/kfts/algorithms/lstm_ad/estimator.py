@@ -417,14 +417,20 @@ class LstmAD:
 
     @classmethod
     def from_artifact(cls, manifest: dict, tensors: dict, device: str = "auto") -> "LstmAD":
+        model = cls.from_manifest(manifest, device)
+        model.network.load_state_dict(tensors)
+        model.network.eval()
+        return model
+
+    @classmethod
+    def from_manifest(cls, manifest: dict, device: str = "auto") -> "LstmAD":
+        """The model `manifest` describes, its network new (kfts.algorithms.base.Algorithm.check_artifact)."""
         model = cls(Params(**manifest["hyperparameters"]), device=device, seed=manifest.get("seed"))
         model.device_ = resolve_device(device)
         model.n_series = manifest["input_shape"]["series"]
         model.scaler, model.gaussian, model.threshold = manifest["scaler"], manifest["gaussian"], manifest["threshold"]
         model.metrics, model.history = manifest.get("metrics", {}), manifest.get("history", [])
         model.network = model._new_network()
-        model.network.load_state_dict(tensors)
-        model.network.eval()
         return model
 
 
