@@ -68,14 +68,13 @@ def test_validate_reads_an_s3_csv(s3, tmp_path):
     assert (result.returncode, result.stderr) == (2, f"error: {bad}: row 2, column 3: 'x' is not a number\n")
 
 
-@pytest.mark.parametrize("kfp_names", [False, True], ids=["aws-names", "kfp-minio-names"])
-def test_copy_both_ways(s3, models, tmp_path, kfp_names):
-    """With AWS's variable names and s3://, and with the names and scheme KFP uses for its own store (minio://,
-    MINIO_ACCESS_KEY / MINIO_SECRET_KEY, as kubeflow/pipelines 2.17.0's profile controller gives its artifact
-    Secret to pods)."""
+def test_copy_both_ways_with_kfps_names(s3, models, tmp_path):
+    """With the scheme and variable names KFP uses for its own store: minio://, and MINIO_ACCESS_KEY /
+    MINIO_SECRET_KEY (kubeflow/pipelines 2.17.0 manifests/kustomize/base/installs/multi-user/
+    pipelines-profile-controller/sync.py gives its artifact Secret to pods under these names)."""
     env = s3.env(AWS_ACCESS_KEY_ID=None, AWS_SECRET_ACCESS_KEY=None, MINIO_ACCESS_KEY=s3.key_id,
-                 MINIO_SECRET_KEY=s3.secret) if kfp_names else s3.env()
-    scheme = "minio" if kfp_names else "s3"
+                 MINIO_SECRET_KEY=s3.secret)
+    scheme = "minio"
     remote = f"{scheme}://{BUCKET}/copied-{scheme}"
     run_cli("copy", models / "old", f"{remote}/model", env=env, check=True)
     run_cli("copy", models / "series.csv", f"{remote}/series.csv", env=env, check=True)
@@ -154,6 +153,13 @@ def test_the_champion_is_fetched_promoted_and_deployed_from_its_current_version(
         models / "new", models / "series.csv", tmp_path)
     assert storage.serving_uri(champion) == f"{champion}/versions/{version}"
 
+    # back to the old model, as a person bootstraps or rolls back a champion: the new version goes
+    result = run_cli("promote", models / "old", champion, env=s3.env(), check=True)
+    [old_version] = {key.split("/")[2] for key in s3.keys("champion/versions/")}
+    assert result.stdout == f"promoted {models / 'old'} to {champion}: {champion}/versions/{old_version}\n"
+    assert _predicted(champion, models / "series.csv", tmp_path, s3.env()) == _predicted(
+        models / "old", models / "series.csv", tmp_path)
+
 
 def test_the_deploy_step_gives_kserve_the_champions_current_version(in_pod, models, tmp_path, monkeypatch, capsys):
     """KServe's storage initializer downloads every object under the prefix it is given (kserve v0.20.0
@@ -194,7 +200,8 @@ def test_a_promotion_killed_mid_copy_leaves_the_champion(s3, models, tmp_path):
     leaves the old champion serving predictions and the next run's fetch working, and the next promotion
     succeeds and removes what the killed one left."""
     champion = f"s3://{BUCKET}/killed"
-    run_cli("promote", models / "old", champion, env=s3.env(), check=True)
+    first = _promote_in_subprocess(models / "old", champion, s3.env())
+    assert first.wait(120) == 0, first.communicate()
     before = s3.keys("killed/")
     old_predictions = _predicted(models / "old", models / "series.csv", tmp_path)
 
@@ -208,14 +215,14 @@ def test_a_promotion_killed_mid_copy_leaves_the_champion(s3, models, tmp_path):
         hold.released.set()
     assert s3.keys("killed/") != before  # it had written something: the kill was mid-copy
 
-    assert _predicted(champion, models / "series.csv", tmp_path, s3.env()) == old_predictions
     fetched = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
         from kfp.dsl import Model
         from kfts.components import fetch_model
         fetch_model.python_func(uri={champion!r}, model=Model(uri={str(tmp_path / 'fetched')!r}))
     """)], env=s3.env(), capture_output=True, text=True, timeout=120)
-    assert fetched.returncode == 0, fetched.stderr
+    assert fetched.returncode == 0, fetched.stderr  # the next scheduled run's "fetch champion"
     assert artifact.read_manifest(tmp_path / "fetched") == artifact.read_manifest(models / "old")
+    assert _predicted(champion, models / "series.csv", tmp_path, s3.env()) == old_predictions
 
     step = _promote_in_subprocess(models / "new", champion, s3.env())
     assert step.wait(120) == 0, step.communicate()
