@@ -105,6 +105,10 @@ def test_train_and_predict_from_and_to_s3(s3, tmp_path):
     local = _predicted(tmp_path / "model", tmp_path / "series.csv", tmp_path)
     remote = s3.client.get_object(Bucket=BUCKET, Key="train/model-predictions.csv")["Body"].read().decode()
     assert remote == local and len(local.splitlines()) == len(values)
+    run_cli("evaluate", "--model-dir", model, "--input", train, "--output-dir", f"{model}-evaluation", env=s3.env(),
+            check=True)
+    assert {"train/model-evaluation/metrics.json", "train/model-evaluation/report.html"} <= set(
+        s3.keys("train/model-evaluation/"))
 
 
 def test_a_wrong_key_is_one_clear_line(s3, models, tmp_path):
@@ -153,12 +157,21 @@ def test_the_champion_is_fetched_promoted_and_deployed_from_its_current_version(
         models / "new", models / "series.csv", tmp_path)
     assert storage.serving_uri(champion) == f"{champion}/versions/{version}"
 
-    # back to the old model, as a person bootstraps or rolls back a champion: the new version goes
+    # back to the old model, as a person rolls a champion back: the version before stays (an InferenceService
+    # may still name it), those before it go
     result = run_cli("promote", models / "old", champion, env=s3.env(), check=True)
-    [old_version] = {key.split("/")[2] for key in s3.keys("champion/versions/")}
-    assert result.stdout == f"promoted {models / 'old'} to {champion}: {champion}/versions/{old_version}\n"
+    old_version = _versions(s3, "champion") - {version}
+    assert result.stdout == f"promoted {models / 'old'} to {champion}: {champion}/versions/{old_version.pop()}\n"
     assert _predicted(champion, models / "series.csv", tmp_path, s3.env()) == _predicted(
         models / "old", models / "series.csv", tmp_path)
+    storage.promote(str(models / "new"), champion)
+    storage.promote(str(models / "new"), champion)  # the same model: the same version, now the previous one too
+    assert s3.keys("champion/") == ["champion/kfts-champion.json", f"champion/versions/{version}/kfts-model.json",
+                                    f"champion/versions/{version}/weights.safetensors"]
+
+
+def _versions(s3, prefix: str) -> set[str]:
+    return {key.split("/")[2] for key in s3.keys(f"{prefix}/versions/")}
 
 
 def test_the_deploy_step_gives_kserve_the_champions_current_version(in_pod, models, tmp_path, monkeypatch, capsys):
@@ -195,14 +208,15 @@ def _promote_in_subprocess(model, uri, env) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-def test_a_promotion_killed_mid_copy_leaves_the_champion(s3, models, tmp_path):
+def test_a_promotion_killed_mid_copy_leaves_the_champion(in_pod, models, tmp_path):
     """kfts-champion.json is switched only once the new version is whole: killing the step after its first object
     leaves the old champion serving predictions and the next run's fetch working, and the next promotion
-    succeeds and removes what the killed one left."""
+    succeeds (the old version stays, as the one before)."""
+    s3 = in_pod
     champion = f"s3://{BUCKET}/killed"
     first = _promote_in_subprocess(models / "old", champion, s3.env())
     assert first.wait(120) == 0, first.communicate()
-    before = s3.keys("killed/")
+    before = [key for key in s3.keys("killed/") if "/versions/" in key]
     old_predictions = _predicted(models / "old", models / "series.csv", tmp_path)
 
     hold = s3.hold("killed/")
@@ -213,7 +227,7 @@ def test_a_promotion_killed_mid_copy_leaves_the_champion(s3, models, tmp_path):
         step.wait(60)
     finally:
         hold.released.set()
-    assert s3.keys("killed/") != before  # it had written something: the kill was mid-copy
+    assert [key for key in s3.keys("killed/") if "/versions/" in key] != before  # the kill was mid-copy
 
     fetched = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
         from kfp.dsl import Model
@@ -228,7 +242,9 @@ def test_a_promotion_killed_mid_copy_leaves_the_champion(s3, models, tmp_path):
     assert step.wait(120) == 0, step.communicate()
     assert _predicted(champion, models / "series.csv", tmp_path, s3.env()) == _predicted(
         models / "new", models / "series.csv", tmp_path)
-    assert len({key.split("/")[2] for key in s3.keys("killed/versions/")}) == 1
+    new_version = storage.resolve_model(champion).rsplit("/", 1)[1]
+    assert s3.keys("killed/") == sorted(["killed/kfts-champion.json", *before, *(
+        f"killed/versions/{new_version}/{name}" for name in artifact.FILES)])
 
 
 def test_a_pointer_naming_a_path_outside_the_prefix_is_refused(s3, tmp_path):

@@ -16,7 +16,8 @@ to a pod as env vars (kfp-kubernetes use_secret_as_env, `envFrom: secretRef`) se
 A store that refuses or cannot be reached is an InputError naming the location (one line, exit code 2).
 
 A model directory at an object-store prefix (a champion) is written beside the previous one and switched to by
-a pointer, so that there is a complete model at the prefix at every moment, whatever fails or is killed:
+a pointer, so that there is a complete model at the prefix at every moment, whatever fails or is killed (the
+previous version is kept until the next promotion):
 
     PREFIX/kfts-champion.json     {"version": "versions/<content hash>", ...}: the current model, written last
     PREFIX/versions/<hash>/       a model directory (docs/ARTIFACT.md)
@@ -114,7 +115,7 @@ def _reason(error: Exception) -> str:
     if code and code.group(1) == "NETWORK_CONNECTION":
         endpoint = s3_options().get("endpoint_override", "AWS")
         return f"cannot reach the object store at {endpoint} (AWS_ENDPOINT_URL)"
-    if code and code.group(1) in ("NO_SUCH_BUCKET", "RESOURCE_NOT_FOUND") or "not found" in text.lower():
+    if (code and code.group(1) in ("NO_SUCH_BUCKET", "RESOURCE_NOT_FOUND")) or "not found" in text.lower():
         return "does not exist"
     return f"cannot be read or written ({text.splitlines()[0] if text else type(error).__name__})"
 
@@ -184,7 +185,6 @@ def staged(args, inputs: tuple[str, ...] = (), outputs: tuple[str, ...] = ()) ->
             for name, uri in remote.items():
                 e.path = e.path and e.path.replace(local[name], uri)
                 e.message = e.message.replace(local[name], uri)
-                e.args = (e.message,)
             raise
         for name in outputs:
             if name in remote and os.path.exists(local[name]):  # under torchrun only rank 0 writes
@@ -246,26 +246,30 @@ def _join(location: str, relative: str) -> str:
 
 def promote(model: str, destination: str) -> str:
     """Make the model directory `model` (a path or URI) the champion at `destination`; returns where the new
-    model is. An object-store prefix gets a new version and then the pointer to it, and only then loses the
-    versions it held before (also those of a promotion that was killed): at every moment the prefix holds a
-    complete model. A local directory is replaced in one rename."""
+    model is. At an object-store prefix the model becomes a new version, then the pointer names it, and only
+    then are the versions before the previous one deleted (also what a killed promotion left): at every moment
+    the prefix holds a complete model, and the previous one stays for a rollback and for an InferenceService
+    still naming it. A local directory is replaced in one rename."""
+    import pyarrow.fs
+
     from kfts import artifact
     with local_copy(model) as source:
         artifact.load(source)  # a complete, readable model, before anything is written
         fs, path = filesystem(destination)
-        if not is_uri(destination) or destination.startswith("file://"):
+        if isinstance(fs, pyarrow.fs.LocalFileSystem):
             with artifact.atomic_directory(path, artifact.FILES) as tmp:
                 for name in artifact.FILES:
                     shutil.copyfile(os.path.join(source, name), tmp / name)
             return destination
+        previous = _current_version(fs, path, destination)
         version = f"{VERSIONS}/{_content_hash(source, artifact.FILES)}"
         with _reported(destination):
-            for name in (artifact.WEIGHTS, artifact.MANIFEST):  # the manifest last: a version is whole once it has one
+            for name in (artifact.WEIGHTS, artifact.MANIFEST):  # the manifest last: the version is whole with it
                 _put(fs, f"{path}/{version}/{name}", os.path.join(source, name))
             pointer = {"version": version, "promoted_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
             with fs.open_output_stream(f"{path}/{POINTER}") as f:  # the switch: one object, one PUT
                 f.write((json.dumps(pointer) + "\n").encode())
-            _delete_all_but(fs, path, version, artifact.FILES)
+            _delete_all_but(fs, path, {version, previous}, artifact.FILES)
     return _join(destination, version)
 
 
@@ -284,11 +288,12 @@ def _put(fs, path: str, local: str) -> None:
         shutil.copyfileobj(source, target, 1 << 20)
 
 
-def _delete_all_but(fs, path: str, version: str, files) -> None:
-    """After the switch: the other versions, and a model an older kfts wrote at the prefix itself."""
+def _delete_all_but(fs, path: str, versions: set, files) -> None:
+    """After the switch: the versions not in `versions`, and a model an older kfts wrote at the prefix itself."""
     import pyarrow.fs
+    keep = {f"{path}/{version}" for version in versions if version}
     for info in fs.get_file_info(pyarrow.fs.FileSelector(f"{path}/{VERSIONS}", allow_not_found=True)):
-        if info.path.rstrip("/") != f"{path}/{version}":
+        if info.path.rstrip("/") not in keep:
             fs.delete_dir(info.path) if info.type == pyarrow.fs.FileType.Directory else fs.delete_file(info.path)
     for name in files:
         if fs.get_file_info(f"{path}/{name}").type == pyarrow.fs.FileType.File:
