@@ -253,3 +253,15 @@ def test_a_pointer_naming_a_path_outside_the_prefix_is_refused(s3, tmp_path):
                      tmp_path / "p.csv", env=s3.env())
     assert result.returncode == 2
     assert result.stderr.startswith(f"error: s3://{BUCKET}/crafted: kfts-champion.json names no version")
+
+
+def test_minio_uris_go_to_kfps_store_unless_an_endpoint_is_given(monkeypatch):
+    """kubeflow/pipelines 2.17.0 backend/src/v2/config/env.go getDefaultMinioSessionInfo: minio:// is
+    objectstore.DefaultEndpointInMultiUserMode, seaweedfs.kubeflow:9000, without TLS."""
+    from s3_server import S3_ENV
+    for name in S3_ENV:
+        monkeypatch.delenv(name, raising=False)
+    assert storage.s3_options("minio") == {"endpoint_override": "seaweedfs.kubeflow:9000", "scheme": "http"}
+    assert storage.s3_options("s3") == {}  # AWS itself, the default credential chain
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "https://minio.example:9443")
+    assert storage.s3_options("minio") == {"endpoint_override": "minio.example:9443", "scheme": "https"}
