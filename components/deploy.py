@@ -31,14 +31,14 @@ def deploy(model: Input[Model], name: str, predictor_image: str = "", image_base
     import json
     import os
 
-    from kfts import kube
+    from kfts import kube, storage
     from kfts.deploy import apply_inference_service, check_storage_secret, render_inference_service
     from kfts.errors import InputError
     from kfts.images import predictor_image as default_predictor_image
 
-    uri = model.uri.replace("minio://", "s3://", 1)
     namespace = namespace or kube.own_namespace()
     try:
+        uri = storage.serving_uri(model.uri, model.path)  # a champion: the version its pointer names
         image = None if runtime else predictor_image or default_predictor_image(gpu, image_base or None)
         manifest = render_inference_service(
             name=name, model_uri=uri, image=image, runtime=runtime or None, gpu=gpu, gpus=gpus,

@@ -10,28 +10,23 @@ from kfts.components.settings import IMAGE, fail, mark_absent, present
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False, additional_funcs=[fail, mark_absent])
 def fetch_model(uri: str, model: Output[Model]):
-    """Copy the kfts model directory at `uri` (a path or a URI pyarrow reads) into `model`, checking that it
-    loads. An empty `uri` gives a placeholder (present=False): no previous model."""
-    import os
-
-    import pyarrow.fs
-
-    from kfts import artifact
+    """Copy the kfts model directory at `uri` (a path or a URI, kfts.storage; a champion's prefix: its current
+    version) into `model`, checking that it loads. An empty `uri` gives a placeholder (present=False): no
+    previous model."""
+    from kfts import artifact, storage
     from kfts.errors import InputError
 
     if not uri:
         mark_absent(model)
         return
     try:
-        os.makedirs(model.path, exist_ok=True)
-        pyarrow.fs.copy_files(uri, model.path)
+        storage.copy(uri, model.path)
         manifest = artifact.read_manifest(model.path)
         artifact.load(model.path)
     except InputError as e:
-        e.path = uri
+        if e.path and e.path.startswith(model.path):  # the copy's fault: the champion's
+            e.path = uri + e.path[len(model.path):]
         fail(e)
-    except (OSError, ValueError) as e:
-        fail(f"{uri}: cannot be read ({e})")
     model.metadata.update({"present": True, "source": uri, "algorithm": manifest.get("algorithm")})
 
 
@@ -82,22 +77,16 @@ def choose_champion(challenger_score: float, champion_score: float, higher_is_be
     return better
 
 
-@dsl.component(base_image=IMAGE, install_kfp_package=False)
+@dsl.component(base_image=IMAGE, install_kfp_package=False, additional_funcs=[fail])
 def promote_model(model: Input[Model], uri: str):
-    """Make `model` the champion: copy it to `uri`, where the retraining pipeline reads the champion from.
-    A local directory is replaced in one rename; an object store prefix is emptied, then written."""
-    import os
+    """Make `model` the champion at `uri`, where the retraining pipeline reads the champion from
+    (kfts.storage.promote: an object-store prefix gets the new version beside the old one, then a pointer to it;
+    a local directory is replaced in one rename)."""
+    from kfts import storage
+    from kfts.errors import InputError
 
-    import pyarrow.fs
-
-    from kfts import artifact
-
-    filesystem, path = pyarrow.fs.FileSystem.from_uri(uri)
-    if isinstance(filesystem, pyarrow.fs.LocalFileSystem):
-        with artifact.atomic_directory(path, artifact.FILES) as tmp:
-            pyarrow.fs.copy_files(model.path, os.fspath(tmp))
-    else:
-        filesystem.create_dir(path)
-        filesystem.delete_dir_contents(path, missing_dir_ok=True)
-        pyarrow.fs.copy_files(model.path, uri)
-    print(f"promoted {model.uri} to {uri}")
+    try:
+        promoted = storage.promote(model.path, uri)
+    except InputError as e:
+        fail(e)
+    print(f"promoted {model.uri} to {uri}: {promoted}")

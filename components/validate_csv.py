@@ -9,16 +9,15 @@ from kfts.components.settings import IMAGE, fail, mark_absent, present
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False, additional_funcs=[fail, mark_absent])
 def validate_csv(algorithm: str, uri: str, layout: str, data: Output[Dataset]):
-    """Copy `uri` (a path, or any URI pyarrow reads: s3://, gs://, hdfs://) into `data` and validate it alone.
+    """Copy `uri` (a path, or a URI kfts.storage reads: s3://, minio://, gs://, hdfs://) into `data` and
+    validate it alone.
 
     layout: training (as the algorithm trains on it: for inception-time with labels in the first column),
     inference, or labels (one label per row). `data`'s metadata is the file's summary
     (kfts.validation.describe: rows, length or columns, classes), which check-inputs compares. An empty `uri` is an optional input that was not given: `data`
     becomes a placeholder with metadata present=False.
     """
-    import pyarrow.fs
-
-    from kfts import validation
+    from kfts import storage, validation
     from kfts.algorithms import spec
     from kfts.errors import InputError
 
@@ -30,10 +29,7 @@ def validate_csv(algorithm: str, uri: str, layout: str, data: Output[Dataset]):
     except InputError as e:
         fail(e)
     try:
-        pyarrow.fs.copy_files(uri, data.path)
-    except (OSError, ValueError) as e:  # pyarrow: missing file, unknown scheme, no access
-        fail(f"{uri}: cannot be read ({e})")
-    try:
+        storage.copy(uri, data.path)
         summary = validation.describe(algorithm, data.path, layout, source=uri)
     except InputError as e:
         fail(e)

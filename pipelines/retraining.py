@@ -1,6 +1,7 @@
 """Retraining (champion / challenger), for either algorithm: train a challenger on new data, evaluate it and
 the current model (the champion, a model directory at champion_uri) on the same held-out data, and promote
-the challenger only when it is strictly better: it is copied over champion_uri and, when asked, deployed.
+the challenger only when it is strictly better: it becomes the champion at champion_uri (in an object store a
+new version, then the pointer to it: docs/ARTIFACT.md) and, when asked, is deployed.
 Both scores are recorded (the choose-champion step's metrics). Scheduled as a recurring run
 (`kfts pipeline schedule`), this is scheduled retraining: every run reads the latest data at the same URIs.
 

@@ -27,7 +27,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from kfts import __version__
+from kfts import __version__, storage
 from kfts.errors import InputError, shown
 
 FORMAT_VERSION = 1
@@ -163,20 +163,24 @@ def atomic_directory(target: str | os.PathLike, files: Collection[str]) -> Itera
     shown, target = target, check_output_directory(target, files)
     with _refusal_reported(shown):
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+        storage.remove_stale(target)
+        tmp = Path(tempfile.mkdtemp(prefix=storage.scratch_prefix(target), suffix=storage.PARTIAL, dir=target.parent))
     try:
         yield tmp
         _readable(tmp, 0o777)
         for child in tmp.rglob("*"):
             _readable(child, 0o777 if child.is_dir() else 0o666)
+            storage.synced(child)
+        storage.synced(tmp)
         if target.exists():
             check_output_directory(shown, files)  # again: files may have been put there while this ran
-            old = target.with_name(f".{target.name}.old-{os.getpid()}")
+            old = target.with_name(f"{storage.scratch_prefix(target)}old{storage.PARTIAL}")
             target.rename(old)
             tmp.rename(target)
             shutil.rmtree(old)
         else:
             tmp.rename(target)
+        storage.synced(target.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -201,12 +205,16 @@ def atomic_file(target: str | os.PathLike, mode: str = "w") -> Iterator:
     _check_can_create(real.parent, shown)
     with _refusal_reported(shown):
         real.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{real.name}.", suffix=".partial", dir=real.parent)
+        storage.remove_stale(real)
+        fd, tmp = tempfile.mkstemp(prefix=storage.scratch_prefix(real), suffix=storage.PARTIAL, dir=real.parent)
     try:
         with os.fdopen(fd, mode, **text) as f:
             yield f
+            f.flush()
+            os.fsync(f.fileno())
         _readable(Path(tmp), 0o666)
         os.replace(tmp, real)
+        storage.synced(real.parent)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

@@ -16,6 +16,7 @@ import threading
 from dataclasses import MISSING, fields
 from pathlib import Path
 
+from kfts import storage
 from kfts.errors import InputError
 
 # Modules that add their own subcommands: each has register(subparsers) and sets `func` on its parsers.
@@ -146,11 +147,12 @@ def hyperparameters(args: argparse.Namespace, params_class):
 def cmd_validate(args) -> None:
     from kfts.algorithms import spec
     from kfts.validation import check, describe
-    path, layout = args.file, "inference" if args.inference else "training"
-    summary = describe(args.algorithm, path, layout)  # with a hint when the file looks like the other layout
-    if layout == "training":
-        check(args.algorithm, {"train": summary})  # a classifier's training data needs two classes
-    print(f"ok: {path}: {spec(args.algorithm).summary_line(summary)}")
+    layout = "inference" if args.inference else "training"
+    with storage.staged(args, inputs=("file",)):
+        summary = describe(args.algorithm, args.file, layout)  # with a hint when the file looks like the other layout
+        if layout == "training":
+            check(args.algorithm, {"train": summary})  # a classifier's training data needs two classes
+    print(f"ok: {args.file}: {spec(args.algorithm).summary_line(summary)}")
 
 
 def cmd_train(args) -> None:
@@ -158,16 +160,23 @@ def cmd_train(args) -> None:
     from kfts.training import use_cpu_share
     from kfts.validation import check_files
     params = hyperparameters(args, args.Params)
-    check_files(args.algorithm, {"train": (args.train, "training"), "valid": (args.valid, "training")})
-    use_cpu_share()
-    train(args.algorithm, args.train, args.model_dir, valid_path=args.valid,
-          params=params, init_model=args.init_model,
-          checkpoint_dir=args.checkpoint_dir, seed=args.seed, device=args.device)
+    with storage.staged(args, inputs=("train", "valid", "init_model"), outputs=("model_dir",)):
+        check_files(args.algorithm, {"train": (args.train, "training"), "valid": (args.valid, "training")})
+        use_cpu_share()
+        train(args.algorithm, args.train, args.model_dir, valid_path=args.valid,
+              params=params, init_model=args.init_model,
+              checkpoint_dir=args.checkpoint_dir, seed=args.seed, device=args.device)
     if int(os.environ.get("RANK", 0)) == 0:  # under torchrun, the process that wrote it
         print(f"model written to {args.model_dir}")
 
 
 def cmd_predict(args) -> None:
+    with storage.staged(args, inputs=("model_dir", "input"), outputs=("output",)):
+        rows = _predict(args)
+    print(f"{rows} rows predicted into {args.output}")
+
+
+def _predict(args) -> int:
     from kfts.algorithms import load_model, spec
     from kfts.predict import write_predictions
     from kfts.training import use_cpu_share
@@ -184,19 +193,19 @@ def cmd_predict(args) -> None:
     use_cpu_share()
     model = load_model(args.model_dir, device=args.device)
     options = {name: getattr(args, name) for name in algorithm.predict_options}
-    rows = write_predictions(model, args.input, args.output, **options)  # streamed: any file size
-    print(f"{rows} rows predicted into {args.output}")
+    return write_predictions(model, args.input, args.output, **options)  # streamed: any file size
 
 
 def cmd_evaluate(args) -> None:
     from kfts.evaluation import evaluate, headline
     from kfts.training import metric_line, use_cpu_share
     from kfts.validation import check_files, read_manifest
-    manifest = read_manifest(args.model_dir)
-    check_files(manifest["algorithm"], evaluation_files(manifest["algorithm"], args.input, args.labels),
-                model=manifest)
-    use_cpu_share()
-    metrics = evaluate(args.model_dir, args.input, args.output_dir, labels=args.labels, device=args.device)
+    with storage.staged(args, inputs=("model_dir", "input", "labels"), outputs=("output_dir",)):
+        manifest = read_manifest(args.model_dir)
+        check_files(manifest["algorithm"], evaluation_files(manifest["algorithm"], args.input, args.labels),
+                    model=manifest)
+        use_cpu_share()
+        metrics = evaluate(args.model_dir, args.input, args.output_dir, labels=args.labels, device=args.device)
     print(metric_line(headline(metrics)))
     print(f"metrics and report written to {Path(args.output_dir)}")
 
