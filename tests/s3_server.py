@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import urllib.request
 from dataclasses import dataclass, field
 
 import boto3
@@ -47,6 +48,8 @@ class S3Server:
                                    threaded=True, request_handler=_Quiet)
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        # moto's backends live in this process: start from an empty store, as a new server would
+        urllib.request.urlopen(urllib.request.Request(f"{self.url}/moto-api/reset", method="POST")).close()
         admin = dict(endpoint_url=self.url, region_name=REGION, aws_access_key_id="setup", aws_secret_access_key="setup")
         iam = boto3.client("iam", **admin)
         # the three calls that create the key go unchecked; every request after them must be signed with it

@@ -180,7 +180,7 @@ def test_the_deploy_step_gives_kserve_the_champions_current_version(in_pod, mode
     for a champion is its pointer and every version, with no kfts-model.json at /mnt/models: the deploy step
     names the version. Its model input is a champion as KFP's launcher hands one over: downloaded whole, at
     minio://."""
-    from kube_standin import KubeStandIn
+    from kube_standin import KServe, KubeStandIn
     s3 = in_pod
     version = storage.promote(str(models / "new"), f"s3://{BUCKET}/served").rsplit("/", 2)[-2:]
     local = tmp_path / "artifact"
@@ -189,11 +189,10 @@ def test_the_deploy_step_gives_kserve_the_champions_current_version(in_pod, mode
         (local / key).write_bytes(s3.client.get_object(Bucket=BUCKET, Key=key)["Body"].read())
     model = Model(uri=f"minio://{BUCKET}/served")
     model._set_custom_path(str(local / "served"))  # where KFP's launcher put the download
-    ready = {"url": "http://it.default.example", "conditions": [{"type": "Ready", "status": "True"}]}
-    with KubeStandIn(statuses=[ready]) as cluster:
+    with KubeStandIn(kserve=KServe("Standard")) as cluster:
         cluster.kubeconfig(tmp_path / "kubeconfig")
         monkeypatch.setenv("KUBECONFIG", str(tmp_path / "kubeconfig"))
-        assert deploy.python_func(model=model, name="it", runtime="kfts") == ready["url"]
+        assert deploy.python_func(model=model, name="it", runtime="kfts") == "http://it.default.example"
     [created] = cluster.sent("POST")
     assert created["spec"]["predictor"]["model"]["storageUri"] == f"s3://{BUCKET}/served/{'/'.join(version)}"
 

@@ -253,8 +253,9 @@ def promote(model: str, destination: str) -> str:
     import pyarrow.fs
 
     from kfts import artifact
+    from kfts.algorithms import load_model
     with local_copy(model) as source:
-        artifact.load(source)  # a complete, readable model, before anything is written
+        load_model(source, device="cpu")  # a complete model that loads, before anything is written
         fs, path = filesystem(destination)
         if isinstance(fs, pyarrow.fs.LocalFileSystem):
             with artifact.atomic_directory(path, artifact.FILES) as tmp:
