@@ -70,7 +70,7 @@ def render_serving_runtime(*, image: str, gpu: bool = False, name: str | None = 
         "args": [f"--model-dir={MODEL_DIR}", "--model-name={{.Name}}", f"--http-port={HTTP_PORT}",
                  f"--grpc-port={GRPC_PORT}", f"--device={'cuda' if gpu else 'cpu'}"],
         **_ports(mode, expose_grpc=False),
-        "resources": _resources(cpu, memory, gpus=1 if gpu else 0),
+        "resources": container_resources(cpu, memory, gpus=1 if gpu else 0),
     }
     if mode == "standard":  # Knative probes its one port itself, which an InferenceService may make gRPC's
         container["readinessProbe"] = _readiness()
@@ -133,7 +133,7 @@ def render_inference_service(*, name: str, model_uri: str, image: str | None = N
         if not 1 <= canary_traffic_percent <= 99:
             raise InputError(f"--canary-traffic-percent {canary_traffic_percent}: from 1 to 99")
 
-    resources = _resources(cpu, memory, gpus=gpus if gpu else 0)
+    resources = container_resources(cpu, memory, gpus=gpus if gpu else 0)
     ports = _ports(mode, expose_grpc)
     if image is None:
         model = {"modelFormat": dict(MODEL_FORMAT)}
@@ -250,7 +250,9 @@ def _check_name(name: str, flag: str) -> None:
                          "with a letter")
 
 
-def _resources(cpu: str, memory: str, gpus: int) -> dict:
+def container_resources(cpu: str, memory: str, gpus: int) -> dict:
+    """A container's requests and limits: the same CPU and memory for both (the Guaranteed class, which
+    LimitRange and ResourceQuota namespaces admit), `gpus` GPUs."""
     resources = {"requests": {"cpu": cpu, "memory": memory}, "limits": {"cpu": cpu, "memory": memory}}
     if gpus:
         resources["limits"]["nvidia.com/gpu"] = str(gpus)  # a quantity, as `kubectl` prints it

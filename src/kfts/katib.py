@@ -122,12 +122,12 @@ def _word(value) -> str:
 def _fill_pod(pod: dict, *, command: str, image: str | None, gpus: int, cpu: str, memory: str,
               storage_secret: str | None, service_account: str | None) -> None:
     """The trial pod's image, command, resources and identity; its security context is the template's."""
-    from kfts.deploy import GPU_TOLERATIONS, _resources
+    from kfts.deploy import GPU_TOLERATIONS, container_resources
     from kfts.images import component_image
     container = pod["containers"][0]
     container["image"] = image or component_image(gpu=gpus > 0)
     container["args"] = [command]
-    container["resources"] = _resources(cpu, memory, gpus=gpus)
+    container["resources"] = container_resources(cpu, memory, gpus=gpus)
     if gpus > 0:
         pod["tolerations"] = [dict(t) for t in GPU_TOLERATIONS]
     if storage_secret:
