@@ -7,6 +7,7 @@ import logging
 import time
 
 import numpy as np
+import orjson
 import pytest
 from conftest import free_port, write_csv
 from helpers import tiny_inception_time
@@ -71,9 +72,10 @@ def test_batcher_failure_reaches_every_waiter_and_the_next_batch_runs():
     asyncio.run(run())
 
 
-def guard_call(chunks: list[bytes], headers: dict[str, str], app=None, max_bytes: int = 10):
-    """One request through RequestGuard to `app` (default: one that answers 200): (status, response headers,
-    bodies the app received, the scope it saw)."""
+def guard_call(chunks: list[bytes], headers: dict[str, str], app=None, max_bytes: int = 10, admission=None):
+    """One request through RequestGuard to `app` (default: one that answers 200), under `admission` (default: a
+    budget of 1 MiB): (status, response headers, bodies the app received, the scope it saw)."""
+    from kfts.serving.admission import Admission
     from kfts.serving.server import RequestGuard
     sent, received, seen = [], [], {}
 
@@ -95,7 +97,8 @@ def guard_call(chunks: list[bytes], headers: dict[str, str], app=None, max_bytes
 
     scope = {"type": "http", "method": "POST", "path": "/v1/models/m:predict",
              "headers": [(k.encode(), v.encode()) for k, v in headers.items()]}
-    asyncio.run(RequestGuard(app or ok, max_bytes=max_bytes)(scope, receive, send))
+    admission = admission or Admission(2**20)
+    asyncio.run(RequestGuard(app or ok, max_bytes=max_bytes, admission=admission)(scope, receive, send))
     if not sent:
         return None, {}, received, seen
     return sent[0]["status"], {k.decode(): v.decode() for k, v in sent[0]["headers"]}, received, seen
@@ -231,7 +234,7 @@ def test_the_predictor_loads_its_model_for_the_device_asked_for(monkeypatch, tin
     if expected == "cpu":
         assert predictor.load() and predictor.model.device_.type == "cpu"
         answer = asyncio.run(predictor.predict({"instances": np.zeros((2, 8)).tolist()}, {}, {}))
-        assert len(answer["predictions"]) == 2
+        assert len(orjson.loads(answer)["predictions"]) == 2
     else:  # the model is set up for the GPU; its first call (the warm-up) then needs one, which is not here
         with pytest.raises((AssertionError, RuntimeError), match="(?i)cuda|nvidia"):
             predictor.load()

@@ -58,8 +58,8 @@ def rest_mistakes() -> list[tuple[str, str, str, bytes, dict, int]]:
         ("csv nan", "POST", v1, b",".join([b"nan"] * LENGTH) + b"\n", {"content-type": "text/csv"}, 400),
         ("csv ragged", "POST", v1, b"1,2\n3\n", {"content-type": "text/csv"}, 400),
         ("too large", "POST", v1, b"1" + b",1" * (LENGTH - 1) + b"\n" * 60000, {"content-type": "text/csv"}, 413),
-        ("v2 malformed json", "POST", v2, b'{"inputs": [', as_json, 422),
-        ("v2 wrong schema", "POST", v2, b'{"inputz": []}', as_json, 422),
+        ("v2 malformed json", "POST", v2, b'{"inputs": [', as_json, 400),
+        ("v2 wrong schema", "POST", v2, b'{"inputz": []}', as_json, 400),
         ("v2 nan", "POST", v2, json.dumps({"inputs": [{**tensor, "data": ["NaN"] + row[1:]}]}).encode(), as_json, 400),
         ("v2 bytes", "POST", v2, json.dumps({"inputs": [{**tensor, "datatype": "BYTES", "data": ["a"] * LENGTH}]})
          .encode(), as_json, 400),

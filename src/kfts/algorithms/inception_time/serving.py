@@ -1,12 +1,14 @@
-"""InceptionTime in the predictor: one series per row, [n, length]; answers `label` (+ `probabilities` and
-`classes` when asked). Rows are independent, so concurrent requests are batched together."""
+"""InceptionTime in the predictor: one series per row, [n, length]; answers `label`, `probabilities` and `classes`
+(V1: the label, and the probabilities when asked). Rows are independent, so concurrent requests are batched together."""
 
 from __future__ import annotations
+
+from typing import Iterator
 
 import numpy as np
 
 from kfts.errors import InputError
-from kfts.serving.adapter import Adapter
+from kfts.serving.adapter import Adapter, chunks
 
 
 class InceptionTimeAdapter(Adapter):
@@ -21,9 +23,6 @@ class InceptionTimeAdapter(Adapter):
                 {"name": "probabilities", "datatype": "FP32", "shape": [-1, n]},
                 {"name": "classes", "datatype": "BYTES", "shape": [n]}]
 
-    def default_outputs(self, options: dict) -> list[str]:
-        return ["label", "probabilities", "classes"] if options.get("probabilities") else ["label"]
-
     def check(self, values: np.ndarray, where: str) -> None:
         if values.shape[1] != self.model.length:
             raise InputError(f"rows have {values.shape[1]} time steps, the model was trained on "
@@ -37,14 +36,15 @@ class InceptionTimeAdapter(Adapter):
         return {"label": classes[proba.argmax(axis=1)].astype(object), "probabilities": proba.astype(np.float32),
                 "classes": classes.astype(object)}
 
-    def v1(self, proba: np.ndarray, options: dict) -> list:
+    def v1(self, proba: np.ndarray, options: dict) -> Iterator[list]:
         """A label per series, or with probabilities {"label", "probabilities": {class: p}}."""
         classes = self.model.classes
-        labels = classes[proba.argmax(axis=1)].tolist()
-        if not options.get("probabilities"):
-            return labels
-        return [{"label": label, "probabilities": dict(zip(classes.tolist(), row.tolist()))}
-                for label, row in zip(labels, proba)]
+        names = classes.tolist()
+        for rows in chunks(len(proba)):
+            labels = classes[proba[rows].argmax(axis=1)].tolist()
+            yield (labels if not options.get("probabilities") else
+                   [{"label": label, "probabilities": dict(zip(names, p))} for label, p in zip(labels,
+                                                                                          proba[rows].tolist())])
 
     def warm_up(self, max_batch_size: int) -> None:
         for n in sorted({1, max_batch_size}):
