@@ -57,6 +57,11 @@ class Adapter:
         """The model's shape rules for a request's rows, raised as an InputError (a 400) naming `where`, so
         that one bad request cannot spoil a batch."""
 
+    def memory(self, rows: int, columns: int) -> int:
+        """Bytes that a request of `rows` x `columns` values may take in its model call and its answer, at most
+        (the predictor's memory budget, kfts.serving.admission): by default 64 bytes per value."""
+        return 64 * rows * columns
+
     def compute(self, values: np.ndarray, options: dict):
         """The model call (on the predictor's worker thread)."""
         raise NotImplementedError

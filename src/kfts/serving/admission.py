@@ -1,25 +1,30 @@
-"""The predictor's memory budget: how many bytes of request bodies it answers at once (`--max-inflight-mb`).
+"""The predictor's memory budget (`kfts serve --max-inflight-mb`): the memory that the requests being answered
+may take together, each by an estimate made before it takes it.
 
-A request holds its body's size of the budget (at least MIN_CHARGE: its headers, objects and answer) from
-before its body is read until its answer is sent; one that does not fit is refused at once, 503 with
-Retry-After (gRPC: UNAVAILABLE), for the client to retry, instead of being read and pushing the pod past its
-memory limit. Requests are answered on one event loop, so the count needs no lock.
-
-A request takes more memory than its body: decoded values, the model's arrays, the answer (an LSTM-AD V1 JSON
-answer is many times its request, one object per time step). EXPANSION bounds that ratio, measured with
-benchmarks/serving_faults.py's storm; the default budget is what leaves EXPANSION times the budget free under
-the container's memory limit.
+A request holds, from before its body is read until its answer is sent (a Ticket):
+- its body's size x DECODE_EXPANSION (JSON, gRPC typed contents) or x BINARY_EXPANSION (binary tensor data,
+  gRPC raw contents, CSV), at least MIN_CHARGE: what reading and decoding it may take;
+- once its values are decoded, what its rows take in the model call and in the answer, by its algorithm's
+  estimate (Adapter.memory).
+A request that does not fit beside those being answered is refused at once, 503 with Retry-After (gRPC:
+UNAVAILABLE), for the client to retry, instead of pushing the pod past its memory limit; one that would not fit
+even alone gets 413 (gRPC: RESOURCE_EXHAUSTED): it needs fewer rows. Requests are answered on one event loop,
+so the counts need no lock.
 """
 
 from __future__ import annotations
 
 import logging
+from contextvars import ContextVar
 from pathlib import Path
 
 logger = logging.getLogger("kfts.serving")
 
 MIN_CHARGE = 64 * 2**10
-EXPANSION = 24  # peak resident bytes per byte of body in flight, the worst encoding (see the module's docstring)
+# memory per byte of body while it is decoded, at most: JSON's Python objects (a one-digit value in a row of its
+# own takes a list of 64 bytes for 4 bytes of text), the values' array and their checks
+DECODE_EXPANSION = 20
+BINARY_EXPANSION = 4  # the body, its tensor's bytes, the values as float32
 HEADROOM = 0.9  # of the memory limit: the allocator's fragmentation and what the runtime needs besides requests
 RETRY_AFTER_S = 1
 CGROUP_LIMITS = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")  # cgroup v2, v1
@@ -31,38 +36,82 @@ class Overloaded(Exception):
     retry_after_s = RETRY_AFTER_S
 
 
+class TooLarge(Exception):
+    """A request that needs more than the whole budget: 413, gRPC RESOURCE_EXHAUSTED."""
+
+
 class Admission:
     """The budget of `limit` bytes that the requests being answered share."""
 
     def __init__(self, limit: int):
         self.limit, self.held = limit, 0
 
-    def admit(self, size: int) -> int:
-        """Hold `size` bytes (at least MIN_CHARGE) for a request: what to release() once it is answered;
-        Overloaded when they do not fit beside the requests held already."""
-        size = max(size, MIN_CHARGE)
-        if self.held + size > self.limit:
-            raise Overloaded(f"the predictor is answering all the requests its memory allows (kfts serve "
-                             f"--max-inflight-mb {self.limit / 2**20:g}): retry in {RETRY_AFTER_S} s")
-        self.held += size
-        return size
+    def enter(self, body_size: int, binary: bool) -> "Ticket":
+        """A request's ticket, holding what decoding a body of `body_size` bytes may take: `binary` (raw
+        tensor data or CSV) or JSON-like (decoded into Python objects)."""
+        ticket = Ticket(self)
+        ticket.add(decoding(body_size, binary))
+        return ticket
 
-    def release(self, size: int) -> None:
-        self.held -= size
+
+class Ticket:
+    """What one request holds of the budget; close() gives it back."""
+
+    def __init__(self, admission: Admission):
+        self.admission, self.held = admission, 0
+
+    def add(self, size: int) -> None:
+        """Hold `size` bytes more, or raise TooLarge / Overloaded holding nothing more."""
+        budget = self.admission
+        if self.held + size > budget.limit:
+            raise TooLarge(f"this request needs about {(self.held + size) / 2**20:.0f} MiB of memory, more than "
+                           f"the predictor has for all requests (kfts serve --max-inflight-mb "
+                           f"{budget.limit / 2**20:.0f}): send fewer rows per request")
+        if budget.held + size > budget.limit:
+            raise Overloaded(f"the predictor is answering all the requests its memory allows (kfts serve "
+                             f"--max-inflight-mb {budget.limit / 2**20:.0f}): retry in {RETRY_AFTER_S} s")
+        budget.held += size
+        self.held += size
+
+    def close(self) -> None:
+        self.admission.held -= self.held
+        self.held = 0
+
+
+def decoding(body_size: int, binary: bool) -> int:
+    """What decoding a body may take."""
+    return max(body_size * (BINARY_EXPANSION if binary else DECODE_EXPANSION), MIN_CHARGE)
+
+
+# the ticket of the request being answered, set by the server (RequestGuard, GrpcErrors) for its task
+CURRENT: ContextVar[Ticket | None] = ContextVar("kfts_request_ticket", default=None)
+
+
+def hold(size: int) -> None:
+    """The request being answered needs `size` bytes more (its rows' estimate): TooLarge or Overloaded when they
+    do not fit. Nothing outside a server's request (a KftsModel called in-process)."""
+    ticket = CURRENT.get()
+    if ticket is not None:
+        ticket.add(size)
+
+
+def smallest_limit(max_payload: int) -> int:
+    """The least budget that a body of the largest size (--max-payload-mb) fits in."""
+    return decoding(max_payload, binary=False)
 
 
 def default_limit(max_payload: int) -> int:
-    """The default budget in bytes: (the container's memory limit x HEADROOM - what the process holds now,
-    its model loaded) / EXPANSION, and at least one request of the largest size (with a warning when the
-    memory does not allow it). Without a cgroup limit (a laptop, a test), the limit is that of the rendered
-    manifest (kfts deploy render --memory's default), so that a local server behaves as the pod will."""
+    """The default budget in bytes: the container's memory limit x HEADROOM, less what the process holds now
+    (its model loaded and warmed up), and at least smallest_limit() (with a warning when the memory does not
+    allow it). Without a cgroup limit (a laptop, a test), the limit is that of the rendered manifest (kfts
+    deploy render --memory's default), so that a local server behaves as the pod will."""
     limit = cgroup_memory_limit() or rendered_memory_limit()
-    budget = int((limit * HEADROOM - resident_bytes()) / EXPANSION)
-    if budget < max_payload:
-        logger.warning("the memory limit (%d MiB) leaves room for %d MiB of requests at once, less than one "
-                       "request of --max-payload-mb: lower --max-payload-mb or raise the memory limit",
-                       limit >> 20, max(budget, 0) >> 20)
-        return max_payload
+    budget = int(limit * HEADROOM - resident_bytes())
+    if budget < smallest_limit(max_payload):
+        logger.warning("the memory limit (%d MiB) leaves %d MiB for requests, less than a body of --max-payload-mb "
+                       "may take to decode: lower --max-payload-mb or raise the memory limit", limit >> 20,
+                       max(budget, 0) >> 20)
+        return smallest_limit(max_payload)
     return budget
 
 

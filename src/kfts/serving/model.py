@@ -48,7 +48,7 @@ from kfts import csvio
 from kfts.algorithms import load_model, of
 from kfts.errors import InputError
 from kfts.serving import clip, metrics
-from kfts.serving.admission import Overloaded
+from kfts.serving.admission import Overloaded, hold
 
 logger = logging.getLogger("kfts.serving")
 
@@ -123,15 +123,16 @@ class KftsModel(Model):
     async def _predict_csv(self, body: bytes, headers: dict) -> str:
         options = self._options(headers)
         algorithm, m = self.algorithm, self.model
-        # parsed off the event loop too; read_inference: the same checks and messages as `kfts predict`
-        rows = body.count(b"\n") + (not body.endswith(b"\n"))
-        return await self._run(lambda: algorithm.predictions_csv(m, algorithm.read_inference(m, csvio.CsvBytes(body)),
-                                                                 **options), rows)
+        # read_inference: the same checks and messages as `kfts predict`
+        values = await asyncio.to_thread(algorithm.read_inference, m, csvio.CsvBytes(body))
+        self._hold(values)
+        return await self._run(lambda: algorithm.predictions_csv(m, values, **options), len(values))
 
     async def _predict_v1(self, body: bytes | dict, headers: dict) -> memoryview:
         """The V1 answer's JSON. The body is decoded and checked, and the answer written, off the event loop."""
         options = self._options(headers)
         values = await asyncio.to_thread(self._v1_values, body)
+        self._hold(values)
         computed = await self._compute(values, options)
         return await asyncio.to_thread(lambda: _json_predictions(self.adapter.v1(computed, options)))
 
@@ -156,6 +157,7 @@ class KftsModel(Model):
             if name not in names:
                 raise InvalidInput(f"outputs: no output {clip(repr(name))}; this model answers {', '.join(names)}")
         values = await asyncio.to_thread(self._v2_request_values, request)
+        self._hold(values)
         arrays = self.adapter.outputs(await self._compute(values, options), options)
         # no outputs named: every output the model has, as the Open Inference Protocol says
         outputs = _v2_outputs(request, arrays, asked or names)
@@ -171,6 +173,10 @@ class KftsModel(Model):
         values = _v2_values(tensor, self.adapter.univariate, typed=request.from_grpc)
         self.adapter.check(values, f"input {clip(repr(tensor.name))}")
         return values
+
+    def _hold(self, values: np.ndarray) -> None:
+        """The request's share of the memory budget for its rows' model call and answer (admission.hold)."""
+        hold(self.adapter.memory(*values.shape))
 
     def _options(self, headers: dict, parameters: dict | None = None) -> dict:
         """The request options the adapter knows, from the V2 request parameters, else the headers kfts-NAME."""

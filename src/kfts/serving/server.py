@@ -49,7 +49,8 @@ from starlette.responses import JSONResponse, Response
 
 from kfts.errors import InputError
 from kfts.serving import clip
-from kfts.serving.admission import MIN_CHARGE, Admission, Overloaded, default_limit
+from kfts.serving.admission import (CURRENT, MIN_CHARGE, Admission, Overloaded, TooLarge, decoding,
+                                   default_limit, smallest_limit)
 
 logger = logging.getLogger("kfts.serving")
 
@@ -58,7 +59,7 @@ REFUSALS = {InvalidInput: (400, StatusCode.INVALID_ARGUMENT), ModelNotFound: (40
             UnsupportedProtocol: (501, StatusCode.UNIMPLEMENTED),
             NotImplementedError: (501, StatusCode.UNIMPLEMENTED), ModelNotReady: (503, StatusCode.UNAVAILABLE),
             ServerNotReady: (503, StatusCode.UNAVAILABLE), ServerNotLive: (503, StatusCode.UNAVAILABLE),
-            Overloaded: (503, StatusCode.UNAVAILABLE)}
+            Overloaded: (503, StatusCode.UNAVAILABLE), TooLarge: (413, StatusCode.RESOURCE_EXHAUSTED)}
 MESSAGE = 500  # characters of a refusal's message that its answer and its log line show
 
 
@@ -105,18 +106,22 @@ class RequestGuard:
         declared = int(declared) if declared is not None and declared.isdigit() else None
         if declared is not None and declared > self.max_bytes:
             return await self._refuse(scope, send, request_id, 413, self._too_large())
-        held = 0
-        if scope["method"] in ("POST", "PUT"):  # bodies; health probes and metadata are never refused
-            try:  # a body of unknown length holds the largest size until it is read
-                held = self.admission.admit(self.max_bytes if declared is None else declared)
-            except Overloaded as e:
-                return await self._refuse(scope, send, request_id, 503, e)
+        if scope["method"] not in ("POST", "PUT"):  # no body: health probes and metadata are never refused
+            return await self._answer(scope, receive, send, request_id, declared, False)
+        media_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        binary = INFERENCE_CONTENT_LENGTH_HEADER.encode() in headers or media_type == b"text/csv"
+        try:  # a body of unknown length holds what the largest one would until it is read
+            ticket = self.admission.enter(self.max_bytes if declared is None else declared, binary)
+        except (Overloaded, TooLarge) as e:
+            return await self._refuse(scope, send, request_id, REFUSALS[type(e)][0], e)
+        token = CURRENT.set(ticket)  # for the model's estimate of its rows (admission.hold)
         try:
-            await self._answer(scope, receive, send, request_id, declared, held)
+            await self._answer(scope, receive, send, request_id, declared, binary)
         finally:
-            self.admission.release(held)
+            CURRENT.reset(token)
+            ticket.close()
 
-    async def _answer(self, scope, receive, send, request_id: str, declared: int | None, held: int) -> None:
+    async def _answer(self, scope, receive, send, request_id: str, declared: int | None, binary: bool) -> None:
         chunks, size, more = [], 0, True
         while more:
             message = await receive()
@@ -128,9 +133,10 @@ class RequestGuard:
                 return await self._refuse(scope, send, request_id, 413, self._too_large())
             more = message.get("more_body", False)
         body = b"".join(chunks)
-        if held and declared is None:  # now the size is known: hold that (less, on the same loop: no await)
-            self.admission.release(held)
-            held = self.admission.admit(size)
+        ticket = CURRENT.get()
+        if ticket is not None and declared is None:  # the size is known now: hold what it takes (less)
+            ticket.close()
+            ticket.add(decoding(size, binary))
         sent, started = False, False
 
         async def replay():
@@ -342,17 +348,18 @@ class GrpcErrors(AsyncExceptionToStatusInterceptor):
         self.admission = admission
 
     async def intercept(self, method, request, context, method_name):
-        held = 0
-        if self.admission is not None and hasattr(request, "ByteSize"):  # a request message, not a stream
-            try:
-                held = self.admission.admit(request.ByteSize())
-            except Overloaded as e:
-                await self.handle_exception(e, request, context, method_name)
+        if self.admission is None or not method_name.endswith("/ModelInfer"):  # health, metadata: never refused
+            return await super().intercept(method, request, context, method_name)
+        try:
+            ticket = self.admission.enter(request.ByteSize(), binary=bool(request.raw_input_contents))
+        except (Overloaded, TooLarge) as e:
+            await self.handle_exception(e, request, context, method_name)
+        token = CURRENT.set(ticket)  # for the model's estimate of its rows (admission.hold)
         try:
             return await super().intercept(method, request, context, method_name)
         finally:
-            if held:
-                self.admission.release(held)
+            CURRENT.reset(token)
+            ticket.close()
 
     async def handle_exception(self, ex, request, context, method_name):
         if isinstance(ex, GrpcException):
@@ -447,16 +454,17 @@ def configure_server_logging() -> None:
 def serve(model_dir: str, *, model_name: str = "model", host: str | None = None, http_port: int = 8080,
           grpc_port: int = 8081, device: str = "auto", max_batch_size: int = 64, max_batch_wait_ms: float = 2.0,
           max_payload_mb: float = 16.0, max_inflight_mb: float | None = None) -> None:
-    """max_inflight_mb: the memory budget, MiB of request bodies answered at once (admission.py); None: derived
-    from the memory limit."""
+    """max_inflight_mb: the memory that requests may take at once (admission.py); None: what the memory limit
+    leaves."""
     if not os.path.isdir(model_dir):
         raise InputError("no such model directory (KServe mounts the storageUri at /mnt/models)", path=model_dir)
     for name, value in (("--max-batch-size", max_batch_size), ("--max-payload-mb", max_payload_mb)):
         if not value > 0:
             raise InputError(f"{name} must be positive, not {value}")
-    if max_inflight_mb is not None and not max_inflight_mb >= max_payload_mb:
-        raise InputError(f"--max-inflight-mb ({max_inflight_mb:g}) must be at least --max-payload-mb "
-                         f"({max_payload_mb:g}): a request of the largest size must fit")
+    least = smallest_limit(int(max_payload_mb * 2**20)) / 2**20
+    if max_inflight_mb is not None and not max_inflight_mb >= least:
+        raise InputError(f"--max-inflight-mb must be at least {least:g} (what decoding a body of --max-payload-mb "
+                         f"{max_payload_mb:g} may take), not {max_inflight_mb:g}")
     if max_batch_wait_ms < 0:
         raise InputError(f"--max-batch-wait-ms must be 0 or more, not {max_batch_wait_ms}")
     if host is not None and not host.strip():
@@ -474,7 +482,7 @@ def serve(model_dir: str, *, model_name: str = "model", host: str | None = None,
     # measured with the model loaded: the default budget is what the memory limit leaves beside it
     admission = Admission(default_limit(max_bytes) if max_inflight_mb is None else int(max_inflight_mb * 2**20))
     model.worker.max_waiting = admission.limit // MIN_CHARGE  # as many as the budget admits at once
-    logger.info("answering up to %.0f MiB of request bodies at once (--max-inflight-mb)", admission.limit / 2**20)
+    logger.info("requests may take %.0f MiB of memory at once (--max-inflight-mb)", admission.limit / 2**20)
     model_server.app.add_middleware(RequestGuard, max_bytes=max_bytes, admission=admission)
     # the gRPC server takes its message limits from KServe's parsed flags. Requests are capped; answers are
     # not, as over REST: they are a small multiple of their request (LSTM-AD's score, reconstruction and flag

@@ -7,6 +7,7 @@ from typing import Iterator
 
 import numpy as np
 
+from kfts.algorithms.inception_time.estimator import INFERENCE_BATCH
 from kfts.errors import InputError
 from kfts.serving.adapter import Adapter, chunks
 
@@ -27,6 +28,14 @@ class InceptionTimeAdapter(Adapter):
         if values.shape[1] != self.model.length:
             raise InputError(f"rows have {values.shape[1]} time steps, the model was trained on "
                              f"{self.model.length}", path=where, row=1)
+
+    def memory(self, rows: int, columns: int) -> int:
+        """A model call's activations (every module's four branches of `filters` channels, fp32, in each network,
+        for up to INFERENCE_BATCH series at a time, twice over: an upper bound of what was measured) and a small
+        answer per series."""
+        p = self.model.params
+        per_series = 2 * p.models * p.depth * 4 * p.filters * columns * 4
+        return min(rows, INFERENCE_BATCH) * per_series + rows * (64 + 32 * len(self.model.classes))
 
     def compute(self, values: np.ndarray, options: dict) -> np.ndarray:
         return self.model.predict_proba(values)

@@ -46,6 +46,11 @@ class LstmADAdapter(Adapter):
                              f"{self.model.n_series}", path=where, row=1)
         self.model.check_scorable(values, where)
 
+    def memory(self, rows: int, columns: int) -> int:
+        """A request is scored in one call: its arrays grow with its time steps, by the hidden units and by the
+        series (an upper bound of what was measured in seed scoring, with the V1 answer's JSON)."""
+        return rows * (2 * self.model.params.hidden_size + 160 * columns + 64)
+
     def compute(self, values: np.ndarray, options: dict):
         return self.model.score(values, options.get("context_rows", 0))
 
