@@ -120,7 +120,11 @@ def rendered_memory_limit() -> int:
     import inspect
 
     from kfts.deploy import render_inference_service
-    quantity = inspect.signature(render_inference_service).parameters["memory"].default  # e.g. "2Gi"
+    return memory_bytes(inspect.signature(render_inference_service).parameters["memory"].default)
+
+
+def memory_bytes(quantity: str) -> int:
+    """A Kubernetes memory quantity ("2Gi", "512M", "1000000") in bytes."""
     number, unit = quantity.rstrip("KMGTi"), quantity.lstrip("0123456789.")
     return int(float(number) * {"": 1, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40,
                                 "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}[unit])

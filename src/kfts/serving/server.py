@@ -45,7 +45,7 @@ from kserve.protocol.rest.server import RESTServer
 from kserve.utils.utils import to_headers
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from kfts.errors import InputError
 from kfts.serving import clip
@@ -215,7 +215,7 @@ class RestRoutes:
         """The model decodes the V1 body (JSON or CSV) itself, and answers bytes with their Content-Type."""
         body, headers = await self._read(model_name, request)
         answer, answer_headers = await self.dataplane.infer(model_name=model_name, request=body, headers=headers)
-        return Response(answer, headers=answer_headers)
+        return _send(answer, answer_headers)
 
     async def v2_infer(self, model_name: str, request: Request) -> Response:
         body, headers = await self._read(model_name, request)
@@ -227,7 +227,7 @@ class RestRoutes:
         answer_headers["content-type"] = "application/json" if json_length is None else "application/octet-stream"
         if json_length is not None:
             answer_headers[INFERENCE_CONTENT_LENGTH_HEADER] = str(json_length)
-        return Response(content, headers=answer_headers)
+        return _send(content, answer_headers)
 
     async def _read(self, model_name: str, request: Request) -> tuple[bytes, dict]:
         if not await self.dataplane.model_ready(model_name, True):  # ModelNotFound for an unknown name
@@ -235,6 +235,17 @@ class RestRoutes:
         return await request.body(), dict(request.headers)
 
 
+def _send(content: bytes | memoryview | str, headers: dict) -> Response:
+    """An answer, sent SEND_CHUNK bytes at a time when larger: the socket's write buffer would otherwise take a
+    copy of all that the client has not read yet."""
+    content = memoryview(content.encode() if isinstance(content, str) else content).cast("B")
+    if len(content) <= SEND_CHUNK:
+        return Response(content, headers=headers)
+    chunks = (content[i:i + SEND_CHUNK] for i in range(0, len(content), SEND_CHUNK))
+    return StreamingResponse(chunks, headers={**headers, "content-length": str(len(content))})
+
+
+SEND_CHUNK = 2**20
 # the Open Inference Protocol's request, field by field: (JSON type, required)
 REQUEST = {"id": (str, False), "parameters": (dict, False), "inputs": (list, True), "outputs": (list, False)}
 REQUEST_INPUT = {"name": (str, True), "shape": (list, True), "datatype": (str, True), "parameters": (dict, False),
@@ -451,6 +462,18 @@ def configure_server_logging() -> None:
     warnings.filterwarnings("ignore", category=FastAPIDeprecationWarning)
 
 
+def fewer_malloc_arenas() -> None:
+    """glibc gives each thread that allocates its own arena (up to 8 per core), and memory freed in one is not
+    reused by another: with requests decoded on several threads, resident memory would grow past what the
+    requests hold at once. Two arenas, as is usual for Python servers (MALLOC_ARENA_MAX=2). Elsewhere nothing."""
+    import ctypes
+    import ctypes.util
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt(-8, 2)  # M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass
+
+
 def serve(model_dir: str, *, model_name: str = "model", host: str | None = None, http_port: int = 8080,
           grpc_port: int = 8081, device: str = "auto", max_batch_size: int = 64, max_batch_wait_ms: float = 2.0,
           max_payload_mb: float = 16.0, max_inflight_mb: float | None = None) -> None:
@@ -476,6 +499,7 @@ def serve(model_dir: str, *, model_name: str = "model", host: str | None = None,
 
     configure_server_logging()
     use_cpu_share()
+    fewer_malloc_arenas()
     model = KftsModel(model_name, model_dir, device=device, max_batch_size=max_batch_size,
                       max_batch_wait=max_batch_wait_ms / 1000)
     model.load()

@@ -48,8 +48,9 @@ class LstmADAdapter(Adapter):
 
     def memory(self, rows: int, columns: int) -> int:
         """A request is scored in one call: its arrays grow with its time steps, by the hidden units and by the
-        series (an upper bound of what was measured in seed scoring, with the V1 answer's JSON)."""
-        return rows * (2 * self.model.params.hidden_size + 160 * columns + 64)
+        series (an upper bound of what was measured in seed scoring), and its V1 answer's JSON is the largest
+        per step."""
+        return rows * (2 * self.model.params.hidden_size + 176 * columns + 16)
 
     def compute(self, values: np.ndarray, options: dict):
         return self.model.score(values, options.get("context_rows", 0))
