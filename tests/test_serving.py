@@ -72,7 +72,8 @@ def test_batcher_failure_reaches_every_waiter_and_the_next_batch_runs():
     asyncio.run(run())
 
 
-def guard_call(chunks: list[bytes], headers: dict[str, str], app=None, max_bytes: int = 10, admission=None):
+def guard_call(chunks: list[bytes], headers: dict[str, str], app=None, max_bytes: int = 10, admission=None,
+               method: str = "POST"):
     """One request through RequestGuard to `app` (default: one that answers 200), under `admission` (default: a
     budget of 1 MiB): (status, response headers, bodies the app received, the scope it saw)."""
     from kfts.serving.admission import Admission
@@ -95,7 +96,7 @@ def guard_call(chunks: list[bytes], headers: dict[str, str], app=None, max_bytes
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"ok"})
 
-    scope = {"type": "http", "method": "POST", "path": "/v1/models/m:predict",
+    scope = {"type": "http", "method": method, "path": "/v1/models/m:predict",
              "headers": [(k.encode(), v.encode()) for k, v in headers.items()]}
     admission = admission or Admission(2**20)
     asyncio.run(RequestGuard(app or ok, max_bytes=max_bytes, admission=admission)(scope, receive, send))
@@ -108,6 +109,77 @@ def test_payload_limit():
     assert guard_call([b"0123", b"456789"], {})[::2] == (200, [b"0123456789"])
     assert guard_call([b"0123", b"456789", b"x"], {})[::2] == (413, [])  # chunked, no Content-Length
     assert guard_call([b"x" * 11], {"content-length": "11"})[::2] == (413, [])
+
+
+def test_the_budget_refuses_what_does_not_fit_now_503_and_what_never_fits_413():
+    from kfts.serving.admission import MIN_CHARGE, Admission, Overloaded, TooLarge
+    budget = Admission(10 * MIN_CHARGE)
+    first = budget.enter(0, binary=True)  # a small body holds MIN_CHARGE
+    first.add(8 * MIN_CHARGE)  # its rows
+    second = budget.enter(0, binary=True)
+    with pytest.raises(Overloaded):  # fits alone, not beside the first: retry later
+        second.add(2 * MIN_CHARGE)
+    with pytest.raises(TooLarge):  # would not fit even alone
+        second.add(10 * MIN_CHARGE)
+    assert (budget.held, second.held) == (10 * MIN_CHARGE, MIN_CHARGE)  # a refusal holds nothing more
+    first.close()
+    second.add(2 * MIN_CHARGE)
+    second.close()
+    assert budget.held == 0
+
+
+def test_a_request_the_budget_has_no_room_for_gets_503_with_retry_after_unread(caplog):
+    from kfts.serving.admission import Admission
+    full = Admission(2**20)
+    full.enter(2**20 // 20, binary=False)  # a JSON body that holds it all
+    with caplog.at_level(logging.WARNING, logger="kfts.serving"):
+        status, headers, received, _ = guard_call([b"{}"], {"x-request-id": "busy-1"}, admission=full)
+    assert (status, headers["retry-after"], headers["x-request-id"], received) == (503, "1", "busy-1", [])
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert line.startswith("overloaded 503 POST /v1/models/m:predict request_id=busy-1: the predictor is answering")
+    status, headers, _, _ = guard_call([b""], {}, admission=full, method="GET")  # probes are never refused
+    assert status == 200 and headers["x-request-id"]
+
+
+def test_a_body_without_length_holds_the_largest_size_until_read_then_its_own(caplog):
+    from kfts.serving.admission import CURRENT, DECODE_EXPANSION, MIN_CHARGE, Admission
+    budget, held = Admission(2**30), []
+
+    async def app(scope, receive, send):
+        await receive()
+        held.append(CURRENT.get().held)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+
+    guard_call([b"0123", b"4567"], {}, app=app, max_bytes=2**20, admission=budget)
+    assert held == [max(8 * DECODE_EXPANSION, MIN_CHARGE)] and budget.held == 0
+
+
+def test_the_model_queue_is_bounded():
+    from kfts.serving.admission import Overloaded
+    from kfts.serving.model import Worker
+
+    async def run():
+        worker = Worker("test-bounded", max_waiting=2)
+        calls = [asyncio.ensure_future(worker.call(lambda: time.sleep(0.05), [worker.arrived()], 1))
+                 for _ in range(2)]
+        with pytest.raises(Overloaded, match="2 requests are waiting"):
+            worker.arrived()
+        await asyncio.gather(*calls)
+        assert worker.waiting == 0
+        await worker.call(lambda: None, [worker.arrived()], 1)
+
+    asyncio.run(run())
+
+
+def test_client_values_and_ids_are_cut_in_answers_and_logs(caplog):
+    from kfts.serving.model import _matrix
+    with pytest.raises(InputError) as e:
+        _matrix([[1.0, "x" * 100_000]], "instances")
+    assert len(str(e.value)) < 300 and "xxx..." in str(e.value)
+    with caplog.at_level(logging.WARNING, logger="kfts.serving"):
+        status, headers, _, _ = guard_call([b"x" * 11], {"x-request-id": "i" * 100_000})
+    assert status == 413 and len(headers["x-request-id"]) == 203
+    assert len(caplog.records[0].getMessage()) < 600
 
 
 def test_every_request_gets_an_id_that_kserve_and_the_model_see(caplog):

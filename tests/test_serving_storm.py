@@ -116,6 +116,7 @@ def test_a_storm_of_malformed_requests(server, files):  # noqa: F811
     jobs = [(f"storm-{r}-{i}", kind) for r in range(ROUNDS) for i, kind in enumerate(rest + rpc + [None])]
     channel = grpc.insecure_channel(server.target.grpc)
     stub = GRPCInferenceServiceStub(channel)
+    unechoed = []
 
     def send(job):
         request_id, kind = job
@@ -132,6 +133,8 @@ def test_a_storm_of_malformed_requests(server, files):  # noqa: F811
         _, method, path, body, headers, status = kind
         answer = server.http.request(method, path, content=body or None, headers={**headers,
                                                                                    "x-request-id": request_id})
+        if answer.headers.get("x-request-id") != request_id:  # every answer carries its id back
+            unechoed.append((kind[0], answer.status_code))
         return answer.status_code, status
 
     try:
@@ -145,6 +148,7 @@ def test_a_storm_of_malformed_requests(server, files):  # noqa: F811
         else:
             assert got == wanted, (kind[0], request_id, got)
     assert server.http.get(f"/v2/models/{NAME}/ready").status_code == 200 and server.process.poll() is None
+    assert unechoed == []
 
     log = server.log.read_text()
     assert "Traceback" not in log and "server fault" not in log
