@@ -273,6 +273,14 @@ def test_json_rows_errors_name_the_row_and_column():
         with pytest.raises(InputError) as e:
             _matrix(rows, "instances")
         assert str(e.value).startswith(message)
+    for rows, message in [  # one series: bare numbers are rows of one value
+        ([1, True], "instances: row 2, column 1: True is not a number"),
+        ([1, 1e39], "instances: row 2, column 1: 1e+39 is too large"),
+        ([[1], 2, [3, 4]], "instances: row 3: has 2 values, the rows above have 1"),
+    ]:
+        with pytest.raises(InputError) as e:
+            _matrix(rows, "instances", univariate=True)
+        assert str(e.value).startswith(message)
     for rows, message in [([], "the list is empty"), ({"a": 1}, "expected a list of rows")]:
         with pytest.raises(InvalidInput, match=message):
             _matrix(rows, "instances")

@@ -5,17 +5,18 @@ Prometheus metrics; this class turns a decoded request into arrays, runs the est
 
 Requests (NAME is the model name, `--model-name`), for any algorithm:
 
-- V1 `POST /v1/models/NAME:predict` with `{"instances": [rows]}` -> `{"predictions": [...]}`.
+- V1 `POST /v1/models/NAME:predict` with `{"instances": [rows]}` -> `{"predictions": [...]}` (predict()
+  answers its JSON, written a chunk of rows at a time).
 - V2 `POST /v2/models/NAME/infer` (or gRPC ModelInfer): one numeric tensor (FP32, FP64, FP16 or an integer
   type) of rows, in any encoding of the protocol: JSON `data` or the binary tensor extension
   (`binary_data_size`) over REST, typed `contents` or `raw_input_contents` over gRPC. The request's `outputs`
-  pick outputs by name. Answers come back as they were asked (_v2_outputs): over gRPC raw to raw inputs and
+  pick outputs by name; naming none, every output (the Open Inference Protocol's rule). Answers come back as they were asked (_v2_outputs): over gRPC raw to raw inputs and
   typed to typed ones; over REST JSON, or binary with `binary_data_output` or an output's `binary_data`.
 - `text/csv` body on the V1 predict URL: the inference file of docs/FORMATS.md, answered with exactly the
   bytes of `kfts predict` (the algorithm's predictions_csv), as `text/csv`.
 
 What a row is, the outputs and the V1 answer are the algorithm's (its Adapter, kfts/algorithms/<name>/
-serving.py: InceptionTime a series per row and `label` [+ `probabilities`, `classes`]; LSTM-AD a time step
+serving.py: InceptionTime a series per row and `label`, `probabilities`, `classes`; LSTM-AD a time step
 per row and `score`, `reconstruction` [+ `anomaly`]). Request options (InceptionTime `probabilities`, LSTM-AD
 `flag` and `context_rows`) come from the V2 request parameters (`{"parameters": {"probabilities": true}}`) or
 from the headers `kfts-NAME` (`kfts-context-rows: N`; REST header or gRPC metadata).
@@ -25,7 +26,9 @@ on (`kfts serve --device`: a GPU with cuda). When an algorithm's rows are indepe
 concurrent requests are batched together (up to `max_batch_size` rows, waiting at most `max_batch_wait`
 seconds for more), so that under load the network sees large batches. Otherwise (LSTM-AD, whose request is
 one long series the estimator windows into batches itself) requests run one after another on that thread.
-The worker's queue is measured in kfts.serving.metrics.
+The worker's queue is bounded and measured in kfts.serving.metrics. Decoding a request and writing its answer
+run off the event loop too (asyncio.to_thread), its values checked with numpy on the whole array, and a request
+holds its rows' share of the memory budget (kfts.serving.admission) before its model call.
 """
 
 from __future__ import annotations
@@ -344,9 +347,13 @@ def _matrix(rows, where: str, univariate: bool = False) -> np.ndarray:
         raise InvalidInput(f"{where}: expected a list of rows, got {type(rows).__name__}")
     if not rows:
         raise InvalidInput(f"{where}: the list is empty")
-    if univariate and type(rows[0]) is not list:  # bare numbers: one column
+    kinds = _types(rows, len(rows))
+    if univariate and not (kinds == list).any():  # bare numbers, one per row: a column
+        return _column(rows, kinds, where)
+    if univariate:  # rows and bare numbers mixed
         rows = [r if type(r) is list else [r] for r in rows]
-    not_row = np.flatnonzero(_types(rows) != list)
+        kinds = _types(rows, len(rows))
+    not_row = np.flatnonzero(kinds != list)
     if not_row.size:
         r = int(not_row[0])
         raise InputError(f"{_show(rows[r])} is not a row: each row is a list of numbers", path=where, row=r + 1)
@@ -365,6 +372,16 @@ def _matrix(rows, where: str, univariate: bool = False) -> np.ndarray:
     with np.errstate(over="ignore"):  # beyond float32: inf, refused just below
         values = np.array(rows, dtype=np.float32)
     return _finite(values, where, rows)
+
+
+def _column(values: list, kinds: np.ndarray, where: str) -> np.ndarray:
+    """A JSON list of bare numbers as float32 [rows, 1], without a list per row (64 bytes for a 2-byte value)."""
+    bad = _first_not_of(kinds, (int, float))
+    if bad is not None:
+        raise InputError(f"{_show(values[bad])} is not a number", path=where, row=bad + 1, column=1)
+    with np.errstate(over="ignore"):  # beyond float32: inf, refused just below
+        column = np.array(values, dtype=np.float32)[:, None]
+    return _finite(column, where, np.asarray(values, dtype=object)[:, None])
 
 
 def _types(items, count: int = -1) -> np.ndarray:

@@ -1,17 +1,20 @@
 """`kfts serve`: KServe's model server (V1 and V2 REST, V2 gRPC) with one KftsModel.
 
 kfts starts KServe's REST and gRPC servers itself (KftsServer.start, ModelServer.start's single-process path)
-for two things ModelServer does not offer:
+for what ModelServer does not offer:
 
 - the address to listen on (`--host`); KServe always binds 0.0.0.0 (REST) and [::] (gRPC), which stay the
   default;
 - one log line per client mistake: KServe logs a traceback for every error, a client's 400 included. Here a
   mistake (4xx, gRPC INVALID_ARGUMENT, NOT_FOUND...) is answered with its reason and logged once, as
   `client error STATUS METHOD PATH request_id=ID: REASON` (uvicorn's access line for it is left out), while a
-  fault in the server is answered 500 / INTERNAL and logged with its traceback, once.
+  fault in the server is answered 500 / INTERNAL and logged with its traceback, once;
+- a memory budget (admission.py): what it has no room for is answered 503 / UNAVAILABLE before it is read;
+- request bodies decoded and answers written off the event loop (RestRoutes, Servicer), V2 REST bodies read
+  as the Open Inference Protocol's other clients send them (rest_request).
 
 Every REST request carries a request id: the client's `x-request-id` header, else a new one, sent back in the
-`x-request-id` header of error answers (gRPC: the `x-request-id` metadata, else the request's `id`).
+`x-request-id` header of every answer (gRPC: the `x-request-id` metadata, else the request's `id`).
 """
 
 from __future__ import annotations
@@ -220,7 +223,6 @@ class RestRoutes:
     async def v2_infer(self, model_name: str, request: Request) -> Response:
         body, headers = await self._read(model_name, request)
         infer_request = await asyncio.to_thread(rest_request, body, headers, model_name)
-        del body  # the request holds what it needs of it
         answer, answer_headers = await self.dataplane.infer(model_name=model_name, request=infer_request,
                                                             headers=headers)
         content, json_length = await asyncio.to_thread(answer.to_rest)  # model.RestInferResponse
@@ -235,6 +237,9 @@ class RestRoutes:
         return await request.body(), dict(request.headers)
 
 
+SEND_CHUNK = 2**20
+
+
 def _send(content: bytes | memoryview | str, headers: dict) -> Response:
     """An answer, sent SEND_CHUNK bytes at a time when larger: the socket's write buffer would otherwise take a
     copy of all that the client has not read yet."""
@@ -245,7 +250,6 @@ def _send(content: bytes | memoryview | str, headers: dict) -> Response:
     return StreamingResponse(chunks, headers={**headers, "content-length": str(len(content))})
 
 
-SEND_CHUNK = 2**20
 # the Open Inference Protocol's request, field by field: (JSON type, required)
 REQUEST = {"id": (str, False), "parameters": (dict, False), "inputs": (list, True), "outputs": (list, False)}
 REQUEST_INPUT = {"name": (str, True), "shape": (list, True), "datatype": (str, True), "parameters": (dict, False),
