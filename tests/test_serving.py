@@ -128,6 +128,24 @@ def test_the_budget_refuses_what_does_not_fit_now_503_and_what_never_fits_413():
     assert budget.held == 0
 
 
+def test_a_decoded_request_waits_for_room_for_its_rows():
+    from kfts.serving.admission import MIN_CHARGE, Admission
+
+    async def run():
+        budget = Admission(10 * MIN_CHARGE)
+        first = budget.enter(0, binary=True)
+        first.add(8 * MIN_CHARGE)
+        second = budget.enter(0, binary=True)
+        waiting = asyncio.ensure_future(second.decoded(3 * MIN_CHARGE))
+        await asyncio.sleep(0.05)
+        assert not waiting.done()  # no room yet: it waits, its decoding done, rather than being refused
+        first.close()
+        await asyncio.wait_for(waiting, 1)
+        assert (second.held, budget.held) == (4 * MIN_CHARGE, 4 * MIN_CHARGE)
+
+    asyncio.run(run())
+
+
 def test_a_request_the_budget_has_no_room_for_gets_503_with_retry_after_unread(caplog):
     from kfts.serving.admission import Admission
     full = Admission(2**20)

@@ -4,16 +4,18 @@ may take together, each by an estimate made before it takes it.
 A request holds, from before its body is read until its answer is sent (a Ticket):
 - its body's size x DECODE_EXPANSION (JSON, gRPC typed contents) or x BINARY_EXPANSION (binary tensor data,
   gRPC raw contents, CSV), at least MIN_CHARGE: what reading and decoding it may take;
-- once its values are decoded, what its rows take in the model call and in the answer, by its algorithm's
-  estimate (Adapter.memory).
-A request that does not fit beside those being answered is refused at once, 503 with Retry-After (gRPC:
-UNAVAILABLE), for the client to retry, instead of pushing the pod past its memory limit; one that would not fit
+- once its values are decoded, its body's size, and what its rows take in the model call and in the answer, by
+  its algorithm's estimate (Adapter.memory); for that it waits up to WAIT_S for room, its decoding done.
+A request that does not fit beside those being answered is refused, 503 with Retry-After (gRPC: UNAVAILABLE),
+for the client to retry: at once when it arrives, after WAIT_S once decoded, instead of pushing the pod past its memory limit; one that would not fit
 even alone gets 413 (gRPC: RESOURCE_EXHAUSTED): it needs fewer rows. Requests are answered on one event loop,
 so the counts need no lock.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 from contextvars import ContextVar
 from pathlib import Path
@@ -25,8 +27,9 @@ MIN_CHARGE = 64 * 2**10
 # own takes a list of 64 bytes for 4 bytes of text), the values' array and their checks
 DECODE_EXPANSION = 20
 BINARY_EXPANSION = 4  # the body, its tensor's bytes, the values as float32
-HEADROOM = 0.9  # of the memory limit: the allocator's fragmentation and what the runtime needs besides requests
+HEADROOM = 0.8  # of the memory limit: the allocator's fragmentation and what the runtime needs besides requests
 RETRY_AFTER_S = 1
+WAIT_S = 10  # how long a decoded request waits for room for its rows before its 503
 CGROUP_LIMITS = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")  # cgroup v2, v1
 
 
@@ -45,20 +48,27 @@ class Admission:
 
     def __init__(self, limit: int):
         self.limit, self.held = limit, 0
+        self.waiters: list = []  # futures of decoded requests waiting for room (Ticket.decoded)
 
     def enter(self, body_size: int, binary: bool) -> "Ticket":
         """A request's ticket, holding what decoding a body of `body_size` bytes may take: `binary` (raw
         tensor data or CSV) or JSON-like (decoded into Python objects)."""
-        ticket = Ticket(self)
+        ticket = Ticket(self, body_size)
         ticket.add(decoding(body_size, binary))
         return ticket
+
+    def release(self, size: int) -> None:
+        self.held -= size
+        for waiter in self.waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
 
 class Ticket:
     """What one request holds of the budget; close() gives it back."""
 
-    def __init__(self, admission: Admission):
-        self.admission, self.held = admission, 0
+    def __init__(self, admission: Admission, body_size: int):
+        self.admission, self.body_size, self.held = admission, body_size, 0
 
     def add(self, size: int) -> None:
         """Hold `size` bytes more, or raise TooLarge / Overloaded holding nothing more."""
@@ -73,8 +83,33 @@ class Ticket:
         budget.held += size
         self.held += size
 
+    async def decoded(self, size: int) -> None:
+        """The body is decoded: of what decoding held, keep the body's own bytes (they stay until the answer is
+        sent), and hold `size` more for the rows, waiting up to WAIT_S for room (the work of decoding is done)
+        before Overloaded."""
+        keep = max(self.body_size, MIN_CHARGE)
+        if self.held > keep:
+            self.admission.release(self.held - keep)
+            self.held = keep
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + WAIT_S
+        while True:
+            try:
+                return self.add(size)
+            except Overloaded:
+                if loop.time() >= deadline:
+                    raise
+            waiter = loop.create_future()
+            self.admission.waiters.append(waiter)
+            try:
+                await asyncio.wait_for(waiter, deadline - loop.time())
+            except asyncio.TimeoutError:
+                pass
+            finally:
+                self.admission.waiters.remove(waiter)
+
     def close(self) -> None:
-        self.admission.held -= self.held
+        self.admission.release(self.held)
         self.held = 0
 
 
@@ -87,12 +122,33 @@ def decoding(body_size: int, binary: bool) -> int:
 CURRENT: ContextVar[Ticket | None] = ContextVar("kfts_request_ticket", default=None)
 
 
-def hold(size: int) -> None:
-    """The request being answered needs `size` bytes more (its rows' estimate): TooLarge or Overloaded when they
-    do not fit. Nothing outside a server's request (a KftsModel called in-process)."""
+async def decoded(size: int) -> None:
+    """The request being answered is decoded and needs `size` bytes for its rows (Ticket.decoded): TooLarge, or
+    Overloaded when no room came in time. Nothing outside a server's request (a KftsModel called in-process)."""
     ticket = CURRENT.get()
     if ticket is not None:
-        ticket.add(size)
+        await ticket.decoded(size)
+
+
+@functools.cache
+def _libc():
+    import ctypes
+    import ctypes.util
+    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+
+
+def malloc_returns_memory() -> None:
+    """glibc's malloc, set to give freed memory back: by default it keeps memory freed by one thread's arena from
+    the others (up to 8 arenas per core), and after a large block is freed it serves blocks up to that size from
+    its heaps, which it keeps. With requests of many MiB decoded on several threads, the resident memory would
+    creep past what the budget counts. Two arenas (as MALLOC_ARENA_MAX=2, usual for Python servers), blocks of a
+    MiB and more mapped apart (freed at once), heaps trimmed past 16 MiB free. Elsewhere than glibc nothing."""
+    try:
+        libc = _libc()
+        for parameter, value in ((-8, 2), (-3, 2**20), (-1, 16 * 2**20)):  # M_ARENA_MAX, M_MMAP_THRESHOLD, M_TRIM_THRESHOLD
+            libc.mallopt(parameter, value)
+    except (OSError, AttributeError):
+        pass
 
 
 def smallest_limit(max_payload: int) -> int:

@@ -27,7 +27,7 @@ concurrent requests are batched together (up to `max_batch_size` rows, waiting a
 seconds for more), so that under load the network sees large batches. Otherwise (LSTM-AD, whose request is
 one long series the estimator windows into batches itself) requests run one after another on that thread.
 The worker's queue is bounded and measured in kfts.serving.metrics. Decoding a request and writing its answer
-run off the event loop too (asyncio.to_thread), its values checked with numpy on the whole array, and a request
+run off the event loop too (kfts.serving.off_loop), its values checked with numpy on the whole array, and a request
 holds its rows' share of the memory budget (kfts.serving.admission) before its model call.
 """
 
@@ -50,8 +50,8 @@ from kserve.protocol.infer_type import (InferInput, InferOutput, InferRequest, I
 from kfts import csvio
 from kfts.algorithms import load_model, of
 from kfts.errors import InputError
-from kfts.serving import clip, metrics
-from kfts.serving.admission import Overloaded, hold
+from kfts.serving import clip, metrics, off_loop
+from kfts.serving.admission import Overloaded, decoded
 
 logger = logging.getLogger("kfts.serving")
 
@@ -127,17 +127,17 @@ class KftsModel(Model):
         options = self._options(headers)
         algorithm, m = self.algorithm, self.model
         # read_inference: the same checks and messages as `kfts predict`
-        values = await asyncio.to_thread(algorithm.read_inference, m, csvio.CsvBytes(body))
-        self._hold(values)
+        values = await off_loop(algorithm.read_inference, m, csvio.CsvBytes(body))
+        await self._hold(values)
         return await self._run(lambda: algorithm.predictions_csv(m, values, **options), len(values))
 
     async def _predict_v1(self, body: bytes | dict, headers: dict) -> memoryview:
         """The V1 answer's JSON. The body is decoded and checked, and the answer written, off the event loop."""
         options = self._options(headers)
-        values = await asyncio.to_thread(self._v1_values, body)
-        self._hold(values)
+        values = await off_loop(self._v1_values, body)
+        await self._hold(values)
         computed = await self._compute(values, options)
-        return await asyncio.to_thread(lambda: _json_predictions(self.adapter.v1(computed, options)))
+        return await off_loop(lambda: _json_predictions(self.adapter.v1(computed, options)))
 
     def _v1_values(self, body: bytes | dict) -> np.ndarray:
         body = _json(body) if isinstance(body, bytes) else body
@@ -159,8 +159,8 @@ class KftsModel(Model):
         for name in asked:
             if name not in names:
                 raise InvalidInput(f"outputs: no output {clip(repr(name))}; this model answers {', '.join(names)}")
-        values = await asyncio.to_thread(self._v2_request_values, request)
-        self._hold(values)
+        values = await off_loop(self._v2_request_values, request)
+        await self._hold(values)
         arrays = self.adapter.outputs(await self._compute(values, options), options)
         # no outputs named: every output the model has, as the Open Inference Protocol says
         outputs = _v2_outputs(request, arrays, asked or names)
@@ -177,9 +177,9 @@ class KftsModel(Model):
         self.adapter.check(values, f"input {clip(repr(tensor.name))}")
         return values
 
-    def _hold(self, values: np.ndarray) -> None:
-        """The request's share of the memory budget for its rows' model call and answer (admission.hold)."""
-        hold(self.adapter.memory(*values.shape))
+    async def _hold(self, values: np.ndarray) -> None:
+        """The request's share of the memory budget for its rows' model call and answer (admission.decoded)."""
+        await decoded(self.adapter.memory(*values.shape))
 
     def _options(self, headers: dict, parameters: dict | None = None) -> dict:
         """The request options the adapter knows, from the V2 request parameters, else the headers kfts-NAME."""
@@ -331,7 +331,7 @@ class Batcher:
 
 
 # -- request decoding and answers ---------------------------------------------------------------------------------
-# These run off the event loop (asyncio.to_thread), and check a request's values with numpy on the whole array:
+# These run off the event loop (kfts.serving.off_loop), and check a request's values with numpy on the whole array:
 # a body holds millions of values.
 
 def _json(body: bytes):

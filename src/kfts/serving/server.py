@@ -51,9 +51,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from kfts.errors import InputError
-from kfts.serving import clip
+from kfts.serving import clip, off_loop
 from kfts.serving.admission import (CURRENT, MIN_CHARGE, Admission, Overloaded, TooLarge, decoding,
-                                   default_limit, smallest_limit)
+                                   default_limit, malloc_returns_memory, smallest_limit)
 
 logger = logging.getLogger("kfts.serving")
 
@@ -117,7 +117,7 @@ class RequestGuard:
             ticket = self.admission.enter(self.max_bytes if declared is None else declared, binary)
         except (Overloaded, TooLarge) as e:
             return await self._refuse(scope, send, request_id, REFUSALS[type(e)][0], e)
-        token = CURRENT.set(ticket)  # for the model's estimate of its rows (admission.hold)
+        token = CURRENT.set(ticket)  # for the model's estimate of its rows (admission.decoded)
         try:
             await self._answer(scope, receive, send, request_id, declared, binary)
         finally:
@@ -139,6 +139,7 @@ class RequestGuard:
         ticket = CURRENT.get()
         if ticket is not None and declared is None:  # the size is known now: hold what it takes (less)
             ticket.close()
+            ticket.body_size = size
             ticket.add(decoding(size, binary))
         sent, started = False, False
 
@@ -222,10 +223,10 @@ class RestRoutes:
 
     async def v2_infer(self, model_name: str, request: Request) -> Response:
         body, headers = await self._read(model_name, request)
-        infer_request = await asyncio.to_thread(rest_request, body, headers, model_name)
+        infer_request = await off_loop(rest_request, body, headers, model_name)
         answer, answer_headers = await self.dataplane.infer(model_name=model_name, request=infer_request,
                                                             headers=headers)
-        content, json_length = await asyncio.to_thread(answer.to_rest)  # model.RestInferResponse
+        content, json_length = await off_loop(answer.to_rest)  # model.RestInferResponse
         answer_headers["content-type"] = "application/json" if json_length is None else "application/octet-stream"
         if json_length is not None:
             answer_headers[INFERENCE_CONTENT_LENGTH_HEADER] = str(json_length)
@@ -369,7 +370,7 @@ class GrpcErrors(AsyncExceptionToStatusInterceptor):
             ticket = self.admission.enter(request.ByteSize(), binary=bool(request.raw_input_contents))
         except (Overloaded, TooLarge) as e:
             await self.handle_exception(e, request, context, method_name)
-        token = CURRENT.set(ticket)  # for the model's estimate of its rows (admission.hold)
+        token = CURRENT.set(ticket)  # for the model's estimate of its rows (admission.decoded)
         try:
             return await super().intercept(method, request, context, method_name)
         finally:
@@ -397,10 +398,10 @@ class Servicer(InferenceServicer):
     async def ModelInfer(self, request, context):
         headers = to_headers(context)
         self.validate_grpc_request(request)
-        infer_request = await asyncio.to_thread(InferRequest.from_grpc, request)
+        infer_request = await off_loop(InferRequest.from_grpc, request)
         answer, _ = await self._data_plane.infer(request=infer_request, headers=headers,
                                                  model_name=request.model_name)
-        return await asyncio.to_thread(answer.to_grpc)
+        return await off_loop(answer.to_grpc)
 
 
 class GrpcServer(GRPCServer):
@@ -466,18 +467,6 @@ def configure_server_logging() -> None:
     warnings.filterwarnings("ignore", category=FastAPIDeprecationWarning)
 
 
-def fewer_malloc_arenas() -> None:
-    """glibc gives each thread that allocates its own arena (up to 8 per core), and memory freed in one is not
-    reused by another: with requests decoded on several threads, resident memory would grow past what the
-    requests hold at once. Two arenas, as is usual for Python servers (MALLOC_ARENA_MAX=2). Elsewhere nothing."""
-    import ctypes
-    import ctypes.util
-    try:
-        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt(-8, 2)  # M_ARENA_MAX
-    except (OSError, AttributeError):
-        pass
-
-
 def serve(model_dir: str, *, model_name: str = "model", host: str | None = None, http_port: int = 8080,
           grpc_port: int = 8081, device: str = "auto", max_batch_size: int = 64, max_batch_wait_ms: float = 2.0,
           max_payload_mb: float = 16.0, max_inflight_mb: float | None = None) -> None:
@@ -503,7 +492,7 @@ def serve(model_dir: str, *, model_name: str = "model", host: str | None = None,
 
     configure_server_logging()
     use_cpu_share()
-    fewer_malloc_arenas()
+    malloc_returns_memory()
     model = KftsModel(model_name, model_dir, device=device, max_batch_size=max_batch_size,
                       max_batch_wait=max_batch_wait_ms / 1000)
     model.load()
