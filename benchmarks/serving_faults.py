@@ -90,4 +90,35 @@ def section(quick: bool) -> str:
     for kind, counter in counts.items():
         lines.append(f"| {kind} | {sum(counter.values())} | "
                      + " | ".join(str(counter.get(c, 0)) for c in codes) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + [""] + memory_storm(quick)) + "\n"
+
+
+def memory_storm(quick: bool) -> list[str]:
+    """The storm of tests/test_serving_memory.py: the largest request of every encoding, `per` of each at once,
+    to a univariate LSTM-AD served with the defaults; peak RSS against the rendered memory limit."""
+    from test_serving_memory import (ENCODINGS, NAME as DETECTOR, PAYLOAD_MB, peak_rss_bytes,
+                                     rendered_memory_limit, served_detector, storm)
+    from helpers import Server
+
+    per = 1 if quick else 2
+    server = Server(served_detector(WORK), DETECTOR, WORK / "memory-server.log")
+    try:
+        server.wait_ready(timeout=600)
+        ready = peak_rss_bytes(server.process.pid)
+        result = storm(server, PAYLOAD_MB * 2**20, per_encoding=per)
+        peak = peak_rss_bytes(server.process.pid)
+        alive = server.process.poll() is None
+    finally:
+        server.stop()
+    limit = rendered_memory_limit()
+    ok = sum(status == 200 and answered == rows for _, rows, status, answered, _ in result.answers)
+    probes = [seconds for seconds, status in result.probes if status == 200]
+    return ["### Memory under a storm of the largest requests (tests/test_serving_memory.py)", "",
+            f"{per} request(s) of each encoding ({', '.join(ENCODINGS)}) at once, every body {PAYLOAD_MB} MiB "
+            f"(`--max-payload-mb` default) of one series, to a univariate LSTM-AD with the default memory budget; "
+            "refused requests are sent again after their Retry-After.", "",
+            f"- peak RSS **{peak >> 20} MiB** against the rendered limit of {limit >> 20} MiB ({ready >> 20} MiB "
+            f"when ready); alive at the end: **{'yes' if alive else 'NO'}**",
+            f"- answered in full: **{ok}/{len(result.answers)}** in {result.seconds:.0f} s, after "
+            f"{sum(r[4] for r in result.answers)} refusals (503 / UNAVAILABLE)",
+            f"- health probe: {len(probes)}/{len(result.probes)} answered 200, slowest {max(probes, default=0):.2f} s"]

@@ -12,6 +12,10 @@ rows. `check(mode, target, expected)` runs one cell of the matrix and raises Ass
 - grpc-typed:  kserve.InferenceGRPCClient with typed `contents`, FP32 and FP64, answered in typed contents;
 - grpc-raw:    the same client with `InferInput.set_data_from_numpy` (`raw_input_contents`), FP32, FP64 and
                FP16, answered in `raw_output_contents`;
+- triton-http: Triton's `tritonclient.http` (a V2 client that is not KServe's), JSON data, which it sends with
+               no Content-Type, and binary data; it names no outputs, so every output must come back (the Open
+               Inference Protocol's rule), with no request option set;
+- rest-json-no-type: curl, a V2 JSON body with no Content-Type header at all;
 - v1-json:     curl, `{"instances": ...}` on /v1/models/NAME:predict;
 - csv:         curl, the inference file as text/csv: exactly the bytes of `kfts predict`.
 
@@ -31,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-MODES = ("rest-json", "rest-binary", "grpc-typed", "grpc-raw", "v1-json", "csv")
+MODES = ("rest-json", "rest-binary", "grpc-typed", "grpc-raw", "triton-http", "rest-json-no-type", "v1-json", "csv")
 DTYPES = {"rest-json": ("FP32", "FP64"), "rest-binary": ("FP32", "FP64", "FP16"),
           "grpc-typed": ("FP32", "FP64"), "grpc-raw": ("FP32", "FP64", "FP16")}
 NUMPY = {"FP16": np.float16, "FP32": np.float32, "FP64": np.float64}
@@ -105,6 +109,10 @@ def check(mode: str, target: Target, expected: Expected) -> None:
             asyncio.run(_check_v2(mode, datatype, target, expected))
         if mode == "rest-json":
             _check_fp16_json_refused(target, expected)
+    elif mode == "triton-http":
+        _check_triton(target, expected)
+    elif mode == "rest-json-no-type":
+        _check_no_content_type(target, expected)
     elif mode == "v1-json":
         _check_v1(target, expected)
     elif mode == "csv":
@@ -190,6 +198,32 @@ def _compare_v2(where: str, outputs: dict, expected: Expected) -> None:
         np.testing.assert_array_equal(outputs["anomaly"], flags, err_msg=where)
 
 
+def _check_triton(target: Target, expected: Expected) -> None:
+    import tritonclient.http as triton
+
+    client = triton.InferenceServerClient(target.http.removeprefix("http://"), network_timeout=120)
+    try:
+        for binary in (False, True):
+            tensor = triton.InferInput("input-0", list(expected.rows.shape), "FP32")
+            tensor.set_data_from_numpy(expected.rows, binary_data=binary)
+            result = client.infer(target.model_name, [tensor])
+            names = [o["name"] for o in result.get_response()["outputs"]]
+            _compare_v2(f"triton-http binary={binary}", {name: result.as_numpy(name) for name in names}, expected)
+    finally:
+        client.close()
+
+
+def _check_no_content_type(target: Target, expected: Expected) -> None:
+    body = {"inputs": [{"name": "input-0", "shape": list(expected.rows.shape), "datatype": "FP32",
+                        "data": expected.rows.ravel().tolist()}]}
+    status, content = _curl(f"{target.http}/v2/models/{target.model_name}/infer", json.dumps(body).encode(), "")
+    assert status == 200, (status, content[:300])
+    outputs = {o["name"]: np.array([np.nan if v is None else v for v in o["data"]] if o["datatype"] != "BYTES"
+                                   else o["data"], dtype=object if o["datatype"] == "BYTES" else float
+                                   ).reshape(o["shape"]) for o in json.loads(content)["outputs"]}
+    _compare_v2("rest-json-no-type", outputs, expected)
+
+
 def _check_fp16_json_refused(target: Target, expected: Expected) -> None:
     body = {"inputs": [{"name": "input-0", "shape": list(expected.rows.shape), "datatype": "FP16",
                         "data": expected.rows.ravel().tolist()}]}
@@ -199,8 +233,8 @@ def _check_fp16_json_refused(target: Target, expected: Expected) -> None:
 
 
 def _curl(url: str, body: bytes, content_type: str, **headers) -> tuple[int, bytes]:
-    """POST with curl, as a user would: (status, body)."""
-    command = ["curl", "-sS", "--max-time", "120", "-X", "POST", "-H", f"Content-Type: {content_type}",
+    """POST with curl, as a user would: (status, body). An empty content_type sends no Content-Type at all."""
+    command = ["curl", "-sS", "--max-time", "120", "-X", "POST", "-H", f"Content-Type:{content_type and ' '}{content_type}",
                "--data-binary", "@-", "-o", "-", "-w", "\n%{http_code}", url]
     for key, value in headers.items():
         command[1:1] = ["-H", f"{key}: {value}"]

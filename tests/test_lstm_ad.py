@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import orjson
 import pytest
 import torch
 from scipy import stats
@@ -317,7 +318,7 @@ def test_the_predictor_scores_chunks_sent_with_context_as_the_whole_series(tmp_p
     def v1(rows, context):
         answer = asyncio.run(predictor.predict({"instances": rows.tolist()}, {"kfts-context-rows": str(context)}, {}))
         return np.array([[np.nan] * 4 if p["score"] is None else [p["score"], *p["reconstruction"], p["anomaly"]]
-                         for p in answer["predictions"]])
+                         for p in orjson.loads(answer)["predictions"]])
 
     def csv(rows, context):
         body = "".join(",".join(map(repr, row)) + "\n" for row in rows.tolist()).encode()

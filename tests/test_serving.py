@@ -7,6 +7,7 @@ import logging
 import time
 
 import numpy as np
+import orjson
 import pytest
 from conftest import free_port, write_csv
 from helpers import tiny_inception_time
@@ -71,9 +72,11 @@ def test_batcher_failure_reaches_every_waiter_and_the_next_batch_runs():
     asyncio.run(run())
 
 
-def guard_call(chunks: list[bytes], headers: dict[str, str], app=None, max_bytes: int = 10):
-    """One request through RequestGuard to `app` (default: one that answers 200): (status, response headers,
-    bodies the app received, the scope it saw)."""
+def guard_call(chunks: list[bytes], headers: dict[str, str], app=None, max_bytes: int = 10, admission=None,
+               method: str = "POST"):
+    """One request through RequestGuard to `app` (default: one that answers 200), under `admission` (default: a
+    budget of 1 MiB): (status, response headers, bodies the app received, the scope it saw)."""
+    from kfts.serving.admission import Admission
     from kfts.serving.server import RequestGuard
     sent, received, seen = [], [], {}
 
@@ -93,9 +96,10 @@ def guard_call(chunks: list[bytes], headers: dict[str, str], app=None, max_bytes
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"ok"})
 
-    scope = {"type": "http", "method": "POST", "path": "/v1/models/m:predict",
+    scope = {"type": "http", "method": method, "path": "/v1/models/m:predict",
              "headers": [(k.encode(), v.encode()) for k, v in headers.items()]}
-    asyncio.run(RequestGuard(app or ok, max_bytes=max_bytes)(scope, receive, send))
+    admission = admission or Admission(2**20)
+    asyncio.run(RequestGuard(app or ok, max_bytes=max_bytes, admission=admission)(scope, receive, send))
     if not sent:
         return None, {}, received, seen
     return sent[0]["status"], {k.decode(): v.decode() for k, v in sent[0]["headers"]}, received, seen
@@ -105,6 +109,95 @@ def test_payload_limit():
     assert guard_call([b"0123", b"456789"], {})[::2] == (200, [b"0123456789"])
     assert guard_call([b"0123", b"456789", b"x"], {})[::2] == (413, [])  # chunked, no Content-Length
     assert guard_call([b"x" * 11], {"content-length": "11"})[::2] == (413, [])
+
+
+def test_the_budget_refuses_what_does_not_fit_now_503_and_what_never_fits_413():
+    from kfts.serving.admission import MIN_CHARGE, Admission, Overloaded, TooLarge
+    budget = Admission(10 * MIN_CHARGE)
+    first = budget.enter(0, binary=True)  # a small body holds MIN_CHARGE
+    first.add(8 * MIN_CHARGE)  # its rows
+    second = budget.enter(0, binary=True)
+    with pytest.raises(Overloaded):  # fits alone, not beside the first: retry later
+        second.add(2 * MIN_CHARGE)
+    with pytest.raises(TooLarge):  # would not fit even alone
+        second.add(10 * MIN_CHARGE)
+    assert (budget.held, second.held) == (10 * MIN_CHARGE, MIN_CHARGE)  # a refusal holds nothing more
+    first.close()
+    second.add(2 * MIN_CHARGE)
+    second.close()
+    assert budget.held == 0
+
+
+def test_a_decoded_request_waits_for_room_for_its_rows():
+    from kfts.serving.admission import MIN_CHARGE, Admission
+
+    async def run():
+        budget = Admission(10 * MIN_CHARGE)
+        first = budget.enter(0, binary=True)
+        first.add(8 * MIN_CHARGE)
+        second = budget.enter(0, binary=True)
+        waiting = asyncio.ensure_future(second.decoded(3 * MIN_CHARGE))
+        await asyncio.sleep(0.05)
+        assert not waiting.done()  # no room yet: it waits, its decoding done, rather than being refused
+        first.close()
+        await asyncio.wait_for(waiting, 1)
+        assert (second.held, budget.held) == (4 * MIN_CHARGE, 4 * MIN_CHARGE)
+
+    asyncio.run(run())
+
+
+def test_a_request_the_budget_has_no_room_for_gets_503_with_retry_after_unread(caplog):
+    from kfts.serving.admission import Admission
+    full = Admission(2**20)
+    full.enter(2**20 // 20, binary=False)  # a JSON body that holds it all
+    with caplog.at_level(logging.WARNING, logger="kfts.serving"):
+        status, headers, received, _ = guard_call([b"{}"], {"x-request-id": "busy-1"}, admission=full)
+    assert (status, headers["retry-after"], headers["x-request-id"], received) == (503, "1", "busy-1", [])
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert line.startswith("overloaded 503 POST /v1/models/m:predict request_id=busy-1: the predictor is answering")
+    status, headers, _, _ = guard_call([b""], {}, admission=full, method="GET")  # probes are never refused
+    assert status == 200 and headers["x-request-id"]
+
+
+def test_a_body_without_length_holds_the_largest_size_until_read_then_its_own(caplog):
+    from kfts.serving.admission import CURRENT, DECODE_EXPANSION, MIN_CHARGE, Admission
+    budget, held = Admission(2**30), []
+
+    async def app(scope, receive, send):
+        await receive()
+        held.append(CURRENT.get().held)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+
+    guard_call([b"0123", b"4567"], {}, app=app, max_bytes=2**20, admission=budget)
+    assert held == [max(8 * DECODE_EXPANSION, MIN_CHARGE)] and budget.held == 0
+
+
+def test_the_model_queue_is_bounded():
+    from kfts.serving.admission import Overloaded
+    from kfts.serving.model import Worker
+
+    async def run():
+        worker = Worker("test-bounded", max_waiting=2)
+        calls = [asyncio.ensure_future(worker.call(lambda: time.sleep(0.05), [worker.arrived()], 1))
+                 for _ in range(2)]
+        with pytest.raises(Overloaded, match="2 requests are waiting"):
+            worker.arrived()
+        await asyncio.gather(*calls)
+        assert worker.waiting == 0
+        await worker.call(lambda: None, [worker.arrived()], 1)
+
+    asyncio.run(run())
+
+
+def test_client_values_and_ids_are_cut_in_answers_and_logs(caplog):
+    from kfts.serving.model import _matrix
+    with pytest.raises(InputError) as e:
+        _matrix([[1.0, "x" * 100_000]], "instances")
+    assert len(str(e.value)) < 300 and "xxx..." in str(e.value)
+    with caplog.at_level(logging.WARNING, logger="kfts.serving"):
+        status, headers, _, _ = guard_call([b"x" * 11], {"x-request-id": "i" * 100_000})
+    assert status == 413 and len(headers["x-request-id"]) == 203
+    assert len(caplog.records[0].getMessage()) < 600
 
 
 def test_every_request_gets_an_id_that_kserve_and_the_model_see(caplog):
@@ -198,6 +291,14 @@ def test_json_rows_errors_name_the_row_and_column():
         with pytest.raises(InputError) as e:
             _matrix(rows, "instances")
         assert str(e.value).startswith(message)
+    for rows, message in [  # one series: bare numbers are rows of one value
+        ([1, True], "instances: row 2, column 1: True is not a number"),
+        ([1, 1e39], "instances: row 2, column 1: 1e+39 is too large"),
+        ([[1], 2, [3, 4]], "instances: row 3: has 2 values, the rows above have 1"),
+    ]:
+        with pytest.raises(InputError) as e:
+            _matrix(rows, "instances", univariate=True)
+        assert str(e.value).startswith(message)
     for rows, message in [([], "the list is empty"), ({"a": 1}, "expected a list of rows")]:
         with pytest.raises(InvalidInput, match=message):
             _matrix(rows, "instances")
@@ -231,7 +332,7 @@ def test_the_predictor_loads_its_model_for_the_device_asked_for(monkeypatch, tin
     if expected == "cpu":
         assert predictor.load() and predictor.model.device_.type == "cpu"
         answer = asyncio.run(predictor.predict({"instances": np.zeros((2, 8)).tolist()}, {}, {}))
-        assert len(answer["predictions"]) == 2
+        assert len(orjson.loads(answer)["predictions"]) == 2
     else:  # the model is set up for the GPU; its first call (the warm-up) then needs one, which is not here
         with pytest.raises((AssertionError, RuntimeError), match="(?i)cuda|nvidia"):
             predictor.load()

@@ -80,7 +80,7 @@ def make_mix(n: int, pool: np.ndarray, name: str, length: int, max_bytes: int, s
         elif kind == "malformed json":
             body = orjson.dumps({"instances": rows.tolist()})
             body = body[:int(rng.integers(1, len(body) - 1))]  # cut anywhere
-            r = [Request(kind, v1, body, json_, 400), Request(kind, v2, body, json_, 422),
+            r = [Request(kind, v1, body, json_, 400), Request(kind, v2, body, json_, 400),
                  Request(kind, v1, b"\xff\xfe{}", json_, 400)][variant]
         elif kind == "nan":
             bad = rows.copy()

@@ -39,10 +39,14 @@ def test_client_matrix(server, files, mode):
 
 
 def test_v2_outputs_by_default_and_by_name(server, files):
+    """No outputs named: every output the model has (the Open Inference Protocol's rule), without the
+    probabilities option; named: those alone."""
     values = files["expected"].rows
-    _, proba, _ = files["expected"].classification()
-    assert v2_outputs(server.post(f"/v2/models/{NAME}/infer", v2_body(values))).keys() == {"label"}
-    assert server.grpc_infer(values).keys() == {"label"}
+    labels, proba, classes = files["expected"].classification()
+    for outputs in (v2_outputs(server.post(f"/v2/models/{NAME}/infer", v2_body(values))), server.grpc_infer(values)):
+        assert outputs.keys() == {"label", "probabilities", "classes"}
+        assert [str(v, "utf-8") if isinstance(v, bytes) else v for v in outputs["label"]] == labels
+        np.testing.assert_allclose(outputs["probabilities"], proba, atol=2e-6)
     body = {**v2_body(values), "outputs": [{"name": "probabilities"}]}  # asking for it is enough
     outputs = v2_outputs(server.post(f"/v2/models/{NAME}/infer", body))
     assert outputs.keys() == {"probabilities"}
@@ -121,7 +125,7 @@ BAD_REQUESTS = [
     ("an option neither on nor off V2", f"/v2/models/{NAME}/infer",
      v2_body(np.zeros((1, LENGTH)), probabilities="maybe"), None, 400,
      "parameter 'probabilities': 'maybe' is neither on nor off: send true or false"),
-    ("malformed JSON V2", f"/v2/models/{NAME}/infer", b'{"inputs": [', "application/json", 422, "JSON"),
+    ("malformed JSON V2", f"/v2/models/{NAME}/infer", b'{"inputs": [', "application/json", 400, "not JSON"),
     ("CSV with NaN", f"/v1/models/{NAME}:predict", b",".join([b"nan"] * LENGTH) + b"\n", "text/csv", 400,
      "request body: row 1, column 1: 'nan' is not allowed: values must be finite numbers"),
     ("CSV non-numeric", f"/v1/models/{NAME}:predict", b",".join([b"1"] * (LENGTH - 1) + [b"x"]) + b"\n",

@@ -5,7 +5,7 @@ and names the answer's tensors."""
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -48,10 +48,6 @@ class Adapter:
     def output_types(self) -> list[dict]:
         raise NotImplementedError
 
-    def default_outputs(self, options: dict) -> list[str]:
-        """The V2 outputs answered when a request names none."""
-        return [o["name"] for o in self.output_types()]
-
     @property
     def univariate(self) -> bool:
         """One value per row: a JSON row may then be a bare number instead of a list of one."""
@@ -61,6 +57,11 @@ class Adapter:
         """The model's shape rules for a request's rows, raised as an InputError (a 400) naming `where`, so
         that one bad request cannot spoil a batch."""
 
+    def memory(self, rows: int, columns: int) -> int:
+        """Bytes that a request of `rows` x `columns` values may take in its model call and its answer, at most
+        (the predictor's memory budget, kfts.serving.admission): by default 64 bytes per value."""
+        return 64 * rows * columns
+
     def compute(self, values: np.ndarray, options: dict):
         """The model call (on the predictor's worker thread)."""
         raise NotImplementedError
@@ -69,18 +70,20 @@ class Adapter:
         """The answer's tensors by name, from compute()'s result: numbers as float32, text as object arrays."""
         raise NotImplementedError
 
-    def v1(self, computed, options: dict) -> list:
-        """The V1 `predictions` from compute()'s result: by default one object per row of the default
-        outputs, NaN as null."""
-        arrays, names = self.outputs(computed, options), self.default_outputs(options)
-        return [{name: _plain(arrays[name][i]) for name in names} for i in range(len(arrays[names[0]]))]
+    def v1(self, computed, options: dict) -> Iterator[list]:
+        """The V1 `predictions` from compute()'s result, a list of them per chunk of rows (chunks()), which the
+        predictor writes as JSON before it asks for the next. By default one object per row of the outputs
+        (NaN: JSON's null)."""
+        arrays = self.outputs(computed, options)
+        names = [o["name"] for o in self.output_types()]
+        for rows in chunks(len(arrays[names[0]])):
+            columns = [arrays[name][rows].tolist() for name in names]
+            yield [dict(zip(names, values)) for values in zip(*columns)]
 
     def warm_up(self, max_batch_size: int) -> None:
         """Run the model once at the sizes it will see, so that the first request is not slow."""
 
 
-def _plain(value):
-    if isinstance(value, np.ndarray):
-        return [_plain(v) for v in value]
-    value = value.item() if isinstance(value, np.generic) else value
-    return None if isinstance(value, float) and value != value else value
+def chunks(n: int, size: int = 4096) -> Iterator[slice]:
+    """Slices of `size` rows that cover `n` rows."""
+    return (slice(start, start + size) for start in range(0, n, size))

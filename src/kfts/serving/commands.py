@@ -24,6 +24,9 @@ def register(commands) -> None:
                        help="inception-time: how long a batch waits for more requests")
     serve.add_argument("--max-payload-mb", type=float, default=16.0,
                        help="larger request bodies get 413 (REST) or RESOURCE_EXHAUSTED (gRPC)")
+    serve.add_argument("--max-inflight-mb", type=float,
+                       help="MiB of request bodies answered at once; more get 503 with Retry-After (gRPC: "
+                            "UNAVAILABLE) (default: what the container's memory limit allows, deploy/SERVING.md)")
     serve.set_defaults(func=cmd_serve)
 
     deploy = commands.add_parser("deploy", help="Kubernetes manifests for serving")
@@ -99,7 +102,8 @@ def cmd_serve(args) -> None:
     from kfts.serving.server import serve
     serve(args.model_dir, model_name=args.model_name, host=args.host, http_port=args.http_port,
           grpc_port=args.grpc_port, device=args.device, max_batch_size=args.max_batch_size,
-          max_batch_wait_ms=args.max_batch_wait_ms, max_payload_mb=args.max_payload_mb)
+          max_batch_wait_ms=args.max_batch_wait_ms, max_payload_mb=args.max_payload_mb,
+          max_inflight_mb=args.max_inflight_mb)
 
 
 def cmd_deploy_render(args) -> None:

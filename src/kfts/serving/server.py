@@ -1,17 +1,20 @@
 """`kfts serve`: KServe's model server (V1 and V2 REST, V2 gRPC) with one KftsModel.
 
 kfts starts KServe's REST and gRPC servers itself (KftsServer.start, ModelServer.start's single-process path)
-for two things ModelServer does not offer:
+for what ModelServer does not offer:
 
 - the address to listen on (`--host`); KServe always binds 0.0.0.0 (REST) and [::] (gRPC), which stay the
   default;
 - one log line per client mistake: KServe logs a traceback for every error, a client's 400 included. Here a
   mistake (4xx, gRPC INVALID_ARGUMENT, NOT_FOUND...) is answered with its reason and logged once, as
   `client error STATUS METHOD PATH request_id=ID: REASON` (uvicorn's access line for it is left out), while a
-  fault in the server is answered 500 / INTERNAL and logged with its traceback, once.
+  fault in the server is answered 500 / INTERNAL and logged with its traceback, once;
+- a memory budget (admission.py): what it has no room for is answered 503 / UNAVAILABLE before it is read;
+- request bodies decoded and answers written off the event loop (RestRoutes, Servicer), V2 REST bodies read
+  as the Open Inference Protocol's other clients send them (rest_request).
 
 Every REST request carries a request id: the client's `x-request-id` header, else a new one, sent back in the
-`x-request-id` header of error answers (gRPC: the `x-request-id` metadata, else the request's `id`).
+`x-request-id` header of every answer (gRPC: the `x-request-id` metadata, else the request's `id`).
 """
 
 from __future__ import annotations
@@ -20,11 +23,11 @@ import asyncio
 import copy
 import logging
 import os
-import struct
 import uuid
 import warnings
 from concurrent import futures
 
+import orjson
 from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
 from fastapi.exceptions import FastAPIDeprecationWarning, RequestValidationError
 from grpc import StatusCode, aio
@@ -32,20 +35,25 @@ from grpc_interceptor import AsyncExceptionToStatusInterceptor
 from grpc_interceptor.exceptions import GrpcException
 from kserve import model_server
 from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING
+from kserve.constants.constants import INFERENCE_CONTENT_LENGTH_HEADER
 from kserve.errors import (InvalidInput, ModelNotFound, ModelNotReady, ServerNotLive, ServerNotReady,
                            UnsupportedProtocol)
 from kserve.logging import KSERVE_LOG_CONFIG, configure_logging
 from kserve.model_server import ModelServer
-from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc
+from kserve.protocol.infer_type import InferInput, InferRequest, RequestedOutput
 from kserve.protocol.grpc.server import GRPCServer
 from kserve.protocol.grpc.servicer import InferenceServicer
 from kserve.protocol.rest.server import RESTServer
 from kserve.utils.utils import to_headers
 from starlette.exceptions import HTTPException
-from starlette.responses import JSONResponse
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from kfts.errors import InputError
+from kfts.serving import clip, off_loop
+from kfts.serving.admission import (CURRENT, MIN_CHARGE, Admission, Overloaded, TooLarge, decoding,
+                                   default_limit, malloc_returns_memory, smallest_limit)
 
 logger = logging.getLogger("kfts.serving")
 
@@ -53,40 +61,70 @@ logger = logging.getLogger("kfts.serving")
 REFUSALS = {InvalidInput: (400, StatusCode.INVALID_ARGUMENT), ModelNotFound: (404, StatusCode.NOT_FOUND),
             UnsupportedProtocol: (501, StatusCode.UNIMPLEMENTED),
             NotImplementedError: (501, StatusCode.UNIMPLEMENTED), ModelNotReady: (503, StatusCode.UNAVAILABLE),
-            ServerNotReady: (503, StatusCode.UNAVAILABLE), ServerNotLive: (503, StatusCode.UNAVAILABLE)}
+            ServerNotReady: (503, StatusCode.UNAVAILABLE), ServerNotLive: (503, StatusCode.UNAVAILABLE),
+            Overloaded: (503, StatusCode.UNAVAILABLE), TooLarge: (413, StatusCode.RESOURCE_EXHAUSTED)}
+MESSAGE = 500  # characters of a refusal's message that its answer and its log line show
 
 
 def log_refusal(status, method: str, path: str, request_id: str, reason) -> None:
-    """The one line a client's mistake leaves in the log."""
-    reason = " ".join(str(reason).split())  # one line, whatever the message held
-    logger.warning("client error %s %s %s request_id=%s: %s", status, method, path, request_id,
-                   reason if len(reason) <= 500 else reason[:500] + "...")
+    """The one line a refusal leaves in the log: a client's mistake, or a request the predictor has no room
+    for (Overloaded)."""
+    reason = clip(" ".join(str(reason).split()), MESSAGE)  # one line, whatever the message held
+    what = "overloaded" if status in (503, StatusCode.UNAVAILABLE.name) else "client error"
+    logger.warning("%s %s %s %s request_id=%s: %s", what, status, method, clip(path), clip(request_id), reason)
+
+
+def refusal(status: int, reason, request_id: str) -> JSONResponse:
+    """A refusal's answer: its message (cut to MESSAGE), the request id, and when to retry an Overloaded."""
+    headers = {"x-request-id": request_id}
+    if isinstance(reason, Overloaded):
+        headers["retry-after"] = str(reason.retry_after_s)
+    return JSONResponse(status_code=status, content={"error": clip(str(reason), MESSAGE)}, headers=headers)
 
 
 # -- REST ---------------------------------------------------------------------------------------------------------
 
 class RequestGuard:
-    """ASGI middleware that every REST request passes first: it gets its request id, a body over `max_bytes`
-    gets 413 before any of it is decoded, and a fault in the server gets 500 with its traceback logged once.
+    """ASGI middleware that every REST request passes first: it gets its request id (sent back with every
+    answer), a body over `max_bytes` gets 413 before any of it is decoded, a request with a body that the
+    memory budget (`admission`) has no room for gets 503 with Retry-After before any of it is read, and a fault
+    in the server gets 500 with its traceback logged once.
 
     The body is read here (the endpoints read it whole anyway) so that a body without Content-Length is
-    bounded too, then handed on unchanged.
+    bounded too, then handed on unchanged. A request holds its share of the budget until its answer is sent.
     """
 
-    def __init__(self, app, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app, max_bytes: int, admission: Admission):
+        self.app, self.max_bytes, self.admission = app, max_bytes, admission
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = dict(scope["headers"])
-        request_id = headers.get(b"x-request-id", b"").decode("latin-1") or uuid.uuid4().hex
+        request_id = clip(headers.get(b"x-request-id", b"").decode("latin-1")) or uuid.uuid4().hex
         if b"x-request-id" not in headers:  # so that KServe's latency line and the model see it too
             scope["headers"] = [*scope["headers"], (b"x-request-id", request_id.encode())]
         scope.setdefault("state", {})["request_id"] = request_id
         declared = headers.get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            return await self._refuse(scope, send, request_id)
+        declared = int(declared) if declared is not None and declared.isdigit() else None
+        if declared is not None and declared > self.max_bytes:
+            return await self._refuse(scope, send, request_id, 413, self._too_large())
+        if scope["method"] not in ("POST", "PUT"):  # no body: health probes and metadata are never refused
+            return await self._answer(scope, receive, send, request_id, declared, False)
+        media_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        binary = INFERENCE_CONTENT_LENGTH_HEADER.encode() in headers or media_type == b"text/csv"
+        try:  # a body of unknown length holds what the largest one would until it is read
+            ticket = self.admission.enter(self.max_bytes if declared is None else declared, binary)
+        except (Overloaded, TooLarge) as e:
+            return await self._refuse(scope, send, request_id, REFUSALS[type(e)][0], e)
+        token = CURRENT.set(ticket)  # for the model's estimate of its rows (admission.decoded)
+        try:
+            await self._answer(scope, receive, send, request_id, declared, binary)
+        finally:
+            CURRENT.reset(token)
+            ticket.close()
+
+    async def _answer(self, scope, receive, send, request_id: str, declared: int | None, binary: bool) -> None:
         chunks, size, more = [], 0, True
         while more:
             message = await receive()
@@ -95,9 +133,14 @@ class RequestGuard:
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])
             if size > self.max_bytes:
-                return await self._refuse(scope, send, request_id)
+                return await self._refuse(scope, send, request_id, 413, self._too_large())
             more = message.get("more_body", False)
         body = b"".join(chunks)
+        ticket = CURRENT.get()
+        if ticket is not None and declared is None:  # the size is known now: hold what it takes (less)
+            ticket.close()
+            ticket.body_size = size
+            ticket.add(decoding(size, binary))
         sent, started = False, False
 
         async def replay():
@@ -107,13 +150,18 @@ class RequestGuard:
             sent = True
             return {"type": "http.request", "body": body, "more_body": False}
 
-        async def send_started(message):
+        async def send_with_id(message):
             nonlocal started
-            started = started or message["type"] == "http.response.start"
+            if message["type"] == "http.response.start":
+                started = True
+                names = {name.lower() for name, _ in message.get("headers", [])}
+                if b"x-request-id" not in names:
+                    message = {**message, "headers": [*message.get("headers", []),
+                                                      (b"x-request-id", request_id.encode())]}
             await send(message)
 
         try:
-            await self.app(scope, replay, send_started)
+            await self.app(scope, replay, send_with_id)
         except Exception:  # noqa: BLE001 - what no handler took is a fault in the server: traceback, 500
             logger.exception("server fault %s %s request_id=%s", scope["method"], scope["path"], request_id)
             if not started:
@@ -121,12 +169,13 @@ class RequestGuard:
                     "error": f"internal server error (request id {request_id})"})
                 await response(scope, receive, send)
 
-    async def _refuse(self, scope, send, request_id: str):
-        reason = (f"the request body is larger than the limit of {self.max_bytes} bytes "
-                  "(kfts serve --max-payload-mb)")
-        log_refusal(413, scope["method"], scope["path"], request_id, reason)
-        response = JSONResponse(status_code=413, content={"error": reason}, headers={"x-request-id": request_id})
-        await response({"type": "http"}, None, send)
+    def _too_large(self) -> str:
+        return (f"the request body is larger than the limit of {self.max_bytes} bytes "
+                "(kfts serve --max-payload-mb)")
+
+    async def _refuse(self, scope, send, request_id: str, status: int, reason):
+        log_refusal(status, scope["method"], scope["path"], request_id, reason)
+        await refusal(status, reason, request_id)({"type": "http"}, None, send)
 
 
 def _request_id(request) -> str:
@@ -137,8 +186,7 @@ async def refusal_handler(request, exc):
     """KServe's errors that are not faults (InvalidInput, ModelNotFound...): their status, one log line."""
     status = next(http for cls, (http, _) in REFUSALS.items() if isinstance(exc, cls))
     log_refusal(status, request.method, request.url.path, _request_id(request), exc)
-    return JSONResponse(status_code=status, content={"error": str(exc)},
-                        headers={"x-request-id": _request_id(request)})
+    return refusal(status, exc, _request_id(request))
 
 
 async def http_error_handler(request, exc: HTTPException):
@@ -154,12 +202,135 @@ async def validation_error_handler(request, exc: RequestValidationError):
     return await request_validation_exception_handler(request, exc)
 
 
+class RestRoutes:
+    """kfts's own V1 predict and V2 infer endpoints, in front of KServe's: the same paths and data plane, but the
+    body is decoded and the answer written off the event loop (KServe's V2 route has FastAPI read the JSON and
+    pydantic check it there, value by value), so that health probes keep answering while a large request is
+    read; and a V2 body is read as the Open Inference Protocol's other clients send it (rest_request)."""
+
+    def __init__(self, dataplane):
+        self.dataplane = dataplane
+
+    def register(self, app) -> None:
+        app.add_api_route("/v1/models/{model_name}:predict", self.v1_predict, methods=["POST"])
+        app.add_api_route("/v2/models/{model_name}/infer", self.v2_infer, methods=["POST"])
+
+    async def v1_predict(self, model_name: str, request: Request) -> Response:
+        """The model decodes the V1 body (JSON or CSV) itself, and answers bytes with their Content-Type."""
+        body, headers = await self._read(model_name, request)
+        answer, answer_headers = await self.dataplane.infer(model_name=model_name, request=body, headers=headers)
+        return _send(answer, answer_headers)
+
+    async def v2_infer(self, model_name: str, request: Request) -> Response:
+        body, headers = await self._read(model_name, request)
+        infer_request = await off_loop(rest_request, body, headers, model_name)
+        answer, answer_headers = await self.dataplane.infer(model_name=model_name, request=infer_request,
+                                                            headers=headers)
+        content, json_length = await off_loop(answer.to_rest)  # model.RestInferResponse
+        answer_headers["content-type"] = "application/json" if json_length is None else "application/octet-stream"
+        if json_length is not None:
+            answer_headers[INFERENCE_CONTENT_LENGTH_HEADER] = str(json_length)
+        return _send(content, answer_headers)
+
+    async def _read(self, model_name: str, request: Request) -> tuple[bytes, dict]:
+        if not await self.dataplane.model_ready(model_name, True):  # ModelNotFound for an unknown name
+            raise ModelNotReady(model_name)
+        return await request.body(), dict(request.headers)
+
+
+SEND_CHUNK = 2**20
+
+
+def _send(content: bytes | memoryview | str, headers: dict) -> Response:
+    """An answer, sent SEND_CHUNK bytes at a time when larger: the socket's write buffer would otherwise take a
+    copy of all that the client has not read yet."""
+    content = memoryview(content.encode() if isinstance(content, str) else content).cast("B")
+    if len(content) <= SEND_CHUNK:
+        return Response(content, headers=headers)
+    chunks = (content[i:i + SEND_CHUNK] for i in range(0, len(content), SEND_CHUNK))
+    return StreamingResponse(chunks, headers={**headers, "content-length": str(len(content))})
+
+
+# the Open Inference Protocol's request, field by field: (JSON type, required)
+REQUEST = {"id": (str, False), "parameters": (dict, False), "inputs": (list, True), "outputs": (list, False)}
+REQUEST_INPUT = {"name": (str, True), "shape": (list, True), "datatype": (str, True), "parameters": (dict, False),
+                 "data": (list, False)}
+REQUEST_OUTPUT = {"name": (str, True), "parameters": (dict, False)}
+
+
+def rest_request(body: bytes, headers: dict, model_name: str) -> InferRequest:
+    """A V2 REST body as KServe's InferRequest, read as the Open Inference Protocol and Triton read it: JSON,
+    followed by its tensors' binary data when the Inference-Header-Content-Length header says where the JSON
+    ends, whatever the Content-Type. (KServe 0.21 reads a body as JSON only when its Content-Type says
+    application/json, else as binary data: a JSON body without Content-Type, as Triton's clients send it, was
+    refused for want of that header.) Binary data stay bytes until the model reads them (KServe's from_bytes
+    turns them into a Python list). A body that breaks the protocol's schema is a 400."""
+    length = headers.get(INFERENCE_CONTENT_LENGTH_HEADER)
+    if length is None:
+        length = len(body)
+    elif not (length.isascii() and length.isdigit()) or int(length) > len(body):
+        raise InvalidInput(f"malformed V2 request: header {INFERENCE_CONTENT_LENGTH_HEADER}: "
+                           f"{clip(repr(length))} is not a length within the body's {len(body)} bytes")
+    length = int(length)
+    try:
+        head = orjson.loads(memoryview(body)[:length])
+    except orjson.JSONDecodeError as e:
+        raise InvalidInput(f"malformed V2 request: the body is not JSON ({e}); binary tensor data need the "
+                           f"{INFERENCE_CONTENT_LENGTH_HEADER} header") from None
+    _fields(head, REQUEST, "the request")
+    inputs, offset = [], length
+    for i, tensor in enumerate(head["inputs"]):
+        where = f"inputs[{i}]"
+        _fields(tensor, REQUEST_INPUT, where)
+        if not all(type(n) is int and n >= 0 for n in tensor["shape"]):
+            raise InvalidInput(f"malformed V2 request: {where}.shape: {clip(str(tensor['shape']))} is not a list of "
+                               "sizes")
+        parameters = tensor.get("parameters") or {}
+        size = parameters.get("binary_data_size")
+        infer_input = InferInput(tensor["name"], tensor["shape"], tensor["datatype"], parameters=parameters)
+        if "data" in tensor:
+            if tensor["datatype"] == "FP16":
+                raise InvalidInput(f"{where}: FP16 has no JSON form: send it as binary data (binary_data_size)")
+            infer_input.data = tensor["data"]
+        elif type(size) is int and 0 <= size <= len(body) - offset:
+            infer_input._raw_data = body[offset:offset + size]  # as KServe's InferRequest.from_bytes does
+            offset += size
+        else:
+            raise InvalidInput(f"malformed V2 request: {where} has no 'data', and its parameters.binary_data_size "
+                               f"({clip(repr(size))}) is not the size of binary data left in the body "
+                               f"({len(body) - offset} bytes)")
+        inputs.append(infer_input)
+    outputs = []
+    for i, output in enumerate(head.get("outputs") or []):
+        _fields(output, REQUEST_OUTPUT, f"outputs[{i}]")
+        outputs.append(RequestedOutput(output["name"], output.get("parameters")))
+    return InferRequest(model_name=model_name, infer_inputs=inputs, request_id=head.get("id"),
+                        parameters=head.get("parameters"), request_outputs=outputs or None)
+
+
+def _fields(value, schema: dict, where: str) -> None:
+    """`value` is a JSON object with the fields of `schema`, each of its type."""
+    if not isinstance(value, dict):
+        raise InvalidInput(f"malformed V2 request: {where} is not a JSON object")
+    for name, (kind, required) in schema.items():
+        if name not in value:
+            if required:
+                raise InvalidInput(f"malformed V2 request: {where} has no {name!r} field")
+        elif not isinstance(value[name], kind):
+            raise InvalidInput(f"malformed V2 request: {where}.{name} is not a JSON "
+                               f"{ {str: 'string', dict: 'object', list: 'array'}[kind]}")
+
+
 class RestServer(RESTServer):
-    """KServe's REST server on `host`, with kfts's error handlers."""
+    """KServe's REST server on `host`, with kfts's routes (RestRoutes) and error handlers."""
 
     def __init__(self, *args, host: str, **kwargs):
         super().__init__(*args, **kwargs)
         self.config.host = host
+
+    def _register_endpoints(self, app):
+        RestRoutes(self.dataplane).register(app)  # first: FastAPI takes the first route that matches
+        super()._register_endpoints(app)
 
     def _add_middlewares(self, app):
         """None of KServe's: its TimingMiddleware logs two more lines per request (wall and CPU time of what
@@ -181,55 +352,75 @@ class SkipClientErrors(logging.Filter):
         return not (isinstance(status, int) and 400 <= status < 500)
 
 
-class KftsDataPlane(DataPlane):
-    """KServe's data plane, with a malformed request in the V2 binary tensor extension answered as the
-    client's mistake: KServe's InferRequest.from_bytes lets KeyError, TypeError, ValueError... through, 500s."""
-
-    def decode_inference_request(self, body, headers, model_name):
-        try:
-            return super().decode_inference_request(body, headers, model_name)
-        except InvalidInput:
-            raise
-        except KeyError as e:
-            raise InvalidInput(f"malformed V2 request: no {e} field") from None
-        except (TypeError, ValueError, IndexError, AttributeError, struct.error) as e:
-            raise InvalidInput(f"malformed V2 request: {e}") from None
-
-
 # -- gRPC ---------------------------------------------------------------------------------------------------------
 
 class GrpcErrors(AsyncExceptionToStatusInterceptor):
-    """gRPC statuses for KServe's errors (REFUSALS) with one log line; anything else is a fault: INTERNAL and
-    its traceback."""
+    """What every gRPC call passes: a ModelInfer that the memory budget (`admission`) has no room for is
+    UNAVAILABLE at once (with gRPC's retry pushback); KServe's errors get their statuses (REFUSALS) with one log
+    line; anything else is a fault: INTERNAL and its traceback."""
+
+    def __init__(self, admission: Admission | None = None):
+        super().__init__()
+        self.admission = admission
+
+    async def intercept(self, method, request, context, method_name):
+        if self.admission is None or not method_name.endswith("/ModelInfer"):  # health, metadata: never refused
+            return await super().intercept(method, request, context, method_name)
+        try:
+            ticket = self.admission.enter(request.ByteSize(), binary=bool(request.raw_input_contents))
+        except (Overloaded, TooLarge) as e:
+            await self.handle_exception(e, request, context, method_name)
+        token = CURRENT.set(ticket)  # for the model's estimate of its rows (admission.decoded)
+        try:
+            return await super().intercept(method, request, context, method_name)
+        finally:
+            CURRENT.reset(token)
+            ticket.close()
 
     async def handle_exception(self, ex, request, context, method_name):
         if isinstance(ex, GrpcException):
             await super().handle_exception(ex, request, context, method_name)
-        request_id = to_headers(context).get("x-request-id") or getattr(request, "id", "") or uuid.uuid4().hex
+        request_id = clip(to_headers(context).get("x-request-id") or getattr(request, "id", "") or uuid.uuid4().hex)
         for cls, (_, code) in REFUSALS.items():
             if isinstance(ex, cls):
                 log_refusal(code.name, "gRPC", method_name, request_id, ex)
-                await context.abort(code, str(ex))
+                if isinstance(ex, Overloaded):
+                    context.set_trailing_metadata((("grpc-retry-pushback-ms", str(ex.retry_after_s * 1000)),))
+                await context.abort(code, clip(str(ex), MESSAGE))
         logger.error("server fault gRPC %s request_id=%s", method_name, request_id, exc_info=ex)
         await context.abort(StatusCode.INTERNAL, f"internal server error (request id {request_id})")
 
 
-class GrpcServer(GRPCServer):
-    """KServe's gRPC server (GRPCServer.start) on `host`, with GrpcErrors as its only interceptor (KServe's
-    LoggingInterceptor logs a line per call that says only the method)."""
+class Servicer(InferenceServicer):
+    """KServe's gRPC servicer, with ModelInfer's request decoded and its answer encoded off the event loop
+    (KServe's copies typed contents into a Python list there)."""
 
-    def __init__(self, host: str, *args, **kwargs):
+    async def ModelInfer(self, request, context):
+        headers = to_headers(context)
+        self.validate_grpc_request(request)
+        infer_request = await off_loop(InferRequest.from_grpc, request)
+        answer, _ = await self._data_plane.infer(request=infer_request, headers=headers,
+                                                 model_name=request.model_name)
+        return await off_loop(answer.to_grpc)
+
+
+class GrpcServer(GRPCServer):
+    """KServe's gRPC server (GRPCServer.start) on `host`, with kfts's Servicer and GrpcErrors as its only
+    interceptor (KServe's LoggingInterceptor logs a line per call that says only the method)."""
+
+    def __init__(self, host: str, *args, admission: Admission, **kwargs):
         super().__init__(*args, **kwargs)
-        self.host = host
+        self.host, self.admission = host, admission
 
     async def start(self, max_workers):
-        self._server = aio.server(futures.ThreadPoolExecutor(max_workers=max_workers), interceptors=(GrpcErrors(),),
+        self._server = aio.server(futures.ThreadPoolExecutor(max_workers=max_workers),
+                                  interceptors=(GrpcErrors(self.admission),),
                                   options=[("grpc.max_send_message_length",
                                             self._kwargs.get("grpc_max_send_message_length")),
                                            ("grpc.max_receive_message_length",
                                             self._kwargs.get("grpc_max_receive_message_length"))])
         grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-            InferenceServicer(self._data_plane, self._model_repository_extension), self._server)
+            Servicer(self._data_plane, self._model_repository_extension), self._server)
         address = f"{self.host}:{self._port}"
         self._server.add_insecure_port(address)
         logger.info("gRPC server listening on %s", address)
@@ -242,10 +433,9 @@ class GrpcServer(GRPCServer):
 class KftsServer(ModelServer):
     """KServe's ModelServer (one process) listening on `host` (None: KServe's 0.0.0.0 and [::])."""
 
-    def __init__(self, *, host: str | None, http_port: int, grpc_port: int):
+    def __init__(self, *, host: str | None, http_port: int, grpc_port: int, admission: Admission):
         super().__init__(http_port=http_port, grpc_port=grpc_port, enable_grpc=True)
-        self.host = host
-        self.dataplane = KftsDataPlane(model_registry=self.registered_models)
+        self.host, self.admission = host, admission
 
     def start(self, models) -> None:
         self._register_and_check_atleast_one_model_is_ready(models)
@@ -256,7 +446,8 @@ class KftsServer(ModelServer):
         if ":" in grpc_host and not grpc_host.startswith("["):  # an IPv6 address: gRPC wants it in brackets
             grpc_host = f"[{grpc_host}]"
         self._grpc_server = GrpcServer(grpc_host, self.grpc_port, self.dataplane, self.model_repository_extension,
-                                       kwargs=vars(model_server.args), grace_period=self.grace_period)
+                                       kwargs=vars(model_server.args), grace_period=self.grace_period,
+                                       admission=self.admission)
         self.servers += [self._rest_server.start(), self._grpc_server.start(self.max_threads)]
         self.setup_event_loop()
         self.register_signal_handler()
@@ -278,12 +469,18 @@ def configure_server_logging() -> None:
 
 def serve(model_dir: str, *, model_name: str = "model", host: str | None = None, http_port: int = 8080,
           grpc_port: int = 8081, device: str = "auto", max_batch_size: int = 64, max_batch_wait_ms: float = 2.0,
-          max_payload_mb: float = 16.0) -> None:
+          max_payload_mb: float = 16.0, max_inflight_mb: float | None = None) -> None:
+    """max_inflight_mb: the memory that requests may take at once (admission.py); None: what the memory limit
+    leaves."""
     if not os.path.isdir(model_dir):
         raise InputError("no such model directory (KServe mounts the storageUri at /mnt/models)", path=model_dir)
     for name, value in (("--max-batch-size", max_batch_size), ("--max-payload-mb", max_payload_mb)):
         if not value > 0:
             raise InputError(f"{name} must be positive, not {value}")
+    least = smallest_limit(int(max_payload_mb * 2**20)) / 2**20
+    if max_inflight_mb is not None and not max_inflight_mb >= least:
+        raise InputError(f"--max-inflight-mb must be at least {least:g} (what decoding a body of --max-payload-mb "
+                         f"{max_payload_mb:g} may take), not {max_inflight_mb:g}")
     if max_batch_wait_ms < 0:
         raise InputError(f"--max-batch-wait-ms must be 0 or more, not {max_batch_wait_ms}")
     if host is not None and not host.strip():
@@ -295,13 +492,18 @@ def serve(model_dir: str, *, model_name: str = "model", host: str | None = None,
 
     configure_server_logging()
     use_cpu_share()
+    malloc_returns_memory()
     model = KftsModel(model_name, model_dir, device=device, max_batch_size=max_batch_size,
                       max_batch_wait=max_batch_wait_ms / 1000)
     model.load()
-    model_server.app.add_middleware(RequestGuard, max_bytes=max_bytes)
+    # measured with the model loaded: the default budget is what the memory limit leaves beside it
+    admission = Admission(default_limit(max_bytes) if max_inflight_mb is None else int(max_inflight_mb * 2**20))
+    model.worker.max_waiting = admission.limit // MIN_CHARGE  # as many as the budget admits at once
+    logger.info("requests may take %.0f MiB of memory at once (--max-inflight-mb)", admission.limit / 2**20)
+    model_server.app.add_middleware(RequestGuard, max_bytes=max_bytes, admission=admission)
     # the gRPC server takes its message limits from KServe's parsed flags. Requests are capped; answers are
     # not, as over REST: they are a small multiple of their request (LSTM-AD's score, reconstruction and flag
     # per row), and KServe's default cap of 8 MiB threw away answers already computed
     model_server.args.grpc_max_receive_message_length = max_bytes
     model_server.args.grpc_max_send_message_length = -1
-    KftsServer(host=host, http_port=http_port, grpc_port=grpc_port).start([model])
+    KftsServer(host=host, http_port=http_port, grpc_port=grpc_port, admission=admission).start([model])

@@ -1,12 +1,15 @@
-"""InceptionTime in the predictor: one series per row, [n, length]; answers `label` (+ `probabilities` and
-`classes` when asked). Rows are independent, so concurrent requests are batched together."""
+"""InceptionTime in the predictor: one series per row, [n, length]; answers `label`, `probabilities` and `classes`
+(V1: the label, and the probabilities when asked). Rows are independent, so concurrent requests are batched together."""
 
 from __future__ import annotations
 
+from typing import Iterator
+
 import numpy as np
 
+from kfts.algorithms.inception_time.estimator import INFERENCE_BATCH
 from kfts.errors import InputError
-from kfts.serving.adapter import Adapter
+from kfts.serving.adapter import Adapter, chunks
 
 
 class InceptionTimeAdapter(Adapter):
@@ -21,13 +24,18 @@ class InceptionTimeAdapter(Adapter):
                 {"name": "probabilities", "datatype": "FP32", "shape": [-1, n]},
                 {"name": "classes", "datatype": "BYTES", "shape": [n]}]
 
-    def default_outputs(self, options: dict) -> list[str]:
-        return ["label", "probabilities", "classes"] if options.get("probabilities") else ["label"]
-
     def check(self, values: np.ndarray, where: str) -> None:
         if values.shape[1] != self.model.length:
             raise InputError(f"rows have {values.shape[1]} time steps, the model was trained on "
                              f"{self.model.length}", path=where, row=1)
+
+    def memory(self, rows: int, columns: int) -> int:
+        """A model call's activations (every module's four branches of `filters` channels, fp32, in each network,
+        for up to INFERENCE_BATCH series at a time, twice over: an upper bound of what was measured) and a small
+        answer per series."""
+        p = self.model.params
+        per_series = 2 * p.models * p.depth * 4 * p.filters * columns * 4
+        return min(rows, INFERENCE_BATCH) * per_series + rows * (64 + 32 * len(self.model.classes))
 
     def compute(self, values: np.ndarray, options: dict) -> np.ndarray:
         return self.model.predict_proba(values)
@@ -37,14 +45,15 @@ class InceptionTimeAdapter(Adapter):
         return {"label": classes[proba.argmax(axis=1)].astype(object), "probabilities": proba.astype(np.float32),
                 "classes": classes.astype(object)}
 
-    def v1(self, proba: np.ndarray, options: dict) -> list:
+    def v1(self, proba: np.ndarray, options: dict) -> Iterator[list]:
         """A label per series, or with probabilities {"label", "probabilities": {class: p}}."""
         classes = self.model.classes
-        labels = classes[proba.argmax(axis=1)].tolist()
-        if not options.get("probabilities"):
-            return labels
-        return [{"label": label, "probabilities": dict(zip(classes.tolist(), row.tolist()))}
-                for label, row in zip(labels, proba)]
+        names = classes.tolist()
+        for rows in chunks(len(proba)):
+            labels = classes[proba[rows].argmax(axis=1)].tolist()
+            yield (labels if not options.get("probabilities") else
+                   [{"label": label, "probabilities": dict(zip(names, p))} for label, p in zip(labels,
+                                                                                          proba[rows].tolist())])
 
     def warm_up(self, max_batch_size: int) -> None:
         for n in sorted({1, max_batch_size}):

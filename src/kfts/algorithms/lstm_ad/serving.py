@@ -6,10 +6,12 @@ stream sent in chunks, each led by the rows before it: README "LSTM-AD: seed or 
 
 from __future__ import annotations
 
+from typing import Iterator
+
 import numpy as np
 
 from kfts.errors import InputError
-from kfts.serving.adapter import Adapter
+from kfts.serving.adapter import Adapter, chunks
 
 
 def context_rows(value) -> int:
@@ -44,6 +46,12 @@ class LstmADAdapter(Adapter):
                              f"{self.model.n_series}", path=where, row=1)
         self.model.check_scorable(values, where)
 
+    def memory(self, rows: int, columns: int) -> int:
+        """A request is scored in one call: its arrays grow with its time steps, by the hidden units and by the
+        series (an upper bound of what was measured in seed scoring), and its V1 answer's JSON is the largest
+        per step."""
+        return rows * (2 * self.model.params.hidden_size + 176 * columns + 16)
+
     def compute(self, values: np.ndarray, options: dict):
         return self.model.score(values, options.get("context_rows", 0))
 
@@ -56,19 +64,19 @@ class LstmADAdapter(Adapter):
                                              ).astype(np.float32)
         return arrays
 
-    def v1(self, computed, options: dict) -> list:
+    def v1(self, computed, options: dict) -> Iterator[list]:
         """{"score", "reconstruction"[, "anomaly"]} per step, every field null before the first scored row."""
         scores, reconstructions = computed
         threshold = self.model.threshold
-        predictions = []
-        for i, score in enumerate(scores.tolist()):
-            scored = score == score  # not NaN
-            row = {"score": score if scored else None,
-                   "reconstruction": reconstructions[i].tolist() if scored else None}
-            if threshold is not None:
-                row["anomaly"] = int(score < threshold) if scored else None
-            predictions.append(row)
-        return predictions
+        for rows in chunks(len(scores)):
+            predictions = []
+            for score, reconstruction in zip(scores[rows].tolist(), reconstructions[rows].tolist()):
+                scored = score == score  # not NaN
+                row = {"score": score if scored else None, "reconstruction": reconstruction if scored else None}
+                if threshold is not None:
+                    row["anomaly"] = int(score < threshold) if scored else None
+                predictions.append(row)
+            yield predictions
 
     def warm_up(self, max_batch_size: int) -> None:
         m = self.model
