@@ -81,13 +81,13 @@ def choose_champion(challenger_score: float, champion_score: float, higher_is_be
 @dsl.component(base_image=IMAGE, install_kfp_package=False, additional_funcs=[fail])
 def promote_model(model: Input[Model], uri: str):
     """Make `model` the champion at `uri`, where the retraining pipeline reads the champion from
-    (kfts.storage.promote: an object-store prefix gets the new version beside the old one, then a pointer to it;
+    (kfts.promote: an object-store prefix gets the new version beside the old one, then a pointer to it;
     a local directory is replaced in one rename)."""
-    from kfts import storage
     from kfts.errors import InputError
+    from kfts.promote import promote
 
     try:
-        promoted = storage.promote(model.path, uri)
+        promoted = promote(model.path, uri)
     except InputError as e:
         fail(e)
     print(f"promoted {model.uri} to {uri}: {promoted}")

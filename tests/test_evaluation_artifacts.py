@@ -12,8 +12,8 @@ from sklearn import metrics as skm
 
 from kfts.components import evaluate
 from kfts.csvio import LabeledSeries
-from kfts.evaluation import (SCORE_CURVE_POINTS, classification_metrics, flag_confusion_matrix, headline,
-                             log_classification, score_curves)
+from kfts.evaluation import flag_confusion_matrix, log_classification
+from kfts.metrics import SCORE_CURVE_POINTS, classification_metrics, headline, score_curves
 from kfts.algorithms.inception_time.estimator import InceptionTime, Params
 
 

@@ -13,7 +13,8 @@ import pytest
 from matplotlib import image
 
 from kfts import report
-from kfts.evaluation import classification_metrics, classification_report, score_curves
+from kfts.metrics import classification_metrics, score_curves
+from kfts.report import classification_report
 
 THRESHOLD = -12.0
 

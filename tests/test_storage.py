@@ -18,6 +18,7 @@ from kfp.dsl import Dataset, Model
 from s3_server import BUCKET, S3Server
 
 from kfts import artifact, storage
+from kfts.promote import promote
 from kfts.components import deploy, fetch_model, promote_model, validate_csv
 
 pytestmark = pytest.mark.integration
@@ -164,8 +165,8 @@ def test_the_champion_is_fetched_promoted_and_deployed_from_its_current_version(
     assert result.stdout == f"promoted {models / 'old'} to {champion}: {champion}/versions/{old_version.pop()}\n"
     assert _predicted(champion, models / "series.csv", tmp_path, s3.env()) == _predicted(
         models / "old", models / "series.csv", tmp_path)
-    storage.promote(str(models / "new"), champion)
-    storage.promote(str(models / "new"), champion)  # the same model: the same version, now the previous one too
+    promote(str(models / "new"), champion)
+    promote(str(models / "new"), champion)  # the same model: the same version, now the previous one too
     assert s3.keys("champion/") == ["champion/kfts-champion.json", f"champion/versions/{version}/kfts-model.json",
                                     f"champion/versions/{version}/weights.safetensors"]
 
@@ -182,7 +183,7 @@ def test_the_deploy_step_gives_kserve_the_champions_current_version(in_pod, mode
     minio://."""
     from kube_standin import KServe, KubeStandIn
     s3 = in_pod
-    version = storage.promote(str(models / "new"), f"s3://{BUCKET}/served").rsplit("/", 2)[-2:]
+    version = promote(str(models / "new"), f"s3://{BUCKET}/served").rsplit("/", 2)[-2:]
     local = tmp_path / "artifact"
     for key in s3.keys("served/"):
         (local / key).parent.mkdir(parents=True, exist_ok=True)

@@ -27,7 +27,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from kfts import __version__, storage
+from kfts import __version__, outputs
 from kfts.errors import InputError, shown
 
 FORMAT_VERSION = 1
@@ -163,24 +163,24 @@ def atomic_directory(target: str | os.PathLike, files: Collection[str]) -> Itera
     shown, target = target, check_output_directory(target, files)
     with _refusal_reported(shown):
         target.parent.mkdir(parents=True, exist_ok=True)
-        storage.remove_stale(target)
-        tmp = Path(tempfile.mkdtemp(prefix=storage.scratch_prefix(target), suffix=storage.PARTIAL, dir=target.parent))
+        outputs.remove_stale(target)
+        tmp = Path(tempfile.mkdtemp(prefix=outputs.scratch_prefix(target), suffix=outputs.PARTIAL, dir=target.parent))
     try:
         yield tmp
         _readable(tmp, 0o777)
         for child in tmp.rglob("*"):
             _readable(child, 0o777 if child.is_dir() else 0o666)
-            storage.synced(child)
-        storage.synced(tmp)
+            outputs.synced(child)
+        outputs.synced(tmp)
         if target.exists():
             check_output_directory(shown, files)  # again: files may have been put there while this ran
-            old = target.with_name(f"{storage.scratch_prefix(target)}old{storage.PARTIAL}")
+            old = target.with_name(f"{outputs.scratch_prefix(target)}old{outputs.PARTIAL}")
             target.rename(old)
             tmp.rename(target)
             shutil.rmtree(old)
         else:
             tmp.rename(target)
-        storage.synced(target.parent)
+        outputs.synced(target.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -205,8 +205,8 @@ def atomic_file(target: str | os.PathLike, mode: str = "w") -> Iterator:
     _check_can_create(real.parent, shown)
     with _refusal_reported(shown):
         real.parent.mkdir(parents=True, exist_ok=True)
-        storage.remove_stale(real)
-        fd, tmp = tempfile.mkstemp(prefix=storage.scratch_prefix(real), suffix=storage.PARTIAL, dir=real.parent)
+        outputs.remove_stale(real)
+        fd, tmp = tempfile.mkstemp(prefix=outputs.scratch_prefix(real), suffix=outputs.PARTIAL, dir=real.parent)
     try:
         with os.fdopen(fd, mode, **text) as f:
             yield f
@@ -214,7 +214,7 @@ def atomic_file(target: str | os.PathLike, mode: str = "w") -> Iterator:
             os.fsync(f.fileno())
         _readable(Path(tmp), 0o666)
         os.replace(tmp, real)
-        storage.synced(real.parent)
+        outputs.synced(real.parent)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

@@ -20,7 +20,7 @@ from kfts import storage
 from kfts.errors import InputError
 
 # Modules that add their own subcommands: each has register(subparsers) and sets `func` on its parsers.
-COMMAND_MODULES: list[str] = ["kfts.serving.commands", "kfts.pipeline_cli", "kfts.storage"]
+COMMAND_MODULES: list[str] = ["kfts.serving.commands", "kfts.pipeline_cli", "kfts.storage_cli"]
 
 
 class Terminated(BaseException):

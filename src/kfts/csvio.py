@@ -430,3 +430,22 @@ def _cell_fault(cell: str, row: int) -> str | None:
     elif row == 1:
         hint = " (kfts CSV files have no header row)"
     return f"{shown(cell)} is not a number{hint}"
+
+
+def read_text_labels(path) -> list[str]:
+    """A label file of text labels (class names), one per row."""
+    labels = []
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            for row, fields in enumerate(csv.reader(f), 1):
+                if len(fields) != 1 or not fields[0].strip():
+                    found = "an empty row" if not "".join(fields).strip() else f"{len(fields)} columns"
+                    raise InputError(f"a label file holds one label per row, found {found}", path=path, row=row)
+                labels.append(fields[0])
+    except FileNotFoundError:
+        raise InputError("no such file", path=path) from None
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise InputError(f"cannot be read as a label file ({e})", path=path) from None
+    if not labels:
+        raise InputError("the file is empty", path=path)
+    return labels

@@ -10,9 +10,6 @@ bytes are those of one in-memory pass (the algorithm's predictions_csv on the wh
 from __future__ import annotations
 
 import os
-from typing import Iterable, Iterator
-
-import numpy as np
 
 from kfts import csvio
 from kfts.artifact import atomic_file
@@ -28,27 +25,3 @@ def write_predictions(model, input_path: str | os.PathLike, output_path: str | o
     blocks = (values for _, _, values in csvio.iter_row_blocks(input_path))
     with atomic_file(output_path) as out:
         return of(model).write_predictions(model, input_path, blocks, out, chunk_bytes, **options)
-
-
-def checked(blocks: Iterable[np.ndarray], check) -> Iterator[np.ndarray]:
-    """The blocks, each passed to check(values, index of its first row) before it is handed on."""
-    first = 0
-    for values in blocks:
-        check(values, first)
-        first += len(values)
-        yield values
-
-
-def chunks(blocks: Iterable[np.ndarray], first: int, size: int, overlap: int = 0) -> Iterator[np.ndarray]:
-    """Re-cut blocks of rows: the first `first` rows, then `size` new rows at a time (the last chunk may be
-    shorter), each after the first led by the `overlap` rows before it."""
-    buffer, need, new_rows = None, first, False
-    for block in blocks:
-        buffer = block if buffer is None else np.concatenate([buffer, block])
-        new_rows = True
-        while len(buffer) >= need:
-            yield buffer[:need]
-            buffer = buffer[need - overlap:]
-            need, new_rows = overlap + size, len(buffer) > overlap
-    if new_rows:
-        yield buffer

@@ -187,3 +187,28 @@ def _lowest(scores: np.ndarray) -> float:
     """The lowest score, inf where none is scored (NaN)."""
     scored = scores[np.isfinite(scores)]
     return float(scored.min()) if len(scored) else np.inf
+
+
+def classification_report(metrics: dict, history: list[dict], title: str) -> str:
+    """The HTML page of a classifier's evaluation: summary, confusion matrix, ROC and PR curves, per class
+    figures, learning curves."""
+    matrix = np.array(metrics["confusion_matrix"]["matrix"])
+    labels = metrics["confusion_matrix"]["labels"]
+    fig, ax = plt.subplots(figsize=(1.2 + 0.6 * len(labels),) * 2)
+    ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for (i, j), count in np.ndenumerate(matrix):
+        ax.text(j, i, str(count), ha="center", va="center",
+                color="white" if count > matrix.max() / 2 else "black")
+    headline = {k: metrics[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "log_loss", "roc_auc_ovr")}
+    sections = [("Summary", table([headline])),
+                ("Confusion matrix", figure(fig)),
+                *([("ROC and precision-recall, each class against the rest",
+                    figure(roc_pr_curves(metrics["roc"], metrics["pr"])))] if metrics["roc"] else []),
+                ("Per class", table([{"class": c, **m} for c, m in metrics["per_class"].items()]))]
+    if history:
+        sections.append(("Learning curves", figure(learning_curves(history))))
+    return page(title, sections)

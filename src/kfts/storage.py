@@ -1,5 +1,5 @@
 """Local paths and object stores: the one place where kfts turns a location into a pyarrow filesystem, and
-`kfts copy` / `kfts promote`.
+where models are promoted.
 
 A location is a path or a URI pyarrow reads (s3://, gs://, hdfs://, file://), or minio://, KFP's name for the
 S3 API of its in-cluster store. An S3 store's identity comes from the environment, as a Kubernetes Secret given
@@ -34,12 +34,9 @@ import json
 import os
 import re
 import shutil
-import socket
 import tempfile
-import time
 from datetime import datetime, timezone
-from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 from urllib.parse import urlsplit
 
 from kfts.errors import InputError
@@ -198,7 +195,7 @@ def staged(args, inputs: tuple[str, ...] = (), outputs: tuple[str, ...] = ()) ->
 def _upload(path: str, uri: str) -> None:
     from kfts.artifact import MANIFEST
     if os.path.isfile(os.path.join(path, MANIFEST)):
-        promote(path, uri)
+        promote(path, uri)  # a model kfts has just written whole (artifact.atomic_directory)
     else:
         copy(path, uri)
 
@@ -244,18 +241,19 @@ def _join(location: str, relative: str) -> str:
     return f"{location.rstrip('/')}/{relative}"
 
 
-def promote(model: str, destination: str) -> str:
+def promote(model: str, destination: str, verify: Callable[[str], object] | None = None) -> str:
     """Make the model directory `model` (a path or URI) the champion at `destination`; returns where the new
     model is. At an object-store prefix the model becomes a new version, then the pointer names it, and only
     then are the versions before the previous one deleted (also what a killed promotion left): at every moment
     the prefix holds a complete model, and the previous one stays for a rollback and for an InferenceService
-    still naming it. A local directory is replaced in one rename."""
+    still naming it. A local directory is replaced in one rename. verify(local copy) runs before anything is
+    written (kfts.promote.promote passes the model loader: a complete model that loads)."""
     import pyarrow.fs
 
     from kfts import artifact
-    from kfts.algorithms import load_model
     with local_copy(model) as source:
-        load_model(source, device="cpu")  # a complete model that loads, before anything is written
+        if verify is not None:
+            verify(source)
         fs, path = filesystem(destination)
         if isinstance(fs, pyarrow.fs.LocalFileSystem):
             with artifact.atomic_directory(path, artifact.FILES) as tmp:
@@ -299,80 +297,3 @@ def _delete_all_but(fs, path: str, versions: set, files) -> None:
     for name in files:
         if fs.get_file_info(f"{path}/{name}").type == pyarrow.fs.FileType.File:
             fs.delete_file(f"{path}/{name}")
-
-
-# -- local outputs: scratch names, durable renames -------------------------------------------------------------
-
-# Outputs are built under a scratch name beside the target: `.NAME.kfts-PID-HOST.RANDOM.partial`. A process
-# killed outright (SIGKILL, the OOM killer, a node lost) leaves it behind; the next write of NAME removes it.
-PARTIAL = ".partial"
-STALE_AFTER_S = 24 * 3600  # a scratch output untouched this long is stale whoever wrote it (a pod gone)
-
-
-def scratch_prefix(target: Path) -> str:
-    return f".{target.name}.kfts-{os.getpid()}-{_host()}."
-
-
-def _host() -> str:
-    """This machine (a pod: its name) in a scratch name, so that only its own processes' are judged by pid."""
-    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
-
-
-def remove_stale(target: Path) -> None:
-    """Remove the scratch outputs of `target` that no running writer owns: written here by a process that is
-    gone, or untouched for STALE_AFTER_S (written on another machine sharing the volume)."""
-    pattern = re.compile(rf"\.{re.escape(target.name)}\.kfts-(\d+)-([0-9a-f]{{8}})\.[^./]+{re.escape(PARTIAL)}")
-    for entry in target.parent.iterdir():
-        found = pattern.fullmatch(entry.name)
-        if not found:
-            continue
-        with contextlib.suppress(FileNotFoundError):  # another writer's cleanup got there first
-            mine = found.group(2) == _host()
-            if (mine and not _running(int(found.group(1)))) or time.time() - entry.lstat().st_mtime > STALE_AFTER_S:
-                shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's: running
-        pass
-    return True
-
-
-def synced(path: Path) -> None:
-    """Flush `path` to the disk before the rename that publishes it (and a directory's entries after it): after
-    a crash or power loss, a renamed output must not turn out empty or missing."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    except OSError:  # some filesystems cannot sync a directory; the files in it are synced
-        if not path.is_dir():
-            raise
-    finally:
-        os.close(fd)
-
-
-# -- commands ---------------------------------------------------------------------------------------------------
-
-def register(commands) -> None:
-    parser = commands.add_parser("copy", help="copy a file or folder between paths and object-store URIs")
-    parser.add_argument("source")
-    parser.add_argument("destination")
-    parser.set_defaults(func=cmd_copy)
-    parser = commands.add_parser("promote", help="make a model the champion at a path or object-store prefix, "
-                                                 "replacing the previous one without a moment without either")
-    parser.add_argument("model_dir")
-    parser.add_argument("champion")
-    parser.set_defaults(func=cmd_promote)
-
-
-def cmd_copy(args) -> None:
-    copy(args.source, args.destination)
-    print(f"copied {args.source} to {args.destination}")
-
-
-def cmd_promote(args) -> None:
-    print(f"promoted {args.model_dir} to {args.champion}: {promote(args.model_dir, args.champion)}")

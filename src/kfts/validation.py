@@ -13,7 +13,6 @@ Summaries are plain JSON (they travel as KFP metadata); torch is never imported 
 
 from __future__ import annotations
 
-import csv
 import os
 
 from kfts.errors import InputError, shown
@@ -41,25 +40,6 @@ def describe(algorithm: str, path: str | os.PathLike, layout: str, *, source: st
             e.path = source
         raise
     return {"source": source, "layout": layout, "algorithm": algorithm, **summary}
-
-
-def read_text_labels(path) -> list[str]:
-    """A label file of text labels (class names), one per row."""
-    labels = []
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            for row, fields in enumerate(csv.reader(f), 1):
-                if len(fields) != 1 or not fields[0].strip():
-                    found = "an empty row" if not "".join(fields).strip() else f"{len(fields)} columns"
-                    raise InputError(f"a label file holds one label per row, found {found}", path=path, row=row)
-                labels.append(fields[0])
-    except FileNotFoundError:
-        raise InputError("no such file", path=path) from None
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise InputError(f"cannot be read as a label file ({e})", path=path) from None
-    if not labels:
-        raise InputError("the file is empty", path=path)
-    return labels
 
 
 def model_summary(manifest: dict) -> dict:

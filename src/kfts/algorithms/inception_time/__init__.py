@@ -36,9 +36,9 @@ class InceptionTimeAlgorithm(Algorithm):
                      "input_shape.length": 1_000_000}
 
     def describe(self, path, layout: str, head: bool) -> dict:
-        from kfts import csvio, validation
+        from kfts import csvio
         if layout == "labels":
-            return classes_summary(validation.read_text_labels(path))
+            return classes_summary(csvio.read_text_labels(path))
         if layout == "inference":
             values = _inference_rows(path, head)
             return {"rows": None if head else len(values), "length": int(values.shape[1])}

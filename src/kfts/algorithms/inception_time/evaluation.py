@@ -1,4 +1,4 @@
-"""InceptionTime evaluation: classification metrics (kfts.evaluation) and the HTML report, on a labeled file,
+"""InceptionTime evaluation: classification metrics (kfts.metrics) and the HTML report, on a labeled file,
 or on a file of series with their labels in a separate file (one per row)."""
 
 from __future__ import annotations
@@ -7,7 +7,8 @@ import numpy as np
 
 from kfts import csvio
 from kfts.errors import InputError
-from kfts.evaluation import classification_metrics, classification_report
+from kfts.metrics import classification_metrics
+from kfts.report import classification_report
 
 
 def evaluate(model, input_path, labels_path=None) -> tuple[dict, str]:
@@ -15,9 +16,8 @@ def evaluate(model, input_path, labels_path=None) -> tuple[dict, str]:
         data = csvio.read_labeled_series(input_path, min_classes=1, length=model.length)
         values, labels = data.values, data.labels
     else:
-        from kfts.validation import read_text_labels
         values = csvio.read_series_rows(input_path, length=model.length)
-        labels = np.array(read_text_labels(labels_path), dtype=str)
+        labels = np.array(csvio.read_text_labels(labels_path), dtype=str)
         if len(labels) != len(values):
             raise InputError(f"has {len(labels)} labels for the {len(values)} rows of {input_path}", path=labels_path)
     model.encode_labels(labels, path_hint=labels_path or input_path)  # refuse classes the model never saw

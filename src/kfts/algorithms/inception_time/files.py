@@ -9,7 +9,7 @@ import numpy as np
 
 from kfts import csvio
 from kfts.algorithms.inception_time.estimator import INFERENCE_BATCH
-from kfts.predict import chunks, checked
+from kfts.rowblocks import checked, chunks
 
 
 def read_inference(model, source) -> np.ndarray:

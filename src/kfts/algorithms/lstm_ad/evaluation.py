@@ -7,7 +7,7 @@ import numpy as np
 
 from kfts import anomaly_metrics, csvio, report
 from kfts.errors import InputError
-from kfts.evaluation import headline, score_curves
+from kfts.metrics import headline, score_curves
 
 
 def evaluate(model, input_path, labels_path=None) -> tuple[dict, str]:

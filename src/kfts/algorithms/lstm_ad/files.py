@@ -11,7 +11,7 @@ from pyarrow import csv as pacsv
 
 from kfts.algorithms.lstm_ad.estimator import SCORE_BATCH
 from kfts.errors import InputError
-from kfts.predict import chunks, checked
+from kfts.rowblocks import checked, chunks
 
 
 def predictions_csv(model, values: np.ndarray, *, flag: bool = False, context_rows: int = 0) -> str:
