@@ -29,7 +29,7 @@ test-fast: setup
 	$(BIN)/python -m pytest -q -m "not integration"
 
 demo: setup
-	$(BIN)/python -m kfts.demo
+	$(BIN)/python -m kfts.cli.demo
 
 # the pipelines' IR YAML under pipelines/compiled/ (tests/test_pipelines.py fails when it is stale)
 compile: setup

@@ -3,7 +3,7 @@
 - Detection on the shared series: each series' train.csv (normal data only) trains a model in each mode with
   that mode's defaults (seed: the reference product's; paper: `--scoring paper`, defaults in
   kfts/algorithms/lstm_ad/params.py), which scores its test part against test_labels.csv: ROC-AUC and
-  VUS-PR (kfts.anomaly_metrics, TSB-AD's definitions, VUS window 2 x the estimated period, as TSB-AD's
+  VUS-PR (kfts.core.anomaly_metrics, TSB-AD's definitions, VUS window 2 x the estimated period, as TSB-AD's
   evaluation does; higher = more anomalous, i.e. the negated log-likelihood), beside the peers' figures in
   ../shared/BASELINES.md. Both modes are judged on the same rows: those from the paper mode's first scored row
   on (the rows before have no score in one mode or both).
@@ -29,8 +29,8 @@ import numpy as np
 import pyarrow as pa
 from pyarrow import csv as pacsv
 
-from kfts import anomaly_metrics
-from kfts.csvio import read_binary_labels, read_series_columns
+from kfts.core import anomaly_metrics
+from kfts.core.csvio import read_binary_labels, read_series_columns
 from kfts.algorithms.lstm_ad.estimator import LstmAD, Params
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -52,7 +52,7 @@ import os, sys, time
 import pandas, pyarrow.csv, safetensors.torch  # imported by reading anyway: not part of the timing
 from kfts.algorithms import load_model, of
 from kfts.cli import main
-from kfts.csvio import read_series_columns
+from kfts.core.csvio import read_series_columns
 model_dir, input_path, output_path = sys.argv[1:4]
 base = int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")  # resident now
 start = time.perf_counter()

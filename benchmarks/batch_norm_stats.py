@@ -17,7 +17,7 @@ from classification import UCR, _row, _settings, reference
 
 from kfts.algorithms.inception_time import batch_norm
 from kfts.algorithms.inception_time.estimator import InceptionTime, Params
-from kfts.csvio import read_labeled_series
+from kfts.core.csvio import read_labeled_series
 
 SEEDS = (0, 1, 2)
 QUICK_SET = "ItalyPowerDemand"  # the smallest series: --quick checks the section runs, on this set alone

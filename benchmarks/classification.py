@@ -16,7 +16,7 @@ import os
 import time
 from pathlib import Path
 
-from kfts.csvio import read_labeled_series
+from kfts.core.csvio import read_labeled_series
 from kfts.algorithms.inception_time.estimator import InceptionTime, Params
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

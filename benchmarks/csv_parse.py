@@ -1,4 +1,4 @@
-"""CSV parse speed and peak memory: kfts.csvio on a generated file of at least 500 MB, beside pandas; and the
+"""CSV parse speed and peak memory: kfts.core.csvio on a generated file of at least 500 MB, beside pandas; and the
 time to refuse one hostile cell (a run of digits before a bad character) against the cell's length.
 
 Each reader runs in a fresh subprocess and reads its own peak resident memory (VmHWM: ru_maxrss would not do,
@@ -17,13 +17,13 @@ import numpy as np
 import pyarrow as pa
 from pyarrow import csv as pacsv
 
-from kfts import csvio
-from kfts.errors import InputError
+from kfts.core import csvio
+from kfts.core.errors import InputError
 
 WORK = Path(__file__).resolve().parent / "work"
 
 READERS = {
-    "kfts.csvio (pyarrow, float32)": "from kfts.csvio import read_labeled_series as r; x = r(PATH).values",
+    "kfts.core.csvio (pyarrow, float32)": "from kfts.core.csvio import read_labeled_series as r; x = r(PATH).values",
     "pandas.read_csv (C engine)": "import pandas as pd; x = pd.read_csv(PATH, header=None)",
 }
 MEASURE = """
@@ -58,7 +58,7 @@ def generate(path: Path, megabytes: int) -> tuple[int, int]:
 
 
 def measure(code: str, path: Path) -> tuple[float, float]:
-    imports = "import kfts.csvio, pandas, pyarrow.csv"
+    imports = "import kfts.core.csvio, pandas, pyarrow.csv"
     out = subprocess.run([sys.executable, "-c", MEASURE.format(imports=imports, code=code), str(path)],
                          capture_output=True, text=True, check=True).stdout.split()
     return float(out[0]), float(out[1])
@@ -89,7 +89,7 @@ def section(quick: bool) -> str:
         lines.append(f"| {name} | {seconds:.1f} | {size / 1e6 / seconds:.0f} | {peak / 1e6:.0f} MB "
                      f"| {fixed / 1e6:.0f} MB | {(peak - fixed) / float32_bytes:.2f}x |")
     scan = best_of(3, lambda: csvio._may_hold_long_cell(path))
-    lines += ["", f"Of kfts.csvio's time, the scan of the raw bytes for cells over {csvio.MAX_CELL:,} bytes "
+    lines += ["", f"Of kfts.core.csvio's time, the scan of the raw bytes for cells over {csvio.MAX_CELL:,} bytes "
                   f"(pyarrow would read a number of any length) takes {scan:.2f} s, the file in the page cache."]
     path.unlink()
     small.unlink()
@@ -126,7 +126,7 @@ def hostile_cells(quick: bool) -> str:
              "text/csv (best of 3). Before issue #27 the cell went through a grammar that backtracked "
              "quadratically; its match alone is timed for the shorter cells (the longer ones take minutes to "
              "hours).", "",
-             "| cell | kfts.csvio refuses it in | per KB | former grammar alone |", "|---|---|---|---|"]
+             "| cell | kfts.core.csvio refuses it in | per KB | former grammar alone |", "|---|---|---|---|"]
     for n in lengths:
         body = b"1,2\n3," + b"7" * n + b"x\n"
         seconds = best_of(3, lambda: refuse(body))

@@ -42,7 +42,7 @@ def section(quick: bool) -> str:
     sys.path.insert(0, str(TESTS))  # the client matrix lives with the tests that run it
     from client_matrix import MODES, Expected, Target, run_matrix
 
-    from kfts.algorithms import load_model
+    from kfts.jobs.load import load_model
     device = "cuda" if torch.cuda.is_available() else "cpu"
     requests = {1: 40, 8: 160, 32: 320} if quick else {1: 200, 8: 1000, 32: 2000}
     WORK.mkdir(parents=True, exist_ok=True)
@@ -79,7 +79,7 @@ def section(quick: bool) -> str:
 # -- models and request bodies -----------------------------------------------------------------------------
 
 def train_inception_time() -> tuple[Path, list[dict]]:
-    from kfts import csvio
+    from kfts.core import csvio
     from kfts.algorithms.inception_time.estimator import InceptionTime, Params
     data = csvio.read_labeled_series(SEED / "inception_time" / "train.csv") if SEED.is_dir() else _toy_labeled()
     model = InceptionTime(Params(epochs=1, ensemble="stacked"), device="cpu", seed=0)
@@ -91,7 +91,7 @@ def train_inception_time() -> tuple[Path, list[dict]]:
 
 
 def train_lstm_ad() -> tuple[Path, list[dict]]:
-    from kfts import csvio
+    from kfts.core import csvio
     from kfts.algorithms.lstm_ad.estimator import LstmAD, Params
     if SEED.is_dir():
         train = csvio.read_series_columns(SEED / "lstm_ad" / "train.csv")[:2000]
@@ -108,7 +108,7 @@ def train_lstm_ad() -> tuple[Path, list[dict]]:
 
 
 def _toy_labeled():
-    from kfts.csvio import LabeledSeries
+    from kfts.core.csvio import LabeledSeries
     rng = np.random.default_rng(0)
     t = np.linspace(0, 1, 100)
     labels = rng.choice(["a", "b", "c"], 256)

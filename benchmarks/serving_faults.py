@@ -33,8 +33,8 @@ def section(quick: bool) -> str:
     from test_serving_faults import (GOOD_KINDS, KINDS, MAX_PAYLOAD_MB, good_rows, make_mix, rss_mb, send,
                                      wrong_answers)
 
-    from kfts.algorithms import load_model
-    from kfts.csvio import LabeledSeries
+    from kfts.jobs.load import load_model
+    from kfts.core.csvio import LabeledSeries
     from kfts.algorithms.inception_time.estimator import InceptionTime, Params
 
     total = 200 if quick else 2000

@@ -1,6 +1,6 @@
 """Batch prediction of files larger than the memory it may use: peak memory of `kfts predict` against file size.
 
-`kfts predict` streams the input in chunks (kfts.predict). Each run is a fresh `kfts predict` process that
+`kfts predict` streams the input in chunks (kfts.jobs.predict). Each run is a fresh `kfts predict` process that
 reports its own peak resident memory (VmHWM; a child's ru_maxrss would not do: Linux carries the parent's
 resident size at spawn into it). Where the file is small enough, one in-memory pass (read the
 whole file, predict, write) runs beside it, for its peak memory and to check that the output bytes are equal.
@@ -34,7 +34,7 @@ IN_MEMORY = """
 import sys
 from kfts import csvio
 from kfts.algorithms import load_model, of
-from kfts.artifact import atomic_file
+from kfts.core.artifact import atomic_file
 model = load_model(sys.argv[1], device="cpu")
 text = of(model).predictions_csv(model, csvio.read_series_rows(sys.argv[2], length=model.length))
 with atomic_file(sys.argv[3]) as f:
@@ -44,7 +44,7 @@ with atomic_file(sys.argv[3]) as f:
 
 def train_model(model_dir: Path) -> None:
     """A small InceptionTime ensemble (2 members, 8 filters, depth 3): prediction cost per value is realistic."""
-    from kfts.csvio import LabeledSeries
+    from kfts.core.csvio import LabeledSeries
     from kfts.algorithms.inception_time.estimator import InceptionTime
     rng = np.random.default_rng(0)
     t = np.linspace(0, 1, LENGTH)

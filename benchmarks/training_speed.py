@@ -6,7 +6,7 @@
    what each run's own `ensemble=auto` timing predicted per epoch against what the run sustained.
 2. Where an epoch goes: its training steps and its validation pass (fp32, as fb93916 ran it, or at the training
    precision, as kfts does now), and the page faults, under glibc's default allocator settings and with
-   kfts.training.reuse_freed_memory.
+   kfts.core.training.reuse_freed_memory.
 3. Seconds per network-epoch for 1 and 5 networks, each layout and precision, with the share of this machine's
    measured matmul rate (fp32 and bf16).
 4. aeon 1.6's InceptionTimeClassifier (installed into its own environment under benchmarks/work) on the same
@@ -37,10 +37,10 @@ import torch
 from torch import nn
 
 from classification import DATA, UCR
-from kfts.csvio import LabeledSeries, read_labeled_series
+from kfts.core.csvio import LabeledSeries, read_labeled_series
 from kfts.algorithms.inception_time.estimator import InceptionTime, Params
 from kfts.algorithms.inception_time.network import InceptionNetworks
-from kfts.training import cpu_count, cpu_supports_bf16, reuse_freed_memory, use_cpu_share
+from kfts.core.training import cpu_count, cpu_supports_bf16, reuse_freed_memory, use_cpu_share
 
 BASELINE = "fb93916"  # the code before this work on training speed
 WORK = Path(__file__).resolve().parent / "work"

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from kfts import images, sample_data
+from kfts.kubeflow import images
+from kfts.cli import sample_data
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"

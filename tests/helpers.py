@@ -29,7 +29,7 @@ def tiny_inception_time(*, n_per_class: int = 10, length: int = 24, classes=("a"
     """An InceptionTime (TINY_INCEPTION_TIME, changed by `params`) fitted on the CPU with seed 0 on
     make_classification(n_per_class, length, classes), saved to `save_to` when given: (model, series)."""
     from kfts.algorithms.inception_time.estimator import InceptionTime
-    from kfts.csvio import LabeledSeries
+    from kfts.core.csvio import LabeledSeries
     labels, values = make_classification(n_per_class=n_per_class, length=length, classes=classes)
     model = InceptionTime(InceptionTime.Params(**{**TINY_INCEPTION_TIME, **params}), device="cpu", seed=0)
     model.fit(LabeledSeries(labels, values))

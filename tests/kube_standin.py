@@ -1,4 +1,4 @@
-"""A small local stand-in for the Kubernetes API: the custom-object endpoints kfts.kube calls (get, create,
+"""A small local stand-in for the Kubernetes API: the custom-object endpoints kfts.kubeflow.kube calls (get, create,
 replace of namespaced objects), on 127.0.0.1, for the official `kubernetes` client. There is no cluster on
 the test machines; this records what was sent and plays a scripted status, so the waiting and failure paths
 of the deploy and TrainJob steps run for real against the client library.

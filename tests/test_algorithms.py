@@ -2,8 +2,9 @@
 
 import pytest
 
-from kfts.algorithms import get, make_params, train
-from kfts.errors import InputError
+from kfts.algorithms import get
+from kfts.jobs.train import make_params, train
+from kfts.core.errors import InputError
 
 
 def test_hyperparameters_given_as_text_get_their_fields_types():
@@ -38,7 +39,7 @@ def test_estimators_follow_scikit_learn_conventions(algorithm):
     import numpy as np
     import torch
 
-    from kfts.errors import NotFittedError
+    from kfts.core.errors import NotFittedError
     cls = get(algorithm)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -1,4 +1,4 @@
-"""kfts.anomaly_metrics against hand-worked cases and a plain, loop-by-loop transcription of the definitions."""
+"""kfts.core.anomaly_metrics against hand-worked cases and a plain, loop-by-loop transcription of the definitions."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from kfts import anomaly_metrics as am
+from kfts.core import anomaly_metrics as am
 
 
 def test_label_ranges_include_runs_at_both_ends():

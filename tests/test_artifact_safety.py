@@ -17,10 +17,11 @@ from safetensors.torch import load_file, save_file
 
 from conftest import make_classification, run_cli, write_csv
 from helpers import tiny_inception_time, tiny_lstm_ad
-from kfts import artifact, cli, csvio
-from kfts.algorithms import load_model
-from kfts.errors import InputError
-from kfts.training import CHECKPOINT, Checkpoints
+from kfts.core import artifact, csvio
+from kfts import cli
+from kfts.jobs.load import load_model
+from kfts.core.errors import InputError
+from kfts.core.training import CHECKPOINT, Checkpoints
 
 
 class Planted:
@@ -279,9 +280,9 @@ def test_a_weights_header_claimed_huge_is_not_read(copy, tmp_path):
 LOAD_AND_MEASURE = """
 import os, resource, sys
 resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))  # without the check, a failed allocation, not a machine out of memory
-import kfts.algorithms.inception_time.estimator, kfts.artifact  # torch and the rest, imported before measuring
+import kfts.algorithms.inception_time.estimator, kfts.core.artifact  # torch and the rest, imported before measuring
 from kfts.algorithms import load_model
-from kfts.errors import InputError
+from kfts.core.errors import InputError
 def resident(): return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 base = resident()
 try:

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from conftest import make_classification, predictions_csv, write_csv
 
-from kfts import images
-from kfts.algorithms import load_model
-from kfts.csvio import LabeledSeries
+from kfts.kubeflow import images
+from kfts.jobs.load import load_model
+from kfts.core.csvio import LabeledSeries
 from kfts.algorithms.inception_time.ensemble import combine_members
-from kfts.errors import InputError
+from kfts.core.errors import InputError
 from kfts.algorithms.inception_time.estimator import InceptionTime, Params
 from kfts.algorithms.inception_time.network import split_members
 
@@ -79,7 +79,7 @@ def test_the_train_component_reports_a_failed_fit_in_its_metrics(data, tmp_path)
     """The KFP metrics and the model's metadata say when the saved model scores near chance on its training
     series (here a learning rate too small to move a weight), as the log does."""
     from kfp.dsl import Dataset, Metrics, Model
-    from kfts.components import train
+    from kfts.kubeflow.components import train
     csv = write_csv(tmp_path / "train.csv", ([lab, *row] for lab, row in zip(data.labels, data.values)))
     outputs = []
     for lr in (1e-12, 0.01):
@@ -94,7 +94,7 @@ def test_the_train_component_reports_a_failed_fit_in_its_metrics(data, tmp_path)
 
 
 def test_components_have_typed_artifacts_and_the_configured_image(monkeypatch):
-    from kfts import components
+    from kfts.kubeflow import components
     from kfp.dsl import Dataset  # noqa: F401  (the artifact types below are KFP's)
 
     def outputs(component):
@@ -111,7 +111,7 @@ def test_components_have_typed_artifacts_and_the_configured_image(monkeypatch):
         "classification": "system.ClassificationMetrics@0.0.1", "report": "system.HTML@0.0.1",
         "summary": "system.Markdown@0.0.1", "Output": "Float"}
     assert outputs(components.batch_predict) == {"predictions": "system.Dataset@0.0.1"}
-    # KFTS_IMAGE is read when kfts.components is imported: a fresh process with it set, each component compiled
+    # KFTS_IMAGE is read when kfts.kubeflow.components is imported: a fresh process with it set, each component compiled
     monkeypatch.setenv("KFTS_IMAGE", "registry.example/team/kfts:7")
     configured = images.component_image()
     assert configured == "registry.example/team/kfts:7" != images.DEFAULT_IMAGE

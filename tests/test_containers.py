@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from conftest import make_classification, run_cli, write_csv
 
-from kfts.artifact import read_manifest
-from kfts.pipeline_cli import container_runner, run_local
+from kfts.core.artifact import read_manifest
+from kfts.cli.pipeline import container_runner, run_local
 
 pytestmark = pytest.mark.integration
 TINY_INCEPTION = ["--filters", "4", "--depth", "3", "--models", "2", "--epochs", "2"]
@@ -130,7 +130,7 @@ def test_the_lstm_ad_pipeline_in_containers_gives_the_subprocess_runners_outputs
 
 
 def test_a_retraining_pipeline_in_containers_promotes_a_better_challenger(component_image, docker_api, tmp_path):
-    from kfts.csvio import LabeledSeries
+    from kfts.core.csvio import LabeledSeries
     from kfts.algorithms.inception_time.estimator import InceptionTime, Params
 
     root = tmp_path / "root"  # the pipeline root: what the containers see, so the data and models live there

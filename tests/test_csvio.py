@@ -10,8 +10,8 @@ import pytest
 
 from conftest import make_classification, run_cli, write_csv
 from helpers import tiny_inception_time
-from kfts import csvio
-from kfts.errors import InputError
+from kfts.core import csvio
+from kfts.core.errors import InputError
 
 
 def write(tmp_path, data: bytes | str, name: str = "f.csv"):

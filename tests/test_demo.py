@@ -1,4 +1,4 @@
-"""`make demo` (kfts.demo): short enough to read, under 60 lines per part, and it ends with where the
+"""`make demo` (kfts.cli.demo): short enough to read, under 60 lines per part, and it ends with where the
 reports are."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_the_demo_is_short_per_part_and_ends_with_the_reports(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "kfts.demo"], cwd=tmp_path, capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-m", "kfts.cli.demo"], cwd=tmp_path, capture_output=True, text=True,
                             timeout=1800)
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.splitlines()

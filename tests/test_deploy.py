@@ -1,4 +1,4 @@
-"""KServe manifests (kfts.deploy, `kfts deploy render`): the ServingRuntime and ClusterServingRuntime for the model
+"""KServe manifests (kfts.kubeflow.deploy, `kfts deploy render`): the ServingRuntime and ClusterServingRuntime for the model
 format kfts, the short InferenceService that uses them and the custom-container one, each valid against KServe's
 CRD schema (../shared/schemas), loadable by the kserve SDK, and saying what it should."""
 
@@ -16,11 +16,10 @@ import yaml
 from conftest import ROOT, crd_validator, run_cli
 from kube_standin import PATH, KServe, KubeStandIn
 
-from kfts import kube
+from kfts.kubeflow import kube
 from kfts.cli import main
-from kfts.deploy import (GPU_TOLERATIONS, MODEL_FORMAT, apply_inference_service, check_storage_secret,
-                         render_inference_service, render_serving_runtime, s3_annotations)
-from kfts.errors import InputError
+from kfts.kubeflow.deploy import GPU_TOLERATIONS, MODEL_FORMAT, apply_inference_service, check_storage_secret, render_inference_service, render_serving_runtime, s3_annotations
+from kfts.core.errors import InputError
 
 CRDS = {"InferenceService": ("kserve-inferenceservice-crd.yaml", "v1beta1", "V1beta1InferenceService"),
         "ServingRuntime": ("kserve-servingruntime-crd.yaml", "v1alpha1", "V1alpha1ServingRuntime"),
@@ -112,7 +111,7 @@ def test_knative_runtime_leaves_the_one_port_to_the_inference_service():
 
 
 def test_the_model_format_version_is_the_artifacts():
-    from kfts.artifact import FORMAT_VERSION
+    from kfts.core.artifact import FORMAT_VERSION
     assert MODEL_FORMAT["version"] == str(FORMAT_VERSION)
 
 
@@ -272,7 +271,7 @@ def documented_secret(namespace: str) -> dict:
 
 
 def test_the_documented_storage_secret_is_one_kserve_and_kfts_both_read():
-    """deploy/SERVING.md's Secret: the keys kfts's pods read (kfts.kube.STORAGE_SECRET_KEYS) include the ones
+    """deploy/SERVING.md's Secret: the keys kfts's pods read (kfts.kubeflow.kube.STORAGE_SECRET_KEYS) include the ones
     KServe reads, the endpoint annotations are KServe's, host:port with no scheme (releases before v0.17.0
     prefix one themselves: kserve#4797), and the ServiceAccount lists it."""
     secret, account = documented_objects()
@@ -374,12 +373,12 @@ def test_kserve_before_0_16_is_said_not_to_report_a_rawdeployments_rollout():
 
 
 def test_the_deploy_step_fails_saying_the_previous_model_serves(tmp_path, monkeypatch, capsys):
-    """The pipeline's deploy step (components/deploy.py) with its timeout parameter, a minio:// model URI
+    """The pipeline's deploy step (src/kfts/kubeflow/components/deploy.py) with its timeout parameter, a minio:// model URI
     (KFP's name for its MinIO) and the storage secret: a broken model fails the step with exit code 1 and
     the message that the previous one is back."""
     from kfp import dsl
 
-    from kfts.components.deploy import deploy
+    from kfts.kubeflow.components.deploy import deploy
     kserve = KServe(broken=lambda spec: "broken" in spec["predictor"]["containers"][0]["env"][0]["value"])
     with KubeStandIn(kserve=kserve, existing=[documented_secret("team")]) as cluster:
         cluster.kubeconfig(tmp_path / "kubeconfig")
@@ -426,7 +425,7 @@ def test_a_storage_secret_that_does_not_tell_kserve_the_endpoint_is_refused(anno
     step says what to annotate, exit code 2, before creating anything."""
     from kfp import dsl
 
-    from kfts.components.deploy import deploy
+    from kfts.kubeflow.components.deploy import deploy
     secret = documented_secret("team")
     secret["metadata"]["annotations"] = annotations
     with KubeStandIn(kserve=KServe(), existing=[secret]) as cluster:
@@ -526,7 +525,7 @@ VERBS = {"GET": "get", "POST": "create", "PUT": "update"}
 def test_the_pipeline_runner_role_allows_every_request_the_steps_make():
     """deploy/rbac-pipeline-runner.yaml against the requests the deploy step (a rollout, a failed one and its
     restore) and the TrainJob step (after a Failed attempt) send to the stand-in."""
-    from kfts.trainjob import render_trainjob, run_trainjob
+    from kfts.kubeflow.trainjob import render_trainjob, run_trainjob
     role, binding = (sdk_object(m, k) for m, k in zip(
         yaml.safe_load_all((DEPLOY / "rbac-pipeline-runner.yaml").read_text()), ("V1Role", "V1RoleBinding")))
     assert (binding.role_ref.kind, binding.role_ref.name) == ("Role", role.metadata.name)

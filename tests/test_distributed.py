@@ -21,9 +21,9 @@ from conftest import free_port, make_classification, write_csv
 from helpers import assert_statistics_of
 from safetensors.torch import load_file
 
-from kfts import artifact
-from kfts.algorithms import load_model
-from kfts.csvio import LabeledSeries, read_labeled_series
+from kfts.core import artifact
+from kfts.jobs.load import load_model
+from kfts.core.csvio import LabeledSeries, read_labeled_series
 from kfts.algorithms.inception_time.ensemble import combine_members
 from kfts.algorithms.inception_time.estimator import InceptionTime, Params
 
@@ -166,7 +166,7 @@ def test_bad_input_under_torchrun_ends_the_job_with_the_one_line_error(tmp_path)
 def test_lstm_ad_on_two_processes_learns_as_one_process_does(tmp_path):
     """Data-parallel over the sequences: each process takes its share of every batch; one Gaussian is fitted
     (the same on every process) and rank 0 writes it. Dropout draws differ, so within noise, not equal."""
-    from kfts.sample_data import waves
+    from kfts.cli.sample_data import waves
     write_csv(tmp_path / "series.csv", waves(1200))
     job = ["-m", "kfts", "train", "lstm-ad", "--train", tmp_path / "series.csv", "--sequence-length", "20",
            "--hidden-size", "16", "--num-layers", "1", "--batch-size", "8", "--epochs", "4", "--seed", "1",

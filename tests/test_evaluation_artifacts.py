@@ -10,10 +10,10 @@ from conftest import make_classification, write_csv
 from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Markdown, Metrics, Model
 from sklearn import metrics as skm
 
-from kfts.components import evaluate
-from kfts.csvio import LabeledSeries
-from kfts.evaluation import flag_confusion_matrix, log_classification
-from kfts.metrics import SCORE_CURVE_POINTS, classification_metrics, headline, score_curves
+from kfts.kubeflow.components import evaluate
+from kfts.core.csvio import LabeledSeries
+from kfts.jobs.evaluate import flag_confusion_matrix, log_classification
+from kfts.core.metrics import SCORE_CURVE_POINTS, classification_metrics, headline, score_curves
 from kfts.algorithms.inception_time.estimator import InceptionTime, Params
 
 

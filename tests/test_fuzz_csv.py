@@ -20,8 +20,9 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from kfts import algorithms, cli, csvio  # noqa: F401 (algorithms: torch imported before the CLI is timed)
-from kfts.errors import InputError
+from kfts import algorithms, cli
+from kfts.core import csvio
+from kfts.core.errors import InputError
 
 FUZZ = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                         HealthCheck.too_slow])

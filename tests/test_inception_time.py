@@ -13,16 +13,16 @@ import torch
 
 from conftest import make_classification, run_cli, write_csv, predictions_csv
 from helpers import assert_statistics_of
-from kfts.algorithms import load_model
-from kfts.csvio import LabeledSeries
-from kfts.errors import InputError
-from kfts.model_info import describe_model
+from kfts.jobs.load import load_model
+from kfts.core.csvio import LabeledSeries
+from kfts.core.errors import InputError
+from kfts.jobs.model_info import describe_model
 from kfts.algorithms.inception_time import batch_norm, fused
 from kfts.algorithms.inception_time.estimator import InceptionTime, Params, fit_warnings
 from kfts.algorithms.inception_time.network import (KERNEL_SIZES, GlobalAveragePool, InceptionNetworks,
                                                     NonNegativeMaxPool, SameConv, ensemble_probabilities,
                                                     merge_members, split_members)
-from kfts.training import MetricLog, cpu_count, resolve_device, resolve_precision
+from kfts.core.training import MetricLog, cpu_count, resolve_device, resolve_precision
 
 TINY = dict(filters=4, depth=3, models=2, epochs=3, batch_size=16)
 
@@ -575,9 +575,9 @@ def test_device_and_precision_choice(monkeypatch):
         with pytest.raises(InputError, match="no CUDA GPU"):
             resolve_device("cuda")
     cpu = torch.device("cpu")
-    monkeypatch.setattr("kfts.training.cpu_supports_bf16", lambda: False)
+    monkeypatch.setattr("kfts.core.training.cpu_supports_bf16", lambda: False)
     assert resolve_precision("auto", cpu) is None
-    monkeypatch.setattr("kfts.training.cpu_supports_bf16", lambda: True)
+    monkeypatch.setattr("kfts.core.training.cpu_supports_bf16", lambda: True)
     assert resolve_precision("auto", cpu) is torch.bfloat16
     assert resolve_precision("fp32", cpu) is None
 
@@ -597,7 +597,7 @@ def test_freed_memory_is_reused_instead_of_faulted_in_again():
     under glibc's defaults blocks above 32 MB are fresh mappings, step after step."""
     script = """
 import resource, sys, torch
-from kfts.training import reuse_freed_memory
+from kfts.core.training import reuse_freed_memory
 if sys.argv[1] == "reuse":
     assert reuse_freed_memory()
 faults = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_minflt

@@ -28,9 +28,9 @@ import pytest
 import yaml
 from conftest import make_classification, run_cli, write_csv
 
-from kfts.errors import InputError
-from kfts.katib import render_experiment
-from kfts.training import metric_line
+from kfts.core.errors import InputError
+from kfts.kubeflow.katib import render_experiment
+from kfts.core.training import metric_line
 
 
 def test_tune_renders_an_experiment_with_the_search_space(tmp_path):
@@ -230,8 +230,8 @@ def test_a_trial_wrapped_by_katib_reports_its_objective_and_trains_what_was_draw
     as Katib's collector reads it. The data sit in a folder whose name a shell or the kubelet would expand."""
     from kfp.dsl import Model
 
-    from kfts.algorithms import load_model
-    from kfts.components import fetch_model
+    from kfts.jobs.load import load_model
+    from kfts.kubeflow.components import fetch_model
 
     labels, values = make_classification(n_per_class=6, length=16)
     data = tmp_path / "in $(AWS_REGION) 'quoted' $HOME"

@@ -13,11 +13,11 @@ import torch
 from scipy import stats
 
 from conftest import run_cli, write_csv, predictions_csv
-from kfts import training
+from kfts.core import training
 from kfts.algorithms.lstm_ad.serving import context_rows
-from kfts.algorithms import load_model
+from kfts.jobs.load import load_model
 from kfts.cli import main
-from kfts.errors import InputError
+from kfts.core.errors import InputError
 from kfts.algorithms.lstm_ad.estimator import LstmAD, Params, fit_gaussian, log_density
 from kfts.algorithms.lstm_ad.network import LstmReconstructor, cut_sequences, input_sequences, window_targets
 

@@ -10,8 +10,8 @@ import pytest
 from conftest import run_cli, write_csv
 from helpers import tiny_inception_time
 
-from kfts import artifact
-from kfts.errors import InputError
+from kfts.core import artifact
+from kfts.core.errors import InputError
 
 pytestmark = pytest.mark.integration  # each test runs the CLI in subprocesses
 

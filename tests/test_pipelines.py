@@ -12,8 +12,8 @@ import pytest
 import yaml
 from conftest import ROOT
 
-from kfts.pipeline_cli import compile_pipeline, variants
-from kfts.pipelines.common import Cluster
+from kfts.cli.pipeline import compile_pipeline, variants
+from kfts.kubeflow.pipelines.common import Cluster
 
 
 def _documents(path):
@@ -122,7 +122,7 @@ def test_pipeline_parameters_carry_every_hyperparameter_with_its_default():
 
     from kfts.algorithms.inception_time.estimator import Params as InceptionParams
     from kfts.algorithms.lstm_ad.estimator import Params as LstmParams
-    from kfts.pipelines import inception_time, lstm_ad
+    from kfts.kubeflow.pipelines import inception_time, lstm_ad
     for build, params in ((inception_time.build, InceptionParams), (lstm_ad.build, LstmParams)):
         inputs = build().component_spec.inputs
         for f in fields(params):
@@ -159,7 +159,7 @@ def test_training_waits_for_every_input_checked_alone_and_together(name, fan_out
 
 
 def test_the_task_log_reports_each_task_by_its_display_name_with_its_error_and_container():
-    from kfts.pipeline_cli import TaskLog
+    from kfts.cli.pipeline import TaskLog
     lines = []
     tasks = TaskLog(lines.append, {"validate-csv-3": "validate test", "train": "train member"})
     for line in ["21:00:00.250 - INFO - Executing task \x1b[96m'validate-csv-3'\x1b[0m",

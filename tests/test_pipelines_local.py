@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from conftest import make_classification, run_cli, write_csv
 
-from kfts.algorithms import load_model
+from kfts.jobs.load import load_model
 
 pytestmark = pytest.mark.integration
 

@@ -124,7 +124,7 @@ def test_the_validate_csv_component_knows_the_plugin(plugin, data, tmp_path):
     script = (
         "import json, sys\n"
         "from kfp import local\n"
-        "from kfts.components import validate_csv\n"
+        "from kfts.kubeflow.components import validate_csv\n"
         "local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=sys.argv[1], raise_on_error=True)\n"
         "task = validate_csv(algorithm='mean-detector', uri=sys.argv[2], layout='training')\n"
         "print(json.dumps(task.outputs['data'].metadata))\n")

@@ -14,9 +14,9 @@ from conftest import ROOT
 from kube_standin import kserve_pod, trainer_pod
 from pod_security import hardening_violations, pod_specs, restricted_violations
 
-from kfts import podsecurity
-from kfts.deploy import render_inference_service, render_serving_runtime
-from kfts.trainjob import render_trainjob, render_training_runtime
+from kfts.kubeflow import podsecurity
+from kfts.kubeflow.deploy import render_inference_service, render_serving_runtime
+from kfts.kubeflow.trainjob import render_trainjob, render_training_runtime
 
 MODES = [None, "Standard", "Knative"]
 

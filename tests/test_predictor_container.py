@@ -13,7 +13,7 @@ from client_matrix import MODES, Expected, Target, check
 from conftest import free_port, wait_ready
 from helpers import tiny_inception_time, tiny_lstm_ad
 
-from kfts import sample_data
+from kfts.cli import sample_data
 
 pytestmark = pytest.mark.integration
 NAME = "kfts-model"

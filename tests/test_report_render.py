@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from matplotlib import image
 
-from kfts import report
-from kfts.metrics import classification_metrics, score_curves
-from kfts.report import classification_report
+from kfts.core import report
+from kfts.core.metrics import classification_metrics, score_curves
+from kfts.core.report import classification_report
 
 THRESHOLD = -12.0
 

@@ -19,8 +19,8 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import make_classification, run_cli, write_csv
-from kfts import artifact
-from kfts.algorithms import load_model
+from kfts.core import artifact
+from kfts.jobs.load import load_model
 
 pytestmark = pytest.mark.integration  # starts servers or training processes
 

@@ -12,8 +12,8 @@ import pytest
 from conftest import free_port, write_csv
 from helpers import tiny_inception_time
 
-from kfts import csvio
-from kfts.errors import InputError
+from kfts.core import csvio
+from kfts.core.errors import InputError
 
 pytestmark = pytest.mark.integration  # starts servers or training processes
 

@@ -19,7 +19,7 @@ import pytest
 from helpers import LENGTH, NAME, Server, v2_body
 
 from conftest import predictions_csv
-from kfts.algorithms import load_model
+from kfts.jobs.load import load_model
 
 pytestmark = pytest.mark.integration  # starts servers or training processes
 

@@ -162,7 +162,7 @@ def peak_rss_bytes(pid: int) -> int:
 
 def rendered_memory_limit() -> int:
     """The memory limit of the InferenceService `kfts deploy render` writes by default, in bytes."""
-    from kfts.deploy import render_inference_service
+    from kfts.kubeflow.deploy import render_inference_service
     from kfts.serving.admission import memory_bytes
     manifest = render_inference_service(name=NAME, model_uri="s3://models/detector")
     return memory_bytes(manifest["spec"]["predictor"]["model"]["resources"]["limits"]["memory"])

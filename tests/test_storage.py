@@ -17,9 +17,9 @@ from helpers import tiny_inception_time
 from kfp.dsl import Dataset, Model
 from s3_server import BUCKET, S3Server
 
-from kfts import artifact, storage
-from kfts.promote import promote
-from kfts.components import deploy, fetch_model, promote_model, validate_csv
+from kfts.core import artifact, storage
+from kfts.jobs.promote import promote
+from kfts.kubeflow.components import deploy, fetch_model, promote_model, validate_csv
 
 pytestmark = pytest.mark.integration
 
@@ -202,7 +202,7 @@ def _promote_in_subprocess(model, uri, env) -> subprocess.Popen:
     """The promote-challenger step as KFP runs it: its function in a process of its own."""
     code = textwrap.dedent(f"""
         from kfp.dsl import Model
-        from kfts.components import promote_model
+        from kfts.kubeflow.components import promote_model
         promote_model.python_func(model=Model(uri={str(model)!r}), uri={uri!r})
     """)
     return subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -231,7 +231,7 @@ def test_a_promotion_killed_mid_copy_leaves_the_champion(in_pod, models, tmp_pat
 
     fetched = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
         from kfp.dsl import Model
-        from kfts.components import fetch_model
+        from kfts.kubeflow.components import fetch_model
         fetch_model.python_func(uri={champion!r}, model=Model(uri={str(tmp_path / 'fetched')!r}))
     """)], env=s3.env(), capture_output=True, text=True, timeout=120)
     assert fetched.returncode == 0, fetched.stderr  # the next scheduled run's "fetch champion"

@@ -16,7 +16,7 @@ import pytest
 from conftest import run_cli, write_csv
 from helpers import tiny_inception_time
 
-from kfts import artifact
+from kfts.core import artifact
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ def _recorded(monkeypatch) -> list[tuple[str, str]]:
 
 
 def test_a_model_directory_is_on_the_disk_before_it_is_renamed_into_place(model, tmp_path, monkeypatch):
-    from kfts.algorithms import load_model
+    from kfts.jobs.load import load_model
     events = _recorded(monkeypatch)
     load_model(model, device="cpu").save(tmp_path / "saved")
     published = events.index(("rename", str(tmp_path / "saved")))
@@ -59,8 +59,8 @@ def test_a_model_directory_is_on_the_disk_before_it_is_renamed_into_place(model,
 
 
 def test_predictions_are_on_the_disk_before_they_are_renamed_into_place(model, tmp_path, monkeypatch):
-    from kfts.algorithms import load_model
-    from kfts.predict import write_predictions
+    from kfts.jobs.load import load_model
+    from kfts.jobs.predict import write_predictions
     write_csv(tmp_path / "series.csv", np.zeros((3, 24)))
     events = _recorded(monkeypatch)
     write_predictions(load_model(model, device="cpu"), tmp_path / "series.csv", tmp_path / "out.csv")
@@ -74,7 +74,7 @@ def _writer(target: Path) -> subprocess.Popen:
     """A process writing `target` through kfts's atomic output, stopped half way until it is killed."""
     code = textwrap.dedent(f"""
         import sys, time
-        from kfts.artifact import atomic_file
+        from kfts.core.artifact import atomic_file
         with atomic_file({str(target)!r}) as f:
             f.write("half")
             f.flush()
@@ -111,7 +111,7 @@ def test_a_killed_writers_scratch_file_goes_with_the_next_write_a_running_ones_s
 
 def test_a_scratch_output_untouched_for_a_day_is_stale_whoever_wrote_it(model, tmp_path):
     """One written on another machine (a pod gone, on a shared volume): its process cannot be looked up here."""
-    from kfts.algorithms import load_model
+    from kfts.jobs.load import load_model
     foreign = tmp_path / ".saved.kfts-1-0123abcd.x7q_k2.partial"
     foreign.mkdir()
     recent = tmp_path / ".saved.kfts-2-0123abcd.y8r_l3.partial"

@@ -13,8 +13,9 @@ import pytest
 
 from conftest import predictions_csv
 from helpers import tiny_inception_time, tiny_lstm_ad
-from kfts import csvio, predict
-from kfts.errors import InputError
+from kfts.core import csvio
+from kfts.jobs import predict
+from kfts.core.errors import InputError
 
 pytestmark = pytest.mark.integration  # starts servers or training processes
 

@@ -13,9 +13,9 @@ import yaml
 from conftest import crd_validator, run_cli
 from kube_standin import KubeStandIn, trainer_pod
 
-from kfts import kube
-from kfts.errors import InputError
-from kfts.trainjob import WORK, render_trainjob, render_training_runtime, run_trainjob
+from kfts.kubeflow import kube
+from kfts.core.errors import InputError
+from kfts.kubeflow.trainjob import WORK, render_trainjob, render_training_runtime, run_trainjob
 
 CRDS = {"TrainJob": "trainer-trainjob-crd.yaml", "ClusterTrainingRuntime": "trainer-clustertrainingruntime-crd.yaml"}
 DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")  # the TrainJob CRD's CEL rule on metadata.name
@@ -209,8 +209,8 @@ def test_the_train_on_trainjob_step_trains_on_two_processes_and_hands_on_the_mod
     model back) run by the stand-in's one-node Trainer, then the model copied into the step's output."""
     from kfp import dsl
 
-    from kfts.components.train_on_trainjob import train_on_trainjob
-    from kfts.sample_data import classification, write_csv
+    from kfts.kubeflow.components.train_on_trainjob import train_on_trainjob
+    from kfts.cli.sample_data import classification, write_csv
     labels, values = classification(n_per_class=10, length=24)
     write_csv(tmp_path / "train.csv", ([lab, *row] for lab, row in zip(labels, values)))
     model, metrics = dsl.Model(uri=str(tmp_path / "out" / "model")), dsl.Metrics(uri=str(tmp_path / "metrics"))
@@ -227,7 +227,7 @@ def test_the_train_on_trainjob_step_trains_on_two_processes_and_hands_on_the_mod
     shutil.rmtree(WORK, ignore_errors=True)  # what the TrainJob's container left in its /tmp, here this machine's
     log = cluster.logs["kfts-run-1"]
     assert "distributed: 2 processes" in log, log
-    from kfts.algorithms import load_model
+    from kfts.jobs.load import load_model
     trained = load_model(model.path, device="cpu")
     assert trained.params.models == 2 and list(trained.classes) == ["a", "b", "c"]
     assert set(metrics.metadata) == {"train_loss", "train_accuracy"}

@@ -1,4 +1,4 @@
-"""kfts.validation: every input checked alone and against the others, and `kfts train/predict/evaluate`
+"""kfts.jobs.validate: every input checked alone and against the others, and `kfts train/predict/evaluate`
 refusing a mismatch before any work (the model directories here are a kfts-model.json alone: a refusal must
 come before the weights are ever read)."""
 
@@ -9,8 +9,8 @@ import json
 import pytest
 from conftest import run_cli, write_csv
 
-from kfts import validation
-from kfts.errors import InputError
+from kfts.jobs import validate as validation
+from kfts.core.errors import InputError
 
 
 def labeled(path, rows, length, classes=("a", "b")):

@@ -23,7 +23,7 @@ import pytest
 import yaml
 from conftest import ROOT, free_port, make_classification, wait_ready, write_csv
 
-from kfts import sample_data
+from kfts.cli import sample_data
 
 pytestmark = pytest.mark.integration
 
@@ -74,8 +74,8 @@ def test_the_installed_wheel_loads_its_fused_kernels(venv, tmp_path):
 
 def test_every_command_family_runs_from_the_wheel(venv, tmp_path):
     python = venv / "bin" / "python"
-    where = subprocess.run([python, "-c", "import kfts, kfts.components, kfts.pipelines; "
-                                          "print(kfts.__file__, kfts.components.__file__)"],
+    where = subprocess.run([python, "-c", "import kfts, kfts.kubeflow.components, kfts.kubeflow.pipelines; "
+                                          "print(kfts.__file__, kfts.kubeflow.components.__file__)"],
                            cwd=tmp_path, capture_output=True, text=True, check=True).stdout
     assert str(ROOT) not in where and str(venv) in where
 

@@ -16,7 +16,7 @@ from importlib.metadata import entry_points
 from kfts.algorithms.base import Algorithm
 from kfts.algorithms.inception_time import InceptionTimeAlgorithm
 from kfts.algorithms.lstm_ad import LstmADAlgorithm
-from kfts.errors import InputError
+from kfts.core.errors import InputError
 
 ENTRY_POINTS = "kfts.algorithms"
 

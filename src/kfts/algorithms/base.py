@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kfts.errors import InputError, shown
+from kfts.core.errors import InputError, shown
 
 
 class Algorithm:
@@ -40,7 +40,7 @@ class Algorithm:
     # run on). Far beyond any model that trains; a crafted manifest is refused before anything is built.
     artifact_caps: dict[str, int] = {}
 
-    # -- cheap: the command line and the input checks (kfts.validation) ----------------------------------
+    # -- cheap: the command line and the input checks (kfts.jobs.validate) ----------------------------------
 
     def describe(self, path: str | os.PathLike, layout: str, head: bool) -> dict:
         """Read `path` in `layout` (training, inference or labels) and sum it up: rows (None with head: only
@@ -115,7 +115,7 @@ class Algorithm:
         from_manifest() (optional) builds it on the meta device, which gives shapes and dtypes without memory."""
         import torch
 
-        from kfts import artifact
+        from kfts.core import artifact
         where = Path(model_dir) / artifact.MANIFEST
         self.check_caps(manifest, where)
         try:

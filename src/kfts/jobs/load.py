@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 
-from kfts import artifact
+from kfts.core import artifact
 from kfts.algorithms import spec
-from kfts.errors import InputError
+from kfts.core.errors import InputError
 
 
 def load_model(model_dir: str | os.PathLike, device: str = "auto"):

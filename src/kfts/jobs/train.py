@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, fields
 
-from kfts import artifact, distributed
+from kfts.core import artifact, distributed
 from kfts.algorithms import spec
-from kfts.errors import InputError
+from kfts.core.errors import InputError
 from kfts.jobs.load import load_model
 
 
@@ -29,7 +29,7 @@ def train(algorithm: str, train_path, model_dir, *, valid_path=None, params=None
           checkpoint_dir=None, seed: int | None = None, device: str = "auto"):
     """The training job behind `kfts train` and the KFP train component: read the data, fit, write the
     artifact. `init_model` is a previous model directory to continue from. Under torchrun every process
-    runs this (kfts.distributed) and rank 0 writes the artifact. Returns the fitted estimator."""
+    runs this (kfts.core.distributed) and rank 0 writes the artifact. Returns the fitted estimator."""
     artifact.check_output_directory(model_dir, artifact.FILES)  # before hours of training, not after
     if checkpoint_dir:
         artifact.check_output_directory(checkpoint_dir)

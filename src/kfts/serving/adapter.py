@@ -9,7 +9,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from kfts.errors import InputError
+from kfts.core.errors import InputError
 
 
 TRUE, FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}

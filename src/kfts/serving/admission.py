@@ -175,7 +175,7 @@ def rendered_memory_limit() -> int:
     """The memory limit `kfts deploy render` gives the predictor by default, in bytes."""
     import inspect
 
-    from kfts.deploy import render_inference_service
+    from kfts.kubeflow.deploy import render_inference_service
     return memory_bytes(inspect.signature(render_inference_service).parameters["memory"].default)
 
 

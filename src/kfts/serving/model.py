@@ -47,9 +47,10 @@ from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import (InferInput, InferOutput, InferRequest, InferResponse, serialize_byte_tensor,
                                         to_http_parameters)
 
-from kfts import csvio
-from kfts.algorithms import load_model, of
-from kfts.errors import InputError
+from kfts.core import csvio
+from kfts.jobs.load import load_model
+from kfts.algorithms import of
+from kfts.core.errors import InputError
 from kfts.serving import clip, metrics, off_loop
 from kfts.serving.admission import Overloaded, decoded
 

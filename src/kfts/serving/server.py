@@ -50,7 +50,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from kfts.errors import InputError
+from kfts.core.errors import InputError
 from kfts.serving import clip, off_loop
 from kfts.serving.admission import (CURRENT, MIN_CHARGE, Admission, Overloaded, TooLarge, decoding,
                                    default_limit, malloc_returns_memory, smallest_limit)
@@ -488,7 +488,7 @@ def serve(model_dir: str, *, model_name: str = "model", host: str | None = None,
     max_bytes = int(max_payload_mb * 2**20)
 
     from kfts.serving.model import KftsModel
-    from kfts.training import use_cpu_share
+    from kfts.core.training import use_cpu_share
 
     configure_server_logging()
     use_cpu_share()

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from kfts.algorithms.base import Algorithm
-from kfts.errors import InputError
-from kfts.hyperparameters import check_params
+from kfts.core.errors import InputError
+from kfts.core.hyperparameters import check_params
 
 
 @dataclass
@@ -33,7 +33,7 @@ class MeanDetectorAlgorithm(Algorithm):
     holdout_metric = "flagged"
 
     def describe(self, path, layout: str, head: bool) -> dict:
-        from kfts import csvio
+        from kfts.core import csvio
         if layout == "labels":
             raise InputError("this toy takes no labels", path=path)
         values = csvio.first_block(path) if head else csvio.read_series_columns(path)
@@ -48,11 +48,11 @@ class MeanDetectorAlgorithm(Algorithm):
         return f"{summary['rows']} time steps of {summary['columns']} series"
 
     def read_training(self, path):
-        from kfts import csvio
+        from kfts.core import csvio
         return csvio.read_series_columns(path)
 
     def read_inference(self, model, source):
-        from kfts import csvio
+        from kfts.core import csvio
         return csvio.read_series_columns(source, n_series=len(model.mean))
 
     def predictions_csv(self, model, values, *, flag: bool = False) -> str:
@@ -60,7 +60,7 @@ class MeanDetectorAlgorithm(Algorithm):
         return "".join(f"{s:.6f},{int(s > model.params.sigmas)}\n" if flag else f"{s:.6f}\n" for s in scores)
 
     def evaluate(self, model, input_path, labels_path=None):
-        from kfts import report
+        from kfts.core import report
         scores = model.score(self.read_inference(model, input_path))
         metrics = {"flagged": int((scores > model.params.sigmas).sum()), "mean_score": float(scores.mean())}
         return metrics, report.page("Mean detector evaluation", [("Summary", report.table([metrics]))])

@@ -7,8 +7,8 @@ from dataclasses import asdict
 import numpy as np
 import torch
 
-from kfts import artifact
-from kfts.errors import InputError, check_fitted
+from kfts.core import artifact
+from kfts.core.errors import InputError, check_fitted
 from kfts.serving.adapter import Adapter
 from mean_detector import MeanDetectorParams
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from kfts.algorithms.base import Algorithm
 from kfts.algorithms.inception_time.params import InceptionTimeParams
-from kfts.errors import InputError
+from kfts.core.errors import InputError
 
 MAX_CLASSES_KEPT = 1000  # a summary keeps at most this many distinct labels (KFP metadata stays small)
 
@@ -30,13 +30,13 @@ class InceptionTimeAlgorithm(Algorithm):
     predict_options = {"probabilities": "add the averaged class probabilities"}
     metrics = ("valid_accuracy", "valid_loss", "train_loss", "train_accuracy")
     holdout_metric = "accuracy"
-    pipeline_path = "kfts.pipelines.inception_time:build"
+    pipeline_path = "kfts.kubeflow.pipelines.inception_time:build"
     fan_out = True
     artifact_caps = {"hyperparameters.filters": 4096, "hyperparameters.depth": 100, "hyperparameters.models": 1000,
                      "input_shape.length": 1_000_000}
 
     def describe(self, path, layout: str, head: bool) -> dict:
-        from kfts import csvio
+        from kfts.core import csvio
         if layout == "labels":
             return classes_summary(csvio.read_text_labels(path))
         if layout == "inference":
@@ -74,7 +74,7 @@ class InceptionTimeAlgorithm(Algorithm):
         return f"{summary['rows']} series of length {summary['length']}{classes}"
 
     def read_training(self, path):
-        from kfts import csvio
+        from kfts.core import csvio
         return csvio.read_labeled_series(path)
 
     def read_inference(self, model, source):
@@ -105,7 +105,7 @@ def classes_summary(labels) -> dict:
 
 def _inference_rows(path, head: bool):
     """Series without labels; a file that reads as labeled data says so."""
-    from kfts import csvio
+    from kfts.core import csvio
     try:
         return csvio.first_block(path) if head else csvio.read_series_rows(path)
     except InputError as e:

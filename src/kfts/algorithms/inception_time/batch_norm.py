@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from kfts import distributed
+from kfts.core import distributed
 
 CHUNK = 256  # series per forward pass
 

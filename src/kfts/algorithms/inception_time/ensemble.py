@@ -11,9 +11,9 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from kfts.algorithms import load_model
-from kfts.errors import InputError
-from kfts.csvio import LabeledSeries
+from kfts.jobs.load import load_model
+from kfts.core.errors import InputError
+from kfts.core.csvio import LabeledSeries
 from kfts.algorithms.inception_time.estimator import InceptionTime
 from kfts.algorithms.inception_time.network import merge_members, split_members
 

@@ -10,7 +10,7 @@ The network itself is in network.py beside this file. This module owns how it is
   `auto` times an epoch's work each way (training steps and the validation pass) on the real data and takes
   the faster. Both give the same model, up to rounding: member m's initial weights and its order of the
   series come from its own random stream, seeded `seed + m`, whichever way, process or task it is trained in;
-- precision: bf16 autocast where the hardware runs it natively (see kfts.training.resolve_precision); the
+- precision: bf16 autocast where the hardware runs it natively (see kfts.core.training.resolve_precision); the
   per-epoch validation pass runs at the training precision too;
 - early stopping (`early_stopping` epochs of patience, off by default): training ends when the validation
   loss has stopped improving, keeping the weights of its best epoch;
@@ -40,15 +40,14 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from kfts import artifact, distributed
+from kfts.core import artifact, distributed
 from kfts.algorithms.inception_time import batch_norm
 from kfts.algorithms.inception_time.network import (InceptionNetworks, ensemble_probabilities, merge_members,
                                                     split_members)
 from kfts.algorithms.inception_time.params import InceptionTimeParams as Params
-from kfts.csvio import LabeledSeries
-from kfts.errors import InputError, check_fitted
-from kfts.training import (Checkpoints, MetricLog, autocast, metric_line, progress, resolve_device,
-                           resolve_precision, seed_everything, standardize)
+from kfts.core.csvio import LabeledSeries
+from kfts.core.errors import InputError, check_fitted
+from kfts.core.training import Checkpoints, MetricLog, autocast, metric_line, progress, resolve_device, resolve_precision, seed_everything, standardize
 
 ALGORITHM = "inception-time"
 INFERENCE_BATCH = 256  # series per forward pass when predicting
@@ -102,7 +101,7 @@ class InceptionTime:
         """Train the ensemble. Members are trained in groups (one member each, or all stacked), member m seeded
         `seed + m` (its initial weights and its order of the series), so a member trained alone, stacked, in
         another process or in its own pipeline task starts from the same weights and sees the same batches.
-        Under torchrun the groups are shared out over the processes (kfts.distributed), and every process ends
+        Under torchrun the groups are shared out over the processes (kfts.core.distributed), and every process ends
         with the whole ensemble."""
         device = resolve_device(self.device)
         world = distributed.start(device)

@@ -1,14 +1,14 @@
-"""InceptionTime evaluation: classification metrics (kfts.metrics) and the HTML report, on a labeled file,
+"""InceptionTime evaluation: classification metrics (kfts.core.metrics) and the HTML report, on a labeled file,
 or on a file of series with their labels in a separate file (one per row)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from kfts import csvio
-from kfts.errors import InputError
-from kfts.metrics import classification_metrics
-from kfts.report import classification_report
+from kfts.core import csvio
+from kfts.core.errors import InputError
+from kfts.core.metrics import classification_metrics
+from kfts.core.report import classification_report
 
 
 def evaluate(model, input_path, labels_path=None) -> tuple[dict, str]:

@@ -7,9 +7,9 @@ import io
 
 import numpy as np
 
-from kfts import csvio
+from kfts.core import csvio
 from kfts.algorithms.inception_time.estimator import INFERENCE_BATCH
-from kfts.rowblocks import checked, chunks
+from kfts.core.rowblocks import checked, chunks
 
 
 def read_inference(model, source) -> np.ndarray:

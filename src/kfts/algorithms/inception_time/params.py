@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from kfts.hyperparameters import check_params
+from kfts.core.hyperparameters import check_params
 
 
 @dataclass

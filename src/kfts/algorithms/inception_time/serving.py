@@ -8,7 +8,7 @@ from typing import Iterator
 import numpy as np
 
 from kfts.algorithms.inception_time.estimator import INFERENCE_BATCH
-from kfts.errors import InputError
+from kfts.core.errors import InputError
 from kfts.serving.adapter import Adapter, chunks
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from kfts.algorithms.base import Algorithm
 from kfts.algorithms.lstm_ad.params import LstmADParams
-from kfts.errors import InputError
+from kfts.core.errors import InputError
 
 
 class LstmADAlgorithm(Algorithm):
@@ -27,13 +27,13 @@ class LstmADAlgorithm(Algorithm):
     predict_options = {"flag": "add a 0/1 anomaly column from the model's calibrated threshold"}
     metrics = ("valid_loss", "train_loss")
     holdout_metric = "roc_auc"
-    pipeline_path = "kfts.pipelines.lstm_ad:build"
+    pipeline_path = "kfts.kubeflow.pipelines.lstm_ad:build"
     artifact_caps = {"hyperparameters.hidden_size": 65536, "hyperparameters.num_layers": 100,
                      "hyperparameters.sequence_length": 100_000, "hyperparameters.prediction_length": 100_000,
                      "input_shape.series": 100_000}
 
     def describe(self, path, layout: str, head: bool) -> dict:
-        from kfts import csvio
+        from kfts.core import csvio
         if layout == "labels":
             n_rows = len(csvio.read_series_columns(path))
             labels = csvio.read_binary_labels(path, n_rows)  # one column of 0/1
@@ -50,11 +50,11 @@ class LstmADAlgorithm(Algorithm):
         return f"{summary['rows']} time steps of {summary['columns']} series"
 
     def read_training(self, path):
-        from kfts import csvio
+        from kfts.core import csvio
         return csvio.read_series_columns(path)  # fit() checks the length against the sequence length
 
     def read_inference(self, model, source):
-        from kfts import csvio
+        from kfts.core import csvio
         return csvio.read_series_columns(source, n_series=model.n_series, min_rows=model.first_scored + 1)
 
     def predictions_csv(self, model, values, *, flag: bool = False, context_rows: int = 0) -> str:

@@ -43,13 +43,11 @@ from dataclasses import asdict
 import numpy as np
 import torch
 
-from kfts import artifact, distributed
+from kfts.core import artifact, distributed
 from kfts.algorithms.lstm_ad.network import LstmReconstructor, cut_sequences, input_sequences, window_targets, windows
 from kfts.algorithms.lstm_ad.params import LstmADParams as Params
-from kfts.errors import InputError, check_fitted
-from kfts.training import (Checkpoints, MetricLog, autocast, metric_line, progress,
-                           resolve_device, resolve_precision, restore_rng_state, rng_state, seed_everything,
-                           standardize)
+from kfts.core.errors import InputError, check_fitted
+from kfts.core.training import Checkpoints, MetricLog, autocast, metric_line, progress, resolve_device, resolve_precision, restore_rng_state, rng_state, seed_everything, standardize
 
 ALGORITHM = "lstm-ad"
 SCORE_BATCH = 512  # sequences (seed) or windows (paper) per forward pass when scoring: keeps the cores busy
@@ -111,7 +109,7 @@ class LstmAD:
             torch.set_num_threads(threads)
 
     def _fit(self, train, valid, *, init_model, checkpoint_dir, log) -> "LstmAD":
-        # under torchrun: data-parallel over the sequences, every process with the whole model (kfts.distributed)
+        # under torchrun: data-parallel over the sequences, every process with the whole model (kfts.core.distributed)
         device = resolve_device(self.device)
         world = distributed.start(device)
         self.device_ = distributed.device_for(device)

@@ -1,13 +1,13 @@
-"""LSTM-AD evaluation: with labels detection metrics (kfts.anomaly_metrics), without them reconstruction errors;
+"""LSTM-AD evaluation: with labels detection metrics (kfts.core.anomaly_metrics), without them reconstruction errors;
 and the HTML report. Only the steps from the model's first scored row on are scored and counted."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from kfts import anomaly_metrics, csvio, report
-from kfts.errors import InputError
-from kfts.metrics import headline, score_curves
+from kfts.core import anomaly_metrics, csvio, report
+from kfts.core.errors import InputError
+from kfts.core.metrics import headline, score_curves
 
 
 def evaluate(model, input_path, labels_path=None) -> tuple[dict, str]:

@@ -10,8 +10,8 @@ import pyarrow as pa
 from pyarrow import csv as pacsv
 
 from kfts.algorithms.lstm_ad.estimator import SCORE_BATCH
-from kfts.errors import InputError
-from kfts.rowblocks import checked, chunks
+from kfts.core.errors import InputError
+from kfts.core.rowblocks import checked, chunks
 
 
 def predictions_csv(model, values: np.ndarray, *, flag: bool = False, context_rows: int = 0) -> str:

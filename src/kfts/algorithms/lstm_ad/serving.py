@@ -10,7 +10,7 @@ from typing import Iterator
 
 import numpy as np
 
-from kfts.errors import InputError
+from kfts.core.errors import InputError
 from kfts.serving.adapter import Adapter, chunks
 
 
