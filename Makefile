@@ -31,7 +31,7 @@ test-fast: setup
 demo: setup
 	$(BIN)/python -m kfts.cli.demo
 
-# the pipelines' IR YAML under pipelines/compiled/ (tests/test_pipelines.py fails when it is stale)
+# the pipelines' IR YAML under pipelines/compiled/ (tests/unit/kubeflow/test_pipelines.py fails when it is stale)
 compile: setup
 	$(BIN)/kfts pipeline compile --output-dir pipelines/compiled
 

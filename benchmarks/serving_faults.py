@@ -1,5 +1,5 @@
 """Serving under faults: the real `kfts serve` on 127.0.0.1 under a seeded mix of good requests and client
-mistakes (the mix of tests/test_serving_faults.py, larger).
+mistakes (the mix of tests/integration/serving/test_serving_faults.py, larger).
 
 A tiny InceptionTime (4 filters, depth 3, 2 networks, series of 24 steps) is served with `--max-payload-mb 1`:
 the figures are about the server's handling of faults, not the model's cost. Good requests are V1 JSON, V2 REST
@@ -94,7 +94,7 @@ def section(quick: bool) -> str:
 
 
 def memory_storm(quick: bool) -> list[str]:
-    """The storm of tests/test_serving_memory.py: the largest request of every encoding, `per` of each at once,
+    """The storm of tests/integration/serving/test_serving_memory.py: the largest request of every encoding, `per` of each at once,
     to a univariate LSTM-AD served with the defaults; peak RSS against the rendered memory limit."""
     from test_serving_memory import (ENCODINGS, NAME as DETECTOR, PAYLOAD_MB, peak_rss_bytes,
                                      rendered_memory_limit, served_detector, storm)
@@ -113,7 +113,7 @@ def memory_storm(quick: bool) -> list[str]:
     limit = rendered_memory_limit()
     ok = sum(status == 200 and answered == rows for _, rows, status, answered, _ in result.answers)
     probes = [seconds for seconds, status in result.probes if status == 200]
-    return ["### Memory under a storm of the largest requests (tests/test_serving_memory.py)", "",
+    return ["### Memory under a storm of the largest requests (tests/integration/serving/test_serving_memory.py)", "",
             f"{per} request(s) of each encoding ({', '.join(ENCODINGS)}) at once, every body {PAYLOAD_MB} MiB "
             f"(`--max-payload-mb` default) of one series, to a univariate LSTM-AD with the default memory budget; "
             "refused requests are sent again after their Retry-After.", "",

@@ -62,9 +62,9 @@ class Expected:
 
     @classmethod
     def of(cls, model_dir, rows) -> "Expected":
-        from kfts.jobs.load import load_model
         from kfts.cli import main
         from kfts.cli.sample_data import write_csv
+        from kfts.jobs.load import load_model
 
         model = load_model(model_dir, device="cpu")
         rows = np.asarray(rows, dtype=np.float16).astype(np.float32)

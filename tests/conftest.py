@@ -1,39 +1,30 @@
-"""Shared test helpers: the CLI as a user runs it, small generated data, and the shared data folder."""
+"""Fixtures (pytest finds them here); everything else tests share is in helpers.py. Tests under
+tests/integration/ are marked `integration` here: `make test-fast` runs tests/unit alone."""
 
 from __future__ import annotations
 
-import functools
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
 from kfts.kubeflow import images
-from kfts.cli import sample_data
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
+from helpers import (
+    SHARED_DATA,
+    built_image,
+    container_engine,
+    make_classification,
+    write_csv,
+)
 
-
-def run_cli(*args, check: bool = False, timeout: float = 600, env: dict | None = None,
-            **kwargs) -> subprocess.CompletedProcess:
-    """`python -m kfts ARGS` in a subprocess (in `env`, by default this one's), as a user would run it; text
-    output captured."""
-    result = subprocess.run([sys.executable, "-m", "kfts", *map(str, args)], capture_output=True, text=True,
-                            timeout=timeout, env={**(env or os.environ), "PYTHONUNBUFFERED": "1"}, **kwargs)
-    if check and result.returncode != 0:
-        raise AssertionError(f"kfts {' '.join(map(str, args))} exited {result.returncode}:\n{result.stderr}")
-    return result
+INTEGRATION = Path(__file__).parent / "integration"
 
 
-def write_csv(path: Path, rows) -> Path:
-    sample_data.write_csv(path, rows)
-    return path
-
-
-make_classification = sample_data.classification
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if INTEGRATION in Path(item.path).parents:
+            item.add_marker(pytest.mark.integration)
 
 
 @pytest.fixture
@@ -56,17 +47,6 @@ def shared_data() -> Path:
 # The images are built by `make images` (a prerequisite of `make test`); container tests run them with Podman
 # (or Docker where it answers) and never skip: a missing engine or image fails with what to do.
 
-def container_engine() -> str:
-    import shutil
-    if shutil.which("docker") and subprocess.run(["docker", "info"], capture_output=True).returncode == 0:
-        return "docker"
-    if shutil.which("podman"):
-        os.environ.setdefault("CONTAINERS_CONF", str(ROOT / "images" / "containers.conf"))
-        return "podman"
-    pytest.fail("no container engine: install Podman (apt-get install podman buildah runc debootstrap; "
-                ".ci/run does) or start Docker, then `make images`")
-
-
 @pytest.fixture(scope="session")
 def engine() -> str:
     return container_engine()
@@ -74,18 +54,12 @@ def engine() -> str:
 
 @pytest.fixture(scope="session")
 def component_image(engine) -> str:
-    return _built(engine, images.component_image())
+    return built_image(engine, images.component_image())
 
 
 @pytest.fixture(scope="session")
 def predictor_image(engine) -> str:
-    return _built(engine, images.predictor_image())
-
-
-def _built(engine: str, image: str) -> str:
-    if subprocess.run([engine, "image", "inspect", image], capture_output=True).returncode != 0:
-        pytest.fail(f"image {image} is not built: run `make images` (make test does it first)")
-    return image
+    return built_image(engine, images.predictor_image())
 
 
 @pytest.fixture(scope="session")
@@ -117,58 +91,6 @@ def docker_api(engine, tmp_path_factory):
 
 
 # -- servers ----------------------------------------------------------------------------------------------------
-
-def free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_ready(base_url: str, process=None, timeout: float = 300) -> None:
-    """Until `base_url`/v2/health/ready answers 200; fails early if `process` (the server) exited."""
-    import time
-    import urllib.request
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise AssertionError(f"the server exited {process.returncode} before it was ready")
-        try:
-            with urllib.request.urlopen(f"{base_url}/v2/health/ready", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"{base_url} was not ready within {timeout} s")
-
-
-# -- Kubernetes schemas -----------------------------------------------------------------------------------------
-
-SCHEMAS = ROOT.parent / "shared" / "schemas"
-
-
-@functools.cache
-def crd_validator(file: str, version: str):
-    """A jsonschema validator for the OpenAPI v3 schema of `version` in the CRD ../shared/schemas/`file`
-    (checked and built once: the schemas are large)."""
-    import jsonschema
-    import yaml
-    if not (SCHEMAS / file).is_file():
-        pytest.fail(f"{SCHEMAS / file} is not there (CI puts ../shared beside the project)")
-    crd = yaml.load((SCHEMAS / file).read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    (entry,) = [v for v in crd["spec"]["versions"] if v["name"] == version]
-    schema = entry["schema"]["openAPIV3Schema"]
-    cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft7Validator)
-    cls.check_schema(schema)
-    return cls(schema)
-
-
-def predictions_csv(model, values, **options) -> str:
-    """What `kfts predict` writes for `values`: the model's algorithm's batch prediction CSV."""
-    from kfts.algorithms import of
-    return of(model).predictions_csv(model, values, **options)
-
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):

@@ -1,11 +1,11 @@
-"""What several test modules share, so that no test module imports another: small models fitted in seconds
-(one recipe per algorithm, sized by each test), and a real `kfts serve` in a subprocess with the helpers that
-build its requests and read its answers. The serving tests' shared model, the fixture `files`, is in
-conftest.py, where pytest finds it.
-"""
+"""What test modules share, so that no test module imports another and none imports conftest.py (which holds
+only fixtures): the CLI as a user runs it, small generated data and models fitted in seconds (one recipe per
+algorithm, sized by each test), the container engine, a real `kfts serve` in a subprocess with the helpers
+that build its requests and read its answers, and the Kubernetes schemas."""
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import subprocess
@@ -15,7 +15,100 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from conftest import free_port, make_classification
+import pytest
+from kfts.cli import sample_data
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+def run_cli(*args, check: bool = False, timeout: float = 600, env: dict | None = None,
+            **kwargs) -> subprocess.CompletedProcess:
+    """`python -m kfts ARGS` in a subprocess (in `env`, by default this one's), as a user would run it; text
+    output captured."""
+    result = subprocess.run([sys.executable, "-m", "kfts", *map(str, args)], capture_output=True, text=True,
+                            timeout=timeout, env={**(env or os.environ), "PYTHONUNBUFFERED": "1"}, **kwargs)
+    if check and result.returncode != 0:
+        raise AssertionError(f"kfts {' '.join(map(str, args))} exited {result.returncode}:\n{result.stderr}")
+    return result
+
+
+def write_csv(path: Path, rows) -> Path:
+    sample_data.write_csv(path, rows)
+    return path
+
+
+make_classification = sample_data.classification
+
+
+def container_engine() -> str:
+    import shutil
+    if shutil.which("docker") and subprocess.run(["docker", "info"], capture_output=True).returncode == 0:
+        return "docker"
+    if shutil.which("podman"):
+        os.environ.setdefault("CONTAINERS_CONF", str(ROOT / "images" / "containers.conf"))
+        return "podman"
+    pytest.fail("no container engine: install Podman (apt-get install podman buildah runc debootstrap; "
+                ".ci/run does) or start Docker, then `make images`")
+
+
+def built_image(engine: str, image: str) -> str:
+    if subprocess.run([engine, "image", "inspect", image], capture_output=True).returncode != 0:
+        pytest.fail(f"image {image} is not built: run `make images` (make test does it first)")
+    return image
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(base_url: str, process=None, timeout: float = 300) -> None:
+    """Until `base_url`/v2/health/ready answers 200; fails early if `process` (the server) exited."""
+    import time
+    import urllib.request
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"the server exited {process.returncode} before it was ready")
+        try:
+            with urllib.request.urlopen(f"{base_url}/v2/health/ready", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"{base_url} was not ready within {timeout} s")
+
+
+# -- Kubernetes schemas -----------------------------------------------------------------------------------------
+
+SCHEMAS = ROOT.parent / "shared" / "schemas"
+
+
+@functools.cache
+def crd_validator(file: str, version: str):
+    """A jsonschema validator for the OpenAPI v3 schema of `version` in the CRD ../shared/schemas/`file`
+    (checked and built once: the schemas are large)."""
+    import jsonschema
+    import yaml
+    if not (SCHEMAS / file).is_file():
+        pytest.fail(f"{SCHEMAS / file} is not there (CI puts ../shared beside the project)")
+    crd = yaml.load((SCHEMAS / file).read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    (entry,) = [v for v in crd["spec"]["versions"] if v["name"] == version]
+    schema = entry["schema"]["openAPIV3Schema"]
+    cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft7Validator)
+    cls.check_schema(schema)
+    return cls(schema)
+
+
+def predictions_csv(model, values, **options) -> str:
+    """What `kfts predict` writes for `values`: the model's algorithm's batch prediction CSV."""
+    from kfts.algorithms import of
+    return of(model).predictions_csv(model, values, **options)
+
 
 # -- small models ------------------------------------------------------------------------------------------------
 
@@ -54,6 +147,7 @@ def assert_statistics_of(network, x) -> None:
     the whole of `x` as one batch, in float64, by torch's own BatchNorm (momentum None: the batch's own figures,
     as torch.optim.swa_utils.update_bn sets them; torch keeps the unbiased variance)."""
     import copy
+
     import torch
     net = copy.deepcopy(network).double().train()
     for norm in net.batch_norms():
@@ -128,7 +222,9 @@ class Server:
         """V2 ModelInfer over gRPC with one FP32 tensor -> {output name: numpy array}."""
         import grpc
         from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
-        from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
+        from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import (
+            GRPCInferenceServiceStub,
+        )
         from kserve.protocol.infer_type import InferResponse
         values = np.asarray(values, dtype=np.float32)
         request = pb.ModelInferRequest(
@@ -169,3 +265,25 @@ def raw_http(port: int, head: bytes) -> bytes:
                 break
             answer += chunk
         return answer
+
+
+# -- an anomaly score as LSTM-AD's reports show it -------------------------------------------------------------
+
+THRESHOLD = -12.0
+
+
+def lstm_ad_like(n=3000, seed=0):
+    """values [n, 2], log-likelihood scores (NaN on the first 50 rows; normal around -5; a labelled anomaly at
+    1200-1259 scored down to -250; three false alarms just under THRESHOLD; a labelled range at 2500-2519 the
+    scores miss) and the 0/1 labels."""
+    rng = np.random.default_rng(seed)
+    steps = np.arange(n)
+    values = np.stack([np.sin(steps / 20), 2 * np.cos(steps / 33)], axis=1) + 0.05 * rng.normal(size=(n, 2))
+    values[1200:1260, 0] += 1.5
+    scores = rng.normal(-5, 1.2, n)
+    scores[:50] = np.nan
+    scores[1200:1260] = np.linspace(-30, -250, 60)
+    scores[[400, 1800, 2100]] = [-13, -14.5, -12.5]
+    labels = np.zeros(n, dtype=np.int8)
+    labels[1190:1270] = labels[2500:2520] = 1
+    return values.astype(np.float32), scores, labels

@@ -134,7 +134,7 @@ class KubeStandIn:
         return self
 
     def _run_trainjob(self, key: tuple) -> None:
-        from conftest import free_port
+        from helpers import free_port
         trainer = self.objects[key]["spec"]["trainer"]
         assert trainer.get("numNodes", 1) == 1, "the stand-in plays one node"
         self.objects[key]["status"] = {"conditions": [{"type": "Created", "status": "True", "reason": "Created"}]}

@@ -19,7 +19,11 @@ from dataclasses import dataclass, field
 import boto3
 import moto.settings
 from moto.core.authorization import ActionAuthenticatorMixin
-from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+from moto.moto_server.werkzeug_app import (
+    DomainDispatcherApplication,
+    MotoRequestHandler,
+    create_backend_app,
+)
 from werkzeug.serving import make_server
 
 BUCKET = "kfts"

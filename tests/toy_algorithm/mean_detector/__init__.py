@@ -1,4 +1,4 @@
-"""A toy third algorithm, registered from outside kfts (tests/test_plugin_algorithm.py): an anomaly detector
+"""A toy third algorithm, registered from outside kfts (tests/integration/algorithms/test_plugin_algorithm.py): an anomaly detector
 that scores each time step by its largest distance from the training mean, in training standard deviations.
 
 It is the whole of what a new algorithm writes (docs/ALGORITHMS.md): hyperparameters, an estimator, its
