@@ -8,8 +8,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from kfts.kubeflow import images
-
 from helpers import (
     SHARED_DATA,
     built_image,
@@ -17,6 +15,8 @@ from helpers import (
     make_classification,
     write_csv,
 )
+
+from kfts.kubeflow import images
 
 INTEGRATION = Path(__file__).parent / "integration"
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+
 from kfts.cli import sample_data
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -104,7 +104,7 @@ class Algorithm:
         raise NotImplementedError
 
     def serving(self, model):
-        """The predictor's view of `model`: a kfts.serving.adapter.Adapter."""
+        """The predictor's view of `model`: a kfts.algorithms.adapter.Adapter."""
         raise NotImplementedError
 
     # -- loading a model artifact ----------------------------------------------------------------------------

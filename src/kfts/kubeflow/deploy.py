@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import re
 
+from kfts.serving.admission import RESOURCES  # a predictor's requests and limits, by default
 from kfts.kubeflow import podsecurity
 from kfts.core.errors import InputError
 
@@ -38,7 +39,6 @@ HTTP_PORT, GRPC_PORT = 8080, 8081  # kfts serve's defaults, and KServe's
 MODEL_FORMAT = {"name": "kfts", "version": "1"}  # version: the artifact's FORMAT_VERSION (src/kfts/core/artifact.py)
 PROTOCOL_VERSIONS = ["v1", "v2", "grpc-v2"]  # V1 REST, V2 REST, V2 gRPC: what kfts serve answers
 RUNTIMES = {False: "kfts", True: "kfts-cuda"}  # the ServingRuntime names, by gpu
-RESOURCES = {"cpu": "1", "memory": "2Gi"}  # a predictor's requests and limits, by default
 GPU_TOLERATIONS = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
 DEPLOYMENT_MODES = {"Standard": "standard", "RawDeployment": "standard", "Knative": "knative",
                     "Serverless": "knative"}  # every name KServe has had for its two modes

@@ -22,6 +22,9 @@ from pathlib import Path
 
 logger = logging.getLogger("kfts.serving")
 
+# the predictor's requests and limits by default (kfts deploy render writes them): a server without a cgroup
+# limit budgets as the pod will
+RESOURCES = {"cpu": "1", "memory": "2Gi"}
 MIN_CHARGE = 64 * 2**10
 # memory per byte of body while it is decoded, at most: JSON's Python objects (a one-digit value in a row of its
 # own takes a list of 64 bytes for 4 bytes of text), the values' array and their checks
@@ -173,10 +176,7 @@ def default_limit(max_payload: int) -> int:
 
 def rendered_memory_limit() -> int:
     """The memory limit `kfts deploy render` gives the predictor by default, in bytes."""
-    import inspect
-
-    from kfts.kubeflow.deploy import render_inference_service
-    return memory_bytes(inspect.signature(render_inference_service).parameters["memory"].default)
+    return memory_bytes(RESOURCES["memory"])
 
 
 def memory_bytes(quantity: str) -> int:

@@ -16,7 +16,6 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-
 from helpers import free_port, run_cli, wait_ready, write_csv
 
 TOY = Path(__file__).resolve().parents[2] / "toy_algorithm" / "mean_detector"

@@ -16,11 +16,11 @@ import time
 import numpy as np
 import pytest
 import torch
-from kfts.core import artifact
-from kfts.jobs.load import load_model
+from helpers import make_classification, run_cli, write_csv
 from safetensors.torch import load_file
 
-from helpers import make_classification, run_cli, write_csv
+from kfts.core import artifact
+from kfts.jobs.load import load_model
 
 EPOCH = re.compile(r"^(?:member=(\d+) )?epoch=(\d+) ", re.MULTILINE)
 

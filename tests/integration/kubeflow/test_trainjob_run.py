@@ -7,12 +7,12 @@ from __future__ import annotations
 import re
 import shutil
 
+from kube_standin import KubeStandIn
+
 from kfts.kubeflow import kube
 from kfts.kubeflow.trainjob import (
     WORK,
 )
-
-from kube_standin import KubeStandIn
 
 CRDS = {"TrainJob": "trainer-trainjob-crd.yaml", "ClusterTrainingRuntime": "trainer-clustertrainingruntime-crd.yaml"}
 DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")  # the TrainJob CRD's CEL rule on metadata.name
@@ -22,6 +22,7 @@ def test_the_train_on_trainjob_step_trains_on_two_processes_and_hands_on_the_mod
     """The step as a pipeline runs it: its TrainJob's own command (fetch, torchrun with 2 processes, put the
     model back) run by the stand-in's one-node Trainer, then the model copied into the step's output."""
     from kfp import dsl
+
     from kfts.cli.sample_data import classification, write_csv
     from kfts.kubeflow.components.train_on_trainjob import train_on_trainjob
     labels, values = classification(n_per_class=10, length=24)

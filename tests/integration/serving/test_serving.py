@@ -9,10 +9,10 @@ import time
 import numpy as np
 import orjson
 import pytest
+from helpers import free_port, tiny_inception_time, write_csv
+
 from kfts.core import csvio
 from kfts.core.errors import InputError
-
-from helpers import free_port, tiny_inception_time, write_csv
 
 
 def test_csv_bytes_read_like_a_file(tmp_path):
@@ -225,8 +225,9 @@ def test_a_fault_in_the_server_is_500_with_its_traceback_logged_once(caplog):
 
 def test_grpc_statuses_one_line_for_mistakes_traceback_for_faults(caplog):
     import grpc
-    from kfts.serving.server import GrpcErrors
     from kserve.errors import InvalidInput, ModelNotFound
+
+    from kfts.serving.server import GrpcErrors
 
     class Aborted(Exception):
         pass
@@ -270,8 +271,9 @@ def test_client_errors_leave_uvicorns_access_line_out():
 
 
 def test_json_rows_errors_name_the_row_and_column():
-    from kfts.serving.model import _matrix
     from kserve.errors import InvalidInput
+
+    from kfts.serving.model import _matrix
     np.testing.assert_array_equal(_matrix([[1, 2.5], [3, 4]], "instances"), [[1, 2.5], [3, 4]])
     np.testing.assert_array_equal(_matrix([1, 2], "instances", univariate=True), [[1], [2]])
     for rows, message in [
@@ -313,6 +315,7 @@ def tiny_model(tmp_path_factory):
 def test_the_predictor_loads_its_model_for_the_device_asked_for(monkeypatch, tiny_model, asked, cuda_visible,
                                                                  expected):
     import torch
+
     from kfts.serving import model as serving_model
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda_visible)
     loaded, load_model = [], serving_model.load_model

@@ -6,10 +6,10 @@ from dataclasses import asdict
 
 import numpy as np
 import torch
+
 from kfts.core import artifact
 from kfts.core.errors import InputError, check_fitted
-from kfts.serving.adapter import Adapter
-
+from kfts.algorithms.adapter import Adapter
 from mean_detector import MeanDetectorParams
 
 

@@ -1,6 +1,7 @@
 """The registry and the training job shared by `kfts train` and the KFP train component."""
 
 import pytest
+
 from kfts.algorithms import get
 from kfts.core.errors import InputError
 from kfts.jobs.train import make_params, train
@@ -37,6 +38,7 @@ def test_estimators_follow_scikit_learn_conventions(algorithm):
     using an unfitted estimator says what to call."""
     import numpy as np
     import torch
+
     from kfts.core.errors import NotFittedError
     cls = get(algorithm)
     threads = torch.get_num_threads()

@@ -7,11 +7,12 @@ from __future__ import annotations
 import dataclasses
 
 import torch
+from helpers import make_classification
+
 from kfts.algorithms.inception_time.ensemble import combine_members
 from kfts.algorithms.inception_time.estimator import InceptionTime, Params
 from kfts.core.csvio import LabeledSeries
-
-from helpers import make_classification
+from kfts.jobs.load import load_model
 
 
 def test_members_trained_alone_make_the_ensemble_one_process_trains(tmp_path):
@@ -24,6 +25,10 @@ def test_members_trained_alone_make_the_ensemble_one_process_trains(tmp_path):
     for m in range(3):
         InceptionTime(dataclasses.replace(params, models=1), device="cpu", seed=5 + m).fit(data).save(
             tmp_path / f"member-{m}")
-    combined = combine_members([tmp_path / f"member-{m}" for m in range(3)], device="cpu")
+    combined = combine_members(loaded([tmp_path / f"member-{m}" for m in range(3)]), device="cpu")
     for key, value in whole.network.state_dict().items():
         assert torch.equal(value, combined.network.state_dict()[key]), key
+
+
+def loaded(model_dirs) -> dict:
+    return {str(d): load_model(d, device="cpu") for d in model_dirs}

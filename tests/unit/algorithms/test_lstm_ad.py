@@ -10,6 +10,9 @@ import numpy as np
 import orjson
 import pytest
 import torch
+from helpers import predictions_csv, run_cli, write_csv
+from scipy import stats
+
 from kfts.algorithms.lstm_ad.estimator import LstmAD, Params, fit_gaussian, log_density
 from kfts.algorithms.lstm_ad.network import (
     LstmReconstructor,
@@ -22,9 +25,6 @@ from kfts.cli import main
 from kfts.core import training
 from kfts.core.errors import InputError
 from kfts.jobs.load import load_model
-from scipy import stats
-
-from helpers import predictions_csv, run_cli, write_csv
 
 TINY = dict(num_layers=2, sequence_length=10, hidden_size=8, dropout=0.1, batch_size=16)
 PAPER = dict(TINY, scoring="paper", prediction_length=4)  # the first score at row 10 + 4 - 1 = 13
@@ -302,9 +302,10 @@ def test_the_predictor_scores_chunks_sent_with_context_as_the_whole_series(tmp_p
     (V2 parameter context_rows; V1 and CSV header kfts-context-rows), answer what the whole series gets."""
     import asyncio
 
-    from kfts.serving.model import KftsModel
     from kserve.errors import InvalidInput
     from kserve.protocol.infer_type import InferInput, InferRequest
+
+    from kfts.serving.model import KftsModel
     paper_model.save(tmp_path / "model")
     predictor = KftsModel("detector", str(tmp_path / "model"), device="cpu")
     predictor.load()

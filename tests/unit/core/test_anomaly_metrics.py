@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+
 from kfts.core import anomaly_metrics as am
 
 

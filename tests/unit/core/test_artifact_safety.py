@@ -13,13 +13,6 @@ import sys
 import numpy as np
 import pytest
 import torch
-from kfts import cli
-from kfts.core import artifact, csvio
-from kfts.core.errors import InputError
-from kfts.core.training import CHECKPOINT, Checkpoints
-from kfts.jobs.load import load_model
-from safetensors.torch import load_file, save_file
-
 from helpers import (
     make_classification,
     run_cli,
@@ -27,6 +20,13 @@ from helpers import (
     tiny_lstm_ad,
     write_csv,
 )
+from safetensors.torch import load_file, save_file
+
+from kfts import cli
+from kfts.core import artifact, csvio
+from kfts.core.errors import InputError
+from kfts.core.training import CHECKPOINT, Checkpoints
+from kfts.jobs.load import load_model
 
 
 class Planted:

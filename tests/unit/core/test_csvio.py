@@ -7,10 +7,10 @@ import sys
 
 import numpy as np
 import pytest
+from helpers import make_classification, run_cli, tiny_inception_time, write_csv
+
 from kfts.core import csvio
 from kfts.core.errors import InputError
-
-from helpers import make_classification, run_cli, tiny_inception_time, write_csv
 
 
 def write(tmp_path, data: bytes | str, name: str = "f.csv"):
@@ -295,8 +295,9 @@ def test_cli_refuses_a_hostile_cell_in_one_line(tmp_path, cell):
 @pytest.mark.parametrize("cell", HOSTILE.values(), ids=HOSTILE.keys())
 def test_predictor_answers_a_hostile_csv_cell_with_400(tiny_model, cell):
     """A text/csv request goes through csvio as `kfts predict` does: InvalidInput is KServe's 400."""
-    from kfts.serving.model import KftsModel
     from kserve.errors import InvalidInput
+
+    from kfts.serving.model import KftsModel
     predictor = KftsModel("m", str(tiny_model), device="cpu")
     predictor.load()
     body = (",".join(["0.5"] * 23 + [cell]) + "\n").encode()

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from kfts.core.training import MAX_STANDARD_SCORE, standardize
-
 from helpers import tiny_inception_time, tiny_lstm_ad
+
+from kfts.core.training import MAX_STANDARD_SCORE, standardize
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+
 from kfts import cli
 from kfts.core import csvio
 from kfts.core.errors import InputError

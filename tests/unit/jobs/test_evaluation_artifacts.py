@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import make_classification, write_csv
 from kfp.dsl import (
     HTML,
     Artifact,
@@ -15,6 +16,8 @@ from kfp.dsl import (
     Metrics,
     Model,
 )
+from sklearn import metrics as skm
+
 from kfts.algorithms.inception_time.estimator import InceptionTime, Params
 from kfts.core.csvio import LabeledSeries
 from kfts.core.metrics import (
@@ -25,9 +28,6 @@ from kfts.core.metrics import (
 )
 from kfts.jobs.evaluate import flag_confusion_matrix, log_classification
 from kfts.kubeflow.components import evaluate
-from sklearn import metrics as skm
-
-from helpers import make_classification, write_csv
 
 
 def _outputs(tmp_path):

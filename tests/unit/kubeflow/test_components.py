@@ -9,6 +9,8 @@ import sys
 
 import numpy as np
 import pytest
+from helpers import make_classification, predictions_csv, write_csv
+
 from kfts.algorithms.inception_time.ensemble import combine_members
 from kfts.algorithms.inception_time.estimator import InceptionTime, Params
 from kfts.algorithms.inception_time.network import split_members
@@ -16,8 +18,6 @@ from kfts.core.csvio import LabeledSeries
 from kfts.core.errors import InputError
 from kfts.jobs.load import load_model
 from kfts.kubeflow import images
-
-from helpers import make_classification, predictions_csv, write_csv
 
 TINY = Params(filters=4, depth=3, models=1, epochs=2, batch_size=16, ensemble="sequential")
 
@@ -36,7 +36,7 @@ def _member(data, seed, path, **changes):
 
 def test_combined_members_predict_the_average_of_their_probabilities(data, tmp_path):
     dirs = [_member(data, seed, tmp_path / f"m{seed}") for seed in range(3)]
-    combined = combine_members(dirs, train=data, device="cpu")
+    combined = combine_members(loaded(dirs), train=data, device="cpu")
     assert combined.params.models == 3
     singles = np.mean([load_model(d, device="cpu").predict_proba(data.values) for d in dirs], axis=0)
     proba = combined.predict_proba(data.values)
@@ -60,7 +60,7 @@ def test_splitting_an_ensemble_and_combining_it_again_gives_it_back_exactly(data
         part.network.load_state_dict(state)
         part.save(tmp_path / f"part{k}")
         dirs.append(tmp_path / f"part{k}")
-    combined = combine_members(dirs, device="cpu")
+    combined = combine_members(loaded(dirs), device="cpu")
     assert (predictions_csv(combined, data.values, probabilities=True)
             == predictions_csv(whole, data.values, probabilities=True))
 
@@ -69,16 +69,17 @@ def test_members_of_different_shapes_are_refused(data, tmp_path):
     a = _member(data, 0, tmp_path / "a")
     b = _member(data, 1, tmp_path / "b", filters=8)
     with pytest.raises(InputError, match="filters"):
-        combine_members([a, b], device="cpu")
+        combine_members(loaded([a, b]), device="cpu")
     c = _member(data, 2, tmp_path / "c", batch_norm_stats="running")  # its statistics are of another kind
     with pytest.raises(InputError, match="batch-norm statistics"):
-        combine_members([a, c], device="cpu")
+        combine_members(loaded([a, c]), device="cpu")
 
 
 def test_the_train_component_reports_a_failed_fit_in_its_metrics(data, tmp_path):
     """The KFP metrics and the model's metadata say when the saved model scores near chance on its training
     series (here a learning rate too small to move a weight), as the log does."""
     from kfp.dsl import Dataset, Metrics, Model
+
     from kfts.kubeflow.components import train
     csv = write_csv(tmp_path / "train.csv", ([lab, *row] for lab, row in zip(data.labels, data.values)))
     outputs = []
@@ -95,6 +96,7 @@ def test_the_train_component_reports_a_failed_fit_in_its_metrics(data, tmp_path)
 
 def test_components_have_typed_artifacts_and_the_configured_image(monkeypatch):
     from kfp.dsl import Dataset  # noqa: F401  (the artifact types below are KFP's)
+
     from kfts.kubeflow import components
 
     def outputs(component):
@@ -135,3 +137,7 @@ with tempfile.TemporaryDirectory() as tmp:
         images[name] = sorted({e["container"]["image"] for e in executors.values()})
 print(json.dumps(images))
 """
+
+
+def loaded(model_dirs) -> dict:
+    return {str(d): load_model(d, device="cpu") for d in model_dirs}

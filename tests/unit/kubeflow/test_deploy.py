@@ -13,6 +13,9 @@ import kserve.models
 import kubernetes.client.models
 import pytest
 import yaml
+from helpers import ROOT, crd_validator, run_cli
+from kube_standin import PATH, KServe, KubeStandIn
+
 from kfts.cli import main
 from kfts.core.errors import InputError
 from kfts.kubeflow import kube
@@ -25,9 +28,6 @@ from kfts.kubeflow.deploy import (
     render_serving_runtime,
     s3_annotations,
 )
-
-from helpers import ROOT, crd_validator, run_cli
-from kube_standin import PATH, KServe, KubeStandIn
 
 CRDS = {"InferenceService": ("kserve-inferenceservice-crd.yaml", "v1beta1", "V1beta1InferenceService"),
         "ServingRuntime": ("kserve-servingruntime-crd.yaml", "v1alpha1", "V1alpha1ServingRuntime"),
@@ -385,6 +385,7 @@ def test_the_deploy_step_fails_saying_the_previous_model_serves(tmp_path, monkey
     (KFP's name for its MinIO) and the storage secret: a broken model fails the step with exit code 1 and
     the message that the previous one is back."""
     from kfp import dsl
+
     from kfts.kubeflow.components.deploy import deploy
     kserve = KServe(broken=lambda spec: "broken" in spec["predictor"]["containers"][0]["env"][0]["value"])
     with KubeStandIn(kserve=kserve, existing=[documented_secret("team")]) as cluster:
@@ -431,6 +432,7 @@ def test_a_storage_secret_that_does_not_tell_kserve_the_endpoint_is_refused(anno
     storage initializer looks for the model on AWS (kserve pkg/credentials/s3/utils.go BuildS3EnvVars): the
     step says what to annotate, exit code 2, before creating anything."""
     from kfp import dsl
+
     from kfts.kubeflow.components.deploy import deploy
     secret = documented_secret("team")
     secret["metadata"]["annotations"] = annotations
@@ -556,8 +558,9 @@ def test_the_pipeline_runner_role_allows_every_request_the_steps_make():
 
 def kfts_metric_names() -> set[str]:
     """The series names the predictor's metrics (kfts.serving.metrics) put on /metrics."""
-    from kfts.serving import metrics
     from prometheus_client.metrics import MetricWrapperBase
+
+    from kfts.serving import metrics
     names = set()
     for family in (m.describe()[0] for m in vars(metrics).values() if isinstance(m, MetricWrapperBase)):
         names |= {family.name} | ({family.name + s for s in ("_sum", "_count", "_bucket")}

@@ -4,7 +4,6 @@ import re
 
 import pytest
 import yaml
-
 from helpers import ROOT
 
 DOCKERFILES = sorted((ROOT / "images").glob("*Dockerfile"))

@@ -26,11 +26,11 @@ import sys
 
 import pytest
 import yaml
+from helpers import make_classification, run_cli, write_csv
+
 from kfts.core.errors import InputError
 from kfts.core.training import metric_line
 from kfts.kubeflow.katib import render_experiment
-
-from helpers import make_classification, run_cli, write_csv
 
 
 def test_tune_renders_an_experiment_with_the_search_space(tmp_path):
@@ -229,6 +229,7 @@ def test_a_trial_wrapped_by_katib_reports_its_objective_and_trains_what_was_draw
     run by `sh -c` with the pod's /tmp and /var/log/katib replaced by folders here; the metrics file is read
     as Katib's collector reads it. The data sit in a folder whose name a shell or the kubelet would expand."""
     from kfp.dsl import Model
+
     from kfts.jobs.load import load_model
     from kfts.kubeflow.components import fetch_model
 

@@ -10,10 +10,10 @@ import sys
 
 import pytest
 import yaml
+from helpers import ROOT
+
 from kfts.cli.pipeline import compile_pipeline, variants
 from kfts.kubeflow.pipelines.common import Cluster
-
-from helpers import ROOT
 
 
 def _documents(path):

@@ -9,27 +9,26 @@ have been trained on the same data (same classes, series length and scaling) wit
 from __future__ import annotations
 
 import dataclasses
-import os
 
-from kfts.jobs.load import load_model
 from kfts.core.errors import InputError
 from kfts.core.csvio import LabeledSeries
 from kfts.algorithms.inception_time.estimator import InceptionTime
 from kfts.algorithms.inception_time.network import merge_members, split_members
 
 
-def combine_members(model_dirs: list[str | os.PathLike], *, train: LabeledSeries | None = None,
+def combine_members(members: dict[str, InceptionTime], *, train: LabeledSeries | None = None,
                     valid: LabeledSeries | None = None, device: str = "auto") -> InceptionTime:
-    """One InceptionTime ensemble holding every member of the models in `model_dirs`, in order.
+    """One InceptionTime ensemble holding every member of the loaded models in `members` (where each was loaded
+    from -> the model), in order.
 
     With `train` (and `valid`) the combined model's metrics are scored on them, as fit() scores a whole
     ensemble; without, the combined model carries no metrics.
     """
-    if not model_dirs:
+    if not members:
         raise InputError("no models to combine")
-    models = [load_model(d, device=device) for d in model_dirs]
+    models, sources = list(members.values()), list(members)
     first = models[0]
-    for path, m in zip(model_dirs, models):
+    for path, m in members.items():
         if m.algorithm != InceptionTime.algorithm:
             raise InputError(f"holds a {m.algorithm} model; only inception-time members can be combined", path=path)
         mismatch = [what for what, same in (
@@ -38,16 +37,16 @@ def combine_members(model_dirs: list[str | os.PathLike], *, train: LabeledSeries
             ("depth", m.params.depth == first.params.depth),
             ("batch-norm statistics", m.params.batch_norm_stats == first.params.batch_norm_stats)) if not same]
         if mismatch:
-            raise InputError(f"differs from {model_dirs[0]} in {', '.join(mismatch)}: members of one ensemble "
+            raise InputError(f"differs from {sources[0]} in {', '.join(mismatch)}: members of one ensemble "
                              "must be trained on the same data with the same network shape", path=path)
 
-    members = [s for m in models for s in split_members(m.network.state_dict(), m.params.models)]
-    combined = InceptionTime(dataclasses.replace(first.params, models=len(members)), device=device, seed=None)
+    states = [s for m in models for s in split_members(m.network.state_dict(), m.params.models)]
+    combined = InceptionTime(dataclasses.replace(first.params, models=len(states)), device=device, seed=None)
     combined.device_, combined.history, combined.metrics = first.device_, [], {}
     combined.warnings = [w for m in models for w in m.warnings]  # a member whose fit failed is in the ensemble
     combined.classes, combined.length, combined.scaler = first.classes, first.length, dict(first.scaler)
-    combined.network = combined._new_group(len(members))
-    combined.network.load_state_dict(merge_members(members))
+    combined.network = combined._new_group(len(states))
+    combined.network.load_state_dict(merge_members(states))
     combined.network.eval()
     # each part's epochs, numbered by the member they belong to (as a sequential fit logs them)
     offset = 0

@@ -11,7 +11,7 @@ from typing import Iterator
 import numpy as np
 
 from kfts.core.errors import InputError
-from kfts.serving.adapter import Adapter, chunks
+from kfts.algorithms.adapter import Adapter, chunks
 
 
 def context_rows(value) -> int:

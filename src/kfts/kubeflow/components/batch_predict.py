@@ -15,7 +15,7 @@ def batch_predict(model: Input[Model], data: Input[Dataset], predictions: Output
     from kfts.algorithms import of
     from kfts.core.errors import InputError
     from kfts.jobs.predict import write_predictions
-    from kfts.serving.adapter import boolean
+    from kfts.algorithms.adapter import boolean
     from kfts.core.training import use_cpu_share
 
     use_cpu_share()

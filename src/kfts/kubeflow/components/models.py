@@ -47,12 +47,14 @@ def combine_members(members: Input[List[Model]], train_data: Input[Dataset], val
     from kfts.algorithms.inception_time.ensemble import combine_members as combine
     from kfts.core.errors import InputError
     from kfts.core.training import metric_line, use_cpu_share
+    from kfts.jobs.load import load_model
 
     use_cpu_share()
     ordered = sorted(members, key=lambda m: m.metadata.get("member", 0))
     read = InceptionTimeAlgorithm().read_training
     try:
-        combined = combine([m.path for m in ordered], device=device, train=read(train_data.path),
+        loaded = {m.path: load_model(m.path, device=device) for m in ordered}
+        combined = combine(loaded, device=device, train=read(train_data.path),
                            valid=read(valid_data.path) if present(valid_data) else None)
         combined.save(model.path)
     except InputError as e:
