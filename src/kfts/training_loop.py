@@ -57,6 +57,10 @@ class Task:
         """One network of several members, to train together: asked only of tasks trained in such groups."""
         raise NotImplementedError
 
+    def start(self, members: tuple[int, ...]) -> dict | None:
+        """The state_dict `members` start from when fine-tuning a previous model; None: their seeded weights."""
+        return None
+
     def optimizer(self, network: nn.Module) -> torch.optim.Optimizer:
         raise NotImplementedError
 
@@ -127,11 +131,31 @@ class Trainer:
             for warning in warnings:
                 print(f"warning: {warning}", file=sys.stderr, flush=True)
 
-    def train(self, task: Task, group: Group = Group(), *, fingerprint: dict, checkpoint: str = CHECKPOINT,
-              start: dict | None = None) -> Trained:
-        """Train `group`'s network for task.epochs epochs, from its seeded initial weights or the state_dict
-        `start`, resuming from the checkpoint `checkpoint` in checkpoint_dir when one of this run
+    def train_groups(self, task: Task, plan: list[tuple[list[int], list[int]]], *, fingerprint: dict
+                     ) -> list[Trained]:
+        """Train an ensemble in groups shared out over the job's processes: `plan` lists (the members trained
+        together, the ranks that train them). Every process ends with every group's result, in plan order."""
+        # every process makes every subgroup, in the same order, as torch.distributed requires
+        subgroups = [torch.distributed.new_group(ranks) if len(ranks) > 1 else None for _, ranks in plan]
+        trained = {}
+        for g, ((members, ranks), subgroup) in enumerate(zip(plan, subgroups)):
+            if self.world.rank not in ranks:
+                continue
+            group = Group(tuple(members), tuple(ranks), subgroup, label=members[0] + 1 if len(plan) > 1 else None)
+            result = self.train(task, group, fingerprint={**fingerprint, "members": members},
+                                checkpoint=f"members-{members[0]}-{members[-1]}.pt")
+            if self.world.rank == ranks[0]:
+                trained[g] = result
+        for results in distributed.all_gather(trained):
+            trained.update(results)
+        return [trained[g] for g in range(len(plan))]
+
+    def train(self, task: Task, group: Group | None = None, *, fingerprint: dict, checkpoint: str = CHECKPOINT
+              ) -> Trained:
+        """Train `group`'s network (None: one network, data-parallel over every process of the job) for
+        task.epochs epochs, resuming from the checkpoint `checkpoint` in checkpoint_dir when one of this run
         (`fingerprint`) is there."""
+        group = group or Group(ranks=tuple(range(self.world.size)))
         share = group.ranks.index(self.world.rank)
         checkpoints = Checkpoints(self.checkpoint_dir, fingerprint, name=checkpoint,
                                   writer=self.world.rank == group.ranks[0])
@@ -139,6 +163,7 @@ class Trainer:
         if state.get("done"):
             return Trained(state["network"], state["history"], state["kept"])
         network = self._initial_network(task, group.members)
+        start = task.start(group.members)
         if start is not None:
             network.load_state_dict(start)
         network.to(self.device)

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from kfts import artifact, distributed, training_loop
+from kfts import artifact, training_loop
 from kfts.algorithms.inception_time import batch_norm
 from kfts.algorithms.inception_time.network import (InceptionNetworks, ensemble_probabilities, merge_members,
                                                     split_members)
@@ -47,7 +47,7 @@ from kfts.algorithms.inception_time.params import InceptionTimeParams as Params
 from kfts.csvio import LabeledSeries
 from kfts.errors import InputError, check_fitted
 from kfts.training import MetricLog, autocast, resolve_device, resolve_precision, standardize
-from kfts.training_loop import Group, Task, Trainer
+from kfts.training_loop import Task, Trainer
 
 ALGORITHM = "inception-time"
 INFERENCE_BATCH = 256  # series per forward pass when predicting
@@ -104,7 +104,7 @@ class InceptionTime:
         Under torchrun the groups are shared out over the processes (kfts.distributed), and every process ends
         with the whole ensemble."""
         trainer = Trainer(self.device, self.seed, checkpoint_dir=checkpoint_dir, log=log)
-        self.device_, world = trainer.device, trainer.world
+        self.device_ = trainer.device
         self.network, self.history, self.metrics, self.warnings = None, [], {}, []
         if init_model is not None:
             self._continue_from(init_model, train)
@@ -127,28 +127,11 @@ class InceptionTime:
                         "epoch's BatchNorm running averages; the final line's use the statistics recomputed for "
                         "the saved weights, which the model predicts with")
         plan = self._plan(task, trainer)
-        # every process makes every subgroup, in the same order, as torch.distributed requires
-        subgroups = [torch.distributed.new_group(ranks) if len(ranks) > 1 else None for _, ranks in plan]
-        start_network = self.network  # set by _continue_from: fine-tuning starts from these weights
-        fingerprint = {"algorithm": ALGORITHM, "params": asdict(p), "seed": trainer.seed,
-                       "data": [list(x.shape), self.classes.tolist()]}
-        trained = {}
-        for g, ((members, ranks), subgroup) in enumerate(zip(plan, subgroups)):
-            if world.rank not in ranks:
-                continue
-            start = None
-            if start_network is not None:
-                start = merge_members([split_members(start_network.state_dict(), p.models)[m] for m in members])
-            group = Group(tuple(members), tuple(ranks), subgroup, label=members[0] + 1 if len(plan) > 1 else None)
-            result = trainer.train(task, group, fingerprint={**fingerprint, "members": members},
-                                   checkpoint=f"members-{members[0]}-{members[-1]}.pt", start=start)
-            if world.rank == ranks[0]:
-                trained[g] = result
-        for results in distributed.all_gather(trained):
-            trained.update(results)
+        trained = trainer.train_groups(task, plan, fingerprint={
+            "algorithm": ALGORITHM, "params": asdict(p), "seed": trainer.seed,
+            "data": [list(x.shape), self.classes.tolist()]})
         states, self.history, kept_accuracy = [], [], []
-        for g, (members, _) in enumerate(plan):
-            result = trained[g]
+        for (members, _), result in zip(plan, trained):
             states += split_members(result.state, len(members))
             self.history += result.history
             kept_accuracy += [next(h["train_accuracy"] for h in result.history if h["epoch"] == result.kept)
@@ -356,6 +339,7 @@ class _Ensemble(Task):
     def __init__(self, model: InceptionTime, x: torch.Tensor, y: torch.Tensor, valid_xy):
         p = self.params = model.params
         self.model, self.x, self.y, self.valid_xy = model, x, y, valid_xy
+        self.fine_tuned = model.network  # set by _continue_from
         self.epochs, self.schedule, self.early_stopping = p.epochs, p.schedule, p.early_stopping
         self.dtype = resolve_precision(p.precision, model.device_)
 
@@ -366,6 +350,11 @@ class _Ensemble(Task):
         net = self.model._new_group(len(networks))
         net.load_state_dict(merge_members([n.state_dict() for n in networks]))
         return net
+
+    def start(self, members):
+        if self.fine_tuned is None:
+            return None
+        return merge_members([split_members(self.fine_tuned.state_dict(), self.params.models)[m] for m in members])
 
     def optimizer(self, network) -> torch.optim.Adam:
         return _adam(network, self.params.lr)

@@ -47,7 +47,7 @@ from kfts.algorithms.lstm_ad.network import LstmReconstructor, cut_sequences, in
 from kfts.algorithms.lstm_ad.params import LstmADParams as Params
 from kfts.errors import InputError, check_fitted
 from kfts.training import MetricLog, resolve_device, resolve_precision, standardize
-from kfts.training_loop import Group, Task, Trainer
+from kfts.training_loop import Task, Trainer
 
 ALGORITHM = "lstm-ad"
 SCORE_BATCH = 512  # sequences (seed) or windows (paper) per forward pass when scoring: keeps the cores busy
@@ -136,10 +136,8 @@ class LstmAD:
         task = _Reconstruction(self, x[:split], valid_x)
         if world.size == 1:  # under torchrun the node's processes share its cores evenly (use_cpu_share)
             self._choose_threads(task)
-        trained = trainer.train(task, Group(ranks=tuple(range(world.size))),
-                                fingerprint={"algorithm": ALGORITHM, "params": asdict(p), "seed": self.seed,
-                                             "data": [list(x.shape), float(x.double().sum())]},
-                                start=self.network.state_dict() if init_model is not None else None)
+        trained = trainer.train(task, fingerprint={"algorithm": ALGORITHM, "params": asdict(p), "seed": self.seed,
+                                                   "data": [list(x.shape), float(x.double().sum())]})
         self.network = self._new_network()
         self.network.load_state_dict(trained.state)
         self.network.eval()
@@ -384,10 +382,14 @@ class _Reconstruction(Task):
 
     def __init__(self, model: LstmAD, x: torch.Tensor, valid_x: torch.Tensor | None):
         self.model, self.x, self.valid_x = model, x, valid_x
+        self.fine_tuned = model.network  # set by _continue_from
         self.epochs, self.dtype = model.params.epochs, model._training_dtype()
 
     def new_network(self) -> LstmReconstructor:
         return self.model._new_network()
+
+    def start(self, members):
+        return None if self.fine_tuned is None else self.fine_tuned.state_dict()
 
     def optimizer(self, network) -> torch.optim.Adam:
         return torch.optim.Adam(network.parameters(), lr=self.model.params.lr)
