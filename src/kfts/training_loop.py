@@ -168,9 +168,12 @@ class Trainer:
             network.load_state_dict(start)
         network.to(self.device)
         optimizer = task.optimizer(network)
-        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=50, min_lr=1e-4)
         scaler = torch.amp.GradScaler(self.device.type, enabled=task.scale_loss and task.dtype == torch.float16
                                       and self.device.type == "cuda")
+        # what a checkpoint saves of each, by name
+        parts = {"network": network, "optimizer": optimizer, "grad_scaler": scaler,
+                 "plateau": torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=50,
+                                                                       min_lr=1e-4)}
         generators = [torch.Generator().manual_seed(self.seed + m) for m in group.members]  # each member's batches
         # the weights kept at the end: those of the lowest validation loss under early stopping, of the lowest
         # training loss under the plateau schedule, else the last epoch's
@@ -178,18 +181,11 @@ class Trainer:
         best = {"loss": math.inf, "state": None, "epoch": 0}
         history, first_epoch = [], 1
         if state:
-            network.load_state_dict(state["network"])
-            optimizer.load_state_dict(state["optimizer"])
-            plateau.load_state_dict(state.get("plateau", plateau.state_dict()))
-            if state.get("grad_scaler"):
-                scaler.load_state_dict(state["grad_scaler"])
-            # checkpoints of LSTM-AD before this loop hold their one generator in "rng" only
-            for generator, saved in zip(generators, state.get("generators") or [state["rng"]["generator"]]):
-                generator.set_state(saved)
-            if "rng" in state:
-                torch.set_rng_state(state["rng"]["torch"])
-            best, history = state.get("best", best), state["history"]
-            first_epoch = state["epoch"] + 1
+            for key, part in parts.items():
+                if state.get(key):  # checkpoints from before this loop lack some (an unused grad scaler has none)
+                    part.load_state_dict(state[key])
+            _restore_random_numbers(state, generators)
+            best, history, first_epoch = state.get("best", best), state["history"], state["epoch"] + 1
         model = self._parallel(network, group)
         name = f"member {group.label}" if group.label else task.name
         for epoch in progress(range(first_epoch, task.epochs + 1), total=task.epochs - first_epoch + 1, desc=name):
@@ -200,17 +196,13 @@ class Trainer:
             metrics = {"epoch": epoch, **self._epoch(task, model, optimizer, scaler, generators, group, share)}
             metrics.update(task.validate(network))
             if task.schedule == "plateau":
-                plateau.step(metrics["train_loss"])
+                parts["plateau"].step(metrics["train_loss"])
             if watched and metrics[watched] < best["loss"]:
                 best = {"loss": metrics[watched], "state": copy.deepcopy(network.state_dict()), "epoch": epoch}
             history.append({"member": group.label, **metrics} if group.label else metrics)
             self.log.log(history[-1])
-            # "rng" holds torch's own generator (dropout draws from it) and, for kfts before this loop, the
-            # first member's
-            checkpoints.save({"epoch": epoch, "network": network.state_dict(), "optimizer": optimizer.state_dict(),
-                              "plateau": plateau.state_dict(), "grad_scaler": scaler.state_dict(), "best": best,
-                              "history": history, "generators": [g.get_state() for g in generators],
-                              "rng": {"torch": torch.get_rng_state(), "generator": generators[0].get_state()}})
+            checkpoints.save({"epoch": epoch, **{key: part.state_dict() for key, part in parts.items()},
+                              "best": best, "history": history, **_random_numbers(generators)})
         kept = best["epoch"] if best["state"] is not None else history[-1]["epoch"]
         if best["state"] is not None:
             network.load_state_dict(best["state"])
@@ -248,6 +240,21 @@ class Trainer:
             count, *values = distributed.all_reduce_sum([count, *sums.values()], group.process_group)
             sums = dict(zip(sums, values))
         return {f"train_{figure}": value / count for figure, value in sums.items()}
+
+
+def _random_numbers(generators: list[torch.Generator]) -> dict:
+    """Where the random numbers training draws stand: each member's batch order, and torch's own generator
+    (dropout). "rng" keeps the first member's too, where kfts before this loop read it (LSTM-AD's one)."""
+    return {"generators": [generator.get_state() for generator in generators],
+            "rng": {"torch": torch.get_rng_state(), "generator": generators[0].get_state()}}
+
+
+def _restore_random_numbers(state: dict, generators: list[torch.Generator]) -> None:
+    # LSTM-AD's checkpoints from before this loop have "rng" only, InceptionTime's "generators" only
+    for generator, saved in zip(generators, state.get("generators") or [state["rng"]["generator"]]):
+        generator.set_state(saved)
+    if "rng" in state:
+        torch.set_rng_state(state["rng"]["torch"])
 
 
 def step(task: Task, model: nn.Module, optimizer: torch.optim.Optimizer, inputs: torch.Tensor,
