@@ -155,8 +155,8 @@ class LstmAD:
 
         An LSTM step is a chain of small matrix products, one per time step, and every one of them waits for
         all threads: on a busy machine (a shared node, a pod over its CPU share) that is several times slower
-        than one thread. Timing a few real training steps both ways decides. (The training loop seeds the
-        random numbers this draws on afterwards.)
+        than one thread. Timing a few real training steps both ways decides. It may draw on torch's random
+        numbers: the training loop seeds them afterwards.
         """
         cores = torch.get_num_threads()
         if self.device_.type != "cpu" or cores == 1:
