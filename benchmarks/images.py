@@ -25,7 +25,7 @@ BEFORE = "fb93916"
 
 def section(quick: bool) -> str:
     sys.path.insert(0, str(ROOT / "tests"))
-    from conftest import container_engine
+    from helpers import container_engine
 
     from kfts.kubeflow import images
     engine = container_engine()

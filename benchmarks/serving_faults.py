@@ -28,7 +28,7 @@ CONCURRENCY = 16
 
 def section(quick: bool) -> str:
     sys.path.insert(0, str(TESTS))  # the mix and the server helper live with the tests that check them
-    from conftest import make_classification
+    from helpers import make_classification
     from helpers import Server
     from test_serving_faults import (GOOD_KINDS, KINDS, MAX_PAYLOAD_MB, good_rows, make_mix, rss_mb, send,
                                      wrong_answers)

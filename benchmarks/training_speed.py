@@ -38,7 +38,8 @@ from torch import nn
 
 from classification import DATA, UCR
 from kfts.core.csvio import LabeledSeries, read_labeled_series
-from kfts.algorithms.inception_time.estimator import InceptionTime, Params
+from kfts.core import training_loop
+from kfts.algorithms.inception_time.estimator import InceptionTime, Params, _Ensemble
 from kfts.algorithms.inception_time.network import InceptionNetworks
 from kfts.core.training import cpu_count, cpu_supports_bf16, reuse_freed_memory, use_cpu_share
 
@@ -168,9 +169,11 @@ def measure_breakdown(setting: str) -> None:
     # what fit sets before its first epoch; the epochs are run below, part by part
     model.device_, model.classes = torch.device("cpu"), np.unique(train.labels)
     model.scaler = {"mean": float(train.values.mean()), "std": float(train.values.std())}
+    model.network = None
     x, y = model._tensor(train.values), model.encode_labels(train.labels)
     xv = model._tensor(valid.values)
-    dtype = torch.bfloat16 if cpu_supports_bf16() else None
+    task = _Ensemble(model, x, y, None)
+    dtype = task.dtype = torch.bfloat16 if cpu_supports_bf16() else None
     net = model._new_group(5).train()
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
 
@@ -178,7 +181,7 @@ def measure_breakdown(setting: str) -> None:
         faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         start = time.perf_counter()
         for i in range(0, len(x), 64):
-            model._step(net, optimizer, x[i:i + 64], y[i:i + 64], dtype)
+            training_loop.step(task, net, optimizer, x[i:i + 64], y[i:i + 64])
         steps = time.perf_counter() - start
         start = time.perf_counter()
         model._logits(xv, net, None)

@@ -214,11 +214,3 @@ class Checkpoints:
         with atomic_file(self.path, "wb") as f:
             torch.save({**state, "fingerprint": self.fingerprint}, f)
 
-
-def rng_state(generator: torch.Generator) -> dict:
-    return {"torch": torch.get_rng_state(), "generator": generator.get_state()}
-
-
-def restore_rng_state(state: dict, generator: torch.Generator) -> None:
-    torch.set_rng_state(state["torch"])
-    generator.set_state(state["generator"])

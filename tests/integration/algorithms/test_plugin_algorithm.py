@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -16,7 +17,11 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+import torch
 from helpers import free_port, run_cli, wait_ready, write_csv
+from safetensors.torch import load_file
+
+from kfts.core import artifact
 
 TOY = Path(__file__).resolve().parents[2] / "toy_algorithm" / "mean_detector"
 
@@ -78,6 +83,18 @@ def test_the_cli_validates_trains_predicts_and_evaluates_the_plugin(plugin, data
     assert "flagged=1" in evaluated.stdout
     assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["flagged"] == 1
     assert "Mean detector evaluation: test.csv" in (tmp_path / "ev" / "report.html").read_text()
+
+
+def test_the_plugin_gets_metric_lines_and_resuming_from_the_training_loop(plugin, data, tmp_path):
+    """The toy trains through kfts.core.training_loop: it prints a metric line per epoch, and checkpoints. Run again on
+    the same checkpoint directory, it takes the finished training from there instead of training again."""
+    command = ["train", "mean-detector", "--train", data["train"], "--checkpoint-dir", tmp_path / "checkpoints"]
+    first = run_cli(*command, "--model-dir", tmp_path / "first", env=plugin, check=True)
+    assert re.findall(r"^epoch=(\d+) train_loss=\d+\.\d{6}$", first.stdout, re.MULTILINE) == ["1", "2"]
+    again = run_cli(*command, "--model-dir", tmp_path / "again", env=plugin, check=True)
+    assert "epoch=" not in again.stdout
+    weights = [load_file(tmp_path / run / artifact.WEIGHTS) for run in ("first", "again")]
+    assert all(torch.equal(weights[0][name], weights[1][name]) for name in ("mean", "std"))
 
 
 def test_kfts_serve_answers_the_plugins_requests(plugin, data, model, tmp_path):

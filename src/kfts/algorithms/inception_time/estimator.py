@@ -32,7 +32,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-import sys
 import time
 from dataclasses import asdict
 
@@ -40,14 +39,15 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from kfts.core import artifact, distributed
+from kfts.core import artifact, training_loop
 from kfts.algorithms.inception_time import batch_norm
 from kfts.algorithms.inception_time.network import (InceptionNetworks, ensemble_probabilities, merge_members,
                                                     split_members)
 from kfts.algorithms.inception_time.params import InceptionTimeParams as Params
 from kfts.core.csvio import LabeledSeries
 from kfts.core.errors import InputError, check_fitted
-from kfts.core.training import Checkpoints, MetricLog, autocast, metric_line, progress, resolve_device, resolve_precision, seed_everything, standardize
+from kfts.core.training import MetricLog, autocast, resolve_device, resolve_precision, standardize
+from kfts.core.training_loop import Task, Trainer
 
 ALGORITHM = "inception-time"
 INFERENCE_BATCH = 256  # series per forward pass when predicting
@@ -103,10 +103,8 @@ class InceptionTime:
         another process or in its own pipeline task starts from the same weights and sees the same batches.
         Under torchrun the groups are shared out over the processes (kfts.core.distributed), and every process ends
         with the whole ensemble."""
-        device = resolve_device(self.device)
-        world = distributed.start(device)
-        self.device_ = distributed.device_for(device)
-        log = log or MetricLog(quiet=not world.main)
+        trainer = Trainer(self.device, self.seed, checkpoint_dir=checkpoint_dir, log=log)
+        self.device_ = trainer.device
         self.network, self.history, self.metrics, self.warnings = None, [], {}, []
         if init_model is not None:
             self._continue_from(init_model, train)
@@ -123,41 +121,21 @@ class InceptionTime:
         if valid is not None and valid.values.shape[1] != self.length:
             raise InputError(f"validation series have {valid.values.shape[1]} time steps, training series "
                              f"have {self.length}")
-        # without a seed, rank 0 draws one for every process: they must agree on it
-        seed = distributed.broadcast(self.seed if self.seed is not None else int(time.time()))
-        dtype = resolve_precision(p.precision, self.device_)
-        if valid is not None and p.batch_norm_stats == "precise" and world.main:
-            print("batch-norm-stats=precise: each epoch's valid_* figures (and early stopping) use that epoch's "
-                  "BatchNorm running averages; the final line's use the statistics recomputed for the saved "
-                  "weights, which the model predicts with", flush=True)
-        plan = self._plan(x, y, valid_xy[0] if valid_xy else None, dtype, world)
-        # every process makes every subgroup, in the same order, as torch.distributed requires
-        subgroups = [torch.distributed.new_group(ranks) if len(ranks) > 1 else None for _, ranks in plan]
-        start_network = self.network  # set by _continue_from: fine-tuning starts from these weights
-        fingerprint = {"algorithm": ALGORITHM, "params": asdict(p), "seed": seed,
-                       "data": [list(x.shape), self.classes.tolist()]}
-        trained = {}
-        for g, ((members, ranks), subgroup) in enumerate(zip(plan, subgroups)):
-            if world.rank not in ranks:
-                continue
-            start = None
-            if start_network is not None:
-                start = merge_members([split_members(start_network.state_dict(), p.models)[m] for m in members])
-            checkpoints = Checkpoints(checkpoint_dir, {**fingerprint, "members": members},
-                                      name=f"members-{members[0]}-{members[-1]}.pt",
-                                      writer=world.rank == ranks[0])
-            result = self._train_group(x, y, valid_xy, members, ranks, subgroup, start, dtype, seed, log,
-                                       checkpoints, label=members[0] + 1 if len(plan) > 1 else None)
-            if world.rank == ranks[0]:
-                trained[g] = result
-        for results in distributed.all_gather(trained):
-            trained.update(results)
+        task = _Ensemble(self, x, y, valid_xy)
+        if valid is not None and p.batch_norm_stats == "precise":
+            trainer.say("batch-norm-stats=precise: each epoch's valid_* figures (and early stopping) use that "
+                        "epoch's BatchNorm running averages; the final line's use the statistics recomputed for "
+                        "the saved weights, which the model predicts with")
+        plan = self._plan(task, trainer)
+        trained = trainer.train_groups(task, plan, fingerprint={
+            "algorithm": ALGORITHM, "params": asdict(p), "seed": trainer.seed,
+            "data": [list(x.shape), self.classes.tolist()]})
         states, self.history, kept_accuracy = [], [], []
-        for g, (members, _) in enumerate(plan):
-            state, history, kept = trained[g]
-            states += split_members(state, len(members))
-            self.history += history
-            kept_accuracy += [next(h["train_accuracy"] for h in history if h["epoch"] == kept)] * len(members)
+        for (members, _), result in zip(plan, trained):
+            states += split_members(result.state, len(members))
+            self.history += result.history
+            kept_accuracy += [next(h["train_accuracy"] for h in result.history if h["epoch"] == result.kept)
+                              ] * len(members)
 
         self.network = self._new_group(p.models)
         self.network.load_state_dict(merge_members(states))
@@ -166,10 +144,7 @@ class InceptionTime:
         if valid_xy is not None:
             self.metrics.update(self._ensemble_score(*valid_xy, "valid"))
         self.warnings = fit_warnings(self.metrics["train_accuracy"], float(np.mean(kept_accuracy)), y, p)
-        if world.main:
-            print(metric_line(self.metrics), flush=True)
-            for warning in self.warnings:
-                print(f"warning: {warning}", file=sys.stderr, flush=True)
+        trainer.report(self.metrics, self.warnings)
         return self
 
     def _continue_from(self, previous: "InceptionTime", train: LabeledSeries) -> None:
@@ -193,38 +168,26 @@ class InceptionTime:
         p = self.params
         return InceptionNetworks(1, len(self.classes), members=members, filters=p.filters, depth=p.depth)
 
-    def _initial_network(self, members: list[int], seed: int) -> InceptionNetworks:
-        """A network of `members`, member m initialised from its own stream, `seed + m`: the weights it starts
-        from alone, whatever group it is trained in."""
-        states = []
-        for m in members:
-            seed_everything(seed + m)
-            states.append(self._new_group(1).state_dict())
-        net = self._new_group(len(members))
-        net.load_state_dict(merge_members(states))
-        return net
-
-    def _plan(self, x, y, valid_x, dtype, world) -> list[tuple[list[int], list[int]]]:
+    def _plan(self, task: "_Ensemble", trainer: Trainer) -> list[tuple[list[int], list[int]]]:
         """[(members trained together, the ranks that train them)], and a log line saying so.
 
         One process: every member alone (sequential) or all together (stacked). Under torchrun members are
         trained alone and shared out: with fewer processes than members each process trains every
         world-size-th member; with more, each member is trained data-parallel by every models-th process."""
-        m, w = self.params.models, world.size
+        m, w = self.params.models, trainer.world.size
         if w == 1:
-            stacked = self._choose_group_size(x, y, valid_x, dtype) > 1
+            stacked = self._choose_group_size(task) > 1
             return [(list(range(m)), [0])] if stacked else [([i], [0]) for i in range(m)]
         if w <= m:
             plan = [([i], [i % w]) for i in range(m)]
         else:
             plan = [([i], [r for r in range(w) if r % m == i]) for i in range(m)]
-        if world.main:
-            print(f"distributed: {w} processes, members trained alone ({self.params.ensemble} ignored): "
-                  + "; ".join(f"member {ms[0] + 1} on rank{'s' * (len(rs) > 1)} {','.join(map(str, rs))}"
-                              + (" (data-parallel)" if len(rs) > 1 else "") for ms, rs in plan), flush=True)
+        trainer.say(f"distributed: {w} processes, members trained alone ({self.params.ensemble} ignored): "
+                    + "; ".join(f"member {ms[0] + 1} on rank{'s' * (len(rs) > 1)} {','.join(map(str, rs))}"
+                                + (" (data-parallel)" if len(rs) > 1 else "") for ms, rs in plan))
         return plan
 
-    def _choose_group_size(self, x, y, valid_x, dtype) -> int:
+    def _choose_group_size(self, task: "_Ensemble") -> int:
         p = self.params
         if p.models == 1 or p.ensemble == "sequential":
             return 1
@@ -232,21 +195,22 @@ class InceptionTime:
             return p.models
         # auto: time an epoch's work both ways (its training steps and its validation pass, as the run will
         # do them), on real batches, and keep the faster
+        x, valid_x = task.x, task.valid_xy[0] if task.valid_xy else None
         batch = min(p.batch_size, len(x))
-        xb, yb = x[:batch].to(self.device_), y[:batch].to(self.device_)
+        xb, yb = x[:batch].to(self.device_), task.y[:batch].to(self.device_)
         steps = -(-len(x) // p.batch_size)
         valid_batch = valid_x[:INFERENCE_BATCH] if valid_x is not None else None
         valid_batches = -(-len(valid_x) // INFERENCE_BATCH) if valid_x is not None else 0
 
         def epoch_seconds(net, opt) -> float:
             start = time.perf_counter()
-            self._step(net, opt, xb, yb, dtype)
+            training_loop.step(task, net, opt, xb, yb)
             if self.device_.type == "cuda":
                 torch.cuda.synchronize()
             step = time.perf_counter() - start
             start = time.perf_counter()
             if valid_batch is not None:
-                self._logits(valid_batch, net, dtype)  # synchronizes: the logits come back to the CPU
+                self._logits(valid_batch, net, task.dtype)  # synchronizes: the logits come back to the CPU
             return steps * step + valid_batches * (time.perf_counter() - start)
 
         nets = {m: self._new_group(m).to(self.device_).train() for m in (1, p.models)}
@@ -260,96 +224,6 @@ class InceptionTime:
         print(f"ensemble=auto: an epoch of all {p.models} members takes {sequential:.2f}s one after another, "
               f"{stacked:.2f}s stacked: training {'stacked' if choice > 1 else 'sequential'}", flush=True)
         return choice
-
-    def _step(self, net, optimizer, xb, yb, dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """One optimizer step: (the members' mean loss, their logits). Each member on its own batch (xb [batch,
-        members, channels, time], yb [batch, members]), or every member on the same one (xb [batch, channels,
-        time], yb [batch]: the same work, as timings use it)."""
-        with autocast(self.device_, dtype):
-            logits = net(xb)
-        members = logits.shape[1]
-        labels = yb.reshape(-1) if yb.dim() == 2 else yb.repeat_interleave(members)  # batch-major, as the logits
-        # each member's mean cross-entropy, summed: every member gets the gradient it would get alone
-        loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels, reduction="sum") / len(yb)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        return loss.detach() / members, logits.detach()
-
-    def _train_group(self, x, y, valid_xy, members, ranks, subgroup, start_state, dtype, seed, log, checkpoints,
-                     label) -> tuple[dict, list[dict], int]:
-        """Train `members` together: (their state_dict, their epoch history, the epoch whose weights are kept).
-        `ranks` > 1: data-parallel, each of them taking its share of every batch (DistributedDataParallel over
-        `subgroup`)."""
-        p = self.params
-        state = checkpoints.load() or {}
-        if state.get("done"):
-            return state["network"], state["history"], state["kept"]
-        net = self._initial_network(members, seed)
-        generators = [torch.Generator().manual_seed(seed + m) for m in members]  # each member's batch order
-        if start_state is not None:
-            net.load_state_dict(start_state)
-        optimizer = _adam(net, p.lr)
-        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=50, min_lr=1e-4)
-        # the weights kept at the end: those of the lowest validation loss under early stopping, of the lowest
-        # training loss under the paper's plateau schedule, else the last epoch's
-        watched = "valid_loss" if p.early_stopping else "train_loss" if p.schedule == "plateau" else None
-        best = {"loss": float("inf"), "state": None, "epoch": 0}
-        history, first_epoch = [], 1
-        if state:
-            for generator, generator_state in zip(generators, state["generators"]):
-                generator.set_state(generator_state)
-            net.load_state_dict(state["network"])
-            optimizer.load_state_dict(state["optimizer"])
-            plateau.load_state_dict(state["plateau"])
-            best, history = state["best"], state["history"]
-            first_epoch = state["epoch"] + 1
-        net.to(self.device_)
-        model = net
-        if len(ranks) > 1:
-            from torch.nn.parallel import DistributedDataParallel
-            model = DistributedDataParallel(net, process_group=subgroup,
-                                            device_ids=[self.device_.index] if self.device_.type == "cuda" else None)
-        share, shares = ranks.index(torch.distributed.get_rank()) if len(ranks) > 1 else 0, len(ranks)
-        n = len(x)
-        for epoch in progress(range(first_epoch, p.epochs + 1), total=p.epochs - first_epoch + 1,
-                              desc=f"member {label}" if label else "ensemble"):
-            if p.early_stopping and epoch - 1 - best["epoch"] >= p.early_stopping:
-                print(f"early stopping: {f'member {label}' if label else 'the ensemble'} stopped after epoch "
-                      f"{epoch - 1}, keeping epoch {best['epoch']}'s weights (valid_loss={best['loss']:.6f})",
-                      flush=True)
-                break
-            model.train()
-            orders = torch.stack([torch.randperm(n, generator=generator) for generator in generators])
-            loss_sum, correct = 0.0, 0.0
-            for i in range(0, n, p.batch_size):
-                idx = orders[:, i:i + p.batch_size][:, share::shares].T  # [batch, members]: each member's series
-                xb, yb = x[idx].to(self.device_, non_blocking=True), y[idx].to(self.device_, non_blocking=True)
-                loss, logits = self._step(model, optimizer, xb, yb, dtype)
-                loss_sum += loss.item() * len(idx)
-                correct += (logits.argmax(-1) == yb).sum().item() / len(members)
-            loss_sum, correct = distributed.all_reduce_sum([loss_sum, correct], subgroup) if subgroup else (
-                loss_sum, correct)
-            metrics = {"epoch": epoch, "train_loss": loss_sum / n, "train_accuracy": correct / n}
-            if valid_xy is not None:  # at the training precision: on a CPU, fp32 would double this pass's cost
-                metrics.update(self._score(*valid_xy, "valid", net, dtype))
-            if p.schedule == "plateau":
-                plateau.step(metrics["train_loss"])
-            if watched and metrics[watched] < best["loss"]:
-                best = {"loss": metrics[watched], "state": copy.deepcopy(net.state_dict()), "epoch": epoch}
-            history.append({"member": label, **metrics} if label else metrics)
-            log.log(history[-1])
-            checkpoints.save({"epoch": epoch, "network": net.state_dict(), "optimizer": optimizer.state_dict(),
-                              "plateau": plateau.state_dict(), "best": best, "history": history,
-                              "generators": [generator.get_state() for generator in generators]})
-        kept = best["epoch"] if best["state"] is not None else history[-1]["epoch"]
-        if best["state"] is not None:
-            net.load_state_dict(best["state"])
-        if p.batch_norm_stats == "precise":
-            batch_norm.recompute(net, x, self.device_, group=subgroup, share=share, shares=shares)
-        final = {k: v.cpu() for k, v in net.state_dict().items()}
-        checkpoints.save({"done": True, "network": final, "history": history, "kept": kept})
-        return final, history, kept
 
     def _inference_dtype(self) -> torch.dtype | None:
         """What predictions run in: fp32 on CPUs (the saved weights' own results), bf16/fp16 on GPUs."""
@@ -454,3 +328,64 @@ def fit_warnings(accuracy: float, epochs_accuracy: float, y: torch.Tensor, param
         tries.insert(0, "--batch-norm-stats precise")
     return [f"the saved model scores train_accuracy={accuracy:.3f} on its own training series, "
             f"{' and '.join(reasons)}: the fit failed. Try {', '.join(tries[:-1])} or {tries[-1]}"]
+
+
+class _Ensemble(Task):
+    """InceptionTime's networks for the training loop (kfts.core.training_loop): members stacked into one grouped
+    network, each member's cross-entropy on its own batches, and the BatchNorm statistics of the kept weights."""
+
+    name = "ensemble"
+
+    def __init__(self, model: InceptionTime, x: torch.Tensor, y: torch.Tensor, valid_xy):
+        p = self.params = model.params
+        self.model, self.x, self.y, self.valid_xy = model, x, y, valid_xy
+        self.fine_tuned = model.network  # set by _continue_from
+        self.epochs, self.schedule, self.early_stopping = p.epochs, p.schedule, p.early_stopping
+        self.dtype = resolve_precision(p.precision, model.device_)
+
+    def new_network(self) -> InceptionNetworks:
+        return self.model._new_group(1)
+
+    def stack(self, networks: list[InceptionNetworks]) -> InceptionNetworks:
+        net = self.model._new_group(len(networks))
+        net.load_state_dict(merge_members([n.state_dict() for n in networks]))
+        return net
+
+    def start(self, members):
+        if self.fine_tuned is None:
+            return None
+        return merge_members([split_members(self.fine_tuned.state_dict(), self.params.models)[m] for m in members])
+
+    def optimizer(self, network) -> torch.optim.Adam:
+        return _adam(network, self.params.lr)
+
+    def batches(self, generators, share, shares):
+        orders = torch.stack([torch.randperm(len(self.x), generator=generator) for generator in generators])
+        for i in range(0, len(self.x), self.params.batch_size):
+            idx = orders[:, i:i + self.params.batch_size][:, share::shares].T  # [batch, members]: each one's series
+            yield self.x[idx], self.y[idx]
+
+    def loss(self, logits, labels) -> torch.Tensor:
+        """Each member's mean cross-entropy, summed: every member gets the gradient it would get alone. Each member
+        on its own batch (logits [batch, members, classes], labels [batch, members]), or every member on the same
+        one (labels [batch]: the same work, as timings use it)."""
+        members = logits.shape[1]
+        labels = labels.reshape(-1) if labels.dim() == 2 else labels.repeat_interleave(members)  # batch-major
+        return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels, reduction="sum") / len(logits)
+
+    def figures(self, loss, logits, labels) -> dict[str, float]:
+        """The members' mean loss and accuracy."""
+        members = logits.shape[1]
+        return {"loss": (loss / members).item() * len(labels),
+                "accuracy": (logits.argmax(-1) == labels).sum().item() / members}
+
+    def validate(self, network) -> dict[str, float]:
+        if self.valid_xy is None:
+            return {}
+        # at the training precision: on a CPU, fp32 would double this pass's cost
+        return self.model._score(*self.valid_xy, "valid", network, self.dtype)
+
+    def keep(self, network, group, share) -> None:
+        if self.params.batch_norm_stats == "precise":
+            batch_norm.recompute(network, self.x, self.model.device_, group=group.process_group, share=share,
+                                 shares=len(group.ranks))

@@ -34,7 +34,6 @@ in fp32: a score is the density of small errors, and half-precision outputs woul
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 import time
@@ -43,11 +42,12 @@ from dataclasses import asdict
 import numpy as np
 import torch
 
-from kfts.core import artifact, distributed
+from kfts.core import artifact, training_loop
 from kfts.algorithms.lstm_ad.network import LstmReconstructor, cut_sequences, input_sequences, window_targets, windows
 from kfts.algorithms.lstm_ad.params import LstmADParams as Params
 from kfts.core.errors import InputError, check_fitted
-from kfts.core.training import Checkpoints, MetricLog, autocast, metric_line, progress, resolve_device, resolve_precision, restore_rng_state, rng_state, seed_everything, standardize
+from kfts.core.training import MetricLog, resolve_device, resolve_precision, standardize
+from kfts.core.training_loop import Task, Trainer
 
 ALGORITHM = "lstm-ad"
 SCORE_BATCH = 512  # sequences (seed) or windows (paper) per forward pass when scoring: keeps the cores busy
@@ -110,12 +110,8 @@ class LstmAD:
 
     def _fit(self, train, valid, *, init_model, checkpoint_dir, log) -> "LstmAD":
         # under torchrun: data-parallel over the sequences, every process with the whole model (kfts.core.distributed)
-        device = resolve_device(self.device)
-        world = distributed.start(device)
-        self.device_ = distributed.device_for(device)
-        log = log or MetricLog(quiet=not world.main)
-        seed = distributed.broadcast(self.seed if self.seed is not None else int(time.time()))
-        seed_everything(seed)
+        trainer = Trainer(self.device, self.seed, checkpoint_dir=checkpoint_dir, log=log)
+        self.device_, world = trainer.device, trainer.world
         self.network, self.n_series, self.threshold, self.history, self.metrics = None, None, None, [], {}
         if init_model is not None:
             self._continue_from(init_model)
@@ -135,90 +131,40 @@ class LstmAD:
         L = p.sequence_length
         pieces = (f"{split // L - 1} sequence pairs" if p.scoring == "seed" else
                   f"windows of {L} steps predicting {p.prediction_length} ahead")
-        if world.main:
-            print(f"lstm-ad: {split} time steps train the LSTM ({pieces}), {len(train) - split} fit the error "
-                  "distribution" + (f"; {world.size} processes share every batch" if world.size > 1 else ""),
-                  flush=True)
-
-        checkpoints = Checkpoints(checkpoint_dir, {"algorithm": ALGORITHM, "params": asdict(p), "seed": self.seed,
-                                                   "data": [list(x.shape), float(x.double().sum())]},
-                                  writer=world.main)
-        state = checkpoints.load() or {}
-        network = self.network if init_model is not None else self._new_network()
-        network = network.to(self.device_)
-        optimizer = torch.optim.Adam(network.parameters(), lr=p.lr)
-        dtype = self._training_dtype()
-        # fp16 gradients can underflow: scale the loss (the standard AMP recipe); a no-op otherwise
-        grad_scaler = torch.amp.GradScaler(self.device_.type,
-                                           enabled=dtype == torch.float16 and self.device_.type == "cuda")
-        generator = torch.Generator().manual_seed(seed)  # the same batches on every process
-        history, first_epoch = [], 1
-        if state:
-            network.load_state_dict(state["network"])
-            optimizer.load_state_dict(state["optimizer"])
-            if state.get("grad_scaler"):
-                grad_scaler.load_state_dict(state["grad_scaler"])
-            restore_rng_state(state["rng"], generator)
-            history, first_epoch = state["history"], state["epoch"] + 1
-        # timed on a batch drawn with a generator of its own: the seeded training draws the same numbers
-        if world.size == 1:  # under torchrun the node's processes share its cores evenly (resolve_device)
-            self._choose_threads(network, *next(self._batches(x[:split], torch.Generator())), dtype)
-        model = network
-        if world.size > 1:
-            from torch.nn.parallel import DistributedDataParallel
-            model = DistributedDataParallel(network, device_ids=[self.device_.index] if self.device_.type == "cuda"
-                                            else None)
-        for epoch in progress(range(first_epoch, p.epochs + 1), total=p.epochs - first_epoch + 1, desc="lstm-ad"):
-            model.train()
-            loss_sum, n = 0.0, 0
-            for xb, yb in self._batches(x[:split], generator):
-                if len(xb) < world.size:  # too few for every process to get a share: the same on all
-                    continue
-                xb, yb = xb[world.rank::world.size], yb[world.rank::world.size]
-                xb = xb.to(self.device_, non_blocking=True)
-                yb = yb.to(self.device_, non_blocking=True)
-                with autocast(self.device_, dtype):
-                    out = model(xb)
-                loss = torch.nn.functional.mse_loss(out.float(), yb)
-                optimizer.zero_grad(set_to_none=True)
-                grad_scaler.scale(loss).backward()
-                grad_scaler.step(optimizer)
-                grad_scaler.update()
-                loss_sum += loss.item() * len(xb)
-                n += len(xb)
-            loss_sum, n = distributed.all_reduce_sum([loss_sum, n]) if world.size > 1 else (loss_sum, n)
-            metrics = {"epoch": epoch, "train_loss": loss_sum / n}
-            if valid_x is not None:
-                metrics["valid_loss"] = self._mse(valid_x, network)
-            log.log(metrics)
-            checkpoints.save({"epoch": epoch, "network": network.state_dict(), "optimizer": optimizer.state_dict(),
-                              "grad_scaler": grad_scaler.state_dict(), "history": history + log.history,
-                              "rng": rng_state(generator)})
-
-        self.network = network.cpu().eval()
-        self.history = history + log.history
+        trainer.say(f"lstm-ad: {split} time steps train the LSTM ({pieces}), {len(train) - split} fit the error "
+                    "distribution" + (f"; {world.size} processes share every batch" if world.size > 1 else ""))
+        task = _Reconstruction(self, x[:split], valid_x)
+        if world.size == 1:  # under torchrun the node's processes share its cores evenly (use_cpu_share)
+            self._choose_threads(task)
+        trained = trainer.train(task, fingerprint={"algorithm": ALGORITHM, "params": asdict(p), "seed": self.seed,
+                                                   "data": [list(x.shape), float(x.double().sum())]})
+        self.network = self._new_network()
+        self.network.load_state_dict(trained.state)
+        self.network.eval()
+        self.history = trained.history
         self._fit_gaussian(x[split - self.first_scored:])
         # in inference mode, the figures the artifact, KFP and Katib report
         self.metrics = {"train_loss": self._mse(x[:split])}
         if valid_x is not None:
             self.metrics["valid_loss"] = self._mse(valid_x)
-        if world.main:
-            print(metric_line(self.metrics), flush=True)
+        trainer.report(self.metrics)
         return self
 
-    def _choose_threads(self, network, inputs, targets, dtype) -> None:
+    def _choose_threads(self, task: "_Reconstruction") -> None:
         """CPU threads for this process: all cores, or one where that is faster.
 
         An LSTM step is a chain of small matrix products, one per time step, and every one of them waits for
         all threads: on a busy machine (a shared node, a pod over its CPU share) that is several times slower
-        than one thread. Timing a few real training steps both ways decides.
+        than one thread. Timing a few real training steps both ways decides. It may draw on torch's random
+        numbers: the training loop seeds them afterwards.
         """
         cores = torch.get_num_threads()
         if self.device_.type != "cpu" or cores == 1:
             return
-        rng = torch.get_rng_state()  # timing must not change the seeded training that follows
-        net = copy.deepcopy(network).train()
-        optimizer = torch.optim.Adam(net.parameters(), lr=self.params.lr)
+        net = self._new_network().train()
+        optimizer = task.optimizer(net)
+        # a batch drawn with a generator of its own: the seeded training draws the same numbers
+        inputs, targets = next(self._batches(task.x, torch.Generator()))
         xb, yb = inputs[:self.params.batch_size], targets[:self.params.batch_size]
 
         def seconds_per_step(threads: int) -> float:
@@ -226,16 +172,11 @@ class LstmAD:
             times = []
             for _ in range(3):
                 start = time.perf_counter()
-                with autocast(self.device_, dtype):
-                    loss = torch.nn.functional.mse_loss(net(xb).float(), yb)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                training_loop.step(task, net, optimizer, xb, yb)
                 times.append(time.perf_counter() - start)
             return min(times[1:])  # the first step pays one-time setup
 
         many, one = seconds_per_step(cores), seconds_per_step(1)
-        torch.set_rng_state(rng)
         chosen = cores if many < one else 1
         torch.set_num_threads(chosen)
         print(f"threads=auto: a training step takes {many:.3f}s on {cores} threads, {one:.3f}s on 1: "
@@ -430,6 +371,39 @@ class LstmAD:
         model.metrics, model.history = manifest.get("metrics", {}), manifest.get("history", [])
         model.network = model._new_network()
         return model
+
+
+class _Reconstruction(Task):
+    """LSTM-AD's network for the training loop (kfts.core.training_loop): the mean squared error of its predictions of
+    the LSTM's part of the training series, `x`."""
+
+    name = "lstm-ad"
+    scale_loss = True  # fp16 gradients can underflow
+
+    def __init__(self, model: LstmAD, x: torch.Tensor, valid_x: torch.Tensor | None):
+        self.model, self.x, self.valid_x = model, x, valid_x
+        self.fine_tuned = model.network  # set by _continue_from
+        self.epochs, self.dtype = model.params.epochs, model._training_dtype()
+
+    def new_network(self) -> LstmReconstructor:
+        return self.model._new_network()
+
+    def start(self, members):
+        return None if self.fine_tuned is None else self.fine_tuned.state_dict()
+
+    def optimizer(self, network) -> torch.optim.Adam:
+        return torch.optim.Adam(network.parameters(), lr=self.model.params.lr)
+
+    def batches(self, generators, share, shares):
+        for inputs, targets in self.model._batches(self.x, generators[0]):
+            if len(inputs) >= shares:  # too few for every process to get a share: skipped on all
+                yield inputs[share::shares], targets[share::shares]
+
+    def loss(self, outputs, targets) -> torch.Tensor:
+        return torch.nn.functional.mse_loss(outputs.float(), targets)
+
+    def validate(self, network) -> dict[str, float]:
+        return {} if self.valid_x is None else {"valid_loss": self.model._mse(self.valid_x, network)}
 
 
 # -- the Normal distribution of the errors ------------------------------------------------------------------------
