@@ -22,6 +22,10 @@ from kfts.errors import InputError
 # Modules that add their own subcommands: each has register(subparsers) and sets `func` on its parsers.
 COMMAND_MODULES: list[str] = ["kfts.serving.commands", "kfts.pipeline_cli", "kfts.storage"]
 
+# What a command imports that a core install (`pip install kfts`) lacks, by top-level module: the extra that
+# brings it. Registering the commands imports none of them; a command that needs one says which extra to install.
+EXTRAS = {"kserve": "serve", "kfp": "kubeflow", "docker": "kubeflow", "kubernetes": "kubeflow"}
+
 
 class Terminated(BaseException):
     """SIGTERM arrived: raised where the program is, so that `finally` blocks and context managers run."""
@@ -50,6 +54,11 @@ def main(argv: list[str] | None = None) -> int:
         print("error: terminated (SIGTERM)", file=sys.stderr)
         return 128 + signal.SIGTERM
     except Exception as e:  # a bug, not the user's fault: say so in one line unless debugging
+        extra = EXTRAS.get((e.name or "").partition(".")[0]) if isinstance(e, ModuleNotFoundError) else None
+        if extra:
+            print(f"error: kfts {args.command} needs {e.name}, which is not installed: pip install 'kfts[{extra}]'",
+                  file=sys.stderr)
+            return 2
         if os.environ.get("KFTS_DEBUG"):
             raise
         print(f"error: internal error ({type(e).__name__}: {e}); rerun with KFTS_DEBUG=1 for details",
