@@ -50,5 +50,5 @@ def test_a_command_whose_extra_is_not_installed_says_which_to_install(missing, a
     result = subprocess.run([sys.executable, "-c", MISSING, missing, *args], capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 2, result.stderr
-    assert result.stderr == (f"error: kfts {args[0]} needs {missing}, which is not installed: "
+    assert result.stderr == (f"error: kfts {args[0]} needs the {extra} extra ({missing} is not installed): "
                              f"pip install 'kfts[{extra}]'\n")

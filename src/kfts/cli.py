@@ -22,9 +22,12 @@ from kfts.errors import InputError
 # Modules that add their own subcommands: each has register(subparsers) and sets `func` on its parsers.
 COMMAND_MODULES: list[str] = ["kfts.serving.commands", "kfts.pipeline_cli", "kfts.storage"]
 
-# What a command imports that a core install (`pip install kfts`) lacks, by top-level module: the extra that
-# brings it. Registering the commands imports none of them; a command that needs one says which extra to install.
-EXTRAS = {"kserve": "serve", "kfp": "kubeflow", "docker": "kubeflow", "kubernetes": "kubeflow"}
+# What commands import that a core install (`pip install kfts`) lacks, by top-level module: the extra that brings
+# it (for serve also the packages of KServe's that kfts.serving imports itself). Registering the commands imports
+# none of them; a command that needs one says which extra to install.
+EXTRAS = {**dict.fromkeys(("kserve", "orjson", "fastapi", "starlette", "grpc", "grpc_interceptor",
+                           "prometheus_client"), "serve"),
+          **dict.fromkeys(("kfp", "docker", "kubernetes"), "kubeflow")}
 
 
 class Terminated(BaseException):
@@ -56,8 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # a bug, not the user's fault: say so in one line unless debugging
         extra = EXTRAS.get((e.name or "").partition(".")[0]) if isinstance(e, ModuleNotFoundError) else None
         if extra:
-            print(f"error: kfts {args.command} needs {e.name}, which is not installed: pip install 'kfts[{extra}]'",
-                  file=sys.stderr)
+            print(f"error: kfts {args.command} needs the {extra} extra ({e.name} is not installed): "
+                  f"pip install 'kfts[{extra}]'", file=sys.stderr)
             return 2
         if os.environ.get("KFTS_DEBUG"):
             raise
