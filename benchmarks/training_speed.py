@@ -6,7 +6,8 @@
    what each run's own `ensemble=auto` timing predicted per epoch against what the run sustained.
 2. The CPU kernels add-on (addons/kfts-cpu-kernels): the same `kfts train` with the add-on's layers and with
    torch's own (the add-on hidden from kfts's network hook), wall time, seconds per epoch and test accuracy.
-   `python benchmarks/training_speed.py --addon` runs that part alone (`--epochs 1` tries it out).
+   `python benchmarks/training_speed.py --addon` runs that part alone (`--epochs 2`, the fewest that time an
+   epoch, tries it out).
 3. Where an epoch goes: its training steps and its validation pass (fp32, as fb93916 ran it, or at the training
    precision, as kfts does now), and the page faults, under glibc's default allocator settings and with
    kfts.training.reuse_freed_memory.
