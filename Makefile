@@ -23,7 +23,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt $(ADDON)/pyproject.toml $(ADD
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]' -e $(ADDON)
 	touch $@
 
-# Everything: unit tests, and the integration tests that install the wheel outside the checkout, start
+# Everything: unit tests, and the integration tests that install the wheels outside the checkout, start
 # servers and run the images (built here first) and the pipelines in containers. Nothing is skipped.
 test: setup images
 	$(BIN)/python -m pytest -q
