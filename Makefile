@@ -12,14 +12,18 @@ export CONTAINERS_CONF ?= $(CURDIR)/images/containers.conf
 
 setup: $(VENV)/.installed
 
-# the fused CPU kernels are compiled into the editable install: a change to their C source reinstalls
-$(VENV)/.installed: pyproject.toml src/kfts/algorithms/inception_time/fused_kernels.c
+# kfts with every extra and the test tools, and the CPU kernels add-on (addons/kfts-cpu-kernels), both editable,
+# at the releases of constraints.txt (torch's: this machine's CPU wheel). The add-on's C is compiled into its
+# editable install: a change to it reinstalls.
+ADDON := addons/kfts-cpu-kernels
+$(VENV)/.installed: pyproject.toml constraints.txt $(ADDON)/pyproject.toml $(ADDON)/setup.py \
+		$(ADDON)/src/kfts_cpu_kernels/kernels.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]' -e $(ADDON)
 	touch $@
 
-# Everything: unit tests, and the integration tests that install the wheel outside the checkout, start
+# Everything: unit tests, and the integration tests that install the wheels outside the checkout, start
 # servers and run the images (built here first) and the pipelines in containers. Nothing is skipped.
 test: setup images
 	$(BIN)/python -m pytest -q
@@ -38,11 +42,12 @@ compile: setup
 bench: setup
 	$(BIN)/python benchmarks/run.py --report benchmarks/REPORT.md
 
-# The wheel users install and the images are built from: dist/kfts-<version>-cp3XX-cp3XX-linux_<arch>.whl
-# (platform-specific: it carries InceptionTime's fused CPU kernels, compiled with the C compiler here)
+# The wheels users install and the images are built from: dist/kfts-<version>-py3-none-any.whl (pure Python),
+# and the CPU kernels add-on, dist/kfts_cpu_kernels-<version>-py3-none-linux_<arch>.whl (its C compiled here,
+# with gcc and OpenMP; see its README for manylinux)
 wheel: setup
-	rm -rf dist build
-	$(BIN)/pip wheel --quiet --no-deps -w dist .
+	rm -rf dist build $(ADDON)/build
+	$(BIN)/pip wheel --quiet --no-deps -w dist . $(ADDON)
 
 # CPU component and predictor images ($(KFTS_IMAGE), -predictor), with Docker where it answers, else
 # Podman; `images-cuda` the CUDA ones (-cuda, -predictor-cuda). See images/README.md.
@@ -53,4 +58,4 @@ images-cuda: wheel
 	images/build.sh cuda
 
 clean:
-	rm -rf $(VENV) demo-output benchmarks/work .pytest_cache dist build
+	rm -rf $(VENV) demo-output benchmarks/work .pytest_cache dist build $(ADDON)/build

@@ -4,17 +4,21 @@
    `kfts train` as a user runs it) with this code and with commit fb93916 (checked out beside as a git worktree
    under benchmarks/work and run in this environment, so the same torch), wall time and test accuracy; and
    what each run's own `ensemble=auto` timing predicted per epoch against what the run sustained.
-2. Where an epoch goes: its training steps and its validation pass (fp32, as fb93916 ran it, or at the training
+2. The CPU kernels add-on (addons/kfts-cpu-kernels): the same `kfts train` with the add-on's layers and with
+   torch's own (the add-on hidden from kfts's network hook), wall time, seconds per epoch and test accuracy.
+   `python benchmarks/training_speed.py --addon` runs that part alone (`--epochs 2`, the fewest that time an
+   epoch, tries it out).
+3. Where an epoch goes: its training steps and its validation pass (fp32, as fb93916 ran it, or at the training
    precision, as kfts does now), and the page faults, under glibc's default allocator settings and with
    kfts.core.training.reuse_freed_memory.
-3. Seconds per network-epoch for 1 and 5 networks, each layout and precision, with the share of this machine's
+4. Seconds per network-epoch for 1 and 5 networks, each layout and precision, with the share of this machine's
    measured matmul rate (fp32 and bf16).
-4. aeon 1.6's InceptionTimeClassifier (installed into its own environment under benchmarks/work) on the same
+5. aeon 1.6's InceptionTimeClassifier (installed into its own environment under benchmarks/work) on the same
    data: seconds per network-epoch, from a 2- and a 12-epoch run of one network; beside it kfts's, without
    validation data as aeon runs, and with it.
-5. Time to accuracy: test accuracy against training wall time on the seed sample and two UCR sets, for fixed
+6. Time to accuracy: test accuracy against training wall time on the seed sample and two UCR sets, for fixed
    epoch budgets and for early stopping, kfts beside aeon.
-6. The GPU: the seed default on one GPU, stacked and sequential, fp32 and bf16, where this run has one.
+7. The GPU: the seed default on one GPU, stacked and sequential, fp32 and bf16, where this run has one.
    `python benchmarks/training_speed.py --gpu` runs that part alone (a short script for a borrowed GPU machine;
    `--device cpu --epochs 1` tries it out anywhere).
 """
@@ -73,13 +77,25 @@ def baseline_checkout() -> Path:
     return path
 
 
-def cli_run(checkout: Path | None, epochs: int, extra: list[str] = (), valid: bool = True) -> dict:
+# `python -m kfts` with torch's layers in InceptionTime's network whatever add-on is installed
+WITHOUT_ADDONS = """
+import sys
+from kfts.algorithms.inception_time import network
+network.LAYERS = network.TorchLayers()
+from kfts.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def cli_run(checkout: Path | None, epochs: int, extra: list[str] = (), valid: bool = True,
+            addons: bool = True) -> dict:
     """`kfts train` of the seed default on the seed sample (validating on valid.csv every epoch, or not), then
-    `kfts predict` on its test set, from a checkout (None: the installed kfts). -> seconds, test accuracy, the
-    auto line, epoch times."""
+    `kfts predict` on its test set, from a checkout (None: the installed kfts), with the installed add-ons or
+    without. -> seconds, test accuracy, the auto line, epoch times."""
     env = {**os.environ, "PYTHONPATH": f"{checkout}/src:{checkout}"} if checkout else dict(os.environ)
+    kfts = [sys.executable, "-m", "kfts"] if addons else [sys.executable, "-c", WITHOUT_ADDONS]
     with tempfile.TemporaryDirectory() as tmp:
-        command = [sys.executable, "-m", "kfts", "train", "inception-time", "--train", str(SEED / "train.csv"),
+        command = [*kfts, "train", "inception-time", "--train", str(SEED / "train.csv"),
                    *(["--valid", str(SEED / "valid.csv")] if valid else []), "--model-dir", f"{tmp}/model",
                    "--seed", "0", "--epochs", str(epochs), *extra]
         start, stamps, lines = time.perf_counter(), [], []
@@ -141,7 +157,27 @@ def acceptance(epochs: int) -> tuple[list[str], dict]:
     return lines, dict(runs)
 
 
-# -- 2. where an epoch goes ---------------------------------------------------------------------------------------
+# -- 2. the CPU kernels add-on ------------------------------------------------------------------------------------
+
+def addon_rows(epochs: int) -> list[str]:
+    """The seed default with the add-on, without it, with it again (a machine that speeds up or slows down during
+    the run favours neither side): a Markdown table and the speed-up."""
+    runs = [("with the add-on", cli_run(None, epochs)),
+            ("without (torch's layers)", cli_run(None, epochs, addons=False)),
+            ("with the add-on (again)", cli_run(None, epochs))]
+    lines = [f"`kfts train inception-time --train train.csv --valid valid.csv --seed 0 --epochs {epochs}` (5 networks, "
+             "precision auto), then `kfts predict` on the 150 test series. The add-on's kernels run only in bf16 "
+             "on the CPU: where `--precision auto` trains in fp32 (no native bf16) both take the same layers.", "",
+             "| network layers | training wall time | sustained s per epoch | test accuracy |", "|---|---|---|---|"]
+    for name, run in runs:
+        lines.append(f"| {name} | {run['seconds']:.0f} s | {run['epoch']:.2f} s | {run['accuracy']:.3f} |")
+    with_addon = float(np.mean([runs[0][1]["epoch"], runs[2][1]["epoch"]]))
+    lines += ["", f"**The add-on trains {runs[1][1]['epoch'] / with_addon:.2f}x as fast** per epoch (the runs without "
+              "it against the mean of the two with it)."]
+    return lines
+
+
+# -- 3. where an epoch goes ---------------------------------------------------------------------------------------
 
 def breakdown_rows() -> list[str]:
     """Each allocator setting in fresh processes (glibc's settings cannot be put back once changed), the two
@@ -195,7 +231,7 @@ def measure_breakdown(setting: str) -> None:
     print(json.dumps([epoch() for _ in range(3)]))
 
 
-# -- 3. per network-epoch, each layout and precision ---------------------------------------------------------------
+# -- 4. per network-epoch, each layout and precision ---------------------------------------------------------------
 
 def matmul_rate(dtype: torch.dtype) -> float:
     a, b = torch.randn(2048, 2048, dtype=dtype), torch.randn(2048, 2048, dtype=dtype)
@@ -227,7 +263,7 @@ def layout_rows(train: LabeledSeries, valid: LabeledSeries, epochs: int, peaks: 
     return rows
 
 
-# -- 4. and 5. aeon, time to accuracy ------------------------------------------------------------------------------
+# -- 5. and 6. aeon, time to accuracy ------------------------------------------------------------------------------
 
 def aeon_python() -> Path:
     """A virtual environment under benchmarks/work holding aeon 1.6 and TensorFlow (CPU), apart from kfts's."""
@@ -305,7 +341,7 @@ def time_to_accuracy(runs: dict, quick: bool) -> list[str]:
     return lines
 
 
-# -- 6. the GPU ------------------------------------------------------------------------------------------------------
+# -- 7. the GPU ------------------------------------------------------------------------------------------------------
 
 def device_rows(device: str, epochs: int) -> list[str]:
     """The seed default on one device, each layout and precision: a Markdown table."""
@@ -340,6 +376,7 @@ def section(quick: bool) -> str:
              f"{peaks['fp32'] / 1e9:.0f} GFLOP/s in fp32 and {peaks['bf16'] / 1e9:.0f} GFLOP/s in bf16.", ""]
     accept, runs = acceptance(2 if quick else 100)
     lines += accept
+    lines += ["### With and without the CPU kernels add-on", "", *addon_rows(2 if quick else 20), ""]
     lines += ["### Where an epoch goes (5 networks stacked, the seed sample, training precision "
               f"{'bf16' if cpu_supports_bf16() else 'fp32'})", "",
               "Median of 6 epochs (3 in each of two processes, after one warm-up): the 11 training steps, the validation pass over 150 series "
@@ -382,10 +419,14 @@ if __name__ == "__main__":
     parser.add_argument("--gpu", action="store_true", help="only the GPU part (the seed default on one GPU, each "
                         "layout and precision), printed as Markdown")
     parser.add_argument("--device", default="cuda", help="the device of --gpu (cpu: to try the script out)")
-    parser.add_argument("--epochs", type=int, default=100, help="epochs of --gpu")
+    parser.add_argument("--addon", action="store_true", help="only the comparison with and without the CPU "
+                        "kernels add-on, printed as Markdown")
+    parser.add_argument("--epochs", type=int, help="epochs of --gpu (default 100) or --addon (default 20)")
     args = parser.parse_args()
     if args.breakdown:
         measure_breakdown(args.breakdown)
+    elif args.addon:
+        print("\n".join(addon_rows(args.epochs or 20)))
     elif args.gpu:
         use_cpu_share()
-        print("\n".join(device_rows(args.device, args.epochs)))
+        print("\n".join(device_rows(args.device, args.epochs or 100)))

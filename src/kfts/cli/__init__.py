@@ -22,6 +22,13 @@ from kfts.core.errors import InputError
 # Modules that add their own subcommands: each has register(subparsers) and sets `func` on its parsers.
 COMMAND_MODULES: list[str] = ["kfts.cli.serve", "kfts.cli.pipeline", "kfts.cli.storage"]
 
+# What commands import that a core install (`pip install kfts`) lacks, by top-level module: the extra that brings
+# it (for serve also the packages of KServe's that kfts.serving imports itself). Registering the commands imports
+# none of them; a command that needs one says which extra to install.
+EXTRAS = {**dict.fromkeys(("kserve", "orjson", "fastapi", "starlette", "grpc", "grpc_interceptor",
+                           "prometheus_client"), "serve"),
+          **dict.fromkeys(("kfp", "docker", "kubernetes"), "kubeflow")}
+
 
 class Terminated(BaseException):
     """SIGTERM arrived: raised where the program is, so that `finally` blocks and context managers run."""
@@ -50,6 +57,11 @@ def main(argv: list[str] | None = None) -> int:
         print("error: terminated (SIGTERM)", file=sys.stderr)
         return 128 + signal.SIGTERM
     except Exception as e:  # a bug, not the user's fault: say so in one line unless debugging
+        extra = EXTRAS.get((e.name or "").partition(".")[0]) if isinstance(e, ModuleNotFoundError) else None
+        if extra:
+            print(f"error: kfts {args.command} needs the {extra} extra ({e.name} is not installed): "
+                  f"pip install 'kfts[{extra}]'", file=sys.stderr)
+            return 2
         if os.environ.get("KFTS_DEBUG"):
             raise
         print(f"error: internal error ({type(e).__name__}: {e}); rerun with KFTS_DEBUG=1 for details",

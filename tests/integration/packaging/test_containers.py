@@ -38,12 +38,13 @@ def test_the_image_runs_as_a_numeric_non_root_user_on_a_read_only_root(engine, c
     assert result.stdout.split() == ["1000", "1000", "kfts", "0.1.0"]
 
 
-def test_the_image_loads_the_fused_kernels(engine, component_image):
-    """The wheel's compiled library loads in the image: its OpenMP runtime is the one torch brings."""
-    check = "from kfts.algorithms.inception_time import fused; print(fused.unavailable)"
+def test_the_cpu_image_runs_its_network_on_the_cpu_kernels_add_on(engine, component_image):
+    """The add-on's compiled library loads in the image (its OpenMP runtime is the one torch brings), and
+    kfts's network takes its layers."""
+    check = "from kfts.algorithms.inception_time import network; print(type(network.LAYERS).__module__)"
     result = run_in_image(engine, component_image, "python", "-c", check)
     assert result.returncode == 0, result.stderr
-    assert result.stdout == "None\n"
+    assert result.stdout == "kfts_cpu_kernels.inception_time\n"
 
 
 def test_the_image_trains_and_predicts_as_the_wheel_does_here(engine, component_image, tmp_path):

@@ -1,16 +1,19 @@
-"""kfts as users install it: the built wheel in a fresh virtual environment outside the checkout, every
+"""kfts as users install it: the built wheels in fresh virtual environments outside the checkout, every
 command family run from a folder that is not the checkout.
 
-The venv gets the wheel alone (`pip install --no-deps`); its dependencies come from the project's venv
-through a .pth path entry, so the test takes seconds, not the minutes of downloading torch again (the images
-install the same wheel with its dependencies resolved by pip: tests/integration/packaging/test_containers.py). A path entry adds
-only the folder: the project's editable install (a meta-path finder started by its own .pth) stays inactive,
-and `kfts` is imported from the wheel."""
+Two environments. `venv` gets the kfts wheel and the CPU kernels add-on's wheel alone (`pip install
+--no-deps`); their dependencies come from the project's venv through a .pth path entry, so the test takes
+seconds, not the minutes of downloading torch again (the images install the same wheels with their
+dependencies resolved by pip: tests/integration/packaging/test_containers.py). A path entry adds only the folder: the project's
+editable installs (started by their own .pth files) stay inactive, and `kfts` is imported from the wheel.
+`core_venv` is `pip install kfts` as a user runs it: the wheel with its dependencies resolved by pip (at the
+releases of constraints.txt, torch's CPU wheel from $PIP_FIND_LINKS) and no extra."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import site
 import subprocess
 import sys
@@ -25,21 +28,41 @@ from helpers import ROOT, free_port, make_classification, wait_ready, write_csv
 
 from kfts.cli import sample_data
 
+ADDON = ROOT / "addons" / "kfts-cpu-kernels"
+
 
 @pytest.fixture(scope="module")
-def venv(tmp_path_factory) -> Path:
-    work = tmp_path_factory.mktemp("wheel")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(work / "dist"), str(ROOT)],
-                   check=True, capture_output=True, timeout=600)
-    [wheel] = (work / "dist").glob("kfts-*.whl")
-    subprocess.run([sys.executable, "-m", "venv", str(work / "venv")], check=True, timeout=300)
-    python = work / "venv" / "bin" / "python"
+def dist(tmp_path_factory) -> Path:
+    """The folder of the two wheels `make wheel` builds: kfts's and the add-on's."""
+    dist = tmp_path_factory.mktemp("wheel") / "dist"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(dist), str(ROOT),
+                    str(ADDON)], check=True, capture_output=True, timeout=600)
+    return dist
+
+
+def new_venv(path: Path) -> Path:
+    subprocess.run([sys.executable, "-m", "venv", str(path)], check=True, timeout=300)
+    return path / "bin" / "python"
+
+
+@pytest.fixture(scope="module")
+def venv(dist) -> Path:
+    python = new_venv(dist.parent / "venv")
     target = Path(subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                                  capture_output=True, text=True, check=True).stdout.strip())
     (target / "kfts-test-dependencies.pth").write_text("\n".join(site.getsitepackages()) + "\n")
-    subprocess.run([python, "-m", "pip", "install", "--quiet", "--no-deps", str(wheel)], check=True,
+    subprocess.run([python, "-m", "pip", "install", "--quiet", "--no-deps", *dist.glob("*.whl")], check=True,
                    capture_output=True, timeout=600)
-    return work / "venv"
+    return dist.parent / "venv"
+
+
+@pytest.fixture(scope="module")
+def core_venv(dist) -> Path:
+    python = new_venv(dist.parent / "core-venv")
+    [wheel] = dist.glob("kfts-*.whl")
+    subprocess.run([python, "-m", "pip", "install", "--quiet", "-c", str(ROOT / "constraints.txt"), str(wheel)],
+                   check=True, capture_output=True, timeout=1200)
+    return dist.parent / "core-venv"
 
 
 def kfts(venv: Path, cwd: Path, *args, timeout=600) -> subprocess.CompletedProcess:
@@ -54,21 +77,60 @@ def ok(result: subprocess.CompletedProcess) -> str:
     return result.stdout
 
 
-def test_the_wheel_holds_one_top_level_package_with_everything_that_runs(venv):
-    [wheel] = (venv.parent / "dist").glob("kfts-*.whl")
+def train_predict_evaluate(venv: Path, folder: Path) -> np.ndarray:
+    """validate, train, predict and evaluate an InceptionTime model in `folder` (model/, p.csv, eval/);
+    returns the series predicted."""
+    labels, values = make_classification(n_per_class=8, length=24)
+    write_csv(folder / "train.csv", ([lab, *row] for lab, row in zip(labels, values)))
+    write_csv(folder / "test.csv", values)
+    assert ok(kfts(venv, folder, "validate", "inception-time", "train.csv")) == \
+        "ok: train.csv: 24 series of length 24, 3 classes\n"
+    ok(kfts(venv, folder, "train", "inception-time", "--train", "train.csv", "--model-dir", "model",
+            "--filters", "4", "--depth", "3", "--models", "1", "--epochs", "1", "--seed", "0"))
+    ok(kfts(venv, folder, "predict", "--model-dir", "model", "--input", "test.csv", "--output", "p.csv"))
+    assert len((folder / "p.csv").read_text().splitlines()) == len(values)
+    ok(kfts(venv, folder, "evaluate", "--model-dir", "model", "--input", "train.csv", "--output-dir", "eval"))
+    assert (folder / "eval" / "metrics.json").is_file() and (folder / "eval" / "report.html").is_file()
+    return values
+
+
+def test_the_wheel_is_pure_python_with_one_top_level_package_holding_everything_that_runs(dist):
+    [wheel] = dist.glob("kfts-*.whl")
+    assert wheel.name == "kfts-0.1.0-py3-none-any.whl"
     names = zipfile.ZipFile(wheel).namelist()
     assert {name.split("/")[0] for name in names} == {"kfts", "kfts-0.1.0.dist-info"}
     for needed in ("kfts/kubeflow/components/train.py", "kfts/kubeflow/pipelines/common.py",
                    "kfts/kubeflow/templates/katib-experiment.yaml"):
         assert needed in names
-    assert any(name.startswith("kfts/algorithms/inception_time/_fused_kernels") for name in names)
+    assert not [name for name in names if name.endswith((".so", ".c"))]
 
 
-def test_the_installed_wheel_loads_its_fused_kernels(venv, tmp_path):
-    check = "from kfts.algorithms.inception_time import fused; print(fused.unavailable, fused.__file__)"
-    unavailable, where = subprocess.run([venv / "bin" / "python", "-c", check], cwd=tmp_path, capture_output=True,
-                                        text=True, check=True).stdout.split()
-    assert unavailable == "None" and str(venv) in where
+def test_the_installed_add_on_takes_over_the_networks_layers(venv, dist, tmp_path):
+    """The add-on's wheel: compiled for this platform, for every Python 3; installed, kfts's network runs on it."""
+    [addon] = dist.glob("kfts_cpu_kernels-*.whl")
+    assert addon.name.startswith("kfts_cpu_kernels-0.1.0-py3-none-linux_")
+    check = ("from kfts.algorithms.inception_time import network; from kfts_cpu_kernels import ops; "
+             "print(type(network.LAYERS).__module__, ops.__file__)")
+    layers, where = subprocess.run([venv / "bin" / "python", "-c", check], cwd=tmp_path, capture_output=True,
+                                   text=True, check=True).stdout.split()
+    assert layers == "kfts_cpu_kernels.inception_time" and str(venv) in where
+
+
+def test_a_core_install_trains_and_predicts_without_kserve_kfp_or_docker(core_venv, tmp_path):
+    """`pip install kfts`: none of the extras' packages, torch's layers in the network, and the commands that
+    need an extra say which in one line."""
+    python = core_venv / "bin" / "python"
+    check = ("import importlib.util; from kfts.algorithms.inception_time import network; "
+             "print(type(network.LAYERS).__name__, *(m for m in ('kserve', 'kfp', 'docker', 'kfts_cpu_kernels') "
+             "if importlib.util.find_spec(m)))")
+    assert subprocess.run([python, "-c", check], cwd=tmp_path, capture_output=True, text=True,
+                          check=True).stdout == "TorchLayers\n"
+    train_predict_evaluate(core_venv, tmp_path)
+    for args, extra in ((["serve", "--model-dir", "model"], "serve"), (["pipeline", "compile", "lstm-ad"], "kubeflow")):
+        result = kfts(core_venv, tmp_path, *args)
+        assert result.returncode == 2, result.stderr
+        assert re.fullmatch(f"error: kfts {args[0]} needs the {extra} extra \\(\\w+ is not installed\\): "
+                            f"pip install 'kfts\\[{extra}\\]'\n", result.stderr), result.stderr
 
 
 def test_every_command_family_runs_from_the_wheel(venv, tmp_path):
@@ -79,20 +141,9 @@ def test_every_command_family_runs_from_the_wheel(venv, tmp_path):
     assert str(ROOT) not in where and str(venv) in where
 
     assert ok(kfts(venv, tmp_path, "--version")) == "kfts 0.1.0\n"
-    labels, values = make_classification(n_per_class=8, length=24)
-    write_csv(tmp_path / "train.csv", ([lab, *row] for lab, row in zip(labels, values)))
-    write_csv(tmp_path / "test.csv", values)
+    values = train_predict_evaluate(venv, tmp_path)
     write_csv(tmp_path / "series.csv", sample_data.waves(160))
-    assert ok(kfts(venv, tmp_path, "validate", "inception-time", "train.csv")) == \
-        "ok: train.csv: 24 series of length 24, 3 classes\n"
     assert ok(kfts(venv, tmp_path, "validate", "lstm-ad", "series.csv")).startswith("ok: series.csv")
-
-    ok(kfts(venv, tmp_path, "train", "inception-time", "--train", "train.csv", "--model-dir", "model",
-            "--filters", "4", "--depth", "3", "--models", "1", "--epochs", "1", "--seed", "0"))
-    ok(kfts(venv, tmp_path, "predict", "--model-dir", "model", "--input", "test.csv", "--output", "p.csv"))
-    assert len((tmp_path / "p.csv").read_text().splitlines()) == len(values)
-    ok(kfts(venv, tmp_path, "evaluate", "--model-dir", "model", "--input", "train.csv", "--output-dir", "eval"))
-    assert (tmp_path / "eval" / "metrics.json").is_file()
 
     # the predictor, asked as a client would ask it
     port = free_port()

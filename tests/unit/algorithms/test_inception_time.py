@@ -18,14 +18,14 @@ from helpers import (
     write_csv,
 )
 
-from kfts.algorithms.inception_time import batch_norm, fused
+from kfts.algorithms.inception_time import batch_norm
 from kfts.algorithms.inception_time.estimator import InceptionTime, Params, fit_warnings
 from kfts.algorithms.inception_time.network import (
     KERNEL_SIZES,
     GlobalAveragePool,
     InceptionNetworks,
-    NonNegativeMaxPool,
     SameConv,
+    concatenate,
     ensemble_probabilities,
     merge_members,
     split_members,
@@ -70,125 +70,6 @@ def test_convolutions_are_padded_as_keras_same(kernel_size):
     assert conv.weight.grad.shape == (4, 3, 1, kernel_size) and bool((conv.weight.grad != 0).all())
 
 
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
-@pytest.mark.parametrize("length", [1, 2, 3, 50])
-def test_max_pool_of_relu_outputs_is_max_pool2d(dtype, length):
-    """The pool of every module but the first, on a ReLU's outputs: max_pool2d's values, and its gradient, which
-    goes to the first maximum of each window. A ReLU's outputs tie often (zeros, -0.0 among them), so these do."""
-    torch.manual_seed(0)
-    values = torch.randint(-2, 4, (4, 6, 1, length), dtype=torch.float64)
-    x = torch.where(values == -1, -0.0, values.clamp_min(0)).to(dtype).contiguous(memory_format=torch.channels_last)
-    grad = torch.randn(x.shape, dtype=torch.float64)
-    reference, fast = x.to(torch.float64, copy=True).requires_grad_(), x.clone().requires_grad_()
-    expected = torch.nn.functional.max_pool2d(reference, (1, 3), stride=1, padding=(0, 1))
-    expected.backward(grad)
-    got = NonNegativeMaxPool()(fast)
-    got.backward(grad.to(dtype))
-    assert torch.equal(got.double(), expected)
-    # a gradient sums up to three outputs' gradients: max_pool2d's, up to the rounding of that sum
-    atol = 8 * torch.finfo(dtype).eps * grad.abs().max().item()
-    torch.testing.assert_close(fast.grad.double(), reference.grad, rtol=0, atol=atol)
-
-
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
-def test_max_pool_fork_passes_its_input_on_and_adds_both_gradients(dtype):
-    """An Inception module's input feeds its bottleneck and its max-pool: fork hands on the input for the
-    first, and x's gradient is the sum of both consumers' (one pass in bf16 on CPUs)."""
-    torch.manual_seed(0)
-    x = torch.randn(4, 6, 1, 20, dtype=torch.float64).clamp_min(0).to(dtype)
-    x = x.contiguous(memory_format=torch.channels_last)
-    reference, fast = x.to(torch.float64, copy=True).requires_grad_(), x.clone().requires_grad_()
-    scale = torch.randn(1, 6, 1, 1, dtype=torch.float64)  # the other consumer: x * scale
-    grad = torch.randn(x.shape, dtype=torch.float64)
-
-    def consumers(x, pool):
-        passed, pooled = pool(x)
-        return passed * scale.to(x.dtype) + pooled
-
-    expected = consumers(reference, lambda x: (x, torch.nn.functional.max_pool2d(x, (1, 3), 1, (0, 1))))
-    expected.backward(grad)
-    got = consumers(fast, NonNegativeMaxPool().fork)
-    got.backward(grad.to(dtype))
-    atol = 8 * torch.finfo(dtype).eps * reference.grad.abs().max().item()
-    torch.testing.assert_close(fast.grad.double(), reference.grad, rtol=0, atol=atol)
-
-
-def test_the_fused_kernels_are_built():
-    """bf16 training on CPUs runs BatchNorm+ReLU and the max-pool in fused_kernels.c. Its build is optional
-    (kfts installs where no C compiler is, and those layers then run as torch's ops, several times slower), so
-    here, where it must have been built, its absence fails."""
-    assert fused.unavailable is None, fused.unavailable
-
-
-@pytest.mark.parametrize("with_skip", [False, True])
-@pytest.mark.parametrize("shape,mean,pieces,members", [((16, 12, 1, 50), 0.0, 1, 1), ((2, 6, 1, 1), 0.0, 1, 1),
-                                                       ((8, 4, 1, 20), 1000.0, 1, 1), ((8, 24, 1, 30), 0.0, 4, 3)])
-def test_fused_batch_norm_relu_is_batch_norm_then_relu(shape, mean, pieces, members, with_skip):
-    """Outputs, gradients and running statistics of BatchNorm2d then ReLU (with a shortcut's addition before
-    the ReLU, or without), against float64 on the same bf16 inputs: to bf16's precision where the result is
-    bf16, to float's where it is float. Two values per channel are the fewest that can be normalized; a mean of
-    1000 with unit spread must lose nothing to cancellation. The input may come in pieces, an Inception
-    module's branches, normalized as their member-major concatenation, with a gradient for each piece."""
-    torch.manual_seed(0)
-    piece_shape = (shape[0], shape[1] // pieces, *shape[2:])
-    xs = [(torch.randn(piece_shape) + mean).bfloat16().contiguous(memory_format=torch.channels_last)
-          for _ in range(pieces)]
-    skip = torch.randn(shape).bfloat16().contiguous(memory_format=torch.channels_last) if with_skip else None
-    grad = torch.randn(shape).bfloat16()
-    norm = torch.nn.BatchNorm2d(shape[1])
-    with torch.no_grad():
-        norm.weight.uniform_(0.5, 1.5)
-        norm.bias.uniform_(-1, 1)
-    reference = copy.deepcopy(norm).double()
-    fast = [x.clone().requires_grad_() for x in xs] + ([skip.clone().requires_grad_()] if with_skip else [])
-    slow = [t.detach().double().requires_grad_() for t in fast]
-    assert fused.applies(fast[0])
-
-    y = fused.batch_norm_relu(norm, fast[:pieces], members, skip=fast[pieces] if with_skip else None)
-    y.backward(grad)
-    expected = torch.relu(reference(fused.concatenate(slow[:pieces], members)) + (slow[-1] if with_skip else 0))
-    expected.backward(grad.double())
-
-    bf16 = torch.finfo(torch.bfloat16).eps
-    assert y.dtype == torch.bfloat16 and all(t.grad.dtype == torch.bfloat16 for t in fast)
-    torch.testing.assert_close(y.double(), expected, rtol=bf16, atol=bf16)
-    for got, want in zip(fast, slow):
-        torch.testing.assert_close(got.grad.double(), want.grad, rtol=0, atol=2 * bf16 * want.grad.abs().max().item())
-    for name in ("weight", "bias"):
-        expected_grad = getattr(reference, name).grad
-        torch.testing.assert_close(getattr(norm, name).grad.double(), expected_grad, rtol=1e-5,
-                                   atol=1e-5 * expected_grad.abs().max().item())
-    for name in ("running_mean", "running_var"):
-        torch.testing.assert_close(getattr(norm, name).double(), getattr(reference, name), rtol=1e-5, atol=1e-6)
-    assert norm.num_batches_tracked == 1
-
-
-@pytest.mark.parametrize("with_skip", [False, True])
-@pytest.mark.parametrize("shape,pieces,members", [((16, 12, 1, 50), 1, 1), ((8, 24, 1, 30), 4, 3)])
-def test_fused_batch_norm_relu_in_evaluation_uses_the_running_statistics(shape, pieces, members, with_skip):
-    """The validation pass and predictions: an eval-mode BatchNorm without gradients normalizes with its running
-    statistics, against float64 to bf16's precision, and leaves them as they are."""
-    torch.manual_seed(0)
-    xs = [(3 * torch.randn(shape[0], shape[1] // pieces, *shape[2:]) + 1).bfloat16()
-          .contiguous(memory_format=torch.channels_last) for _ in range(pieces)]
-    skip = torch.randn(shape).bfloat16().contiguous(memory_format=torch.channels_last) if with_skip else None
-    norm = torch.nn.BatchNorm2d(shape[1]).eval()
-    with torch.no_grad():
-        for tensor, low, high in ((norm.running_mean, -1, 2), (norm.running_var, 0.5, 9), (norm.weight, 0.5, 2),
-                                  (norm.bias, -1, 1)):
-            tensor.uniform_(low, high)
-    reference = copy.deepcopy(norm).double()
-    with torch.no_grad():
-        y = fused.batch_norm_relu(norm, xs, members, skip=skip)
-        expected = torch.relu(reference(fused.concatenate([x.double() for x in xs], members))
-                              + (skip.double() if with_skip else 0))
-    bf16 = torch.finfo(torch.bfloat16).eps
-    assert y.dtype == torch.bfloat16
-    torch.testing.assert_close(y.double(), expected, rtol=bf16, atol=bf16)
-    torch.testing.assert_close(norm.running_mean.double(), reference.running_mean)
-    assert norm.num_batches_tracked == 0
-
-
 def test_global_average_pool_is_the_mean_over_time_with_its_gradient():
     torch.manual_seed(0)
     x = torch.randn(3, 4, 1, 7, dtype=torch.float64, requires_grad=True)
@@ -203,58 +84,8 @@ def test_global_average_pool_is_the_mean_over_time_with_its_gradient():
 
 def test_concatenate_puts_each_members_pieces_together():
     pieces = [torch.arange(6.0).view(1, 6, 1, 1) + 10 * p for p in range(3)]  # 2 members of 3 channels each
-    channels = fused.concatenate(pieces, members=2).flatten().tolist()
+    channels = concatenate(pieces, members=2).flatten().tolist()
     assert channels == [0, 1, 2, 10, 11, 12, 20, 21, 22, 3, 4, 5, 13, 14, 15, 23, 24, 25]
-
-
-def test_fused_batch_norm_relu_gives_the_same_bits_every_run():
-    """Its per-channel sums are split over threads and added in thread order, not in the order threads finish:
-    a run is repeatable (training is, from a seed, as the resume and distributed tests rely on)."""
-    torch.manual_seed(0)
-    x = torch.randn(32, 64, 1, 40).bfloat16().contiguous(memory_format=torch.channels_last)
-    grad = torch.randn(x.shape).bfloat16()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(5)
-    try:
-        runs = []
-        for _ in range(8):
-            norm, fast_x = torch.nn.BatchNorm2d(64), x.clone().requires_grad_()
-            fused.batch_norm_relu(norm, [fast_x]).backward(grad)
-            runs.append([fast_x.grad, norm.weight.grad, norm.bias.grad, norm.running_mean, norm.running_var])
-    finally:
-        torch.set_num_threads(threads)
-    for run in runs[1:]:
-        assert all(torch.equal(a, b) for a, b in zip(run, runs[0]))
-
-
-def test_fused_batch_norm_relu_leaves_batch_norms_it_cannot_run_to_torch():
-    """The kernel takes float32 weights (as autocast leaves them): a network cast to bf16 whole, or a BatchNorm
-    without weights, is normalized by torch itself, with its result."""
-    torch.manual_seed(0)
-    x = torch.randn(8, 4, 1, 10).bfloat16().contiguous(memory_format=torch.channels_last)
-    for norm in (torch.nn.BatchNorm2d(4).bfloat16(), torch.nn.BatchNorm2d(4, affine=False)):
-        expected = torch.relu(copy.deepcopy(norm)(x))
-        assert torch.equal(fused.batch_norm_relu(norm, [x]), expected)
-
-
-def test_fused_batch_norm_relu_refuses_one_value_per_channel_as_batch_norm_does():
-    x = torch.randn(1, 4, 1, 1).bfloat16()
-    with pytest.raises(ValueError, match="more than 1 value per channel"):
-        fused.batch_norm_relu(torch.nn.BatchNorm2d(4), [x])
-
-
-@pytest.mark.parametrize("channels", [1, 3])
-def test_only_modules_fed_by_a_relu_get_the_non_negative_max_pool(channels):
-    """The first module sees the raw series, negatives and all: the network computes what it computes with
-    torch's max-pool everywhere (in bf16, where the fast pool runs)."""
-    torch.manual_seed(0)
-    fast = InceptionNetworks(channels, 3, members=2, filters=4, depth=6).bfloat16().eval()
-    plain = InceptionNetworks(channels, 3, members=2, filters=4, depth=6).bfloat16().eval()
-    plain.load_state_dict(fast.state_dict())
-    for module in plain.modules_:
-        module.pool = torch.nn.MaxPool2d((1, 3), stride=1, padding=(0, 1))
-    x = torch.randn(5, channels, 30, dtype=torch.bfloat16)
-    assert torch.equal(fast(x), plain(x))
 
 
 @pytest.mark.parametrize("channels,length", [(1, 37), (3, 64)])
@@ -396,7 +227,7 @@ def assert_training_set_statistics(model: InceptionTime, data: LabeledSeries) ->
 
 @pytest.mark.parametrize("ensemble,precision,options", [
     ("sequential", "fp32", {}),
-    ("stacked", "bf16", {}),  # the fused bf16 kernels train it, where they are built
+    ("stacked", "bf16", {}),  # the CPU kernels add-on trains it, where installed
     ("stacked", "fp32", {"early_stopping": 1}),  # the statistics are the kept epoch's weights'
     ("sequential", "fp32", {"schedule": "plateau", "epochs": 4})])
 def test_the_saved_model_normalizes_with_the_training_sets_statistics_for_its_weights(ensemble, precision, options):

@@ -1,8 +1,7 @@
 """InceptionTime: time-series classification with an ensemble of Inception CNNs (Ismail Fawaz et al. 2020).
 
     params.py      the hyperparameters
-    network.py     the networks, as in the paper
-    fused.py       BatchNorm+ReLU and the max-pool as fused CPU kernels (fused_kernels.c) for bf16 training
+    network.py     the networks, as in the paper, with one hook for an add-on's layers (addons/kfts-cpu-kernels)
     estimator.py   fit / predict_proba / predict on arrays, save / load the artifact
     ensemble.py    members trained as separate pipeline tasks, combined into one artifact
     files.py       reading the CSV layouts, writing the prediction CSV (streamed)

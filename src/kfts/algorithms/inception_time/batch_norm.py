@@ -9,8 +9,8 @@ input computed with the statistics already set before it. In evaluation the netw
 a training-mode forward pass of the whole training set as one batch does (the variance is that pass's biased
 one), whatever the batch size, the order of the series or the layout the members were trained in.
 
-The pass runs in fp32 whatever the training precision, through torch's own BatchNorm (the fused bf16 kernels
-never see it); each chunk's mean and variance (torch's var_mean) are merged in float64. Reaching BatchNorm k costs a forward pass up to it: about half the depth's
+The pass runs in fp32 whatever the training precision, through torch's own BatchNorm (the CPU kernels add-on's
+bf16 kernels never see it); each chunk's mean and variance (torch's var_mean) are merged in float64. Reaching BatchNorm k costs a forward pass up to it: about half the depth's
 worth of forward passes in all, once per training.
 """
 

@@ -19,17 +19,19 @@ network, or member after member, is then a choice of speed, not of model: `split
 Series are carried as [batch, channels, 1, time] in channels-last memory and convolved with 1 x k kernels:
 the same arithmetic as Conv1d, but it takes oneDNN's fast path on CPUs (measured 3x faster for the k=40
 convolutions, forward and backward, on a 2-core Xeon).
+
+Every module's max-pool and BatchNorm+ReLU run through LAYERS, the one place where an installed add-on takes
+over (see TorchLayers); without one they are torch's own ops.
 """
 
 from __future__ import annotations
 
 import math
+from importlib.metadata import entry_points
 
 import torch
 from torch import nn
 from torch.nn import functional as F
-
-from kfts.algorithms.inception_time import fused
 
 KERNEL_SIZES = (10, 20, 40)  # even: see SameConv
 BOTTLENECK = 32
@@ -69,35 +71,18 @@ class InceptionModule(nn.Module):
     def __init__(self, members: int, in_channels: int, filters: int, *, relu_input: bool):
         """relu_input: the input is a ReLU's output (every module but the first), so never negative."""
         super().__init__()
-        self.members = members
+        self.members, self.relu_input = members, relu_input
         self.bottleneck = _conv(members, in_channels, BOTTLENECK, 1) if in_channels > 1 else None
         branch_in = BOTTLENECK if in_channels > 1 else in_channels
         self.convs = nn.ModuleList(_conv(members, branch_in, filters, k) for k in KERNEL_SIZES)
-        self.pool = NonNegativeMaxPool() if relu_input else nn.MaxPool2d(**MAX_POOL)
         self.pool_conv = _conv(members, in_channels, filters, 1)
         self.norm = nn.BatchNorm2d(members * 4 * filters)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x, pooled = self.pool.fork(x) if isinstance(self.pool, NonNegativeMaxPool) else (x, self.pool(x))
+        x, pooled = LAYERS.max_pool(x, non_negative=self.relu_input)
         z = self.bottleneck(x) if self.bottleneck is not None else x
         branches = [conv(z) for conv in self.convs] + [self.pool_conv(pooled)]
-        return fused.batch_norm_relu(self.norm, branches, self.members)
-
-
-class NonNegativeMaxPool(nn.MaxPool2d):
-    """nn.MaxPool2d(**MAX_POOL) for inputs that are never negative (a ReLU's outputs): in bf16 on CPUs one pass
-    each way (fused.non_negative_max_pool_fork) instead of torch's 16-bit max-pool, whose backward is slow."""
-
-    def __init__(self):
-        super().__init__(**MAX_POOL)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fork(x)[1]
-
-    def fork(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(x, self(x)), x's other consumers taking the first: in bf16 on CPUs the max-pool's backward then adds
-        their gradient to its own in the same pass (fused.non_negative_max_pool_fork)."""
-        return fused.non_negative_max_pool_fork(x) if fused.applies(x) else (x, super().forward(x))
+        return LAYERS.batch_norm_relu(self.norm, branches, self.members)
 
 
 class Shortcut(nn.Module):
@@ -107,7 +92,7 @@ class Shortcut(nn.Module):
         self.norm = nn.BatchNorm2d(members * out_channels)
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        return fused.batch_norm_relu(self.norm, [self.conv(residual)], skip=x)
+        return LAYERS.batch_norm_relu(self.norm, [self.conv(residual)], skip=x)
 
 
 class InceptionNetworks(nn.Module):
@@ -152,6 +137,56 @@ class InceptionNetworks(nn.Module):
             if str(d) in self.shortcuts:
                 norms.append(self.shortcuts[str(d)].norm)
         return norms
+
+
+# -- the hook: the layers an installed add-on may run its own way ---------------------------------------------
+
+NETWORK_OPS = "kfts.network_ops"  # the entry point group; the entry point's name is the algorithm's id
+
+
+class TorchLayers:
+    """The max-pool and BatchNorm+ReLU of every module, as torch's ops: the contract of an add-on's layers.
+
+    An installed distribution with an entry point "inception-time" in the group "kfts.network_ops" takes over:
+    its value is a class whose instances, built with the layers below them (these, or another add-on's), have the
+    same two methods with the same results (to their precision) and may run faster where they apply, handing
+    everything else to those below. addons/kfts-cpu-kernels is one: fused bf16 CPU kernels for both."""
+
+    def max_pool(self, x: torch.Tensor, *, non_negative: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x, the max over 3 time steps of x, 'same' length): x is handed on to its other consumer (the
+        bottleneck), so that an add-on may add that consumer's gradient to the max-pool's in its own backward.
+        non_negative: x is a ReLU's output."""
+        return x, F.max_pool2d(x, **MAX_POOL)
+
+    def batch_norm_relu(self, norm: nn.BatchNorm2d, pieces: list[torch.Tensor], members: int = 1,
+                        skip: torch.Tensor | None = None) -> torch.Tensor:
+        """relu(norm(x)), or relu(norm(x) + skip) (a residual connection), x being `concatenate(pieces,
+        members)` (an Inception module's branches). An add-on updates norm's running statistics as norm does."""
+        y = norm(concatenate(pieces, members))
+        return F.relu(y, inplace=True) if skip is None else F.relu(y + skip)
+
+
+def installed_layers() -> TorchLayers:
+    """torch's layers, each installed add-on's (group NETWORK_OPS, name inception-time) built on top."""
+    layers = TorchLayers()
+    for entry in entry_points(group=NETWORK_OPS, name="inception-time"):
+        layers = entry.load()(layers)
+    return layers
+
+
+LAYERS = installed_layers()
+
+
+def concatenate(pieces: list[torch.Tensor], members: int) -> torch.Tensor:
+    """The pieces' channels concatenated member by member ([member 1: piece 1..n, member 2: ...]), as the
+    next grouped convolution expects, into a channels-last tensor. One copy: the cat itself writes the
+    member-major order (in channels-last memory a [batch, channels, 1, time] tensor is laid out
+    [batch, 1, time, channels])."""
+    if len(pieces) == 1:
+        return pieces[0]
+    batch, _, _, length = pieces[0].shape
+    parts = [p.permute(0, 2, 3, 1).unflatten(-1, (members, 1, -1)) for p in pieces]  # [batch, 1, time, m, 1, w]
+    return torch.cat(parts, dim=-2).view(batch, 1, length, -1).permute(0, 3, 1, 2)
 
 
 class GlobalAveragePool(torch.autograd.Function):

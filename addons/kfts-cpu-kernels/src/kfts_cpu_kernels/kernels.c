@@ -1,4 +1,4 @@
-/* Fused CPU kernels for the memory-bound part of InceptionTime's bf16 training step (see fused.py).
+/* Fused CPU kernels for the memory-bound part of InceptionTime's bf16 training step (see ops.py).
  *
  * Every tensor is bf16 in channels-last memory: `rows` rows (batch x time) of C channels. Eager torch runs
  * BatchNorm, ReLU and their gradients as five passes over such a tensor, and the int16 max-pool's gradient as
