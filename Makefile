@@ -8,7 +8,7 @@ export KFTS_IMAGE
 # Podman's settings for machines where its defaults fail (images/containers.conf); unused by Docker
 export CONTAINERS_CONF ?= $(CURDIR)/images/containers.conf
 
-.PHONY: setup test test-fast demo bench compile wheel images images-cuda clean
+.PHONY: setup test test-fast lint format demo bench compile wheel images images-cuda clean
 
 setup: $(VENV)/.installed
 
@@ -25,12 +25,23 @@ $(VENV)/.installed: pyproject.toml constraints.txt $(ADDON)/pyproject.toml $(ADD
 
 # Everything: unit tests, and the integration tests that install the wheels outside the checkout, start
 # servers and run the images (built here first) and the pipelines in containers. Nothing is skipped.
-test: setup images
+test: setup lint images
 	$(BIN)/python -m pytest -q
 
-# The inner loop: unit tests only (no subprocess trainings, servers, containers or pipelines).
-test-fast: setup
-	$(BIN)/python -m pytest -q -m "not integration"
+# The inner loop: the checks and tests/unit (no subprocess trainings, servers, containers or pipelines).
+test-fast: setup lint
+	$(BIN)/python -m pytest -q tests/unit
+
+# ruff (lint, and the format `make format` writes) and mypy (its settings: pyproject.toml)
+CHECKED := src tests benchmarks addons
+lint: setup
+	$(BIN)/ruff check $(CHECKED)
+	$(BIN)/ruff format --check $(CHECKED)
+	$(BIN)/mypy
+
+format: setup
+	$(BIN)/ruff check --fix --select I $(CHECKED)
+	$(BIN)/ruff format $(CHECKED)
 
 demo: setup
 	$(BIN)/python -m kfts.cli.demo
