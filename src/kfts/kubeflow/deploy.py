@@ -342,6 +342,8 @@ def _restore(api, previous: dict, *, timeout_s: float, poll_s: float, log) -> st
     from kfts.kubeflow import kube
     name, namespace = previous["metadata"]["name"], previous["metadata"]["namespace"]
     current = kube.get(api, kube.INFERENCE_SERVICE, name, namespace)
+    if current is None:  # deleted since it failed: there is nothing to put the previous spec on
+        return f"InferenceService {namespace}/{name} is gone (deleted since): its previous spec is not restored"
     stored = kube.replace(api, kube.INFERENCE_SERVICE, current, previous, log=log)
     what = (f"The previous spec of InferenceService {namespace}/{name} is restored (generation "
             f"{stored['metadata']['generation']}): the model it served is left serving")
