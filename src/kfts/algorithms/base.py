@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -86,7 +87,8 @@ class Algorithm:
         checked against it."""
         raise NotImplementedError
 
-    def predictions_csv(self, model, values: np.ndarray, **options) -> str:
+    # each algorithm declares its own options as keywords: `*args: Any, **options: Any` lets a type checker see that
+    def predictions_csv(self, model, values: np.ndarray, *args: Any, **options: Any) -> str:
         """The batch prediction output of `values` (docs/FORMATS.md), with the predict_options given."""
         raise NotImplementedError
 
@@ -139,7 +141,7 @@ class Algorithm:
 
 def _field(manifest: dict, field: str):
     """The value at `field` ("input_shape.length") of a manifest, or None."""
-    value = manifest
+    value: Any = manifest
     for key in field.split("."):
         value = value.get(key) if isinstance(value, dict) else None
     return value

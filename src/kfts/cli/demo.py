@@ -19,9 +19,9 @@ OUT = Path("demo-output")
 
 
 def kfts(*args) -> None:
-    args = [str(a) for a in args]
-    print(f"\n$ kfts {shlex.join(args)}", flush=True)
-    code = cli.main(args)
+    words = [str(a) for a in args]
+    print(f"\n$ kfts {shlex.join(words)}", flush=True)
+    code = cli.main(words)
     if code:
         sys.exit(code)
 

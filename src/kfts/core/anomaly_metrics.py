@@ -92,14 +92,14 @@ def vus(labels: np.ndarray, score: np.ndarray, window: int, thresholds: int = VU
     # Buffer steps: unlabeled steps within window//2 of a labeled range, as (step, distance) pairs, one per
     # range that reaches the step (a step between two close ranges gets a share from each).
     distance = np.arange(1, window // 2 + 1)
-    steps, distances = [], []
+    step_parts, distance_parts = [], []
     for s, e in ranges:
         for t in (e + distance, s - distance):
             keep = (t >= 0) & (t < n)
             keep[keep] &= ~labels[t[keep]]
-            steps.append(t[keep])
-            distances.append(distance[keep])
-    steps, distances = np.concatenate(steps), np.concatenate(distances)
+            step_parts.append(t[keep])
+            distance_parts.append(distance[keep])
+    steps, distances = np.concatenate(step_parts), np.concatenate(distance_parts)
     buffer_steps, pair_step = np.unique(steps, return_inverse=True)
     # buffer steps from the highest score down: the predicted ones at a threshold are a prefix
     order = np.argsort(-score[buffer_steps], kind="stable")

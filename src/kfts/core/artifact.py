@@ -192,14 +192,14 @@ def atomic_file(target: str | os.PathLike, mode: str = "w") -> Iterator:
     """Open a temporary file beside `target` for writing; it is renamed onto `target` only on success.
     Through a symlink the file it points to is replaced; a device or a pipe (/dev/stdout) is written
     straight to, there being nothing to replace."""
-    text = {} if "b" in mode else {"newline": "", "encoding": "utf-8"}
+    encoding, newline = (None, None) if "b" in mode else ("utf-8", "")
     shown = os.fspath(target)
     if not shown:
         raise InputError("the output file is an empty path: give a file path")
     if os.path.exists(target) and not os.path.isfile(target):
         if os.path.isdir(target):
             raise InputError("is a directory: give a file path for this output", path=shown)
-        with open(target, mode, **text) as f:
+        with open(target, mode, encoding=encoding, newline=newline) as f:
             yield f
         return
     real = Path(os.path.realpath(target))
@@ -209,7 +209,7 @@ def atomic_file(target: str | os.PathLike, mode: str = "w") -> Iterator:
         outputs.remove_stale(real)
         fd, tmp = tempfile.mkstemp(prefix=outputs.scratch_prefix(real), suffix=outputs.PARTIAL, dir=real.parent)
     try:
-        with os.fdopen(fd, mode, **text) as f:
+        with os.fdopen(fd, mode, encoding=encoding, newline=newline) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())

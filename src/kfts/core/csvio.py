@@ -93,6 +93,7 @@ def read_labeled_series(path: str | os.PathLike, *, min_classes: int = 2, length
                         ) -> LabeledSeries:
     """InceptionTime training (two classes at least) or evaluation file: label, then the time steps."""
     labels, values = _read(path, label_column=True)
+    assert labels is not None  # read with label_column
     if length is not None and values.shape[1] != length:
         raise InputError(f"rows have {values.shape[1]} time steps, the model was trained on {length}",
                          path=path, row=1)
@@ -203,6 +204,7 @@ def _read(path: str | os.PathLike, label_column: bool) -> tuple[np.ndarray | Non
         n_rows = end
         if block_labels is not None:
             labels.append(block_labels)
+    assert values is not None  # a file that is not empty has a block (_first_row refuses an empty one)
     values.resize((n_rows, values.shape[1]), refcheck=False)
     return (np.concatenate(labels) if label_column else None), values
 
@@ -227,6 +229,7 @@ def _first_row(path, label_column: bool) -> tuple[int, int]:
     line = re.split(rb"\r\n|\r|\n", head, maxsplit=1)[0]
     fault, fields = _parse_line(path, 1, line, None, label_column=False)
     if fields is None:  # not text, or blank: the first row cannot be read at all
+        assert fault is not None  # _parse_line gives the fault of a line it has no fields for
         raise fault
     if label_column and len(fields) < 2:
         raise InputError("each row needs a label and at least one time step", path=path, row=1)
@@ -339,6 +342,7 @@ def _first_text_fault(path, label_column: bool) -> InputError | None:
                 fault, fields = _parse_line(path, row, line, expected, label_column)
                 if fault is not None:
                     return fault
+                assert fields is not None  # _parse_line gives the fields of a line without a fault
                 expected = expected or len(fields)
     return None
 

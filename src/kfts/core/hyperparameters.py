@@ -4,11 +4,18 @@ torch nor kfp."""
 
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import Field, fields
 
 from kfts.core.errors import InputError
 
 FIELD_TYPES = {"int": int, "float": float, "str": str}  # a Params field's type (annotation text) -> its parser
+
+
+def field_type(f: Field) -> str:
+    """A Params field's type, as the text of its annotation: a Params module has `from __future__ import
+    annotations` (docs/ALGORITHMS.md)."""
+    assert isinstance(f.type, str), f"{f.name}: a Params module needs `from __future__ import annotations`"
+    return f.type
 
 
 def check_params(params) -> None:
@@ -33,7 +40,7 @@ def parse_param(params_class, name: str, text: str):
     """One hyperparameter's value from text, checked as `kfts train` checks its flag: the field's type, then the
     dataclass's own check (choices, bounds). The value is canonical: `str(value)` is what a command line gets,
     never the text as given (`int(" 16\\n")` is 16)."""
-    kind = next(f.type for f in fields(params_class) if f.name == name)
+    kind = next(field_type(f) for f in fields(params_class) if f.name == name)
     try:
         value = FIELD_TYPES[kind](text)
     except ValueError:

@@ -3,6 +3,8 @@ matrix, ROC and PR curves), score curves thinned for a report, the headline figu
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from sklearn import metrics as skm
 
@@ -15,7 +17,7 @@ def classification_metrics(labels: np.ndarray, proba: np.ndarray, classes: np.nd
     precision, recall, f1, support = skm.precision_recall_fscore_support(
         labels, predicted, labels=classes, zero_division=0)
     present = np.isin(classes, labels)
-    result = {
+    result: dict[str, Any] = {
         "accuracy": float(skm.accuracy_score(labels, predicted)),
         # the mean recall of the classes present, as skm.balanced_accuracy_score, without its warning when a
         # class is predicted that the data does not hold

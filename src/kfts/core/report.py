@@ -11,6 +11,7 @@ import numpy as np
 
 matplotlib.use("Agg")  # no display on servers, pipelines or CI
 from matplotlib import pyplot as plt  # noqa: E402
+from matplotlib.gridspec import SubplotSpec  # noqa: E402
 
 
 def figure(fig) -> str:
@@ -104,7 +105,9 @@ def anomaly_figure(values, scores, threshold: float, labels=None, flags=None, zo
     heights = [3, 3, 2, 2] if windows else [3, 3]
     fig = plt.figure(figsize=(12, sum(heights)), layout="constrained")
     grid = fig.add_gridspec(len(heights), max(len(windows), 1), height_ratios=heights)
-    panels = [(slice(None), grid[0, :], grid[1, :], score_limits(scores, threshold))]
+    # (steps, series cell, score cell, the score axis's limits; None: the scores' own)
+    panels: list[tuple[slice, SubplotSpec, SubplotSpec, tuple[float, float] | None]] = [
+        (slice(None), grid[0, :], grid[1, :], score_limits(scores, threshold))]
     panels += [(slice(s, e + 1), grid[2, k], grid[3, k], None) for k, (s, e) in enumerate(windows)]
     for part, series_cell, score_cell, limits in panels:
         series = fig.add_subplot(series_cell)

@@ -29,4 +29,5 @@ def chunks(blocks: Iterable[np.ndarray], first: int, size: int, overlap: int = 0
             buffer = buffer[need - overlap:]
             need, new_rows = overlap + size, len(buffer) > overlap
     if new_rows:
+        assert buffer is not None  # new rows are in it
         yield buffer

@@ -36,7 +36,7 @@ import re
 import shutil
 import tempfile
 from datetime import datetime, timezone
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 from urllib.parse import urlsplit
 
 from kfts.core.errors import InputError
@@ -50,7 +50,7 @@ _VERSION = re.compile(rf"{VERSIONS}/[0-9a-f]{{16}}")  # what a pointer may name:
 _REFUSED = ("ACCESS_DENIED", "SIGNATURE_DOES_NOT_MATCH", "INVALID_ACCESS_KEY_ID", "EXPIRED_TOKEN", "INVALID_TOKEN")
 
 
-def filesystem(location: str):
+def filesystem(location: str) -> tuple[Any, str]:
     """(pyarrow filesystem, path in it) for a path or a URI; s3:// and minio:// configured from the
     environment (see the module docstring)."""
     import pyarrow.fs
@@ -69,7 +69,7 @@ def s3_options(scheme: str = "s3") -> dict:
     env = os.environ
     access = env.get("AWS_ACCESS_KEY_ID") or env.get("MINIO_ACCESS_KEY")
     secret = env.get("AWS_SECRET_ACCESS_KEY") or env.get("MINIO_SECRET_KEY")
-    options = {}
+    options: dict[str, str | None] = {}
     if access or secret:
         if not (access and secret):
             raise InputError("AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY come together: only one of them is set")

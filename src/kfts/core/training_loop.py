@@ -27,8 +27,9 @@ import copy
 import math
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any, TypedDict
 
 import torch
 from torch import nn
@@ -98,6 +99,14 @@ class Group:
     label: int | None = None
 
 
+class _Best(TypedDict):
+    """The epoch whose weights training keeps so far, and the loss it is kept for."""
+
+    loss: float
+    state: dict | None  # its state_dict; None: none kept yet
+    epoch: int
+
+
 @dataclass
 class Trained:
     state: dict          # the kept weights (a state_dict on the CPU)
@@ -123,7 +132,7 @@ class Trainer:
         if self.world.main:
             print(line, flush=True)
 
-    def report(self, metrics: dict, warnings: list[str] = ()) -> None:
+    def report(self, metrics: dict, warnings: Sequence[str] = ()) -> None:
         """The final figures' metric line, the last one Katib reads; why the fit failed, if it did, on stderr."""
         if self.world.main:
             print(metric_line(metrics), flush=True)
@@ -170,15 +179,16 @@ class Trainer:
         scaler = torch.amp.GradScaler(self.device.type, enabled=task.scale_loss and task.dtype == torch.float16
                                       and self.device.type == "cuda")
         # what a checkpoint saves of each, by name
-        parts = {"network": network, "optimizer": optimizer, "grad_scaler": scaler,
-                 "plateau": torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=50,
-                                                                       min_lr=1e-4)}
+        parts: dict[str, Any] = {"network": network, "optimizer": optimizer, "grad_scaler": scaler,
+                                 "plateau": torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5,
+                                                                                       patience=50, min_lr=1e-4)}
         generators = [torch.Generator().manual_seed(self.seed + m) for m in group.members]  # each member's batches
         # the weights kept at the end: those of the lowest validation loss under early stopping, of the lowest
         # training loss under the plateau schedule, else the last epoch's
         watched = "valid_loss" if task.early_stopping else "train_loss" if task.schedule == "plateau" else None
-        best = {"loss": math.inf, "state": None, "epoch": 0}
-        history, first_epoch = [], 1
+        best: _Best = {"loss": math.inf, "state": None, "epoch": 0}
+        history: list[dict] = []
+        first_epoch = 1
         if state:
             for key, part in parts.items():
                 if state.get(key):  # checkpoints from before this loop lack some (an unused grad scaler has none)
@@ -227,7 +237,8 @@ class Trainer:
     def _epoch(self, task, model, optimizer, scaler, generators, group, share) -> dict[str, float]:
         """One epoch's training: the `train_*` figures, over every process of the group."""
         model.train()
-        count, sums = 0, {}
+        count: float = 0  # a number of targets; summed over processes as a float
+        sums: dict[str, float] = {}
         for inputs, targets in task.batches(generators, share, len(group.ranks)):
             inputs = inputs.to(self.device, non_blocking=True)
             targets = targets.to(self.device, non_blocking=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from kfts.core import artifact
 from kfts.algorithms import spec
@@ -13,7 +14,10 @@ def load_model(model_dir: str | os.PathLike, device: str = "auto"):
     """The estimator saved in `model_dir`, ready to predict (never unpickles: JSON + safetensors), checked before
     it is built (Algorithm.check_artifact)."""
     manifest = artifact.read_manifest(model_dir)
-    chosen = spec(manifest.get("algorithm"))
+    algorithm = manifest.get("algorithm")
+    if not isinstance(algorithm, str):  # missing, or a list (which the registry would meet with a TypeError)
+        raise InputError("has no algorithm: not a kfts model", path=Path(model_dir) / artifact.MANIFEST)
+    chosen = spec(algorithm)
     cls = chosen.estimator()
     try:
         chosen.check_artifact(model_dir, manifest)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import asdict, fields
+from typing import Any, Callable
 
 from kfts.core import artifact, distributed
 from kfts.algorithms import spec
 from kfts.core.errors import InputError
+from kfts.core.hyperparameters import field_type
 from kfts.jobs.load import load_model
 
 
@@ -18,9 +20,9 @@ def make_params(algorithm: str, values: dict):
     unknown = sorted(set(values) - known.keys())
     if unknown:
         raise InputError(f"unknown {algorithm} hyperparameter {unknown[0]!r} (known: {', '.join(known)})")
-    kinds = {"int": lambda v: int(float(v)), "float": float, "str": str}
+    kinds: dict[str, Callable[[Any], int | float | str]] = {"int": lambda v: int(float(v)), "float": float, "str": str}
     try:
-        return Params(**{name: kinds[known[name].type](v) for name, v in values.items()})
+        return Params(**{name: kinds[field_type(known[name])](v) for name, v in values.items()})
     except ValueError as e:
         raise InputError(f"a {algorithm} hyperparameter has a value of the wrong type ({e})") from None
 

@@ -123,6 +123,6 @@ def read_manifest(model_dir: str | os.PathLike) -> dict:
         manifest = json.loads(path.read_text())
     except (ValueError, UnicodeDecodeError) as e:
         raise InputError(f"is not valid JSON ({e})", path=path) from None
-    if not isinstance(manifest, dict) or "algorithm" not in manifest:
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("algorithm"), str):
         raise InputError("has no algorithm: not a kfts model", path=path)
     return manifest

@@ -29,6 +29,7 @@ named `h2c` with `expose_grpc`. Without a mode the cluster's default applies and
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from kfts.serving.admission import RESOURCES  # a predictor's requests and limits, by default
 from kfts.kubeflow import podsecurity
@@ -136,7 +137,7 @@ def render_inference_service(*, name: str, model_uri: str, image: str | None = N
     resources = container_resources(cpu, memory, gpus=gpus if gpu else 0)
     ports = _ports(mode, expose_grpc)
     if image is None:
-        model = {"modelFormat": dict(MODEL_FORMAT)}
+        model: dict[str, Any] = {"modelFormat": dict(MODEL_FORMAT)}
         runtime = runtime or (RUNTIMES[True] if gpu else None)
         if runtime:
             model["runtime"] = runtime
@@ -341,6 +342,8 @@ def _restore(api, previous: dict, *, timeout_s: float, poll_s: float, log) -> st
     from kfts.kubeflow import kube
     name, namespace = previous["metadata"]["name"], previous["metadata"]["namespace"]
     current = kube.get(api, kube.INFERENCE_SERVICE, name, namespace)
+    if current is None:  # deleted since it failed: there is nothing to put the previous spec on
+        return f"InferenceService {namespace}/{name} is gone (deleted since): its previous spec is not restored"
     stored = kube.replace(api, kube.INFERENCE_SERVICE, current, previous, log=log)
     what = (f"The previous spec of InferenceService {namespace}/{name} is restored (generation "
             f"{stored['metadata']['generation']}): the model it served is left serving")

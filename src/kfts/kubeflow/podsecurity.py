@@ -6,6 +6,8 @@ no capabilities, the runtime's default seccomp profile, and a read-only root fil
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 USER = 1000  # the images' user: images/Dockerfile creates uid 1000 and runs as USER 1000:1000
 SCRATCH = {"name": "tmp", "emptyDir": {}}
 SCRATCH_MOUNT = {"name": "tmp", "mountPath": "/tmp"}
@@ -24,7 +26,7 @@ def container_context() -> dict:
             "seccompProfile": {"type": "RuntimeDefault"}}
 
 
-def harden(container: dict, mounts: list[dict] = ()) -> dict:
+def harden(container: dict, mounts: Iterable[dict] = ()) -> dict:
     """`container` with the security context and the /tmp mount (plus `mounts`)."""
     return {**container, "securityContext": container_context(),
             "volumeMounts": [dict(SCRATCH_MOUNT), *map(dict, mounts)]}

@@ -21,6 +21,7 @@ import re
 import shlex
 from dataclasses import fields
 from decimal import Decimal
+from typing import Any
 
 from kfts.kubeflow import podsecurity
 from kfts.core.errors import InputError
@@ -137,7 +138,7 @@ def render_trainjob(*, name: str, algorithm: str, train_uri: str, model_uri: str
 
 def _pod_patch(service_account: str | None, checkpoint_pvc: str | None) -> dict:
     """The node pods' spec fields a TrainJob patches into its runtime's: the account, the checkpoint claim."""
-    patch = {}
+    patch: dict[str, Any] = {}
     if service_account:
         patch["serviceAccountName"] = service_account
     if checkpoint_pvc:

@@ -27,6 +27,7 @@ from kfts.core import artifact, csvio
 from kfts.core.errors import InputError
 from kfts.core.training import CHECKPOINT, Checkpoints
 from kfts.jobs.load import load_model
+from kfts.jobs.validate import read_manifest
 
 
 class Planted:
@@ -180,6 +181,23 @@ def test_damaged_artifact_is_a_clear_error(copy, tmp_path, damage):
     with pytest.raises(InputError):
         load_model(model, device="cpu")
     assert_refused(model, input_csv, tmp_path)
+
+
+@pytest.mark.parametrize("algorithm", [None, ["inception-time"]], ids=["missing", "a list"])
+def test_a_manifest_without_an_algorithm_name_is_refused(copy, algorithm):
+    """By both readers of a manifest: the loader, and the one the CLI checks inputs with (a list was a TypeError)."""
+    model, _ = copy
+    path = model / artifact.MANIFEST
+    manifest = json.loads(path.read_text())
+    if algorithm is None:
+        del manifest["algorithm"]
+    else:
+        manifest["algorithm"] = algorithm
+    path.write_text(json.dumps(manifest))
+    for read in (lambda: load_model(model, device="cpu"), lambda: read_manifest(model)):
+        with pytest.raises(InputError) as info:
+            read()
+        assert str(info.value) == f"{path}: has no algorithm: not a kfts model"
 
 
 def test_truncated_weights_through_the_cli(copy, tmp_path):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime
 import re
 import shlex
+from unittest import mock
 
 import jsonschema
 import kserve.models
@@ -343,6 +344,20 @@ def test_a_broken_challenger_fails_the_step_and_the_champion_is_put_back(mode, r
         "s3://b/champion", "s3://b/broken", "s3://b/champion"]
     assert [body["spec"]["predictor"]["model"]["storageUri"] for body in cluster.sent("PUT")] == [
         "s3://b/broken", "s3://b/champion"]
+
+
+def test_a_challenger_deleted_before_it_is_rolled_back_is_said_to_be_gone():
+    """Someone deleted the failed InferenceService before the step put the previous spec back: the step says
+    so, in place of a TypeError on the object it could not read."""
+    kserve = KServe(broken=lambda spec: "broken" in spec["predictor"]["model"]["storageUri"])
+    with KubeStandIn(kserve=kserve) as cluster:
+        rollout(cluster, served("s3://b/champion"), [])
+        champion = kube.get(cluster.api(), kube.INFERENCE_SERVICE, "churn", "team")
+        # the step reads the champion it replaces; when it comes to restore it, the object is gone
+        with mock.patch.object(kube, "get", side_effect=[champion, None]), pytest.raises(kube.Failed) as failure:
+            rollout(cluster, served("s3://b/broken"), [])
+    assert str(failure.value).endswith(". InferenceService team/churn is gone (deleted since): its previous spec "
+                                       "is not restored")
 
 
 def test_a_challenger_that_does_not_serve_in_time_is_rolled_back():

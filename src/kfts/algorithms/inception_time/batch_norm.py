@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from kfts.algorithms.inception_time.network import InceptionNetworks
 from kfts.core import distributed
 
 CHUNK = 256  # series per forward pass
@@ -55,9 +56,9 @@ class Moments:
 
 
 @torch.no_grad()
-def recompute(network: nn.Module, x: torch.Tensor, device: torch.device, *, group=None, share: int = 0,
+def recompute(network: InceptionNetworks, x: torch.Tensor, device: torch.device, *, group=None, share: int = 0,
               shares: int = 1) -> None:
-    """Set every BatchNorm of `network` (an InceptionNetworks) to the statistics of its input over the series `x`
+    """Set every BatchNorm of `network` to the statistics of its input over the series `x`
     ([n, channels, time], on any device). With `shares` > 1 the processes of `group` each take a shares-th
     of the series (this one the share-th) and combine their moments: every one of them ends with the
     statistics one process computes alone. Leaves the network in evaluation mode."""
@@ -69,6 +70,8 @@ def recompute(network: nn.Module, x: torch.Tensor, device: torch.device, *, grou
             parts, moments = distributed.all_gather((moments.count, moments.mean, moments.m2), group), Moments()
             for part in parts:
                 moments.merge(*part)
+        # the network's BatchNorms track running statistics (torch's are None where they do not)
+        assert norm.running_mean is not None and norm.running_var is not None
         norm.running_mean.copy_(moments.mean)
         norm.running_var.copy_(moments.variance())
 

@@ -40,7 +40,10 @@ def combine_members(members: dict[str, InceptionTime], *, train: LabeledSeries |
             raise InputError(f"differs from {sources[0]} in {', '.join(mismatch)}: members of one ensemble "
                              "must be trained on the same data with the same network shape", path=path)
 
-    states = [s for m in models for s in split_members(m.network.state_dict(), m.params.models)]
+    states = []
+    for m in models:
+        assert m.network is not None  # a loaded model
+        states += split_members(m.network.state_dict(), m.params.models)
     combined = InceptionTime(dataclasses.replace(first.params, models=len(states)), device=device, seed=None)
     combined.device_, combined.history, combined.metrics = first.device_, [], {}
     combined.warnings = [w for m in models for w in m.warnings]  # a member whose fit failed is in the ensemble

@@ -43,13 +43,14 @@ from kfts.core import artifact, training_loop
 from kfts.algorithms.inception_time import batch_norm
 from kfts.algorithms.inception_time.network import (InceptionNetworks, ensemble_probabilities, merge_members,
                                                     split_members)
-from kfts.algorithms.inception_time.params import InceptionTimeParams as Params
+from kfts.algorithms.inception_time.params import InceptionTimeParams
 from kfts.core.csvio import LabeledSeries
 from kfts.core.errors import InputError, check_fitted
 from kfts.core.training import MetricLog, autocast, resolve_device, resolve_precision, standardize
 from kfts.core.training_loop import Task, Trainer
 
 ALGORITHM = "inception-time"
+Params = InceptionTimeParams  # the estimator's hyperparameters, importable beside it
 INFERENCE_BATCH = 256  # series per forward pass when predicting
 # a fit whose saved model scores this much below the training accuracy of the epochs it keeps has failed: a
 # tenth of the training series, far more than the train-mode and evaluation-mode figures differ by otherwise
@@ -72,10 +73,13 @@ class InceptionTime:
     """
 
     algorithm = ALGORITHM
-    Params = Params
+    Params = InceptionTimeParams
+    # fitted attributes that fit() resets first; network None: not fitted (kfts.core.errors.check_fitted)
+    network: InceptionNetworks | None
+    history: list[dict]
 
-    def __init__(self, params: Params | None = None, *, device: str = "auto", seed: int | None = None):
-        self.params = params if params is not None else Params()
+    def __init__(self, params: InceptionTimeParams | None = None, *, device: str = "auto", seed: int | None = None):
+        self.params = params if params is not None else InceptionTimeParams()
         self.device = device
         self.seed = seed
         self.warnings: list[str] = []  # why its fit failed, if it did (fit_warnings)
@@ -154,6 +158,7 @@ class InceptionTime:
         self.params = p = dataclasses.replace(self.params, filters=q.filters, depth=q.depth, models=q.models)
         self.scaler = dict(previous.scaler)
         classes = np.unique(train.labels)
+        assert previous.network is not None  # a loaded model
         network = copy.deepcopy(previous.network).cpu()
         if list(classes) != list(previous.classes):
             print(f"init-model: classes changed from {previous.classes.tolist()} to {classes.tolist()}: "
@@ -215,7 +220,7 @@ class InceptionTime:
 
         nets = {m: self._new_group(m).to(self.device_).train() for m in (1, p.models)}
         optimizers = {m: _adam(net, p.lr) for m, net in nets.items()}
-        times = {1: [], p.models: []}
+        times: dict[int, list[float]] = {1: [], p.models: []}
         for _ in range(3):  # alternating, so that a machine slowing down or speeding up favours neither
             for m in times:
                 times[m].append(epoch_seconds(nets[m], optimizers[m]))
@@ -243,6 +248,7 @@ class InceptionTime:
 
     def _ensemble_score(self, x, y, prefix: str) -> dict[str, float]:
         """The whole ensemble's figures, computed as it predicts: what the artifact, KFP and Katib report."""
+        assert self.network is not None  # fitted, or combined from fitted members
         return self._score(x, y, prefix, self.network, self._inference_dtype())
 
     def _score(self, x, y, prefix: str, network: InceptionNetworks, dtype: torch.dtype | None) -> dict[str, float]:
@@ -260,6 +266,7 @@ class InceptionTime:
         values = np.asarray(values, dtype=np.float32)
         if values.ndim != 2 or values.shape[1] != self.length:
             raise InputError(f"each series needs {self.length} time steps, got shape {list(values.shape)}")
+        assert self.network is not None  # check_fitted
         logits = self._logits(self._tensor(values), self.network, self._inference_dtype())
         return ensemble_probabilities(logits).numpy()
 
@@ -270,6 +277,7 @@ class InceptionTime:
 
     def save(self, model_dir) -> None:
         check_fitted(self)
+        assert self.network is not None  # check_fitted
         artifact.save(model_dir, {
             "algorithm": ALGORITHM,
             "hyperparameters": asdict(self.params),
@@ -285,6 +293,7 @@ class InceptionTime:
     @classmethod
     def from_artifact(cls, manifest: dict, tensors: dict, device: str = "auto") -> "InceptionTime":
         model = cls.from_manifest(manifest, device)
+        assert model.network is not None  # from_manifest builds it
         model.network.load_state_dict(tensors)
         model.network.eval()
         return model
@@ -293,7 +302,7 @@ class InceptionTime:
     def from_manifest(cls, manifest: dict, device: str = "auto") -> "InceptionTime":
         """The model `manifest` describes, its network new (kfts.algorithms.base.Algorithm.check_artifact)."""
         # an artifact from before the option holds the running averages
-        params = Params(**{"batch_norm_stats": "running", **manifest["hyperparameters"]})
+        params = InceptionTimeParams(**{"batch_norm_stats": "running", **manifest["hyperparameters"]})
         model = cls(params, device=device, seed=manifest.get("seed"))
         model.device_ = resolve_device(device)
         model.classes = np.array(manifest["classes"], dtype=str)
@@ -305,7 +314,8 @@ class InceptionTime:
         return model
 
 
-def fit_warnings(accuracy: float, epochs_accuracy: float, y: torch.Tensor, params: Params) -> list[str]:
+def fit_warnings(accuracy: float, epochs_accuracy: float, y: torch.Tensor, params: InceptionTimeParams
+                 ) -> list[str]:
     """Why a fit failed, if it did: its saved model's `accuracy` on its own training series (labels `y`) is near
     chance, or FAR_BELOW the `epochs_accuracy` its training epochs showed for the weights it keeps.
 
@@ -336,7 +346,8 @@ class _Ensemble(Task):
 
     name = "ensemble"
 
-    def __init__(self, model: InceptionTime, x: torch.Tensor, y: torch.Tensor, valid_xy):
+    def __init__(self, model: InceptionTime, x: torch.Tensor, y: torch.Tensor,
+                 valid_xy: tuple[torch.Tensor, torch.Tensor] | None):
         p = self.params = model.params
         self.model, self.x, self.y, self.valid_xy = model, x, y, valid_xy
         self.fine_tuned = model.network  # set by _continue_from
@@ -346,7 +357,7 @@ class _Ensemble(Task):
     def new_network(self) -> InceptionNetworks:
         return self.model._new_group(1)
 
-    def stack(self, networks: list[InceptionNetworks]) -> InceptionNetworks:
+    def stack(self, networks: list[torch.nn.Module]) -> InceptionNetworks:
         net = self.model._new_group(len(networks))
         net.load_state_dict(merge_members([n.state_dict() for n in networks]))
         return net

@@ -44,12 +44,13 @@ import torch
 
 from kfts.core import artifact, training_loop
 from kfts.algorithms.lstm_ad.network import LstmReconstructor, cut_sequences, input_sequences, window_targets, windows
-from kfts.algorithms.lstm_ad.params import LstmADParams as Params
+from kfts.algorithms.lstm_ad.params import LstmADParams
 from kfts.core.errors import InputError, check_fitted
 from kfts.core.training import MetricLog, resolve_device, resolve_precision, standardize
 from kfts.core.training_loop import Task, Trainer
 
 ALGORITHM = "lstm-ad"
+Params = LstmADParams  # the estimator's hyperparameters, importable beside it
 SCORE_BATCH = 512  # sequences (seed) or windows (paper) per forward pass when scoring: keeps the cores busy
 # Covariance regularisation: eigenvalues are raised to at least RCOND times the largest one, and at least
 # MIN_VARIANCE in scaled units (where every series has unit variance), before the Normal is used.
@@ -67,10 +68,14 @@ class LstmAD:
     """
 
     algorithm = ALGORITHM
-    Params = Params
+    Params = LstmADParams
+    # fitted attributes that fit() resets first; None: not fitted (kfts.core.errors.check_fitted)
+    network: LstmReconstructor | None
+    n_series: int | None
+    threshold: float | None
 
-    def __init__(self, params: Params | None = None, *, device: str = "auto", seed: int | None = None):
-        self.params = params if params is not None else Params()
+    def __init__(self, params: LstmADParams | None = None, *, device: str = "auto", seed: int | None = None):
+        self.params = params if params is not None else LstmADParams()
         self.device = device
         self.seed = seed
 
@@ -227,6 +232,7 @@ class LstmAD:
 
     def _new_network(self) -> LstmReconstructor:
         p = self.params
+        assert self.n_series is not None  # set, from the data or a model, before a network is built
         return LstmReconstructor(self.n_series, p.hidden_size, p.num_layers, p.dropout,
                                  horizon=1 if p.scoring == "seed" else p.prediction_length)
 
@@ -243,6 +249,7 @@ class LstmAD:
                                           prediction_length=q.prediction_length if q.scoring == "paper"
                                           else p.prediction_length)
         self.n_series, self.scaler = previous.n_series, dict(previous.scaler)
+        assert previous.network is not None  # a loaded model
         network = self._new_network()
         network.load_state_dict(previous.network.state_dict())
         self.network = network
@@ -271,6 +278,7 @@ class LstmAD:
         Seed: one block. Paper: one block per forward pass of SCORE_BATCH windows, which keeps the l x d
         errors of only that many rows in memory; the l - 1 windows before a pass are carried over to it."""
         network = network or self.network
+        assert network is not None  # training, or check_fitted: the model is fitted
         was_training = network.training
         model = network.to(self.device_).eval()
         L, d = self.params.sequence_length, x.shape[1]
@@ -342,6 +350,7 @@ class LstmAD:
 
     def save(self, model_dir) -> None:
         check_fitted(self)
+        assert self.network is not None  # check_fitted
         artifact.save(model_dir, {
             "algorithm": ALGORITHM,
             "hyperparameters": asdict(self.params),
@@ -357,6 +366,7 @@ class LstmAD:
     @classmethod
     def from_artifact(cls, manifest: dict, tensors: dict, device: str = "auto") -> "LstmAD":
         model = cls.from_manifest(manifest, device)
+        assert model.network is not None  # from_manifest builds it
         model.network.load_state_dict(tensors)
         model.network.eval()
         return model
@@ -364,7 +374,7 @@ class LstmAD:
     @classmethod
     def from_manifest(cls, manifest: dict, device: str = "auto") -> "LstmAD":
         """The model `manifest` describes, its network new (kfts.algorithms.base.Algorithm.check_artifact)."""
-        model = cls(Params(**manifest["hyperparameters"]), device=device, seed=manifest.get("seed"))
+        model = cls(LstmADParams(**manifest["hyperparameters"]), device=device, seed=manifest.get("seed"))
         model.device_ = resolve_device(device)
         model.n_series = manifest["input_shape"]["series"]
         model.scaler, model.gaussian, model.threshold = manifest["scaler"], manifest["gaussian"], manifest["threshold"]

@@ -39,8 +39,9 @@ def evaluate(model: Input[Model], data: Input[Dataset], metric: str, evaluation:
 
     use_cpu_share()
     names = {data.path: data.metadata.get("source", data.path), model.path: model.uri}
-    labels_path = labels.path if present(labels) else None
-    if labels_path:
+    labels_path = None
+    if labels is not None and present(labels):  # present() checks for None too, out of a type checker's sight
+        labels_path = labels.path
         names[labels_path] = labels.metadata.get("source", labels_path)
     try:
         result = evaluate_model(model.path, data.path, evaluation.path, labels=labels_path, device=device,

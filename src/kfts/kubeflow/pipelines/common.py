@@ -59,7 +59,9 @@ _OBJECT_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")  # Kubernetes
 
 
 def _amount(quantity: str) -> float:
-    number = re.match(r"[0-9.]*", quantity).group()
+    match = re.match(r"[0-9.]*", quantity)
+    assert match is not None  # * matches the empty text too
+    number = match.group()
     return float(number) * _SCALE[quantity[len(number):]]
 
 
