@@ -16,7 +16,7 @@ import pytest
 from conftest import make_classification, run_cli, write_csv
 
 from kfts.artifact import read_manifest
-from kfts.pipeline_cli import container_runner, run_local
+from kfts.pipeline_local import container_runner, run_local
 
 pytestmark = pytest.mark.integration
 TINY_INCEPTION = ["--filters", "4", "--depth", "3", "--models", "2", "--epochs", "2"]

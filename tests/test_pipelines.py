@@ -12,7 +12,7 @@ import pytest
 import yaml
 from conftest import ROOT
 
-from kfts.pipeline_cli import compile_pipeline, variants
+from kfts.pipeline_compile import compile_pipeline, variants
 from kfts.pipelines.common import Cluster
 
 
@@ -159,7 +159,7 @@ def test_training_waits_for_every_input_checked_alone_and_together(name, fan_out
 
 
 def test_the_task_log_reports_each_task_by_its_display_name_with_its_error_and_container():
-    from kfts.pipeline_cli import TaskLog
+    from kfts.pipeline_local import TaskLog
     lines = []
     tasks = TaskLog(lines.append, {"validate-csv-3": "validate test", "train": "train member"})
     for line in ["21:00:00.250 - INFO - Executing task \x1b[96m'validate-csv-3'\x1b[0m",

@@ -14,7 +14,7 @@ from conftest import make_classification, run_cli, write_csv
 from kfts.artifact import read_manifest
 from kfts.csvio import LabeledSeries
 from kfts.algorithms.inception_time.estimator import InceptionTime, Params
-from kfts.pipeline_cli import run_local
+from kfts.pipeline_local import run_local
 
 pytestmark = pytest.mark.integration
 TINY = {"filters": 4, "depth": 3, "models": 1, "batch_size": 16}
