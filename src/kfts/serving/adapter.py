@@ -1,7 +1,7 @@
 """What the predictor (kfts.serving.model) asks of a loaded model: one Adapter subclass per algorithm, in its
-folder (kfts/algorithms/<name>/serving.py). KServe decodes the protocols and kfts.serving.model turns a request
-into a float32 [rows, columns] array; the adapter says what the rows must look like, runs the model on them
-and names the answer's tensors."""
+folder (kfts/algorithms/<name>/serving.py). KServe decodes the protocols and kfts.serving.decoding turns a
+request into a float32 [rows, columns] array; the adapter says what the rows must look like, runs the model on
+them and names the answer's tensors."""
 
 from __future__ import annotations
 
