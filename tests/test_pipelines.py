@@ -180,6 +180,44 @@ def test_the_task_log_reports_each_task_by_its_display_name_with_its_error_and_c
     assert lines[-1] == "  RuntimeError: CUDA out of memory" and lines[-2].startswith("train member ")
 
 
+def test_a_task_container_that_failed_at_once_reports_its_exit_code_and_is_removed_after(capsys):
+    """--containers: kfp.local's own run_docker_container (kfp 2.17.0) starts a container with auto_remove, and
+    when it has left before the exit code is read, takes the NotFound for a success (kubeflow/pipelines#13332)."""
+    from types import SimpleNamespace
+
+    import docker
+
+    from kfts.kfp_local_patch import run_container
+    started = []
+
+    class Container:
+        short_id = "c0ffee"
+
+        def __init__(self, auto_remove):
+            self.auto_remove, self.removed = auto_remove, False
+
+        def logs(self, stream, follow=False):
+            return iter([b"error: t.csv: row 1: bad\n"])
+
+        def wait(self):
+            if self.auto_remove or self.removed:
+                raise docker.errors.NotFound("no such container")
+            return {"StatusCode": 2}
+
+        def remove(self, force=False):
+            self.removed = True
+
+    def run(auto_remove=False, **settings):
+        started.append(Container(auto_remove))
+        return started[-1]
+
+    client = SimpleNamespace(containers=SimpleNamespace(run=run), images=SimpleNamespace(
+        list=lambda: [SimpleNamespace(tags=["reg/kfts:1"], attrs={"RepoDigests": []})]))
+    assert run_container(client, "reg/kfts:1", ["kfts", "validate"], {}) == 2
+    assert started[0].removed
+    assert capsys.readouterr().out.splitlines() == ["in container c0ffee of reg/kfts:1", "error: t.csv: row 1: bad"]
+
+
 @pytest.mark.parametrize("name", ["inception-time", "lstm-ad", "retrain-lstm-ad"])
 def test_trainjob_variant_trains_on_kubeflow_trainer_after_the_input_check(name, tmp_path):
     spec, platform = _documents(compile_pipeline(name, tmp_path / "p.yaml",
