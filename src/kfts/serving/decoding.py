@@ -18,9 +18,10 @@ per row and `score`, `reconstruction` [+ `anomaly`]). Request options (Inception
 `flag` and `context_rows`) come from the V2 request parameters (`{"parameters": {"probabilities": true}}`) or
 from the headers `kfts-NAME` (`kfts-context-rows: N`; REST header or gRPC metadata): options().
 
-These run off the event loop (kfts.serving.off_loop) and check a request's values with numpy on the whole
-array: a body may hold as many values as --max-payload-mb lets in. A mistake names its row and column, as
-kfts.csvio does.
+What reads a request's values or writes an answer (rest_request, v1_values, v2_values, v1_answer,
+RestInferResponse.to_rest) runs off the event loop (kfts.serving.off_loop) and checks the values with numpy on
+the whole array: a body may hold as many values as --max-payload-mb lets in. A mistake names its row and
+column, as kfts.csvio does.
 """
 
 from __future__ import annotations
