@@ -46,9 +46,10 @@ format: setup
 demo: setup
 	$(BIN)/python -m kfts.cli.demo
 
-# the pipelines' IR YAML under pipelines/compiled/ (tests/unit/kubeflow/test_pipelines.py fails when it is stale)
+# the pipelines' IR YAML under pipelines/compiled/ and the components' specs under components/
+# (tests/unit/kubeflow/test_pipelines.py and test_components.py fail when they are stale)
 compile: setup
-	$(BIN)/kfts pipeline compile --output-dir pipelines/compiled
+	$(BIN)/kfts pipeline compile --output-dir pipelines/compiled --components-dir components
 
 bench: setup
 	$(BIN)/python benchmarks/run.py --report benchmarks/REPORT.md

@@ -29,9 +29,9 @@ import numpy as np
 import pyarrow as pa
 from pyarrow import csv as pacsv
 
+from kfts.algorithms.lstm_ad.estimator import LstmAD, Params
 from kfts.core import anomaly_metrics
 from kfts.core.csvio import read_binary_labels, read_series_columns
-from kfts.algorithms.lstm_ad.estimator import LstmAD, Params
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 WORK = Path(__file__).resolve().parent / "work"
@@ -50,7 +50,8 @@ PEER_MEANS = ((0.700, 0.350), (0.572, 0.266), (0.801, 0.539))  # the 4 anomaly/ 
 MEASURE = """
 import os, sys, time
 import pandas, pyarrow.csv, safetensors.torch  # imported by reading anyway: not part of the timing
-from kfts.algorithms import load_model, of
+from kfts.algorithms import of
+from kfts.jobs.load import load_model
 from kfts.cli import main
 from kfts.core.csvio import read_series_columns
 model_dir, input_path, output_path = sys.argv[1:4]

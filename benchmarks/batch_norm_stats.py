@@ -13,11 +13,11 @@ from __future__ import annotations
 import statistics
 import time
 
-from classification import UCR, _row, _settings, reference
-
 from kfts.algorithms.inception_time import batch_norm
 from kfts.algorithms.inception_time.estimator import InceptionTime, Params
 from kfts.core.csvio import read_labeled_series
+
+from classification import UCR, _row, _settings, reference
 
 SEEDS = (0, 1, 2)
 QUICK_SET = "ItalyPowerDemand"  # the smallest series: --quick checks the section runs, on this set alone

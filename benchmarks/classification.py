@@ -16,8 +16,8 @@ import os
 import time
 from pathlib import Path
 
-from kfts.core.csvio import read_labeled_series
 from kfts.algorithms.inception_time.estimator import InceptionTime, Params
+from kfts.core.csvio import read_labeled_series
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 UCR = DATA / "ucr"

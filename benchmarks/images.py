@@ -25,9 +25,9 @@ BEFORE = "fb93916"
 
 def section(quick: bool) -> str:
     sys.path.insert(0, str(ROOT / "tests"))
-    from helpers import container_engine
-
     from kfts.kubeflow import images
+
+    from helpers import container_engine
     engine = container_engine()
     WORK.mkdir(parents=True, exist_ok=True)
     subprocess.run(["make", "-s", "wheel"], cwd=ROOT, check=True)
@@ -58,9 +58,9 @@ def _size_mb(engine: str, image: str) -> float:
 
 
 def _cold_start(engine: str, image: str) -> float:
-    from kfts.core.csvio import LabeledSeries
     from kfts.algorithms.inception_time.estimator import InceptionTime, Params
     from kfts.cli.sample_data import classification
+    from kfts.core.csvio import LabeledSeries
     model = WORK / "model"
     labels, values = classification(n_per_class=8, length=24)
     InceptionTime(Params(filters=4, depth=3, models=2, epochs=1), device="cpu", seed=0).fit(

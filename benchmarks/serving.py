@@ -40,9 +40,9 @@ def section(quick: bool) -> str:
     import torch
 
     sys.path.insert(0, str(TESTS))  # the client matrix lives with the tests that run it
-    from client_matrix import MODES, Expected, Target, run_matrix
-
     from kfts.jobs.load import load_model
+
+    from client_matrix import MODES, Expected, Target, run_matrix
     device = "cuda" if torch.cuda.is_available() else "cpu"
     requests = {1: 40, 8: 160, 32: 320} if quick else {1: 200, 8: 1000, 32: 2000}
     WORK.mkdir(parents=True, exist_ok=True)
@@ -79,8 +79,8 @@ def section(quick: bool) -> str:
 # -- models and request bodies -----------------------------------------------------------------------------
 
 def train_inception_time() -> tuple[Path, list[dict]]:
-    from kfts.core import csvio
     from kfts.algorithms.inception_time.estimator import InceptionTime, Params
+    from kfts.core import csvio
     data = csvio.read_labeled_series(SEED / "inception_time" / "train.csv") if SEED.is_dir() else _toy_labeled()
     model = InceptionTime(Params(epochs=1, ensemble="stacked"), device="cpu", seed=0)
     model.fit(csvio.LabeledSeries(data.labels[:128], data.values[:128]))
@@ -91,8 +91,8 @@ def train_inception_time() -> tuple[Path, list[dict]]:
 
 
 def train_lstm_ad() -> tuple[Path, list[dict]]:
-    from kfts.core import csvio
     from kfts.algorithms.lstm_ad.estimator import LstmAD, Params
+    from kfts.core import csvio
     if SEED.is_dir():
         train = csvio.read_series_columns(SEED / "lstm_ad" / "train.csv")[:2000]
         test = csvio.read_series_columns(SEED / "lstm_ad" / "test_data.csv")

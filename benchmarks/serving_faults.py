@@ -28,14 +28,13 @@ CONCURRENCY = 16
 
 def section(quick: bool) -> str:
     sys.path.insert(0, str(TESTS))  # the mix and the server helper live with the tests that check them
-    from helpers import make_classification
-    from helpers import Server
-    from test_serving_faults import (GOOD_KINDS, KINDS, MAX_PAYLOAD_MB, good_rows, make_mix, rss_mb, send,
-                                     wrong_answers)
+    from test_serving_faults import GOOD_KINDS, KINDS, MAX_PAYLOAD_MB, good_rows, make_mix, rss_mb, send, wrong_answers
 
-    from kfts.jobs.load import load_model
-    from kfts.core.csvio import LabeledSeries
     from kfts.algorithms.inception_time.estimator import InceptionTime, Params
+    from kfts.core.csvio import LabeledSeries
+    from kfts.jobs.load import load_model
+
+    from helpers import Server, make_classification
 
     total = 200 if quick else 2000
     WORK.mkdir(parents=True, exist_ok=True)
@@ -96,8 +95,9 @@ def section(quick: bool) -> str:
 def memory_storm(quick: bool) -> list[str]:
     """The storm of tests/integration/serving/test_serving_memory.py: the largest request of every encoding, `per` of each at once,
     to a univariate LSTM-AD served with the defaults; peak RSS against the rendered memory limit."""
-    from test_serving_memory import (ENCODINGS, NAME as DETECTOR, PAYLOAD_MB, peak_rss_bytes,
-                                     rendered_memory_limit, served_detector, storm)
+    from test_serving_memory import ENCODINGS, PAYLOAD_MB, peak_rss_bytes, rendered_memory_limit, served_detector, storm
+    from test_serving_memory import NAME as DETECTOR
+
     from helpers import Server
 
     per = 1 if quick else 2

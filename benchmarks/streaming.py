@@ -32,8 +32,9 @@ assert main(["predict", "--model-dir", sys.argv[1], "--input", sys.argv[2], "--o
 """
 IN_MEMORY = """
 import sys
-from kfts import csvio
-from kfts.algorithms import load_model, of
+from kfts.core import csvio
+from kfts.algorithms import of
+from kfts.jobs.load import load_model
 from kfts.core.artifact import atomic_file
 model = load_model(sys.argv[1], device="cpu")
 text = of(model).predictions_csv(model, csvio.read_series_rows(sys.argv[2], length=model.length))
@@ -44,8 +45,8 @@ with atomic_file(sys.argv[3]) as f:
 
 def train_model(model_dir: Path) -> None:
     """A small InceptionTime ensemble (2 members, 8 filters, depth 3): prediction cost per value is realistic."""
-    from kfts.core.csvio import LabeledSeries
     from kfts.algorithms.inception_time.estimator import InceptionTime
+    from kfts.core.csvio import LabeledSeries
     rng = np.random.default_rng(0)
     t = np.linspace(0, 1, LENGTH)
     labels = np.array(["low", "high"] * 10)

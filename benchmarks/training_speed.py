@@ -40,12 +40,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from classification import DATA, UCR
-from kfts.core.csvio import LabeledSeries, read_labeled_series
-from kfts.core import training_loop
 from kfts.algorithms.inception_time.estimator import InceptionTime, Params, _Ensemble
 from kfts.algorithms.inception_time.network import InceptionNetworks
+from kfts.core import training_loop
+from kfts.core.csvio import LabeledSeries, read_labeled_series
 from kfts.core.training import cpu_count, cpu_supports_bf16, reuse_freed_memory, use_cpu_share
+
+from classification import DATA, UCR
 
 BASELINE = "fb93916"  # the code before this work on training speed
 WORK = Path(__file__).resolve().parent / "work"

@@ -8,6 +8,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
+from kfts.kubeflow import images
+
 from helpers import (
     SHARED_DATA,
     built_image,
@@ -15,8 +18,6 @@ from helpers import (
     make_classification,
     write_csv,
 )
-
-from kfts.kubeflow import images
 
 INTEGRATION = Path(__file__).parent / "integration"
 

@@ -1,7 +1,7 @@
-"""What the predictor (kfts.serving) asks of a loaded model: one Adapter subclass per algorithm, in its
-folder (kfts/algorithms/<name>/serving.py). KServe decodes the protocols and kfts.serving.model turns a request
-into a float32 [rows, columns] array; the adapter says what the rows must look like, runs the model on them
-and names the answer's tensors."""
+"""What the predictor (kfts.serving.model) asks of a loaded model: one Adapter subclass per algorithm, in its
+folder (kfts/algorithms/<name>/serving.py). KServe decodes the protocols and kfts.serving.decoding turns a
+request into a float32 [rows, columns] array; the adapter says what the rows must look like, runs the model on
+them and names the answer's tensors."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from typing import Callable, Iterator
 import numpy as np
 
 from kfts.core.errors import InputError
-
 
 TRUE, FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 

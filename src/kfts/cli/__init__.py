@@ -16,8 +16,8 @@ import threading
 from dataclasses import MISSING, fields
 from pathlib import Path
 
-from kfts.core import storage
 from kfts.core.errors import InputError
+from kfts.core.storage import staged
 
 # Modules that add their own subcommands: each has register(subparsers) and sets `func` on its parsers.
 COMMAND_MODULES: list[str] = ["kfts.cli.serve", "kfts.cli.pipeline", "kfts.cli.storage"]
@@ -160,7 +160,7 @@ def cmd_validate(args) -> None:
     from kfts.algorithms import spec
     from kfts.jobs.validate import check, describe
     layout = "inference" if args.inference else "training"
-    with storage.staged(args, inputs=("file",)):
+    with staged(args, inputs=("file",)):
         summary = describe(args.algorithm, args.file, layout)  # with a hint when the file looks like the other layout
         if layout == "training":
             check(args.algorithm, {"train": summary})  # a classifier's training data needs two classes
@@ -168,11 +168,11 @@ def cmd_validate(args) -> None:
 
 
 def cmd_train(args) -> None:
-    from kfts.jobs.train import train
     from kfts.core.training import use_cpu_share
+    from kfts.jobs.train import train
     from kfts.jobs.validate import check_files
     params = hyperparameters(args, args.Params)
-    with storage.staged(args, inputs=("train", "valid", "init_model"), outputs=("model_dir",)):
+    with staged(args, inputs=("train", "valid", "init_model"), outputs=("model_dir",)):
         check_files(args.algorithm, {"train": (args.train, "training"), "valid": (args.valid, "training")})
         use_cpu_share()
         train(args.algorithm, args.train, args.model_dir, valid_path=args.valid,
@@ -183,16 +183,16 @@ def cmd_train(args) -> None:
 
 
 def cmd_predict(args) -> None:
-    with storage.staged(args, inputs=("model_dir", "input"), outputs=("output",)):
+    with staged(args, inputs=("model_dir", "input"), outputs=("output",)):
         rows = _predict(args)
     print(f"{rows} rows predicted into {args.output}")
 
 
 def _predict(args) -> int:
-    from kfts.jobs.load import load_model
     from kfts.algorithms import spec
-    from kfts.jobs.predict import write_predictions
     from kfts.core.training import use_cpu_share
+    from kfts.jobs.load import load_model
+    from kfts.jobs.predict import write_predictions
     from kfts.jobs.validate import check_files, read_manifest
     manifest = read_manifest(args.model_dir)
     algorithm = spec(manifest["algorithm"])
@@ -210,10 +210,10 @@ def _predict(args) -> int:
 
 
 def cmd_evaluate(args) -> None:
-    from kfts.jobs.evaluate import evaluate, headline
     from kfts.core.training import metric_line, use_cpu_share
+    from kfts.jobs.evaluate import evaluate, headline
     from kfts.jobs.validate import check_files, read_manifest
-    with storage.staged(args, inputs=("model_dir", "input", "labels"), outputs=("output_dir",)):
+    with staged(args, inputs=("model_dir", "input", "labels"), outputs=("output_dir",)):
         manifest = read_manifest(args.model_dir)
         check_files(manifest["algorithm"], evaluation_files(manifest["algorithm"], args.input, args.labels),
                     model=manifest)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from kfts.kubeflow.deploy import DEPLOYMENT_MODES, RESOURCES, parse_key_value, parse_toleration
 from kfts.core.errors import InputError
+from kfts.kubeflow.deploy import DEPLOYMENT_MODES, RESOURCES, parse_key_value, parse_toleration
 
 KINDS = ("InferenceService", "ClusterServingRuntime", "ServingRuntime", "TrainJob", "ClusterTrainingRuntime")
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from kfts.core import storage
-from kfts.jobs.promote import promote
 
 
 def register(commands) -> None:
@@ -24,4 +23,6 @@ def cmd_copy(args) -> None:
 
 
 def cmd_promote(args) -> None:
+    from kfts.jobs.promote import promote  # loads the model: torch, which `kfts --help` does without
+
     print(f"promoted {args.model_dir} to {args.champion}: {promote(args.model_dir, args.champion)}")

@@ -35,7 +35,16 @@ import torch
 from torch import nn
 
 from kfts.core import distributed
-from kfts.core.training import CHECKPOINT, Checkpoints, MetricLog, autocast, metric_line, progress, resolve_device, seed_everything
+from kfts.core.training import (
+    CHECKPOINT,
+    Checkpoints,
+    MetricLog,
+    autocast,
+    metric_line,
+    progress,
+    resolve_device,
+    seed_everything,
+)
 
 
 class Task:

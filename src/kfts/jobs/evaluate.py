@@ -35,8 +35,8 @@ def evaluate(model_dir, data, output_dir, *, labels=None, device: str = "auto", 
     report.html (titled with `split`, the data file's name by default, with the provenance) and summary.md
     (the headline table in Markdown) into `output_dir`, together. `names` maps the paths given here to what the
     user knows them as (URIs, in a pipeline), for the provenance. Returns the metrics."""
-    from kfts.jobs.load import load_model
     from kfts.algorithms import of
+    from kfts.jobs.load import load_model
     from kfts.jobs.validate import read_manifest
     names = names or {}
     check_output_directory(output_dir, OUTPUT_FILES)

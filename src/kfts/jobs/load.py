@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from kfts.core import artifact
 from kfts.algorithms import spec
+from kfts.core import artifact
 from kfts.core.errors import InputError
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, fields
 from typing import Any, Callable
 
-from kfts.core import artifact, distributed
 from kfts.algorithms import spec
+from kfts.core import artifact, distributed
 from kfts.core.errors import InputError
 from kfts.core.hyperparameters import field_type
 from kfts.jobs.load import load_model

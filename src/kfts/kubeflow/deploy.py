@@ -31,9 +31,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from kfts.serving.admission import RESOURCES  # a predictor's requests and limits, by default
-from kfts.kubeflow import podsecurity
 from kfts.core.errors import InputError
+from kfts.kubeflow import podsecurity
+from kfts.serving.admission import RESOURCES  # a predictor's requests and limits, by default
 
 MODEL_DIR = "/mnt/models"  # where KServe's storage initializer puts the storageUri
 HTTP_PORT, GRPC_PORT = 8080, 8081  # kfts serve's defaults, and KServe's

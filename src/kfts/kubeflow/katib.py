@@ -18,9 +18,9 @@ or one of the hyperparameter's choices. Fixed texts (URIs, --set values) are quo
 from __future__ import annotations
 
 import copy
-from importlib import resources
 import shlex
 from dataclasses import fields
+from importlib import resources
 
 import yaml
 

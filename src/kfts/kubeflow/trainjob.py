@@ -23,8 +23,8 @@ from dataclasses import fields
 from decimal import Decimal
 from typing import Any
 
-from kfts.kubeflow import podsecurity
 from kfts.core.errors import InputError
+from kfts.kubeflow import podsecurity
 
 WORK = "/tmp/kfts"  # inside the trainer's container: /tmp is the runtime's writable emptyDir
 RUNTIME = "kfts-torch"  # the ClusterTrainingRuntime render_training_runtime writes

@@ -1,4 +1,5 @@
-"""Real-time serving with KServe: the predictor (model.py), `kfts serve` (server.py), its memory budget
+"""Real-time serving with KServe: the predictor (model.py), its request decoding and answer encoding
+(decoding.py), its model worker and batching (batching.py), `kfts serve` (server.py), its memory budget
 (admission.py) and the CLI commands `serve` and `deploy render` (commands.py). Importing this package does not
 import kserve."""
 
@@ -13,9 +14,9 @@ def clip(text: str, limit: int = SHOWN) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-# One thread decodes requests and writes answers (the model has its own, kfts.serving.model.Worker): more would
-# not run faster on the cores the model leaves, and would take the interpreter from the event loop, which must
-# keep answering health probes.
+# One thread decodes requests and writes answers (the model has its own, kfts.serving.batching.Worker): more
+# would not run faster on the cores the model leaves, and would take the interpreter from the event loop, which
+# must keep answering health probes.
 CODEC = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kfts-codec")
 
 

@@ -2,7 +2,7 @@
 
 What an autoscaler needs to see for this predictor (deploy/SERVING.md shows an HPA and a KEDA ScaledObject
 on them): how many requests it holds, how many wait for the model, how long they wait, and how full the
-model calls are. Every model call runs on one worker thread (kfts.serving.model.Worker), so the busy
+model calls are. Every model call runs on one worker thread (kfts.serving.batching.Worker), so the busy
 fraction of that thread, rate(kfts_model_call_seconds_sum), is the predictor's utilisation.
 """
 

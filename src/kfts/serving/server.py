@@ -27,23 +27,20 @@ import uuid
 import warnings
 from concurrent import futures
 
-import orjson
 from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
 from fastapi.exceptions import FastAPIDeprecationWarning, RequestValidationError
 from grpc import StatusCode, aio
 from grpc_interceptor import AsyncExceptionToStatusInterceptor
 from grpc_interceptor.exceptions import GrpcException
 from kserve import model_server
-from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING
-from kserve.constants.constants import INFERENCE_CONTENT_LENGTH_HEADER
-from kserve.errors import (InvalidInput, ModelNotFound, ModelNotReady, ServerNotLive, ServerNotReady,
-                           UnsupportedProtocol)
+from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING, INFERENCE_CONTENT_LENGTH_HEADER
+from kserve.errors import InvalidInput, ModelNotFound, ModelNotReady, ServerNotLive, ServerNotReady, UnsupportedProtocol
 from kserve.logging import KSERVE_LOG_CONFIG, configure_logging
 from kserve.model_server import ModelServer
 from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc
-from kserve.protocol.infer_type import InferInput, InferRequest, RequestedOutput
 from kserve.protocol.grpc.server import GRPCServer
 from kserve.protocol.grpc.servicer import InferenceServicer
+from kserve.protocol.infer_type import InferRequest
 from kserve.protocol.rest.server import RESTServer
 from kserve.utils.utils import to_headers
 from starlette.exceptions import HTTPException
@@ -52,8 +49,18 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from kfts.core.errors import InputError
 from kfts.serving import clip, off_loop
-from kfts.serving.admission import (CURRENT, MIN_CHARGE, Admission, Overloaded, TooLarge, decoding,
-                                   default_limit, malloc_returns_memory, smallest_limit)
+from kfts.serving.admission import (
+    CURRENT,
+    MIN_CHARGE,
+    Admission,
+    Overloaded,
+    TooLarge,
+    decoding,
+    default_limit,
+    malloc_returns_memory,
+    smallest_limit,
+)
+from kfts.serving.decoding import rest_request
 
 logger = logging.getLogger("kfts.serving")
 
@@ -204,9 +211,13 @@ async def validation_error_handler(request, exc: RequestValidationError):
 
 class RestRoutes:
     """kfts's own V1 predict and V2 infer endpoints, in front of KServe's: the same paths and data plane, but the
-    body is decoded and the answer written off the event loop (KServe's V2 route has FastAPI read the JSON and
-    pydantic check it there, value by value), so that health probes keep answering while a large request is
-    read; and a V2 body is read as the Open Inference Protocol's other clients send it (rest_request)."""
+    body is decoded and the answer written off the event loop, so that health probes keep answering while a
+    large request is read; and a V2 body is read as the Open Inference Protocol's other clients send it
+    (decoding.rest_request).
+
+    Why not KServe's: in KServe 0.21.0 (kserve/protocol/rest/v1_endpoints.py, v2_endpoints.py) the V1 route
+    has DataPlane.decode parse the JSON on the event loop and the V2 route has FastAPI read the JSON and
+    pydantic check it there, value by value; the answers are encoded there too."""
 
     def __init__(self, dataplane):
         self.dataplane = dataplane
@@ -226,7 +237,7 @@ class RestRoutes:
         infer_request = await off_loop(rest_request, body, headers, model_name)
         answer, answer_headers = await self.dataplane.infer(model_name=model_name, request=infer_request,
                                                             headers=headers)
-        content, json_length = await off_loop(answer.to_rest)  # model.RestInferResponse
+        content, json_length = await off_loop(answer.to_rest)  # decoding.RestInferResponse
         answer_headers["content-type"] = "application/json" if json_length is None else "application/octet-stream"
         if json_length is not None:
             answer_headers[INFERENCE_CONTENT_LENGTH_HEADER] = str(json_length)
@@ -251,78 +262,13 @@ def _send(content: bytes | memoryview | str, headers: dict) -> Response:
     return StreamingResponse(chunks, headers={**headers, "content-length": str(len(content))})
 
 
-# the Open Inference Protocol's request, field by field: (JSON type, required)
-REQUEST = {"id": (str, False), "parameters": (dict, False), "inputs": (list, True), "outputs": (list, False)}
-REQUEST_INPUT = {"name": (str, True), "shape": (list, True), "datatype": (str, True), "parameters": (dict, False),
-                 "data": (list, False)}
-REQUEST_OUTPUT = {"name": (str, True), "parameters": (dict, False)}
-
-
-def rest_request(body: bytes, headers: dict, model_name: str) -> InferRequest:
-    """A V2 REST body as KServe's InferRequest, read as the Open Inference Protocol and Triton read it: JSON,
-    followed by its tensors' binary data when the Inference-Header-Content-Length header says where the JSON
-    ends, whatever the Content-Type. (KServe 0.21 reads a body as JSON only when its Content-Type says
-    application/json, else as binary data: a JSON body without Content-Type, as Triton's clients send it, was
-    refused for want of that header.) Binary data stay bytes until the model reads them (KServe's from_bytes
-    turns them into a Python list). A body that breaks the protocol's schema is a 400."""
-    length = headers.get(INFERENCE_CONTENT_LENGTH_HEADER)
-    if length is None:
-        length = len(body)
-    elif not (length.isascii() and length.isdigit()) or int(length) > len(body):
-        raise InvalidInput(f"malformed V2 request: header {INFERENCE_CONTENT_LENGTH_HEADER}: "
-                           f"{clip(repr(length))} is not a length within the body's {len(body)} bytes")
-    length = int(length)
-    try:
-        head = orjson.loads(memoryview(body)[:length])
-    except orjson.JSONDecodeError as e:
-        raise InvalidInput(f"malformed V2 request: the body is not JSON ({e}); binary tensor data need the "
-                           f"{INFERENCE_CONTENT_LENGTH_HEADER} header") from None
-    _fields(head, REQUEST, "the request")
-    inputs, offset = [], length
-    for i, tensor in enumerate(head["inputs"]):
-        where = f"inputs[{i}]"
-        _fields(tensor, REQUEST_INPUT, where)
-        if not all(type(n) is int and n >= 0 for n in tensor["shape"]):
-            raise InvalidInput(f"malformed V2 request: {where}.shape: {clip(str(tensor['shape']))} is not a list of "
-                               "sizes")
-        parameters = tensor.get("parameters") or {}
-        size = parameters.get("binary_data_size")
-        infer_input = InferInput(tensor["name"], tensor["shape"], tensor["datatype"], parameters=parameters)
-        if "data" in tensor:
-            if tensor["datatype"] == "FP16":
-                raise InvalidInput(f"{where}: FP16 has no JSON form: send it as binary data (binary_data_size)")
-            infer_input.data = tensor["data"]
-        elif type(size) is int and 0 <= size <= len(body) - offset:
-            infer_input._raw_data = body[offset:offset + size]  # as KServe's InferRequest.from_bytes does
-            offset += size
-        else:
-            raise InvalidInput(f"malformed V2 request: {where} has no 'data', and its parameters.binary_data_size "
-                               f"({clip(repr(size))}) is not the size of binary data left in the body "
-                               f"({len(body) - offset} bytes)")
-        inputs.append(infer_input)
-    outputs = []
-    for i, output in enumerate(head.get("outputs") or []):
-        _fields(output, REQUEST_OUTPUT, f"outputs[{i}]")
-        outputs.append(RequestedOutput(output["name"], output.get("parameters")))
-    return InferRequest(model_name=model_name, infer_inputs=inputs, request_id=head.get("id"),
-                        parameters=head.get("parameters"), request_outputs=outputs or None)
-
-
-def _fields(value, schema: dict, where: str) -> None:
-    """`value` is a JSON object with the fields of `schema`, each of its type."""
-    if not isinstance(value, dict):
-        raise InvalidInput(f"malformed V2 request: {where} is not a JSON object")
-    for name, (kind, required) in schema.items():
-        if name not in value:
-            if required:
-                raise InvalidInput(f"malformed V2 request: {where} has no {name!r} field")
-        elif not isinstance(value[name], kind):
-            raise InvalidInput(f"malformed V2 request: {where}.{name} is not a JSON "
-                               f"{ {str: 'string', dict: 'object', list: 'array'}[kind]}")
-
-
 class RestServer(RESTServer):
-    """KServe's REST server on `host`, with kfts's routes (RestRoutes) and error handlers."""
+    """KServe's REST server on `host`, with kfts's routes (RestRoutes) and error handlers.
+
+    Why a subclass: KServe 0.21.0's RESTServer (kserve/protocol/rest/server.py) gives uvicorn host 0.0.0.0,
+    with no parameter for it, and adds its routes, TimingMiddleware and exception handlers (kserve/errors.py's
+    log a traceback for every 400) as it starts (create_application), over anything set on the app before:
+    its hooks are where kfts's routes go first and KServe's middleware and handlers are left out."""
 
     def __init__(self, *args, host: str, **kwargs):
         super().__init__(*args, **kwargs)
@@ -392,8 +338,11 @@ class GrpcErrors(AsyncExceptionToStatusInterceptor):
 
 
 class Servicer(InferenceServicer):
-    """KServe's gRPC servicer, with ModelInfer's request decoded and its answer encoded off the event loop
-    (KServe's copies typed contents into a Python list there)."""
+    """KServe's gRPC servicer, with ModelInfer's request decoded and its answer encoded off the event loop.
+
+    Why a subclass: KServe 0.21.0's InferenceServicer.ModelInfer (kserve/protocol/grpc/servicer.py) runs
+    InferRequest.from_grpc, which copies typed contents into a Python list, and to_grpc on the event loop;
+    its other methods serve as they are."""
 
     async def ModelInfer(self, request, context):
         headers = to_headers(context)
@@ -406,7 +355,11 @@ class Servicer(InferenceServicer):
 
 class GrpcServer(GRPCServer):
     """KServe's gRPC server (GRPCServer.start) on `host`, with kfts's Servicer and GrpcErrors as its only
-    interceptor (KServe's LoggingInterceptor logs a line per call that says only the method)."""
+    interceptor.
+
+    Why a subclass: KServe 0.21.0's GRPCServer.start (kserve/protocol/grpc/server.py) listens on [::] only,
+    creates its own InferenceServicer, and installs LoggingInterceptor (a line per call that says only the
+    method) and ExceptionToStatusInterceptor (a traceback for every INVALID_ARGUMENT); start() is all of it."""
 
     def __init__(self, host: str, *args, admission: Admission, **kwargs):
         super().__init__(*args, **kwargs)
@@ -431,11 +384,14 @@ class GrpcServer(GRPCServer):
 # -- the server ---------------------------------------------------------------------------------------------------
 
 class KftsServer(ModelServer):
-    """KServe's ModelServer (one process) listening on `host` (None: KServe's 0.0.0.0 and [::])."""
+    """KServe's ModelServer (one process) listening on `host` (None: KServe's 0.0.0.0 and [::]).
 
-    def __init__(self, *, host: str | None, http_port: int, grpc_port: int, admission: Admission):
+    Why a subclass: KServe 0.21.0's ModelServer.start (kserve/model_server.py) creates its own RESTServer and
+    GRPCServer; start() here is its single-process path with kfts's RestServer and GrpcServer instead."""
+
+    def __init__(self, *, host: str | None, http_port: int, grpc_port: int, admission: Admission, max_bytes: int):
         super().__init__(http_port=http_port, grpc_port=grpc_port, enable_grpc=True)
-        self.host, self.admission = host, admission
+        self.host, self.admission, self.max_bytes = host, admission, max_bytes
 
     def start(self, models) -> None:
         self._register_and_check_atleast_one_model_is_ready(models)
@@ -445,9 +401,13 @@ class KftsServer(ModelServer):
         grpc_host = self.host or "[::]"
         if ":" in grpc_host and not grpc_host.startswith("["):  # an IPv6 address: gRPC wants it in brackets
             grpc_host = f"[{grpc_host}]"
+        # the gRPC message limits, which GRPCServer reads from `kwargs` (ModelServer.start gives it KServe's parsed
+        # flags). Requests are capped; answers are not, as over REST: they are a small multiple of their request
+        # (LSTM-AD's score, reconstruction and flag per row), and KServe's default cap of 8 MiB threw away
+        # answers already computed
+        limits = {"grpc_max_receive_message_length": self.max_bytes, "grpc_max_send_message_length": -1}
         self._grpc_server = GrpcServer(grpc_host, self.grpc_port, self.dataplane, self.model_repository_extension,
-                                       kwargs=vars(model_server.args), grace_period=self.grace_period,
-                                       admission=self.admission)
+                                       kwargs=limits, grace_period=self.grace_period, admission=self.admission)
         self.servers += [self._rest_server.start(), self._grpc_server.start(self.max_threads)]
         self.setup_event_loop()
         self.register_signal_handler()
@@ -487,8 +447,8 @@ def serve(model_dir: str, *, model_name: str = "model", host: str | None = None,
         raise InputError("--host is empty: give an address such as 127.0.0.1, 0.0.0.0 or ::")
     max_bytes = int(max_payload_mb * 2**20)
 
-    from kfts.serving.model import KftsModel
     from kfts.core.training import use_cpu_share
+    from kfts.serving.model import KftsModel
 
     configure_server_logging()
     use_cpu_share()
@@ -500,10 +460,8 @@ def serve(model_dir: str, *, model_name: str = "model", host: str | None = None,
     admission = Admission(default_limit(max_bytes) if max_inflight_mb is None else int(max_inflight_mb * 2**20))
     model.worker.max_waiting = admission.limit // MIN_CHARGE  # as many as the budget admits at once
     logger.info("requests may take %.0f MiB of memory at once (--max-inflight-mb)", admission.limit / 2**20)
+    # on the app KServe's RESTServer serves, kserve.model_server's module-level FastAPI app
+    # (FASTAPI_APP_IMPORT_STRING): none of KServe 0.21.0's parameters takes a middleware
     model_server.app.add_middleware(RequestGuard, max_bytes=max_bytes, admission=admission)
-    # the gRPC server takes its message limits from KServe's parsed flags. Requests are capped; answers are
-    # not, as over REST: they are a small multiple of their request (LSTM-AD's score, reconstruction and flag
-    # per row), and KServe's default cap of 8 MiB threw away answers already computed
-    model_server.args.grpc_max_receive_message_length = max_bytes
-    model_server.args.grpc_max_send_message_length = -1
-    KftsServer(host=host, http_port=http_port, grpc_port=grpc_port, admission=admission).start([model])
+    KftsServer(host=host, http_port=http_port, grpc_port=grpc_port, admission=admission,
+               max_bytes=max_bytes).start([model])

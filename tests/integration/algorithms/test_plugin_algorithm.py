@@ -18,10 +18,11 @@ import httpx
 import numpy as np
 import pytest
 import torch
-from helpers import free_port, run_cli, wait_ready, write_csv
 from safetensors.torch import load_file
 
 from kfts.core import artifact
+
+from helpers import free_port, run_cli, wait_ready, write_csv
 
 TOY = Path(__file__).resolve().parents[2] / "toy_algorithm" / "mean_detector"
 

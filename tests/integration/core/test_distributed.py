@@ -16,12 +16,13 @@ import time
 
 import pytest
 import torch
-from helpers import assert_statistics_of, free_port, make_classification, write_csv
 from safetensors.torch import load_file
 
 from kfts.core import artifact
 from kfts.core.csvio import read_labeled_series
 from kfts.jobs.load import load_model
+
+from helpers import assert_statistics_of, free_port, make_classification, write_csv
 
 LOOPBACK = {"GLOO_SOCKET_IFNAME": "lo", "PYTHONUNBUFFERED": "1"}
 TINY = ["--filters", "4", "--depth", "3", "--batch-size", "16", "--epochs", "3", "--seed", "3", "--device", "cpu"]

@@ -7,10 +7,11 @@ from __future__ import annotations
 import os
 
 import pytest
-from helpers import run_cli, tiny_inception_time, write_csv
 
 from kfts.core import artifact
 from kfts.core.errors import InputError
+
+from helpers import run_cli, tiny_inception_time, write_csv
 
 
 @pytest.fixture(scope="module")

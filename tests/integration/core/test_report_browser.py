@@ -9,12 +9,13 @@ import subprocess
 
 import numpy as np
 import pytest
-from helpers import THRESHOLD, lstm_ad_like
 from matplotlib import image
 
 from kfts.core import report
 from kfts.core.metrics import classification_metrics, score_curves
 from kfts.core.report import classification_report
+
+from helpers import THRESHOLD, lstm_ad_like
 
 COUNT_IMAGES = """<script>
 window.addEventListener("load", () => {

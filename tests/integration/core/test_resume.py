@@ -16,11 +16,12 @@ import time
 import numpy as np
 import pytest
 import torch
-from helpers import make_classification, run_cli, write_csv
 from safetensors.torch import load_file
 
 from kfts.core import artifact
 from kfts.jobs.load import load_model
+
+from helpers import make_classification, run_cli, write_csv
 
 EPOCH = re.compile(r"^(?:member=(\d+) )?epoch=(\d+) ", re.MULTILINE)
 

@@ -12,13 +12,14 @@ import sys
 import textwrap
 
 import pytest
-from helpers import make_classification, run_cli, tiny_inception_time, write_csv
 from kfp.dsl import Dataset, Model
-from s3_server import BUCKET, S3Server
 
 from kfts.core import artifact, storage
 from kfts.jobs.promote import promote
 from kfts.kubeflow.components import deploy, fetch_model, promote_model, validate_csv
+
+from helpers import make_classification, run_cli, tiny_inception_time, write_csv
+from s3_server import BUCKET, S3Server
 
 
 @pytest.fixture(scope="module")

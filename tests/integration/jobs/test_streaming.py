@@ -10,11 +10,12 @@ import time
 
 import numpy as np
 import pytest
-from helpers import predictions_csv, tiny_inception_time, tiny_lstm_ad
 
 from kfts.core import csvio
 from kfts.core.errors import InputError
 from kfts.jobs import predict
+
+from helpers import predictions_csv, tiny_inception_time, tiny_lstm_ad
 
 
 @pytest.fixture(scope="module")

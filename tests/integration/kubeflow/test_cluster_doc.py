@@ -11,6 +11,7 @@ import sys
 
 import pytest
 import yaml
+
 from helpers import ROOT, make_classification, write_csv
 from s3_server import S3Server
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 import pytest
+
 from helpers import make_classification, run_cli, write_csv
 
 

@@ -9,9 +9,10 @@ import re
 from pathlib import Path
 
 import numpy as np
-from helpers import make_classification, run_cli, write_csv
 
 from kfts.jobs.load import load_model
+
+from helpers import make_classification, run_cli, write_csv
 
 
 def _outputs(stdout: str) -> dict[str, Path]:

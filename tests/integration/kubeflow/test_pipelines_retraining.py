@@ -9,12 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import make_classification, run_cli, write_csv
 
 from kfts.algorithms.inception_time.estimator import InceptionTime, Params
-from kfts.cli.pipeline import run_local
 from kfts.core.artifact import read_manifest
 from kfts.core.csvio import LabeledSeries
+from kfts.kubeflow.local_run import run_local
+
+from helpers import make_classification, run_cli, write_csv
 
 TINY = {"filters": 4, "depth": 3, "models": 1, "batch_size": 16}
 

@@ -7,12 +7,12 @@ from __future__ import annotations
 import re
 import shutil
 
-from kube_standin import KubeStandIn
-
 from kfts.kubeflow import kube
 from kfts.kubeflow.trainjob import (
     WORK,
 )
+
+from kube_standin import KubeStandIn
 
 CRDS = {"TrainJob": "trainer-trainjob-crd.yaml", "ClusterTrainingRuntime": "trainer-clustertrainingruntime-crd.yaml"}
 DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")  # the TrainJob CRD's CEL rule on metadata.name

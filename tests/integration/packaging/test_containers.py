@@ -12,10 +12,11 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
-from helpers import make_classification, run_cli, write_csv
 
-from kfts.cli.pipeline import container_runner, run_local
 from kfts.core.artifact import read_manifest
+from kfts.kubeflow.local_run import container_runner, run_local
+
+from helpers import make_classification, run_cli, write_csv
 
 TINY_INCEPTION = ["--filters", "4", "--depth", "3", "--models", "2", "--epochs", "2"]
 TINY_LSTM = ["--hidden-size", "8", "--num-layers", "1", "--sequence-length", "10", "--epochs", "2"]

@@ -24,9 +24,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from helpers import ROOT, free_port, make_classification, wait_ready, write_csv
 
 from kfts.cli import sample_data
+
+from helpers import ROOT, free_port, make_classification, wait_ready, write_csv
 
 ADDON = ROOT / "addons" / "kfts-cpu-kernels"
 

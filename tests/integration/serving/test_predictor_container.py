@@ -9,10 +9,11 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-from client_matrix import MODES, Expected, Target, check
-from helpers import free_port, tiny_inception_time, tiny_lstm_ad, wait_ready
 
 from kfts.cli import sample_data
+
+from client_matrix import MODES, Expected, Target, check
+from helpers import free_port, tiny_inception_time, tiny_lstm_ad, wait_ready
 
 NAME = "kfts-model"
 

@@ -9,10 +9,11 @@ import time
 import numpy as np
 import orjson
 import pytest
-from helpers import free_port, tiny_inception_time, write_csv
 
 from kfts.core import csvio
 from kfts.core.errors import InputError
+
+from helpers import free_port, tiny_inception_time, write_csv
 
 
 def test_csv_bytes_read_like_a_file(tmp_path):
@@ -29,7 +30,7 @@ def test_csv_bytes_read_like_a_file(tmp_path):
 
 
 def test_batcher_joins_concurrent_requests_and_splits_answers():
-    from kfts.serving.model import Batcher, Worker
+    from kfts.serving.batching import Batcher, Worker
     calls = []
 
     def double(rows):
@@ -50,7 +51,7 @@ def test_batcher_joins_concurrent_requests_and_splits_answers():
 
 
 def test_batcher_failure_reaches_every_waiter_and_the_next_batch_runs():
-    from kfts.serving.model import Batcher, Worker
+    from kfts.serving.batching import Batcher, Worker
     fail = [True]
 
     def fn(rows):
@@ -171,7 +172,7 @@ def test_a_body_without_length_holds_the_largest_size_until_read_then_its_own(ca
 
 def test_the_model_queue_is_bounded():
     from kfts.serving.admission import Overloaded
-    from kfts.serving.model import Worker
+    from kfts.serving.batching import Worker
 
     async def run():
         worker = Worker("test-bounded", max_waiting=2)
@@ -187,9 +188,9 @@ def test_the_model_queue_is_bounded():
 
 
 def test_client_values_and_ids_are_cut_in_answers_and_logs(caplog):
-    from kfts.serving.model import _matrix
+    from kfts.serving.decoding import matrix
     with pytest.raises(InputError) as e:
-        _matrix([[1.0, "x" * 100_000]], "instances")
+        matrix([[1.0, "x" * 100_000]], "instances")
     assert len(str(e.value)) < 300 and "xxx..." in str(e.value)
     with caplog.at_level(logging.WARNING, logger="kfts.serving"):
         status, headers, _, _ = guard_call([b"x" * 11], {"x-request-id": "i" * 100_000})
@@ -273,9 +274,9 @@ def test_client_errors_leave_uvicorns_access_line_out():
 def test_json_rows_errors_name_the_row_and_column():
     from kserve.errors import InvalidInput
 
-    from kfts.serving.model import _matrix
-    np.testing.assert_array_equal(_matrix([[1, 2.5], [3, 4]], "instances"), [[1, 2.5], [3, 4]])
-    np.testing.assert_array_equal(_matrix([1, 2], "instances", univariate=True), [[1], [2]])
+    from kfts.serving.decoding import matrix
+    np.testing.assert_array_equal(matrix([[1, 2.5], [3, 4]], "instances"), [[1, 2.5], [3, 4]])
+    np.testing.assert_array_equal(matrix([1, 2], "instances", univariate=True), [[1], [2]])
     for rows, message in [
         ([[1, 2], [3]], "instances: row 2: has 1 values, the rows above have 2"),
         ([[1, 2], [3, "4"]], "instances: row 2, column 2: '4' is not a number"),
@@ -286,7 +287,7 @@ def test_json_rows_errors_name_the_row_and_column():
         ([[1, 2], [float("nan"), 1]], "instances: row 2, column 1: nan is not allowed"),
     ]:
         with pytest.raises(InputError) as e:
-            _matrix(rows, "instances")
+            matrix(rows, "instances")
         assert str(e.value).startswith(message)
     for rows, message in [  # one series: bare numbers are rows of one value
         ([1, True], "instances: row 2, column 1: True is not a number"),
@@ -294,11 +295,11 @@ def test_json_rows_errors_name_the_row_and_column():
         ([[1], 2, [3, 4]], "instances: row 3: has 2 values, the rows above have 1"),
     ]:
         with pytest.raises(InputError) as e:
-            _matrix(rows, "instances", univariate=True)
+            matrix(rows, "instances", univariate=True)
         assert str(e.value).startswith(message)
     for rows, message in [([], "the list is empty"), ({"a": 1}, "expected a list of rows")]:
         with pytest.raises(InvalidInput, match=message):
-            _matrix(rows, "instances")
+            matrix(rows, "instances")
 
 
 # -- the device a model is served on (kfts serve --device); no GPU here, so CUDA is pretended where needed ------------

@@ -15,9 +15,10 @@ from pathlib import Path
 import httpx
 import numpy as np
 import orjson
-from helpers import LENGTH, NAME, Server, predictions_csv, v2_body
 
 from kfts.jobs.load import load_model
+
+from helpers import LENGTH, NAME, Server, predictions_csv, v2_body
 
 MAX_PAYLOAD_MB = 1
 GOOD_KINDS = ("v1 json", "v2 rest", "csv")

@@ -11,6 +11,7 @@ import grpc
 import numpy as np
 import orjson
 import pytest
+
 from client_matrix import MODES, Expected, check
 from helpers import LENGTH, NAME, Server, raw_http, v2_body, v2_outputs
 

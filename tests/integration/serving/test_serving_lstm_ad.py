@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from client_matrix import MODES, Expected, check
 from helpers import Server, tiny_lstm_ad, v2_body
 

@@ -24,6 +24,7 @@ import grpc
 import httpx
 import numpy as np
 import orjson
+
 from helpers import Server, tiny_lstm_ad
 
 NAME = "detector"

@@ -15,10 +15,11 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from helpers import LENGTH, NAME, Server
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
 from prometheus_client.parser import text_string_to_metric_families
+
+from helpers import LENGTH, NAME, Server
 
 ROUNDS = 6
 

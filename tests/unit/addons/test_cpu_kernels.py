@@ -7,8 +7,6 @@ import copy
 
 import pytest
 import torch
-from kfts_cpu_kernels import ops
-from kfts_cpu_kernels.inception_time import Layers, applies
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from kfts.algorithms.inception_time import network
@@ -17,6 +15,8 @@ from kfts.algorithms.inception_time.network import (
     TorchLayers,
     concatenate,
 )
+from kfts_cpu_kernels import ops
+from kfts_cpu_kernels.inception_time import Layers, applies
 
 LAYERS = Layers(TorchLayers())  # the add-on's layers on kfts's own, as kfts's hook builds them
 

@@ -7,12 +7,13 @@ from __future__ import annotations
 import dataclasses
 
 import torch
-from helpers import make_classification
 
 from kfts.algorithms.inception_time.ensemble import combine_members
 from kfts.algorithms.inception_time.estimator import InceptionTime, Params
 from kfts.core.csvio import LabeledSeries
 from kfts.jobs.load import load_model
+
+from helpers import make_classification
 
 
 def test_members_trained_alone_make_the_ensemble_one_process_trains(tmp_path):

@@ -10,13 +10,6 @@ import sys
 import numpy as np
 import pytest
 import torch
-from helpers import (
-    assert_statistics_of,
-    make_classification,
-    predictions_csv,
-    run_cli,
-    write_csv,
-)
 
 from kfts.algorithms.inception_time import batch_norm
 from kfts.algorithms.inception_time.estimator import InceptionTime, Params, fit_warnings
@@ -35,6 +28,14 @@ from kfts.core.errors import InputError
 from kfts.core.training import MetricLog, cpu_count, resolve_device, resolve_precision
 from kfts.jobs.load import load_model
 from kfts.jobs.model_info import describe_model
+
+from helpers import (
+    assert_statistics_of,
+    make_classification,
+    predictions_csv,
+    run_cli,
+    write_csv,
+)
 
 TINY = dict(filters=4, depth=3, models=2, epochs=3, batch_size=16)
 

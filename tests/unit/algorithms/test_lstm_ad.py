@@ -10,7 +10,6 @@ import numpy as np
 import orjson
 import pytest
 import torch
-from helpers import predictions_csv, run_cli, write_csv
 from scipy import stats
 
 from kfts.algorithms.lstm_ad.estimator import LstmAD, Params, fit_gaussian, log_density
@@ -25,6 +24,8 @@ from kfts.cli import main
 from kfts.core import training
 from kfts.core.errors import InputError
 from kfts.jobs.load import load_model
+
+from helpers import predictions_csv, run_cli, write_csv
 
 TINY = dict(num_layers=2, sequence_length=10, hidden_size=8, dropout=0.1, batch_size=16)
 PAPER = dict(TINY, scoring="paper", prediction_length=4)  # the first score at row 10 + 4 - 1 = 13

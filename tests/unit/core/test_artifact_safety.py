@@ -13,13 +13,6 @@ import sys
 import numpy as np
 import pytest
 import torch
-from helpers import (
-    make_classification,
-    run_cli,
-    tiny_inception_time,
-    tiny_lstm_ad,
-    write_csv,
-)
 from safetensors.torch import load_file, save_file
 
 from kfts import cli
@@ -28,6 +21,14 @@ from kfts.core.errors import InputError
 from kfts.core.training import CHECKPOINT, Checkpoints
 from kfts.jobs.load import load_model
 from kfts.jobs.validate import read_manifest
+
+from helpers import (
+    make_classification,
+    run_cli,
+    tiny_inception_time,
+    tiny_lstm_ad,
+    write_csv,
+)
 
 
 class Planted:
@@ -304,7 +305,7 @@ LOAD_AND_MEASURE = """
 import os, resource, sys
 resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))  # without the check, a failed allocation, not a machine out of memory
 import kfts.algorithms.inception_time.estimator, kfts.core.artifact  # torch and the rest, imported before measuring
-from kfts.algorithms import load_model
+from kfts.jobs.load import load_model
 from kfts.core.errors import InputError
 def resident(): return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 base = resident()

@@ -7,10 +7,11 @@ import sys
 
 import numpy as np
 import pytest
-from helpers import make_classification, run_cli, tiny_inception_time, write_csv
 
 from kfts.core import csvio
 from kfts.core.errors import InputError
+
+from helpers import make_classification, run_cli, tiny_inception_time, write_csv
 
 
 def write(tmp_path, data: bytes | str, name: str = "f.csv"):

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import tiny_inception_time, tiny_lstm_ad
 
 from kfts.core.training import MAX_STANDARD_SCORE, standardize
+
+from helpers import tiny_inception_time, tiny_lstm_ad
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 

@@ -5,10 +5,11 @@ tests/integration/core/test_report_browser.py)."""
 from __future__ import annotations
 
 import numpy as np
-from helpers import THRESHOLD, lstm_ad_like
 
 from kfts.core import report
 from kfts.core.metrics import score_curves
+
+from helpers import THRESHOLD, lstm_ad_like
 
 
 def test_the_overview_score_axis_shows_the_threshold_and_the_bulk_not_the_deep_anomaly():

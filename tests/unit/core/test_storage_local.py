@@ -13,9 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import run_cli, tiny_inception_time, write_csv
 
 from kfts.core import artifact
+
+from helpers import run_cli, tiny_inception_time, write_csv
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import make_classification, write_csv
 from kfp.dsl import (
     HTML,
     Artifact,
@@ -28,6 +27,8 @@ from kfts.core.metrics import (
 )
 from kfts.jobs.evaluate import flag_confusion_matrix, log_classification
 from kfts.kubeflow.components import evaluate
+
+from helpers import make_classification, write_csv
 
 
 def _outputs(tmp_path):

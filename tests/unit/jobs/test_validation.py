@@ -7,10 +7,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers import run_cli, write_csv
 
 from kfts.core.errors import InputError
 from kfts.jobs import validate as validation
+
+from helpers import run_cli, write_csv
 
 
 def labeled(path, rows, length, classes=("a", "b")):

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
-from helpers import make_classification, predictions_csv, write_csv
 
 from kfts.algorithms.inception_time.ensemble import combine_members
 from kfts.algorithms.inception_time.estimator import InceptionTime, Params
@@ -17,7 +17,9 @@ from kfts.algorithms.inception_time.network import split_members
 from kfts.core.csvio import LabeledSeries
 from kfts.core.errors import InputError
 from kfts.jobs.load import load_model
-from kfts.kubeflow import images
+from kfts.kubeflow import components, images
+
+from helpers import ROOT, make_classification, predictions_csv, write_csv
 
 TINY = Params(filters=4, depth=3, models=1, epochs=2, batch_size=16, ensemble="sequential")
 
@@ -123,11 +125,24 @@ def test_components_have_typed_artifacts_and_the_configured_image(monkeypatch):
                                                         "deploy")}
 
 
+def test_committed_component_specs_are_what_make_compile_writes(tmp_path):
+    """components/ holds every component's spec, as `make compile` writes it, and nothing else."""
+    env = {k: v for k, v in os.environ.items() if k != "KFTS_IMAGE"}  # the committed files use the default
+    subprocess.run([sys.executable, "-m", "kfts", "pipeline", "compile", "--output-dir", str(tmp_path / "p"),
+                    "--components-dir", str(tmp_path / "c")], check=True, env=env, capture_output=True,
+                   timeout=600)
+    written = {p.name: p.read_text() for p in (tmp_path / "c").iterdir()}
+    committed = {p.name: p.read_text() for p in (ROOT / "components").glob("*.yaml")}
+    assert sorted(written) == sorted(f"{name}.yaml" for name in components.STEPS)
+    stale = sorted(set(written) ^ set(committed) | {n for n in written if written[n] != committed.get(n)})
+    assert not stale, f"components/ is stale: run `make compile` ({', '.join(stale)})"
+
+
 COMPILED_IMAGES = """
 import json, pathlib, sys, tempfile
 import yaml
 from kfp import compiler
-from kfts import components
+from kfts.kubeflow import components
 images = {}
 with tempfile.TemporaryDirectory() as tmp:
     for name in ("validate_csv", "train", "evaluate", "batch_predict", "deploy"):

@@ -14,8 +14,6 @@ import kserve.models
 import kubernetes.client.models
 import pytest
 import yaml
-from helpers import ROOT, crd_validator, run_cli
-from kube_standin import PATH, KServe, KubeStandIn
 
 from kfts.cli import main
 from kfts.core.errors import InputError
@@ -29,6 +27,9 @@ from kfts.kubeflow.deploy import (
     render_serving_runtime,
     s3_annotations,
 )
+
+from helpers import ROOT, crd_validator, run_cli
+from kube_standin import PATH, KServe, KubeStandIn
 
 CRDS = {"InferenceService": ("kserve-inferenceservice-crd.yaml", "v1beta1", "V1beta1InferenceService"),
         "ServingRuntime": ("kserve-servingruntime-crd.yaml", "v1alpha1", "V1alpha1ServingRuntime"),

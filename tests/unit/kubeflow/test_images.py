@@ -4,6 +4,7 @@ import re
 
 import pytest
 import yaml
+
 from helpers import ROOT
 
 DOCKERFILES = sorted((ROOT / "images").glob("*Dockerfile"))

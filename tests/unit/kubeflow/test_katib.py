@@ -26,11 +26,12 @@ import sys
 
 import pytest
 import yaml
-from helpers import make_classification, run_cli, write_csv
 
 from kfts.core.errors import InputError
 from kfts.core.training import metric_line
 from kfts.kubeflow.katib import render_experiment
+
+from helpers import make_classification, run_cli, write_csv
 
 
 def test_tune_renders_an_experiment_with_the_search_space(tmp_path):

@@ -10,10 +10,11 @@ import sys
 
 import pytest
 import yaml
-from helpers import ROOT
 
-from kfts.cli.pipeline import compile_pipeline, variants
+from kfts.kubeflow.compile import compile_pipeline, variants
 from kfts.kubeflow.pipelines.common import Cluster
+
+from helpers import ROOT
 
 
 def _documents(path):
@@ -159,7 +160,7 @@ def test_training_waits_for_every_input_checked_alone_and_together(name, fan_out
 
 
 def test_the_task_log_reports_each_task_by_its_display_name_with_its_error_and_container():
-    from kfts.cli.pipeline import TaskLog
+    from kfts.kubeflow.local_run import TaskLog
     lines = []
     tasks = TaskLog(lines.append, {"validate-csv-3": "validate test", "train": "train member"})
     for line in ["21:00:00.250 - INFO - Executing task \x1b[96m'validate-csv-3'\x1b[0m",
@@ -178,6 +179,44 @@ def test_the_task_log_reports_each_task_by_its_display_name_with_its_error_and_c
                  "21:00:09.000 - ERROR - Task 'train' finished with status FAILURE"]:
         tasks.feed(line)
     assert lines[-1] == "  RuntimeError: CUDA out of memory" and lines[-2].startswith("train member ")
+
+
+def test_a_task_container_that_failed_at_once_reports_its_exit_code_and_is_removed_after(capsys):
+    """--containers: kfp.local's own run_docker_container (kfp 2.17.0) starts a container with auto_remove, and
+    when it has left before the exit code is read, takes the NotFound for a success (kubeflow/pipelines#13332)."""
+    from types import SimpleNamespace
+
+    import docker
+
+    from kfts.kubeflow.kfp_local_patch import run_container
+    started = []
+
+    class Container:
+        short_id = "c0ffee"
+
+        def __init__(self, auto_remove):
+            self.auto_remove, self.removed = auto_remove, False
+
+        def logs(self, stream, follow=False):
+            return iter([b"error: t.csv: row 1: bad\n"])
+
+        def wait(self):
+            if self.auto_remove or self.removed:
+                raise docker.errors.NotFound("no such container")
+            return {"StatusCode": 2}
+
+        def remove(self, force=False):
+            self.removed = True
+
+    def run(auto_remove=False, **settings):
+        started.append(Container(auto_remove))
+        return started[-1]
+
+    client = SimpleNamespace(containers=SimpleNamespace(run=run), images=SimpleNamespace(
+        list=lambda: [SimpleNamespace(tags=["reg/kfts:1"], attrs={"RepoDigests": []})]))
+    assert run_container(client, "reg/kfts:1", ["kfts", "validate"], {}) == 2
+    assert started[0].removed
+    assert capsys.readouterr().out.splitlines() == ["in container c0ffee of reg/kfts:1", "error: t.csv: row 1: bad"]
 
 
 @pytest.mark.parametrize("name", ["inception-time", "lstm-ad", "retrain-lstm-ad"])

@@ -10,13 +10,14 @@ import re
 
 import pytest
 import yaml
-from helpers import ROOT
-from kube_standin import kserve_pod, trainer_pod
-from pod_security import hardening_violations, pod_specs, restricted_violations
 
 from kfts.kubeflow import podsecurity
 from kfts.kubeflow.deploy import render_inference_service, render_serving_runtime
 from kfts.kubeflow.trainjob import render_training_runtime, render_trainjob
+
+from helpers import ROOT
+from kube_standin import kserve_pod, trainer_pod
+from pod_security import hardening_violations, pod_specs, restricted_violations
 
 MODES = [None, "Standard", "Knative"]
 

@@ -9,8 +9,6 @@ import re
 
 import pytest
 import yaml
-from helpers import crd_validator, run_cli
-from kube_standin import KubeStandIn, trainer_pod
 
 from kfts.core.errors import InputError
 from kfts.kubeflow import kube
@@ -20,6 +18,9 @@ from kfts.kubeflow.trainjob import (
     render_trainjob,
     run_trainjob,
 )
+
+from helpers import crd_validator, run_cli
+from kube_standin import KubeStandIn, trainer_pod
 
 CRDS = {"TrainJob": "trainer-trainjob-crd.yaml", "ClusterTrainingRuntime": "trainer-clustertrainingruntime-crd.yaml"}
 DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")  # the TrainJob CRD's CEL rule on metadata.name

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from kfts.core.errors import InputError
-from kfts.core.csvio import LabeledSeries
 from kfts.algorithms.inception_time.estimator import InceptionTime
 from kfts.algorithms.inception_time.network import merge_members, split_members
+from kfts.core.csvio import LabeledSeries
+from kfts.core.errors import InputError
 
 
 def combine_members(members: dict[str, InceptionTime], *, train: LabeledSeries | None = None,

@@ -39,11 +39,15 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from kfts.core import artifact, training_loop
 from kfts.algorithms.inception_time import batch_norm
-from kfts.algorithms.inception_time.network import (InceptionNetworks, ensemble_probabilities, merge_members,
-                                                    split_members)
+from kfts.algorithms.inception_time.network import (
+    InceptionNetworks,
+    ensemble_probabilities,
+    merge_members,
+    split_members,
+)
 from kfts.algorithms.inception_time.params import InceptionTimeParams
+from kfts.core import artifact, training_loop
 from kfts.core.csvio import LabeledSeries
 from kfts.core.errors import InputError, check_fitted
 from kfts.core.training import MetricLog, autocast, resolve_device, resolve_precision, standardize

@@ -7,8 +7,8 @@ import io
 
 import numpy as np
 
-from kfts.core import csvio
 from kfts.algorithms.inception_time.estimator import INFERENCE_BATCH
+from kfts.core import csvio
 from kfts.core.rowblocks import checked, chunks
 
 

@@ -7,9 +7,9 @@ from typing import Iterator
 
 import numpy as np
 
+from kfts.algorithms.adapter import Adapter, chunks
 from kfts.algorithms.inception_time.estimator import INFERENCE_BATCH
 from kfts.core.errors import InputError
-from kfts.algorithms.adapter import Adapter, chunks
 
 
 class InceptionTimeAdapter(Adapter):

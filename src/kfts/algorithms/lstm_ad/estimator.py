@@ -42,9 +42,9 @@ from dataclasses import asdict
 import numpy as np
 import torch
 
-from kfts.core import artifact, training_loop
 from kfts.algorithms.lstm_ad.network import LstmReconstructor, cut_sequences, input_sequences, window_targets, windows
 from kfts.algorithms.lstm_ad.params import LstmADParams
+from kfts.core import artifact, training_loop
 from kfts.core.errors import InputError, check_fitted
 from kfts.core.training import MetricLog, resolve_device, resolve_precision, standardize
 from kfts.core.training_loop import Task, Trainer

@@ -10,8 +10,8 @@ from typing import Iterator
 
 import numpy as np
 
-from kfts.core.errors import InputError
 from kfts.algorithms.adapter import Adapter, chunks
+from kfts.core.errors import InputError
 
 
 def context_rows(value) -> int:

@@ -10,14 +10,16 @@ whose metadata says ``present: False``: KFP cannot pass "no artifact" between ta
 artifacts does not run under kfp.local.
 """
 
-from kfts.kubeflow.components.settings import IMAGE
-from kfts.kubeflow.components.validate_csv import check_inputs, validate_csv
-from kfts.kubeflow.components.train import train
-from kfts.kubeflow.components.train_on_trainjob import train_on_trainjob
-from kfts.kubeflow.components.evaluate import evaluate
 from kfts.kubeflow.components.batch_predict import batch_predict
 from kfts.kubeflow.components.deploy import deploy
+from kfts.kubeflow.components.evaluate import evaluate
 from kfts.kubeflow.components.models import choose_champion, combine_members, fetch_model, member_indices, promote_model
+from kfts.kubeflow.components.settings import IMAGE
+from kfts.kubeflow.components.train import train
+from kfts.kubeflow.components.train_on_trainjob import train_on_trainjob
+from kfts.kubeflow.components.validate_csv import check_inputs, validate_csv
 
-__all__ = ["IMAGE", "validate_csv", "check_inputs", "train", "train_on_trainjob", "evaluate", "batch_predict", "deploy", "fetch_model",
-           "combine_members", "member_indices", "choose_champion", "promote_model"]
+# the components, by their Python names (compile_components writes each as NAME.yaml)
+STEPS = ["validate_csv", "check_inputs", "train", "train_on_trainjob", "evaluate", "batch_predict", "deploy",
+         "fetch_model", "combine_members", "member_indices", "choose_champion", "promote_model"]
+__all__ = ["IMAGE", "STEPS", *STEPS]

@@ -11,12 +11,12 @@ def batch_predict(model: Input[Model], data: Input[Dataset], predictions: Output
                   device: str = "auto"):
     """options: the algorithm's predict options by name (inception-time {"probabilities": true}: add the
     averaged class probabilities; lstm-ad {"flag": true}: add the 0/1 anomaly column)."""
-    from kfts.jobs.load import load_model
     from kfts.algorithms import of
-    from kfts.core.errors import InputError
-    from kfts.jobs.predict import write_predictions
     from kfts.algorithms.adapter import boolean
+    from kfts.core.errors import InputError
     from kfts.core.training import use_cpu_share
+    from kfts.jobs.load import load_model
+    from kfts.jobs.predict import write_predictions
 
     use_cpu_share()
     try:

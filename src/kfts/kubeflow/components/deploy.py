@@ -31,10 +31,10 @@ def deploy(model: Input[Model], name: str, predictor_image: str = "", image_base
     import json
     import os
 
-    from kfts.kubeflow import kube
     from kfts.core import storage
-    from kfts.kubeflow.deploy import apply_inference_service, check_storage_secret, render_inference_service
     from kfts.core.errors import InputError
+    from kfts.kubeflow import kube
+    from kfts.kubeflow.deploy import apply_inference_service, check_storage_secret, render_inference_service
     from kfts.kubeflow.images import predictor_image as default_predictor_image
 
     namespace = namespace or kube.own_namespace()

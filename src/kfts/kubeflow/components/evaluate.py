@@ -34,8 +34,9 @@ def evaluate(model: Input[Model], data: Input[Dataset], metric: str, evaluation:
     import shutil
 
     from kfts.core.errors import InputError
-    from kfts.jobs.evaluate import evaluate as evaluate_model, headline, log_classification
     from kfts.core.training import metric_line, use_cpu_share
+    from kfts.jobs.evaluate import evaluate as evaluate_model
+    from kfts.jobs.evaluate import headline, log_classification
 
     use_cpu_share()
     names = {data.path: data.metadata.get("source", data.path), model.path: model.uri}

@@ -14,8 +14,8 @@ def fetch_model(uri: str, model: Output[Model]):
     version) into `model`, checking that it loads. An empty `uri` gives a placeholder (present=False): no
     previous model."""
     from kfts.core import artifact, storage
-    from kfts.jobs.load import load_model
     from kfts.core.errors import InputError
+    from kfts.jobs.load import load_model
 
     if not uri:
         mark_absent(model)

@@ -20,9 +20,10 @@ def train(algorithm: str, train_data: Input[Dataset], valid_data: Input[Dataset]
     import os
     import shutil
 
-    from kfts.jobs.train import make_params, train as train_model
     from kfts.core.errors import InputError
     from kfts.core.training import use_cpu_share
+    from kfts.jobs.train import make_params
+    from kfts.jobs.train import train as train_model
 
     use_cpu_share()
     checkpoint_dir = os.path.join(checkpoint_root, run_id, f"member-{member}") if checkpoint_root else None

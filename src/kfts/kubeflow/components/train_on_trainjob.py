@@ -25,10 +25,10 @@ def train_on_trainjob(algorithm: str, train_data: Input[Dataset], valid_data: In
     (named after the run) while it runs, and after a Failed one creates a fresh one, which resumes from that
     folder; a failed TrainJob fails the step with its reason.
     """
-    from kfts.kubeflow import kube
     from kfts.core import storage
     from kfts.core.artifact import read_manifest
     from kfts.core.errors import InputError
+    from kfts.kubeflow import kube
     from kfts.kubeflow.trainjob import render_trainjob, run_trainjob
 
     def uri(artifact) -> str:  # minio:// is KFP's name for its MinIO's S3 API

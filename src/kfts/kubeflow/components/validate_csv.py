@@ -17,10 +17,10 @@ def validate_csv(algorithm: str, uri: str, layout: str, data: Output[Dataset]):
     (kfts.jobs.validate.describe: rows, length or columns, classes), which check-inputs compares. An empty `uri` is an optional input that was not given: `data`
     becomes a placeholder with metadata present=False.
     """
-    from kfts.core import storage
-    from kfts.jobs import validate as validation
     from kfts.algorithms import spec
+    from kfts.core import storage
     from kfts.core.errors import InputError
+    from kfts.jobs import validate as validation
 
     if not uri:
         mark_absent(data)
@@ -45,8 +45,8 @@ def check_inputs(algorithm: str, train: Input[Dataset], valid: Input[Dataset], t
     series lengths or column counts equal to the training data's, label files with one label per row of the
     file they label, no class the training data lacks. test_name: what the pipeline calls `test` (the
     retraining pipeline's holdout data)."""
-    from kfts.jobs import validate as validation
     from kfts.core.errors import InputError
+    from kfts.jobs import validate as validation
 
     given = {"train": train, "valid": valid, test_name: test, test_name + validation.LABELS_SUFFIX: test_labels}
     # KFP metadata holds every number as a float: the counts back as integers, for messages that read right

@@ -9,9 +9,22 @@ from dataclasses import dataclass, field, replace
 
 from kfp import dsl, kubernetes
 
-from kfts.kubeflow.components import batch_predict, check_inputs, choose_champion, combine_members, deploy, evaluate, fetch_model, member_indices, promote_model, train, train_on_trainjob, validate_csv
-from kfts.kubeflow.deploy import GPU_TOLERATIONS
 from kfts.core.errors import InputError
+from kfts.kubeflow.components import (
+    batch_predict,
+    check_inputs,
+    choose_champion,
+    combine_members,
+    deploy,
+    evaluate,
+    fetch_model,
+    member_indices,
+    promote_model,
+    train,
+    train_on_trainjob,
+    validate_csv,
+)
+from kfts.kubeflow.deploy import GPU_TOLERATIONS
 from kfts.kubeflow.images import base_image, component_image
 from kfts.kubeflow.trainjob import CHECKPOINT_MOUNT
 

@@ -7,7 +7,17 @@ from kfp import dsl
 
 from kfts.algorithms.inception_time import InceptionTimeAlgorithm
 from kfts.kubeflow.components import combine_members, fetch_model, member_indices, train
-from kfts.kubeflow.pipelines.common import Cluster, Serving, after_training, for_run, images, place, resumable, train_step, validate_inputs
+from kfts.kubeflow.pipelines.common import (
+    Cluster,
+    Serving,
+    after_training,
+    for_run,
+    images,
+    place,
+    resumable,
+    train_step,
+    validate_inputs,
+)
 
 ALGORITHM = InceptionTimeAlgorithm.id
 

@@ -6,7 +6,15 @@ pipelines.common.for_run)."""
 from kfp import dsl
 
 from kfts.algorithms.lstm_ad import LstmADAlgorithm
-from kfts.kubeflow.pipelines.common import Cluster, Serving, after_training, for_run, images, train_step, validate_inputs
+from kfts.kubeflow.pipelines.common import (
+    Cluster,
+    Serving,
+    after_training,
+    for_run,
+    images,
+    train_step,
+    validate_inputs,
+)
 
 ALGORITHM = LstmADAlgorithm.id
 

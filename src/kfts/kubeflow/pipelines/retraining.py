@@ -17,8 +17,17 @@ from kfp import dsl
 
 from kfts.algorithms import spec
 from kfts.kubeflow.components import choose_champion, evaluate, fetch_model, promote_model
-from kfts.kubeflow.pipelines.common import Cluster, Serving, deploy_task, for_run, images, place, side_effect, train_step, validate_inputs
-
+from kfts.kubeflow.pipelines.common import (
+    Cluster,
+    Serving,
+    deploy_task,
+    for_run,
+    images,
+    place,
+    side_effect,
+    train_step,
+    validate_inputs,
+)
 
 
 def build(algorithm: str, cluster: Cluster | None = None):
