@@ -62,8 +62,8 @@ FAR_BELOW = 0.1
 
 
 def _adam(net: torch.nn.Module, lr: float) -> torch.optim.Adam:
-    # fused: one kernel per tensor where the default runs about ten ops each (measured 1.9 ms against 5.3 ms per
-    # step of the 5-network ensemble on a 2-core CPU); the same update
+    # fused: one kernel per tensor where the default runs about ten ops each; the same update (an epoch's time:
+    # benchmarks/REPORT.md, "Training speed (InceptionTime)")
     return torch.optim.Adam(net.parameters(), lr=lr, fused=True)
 
 

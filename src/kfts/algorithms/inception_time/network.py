@@ -17,8 +17,8 @@ network, or member after member, is then a choice of speed, not of model: `split
 `merge_members` move between the two without changing a single weight.
 
 Series are carried as [batch, channels, 1, time] in channels-last memory and convolved with 1 x k kernels:
-the same arithmetic as Conv1d, but it takes oneDNN's fast path on CPUs (measured 3x faster for the k=40
-convolutions, forward and backward, on a 2-core Xeon).
+the same arithmetic as Conv1d, but it takes oneDNN's fast path on CPUs, which Conv1d's long kernels miss
+(benchmarks/REPORT.md, "Training speed (InceptionTime)").
 
 Every module's max-pool and BatchNorm+ReLU run through LAYERS, the one place where an installed add-on takes
 over (see TorchLayers); without one they are torch's own ops.
@@ -191,8 +191,8 @@ def concatenate(pieces: list[torch.Tensor], members: int) -> torch.Tensor:
 
 class GlobalAveragePool(torch.autograd.Function):
     """The mean over time of [batch, channels, 1, time] -> [batch, channels, 1, 1], as avg_pool2d over the whole
-    length (not mean, whose bf16 CPU kernel first copies the whole input to fp32: 3x slower), with a backward
-    that writes the gradient once (the same values as avg_pool2d's, which zero-fills, then adds: 5x slower)."""
+    length (not mean, whose bf16 CPU kernel first copies the whole input to fp32), with a backward that writes
+    the gradient once (the same values as avg_pool2d's, which zero-fills the gradient, then adds to it)."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:
