@@ -78,6 +78,7 @@ print(total, read, scoring, formatting, peak)
 
 # -- detection ----------------------------------------------------------------------------------------------------
 
+
 def judged(model: LstmAD, test: np.ndarray, labels: np.ndarray, first: int) -> tuple[float, float]:
     """(ROC-AUC, VUS-PR) of the model's scores of test[first:]; NaN when those rows hold one class only."""
     scores, _ = model.score(test)
@@ -98,9 +99,12 @@ def fit(params: Params, train: np.ndarray) -> tuple[LstmAD, float]:
 
 def shared_series(modes: dict[str, Params]) -> list[str]:
     first = max(LstmAD(p).first_scored for p in modes.values())
-    lines = ["| data | train / test steps x series | " + " | ".join(f"{m} ROC-AUC / VUS-PR" for m in modes)
-             + " | TSB-AD LSTMAD | TSB-AD PCA | TSB-AD IForest | fit wall time |",
-             "|---|---|" + "---|" * len(modes) + "---|---|---|---|"]
+    lines = [
+        "| data | train / test steps x series | "
+        + " | ".join(f"{m} ROC-AUC / VUS-PR" for m in modes)
+        + " | TSB-AD LSTMAD | TSB-AD PCA | TSB-AD IForest | fit wall time |",
+        "|---|---|" + "---|" * len(modes) + "---|---|---|---|",
+    ]
     results = {m: [] for m in modes}
     for name, peers in BASELINES.items():
         folder = DATA / name
@@ -115,11 +119,21 @@ def shared_series(modes: dict[str, Params]) -> list[str]:
                 results[mode].append((roc, vus_pr))
             cells.append(f"{roc:.3f} / {vus_pr:.3f}")
             seconds.append(f"{took:.0f} s")
-        lines.append(f"| {name} | {len(train)} / {len(test)} x {train.shape[1]} | " + " | ".join(cells) + " | "
-                     + " | ".join(f"{roc:.3f} / {vus:.3f}" for roc, vus in peers) + f" | {' / '.join(seconds)} |")
+        lines.append(
+            f"| {name} | {len(train)} / {len(test)} x {train.shape[1]} | "
+            + " | ".join(cells)
+            + " | "
+            + " | ".join(f"{roc:.3f} / {vus:.3f}" for roc, vus in peers)
+            + f" | {' / '.join(seconds)} |"
+        )
     means = [np.mean(results[m], axis=0) for m in modes]
-    lines.append("| **mean of the 4 anomaly/ series** | | " + " | ".join(f"**{r:.3f} / {v:.3f}**" for r, v in means)
-                 + " | " + " | ".join(f"{r:.3f} / {v:.3f}" for r, v in PEER_MEANS) + " | |")
+    lines.append(
+        "| **mean of the 4 anomaly/ series** | | "
+        + " | ".join(f"**{r:.3f} / {v:.3f}**" for r, v in means)
+        + " | "
+        + " | ".join(f"{r:.3f} / {v:.3f}" for r, v in PEER_MEANS)
+        + " | |"
+    )
     return lines
 
 
@@ -128,6 +142,7 @@ def shared_series(modes: dict[str, Params]) -> list[str]:
 # cycle (or stretch) they spoil. They stand for the families of the real series the project meets (ECG
 # leads, valve or machine cycles, daily demand with weekly structure, related sensors), without being any
 # of them; and since nothing was fitted to the shared files, choosing on these keeps those honest tests.
+
 
 def _bumps(phase: np.ndarray, centers, widths, heights) -> np.ndarray:
     return sum(h * np.exp(-0.5 * ((phase - c) / w) ** 2) for c, w, h in zip(centers, widths, heights))
@@ -158,8 +173,13 @@ def pulses(n: int, rng, anomalies: int = 0):
         phase = np.arange(length) / length
         w = [0.03, 0.03, 0.04, 0.03, 0.05] if kind == "wide" else widths
         t_wave = -1 if kind == "inverted" else 1
-        out = np.stack([_bumps(phase, centers, w, lead1[:4] + [t_wave * lead1[4]]),
-                        _bumps(phase, centers, w, lead2[:4] + [t_wave * lead2[4]])], axis=1)
+        out = np.stack(
+            [
+                _bumps(phase, centers, w, lead1[:4] + [t_wave * lead1[4]]),
+                _bumps(phase, centers, w, lead2[:4] + [t_wave * lead2[4]]),
+            ],
+            axis=1,
+        )
         return out * (kind != "missing")
 
     values, labels = _cycles(n, rng, anomalies, (100, 4), ["early", "wide", "inverted", "missing"], beat)
@@ -170,14 +190,21 @@ def pulses(n: int, rng, anomalies: int = 0):
 def valve(n: int, rng, anomalies: int = 0):
     """Valve-like: cycles of about 125 steps, a ramp up, a rippled plateau, a fast drop, a rest; a cycle's
     plateau sags, is cut by a dip, ends early, or its ramp is slow."""
+
     def cycle(length, kind):
         up, top = int((0.35 if kind == "slow" else 0.15) * length), int((0.2 if kind == "short" else 0.45) * length)
-        out = np.concatenate([np.linspace(0, 1, up), 1 + 0.05 * np.sin(np.arange(top) / 3), np.linspace(1, 0, 8),
-                              np.zeros(max(1, length - up - top - 8))])
+        out = np.concatenate(
+            [
+                np.linspace(0, 1, up),
+                1 + 0.05 * np.sin(np.arange(top) / 3),
+                np.linspace(1, 0, 8),
+                np.zeros(max(1, length - up - top - 8)),
+            ]
+        )
         if kind == "sag":
-            out[up + top // 3:up + 2 * top // 3] -= 0.35
+            out[up + top // 3 : up + 2 * top // 3] -= 0.35
         if kind == "dip":
-            out[up + top // 2:up + top // 2 + 10] = 0.3
+            out[up + top // 2 : up + top // 2 + 10] = 0.3
         return out[:, None]
 
     values, labels = _cycles(n, rng, anomalies, (125, 3), ["sag", "dip", "short", "slow"], cycle)
@@ -245,20 +272,27 @@ def iforest(test: np.ndarray, labels: np.ndarray, first: int) -> tuple[float, fl
     """scikit-learn's IsolationForest on the windows of one period of the test part, each window's score
     given to its middle step (TSB-AD's IForest recipe): the reference the paper mode aims at."""
     from sklearn.ensemble import IsolationForest
+
     period = anomaly_metrics.estimate_period(test)
     windows = np.lib.stride_tricks.sliding_window_view(test, period, axis=0).reshape(len(test) - period + 1, -1)
     score = -IsolationForest(n_estimators=100, random_state=0).fit(windows).score_samples(windows)
     pad = (period - 1) // 2
     score = np.concatenate([np.full(pad, score[0]), score, np.full(len(test) - len(score) - pad, score[-1])])
     window = 2 * period
-    return (float(anomaly_metrics.skm.roc_auc_score(labels[first:], score[first:])),
-            anomaly_metrics.vus(labels[first:], score[first:], window)[1])
+    return (
+        float(anomaly_metrics.skm.roc_auc_score(labels[first:], score[first:])),
+        anomaly_metrics.vus(labels[first:], score[first:], window)[1],
+    )
 
 
 def generated_series(modes: dict[str, Params], seeds=(0,)) -> tuple[list[str], dict]:
     first = max(LstmAD(p).first_scored for p in modes.values())
-    lines = ["| generated series (test steps x series) | " + " | ".join(f"{m} ROC-AUC / VUS-PR" for m in modes)
-             + " | IsolationForest |", "|---|" + "---|" * (len(modes) + 1)]
+    lines = [
+        "| generated series (test steps x series) | "
+        + " | ".join(f"{m} ROC-AUC / VUS-PR" for m in modes)
+        + " | IsolationForest |",
+        "|---|" + "---|" * (len(modes) + 1),
+    ]
     results = {m: [] for m in [*modes, "iforest"]}
     for kind in GENERATED:
         for seed in seeds:
@@ -266,16 +300,21 @@ def generated_series(modes: dict[str, Params], seeds=(0,)) -> tuple[list[str], d
             cells = []
             for mode, params in modes.items():
                 results[mode].append(judged(fit(params, train)[0], test, labels, first))
-                cells.append("%.3f / %.3f" % results[mode][-1])
+                cells.append("{:.3f} / {:.3f}".format(*results[mode][-1]))
             results["iforest"].append(iforest(test, labels, first))
-            lines.append(f"| {kind} (seed {seed}, {len(test)} x {test.shape[1]}) | " + " | ".join(cells)
-                         + " | %.3f / %.3f |" % results["iforest"][-1])
+            lines.append(
+                f"| {kind} (seed {seed}, {len(test)} x {test.shape[1]}) | "
+                + " | ".join(cells)
+                + " | {:.3f} / {:.3f} |".format(*results["iforest"][-1])
+            )
     means = {m: np.mean(r, axis=0) for m, r in results.items()}
-    lines.append("| **mean** | " + " | ".join("**%.3f / %.3f**" % tuple(means[m]) for m in [*modes, "iforest"]) + " |")
+    cells = ["**{:.3f} / {:.3f}**".format(*means[m]) for m in [*modes, "iforest"]]
+    lines.append("| **mean** | " + " | ".join(cells) + " |")
     return lines, means
 
 
 # -- speed --------------------------------------------------------------------------------------------------------
+
 
 def generate(path: Path, steps: int, series: int = 8, seed: int = 0) -> None:
     """Noisy sines of different periods, one per column."""
@@ -287,8 +326,9 @@ def generate(path: Path, steps: int, series: int = 8, seed: int = 0) -> None:
         for first in range(0, steps, block):
             t = np.arange(first, min(first + block, steps))[:, None]
             values = np.sin(2 * np.pi * t / (20 + 7 * np.arange(series))) + 0.1 * rng.normal(size=(len(t), series))
-            writer.write_table(pa.table([pa.array(values[:, j].astype(np.float32)) for j in range(series)],
-                                        schema=schema))
+            writer.write_table(
+                pa.table([pa.array(values[:, j].astype(np.float32)) for j in range(series)], schema=schema)
+            )
 
 
 def speed(mode: str, params: Params, steps: int, quick: bool) -> str:
@@ -299,14 +339,20 @@ def speed(mode: str, params: Params, steps: int, quick: bool) -> str:
     # the mode's default architecture; prediction speed does not depend on how long it trained
     params = Params(**{**vars(params), "epochs": 1 if quick else 5})
     fit(params, read_series_columns(train_path))[0].save(model_dir)
-    out = subprocess.run([sys.executable, "-c", MEASURE, str(model_dir), str(input_path), str(output)],
-                         capture_output=True, text=True, check=True).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", MEASURE, str(model_dir), str(input_path), str(output)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     total, read, scoring, formatting, peak = map(float, out[-5:])
     # formatting is measured as predictions_csv minus a second score(): below 2 % of the scoring time
     # that difference is the scoring's own run-to-run noise, not a rate
     formatted = f"{steps / formatting:,.0f}" if formatting > 0.02 * scoring else "within the score's noise"
-    line = (f"| {mode} | {steps:,} | **{steps / total:,.0f}** ({total:.1f} s) | {steps / read:,.0f} "
-            f"| **{steps / scoring:,.0f}** ({scoring:.1f} s) | {formatted} | {peak / 1e6:.0f} MB |")
+    line = (
+        f"| {mode} | {steps:,} | **{steps / total:,.0f}** ({total:.1f} s) | {steps / read:,.0f} "
+        f"| **{steps / scoring:,.0f}** ({scoring:.1f} s) | {formatted} | {peak / 1e6:.0f} MB |"
+    )
     for path in (train_path, input_path, output):
         path.unlink()
     return line
@@ -315,26 +361,38 @@ def speed(mode: str, params: Params, steps: int, quick: bool) -> str:
 def section(quick: bool) -> str:
     modes = {m: Params(**{**vars(p), "epochs": 2}) for m, p in MODES.items()} if quick else MODES
     paper = MODES["paper"]
-    lines = ["## LSTM-AD detection and speed", "",
-             f"Each mode with its defaults ({'quick: 2 epochs' if quick else 'full budgets'}), seed 0, CPU. "
-             "seed: the reference product's (num-layers 2, sequence-length 50, hidden-size 128, dropout 0.1, lr 0.001, "
-             "batch 64, 100 epochs, error-fraction 0.2). paper: `--scoring paper` with sequence-length "
-             f"{paper.sequence_length}, prediction-length {paper.prediction_length}, hidden-size "
-             f"{paper.hidden_size}, {paper.epochs} epochs, the rest as seed. Both are judged on the rows from the "
-             f"paper mode's first score (row {LstmAD(paper).first_scored + 1}) on. Peers from BASELINES.md "
-             "(TSB-AD's LSTMAD: window 100-150, 50 epochs with early stopping). Fit wall time: seed / paper.", ""]
+    lines = [
+        "## LSTM-AD detection and speed",
+        "",
+        f"Each mode with its defaults ({'quick: 2 epochs' if quick else 'full budgets'}), seed 0, CPU. "
+        "seed: the reference product's (num-layers 2, sequence-length 50, hidden-size 128, dropout 0.1, lr 0.001, "
+        "batch 64, 100 epochs, error-fraction 0.2). paper: `--scoring paper` with sequence-length "
+        f"{paper.sequence_length}, prediction-length {paper.prediction_length}, hidden-size "
+        f"{paper.hidden_size}, {paper.epochs} epochs, the rest as seed. Both are judged on the rows from the "
+        f"paper mode's first score (row {LstmAD(paper).first_scored + 1}) on. Peers from BASELINES.md "
+        "(TSB-AD's LSTMAD: window 100-150, 50 epochs with early stopping). Fit wall time: seed / paper.",
+        "",
+    ]
     lines += shared_series(modes)
     table, _ = generated_series(modes)
-    lines += ["", "Generated series (benchmarks/anomaly.py `generated`: planted anomalies, labeled over the cycle "
-                  "they spoil), the same two models per series beside an IsolationForest on windows of one "
-                  "period:", ""] + table
-    lines += ["", "Prediction speed on generated 8-series CSVs, each mode's default architecture (seed: 2 x 128 "
-                  f"LSTM over sequences of 50; paper: 2 x {paper.hidden_size} LSTM over one window of "
-                  f"{paper.sequence_length} steps per time step, predicting {paper.prediction_length} ahead), "
-                  "time steps per second, imports excluded. `kfts predict --device cpu` end to end in a process "
-                  "of its own, then its parts on the data in memory:", "",
-              "| mode | time steps | **kfts predict** | read CSV | **score** | format CSV | peak memory above imports |",
-              "|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "Generated series (benchmarks/anomaly.py `generated`: planted anomalies, labeled over the cycle "
+        "they spoil), the same two models per series beside an IsolationForest on windows of one "
+        "period:",
+        "",
+    ] + table
+    lines += [
+        "",
+        "Prediction speed on generated 8-series CSVs, each mode's default architecture (seed: 2 x 128 "
+        f"LSTM over sequences of 50; paper: 2 x {paper.hidden_size} LSTM over one window of "
+        f"{paper.sequence_length} steps per time step, predicting {paper.prediction_length} ahead), "
+        "time steps per second, imports excluded. `kfts predict --device cpu` end to end in a process "
+        "of its own, then its parts on the data in memory:",
+        "",
+        "| mode | time steps | **kfts predict** | read CSV | **score** | format CSV | peak memory above imports |",
+        "|---|---|---|---|---|---|---|",
+    ]
     lines.append(speed("seed", MODES["seed"], 100_000 if quick else 1_000_000, quick))
     lines.append(speed("paper", paper, 10_000 if quick else 100_000, quick))
     return "\n".join(lines) + "\n"
@@ -342,9 +400,17 @@ def section(quick: bool) -> str:
 
 # -- choosing the paper mode's defaults ---------------------------------------------------------------------------
 
-SWEEP = [{}, {"prediction_length": 1}, {"prediction_length": 10}, {"prediction_length": 20},
-         {"prediction_length": 80}, {"sequence_length": 25}, {"sequence_length": 100}, {"hidden_size": 64},
-         {"epochs": 50}]
+SWEEP = [
+    {},
+    {"prediction_length": 1},
+    {"prediction_length": 10},
+    {"prediction_length": 20},
+    {"prediction_length": 80},
+    {"sequence_length": 25},
+    {"sequence_length": 100},
+    {"hidden_size": 64},
+    {"epochs": 50},
+]
 
 
 def sweep(base: dict, seeds) -> None:
@@ -354,8 +420,11 @@ def sweep(base: dict, seeds) -> None:
         params = Params(**{**base, **change, "scoring": "paper"})
         start = time.perf_counter()
         _, means = generated_series({"paper": params}, seeds)
-        print(f"{change or 'base'}: ROC-AUC {means['paper'][0]:.3f} VUS-PR {means['paper'][1]:.3f} "
-              f"({time.perf_counter() - start:.0f} s)", flush=True)
+        print(
+            f"{change or 'base'}: ROC-AUC {means['paper'][0]:.3f} VUS-PR {means['paper'][1]:.3f} "
+            f"({time.perf_counter() - start:.0f} s)",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

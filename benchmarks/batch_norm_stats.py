@@ -26,18 +26,23 @@ QUICK_SET = "ItalyPowerDemand"  # the smallest series: --quick checks the sectio
 def section(quick: bool) -> str:
     params = Params(batch_norm_stats="running", **({"epochs": 2, "models": 2} if quick else {}))
     names = [QUICK_SET] if quick else sorted(reference())
-    lines = ["## InceptionTime: running BatchNorm averages against precise statistics", "",
-             f"Seed defaults ({_settings(params)}), seeds {', '.join(map(str, SEEDS))}, CPU. Each fit is scored "
-             "on the test series twice: with the running averages training kept, and after recomputing the "
-             "statistics for the same weights over the training series (what a default fit now does, "
-             "`--batch-norm-stats precise`). Accuracy: mean ± standard deviation over the seeds; the difference "
-             "in test series is the mean of precise minus running, in series of the test set. The statistics "
-             "pass is timed beside an epoch (the fit's wall time over its epochs): recomputing the statistics "
-             "before every epoch's validation would add that fraction to training, so the per-epoch "
-             "validation figures keep the running averages and the log says so.", "",
-             "| data | train x length | test series | train accuracy, running | train accuracy, precise "
-             "| test accuracy, running | test accuracy, precise | difference (test series) "
-             "| statistics pass / epoch |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "## InceptionTime: running BatchNorm averages against precise statistics",
+        "",
+        f"Seed defaults ({_settings(params)}), seeds {', '.join(map(str, SEEDS))}, CPU. Each fit is scored "
+        "on the test series twice: with the running averages training kept, and after recomputing the "
+        "statistics for the same weights over the training series (what a default fit now does, "
+        "`--batch-norm-stats precise`). Accuracy: mean ± standard deviation over the seeds; the difference "
+        "in test series is the mean of precise minus running, in series of the test set. The statistics "
+        "pass is timed beside an epoch (the fit's wall time over its epochs): recomputing the statistics "
+        "before every epoch's validation would add that fraction to training, so the per-epoch "
+        "validation figures keep the running averages and the log says so.",
+        "",
+        "| data | train x length | test series | train accuracy, running | train accuracy, precise "
+        "| test accuracy, running | test accuracy, precise | difference (test series) "
+        "| statistics pass / epoch |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     differences, costs = {}, []
     for name in names:
         runs = [_scored_both_ways(name, params, seed) for seed in SEEDS]
@@ -45,14 +50,21 @@ def section(quick: bool) -> str:
         differences[name] = statistics.mean(r["precise"] - r["running"] for r in runs) * test_series
         set_costs = [r["pass_seconds"] / r["epoch_seconds"] for r in runs]
         costs += set_costs
-        lines.append(_row(
-            f"| {name} | {runs[0]['shape']} | {test_series} | {_spread(runs, 'train_running')} "
-            f"| {_spread(runs, 'train_precise')} | {_spread(runs, 'running')} | {_spread(runs, 'precise')} "
-            f"| {differences[name]:+.1f} | {statistics.mean(set_costs):.2f} |"))
+        lines.append(
+            _row(
+                f"| {name} | {runs[0]['shape']} | {test_series} | {_spread(runs, 'train_running')} "
+                f"| {_spread(runs, 'train_precise')} | {_spread(runs, 'running')} | {_spread(runs, 'precise')} "
+                f"| {differences[name]:+.1f} | {statistics.mean(set_costs):.2f} |"
+            )
+        )
     worst = min(differences, key=differences.get)
-    lines += ["", f"Worst set for precise statistics: {worst}, {differences[worst]:+.1f} test series on the 3-seed "
-              f"mean. The statistics pass costs {statistics.mean(costs):.2f} epochs of training on average "
-              f"(range {min(costs):.2f}-{max(costs):.2f}), once per fit.", ""]
+    lines += [
+        "",
+        f"Worst set for precise statistics: {worst}, {differences[worst]:+.1f} test series on the 3-seed "
+        f"mean. The statistics pass costs {statistics.mean(costs):.2f} epochs of training on average "
+        f"(range {min(costs):.2f}-{max(costs):.2f}), once per fit.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -69,9 +81,14 @@ def _scored_both_ways(name: str, params: Params, seed: int) -> dict:
     scores = {"running": accuracy(test), "train_running": accuracy(train)}
     start = time.perf_counter()
     batch_norm.recompute(model.network, model._tensor(train.values), model.device_)
-    scores.update(pass_seconds=time.perf_counter() - start, epoch_seconds=fit_seconds / params.epochs,
-                  precise=accuracy(test), train_precise=accuracy(train), test_series=len(test.labels),
-                  shape=f"{len(train.labels)} x {train.values.shape[1]}")
+    scores.update(
+        pass_seconds=time.perf_counter() - start,
+        epoch_seconds=fit_seconds / params.epochs,
+        precise=accuracy(test),
+        train_precise=accuracy(train),
+        test_series=len(test.labels),
+        shape=f"{len(train.labels)} x {train.values.shape[1]}",
+    )
     return scores
 
 

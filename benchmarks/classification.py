@@ -45,16 +45,26 @@ def seed_section(quick: bool) -> str:
     seed_dir = DATA / "seed-samples" / "inception_time"
     # KFTS_BENCH_EPOCHS: a smaller budget where the 100 default epochs do not fit (the table says which ran)
     params = Params(epochs=2, models=2) if quick else Params(epochs=int(os.environ.get("KFTS_BENCH_EPOCHS", 100)))
-    accuracy, seconds, model = fit_and_score(seed_dir / "train.csv", _join_labels(seed_dir), params,
-                                             valid_path=seed_dir / "valid.csv")
-    return "\n".join([
-        "## InceptionTime on the reference product's sample (seed-samples/inception_time)", "",
-        f"Hyperparameters: {_settings(params)}; seed 0; CPU. Train 700 x 100 (3 classes), valid 150, test 150.", "",
-        "| | test accuracy | fit wall time |", "|---|---|---|",
-        _row(f"| kfts | {accuracy:.3f} ({round(accuracy * 150)}/150) | {seconds:.0f} s |"),
-        "| the reference product's own predictions | 0.940 (141/150) | – |",
-        "| aeon 1.6 InceptionTimeClassifier, 5 networks, 100 epochs (BASELINES.md, another machine) | 1.000 | 859 s |",
-        "", f"Final training line: `{_final(model)}`", ""])
+    accuracy, seconds, model = fit_and_score(
+        seed_dir / "train.csv", _join_labels(seed_dir), params, valid_path=seed_dir / "valid.csv"
+    )
+    return "\n".join(
+        [
+            "## InceptionTime on the reference product's sample (seed-samples/inception_time)",
+            "",
+            f"Hyperparameters: {_settings(params)}; seed 0; CPU. Train 700 x 100 (3 classes), valid 150, test 150.",
+            "",
+            "| | test accuracy | fit wall time |",
+            "|---|---|---|",
+            _row(f"| kfts | {accuracy:.3f} ({round(accuracy * 150)}/150) | {seconds:.0f} s |"),
+            "| the reference product's own predictions | 0.940 (141/150) | – |",
+            "| aeon 1.6 InceptionTimeClassifier, 5 networks, 100 epochs (BASELINES.md, another machine) "
+            "| 1.000 | 859 s |",
+            "",
+            f"Final training line: `{_final(model)}`",
+            "",
+        ]
+    )
 
 
 def ucr_section(quick: bool) -> str:
@@ -62,26 +72,42 @@ def ucr_section(quick: bool) -> str:
     small ones."""
     refs = reference()
     params = Params(epochs=2, models=2) if quick else Params()
-    lines = ["## InceptionTime on the UCR sets", "",
-             f"Seed defaults ({_settings(params)}), seed 0, CPU, beside published test accuracy "
-             "(../shared/data/ucr/reference_accuracy.csv).", "",
-             "| data | train x length | kfts | InceptionTime paper (5 networks, 1500 epochs) | ROCKET | HIVE-COTE 2 "
-             "| fit wall time |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "## InceptionTime on the UCR sets",
+        "",
+        f"Seed defaults ({_settings(params)}), seed 0, CPU, beside published test accuracy "
+        "(../shared/data/ucr/reference_accuracy.csv).",
+        "",
+        "| data | train x length | kfts | InceptionTime paper (5 networks, 1500 epochs) | ROCKET | HIVE-COTE 2 "
+        "| fit wall time |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name in sorted(refs):
         ref = refs[name]
-        accuracy, seconds, _ = fit_and_score(UCR / name / f"{name}_train.csv", UCR / name / f"{name}_test.csv",
-                                             params)
-        lines.append(_row(f"| {name} | {ref['n_train']} x {ref['length']} | {accuracy:.3f} | "
-                          f"{float(ref['inceptiontime_paper']):.3f} | {float(ref['rocket_mean10']):.3f} | "
-                          f"{float(ref['hivecote2']):.3f} | {seconds:.0f} s |"))
+        accuracy, seconds, _ = fit_and_score(UCR / name / f"{name}_train.csv", UCR / name / f"{name}_test.csv", params)
+        lines.append(
+            _row(
+                f"| {name} | {ref['n_train']} x {ref['length']} | {accuracy:.3f} | "
+                f"{float(ref['inceptiontime_paper']):.3f} | {float(ref['rocket_mean10']):.3f} | "
+                f"{float(ref['hivecote2']):.3f} | {seconds:.0f} s |"
+            )
+        )
     plateau = Params(models=1, epochs=3 if quick else 1500, schedule="plateau")
-    lines += ["", f"Paper protocol for one network ({_settings(plateau)}), seed 0:", "",
-              "| data | kfts, 1 network | paper, mean of 5 single networks | fit wall time |", "|---|---|---|---|"]
+    lines += [
+        "",
+        f"Paper protocol for one network ({_settings(plateau)}), seed 0:",
+        "",
+        "| data | kfts, 1 network | paper, mean of 5 single networks | fit wall time |",
+        "|---|---|---|---|",
+    ]
     for name in PAPER_PROTOCOL_SETS[:1] if quick else PAPER_PROTOCOL_SETS:
-        accuracy, seconds, _ = fit_and_score(UCR / name / f"{name}_train.csv", UCR / name / f"{name}_test.csv",
-                                             plateau)
-        lines.append(_row(f"| {name} | {accuracy:.3f} | {float(refs[name]['inception_single_network_mean5']):.3f} "
-                          f"| {seconds:.0f} s |"))
+        accuracy, seconds, _ = fit_and_score(UCR / name / f"{name}_train.csv", UCR / name / f"{name}_test.csv", plateau)
+        lines.append(
+            _row(
+                f"| {name} | {accuracy:.3f} | {float(refs[name]['inception_single_network_mean5']):.3f} "
+                f"| {seconds:.0f} s |"
+            )
+        )
     return "\n".join(lines) + "\n"
 
 

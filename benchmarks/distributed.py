@@ -28,19 +28,54 @@ ENV = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "PYTHONUNBUFFERED": "1"}
 
 def section(quick: bool) -> str:
     from safetensors.torch import load_file
+
     WORK.mkdir(parents=True, exist_ok=True)
     members, epochs = (2, 3) if quick else (4, 10)
-    train = ["-m", "kfts", "train", "inception-time", "--train", str(SEED / "inception_time" / "train.csv"),
-             "--models", str(members), "--epochs", str(epochs), "--seed", "0", "--device", "cpu"]
+    train = [
+        "-m",
+        "kfts",
+        "train",
+        "inception-time",
+        "--train",
+        str(SEED / "inception_time" / "train.csv"),
+        "--models",
+        str(members),
+        "--epochs",
+        str(epochs),
+        "--seed",
+        "0",
+        "--device",
+        "cpu",
+    ]
     runs = {
         "one process, all cores (sequential)": [sys.executable, *train, "--ensemble", "sequential"],
-        "one process, one core (the reference)": ["taskset", "-c", "0", sys.executable, *train, "--ensemble",
-                                                  "sequential"],
-        "torchrun, 2 processes": [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                                  "--nproc-per-node", "2", *train],
+        "one process, one core (the reference)": [
+            "taskset",
+            "-c",
+            "0",
+            sys.executable,
+            *train,
+            "--ensemble",
+            "sequential",
+        ],
+        "torchrun, 2 processes": [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            *train,
+        ],
     }
-    lines = ["## Distributed training", "", __doc__.split("\n\n", 1)[1].strip(), "",
-             "| InceptionTime run | wall s | artifact identical to the reference |", "|---|---|---|"]
+    lines = [
+        "## Distributed training",
+        "",
+        __doc__.split("\n\n", 1)[1].strip(),
+        "",
+        "| InceptionTime run | wall s | artifact identical to the reference |",
+        "|---|---|---|",
+    ]
     seconds = {}
     for name, command in runs.items():
         seconds[name] = _timed(command + ["--model-dir", str(WORK / _slug(name))])
@@ -54,16 +89,36 @@ def section(quick: bool) -> str:
     series = WORK / "lstm-train.csv"
     rows = (SEED / "lstm_ad" / "train.csv").read_text().splitlines()[:4000]
     series.write_text("\n".join(rows) + "\n")
-    lstm = ["-m", "kfts", "train", "lstm-ad", "--train", str(series), "--hidden-size", "32", "--batch-size", "8",
-            "--epochs",
-            "2" if quick else "5", "--seed", "0", "--device", "cpu"]
+    lstm = [
+        "-m",
+        "kfts",
+        "train",
+        "lstm-ad",
+        "--train",
+        str(series),
+        "--hidden-size",
+        "32",
+        "--batch-size",
+        "8",
+        "--epochs",
+        "2" if quick else "5",
+        "--seed",
+        "0",
+        "--device",
+        "cpu",
+    ]
     lines += ["", "| LSTM-AD run | wall s | final train_loss |", "|---|---|---|"]
-    for name, command in (("one process", [sys.executable, *lstm]),
-                          ("torchrun, 2 processes", [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                                                     "--nproc-per-node", "2", *lstm])):
+    for name, command in (
+        ("one process", [sys.executable, *lstm]),
+        (
+            "torchrun, 2 processes",
+            [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", *lstm],
+        ),
+    ):
         model = WORK / ("lstm-" + _slug(name))
         wall = _timed(command + ["--model-dir", str(model)])
         import json
+
         history = json.loads((model / "kfts-model.json").read_text())["history"]
         lines.append(f"| {name} | {wall:.1f} | {history[-1]['train_loss']:.6f} |")
     return "\n".join(lines) + "\n"
@@ -86,12 +141,40 @@ def _two_nodes(train: list[str], model_dir: Path) -> float:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     start = time.perf_counter()
-    nodes = [subprocess.Popen(["taskset", "-c", str(rank), sys.executable, "-m", "torch.distributed.run",
-                               "--nnodes", "2", "--node-rank", str(rank), "--nproc-per-node", "1",
-                               "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}",
-                               "--rdzv-id", "bench", "--local-addr", "127.0.0.1", *train,
-                               "--model-dir", str(model_dir)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True, env=ENV) for rank in (0, 1)]
+    nodes = [
+        subprocess.Popen(
+            [
+                "taskset",
+                "-c",
+                str(rank),
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--nnodes",
+                "2",
+                "--node-rank",
+                str(rank),
+                "--nproc-per-node",
+                "1",
+                "--rdzv-backend",
+                "c10d",
+                "--rdzv-endpoint",
+                f"127.0.0.1:{port}",
+                "--rdzv-id",
+                "bench",
+                "--local-addr",
+                "127.0.0.1",
+                *train,
+                "--model-dir",
+                str(model_dir),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=ENV,
+        )
+        for rank in (0, 1)
+    ]
     outputs = [node.communicate(timeout=3600)[0] for node in nodes]
     if any(node.returncode for node in nodes):
         raise RuntimeError("two-node run failed:\n" + "\n".join(o[-2000:] for o in outputs))

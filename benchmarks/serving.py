@@ -43,33 +43,51 @@ def section(quick: bool) -> str:
     from kfts.jobs.load import load_model
 
     from client_matrix import MODES, Expected, Target, run_matrix
+
     device = "cuda" if torch.cuda.is_available() else "cpu"
     requests = {1: 40, 8: 160, 32: 320} if quick else {1: 200, 8: 1000, 32: 2000}
     WORK.mkdir(parents=True, exist_ok=True)
-    lines = [f"## Serving (kfts serve --device {device}, KServe V1 REST on 127.0.0.1)", "",
-             __doc__.split("\n\n", 1)[1].strip(), "",
-             "| model | concurrency | requests | p50 ms | p99 ms | requests/s | in-process requests/s "
-             "(same batches) | served / in-process |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    matrix = ["", "Client matrix (`ok`, or what failed):", "", "| model | " + " | ".join(MODES) + " |",
-              "|---|" + "---|" * len(MODES)]
-    for algorithm, (model_dir, instances) in {"inception-time": train_inception_time(),
-                                             "lstm-ad": train_lstm_ad()}.items():
+    lines = [
+        f"## Serving (kfts serve --device {device}, KServe V1 REST on 127.0.0.1)",
+        "",
+        __doc__.split("\n\n", 1)[1].strip(),
+        "",
+        "| model | concurrency | requests | p50 ms | p99 ms | requests/s | in-process requests/s "
+        "(same batches) | served / in-process |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    matrix = [
+        "",
+        "Client matrix (`ok`, or what failed):",
+        "",
+        "| model | " + " | ".join(MODES) + " |",
+        "|---|" + "---|" * len(MODES),
+    ]
+    for algorithm, (model_dir, instances) in {
+        "inception-time": train_inception_time(),
+        "lstm-ad": train_lstm_ad(),
+    }.items():
         model = load_model(model_dir, device=device)
         server, port, grpc_port = start_server(model_dir, device)
         try:
-            rows = np.concatenate([np.asarray(b["instances"], dtype=np.float32) for b in instances[:8]]) \
-                if algorithm == "inception-time" else np.asarray(instances[0]["instances"], dtype=np.float32)
-            cells = run_matrix(Target(f"http://127.0.0.1:{port}", f"127.0.0.1:{grpc_port}", "m"),
-                               Expected.of(model_dir, rows))
+            rows = (
+                np.concatenate([np.asarray(b["instances"], dtype=np.float32) for b in instances[:8]])
+                if algorithm == "inception-time"
+                else np.asarray(instances[0]["instances"], dtype=np.float32)
+            )
+            cells = run_matrix(
+                Target(f"http://127.0.0.1:{port}", f"127.0.0.1:{grpc_port}", "m"), Expected.of(model_dir, rows)
+            )
             matrix.append(f"| {algorithm} | " + " | ".join(cells[m].replace("|", "/")[:120] for m in MODES) + " |")
             for c in CONCURRENCY:
                 latencies, seconds = asyncio.run(load(port, instances, c, requests[c]))
                 served = requests[c] / seconds
                 own = in_process(model, instances, c)
                 p50, p99 = np.percentile(latencies, [50, 99]) * 1000
-                lines.append(f"| {algorithm} | {c} | {requests[c]} | {p50:.1f} | {p99:.1f} | {served:.1f} | "
-                             f"{own:.1f} | {served / own:.2f} |")
+                lines.append(
+                    f"| {algorithm} | {c} | {requests[c]} | {p50:.1f} | {p99:.1f} | {served:.1f} | "
+                    f"{own:.1f} | {served / own:.2f} |"
+                )
         finally:
             server.terminate()
             server.wait(timeout=60)
@@ -78,37 +96,42 @@ def section(quick: bool) -> str:
 
 # -- models and request bodies -----------------------------------------------------------------------------
 
+
 def train_inception_time() -> tuple[Path, list[dict]]:
     from kfts.algorithms.inception_time.estimator import InceptionTime, Params
     from kfts.core import csvio
+
     data = csvio.read_labeled_series(SEED / "inception_time" / "train.csv") if SEED.is_dir() else _toy_labeled()
     model = InceptionTime(Params(epochs=1, ensemble="stacked"), device="cpu", seed=0)
     model.fit(csvio.LabeledSeries(data.labels[:128], data.values[:128]))
     model.save(WORK / "inception-time")
-    test = (csvio.read_series_rows(SEED / "inception_time" / "test_data.csv") if SEED.is_dir()
-            else data.values)
+    test = csvio.read_series_rows(SEED / "inception_time" / "test_data.csv") if SEED.is_dir() else data.values
     return WORK / "inception-time", [{"instances": [row.tolist()]} for row in test]
 
 
 def train_lstm_ad() -> tuple[Path, list[dict]]:
     from kfts.algorithms.lstm_ad.estimator import LstmAD, Params
     from kfts.core import csvio
+
     if SEED.is_dir():
         train = csvio.read_series_columns(SEED / "lstm_ad" / "train.csv")[:2000]
         test = csvio.read_series_columns(SEED / "lstm_ad" / "test_data.csv")
     else:
         t = np.arange(4000, dtype=np.float32)
-        train, test = np.stack([np.sin(t / 9), np.cos(t / 13)], axis=1)[:2000], np.stack(
-            [np.sin(t / 9), np.cos(t / 13)], axis=1)[2000:]
+        train, test = (
+            np.stack([np.sin(t / 9), np.cos(t / 13)], axis=1)[:2000],
+            np.stack([np.sin(t / 9), np.cos(t / 13)], axis=1)[2000:],
+        )
     model = LstmAD(Params(epochs=1), device="cpu", seed=0)
     model.fit(train)
     model.save(WORK / "lstm-ad")
-    windows = [test[i:i + LSTM_STEPS] for i in range(0, len(test) - LSTM_STEPS + 1, LSTM_STEPS // 2)]
+    windows = [test[i : i + LSTM_STEPS] for i in range(0, len(test) - LSTM_STEPS + 1, LSTM_STEPS // 2)]
     return WORK / "lstm-ad", [{"instances": w.tolist()} for w in windows]
 
 
 def _toy_labeled():
     from kfts.core.csvio import LabeledSeries
+
     rng = np.random.default_rng(0)
     t = np.linspace(0, 1, 100)
     labels = rng.choice(["a", "b", "c"], 256)
@@ -118,19 +141,41 @@ def _toy_labeled():
 
 # -- server and load ---------------------------------------------------------------------------------------
 
+
 def start_server(model_dir: Path, device: str) -> tuple[subprocess.Popen, int, int]:
     import httpx
+
     ports = []
     for _ in range(2):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             ports.append(s.getsockname()[1])
     log = open(WORK / f"{model_dir.name}-server.log", "wb")
-    server = subprocess.Popen([sys.executable, "-m", "kfts", "serve", "--model-dir", str(model_dir),
-                               "--model-name", "m", "--host", "127.0.0.1", "--http-port", str(ports[0]),
-                               "--grpc-port", str(ports[1]), "--device", device,
-                               "--max-batch-size", str(max(CONCURRENCY))],
-                              stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "kfts",
+            "serve",
+            "--model-dir",
+            str(model_dir),
+            "--model-name",
+            "m",
+            "--host",
+            "127.0.0.1",
+            "--http-port",
+            str(ports[0]),
+            "--grpc-port",
+            str(ports[1]),
+            "--device",
+            device,
+            "--max-batch-size",
+            str(max(CONCURRENCY)),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         if server.poll() is not None:
@@ -149,6 +194,7 @@ async def load(port: int, bodies: list[dict], concurrency: int, total: int) -> t
     """`total` requests, `concurrency` in flight at a time -> (latencies in seconds, wall seconds)."""
     import httpx
     import orjson
+
     payloads = [orjson.dumps(b) for b in bodies]
     latencies = []
     counter = iter(range(total))
@@ -160,8 +206,9 @@ async def load(port: int, bodies: list[dict], concurrency: int, total: int) -> t
         async def worker():
             for i in counter:
                 start = time.perf_counter()
-                answer = await client.post(url, content=payloads[i % len(payloads)],
-                                           headers={"content-type": "application/json"})
+                answer = await client.post(
+                    url, content=payloads[i % len(payloads)], headers={"content-type": "application/json"}
+                )
                 latencies.append(time.perf_counter() - start)
                 answer.raise_for_status()
 
@@ -178,7 +225,7 @@ def in_process(model, bodies: list[dict], concurrency: int) -> float:
         calls = [lambda a=a: model.score(a) for a in arrays[:10]]
         per_call = 1
     else:
-        batches = [np.concatenate(arrays[i:i + concurrency]) for i in range(0, len(arrays), concurrency)]
+        batches = [np.concatenate(arrays[i : i + concurrency]) for i in range(0, len(arrays), concurrency)]
         batches = [b for b in batches if len(b) == concurrency][:10] or batches[:1]
         calls = [lambda b=b: model.predict_proba(b) for b in batches]
         per_call = len(batches[0])

@@ -47,11 +47,13 @@ def train_model(model_dir: Path) -> None:
     """A small InceptionTime ensemble (2 members, 8 filters, depth 3): prediction cost per value is realistic."""
     from kfts.algorithms.inception_time.estimator import InceptionTime
     from kfts.core.csvio import LabeledSeries
+
     rng = np.random.default_rng(0)
     t = np.linspace(0, 1, LENGTH)
     labels = np.array(["low", "high"] * 10)
-    values = np.stack([np.sin(2 * np.pi * (3 if lab == "low" else 9) * t) + 0.1 * rng.normal(size=LENGTH)
-                       for lab in labels]).astype(np.float32)
+    values = np.stack(
+        [np.sin(2 * np.pi * (3 if lab == "low" else 9) * t) + 0.1 * rng.normal(size=LENGTH) for lab in labels]
+    ).astype(np.float32)
     model = InceptionTime(InceptionTime.Params(models=2, filters=8, depth=3, epochs=2), device="cpu", seed=0)
     model.fit(LabeledSeries(labels, values)).save(model_dir)
 
@@ -77,8 +79,9 @@ print("VmHWM", next(line.split()[1] for line in open("/proc/self/status") if lin
 def peak(code: str, *args) -> tuple[float, float]:
     """(seconds, peak resident MiB) of `code` run in a fresh Python process with `args`."""
     start = time.perf_counter()
-    process = subprocess.run([sys.executable, "-c", code + REPORT_PEAK, *map(str, args)], capture_output=True,
-                             text=True)
+    process = subprocess.run(
+        [sys.executable, "-c", code + REPORT_PEAK, *map(str, args)], capture_output=True, text=True
+    )
     if process.returncode:
         raise RuntimeError(f"{code.strip().splitlines()[1]} ... failed: {process.stderr}")
     return time.perf_counter() - start, int(process.stdout.split()[-1]) / 1024
@@ -97,20 +100,31 @@ def section(quick: bool) -> str:
     WORK.mkdir(parents=True, exist_ok=True)
     model_dir = WORK / "streaming_model"
     train_model(model_dir)
-    lines = ["## Streaming batch prediction: peak memory against file size", "",
-             f"`kfts predict` of an InceptionTime inference file (rows of {LENGTH} values; 2 members, 8 filters, "
-             f"depth 3), one fresh process per run, peak resident memory (VmHWM) against a "
-             f"{BUDGET_MIB} MiB budget. The in-memory pass (whole file read, then predicted) runs up to "
-             f"{IN_MEMORY_MAX_MB} MB, and its output bytes are compared with the streamed output.", "",
-             "The 1 MB file shows what does not depend on the file: the imports and the network's working memory "
-             "for a batch of 256 series. Streaming adds its chunk (4 MiB of float32) and pyarrow's read-ahead; "
-             "glibc's dynamic mmap threshold makes the resident peak ramp up over the first few chunks, then it "
-             "stays flat (MALLOC_MMAP_THRESHOLD_=131072 removes most of that ramp).", ""]
+    lines = [
+        "## Streaming batch prediction: peak memory against file size",
+        "",
+        f"`kfts predict` of an InceptionTime inference file (rows of {LENGTH} values; 2 members, 8 filters, "
+        f"depth 3), one fresh process per run, peak resident memory (VmHWM) against a "
+        f"{BUDGET_MIB} MiB budget. The in-memory pass (whole file read, then predicted) runs up to "
+        f"{IN_MEMORY_MAX_MB} MB, and its output bytes are compared with the streamed output.",
+        "",
+        "The 1 MB file shows what does not depend on the file: the imports and the network's working memory "
+        "for a batch of 256 series. Streaming adds its chunk (4 MiB of float32) and pyarrow's read-ahead; "
+        "glibc's dynamic mmap threshold makes the resident peak ramp up over the first few chunks, then it "
+        "stays flat (MALLOC_MMAP_THRESHOLD_=131072 removes most of that ramp).",
+        "",
+    ]
     if quick:
-        lines += ["Quick mode: files of tens of MB, not the 4 GB of the full run; memory that does not grow "
-                  "with the file shows as an equal peak for both sizes.", ""]
-    lines += ["| CSV on disk | rows | as float32 | streamed: peak memory | seconds | MB/s "
-              "| within budget | in memory: peak | same bytes |", "|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "Quick mode: files of tens of MB, not the 4 GB of the full run; memory that does not grow "
+            "with the file shows as an equal peak for both sizes.",
+            "",
+        ]
+    lines += [
+        "| CSV on disk | rows | as float32 | streamed: peak memory | seconds | MB/s "
+        "| within budget | in memory: peak | same bytes |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for megabytes in sizes:
         path, out, ref = WORK / "streaming_input.csv", WORK / "streaming_out.csv", WORK / "streaming_ref.csv"
         rows = generate(path, megabytes)
@@ -121,9 +135,11 @@ def section(quick: bool) -> str:
             _, memory = peak(IN_MEMORY, model_dir, path, ref)
             in_memory, same = f"{memory:.0f} MiB", "yes" if digest(out) == digest(ref) else "NO"
             ref.unlink()
-        lines.append(f"| {size / 1e6:,.0f} MB | {rows:,} | {rows * LENGTH * 4 / 2**20:,.0f} MiB | {streamed:.0f} MiB "
-                     f"| {seconds:.0f} | {size / 1e6 / seconds:.1f} | {'yes' if streamed <= BUDGET_MIB else 'NO'} "
-                     f"| {in_memory} | {same} |")
+        lines.append(
+            f"| {size / 1e6:,.0f} MB | {rows:,} | {rows * LENGTH * 4 / 2**20:,.0f} MiB | {streamed:.0f} MiB "
+            f"| {seconds:.0f} | {size / 1e6 / seconds:.1f} | {'yes' if streamed <= BUDGET_MIB else 'NO'} "
+            f"| {in_memory} | {same} |"
+        )
         print(f"streaming: {lines[-1]}", flush=True)
         path.unlink()
         out.unlink()

@@ -70,11 +70,16 @@ print(json.dumps({"seconds": seconds, "accuracy": float((model.predict(xt) == yt
 
 # -- 1. the acceptance comparison -------------------------------------------------------------------------------
 
+
 def baseline_checkout() -> Path:
     path = WORK / BASELINE
     if not (path / "src" / "kfts").is_dir():
-        subprocess.run(["git", "worktree", "add", "--force", "--detach", str(path), BASELINE], check=True,
-                       cwd=Path(__file__).resolve().parents[1], capture_output=True)
+        subprocess.run(
+            ["git", "worktree", "add", "--force", "--detach", str(path), BASELINE],
+            check=True,
+            cwd=Path(__file__).resolve().parents[1],
+            capture_output=True,
+        )
     return path
 
 
@@ -88,17 +93,28 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def cli_run(checkout: Path | None, epochs: int, extra: list[str] = (), valid: bool = True,
-            addons: bool = True) -> dict:
+def cli_run(checkout: Path | None, epochs: int, extra: list[str] = (), valid: bool = True, addons: bool = True) -> dict:
     """`kfts train` of the seed default on the seed sample (validating on valid.csv every epoch, or not), then
     `kfts predict` on its test set, from a checkout (None: the installed kfts), with the installed add-ons or
     without. -> seconds, test accuracy, the auto line, epoch times."""
     env = {**os.environ, "PYTHONPATH": f"{checkout}/src:{checkout}"} if checkout else dict(os.environ)
     kfts = [sys.executable, "-m", "kfts"] if addons else [sys.executable, "-c", WITHOUT_ADDONS]
     with tempfile.TemporaryDirectory() as tmp:
-        command = [*kfts, "train", "inception-time", "--train", str(SEED / "train.csv"),
-                   *(["--valid", str(SEED / "valid.csv")] if valid else []), "--model-dir", f"{tmp}/model",
-                   "--seed", "0", "--epochs", str(epochs), *extra]
+        command = [
+            *kfts,
+            "train",
+            "inception-time",
+            "--train",
+            str(SEED / "train.csv"),
+            *(["--valid", str(SEED / "valid.csv")] if valid else []),
+            "--model-dir",
+            f"{tmp}/model",
+            "--seed",
+            "0",
+            "--epochs",
+            str(epochs),
+            *extra,
+        ]
         start, stamps, lines = time.perf_counter(), [], []
         with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True) as process:
             for line in process.stdout:
@@ -108,18 +124,36 @@ def cli_run(checkout: Path | None, epochs: int, extra: list[str] = (), valid: bo
         seconds = time.perf_counter() - start
         if process.returncode:
             raise RuntimeError(f"{' '.join(command)} failed:\n" + "\n".join(lines[-20:]))
-        subprocess.run([sys.executable, "-m", "kfts", "predict", "--model-dir", f"{tmp}/model", "--input",
-                        str(SEED / "test_data.csv"), "--output", f"{tmp}/predictions.csv"], env=env, check=True,
-                       capture_output=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "kfts",
+                "predict",
+                "--model-dir",
+                f"{tmp}/model",
+                "--input",
+                str(SEED / "test_data.csv"),
+                "--output",
+                f"{tmp}/predictions.csv",
+            ],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
         predicted = Path(f"{tmp}/predictions.csv").read_text().split()
     truth = (SEED / "test_labels.csv").read_text().split()
     auto = next((line for line in lines if line.startswith("ensemble=auto")), "")
     # one metric line per member and epoch when the members train one after another
     per_line = (stamps[-1] - stamps[0]) / (len(stamps) - 1) if len(stamps) > 1 else float("nan")
     sequential = "training sequential" in auto
-    return {"seconds": seconds, "accuracy": float(np.mean(np.array(predicted) == np.array(truth))),
-            "auto": auto, "epoch": per_line * (5 if sequential else 1),
-            "epochs": len(stamps) // (5 if sequential else 1)}
+    return {
+        "seconds": seconds,
+        "accuracy": float(np.mean(np.array(predicted) == np.array(truth))),
+        "auto": auto,
+        "epoch": per_line * (5 if sequential else 1),
+        "epochs": len(stamps) // (5 if sequential else 1),
+    }
 
 
 def predicted_epoch(auto_line: str, steps: int) -> float | None:
@@ -135,50 +169,76 @@ def acceptance(epochs: int) -> tuple[list[str], dict]:
     """kfts now, fb93916, kfts now again: a machine that speeds up or slows down during the run favours
     neither side."""
     steps = -(-700 // 64)
-    runs = [("kfts now (first)", cli_run(None, epochs)), (f"commit {BASELINE}", cli_run(baseline_checkout(), epochs)),
-            ("kfts now (again)", cli_run(None, epochs))]
+    runs = [
+        ("kfts now (first)", cli_run(None, epochs)),
+        (f"commit {BASELINE}", cli_run(baseline_checkout(), epochs)),
+        ("kfts now (again)", cli_run(None, epochs)),
+    ]
     now = [run for name, run in runs if name.startswith("kfts")]
     before = runs[1][1]
     now_seconds = float(np.mean([run["seconds"] for run in now]))
-    lines = [f"### The 5-network seed default, {epochs} epochs: kfts now against commit {BASELINE}", "",
-             "`kfts train inception-time --train train.csv --valid valid.csv --seed 0` with the default "
-             "hyperparameters (5 networks, batch 64, ensemble auto, precision auto), then `kfts predict` on the "
-             "150 test series; the three runs one after the other, nothing else running.", "",
-             "| code | training wall time | test accuracy | sustained s per epoch | its `ensemble=auto` timing "
-             "predicted | its auto line |", "|---|---|---|---|---|---|"]
+    lines = [
+        f"### The 5-network seed default, {epochs} epochs: kfts now against commit {BASELINE}",
+        "",
+        "`kfts train inception-time --train train.csv --valid valid.csv --seed 0` with the default "
+        "hyperparameters (5 networks, batch 64, ensemble auto, precision auto), then `kfts predict` on the "
+        "150 test series; the three runs one after the other, nothing else running.",
+        "",
+        "| code | training wall time | test accuracy | sustained s per epoch | its `ensemble=auto` timing "
+        "predicted | its auto line |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, run in runs:
         predicted = predicted_epoch(run["auto"], steps)
-        lines.append(f"| {name} | {run['seconds']:.0f} s | {run['accuracy']:.3f} "
-                     f"({round(run['accuracy'] * 150)}/150) | {run['epoch']:.2f} s | "
-                     + (f"{predicted:.2f} s" if predicted else "–") + f" | `{run['auto']}` |")
+        lines.append(
+            f"| {name} | {run['seconds']:.0f} s | {run['accuracy']:.3f} "
+            f"({round(run['accuracy'] * 150)}/150) | {run['epoch']:.2f} s | "
+            + (f"{predicted:.2f} s" if predicted else "–")
+            + f" | `{run['auto']}` |"
+        )
     accuracies = " and ".join(f"{run['accuracy']:.3f}" for run in now)
-    lines += ["", f"**Speed-up: {before['seconds'] / now_seconds:.2f}x** in wall time (fb93916's run against the "
-              f"mean of the two runs of kfts now), with test accuracy {accuracies} now against "
-              f"{before['accuracy']:.3f}.", ""]
+    lines += [
+        "",
+        f"**Speed-up: {before['seconds'] / now_seconds:.2f}x** in wall time (fb93916's run against the "
+        f"mean of the two runs of kfts now), with test accuracy {accuracies} now against "
+        f"{before['accuracy']:.3f}.",
+        "",
+    ]
     return lines, dict(runs)
 
 
 # -- 2. the CPU kernels add-on ------------------------------------------------------------------------------------
 
+
 def addon_rows(epochs: int) -> list[str]:
     """The seed default with the add-on, without it, with it again (a machine that speeds up or slows down during
     the run favours neither side): a Markdown table and the speed-up."""
-    runs = [("with the add-on", cli_run(None, epochs)),
-            ("without (torch's layers)", cli_run(None, epochs, addons=False)),
-            ("with the add-on (again)", cli_run(None, epochs))]
-    lines = [f"`kfts train inception-time --train train.csv --valid valid.csv --seed 0 --epochs {epochs}` (5 networks, "
-             "precision auto), then `kfts predict` on the 150 test series. The add-on's kernels run only in bf16 "
-             "on the CPU: where `--precision auto` trains in fp32 (no native bf16) both take the same layers.", "",
-             "| network layers | training wall time | sustained s per epoch | test accuracy |", "|---|---|---|---|"]
+    runs = [
+        ("with the add-on", cli_run(None, epochs)),
+        ("without (torch's layers)", cli_run(None, epochs, addons=False)),
+        ("with the add-on (again)", cli_run(None, epochs)),
+    ]
+    lines = [
+        f"`kfts train inception-time --train train.csv --valid valid.csv --seed 0 --epochs {epochs}` (5 networks, "
+        "precision auto), then `kfts predict` on the 150 test series. The add-on's kernels run only in bf16 "
+        "on the CPU: where `--precision auto` trains in fp32 (no native bf16) both take the same layers.",
+        "",
+        "| network layers | training wall time | sustained s per epoch | test accuracy |",
+        "|---|---|---|---|",
+    ]
     for name, run in runs:
         lines.append(f"| {name} | {run['seconds']:.0f} s | {run['epoch']:.2f} s | {run['accuracy']:.3f} |")
     with_addon = float(np.mean([runs[0][1]["epoch"], runs[2][1]["epoch"]]))
-    lines += ["", f"**The add-on trains {runs[1][1]['epoch'] / with_addon:.2f}x as fast** per epoch (the runs without "
-              "it against the mean of the two with it)."]
+    lines += [
+        "",
+        f"**The add-on trains {runs[1][1]['epoch'] / with_addon:.2f}x as fast** per epoch (the runs without "
+        "it against the mean of the two with it).",
+    ]
     return lines
 
 
 # -- 3. where an epoch goes ---------------------------------------------------------------------------------------
+
 
 def breakdown_rows() -> list[str]:
     """Each allocator setting in fresh processes (glibc's settings cannot be put back once changed), the two
@@ -186,8 +246,9 @@ def breakdown_rows() -> list[str]:
     epochs = {"glibc defaults": [], "reuse_freed_memory": []}
     for _ in range(2):
         for setting in epochs:
-            out = subprocess.run([sys.executable, __file__, "--breakdown", setting], capture_output=True, text=True,
-                                 check=True)
+            out = subprocess.run(
+                [sys.executable, __file__, "--breakdown", setting], capture_output=True, text=True, check=True
+            )
             epochs[setting] += json.loads(out.stdout.splitlines()[-1])
     rows = []
     for setting, measured in epochs.items():
@@ -218,7 +279,7 @@ def measure_breakdown(setting: str) -> None:
         faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         start = time.perf_counter()
         for i in range(0, len(x), 64):
-            training_loop.step(task, net, optimizer, x[i:i + 64], y[i:i + 64])
+            training_loop.step(task, net, optimizer, x[i : i + 64], y[i : i + 64])
         steps = time.perf_counter() - start
         start = time.perf_counter()
         model._logits(xv, net, None)
@@ -233,6 +294,7 @@ def measure_breakdown(setting: str) -> None:
 
 
 # -- 4. per network-epoch, each layout and precision ---------------------------------------------------------------
+
 
 def matmul_rate(dtype: torch.dtype) -> float:
     a, b = torch.randn(2048, 2048, dtype=dtype), torch.randn(2048, 2048, dtype=dtype)
@@ -259,12 +321,15 @@ def layout_rows(train: LabeledSeries, valid: LabeledSeries, epochs: int, peaks: 
             InceptionTime(params, device="cpu", seed=0).fit(train, valid)
             per = (time.perf_counter() - start) / epochs / networks
             peak = peaks[precision]
-            rows.append(f"| {networks} | {ensemble if networks > 1 else '–'} | {precision} | {per:.3f} s | "
-                        f"{flops / per / 1e9:.0f} GFLOP/s | {100 * flops / per / peak:.0f}% of {precision} matmul |")
+            rows.append(
+                f"| {networks} | {ensemble if networks > 1 else '–'} | {precision} | {per:.3f} s | "
+                f"{flops / per / 1e9:.0f} GFLOP/s | {100 * flops / per / peak:.0f}% of {precision} matmul |"
+            )
     return rows
 
 
 # -- 5. and 6. aeon, time to accuracy ------------------------------------------------------------------------------
+
 
 def aeon_python() -> Path:
     """A virtual environment under benchmarks/work holding aeon 1.6 and TensorFlow (CPU), apart from kfts's."""
@@ -279,9 +344,13 @@ def aeon_python() -> Path:
 
 def aeon_fit(train: Path, test: Path, networks: int, epochs: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:  # aeon writes its checkpoint files into the working directory
-        out = subprocess.run([str(aeon_python()), "-c", AEON_SCRIPT, str(train), str(test), str(networks),
-                              str(epochs)], cwd=tmp, capture_output=True, text=True,
-                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+        out = subprocess.run(
+            [str(aeon_python()), "-c", AEON_SCRIPT, str(train), str(test), str(networks), str(epochs)],
+            cwd=tmp,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        )
     if out.returncode:
         raise RuntimeError("aeon failed:\n" + out.stderr[-3000:])
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -309,40 +378,59 @@ def kfts_fit(train, test, valid, **params) -> dict:
     start = time.perf_counter()
     model = InceptionTime(Params(**params), device="cpu", seed=0).fit(train, valid)
     seconds = time.perf_counter() - start
-    return {"seconds": seconds, "accuracy": float((model.predict(test.values) == test.labels).mean()),
-            "epochs": max(h["epoch"] for h in model.history)}
+    return {
+        "seconds": seconds,
+        "accuracy": float((model.predict(test.values) == test.labels).mean()),
+        "epochs": max(h["epoch"] for h in model.history),
+    }
 
 
 def time_to_accuracy(runs: dict, quick: bool) -> list[str]:
-    lines = ["| data | tool | settings | epochs run | training wall time | test accuracy |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| data | tool | settings | epochs run | training wall time | test accuracy |",
+        "|---|---|---|---|---|---|",
+    ]
     budget, patience = (2, 2) if quick else (100, 10)
     stopped = cli_run(None, budget, ["--early-stopping", str(patience)])
     for name, run in runs.items():
-        lines.append(f"| seed sample | {name} | 5 networks, {budget} epochs | {run['epochs']} | "
-                     f"{run['seconds']:.0f} s | {run['accuracy']:.3f} |")
-    lines.append(f"| seed sample | kfts now | 5 networks, early stopping (patience {patience}, at most {budget} "
-                 f"epochs; valid.csv watched) | {stopped['epochs']} | {stopped['seconds']:.0f} s | "
-                 f"{stopped['accuracy']:.3f} |")
+        lines.append(
+            f"| seed sample | {name} | 5 networks, {budget} epochs | {run['epochs']} | "
+            f"{run['seconds']:.0f} s | {run['accuracy']:.3f} |"
+        )
+    lines.append(
+        f"| seed sample | kfts now | 5 networks, early stopping (patience {patience}, at most {budget} "
+        f"epochs; valid.csv watched) | {stopped['epochs']} | {stopped['seconds']:.0f} s | "
+        f"{stopped['accuracy']:.3f} |"
+    )
     for dataset in UCR_SETS:
         train_path, test_path = UCR / dataset / f"{dataset}_train.csv", UCR / dataset / f"{dataset}_test.csv"
         train, test = read_labeled_series(train_path), read_labeled_series(test_path, min_classes=1)
         fit_part, held_out = split_validation(train)
         budgets = [2] if quick else [25, 100]
         results = [(f"kfts | 5 networks, {e} epochs", kfts_fit(train, test, None, epochs=e)) for e in budgets]
-        results.append((f"kfts | 5 networks, early stopping (patience {2 if quick else 20}, at most "
-                        f"{budgets[-1]} epochs; a quarter of train held out)",
-                        kfts_fit(fit_part, test, held_out, epochs=budgets[-1], early_stopping=2 if quick else 20)))
-        results.append((f"aeon 1.6 | 5 networks, {budgets[-1]} epochs",
-                        {**aeon_fit(train_path, test_path, 5, budgets[-1]), "epochs": budgets[-1]}))
+        results.append(
+            (
+                f"kfts | 5 networks, early stopping (patience {2 if quick else 20}, at most "
+                f"{budgets[-1]} epochs; a quarter of train held out)",
+                kfts_fit(fit_part, test, held_out, epochs=budgets[-1], early_stopping=2 if quick else 20),
+            )
+        )
+        results.append(
+            (
+                f"aeon 1.6 | 5 networks, {budgets[-1]} epochs",
+                {**aeon_fit(train_path, test_path, 5, budgets[-1]), "epochs": budgets[-1]},
+            )
+        )
         for settings, r in results:
             tool, settings = settings.split(" | ")
-            lines.append(f"| {dataset} | {tool} | {settings} | {r['epochs']} | {r['seconds']:.0f} s | "
-                         f"{r['accuracy']:.3f} |")
+            lines.append(
+                f"| {dataset} | {tool} | {settings} | {r['epochs']} | {r['seconds']:.0f} s | {r['accuracy']:.3f} |"
+            )
     return lines
 
 
 # -- 7. the GPU ------------------------------------------------------------------------------------------------------
+
 
 def device_rows(device: str, epochs: int) -> list[str]:
     """The seed default on one device, each layout and precision: a Markdown table."""
@@ -350,45 +438,68 @@ def device_rows(device: str, epochs: int) -> list[str]:
     labels = np.array((SEED / "test_labels.csv").read_text().split())
     values = np.loadtxt(SEED / "test_data.csv", delimiter=",", dtype=np.float32, ndmin=2)
     name = torch.cuda.get_device_name(0) if device == "cuda" else "CPU"
-    rows = [f"{name}, the seed sample, 5 networks, {epochs} epochs, seed 0:", "",
-            "| layout | precision | training wall time | s per network-epoch | test accuracy |", "|---|---|---|---|---|"]
+    rows = [
+        f"{name}, the seed sample, 5 networks, {epochs} epochs, seed 0:",
+        "",
+        "| layout | precision | training wall time | s per network-epoch | test accuracy |",
+        "|---|---|---|---|---|",
+    ]
     for ensemble in ("stacked", "sequential"):
         for precision in ("fp32", "bf16"):
             start = time.perf_counter()
-            model = InceptionTime(Params(epochs=epochs, ensemble=ensemble, precision=precision), device=device,
-                                  seed=0).fit(train, valid)
+            model = InceptionTime(
+                Params(epochs=epochs, ensemble=ensemble, precision=precision), device=device, seed=0
+            ).fit(train, valid)
             seconds = time.perf_counter() - start  # fit ends by copying its scores to the CPU: synchronized
             accuracy = float((model.predict(values) == labels).mean())
-            rows.append(f"| {ensemble} | {precision} | {seconds:.1f} s | {seconds / epochs / 5:.3f} s | "
-                        f"{accuracy:.3f} |")
+            rows.append(
+                f"| {ensemble} | {precision} | {seconds:.1f} s | {seconds / epochs / 5:.3f} s | {accuracy:.3f} |"
+            )
     return rows
 
 
 # -- the section -------------------------------------------------------------------------------------------------------
 
+
 def section(quick: bool) -> str:
     use_cpu_share()
     train, valid = read_labeled_series(SEED / "train.csv"), read_labeled_series(SEED / "valid.csv")
     peaks = {"fp32": matmul_rate(torch.float32), "bf16": matmul_rate(torch.bfloat16)}
-    lines = ["## Training speed (InceptionTime)", "",
-             f"CPU with {torch.get_num_threads()} threads; native bf16 (AVX512-BF16 or AMX): "
-             f"{'yes' if cpu_supports_bf16() else 'no'}, so `--precision auto` trains in "
-             f"{'bf16' if cpu_supports_bf16() else 'fp32'}. Matmul 2048x2048 measured at "
-             f"{peaks['fp32'] / 1e9:.0f} GFLOP/s in fp32 and {peaks['bf16'] / 1e9:.0f} GFLOP/s in bf16.", ""]
+    lines = [
+        "## Training speed (InceptionTime)",
+        "",
+        f"CPU with {torch.get_num_threads()} threads; native bf16 (AVX512-BF16 or AMX): "
+        f"{'yes' if cpu_supports_bf16() else 'no'}, so `--precision auto` trains in "
+        f"{'bf16' if cpu_supports_bf16() else 'fp32'}. Matmul 2048x2048 measured at "
+        f"{peaks['fp32'] / 1e9:.0f} GFLOP/s in fp32 and {peaks['bf16'] / 1e9:.0f} GFLOP/s in bf16.",
+        "",
+    ]
     accept, runs = acceptance(2 if quick else 100)
     lines += accept
     lines += ["### With and without the CPU kernels add-on", "", *addon_rows(2 if quick else 20), ""]
-    lines += ["### Where an epoch goes (5 networks stacked, the seed sample, training precision "
-              f"{'bf16' if cpu_supports_bf16() else 'fp32'})", "",
-              "Median of 6 epochs (3 in each of two processes, after one warm-up): the 11 training steps, the validation pass over 150 series "
-              "in fp32 (as fb93916 ran it) and at the training precision (as kfts runs it now), and the minor "
-              "page faults per epoch.", "",
-              "| allocator | training steps | validation fp32 | validation at training precision | page faults |",
-              "|---|---|---|---|---|", *breakdown_rows(), ""]
-    lines += ["### Seconds per network-epoch, each layout and precision (the seed sample, 700 x 100, with its "
-              "validation pass)", "", "| networks | layout | precision | s per network-epoch | training rate "
-              "(3x forward conv FLOPs) | share of matmul rate |", "|---|---|---|---|---|---|",
-              *layout_rows(train, valid, 1 if quick else 4, peaks), ""]
+    lines += [
+        "### Where an epoch goes (5 networks stacked, the seed sample, training precision "
+        f"{'bf16' if cpu_supports_bf16() else 'fp32'})",
+        "",
+        "Median of 6 epochs (3 in each of two processes, after one warm-up): the 11 training steps, "
+        "the validation pass over 150 series in fp32 (as fb93916 ran it) and at the training precision "
+        "(as kfts runs it now), and the minor page faults per epoch.",
+        "",
+        "| allocator | training steps | validation fp32 | validation at training precision | page faults |",
+        "|---|---|---|---|---|",
+        *breakdown_rows(),
+        "",
+    ]
+    lines += [
+        "### Seconds per network-epoch, each layout and precision (the seed sample, 700 x 100, with its "
+        "validation pass)",
+        "",
+        "| networks | layout | precision | s per network-epoch | training rate "
+        "(3x forward conv FLOPs) | share of matmul rate |",
+        "|---|---|---|---|---|---|",
+        *layout_rows(train, valid, 1 if quick else 4, peaks),
+        "",
+    ]
     with tempfile.TemporaryDirectory() as tmp:
         test_file = seed_test_file(Path(tmp))
         short, longer = (1, 2) if quick else (2, 12)
@@ -397,31 +508,48 @@ def section(quick: bool) -> str:
     # like for like: aeon validates on nothing during training, so neither does this kfts run
     bare_epoch = cli_run(None, longer, valid=False)["epoch"] / 5
     now_epoch = float(np.mean([run["epoch"] for name, run in runs.items() if name.startswith("kfts")])) / 5
-    lines += ["### kfts beside aeon 1.6 per epoch", "",
-              f"aeon 1.6 InceptionTimeClassifier (TensorFlow, CPU), one network, batch 64, on the seed sample: "
-              f"{a['seconds']:.1f} s for {short} epochs and {b['seconds']:.1f} s for {longer}, so "
-              f"**{aeon_epoch:.3f} s per network-epoch**, with no validation data.", "",
-              "| kfts, the 5-network seed default | s per network-epoch | faster than aeon |", "|---|---|---|",
-              f"| without validation data, as aeon ran ({longer} epochs, the mean time between epoch lines) | "
-              f"{bare_epoch:.3f} s | **{aeon_epoch / bare_epoch:.2f}x** |",
-              f"| validating on valid.csv every epoch (the acceptance runs above) | {now_epoch:.3f} s | "
-              f"{aeon_epoch / now_epoch:.2f}x |", ""]
+    lines += [
+        "### kfts beside aeon 1.6 per epoch",
+        "",
+        f"aeon 1.6 InceptionTimeClassifier (TensorFlow, CPU), one network, batch 64, on the seed sample: "
+        f"{a['seconds']:.1f} s for {short} epochs and {b['seconds']:.1f} s for {longer}, so "
+        f"**{aeon_epoch:.3f} s per network-epoch**, with no validation data.",
+        "",
+        "| kfts, the 5-network seed default | s per network-epoch | faster than aeon |",
+        "|---|---|---|",
+        f"| without validation data, as aeon ran ({longer} epochs, the mean time between epoch lines) | "
+        f"{bare_epoch:.3f} s | **{aeon_epoch / bare_epoch:.2f}x** |",
+        f"| validating on valid.csv every epoch (the acceptance runs above) | {now_epoch:.3f} s | "
+        f"{aeon_epoch / now_epoch:.2f}x |",
+        "",
+    ]
     lines += ["### Time to accuracy", "", *time_to_accuracy(runs, quick), ""]
     lines += ["### GPU", ""]
-    lines += device_rows("cuda", 2 if quick else 100) if torch.cuda.is_available() else [
-        "No GPU at hand in this run. On a GPU machine, `python benchmarks/training_speed.py --gpu` measures the "
-        "seed default there, stacked and sequential, fp32 and bf16."]
+    lines += (
+        device_rows("cuda", 2 if quick else 100)
+        if torch.cuda.is_available()
+        else [
+            "No GPU at hand in this run. On a GPU machine, `python benchmarks/training_speed.py --gpu` measures the "
+            "seed default there, stacked and sequential, fp32 and bf16."
+        ]
+    )
     return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--breakdown", help=argparse.SUPPRESS)
-    parser.add_argument("--gpu", action="store_true", help="only the GPU part (the seed default on one GPU, each "
-                        "layout and precision), printed as Markdown")
+    parser.add_argument(
+        "--gpu",
+        action="store_true",
+        help="only the GPU part (the seed default on one GPU, each layout and precision), printed as Markdown",
+    )
     parser.add_argument("--device", default="cuda", help="the device of --gpu (cpu: to try the script out)")
-    parser.add_argument("--addon", action="store_true", help="only the comparison with and without the CPU "
-                        "kernels add-on, printed as Markdown")
+    parser.add_argument(
+        "--addon",
+        action="store_true",
+        help="only the comparison with and without the CPU kernels add-on, printed as Markdown",
+    )
     parser.add_argument("--epochs", type=int, help="epochs of --gpu (default 100) or --addon (default 20)")
     args = parser.parse_args()
     if args.breakdown:

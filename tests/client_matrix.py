@@ -36,8 +36,12 @@ from pathlib import Path
 import numpy as np
 
 MODES = ("rest-json", "rest-binary", "grpc-typed", "grpc-raw", "triton-http", "rest-json-no-type", "v1-json", "csv")
-DTYPES = {"rest-json": ("FP32", "FP64"), "rest-binary": ("FP32", "FP64", "FP16"),
-          "grpc-typed": ("FP32", "FP64"), "grpc-raw": ("FP32", "FP64", "FP16")}
+DTYPES = {
+    "rest-json": ("FP32", "FP64"),
+    "rest-binary": ("FP32", "FP64", "FP16"),
+    "grpc-typed": ("FP32", "FP64"),
+    "grpc-raw": ("FP32", "FP64", "FP16"),
+}
 NUMPY = {"FP16": np.float16, "FP32": np.float32, "FP64": np.float64}
 PROBABILITIES_ATOL = 2e-6  # kfts predict writes 6 decimals
 
@@ -61,7 +65,7 @@ class Expected:
     options: dict  # the request options that give `full`: {"probabilities": True} or {"flag": True} or {}
 
     @classmethod
-    def of(cls, model_dir, rows) -> "Expected":
+    def of(cls, model_dir, rows) -> Expected:
         from kfts.cli import main
         from kfts.cli.sample_data import write_csv
         from kfts.jobs.load import load_model
@@ -78,8 +82,20 @@ class Expected:
             answers = []
             for flags in ([], [f"--{k}" for k in options]):
                 out = Path(tmp) / "predictions.csv"
-                code = main(["predict", "--model-dir", str(model_dir), "--input", str(data), "--output", str(out),
-                             "--device", "cpu", *flags])
+                code = main(
+                    [
+                        "predict",
+                        "--model-dir",
+                        str(model_dir),
+                        "--input",
+                        str(data),
+                        "--output",
+                        str(out),
+                        "--device",
+                        "cpu",
+                        *flags,
+                    ]
+                )
                 assert code == 0, f"kfts predict exited {code}"
                 answers.append(out.read_bytes())
             return cls(model.algorithm, rows, data.read_bytes(), answers[0], answers[1], options)
@@ -89,18 +105,20 @@ class Expected:
     def classification(self):
         """(labels, probabilities [n, classes], classes) from `kfts predict --probabilities`."""
         table = list(csv.reader(io.StringIO(self.full.decode())))
-        classes = [c[len("p_"):] for c in table[0][1:]]
+        classes = [c[len("p_") :] for c in table[0][1:]]
         return [r[0] for r in table[1:]], np.array([[float(v) for v in r[1:]] for r in table[1:]]), classes
 
     def detection(self):
         """(scores [T], reconstructions [T, d], flags [T] or None), NaN for the first sequence."""
-        table = np.array([[float(v) if v else np.nan for v in line.split(",")]
-                          for line in self.full.decode().splitlines()])
+        table = np.array(
+            [[float(v) if v else np.nan for v in line.split(",")] for line in self.full.decode().splitlines()]
+        )
         d = self.rows.shape[1]
-        return table[:, 0], table[:, 1:1 + d], table[:, 1 + d] if "flag" in self.options else None
+        return table[:, 0], table[:, 1 : 1 + d], table[:, 1 + d] if "flag" in self.options else None
 
 
 # -- the cells ------------------------------------------------------------------------------------------------------
+
 
 def check(mode: str, target: Target, expected: Expected) -> None:
     """One cell of the matrix, every datatype the mode carries; AssertionError on a wrong answer."""
@@ -150,8 +168,7 @@ async def _check_v2(mode: str, datatype: str, target: Target, expected: Expected
         client = InferenceRESTClient(RESTConfig(protocol="v2", retries=0, timeout=120))
         headers: dict = {}
         try:
-            response = await client.infer(target.http, request, model_name=target.model_name,
-                                          response_headers=headers)
+            response = await client.infer(target.http, request, model_name=target.model_name, response_headers=headers)
         finally:
             await client.close()
         # the header that says where the JSON ends and the binary tensors begin: there only with binary data
@@ -214,28 +231,64 @@ def _check_triton(target: Target, expected: Expected) -> None:
 
 
 def _check_no_content_type(target: Target, expected: Expected) -> None:
-    body = {"inputs": [{"name": "input-0", "shape": list(expected.rows.shape), "datatype": "FP32",
-                        "data": expected.rows.ravel().tolist()}]}
+    body = {
+        "inputs": [
+            {
+                "name": "input-0",
+                "shape": list(expected.rows.shape),
+                "datatype": "FP32",
+                "data": expected.rows.ravel().tolist(),
+            }
+        ]
+    }
     status, content = _curl(f"{target.http}/v2/models/{target.model_name}/infer", json.dumps(body).encode(), "")
     assert status == 200, (status, content[:300])
-    outputs = {o["name"]: np.array([np.nan if v is None else v for v in o["data"]] if o["datatype"] != "BYTES"
-                                   else o["data"], dtype=object if o["datatype"] == "BYTES" else float
-                                   ).reshape(o["shape"]) for o in json.loads(content)["outputs"]}
+    outputs = {
+        o["name"]: np.array(
+            [np.nan if v is None else v for v in o["data"]] if o["datatype"] != "BYTES" else o["data"],
+            dtype=object if o["datatype"] == "BYTES" else float,
+        ).reshape(o["shape"])
+        for o in json.loads(content)["outputs"]
+    }
     _compare_v2("rest-json-no-type", outputs, expected)
 
 
 def _check_fp16_json_refused(target: Target, expected: Expected) -> None:
-    body = {"inputs": [{"name": "input-0", "shape": list(expected.rows.shape), "datatype": "FP16",
-                        "data": expected.rows.ravel().tolist()}]}
-    status, content = _curl(f"{target.http}/v2/models/{target.model_name}/infer", json.dumps(body).encode(),
-                            "application/json")
+    body = {
+        "inputs": [
+            {
+                "name": "input-0",
+                "shape": list(expected.rows.shape),
+                "datatype": "FP16",
+                "data": expected.rows.ravel().tolist(),
+            }
+        ]
+    }
+    status, content = _curl(
+        f"{target.http}/v2/models/{target.model_name}/infer", json.dumps(body).encode(), "application/json"
+    )
     assert status == 400 and b"FP16" in content, (status, content[:300])
 
 
 def _curl(url: str, body: bytes, content_type: str, **headers) -> tuple[int, bytes]:
     """POST with curl, as a user would: (status, body). An empty content_type sends no Content-Type at all."""
-    command = ["curl", "-sS", "--max-time", "120", "-X", "POST", "-H", f"Content-Type:{content_type and ' '}{content_type}",
-               "--data-binary", "@-", "-o", "-", "-w", "\n%{http_code}", url]
+    command = [
+        "curl",
+        "-sS",
+        "--max-time",
+        "120",
+        "-X",
+        "POST",
+        "-H",
+        f"Content-Type:{content_type and ' '}{content_type}",
+        "--data-binary",
+        "@-",
+        "-o",
+        "-",
+        "-w",
+        "\n%{http_code}",
+        url,
+    ]
     for key, value in headers.items():
         command[1:1] = ["-H", f"{key}: {value}"]
     result = subprocess.run(command, input=body, capture_output=True, timeout=180)
@@ -261,8 +314,9 @@ def _check_v1(target: Target, expected: Expected) -> None:
         return
     scores, reconstructions, flags = expected.detection()
     assert len(predictions) == len(scores)
-    for p, score, reconstruction, flag in zip(predictions, scores, reconstructions,
-                                              flags if flags is not None else [None] * len(scores)):
+    for p, score, reconstruction, flag in zip(
+        predictions, scores, reconstructions, flags if flags is not None else [None] * len(scores)
+    ):
         if np.isnan(score):
             assert p["score"] is None and p["reconstruction"] is None, p
             continue

@@ -48,6 +48,7 @@ def shared_data() -> Path:
 # The images are built by `make images` (a prerequisite of `make test`); container tests run them with Podman
 # (or Docker where it answers) and never skip: a missing engine or image fails with what to do.
 
+
 @pytest.fixture(scope="session")
 def engine() -> str:
     return container_engine()
@@ -71,9 +72,13 @@ def docker_api(engine, tmp_path_factory):
         yield os.environ.get("DOCKER_HOST", "")
         return
     import time
+
     socket = tmp_path_factory.mktemp("podman") / "podman.sock"
-    service = subprocess.Popen(["podman", "system", "service", "--time", "0", f"unix://{socket}"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    service = subprocess.Popen(
+        ["podman", "system", "service", "--time", "0", f"unix://{socket}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + 30
     while not socket.exists():
         if service.poll() is not None or time.monotonic() > deadline:
@@ -93,15 +98,25 @@ def docker_api(engine, tmp_path_factory):
 
 # -- servers ----------------------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     """A served InceptionTime (two stacked networks; a class name with a comma and a space), its series, and
     what `kfts predict` answers for them: {"model", "values", "expected", "tmp"}."""
     from client_matrix import Expected
     from helpers import LENGTH, tiny_inception_time
+
     tmp = tmp_path_factory.mktemp("it-serving")
-    _, values = tiny_inception_time(n_per_class=8, length=LENGTH, classes=("a", "b", "c, quoted"),
-                                    depth=3, models=2, epochs=2, batch_size=8, ensemble="stacked",
-                                    save_to=tmp / "model")
+    _, values = tiny_inception_time(
+        n_per_class=8,
+        length=LENGTH,
+        classes=("a", "b", "c, quoted"),
+        depth=3,
+        models=2,
+        epochs=2,
+        batch_size=8,
+        ensemble="stacked",
+        save_to=tmp / "model",
+    )
     # what kfts predict answers for these rows (rounded to float16, as every encoding can carry them)
     return {"model": tmp / "model", "values": values, "expected": Expected.of(tmp / "model", values), "tmp": tmp}

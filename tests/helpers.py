@@ -23,12 +23,19 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
-def run_cli(*args, check: bool = False, timeout: float = 600, env: dict | None = None,
-            **kwargs) -> subprocess.CompletedProcess:
+def run_cli(
+    *args, check: bool = False, timeout: float = 600, env: dict | None = None, **kwargs
+) -> subprocess.CompletedProcess:
     """`python -m kfts ARGS` in a subprocess (in `env`, by default this one's), as a user would run it; text
     output captured."""
-    result = subprocess.run([sys.executable, "-m", "kfts", *map(str, args)], capture_output=True, text=True,
-                            timeout=timeout, env={**(env or os.environ), "PYTHONUNBUFFERED": "1"}, **kwargs)
+    result = subprocess.run(
+        [sys.executable, "-m", "kfts", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**(env or os.environ), "PYTHONUNBUFFERED": "1"},
+        **kwargs,
+    )
     if check and result.returncode != 0:
         raise AssertionError(f"kfts {' '.join(map(str, args))} exited {result.returncode}:\n{result.stderr}")
     return result
@@ -44,13 +51,16 @@ make_classification = sample_data.classification
 
 def container_engine() -> str:
     import shutil
+
     if shutil.which("docker") and subprocess.run(["docker", "info"], capture_output=True).returncode == 0:
         return "docker"
     if shutil.which("podman"):
         os.environ.setdefault("CONTAINERS_CONF", str(ROOT / "images" / "containers.conf"))
         return "podman"
-    pytest.fail("no container engine: install Podman (apt-get install podman buildah runc debootstrap; "
-                ".ci/run does) or start Docker, then `make images`")
+    pytest.fail(
+        "no container engine: install Podman (apt-get install podman buildah runc debootstrap; "
+        ".ci/run does) or start Docker, then `make images`"
+    )
 
 
 def built_image(engine: str, image: str) -> str:
@@ -61,6 +71,7 @@ def built_image(engine: str, image: str) -> str:
 
 def free_port() -> int:
     import socket
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -70,6 +81,7 @@ def wait_ready(base_url: str, process=None, timeout: float = 300) -> None:
     """Until `base_url`/v2/health/ready answers 200; fails early if `process` (the server) exited."""
     import time
     import urllib.request
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
@@ -95,6 +107,7 @@ def crd_validator(file: str, version: str):
     (checked and built once: the schemas are large)."""
     import jsonschema
     import yaml
+
     if not (SCHEMAS / file).is_file():
         pytest.fail(f"{SCHEMAS / file} is not there (CI puts ../shared beside the project)")
     crd = yaml.load((SCHEMAS / file).read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
@@ -108,6 +121,7 @@ def crd_validator(file: str, version: str):
 def predictions_csv(model, values, **options) -> str:
     """What `kfts predict` writes for `values`: the model's algorithm's batch prediction CSV."""
     from kfts.algorithms import of
+
     return of(model).predictions_csv(model, values, **options)
 
 
@@ -118,12 +132,12 @@ TINY_INCEPTION_TIME = dict(filters=4, depth=1, models=1, epochs=1)
 TINY_LSTM_AD = dict(num_layers=1, hidden_size=8, sequence_length=10, epochs=2)
 
 
-def tiny_inception_time(*, n_per_class: int = 10, length: int = 24, classes=("a", "b", "c"), save_to=None,
-                        **params):
+def tiny_inception_time(*, n_per_class: int = 10, length: int = 24, classes=("a", "b", "c"), save_to=None, **params):
     """An InceptionTime (TINY_INCEPTION_TIME, changed by `params`) fitted on the CPU with seed 0 on
     make_classification(n_per_class, length, classes), saved to `save_to` when given: (model, series)."""
     from kfts.algorithms.inception_time.estimator import InceptionTime
     from kfts.core.csvio import LabeledSeries
+
     labels, values = make_classification(n_per_class=n_per_class, length=length, classes=classes)
     model = InceptionTime(InceptionTime.Params(**{**TINY_INCEPTION_TIME, **params}), device="cpu", seed=0)
     model.fit(LabeledSeries(labels, values))
@@ -136,6 +150,7 @@ def tiny_lstm_ad(values: np.ndarray, *, save_to=None, **params):
     """An LSTM-AD (TINY_LSTM_AD, changed by `params`) fitted on the CPU with seed 0 on `values`, saved to
     `save_to` when given."""
     from kfts.algorithms.lstm_ad.estimator import LstmAD
+
     model = LstmAD(LstmAD.Params(**{**TINY_LSTM_AD, **params}), device="cpu", seed=0).fit(values)
     if save_to is not None:
         model.save(save_to)
@@ -150,6 +165,7 @@ def assert_statistics_of(network, x) -> None:
     import copy
 
     import torch
+
     net = copy.deepcopy(network).double().train()
     for norm in net.batch_norms():
         norm.reset_running_stats()
@@ -159,8 +175,9 @@ def assert_statistics_of(network, x) -> None:
     count = x.shape[0] * x.shape[-1]
     for norm, reference in zip(network.batch_norms(), net.batch_norms()):
         torch.testing.assert_close(norm.running_mean.double(), reference.running_mean, rtol=1e-4, atol=1e-5)
-        torch.testing.assert_close(norm.running_var.double(), reference.running_var * (count - 1) / count,
-                                   rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(
+            norm.running_var.double(), reference.running_var * (count - 1) / count, rtol=1e-4, atol=1e-5
+        )
 
 
 # -- the tiny InceptionTime the serving tests share ----------------------------------------------------------------
@@ -171,6 +188,7 @@ LENGTH = 24  # time steps per series
 
 # -- a real `kfts serve` in a subprocess ----------------------------------------------------------------------------
 
+
 class Server:
     """`python -m kfts serve` on 127.0.0.1 and free ports, its output in a log file (a full pipe would block it)."""
 
@@ -180,17 +198,38 @@ class Server:
         self.url = f"http://127.0.0.1:{self.http_port}"
         with open(log, "wb") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "kfts", "serve", "--model-dir", str(model_dir), "--model-name", name,
-                 "--host", "127.0.0.1", "--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port),
-                 "--device", "cpu", *options], stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                [
+                    sys.executable,
+                    "-m",
+                    "kfts",
+                    "serve",
+                    "--model-dir",
+                    str(model_dir),
+                    "--model-name",
+                    name,
+                    "--host",
+                    "127.0.0.1",
+                    "--http-port",
+                    str(self.http_port),
+                    "--grpc-port",
+                    str(self.grpc_port),
+                    "--device",
+                    "cpu",
+                    *options,
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
         self.http = httpx.Client(base_url=self.url, timeout=60)
 
     @property
     def target(self):
         from client_matrix import Target
+
         return Target(self.url, f"127.0.0.1:{self.grpc_port}", self.name)
 
-    def wait_ready(self, timeout: float = 300) -> "Server":
+    def wait_ready(self, timeout: float = 300) -> Server:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -227,13 +266,20 @@ class Server:
             GRPCInferenceServiceStub,
         )
         from kserve.protocol.infer_type import InferResponse
+
         values = np.asarray(values, dtype=np.float32)
         request = pb.ModelInferRequest(
             model_name=model_name or self.name,
-            inputs=[pb.ModelInferRequest.InferInputTensor(
-                name="input-0", datatype="FP32", shape=list(values.shape),
-                contents=pb.InferTensorContents(fp32_contents=values.ravel().tolist()))],
-            parameters={k: pb.InferParameter(bool_param=v) for k, v in parameters.items()})
+            inputs=[
+                pb.ModelInferRequest.InferInputTensor(
+                    name="input-0",
+                    datatype="FP32",
+                    shape=list(values.shape),
+                    contents=pb.InferTensorContents(fp32_contents=values.ravel().tolist()),
+                )
+            ],
+            parameters={k: pb.InferParameter(bool_param=v) for k, v in parameters.items()},
+        )
         with grpc.insecure_channel(f"127.0.0.1:{self.grpc_port}") as channel:
             response = GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=60)
         return {o.name: o.as_numpy() for o in InferResponse.from_grpc(response).outputs}
@@ -241,8 +287,11 @@ class Server:
 
 def v2_body(values: np.ndarray, **parameters) -> dict:
     values = np.asarray(values, dtype=np.float32)
-    body = {"inputs": [{"name": "input-0", "shape": list(values.shape), "datatype": "FP32",
-                        "data": values.ravel().tolist()}]}
+    body = {
+        "inputs": [
+            {"name": "input-0", "shape": list(values.shape), "datatype": "FP32", "data": values.ravel().tolist()}
+        ]
+    }
     if parameters:
         body["parameters"] = parameters
     return body
@@ -250,9 +299,12 @@ def v2_body(values: np.ndarray, **parameters) -> dict:
 
 def v2_outputs(response: httpx.Response) -> dict:
     assert response.status_code == 200, response.text
-    return {o["name"]: np.array([np.nan if v is None else v for v in o["data"]] if o["datatype"] != "BYTES"
-                                else o["data"]).reshape(o["shape"])
-            for o in response.json()["outputs"]}
+    return {
+        o["name"]: np.array(
+            [np.nan if v is None else v for v in o["data"]] if o["datatype"] != "BYTES" else o["data"]
+        ).reshape(o["shape"])
+        for o in response.json()["outputs"]
+    }
 
 
 def raw_http(port: int, head: bytes) -> bytes:

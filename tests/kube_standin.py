@@ -31,19 +31,29 @@ import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-PATH = re.compile(r"^/api(?:s/(?P<group>[^/]+))?/(?P<version>[^/]+)/namespaces/(?P<ns>[^/]+)/(?P<plural>[^/]+)"
-                  r"(?:/(?P<name>[^/?]+))?")
+PATH = re.compile(
+    r"^/api(?:s/(?P<group>[^/]+))?/(?P<version>[^/]+)/namespaces/(?P<ns>[^/]+)/(?P<plural>[^/]+)"
+    r"(?:/(?P<name>[^/?]+))?"
+)
 
 
 class KubeStandIn:
-    def __init__(self, statuses: list[dict] | dict[str, list[dict]] | None = None,
-                 existing: list[dict] | None = None, run_trainjobs: bool = False, kserve: "KServe | None" = None,
-                 forbidden: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        statuses: list[dict] | dict[str, list[dict]] | None = None,
+        existing: list[dict] | None = None,
+        run_trainjobs: bool = False,
+        kserve: KServe | None = None,
+        forbidden: tuple[str, ...] = (),
+    ):
         self.run_trainjobs, self.logs, self.kserve, self.forbidden = run_trainjobs, {}, kserve, forbidden
         self.objects: dict[tuple, dict] = {}
         self.requests: list[tuple[str, str, dict | None]] = []
-        self.statuses = {None: [], **{name: list(script) for name, script in statuses.items()}} \
-            if isinstance(statuses, dict) else {None: list(statuses or [])}
+        self.statuses = (
+            {None: [], **{name: list(script) for name, script in statuses.items()}}
+            if isinstance(statuses, dict)
+            else {None: list(statuses or [])}
+        )
         self.version = 0
         for manifest in existing or []:
             self._store(manifest)
@@ -53,8 +63,14 @@ class KubeStandIn:
 
     def _store(self, manifest: dict, key: tuple | None = None) -> dict:
         self.version += 1
-        stored = {**manifest, "metadata": {**manifest["metadata"], "resourceVersion": str(self.version),
-                                           "generation": manifest["metadata"].get("generation", 1)}}
+        stored = {
+            **manifest,
+            "metadata": {
+                **manifest["metadata"],
+                "resourceVersion": str(self.version),
+                "generation": manifest["metadata"].get("generation", 1),
+            },
+        }
         if key is None:
             group = manifest["apiVersion"].rpartition("/")[0]
             plural = manifest["kind"].lower() + "s"
@@ -62,7 +78,7 @@ class KubeStandIn:
         self.objects[key] = stored
         return stored
 
-    def __enter__(self) -> "KubeStandIn":
+    def __enter__(self) -> KubeStandIn:
         stand_in = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -82,8 +98,17 @@ class KubeStandIn:
                 return json.loads(self.rfile.read(length)) if length else None
 
             def _not_found(self, name):
-                self._answer(404, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 404,
-                                   "reason": "NotFound", "message": f"{name} not found"})
+                self._answer(
+                    404,
+                    {
+                        "kind": "Status",
+                        "apiVersion": "v1",
+                        "status": "Failure",
+                        "code": 404,
+                        "reason": "NotFound",
+                        "message": f"{name} not found",
+                    },
+                )
 
             def do_GET(self):
                 match = PATH.match(self.path)
@@ -135,19 +160,34 @@ class KubeStandIn:
 
     def _run_trainjob(self, key: tuple) -> None:
         from helpers import free_port
+
         trainer = self.objects[key]["spec"]["trainer"]
         assert trainer.get("numNodes", 1) == 1, "the stand-in plays one node"
         self.objects[key]["status"] = {"conditions": [{"type": "Created", "status": "True", "reason": "Created"}]}
         # as in the image, kfts and torchrun on the PATH: this Python's; the PET_* settings on loopback
-        env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}", "PET_NNODES": "1",
-               "PET_NPROC_PER_NODE": str(trainer.get("numProcPerNode", 1)), "PET_NODE_RANK": "0",
-               "PET_MASTER_ADDR": "127.0.0.1", "PET_MASTER_PORT": str(free_port()), "GLOO_SOCKET_IFNAME": "lo",
-               **self.container_env(trainer.get("env", []))}
+        env = {
+            **os.environ,
+            "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}",
+            "PET_NNODES": "1",
+            "PET_NPROC_PER_NODE": str(trainer.get("numProcPerNode", 1)),
+            "PET_NODE_RANK": "0",
+            "PET_MASTER_ADDR": "127.0.0.1",
+            "PET_MASTER_PORT": str(free_port()),
+            "GLOO_SOCKET_IFNAME": "lo",
+            **self.container_env(trainer.get("env", [])),
+        }
         run = subprocess.run(trainer["command"], env=env, capture_output=True, text=True, timeout=900)
         self.logs[key[-1]] = run.stdout + run.stderr
-        condition = ({"type": "Complete", "status": "True", "reason": "Completed"} if run.returncode == 0 else
-                     {"type": "Failed", "status": "True", "reason": "TrainingFailed",
-                      "message": f"exit code {run.returncode}"})
+        condition = (
+            {"type": "Complete", "status": "True", "reason": "Completed"}
+            if run.returncode == 0
+            else {
+                "type": "Failed",
+                "status": "True",
+                "reason": "TrainingFailed",
+                "message": f"exit code {run.returncode}",
+            }
+        )
         self.objects[key]["status"] = {"conditions": [condition]}
 
     def container_env(self, env: list[dict]) -> dict[str, str]:
@@ -165,17 +205,34 @@ class KubeStandIn:
         return resolved
 
     def secret_data(self, name: str) -> dict[str, str]:
-        return next((o.get("stringData", {}) for (group, plural, _, n), o in self.objects.items()
-                     if (group, plural, n) == ("", "secrets", name)), {})
+        return next(
+            (
+                o.get("stringData", {})
+                for (group, plural, _, n), o in self.objects.items()
+                if (group, plural, n) == ("", "secrets", name)
+            ),
+            {},
+        )
 
     def kubeconfig(self, path) -> None:
         server = f"http://127.0.0.1:{self.server.server_address[1]}"
-        path.write_text(json.dumps({
-            "apiVersion": "v1", "kind": "Config", "current-context": "stand-in",
-            "clusters": [{"name": "stand-in", "cluster": {"server": server}}],
-            "users": [{"name": "stand-in", "user": {}}],
-            "contexts": [{"name": "stand-in", "context": {"cluster": "stand-in", "user": "stand-in",
-                                                          "namespace": "default"}}]}))
+        path.write_text(
+            json.dumps(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "current-context": "stand-in",
+                    "clusters": [{"name": "stand-in", "cluster": {"server": server}}],
+                    "users": [{"name": "stand-in", "user": {}}],
+                    "contexts": [
+                        {
+                            "name": "stand-in",
+                            "context": {"cluster": "stand-in", "user": "stand-in", "namespace": "default"},
+                        }
+                    ],
+                }
+            )
+        )
 
     def __exit__(self, *exc):
         self.server.shutdown()
@@ -183,6 +240,7 @@ class KubeStandIn:
 
     def api(self):
         from kubernetes import client
+
         configuration = client.Configuration(host=f"http://127.0.0.1:{self.server.server_address[1]}")
         return client.CustomObjectsApi(client.ApiClient(configuration))
 
@@ -210,8 +268,9 @@ class KServe:
       RevisionFailed for a broken spec (traffic stays on the last ready revision).
     """
 
-    def __init__(self, mode: str = "Standard", *, broken=lambda spec: False, lag: int = 2, start: int = 2,
-                 deadline: int = 4):
+    def __init__(
+        self, mode: str = "Standard", *, broken=lambda spec: False, lag: int = 2, start: int = 2, deadline: int = 4
+    ):
         self.mode, self.broken, self.lag, self.start, self.deadline = mode, broken, lag, start, deadline
         self.state: dict[str, dict] = {}
         self.reconciled: list[dict] = []  # the specs taken up, in order
@@ -222,28 +281,44 @@ class KServe:
             state["queued"] += 1
             if state["queued"] < self.lag:
                 return
-            state.update(seen=isvc["metadata"]["generation"], child=state["child"] + 1, queued=0, reads=0,
-                         serving=state.get("serving", False) or state.get("started", False), started=False)
+            state.update(
+                seen=isvc["metadata"]["generation"],
+                child=state["child"] + 1,
+                queued=0,
+                reads=0,
+                serving=state.get("serving", False) or state.get("started", False),
+                started=False,
+            )
             self.reconciled.append(isvc["spec"])
         else:
             state["reads"] += 1
         broken = self.broken(isvc["spec"])
         state["started"] = state["reads"] >= self.start and not broken
-        isvc["status"] = {"observedGeneration": state["child"], "deploymentMode": self.mode,
-                          "conditions": self._conditions(state, broken)}
+        isvc["status"] = {
+            "observedGeneration": state["child"],
+            "deploymentMode": self.mode,
+            "conditions": self._conditions(state, broken),
+        }
         if state["started"] or state["serving"]:
             isvc["status"]["url"] = f"http://{isvc['metadata']['name']}.{isvc['metadata']['namespace']}.example"
 
     def _conditions(self, state: dict, broken: bool) -> list[dict]:
         if self.mode == "Knative":
-            ready = ({"status": "True"} if state["started"] else
-                     {"status": "False", "reason": "RevisionFailed", "message": "Container failed with: exit 1"}
-                     if broken and state["reads"] >= self.start else {"status": "Unknown"})
+            ready = (
+                {"status": "True"}
+                if state["started"]
+                else {"status": "False", "reason": "RevisionFailed", "message": "Container failed with: exit 1"}
+                if broken and state["reads"] >= self.start
+                else {"status": "Unknown"}
+            )
         elif state["started"]:
             ready = {"status": "True", "reason": "NewReplicaSetAvailable"}
         elif broken and state["reads"] >= self.deadline:
-            ready = {"status": "False", "reason": "ProgressDeadlineExceeded",
-                     "message": "ReplicaSet has timed out progressing."}
+            ready = {
+                "status": "False",
+                "reason": "ProgressDeadlineExceeded",
+                "message": "ReplicaSet has timed out progressing.",
+            }
         elif state["serving"]:
             ready = {"status": "True", "reason": "MinimumReplicasAvailable"}
         else:
@@ -253,8 +328,20 @@ class KServe:
 
 # -- the pods the controllers make of kfts's manifests ------------------------------------------------------------
 
-POD_FIELDS = {"containers", "initContainers", "volumes", "securityContext", "serviceAccountName", "nodeSelector",
-              "tolerations", "affinity", "hostNetwork", "hostPID", "hostIPC", "imagePullSecrets"}
+POD_FIELDS = {
+    "containers",
+    "initContainers",
+    "volumes",
+    "securityContext",
+    "serviceAccountName",
+    "nodeSelector",
+    "tolerations",
+    "affinity",
+    "hostNetwork",
+    "hostPID",
+    "hostIPC",
+    "imagePullSecrets",
+}
 MODEL_ONLY = {"modelFormat", "runtime", "runtimeVersion", "storageUri", "storage", "protocolVersion"}
 
 
@@ -296,12 +383,18 @@ def trainer_pod(trainjob: dict, runtime: dict) -> dict:
     container.update({k: trainer[k] for k in ("image", "command", "args") if k in trainer})
     container["resources"] = trainer.get("resourcesPerNode", container.get("resources", {}))
     name = trainjob["metadata"]["name"]
-    pet = [{"name": "PET_NNODES", "value": str(trainer.get("numNodes", 1))},
-           {"name": "PET_NPROC_PER_NODE", "value": str(trainer.get("numProcPerNode", "auto"))},
-           {"name": "PET_NODE_RANK", "valueFrom": {"fieldRef": {
-               "fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}}},
-           {"name": "PET_MASTER_ADDR", "value": f"{name}-node-0-0.{name}"},
-           {"name": "PET_MASTER_PORT", "value": "29500"}]
+    pet = [
+        {"name": "PET_NNODES", "value": str(trainer.get("numNodes", 1))},
+        {"name": "PET_NPROC_PER_NODE", "value": str(trainer.get("numProcPerNode", "auto"))},
+        {
+            "name": "PET_NODE_RANK",
+            "valueFrom": {
+                "fieldRef": {"fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}
+            },
+        },
+        {"name": "PET_MASTER_ADDR", "value": f"{name}-node-0-0.{name}"},
+        {"name": "PET_MASTER_PORT", "value": "29500"},
+    ]
     container["env"] = _by_name(container.get("env", []), [*trainer.get("env", []), *pet])
     return pod
 
@@ -310,8 +403,14 @@ def _merge_container(container: dict, patches: list[dict]) -> dict:
     for patch in patches:
         if patch["name"] == container["name"]:
             assert not (container["name"] == "node" and patch.get("env")), "Trainer refuses env patches of node"
-            container = {**container, **{k: _by_name(container.get(k, []), v) if isinstance(v, list) else v
-                                         for k, v in patch.items() if k != "name"}}
+            container = {
+                **container,
+                **{
+                    k: _by_name(container.get(k, []), v) if isinstance(v, list) else v
+                    for k, v in patch.items()
+                    if k != "name"
+                },
+            }
     return container
 
 

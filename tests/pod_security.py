@@ -14,13 +14,29 @@ ServingRuntime's spec, an InferenceService's predictor, a Job's or a JobSet's po
 from __future__ import annotations
 
 # Restricted: only these volume types
-ALLOWED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected",
-                   "secret"}
+ALLOWED_VOLUMES = {
+    "configMap",
+    "csi",
+    "downwardAPI",
+    "emptyDir",
+    "ephemeral",
+    "persistentVolumeClaim",
+    "projected",
+    "secret",
+}
 # Baseline: the sysctls a pod may set; SELinux types a pod may ask for
-SAFE_SYSCTLS = {"kernel.shm_rmid_forced", "net.ipv4.ip_local_port_range", "net.ipv4.ip_unprivileged_port_start",
-                "net.ipv4.tcp_syncookies", "net.ipv4.ping_group_range", "net.ipv4.ip_local_reserved_ports",
-                "net.ipv4.tcp_keepalive_time", "net.ipv4.tcp_fin_timeout", "net.ipv4.tcp_keepalive_intvl",
-                "net.ipv4.tcp_keepalive_probes"}
+SAFE_SYSCTLS = {
+    "kernel.shm_rmid_forced",
+    "net.ipv4.ip_local_port_range",
+    "net.ipv4.ip_unprivileged_port_start",
+    "net.ipv4.tcp_syncookies",
+    "net.ipv4.ping_group_range",
+    "net.ipv4.ip_local_reserved_ports",
+    "net.ipv4.tcp_keepalive_time",
+    "net.ipv4.tcp_fin_timeout",
+    "net.ipv4.tcp_keepalive_intvl",
+    "net.ipv4.tcp_keepalive_probes",
+}
 SELINUX_TYPES = {None, "", "container_t", "container_init_t", "container_kvm_t", "container_engine_t"}
 CONTAINER_LISTS = ("initContainers", "containers", "ephemeralContainers")
 
@@ -28,8 +44,11 @@ CONTAINER_LISTS = ("initContainers", "containers", "ephemeralContainers")
 def restricted_violations(pod: dict) -> list[str]:
     """What in `pod` (a PodSpec as a dict) the restricted profile forbids: one line per violation."""
     context = pod.get("securityContext") or {}
-    containers = [(f"{field}[{c.get('name')}]", c, c.get("securityContext") or {})
-                  for field in CONTAINER_LISTS for c in pod.get(field) or []]
+    containers = [
+        (f"{field}[{c.get('name')}]", c, c.get("securityContext") or {})
+        for field in CONTAINER_LISTS
+        for c in pod.get(field) or []
+    ]
     found = [f"{field}: true" for field in ("hostNetwork", "hostPID", "hostIPC") if pod.get(field)]
     for volume in pod.get("volumes") or []:
         kinds = set(volume) - {"name"}
@@ -88,8 +107,12 @@ def hardening_violations(pod: dict) -> list[str]:
             if (container.get("securityContext") or {}).get("readOnlyRootFilesystem") is not True:
                 found.append(f"{where}: readOnlyRootFilesystem is not true")
             resources = container.get("resources") or {}
-            found += [f"{where}: no {kind} {resource}" for kind in ("requests", "limits")
-                      for resource in ("cpu", "memory") if resource not in (resources.get(kind) or {})]
+            found += [
+                f"{where}: no {kind} {resource}"
+                for kind in ("requests", "limits")
+                for resource in ("cpu", "memory")
+                if resource not in (resources.get(kind) or {})
+            ]
     return found
 
 

@@ -28,8 +28,18 @@ from werkzeug.serving import make_server
 
 BUCKET = "kfts"
 REGION = "us-east-1"
-S3_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION",
-          "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "MINIO_ACCESS_KEY", "MINIO_SECRET_KEY", "AWS_PROFILE")
+S3_ENV = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "MINIO_ACCESS_KEY",
+    "MINIO_SECRET_KEY",
+    "AWS_PROFILE",
+)
 
 
 @dataclass
@@ -48,31 +58,52 @@ class _Quiet(MotoRequestHandler):
 class S3Server:
     def __init__(self):
         self._hold: _Hold | None = None
-        self._server = make_server("127.0.0.1", 0, self._app(DomainDispatcherApplication(create_backend_app)),
-                                   threaded=True, request_handler=_Quiet)
+        self._server = make_server(
+            "127.0.0.1",
+            0,
+            self._app(DomainDispatcherApplication(create_backend_app)),
+            threaded=True,
+            request_handler=_Quiet,
+        )
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         # moto's backends live in this process: start from an empty store, as a new server would
         urllib.request.urlopen(urllib.request.Request(f"{self.url}/moto-api/reset", method="POST")).close()
-        admin = dict(endpoint_url=self.url, region_name=REGION, aws_access_key_id="setup", aws_secret_access_key="setup")
+        admin = dict(
+            endpoint_url=self.url, region_name=REGION, aws_access_key_id="setup", aws_secret_access_key="setup"
+        )
         iam = boto3.client("iam", **admin)
         # the three calls that create the key go unchecked; every request after them must be signed with it
         self._unchecked = moto.settings.INITIAL_NO_AUTH_ACTION_COUNT
         moto.settings.INITIAL_NO_AUTH_ACTION_COUNT = ActionAuthenticatorMixin.request_count + 3
         iam.create_user(UserName="kfts")
-        iam.put_user_policy(UserName="kfts", PolicyName="s3", PolicyDocument=json.dumps({
-            "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
+        iam.put_user_policy(
+            UserName="kfts",
+            PolicyName="s3",
+            PolicyDocument=json.dumps(
+                {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
+            ),
+        )
         key = iam.create_access_key(UserName="kfts")["AccessKey"]
         self.key_id, self.secret = key["AccessKeyId"], key["SecretAccessKey"]
-        self.client = boto3.client("s3", endpoint_url=self.url, region_name=REGION, aws_access_key_id=self.key_id,
-                                   aws_secret_access_key=self.secret)
+        self.client = boto3.client(
+            "s3",
+            endpoint_url=self.url,
+            region_name=REGION,
+            aws_access_key_id=self.key_id,
+            aws_secret_access_key=self.secret,
+        )
         self.client.create_bucket(Bucket=BUCKET)
 
     def env(self, **changes) -> dict:
         """This process's environment with the store's identity as a pod gets it from a Secret (and none other)."""
         env = {k: v for k, v in os.environ.items() if k not in S3_ENV}
-        env.update(AWS_ACCESS_KEY_ID=self.key_id, AWS_SECRET_ACCESS_KEY=self.secret, AWS_ENDPOINT_URL=self.url,
-                   AWS_REGION=REGION)
+        env.update(
+            AWS_ACCESS_KEY_ID=self.key_id,
+            AWS_SECRET_ACCESS_KEY=self.secret,
+            AWS_ENDPOINT_URL=self.url,
+            AWS_REGION=REGION,
+        )
         env.update(changes)
         return {k: v for k, v in env.items() if v is not None}
 
@@ -104,6 +135,7 @@ class S3Server:
             if hold and writes and path.startswith(hold.prefix):
                 hold.first = path
             return moto_app(environ, start_response)
+
         return app
 
     def close(self) -> None:

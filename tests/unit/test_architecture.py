@@ -36,8 +36,9 @@ def imports(path: Path, known: dict[str, Path]) -> set[str]:
         if isinstance(node, ast.Import):
             names |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            names |= {f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in known else node.module
-                      for a in node.names}
+            names |= {
+                f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in known else node.module for a in node.names
+            }
     found = set()
     for name in names:
         while name and name not in known:
@@ -58,8 +59,12 @@ def graph() -> dict[str, set[str]]:
 
 
 def test_no_module_imports_a_layer_above_its_own():
-    wrong = [f"{module} imports {target}" for module, targets in graph().items() for target in sorted(targets)
-             if layer(module) and target != "kfts" and layer(target) not in MAY_IMPORT[layer(module)]]
+    wrong = [
+        f"{module} imports {target}"
+        for module, targets in graph().items()
+        for target in sorted(targets)
+        if layer(module) and target != "kfts" and layer(target) not in MAY_IMPORT[layer(module)]
+    ]
     assert not wrong, "\n".join(wrong)
 
 

@@ -5,7 +5,7 @@ them and names the answer's tensors."""
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 

@@ -26,16 +26,16 @@ class Algorithm:
     """One algorithm kfts trains and serves. Subclasses set the attributes and implement the methods that
     raise NotImplementedError; the others have defaults that fit most algorithms."""
 
-    id: str                       # as users type it: `kfts train ID`, the artifact's "algorithm"
-    summary: str                  # one line for --help
-    Params: type                  # the hyperparameter dataclass (fields: name, type, default, help)
-    estimator_path: str           # "module:Class", imported on first use
+    id: str  # as users type it: `kfts train ID`, the artifact's "algorithm"
+    summary: str  # one line for --help
+    Params: type  # the hyperparameter dataclass (fields: name, type, default, help)
+    estimator_path: str  # "module:Class", imported on first use
     labeled_layout: bool = False  # training files carry a label first in every row (else labels are separate)
     predict_options: dict[str, str] = {}  # on/off options of batch prediction: name -> help
     metrics: tuple[str, ...] = ()  # the metric lines training prints: the first is Katib's default objective
-    holdout_metric: str = ""      # the evaluation figure that decides champion vs challenger in retraining
+    holdout_metric: str = ""  # the evaluation figure that decides champion vs challenger in retraining
     pipeline_path: str | None = None  # "module:function" building its KFP pipeline (cluster, **options)
-    fan_out: bool = False         # its pipeline can train ensemble members as parallel tasks
+    fan_out: bool = False  # its pipeline can train ensemble members as parallel tasks
     # The most a model artifact may ask for, by field of its manifest ("hyperparameters.depth"): sizes that cost
     # memory or time before the weights could tell (the number of layers to build, an input length the model is
     # run on). Far beyond any model that trains; a crafted manifest is refused before anything is built.
@@ -118,6 +118,7 @@ class Algorithm:
         import torch
 
         from kfts.core import artifact
+
         where = Path(model_dir) / artifact.MANIFEST
         self.check_caps(manifest, where)
         try:

@@ -25,9 +25,12 @@ COMMAND_MODULES: list[str] = ["kfts.cli.serve", "kfts.cli.pipeline", "kfts.cli.s
 # What commands import that a core install (`pip install kfts`) lacks, by top-level module: the extra that brings
 # it (for serve also the packages of KServe's that kfts.serving imports itself). Registering the commands imports
 # none of them; a command that needs one says which extra to install.
-EXTRAS = {**dict.fromkeys(("kserve", "orjson", "fastapi", "starlette", "grpc", "grpc_interceptor",
-                           "prometheus_client"), "serve"),
-          **dict.fromkeys(("kfp", "docker", "kubernetes"), "kubeflow")}
+EXTRAS = {
+    **dict.fromkeys(
+        ("kserve", "orjson", "fastapi", "starlette", "grpc", "grpc_interceptor", "prometheus_client"), "serve"
+    ),
+    **dict.fromkeys(("kfp", "docker", "kubernetes"), "kubeflow"),
+}
 
 
 class Terminated(BaseException):
@@ -59,13 +62,15 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # a bug, not the user's fault: say so in one line unless debugging
         extra = EXTRAS.get((e.name or "").partition(".")[0]) if isinstance(e, ModuleNotFoundError) else None
         if extra:
-            print(f"error: kfts {args.command} needs the {extra} extra ({e.name} is not installed): "
-                  f"pip install 'kfts[{extra}]'", file=sys.stderr)
+            print(
+                f"error: kfts {args.command} needs the {extra} extra ({e.name} is not installed): "
+                f"pip install 'kfts[{extra}]'",
+                file=sys.stderr,
+            )
             return 2
         if os.environ.get("KFTS_DEBUG"):
             raise
-        print(f"error: internal error ({type(e).__name__}: {e}); rerun with KFTS_DEBUG=1 for details",
-              file=sys.stderr)
+        print(f"error: internal error ({type(e).__name__}: {e}); rerun with KFTS_DEBUG=1 for details", file=sys.stderr)
         return 1
     finally:
         if previous is not None:
@@ -94,8 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--valid", help="validation CSV (only scored)")
         sub.add_argument("--model-dir", required=True, help="where the model artifact is written")
         sub.add_argument("--init-model", help="a previous model directory to continue training from")
-        sub.add_argument("--checkpoint-dir", help="keep the training state here after every epoch; the same "
-                                                  "command run again resumes from the last finished epoch")
+        sub.add_argument(
+            "--checkpoint-dir",
+            help="keep the training state here after every epoch; the same "
+            "command run again resumes from the last finished epoch",
+        )
         sub.add_argument("--seed", type=int, help="random seed for a reproducible run")
         sub.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
         add_hyperparameter_flags(sub, spec.Params)
@@ -113,8 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="score a model on labeled data: metrics.json + report.html")
     evaluate.add_argument("--model-dir", required=True)
     evaluate.add_argument("--input", required=True)
-    evaluate.add_argument("--labels", help="one label per input row, when the input is in the inference "
-                                           "layout (series only)")
+    evaluate.add_argument(
+        "--labels", help="one label per input row, when the input is in the inference layout (series only)"
+    )
     evaluate.add_argument("--output-dir", required=True)
     evaluate.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     evaluate.set_defaults(func=cmd_evaluate)
@@ -131,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
 def predict_options() -> dict[str, tuple[list[str], str]]:
     """Every algorithm's batch prediction options: name -> (the algorithms that have it, help)."""
     from kfts.algorithms import ALGORITHMS
+
     options = {}
     for algorithm in ALGORITHMS.values():
         for name, text in algorithm.predict_options.items():
@@ -141,13 +151,19 @@ def predict_options() -> dict[str, tuple[list[str], str]]:
 def add_hyperparameter_flags(parser: argparse.ArgumentParser, params_class) -> None:
     """One flag per hyperparameter field: `batch_size` becomes --batch-size, with the field's default."""
     from kfts.core.hyperparameters import FIELD_TYPES
+
     group = parser.add_argument_group("hyperparameters")
     for f in fields(params_class):
         kind = FIELD_TYPES[f.type]
         default = f.default if f.default is not MISSING else None
-        group.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=kind, default=default,
-                           choices=f.metadata.get("choices"),
-                           help=f"{f.metadata.get('help', '')} (default {default})")
+        group.add_argument(
+            f"--{f.name.replace('_', '-')}",
+            dest=f.name,
+            type=kind,
+            default=default,
+            choices=f.metadata.get("choices"),
+            help=f"{f.metadata.get('help', '')} (default {default})",
+        )
 
 
 def hyperparameters(args: argparse.Namespace, params_class):
@@ -156,9 +172,11 @@ def hyperparameters(args: argparse.Namespace, params_class):
 
 # -- commands -----------------------------------------------------------------------------------------------
 
+
 def cmd_validate(args) -> None:
     from kfts.algorithms import spec
     from kfts.jobs.validate import check, describe
+
     layout = "inference" if args.inference else "training"
     with staged(args, inputs=("file",)):
         summary = describe(args.algorithm, args.file, layout)  # with a hint when the file looks like the other layout
@@ -171,13 +189,22 @@ def cmd_train(args) -> None:
     from kfts.core.training import use_cpu_share
     from kfts.jobs.train import train
     from kfts.jobs.validate import check_files
+
     params = hyperparameters(args, args.Params)
     with staged(args, inputs=("train", "valid", "init_model"), outputs=("model_dir",)):
         check_files(args.algorithm, {"train": (args.train, "training"), "valid": (args.valid, "training")})
         use_cpu_share()
-        train(args.algorithm, args.train, args.model_dir, valid_path=args.valid,
-              params=params, init_model=args.init_model,
-              checkpoint_dir=args.checkpoint_dir, seed=args.seed, device=args.device)
+        train(
+            args.algorithm,
+            args.train,
+            args.model_dir,
+            valid_path=args.valid,
+            params=params,
+            init_model=args.init_model,
+            checkpoint_dir=args.checkpoint_dir,
+            seed=args.seed,
+            device=args.device,
+        )
     if int(os.environ.get("RANK", 0)) == 0:  # under torchrun, the process that wrote it
         print(f"model written to {args.model_dir}")
 
@@ -194,13 +221,16 @@ def _predict(args) -> int:
     from kfts.jobs.load import load_model
     from kfts.jobs.predict import write_predictions
     from kfts.jobs.validate import check_files, read_manifest
+
     manifest = read_manifest(args.model_dir)
     algorithm = spec(manifest["algorithm"])
     for name in predict_options():
         if getattr(args, name) and name not in algorithm.predict_options:
             its = " ".join(f"--{o.replace('_', '-')}" for o in algorithm.predict_options) or "none"
-            raise InputError(f"--{name.replace('_', '-')} does not apply to {args.model_dir}, an {algorithm.id} "
-                             f"model (its options: {its})")
+            raise InputError(
+                f"--{name.replace('_', '-')} does not apply to {args.model_dir}, an {algorithm.id} "
+                f"model (its options: {its})"
+            )
     # the first rows only: the file is streamed, and checked as it goes, whatever its size
     check_files(algorithm.id, {"input": (args.input, "inference")}, model=manifest, head=True)
     use_cpu_share()
@@ -213,10 +243,12 @@ def cmd_evaluate(args) -> None:
     from kfts.core.training import metric_line, use_cpu_share
     from kfts.jobs.evaluate import evaluate, headline
     from kfts.jobs.validate import check_files, read_manifest
+
     with staged(args, inputs=("model_dir", "input", "labels"), outputs=("output_dir",)):
         manifest = read_manifest(args.model_dir)
-        check_files(manifest["algorithm"], evaluation_files(manifest["algorithm"], args.input, args.labels),
-                    model=manifest)
+        check_files(
+            manifest["algorithm"], evaluation_files(manifest["algorithm"], args.input, args.labels), model=manifest
+        )
         use_cpu_share()
         metrics = evaluate(args.model_dir, args.input, args.output_dir, labels=args.labels, device=args.device)
     print(metric_line(headline(metrics)))
@@ -226,9 +258,11 @@ def cmd_evaluate(args) -> None:
 def evaluation_files(algorithm: str, data, labels) -> dict[str, tuple]:
     """An evaluation's inputs for kfts.jobs.validate.check_files: a labeled file, or series and their labels."""
     from kfts.algorithms import spec
+
     return {"input": (data, spec(algorithm).evaluation_layout(bool(labels))), "input_labels": (labels, "labels")}
 
 
 def cmd_inspect(args) -> None:
     from kfts.jobs.model_info import describe_model
+
     print("\n".join(describe_model(args.model_dir)))

@@ -30,8 +30,9 @@ def classification_data(folder: Path) -> dict[str, Path]:
     folder.mkdir(parents=True, exist_ok=True)
     files = {}
     for name, seed in (("train", 0), ("valid", 1), ("test", 2)):
-        labels, values = sample_data.classification(n_per_class=40, length=64, classes=("walk", "run", "jump"),
-                                                    seed=seed)
+        labels, values = sample_data.classification(
+            n_per_class=40, length=64, classes=("walk", "run", "jump"), seed=seed
+        )
         files[name] = folder / f"{name}.csv"
         sample_data.write_csv(files[name], ([label, *row] for label, row in zip(labels, values)))
         if name == "test":
@@ -48,11 +49,35 @@ def inception_time() -> None:
     model, out = OUT / "inception-time" / "model", OUT / "inception-time"
     kfts("validate", "inception-time", data["train"])
     kfts("validate", "inception-time", data["test_data"], "--inference")
-    kfts("train", "inception-time", "--train", data["train"], "--valid", data["valid"], "--model-dir", model,
-         "--models", 3, "--ensemble", "stacked", "--epochs", 15, "--seed", 0)  # one metric line per epoch
+    kfts(
+        "train",
+        "inception-time",
+        "--train",
+        data["train"],
+        "--valid",
+        data["valid"],
+        "--model-dir",
+        model,
+        "--models",
+        3,
+        "--ensemble",
+        "stacked",
+        "--epochs",
+        15,
+        "--seed",
+        0,
+    )  # one metric line per epoch
     kfts("evaluate", "--model-dir", model, "--input", data["test"], "--output-dir", out / "evaluation")
-    kfts("predict", "--model-dir", model, "--input", data["test_data"], "--output", out / "predictions.csv",
-         "--probabilities")
+    kfts(
+        "predict",
+        "--model-dir",
+        model,
+        "--input",
+        data["test_data"],
+        "--output",
+        out / "predictions.csv",
+        "--probabilities",
+    )
     print("first predictions:\n" + "".join((out / "predictions.csv").read_text().splitlines(True)[:4]))
     print(f"report: {out / 'evaluation' / 'report.html'}")
 
@@ -67,16 +92,42 @@ def lstm_ad() -> None:
     sample_data.write_csv(folder / "test_data.csv", test)
     sample_data.write_csv(folder / "test_labels.csv", labels[:, None])
     kfts("validate", "lstm-ad", folder / "train.csv")
-    kfts("train", "lstm-ad", "--train", folder / "train.csv", "--valid", folder / "valid.csv", "--model-dir", model,
-         "--epochs", 20, "--hidden-size", 32, "--sequence-length", 20, "--seed", 0)
-    kfts("evaluate", "--model-dir", model, "--input", folder / "test_data.csv", "--labels",
-         folder / "test_labels.csv", "--output-dir", OUT / "lstm-ad" / "evaluation")
+    kfts(
+        "train",
+        "lstm-ad",
+        "--train",
+        folder / "train.csv",
+        "--valid",
+        folder / "valid.csv",
+        "--model-dir",
+        model,
+        "--epochs",
+        20,
+        "--hidden-size",
+        32,
+        "--sequence-length",
+        20,
+        "--seed",
+        0,
+    )
+    kfts(
+        "evaluate",
+        "--model-dir",
+        model,
+        "--input",
+        folder / "test_data.csv",
+        "--labels",
+        folder / "test_labels.csv",
+        "--output-dir",
+        OUT / "lstm-ad" / "evaluation",
+    )
     predictions = OUT / "lstm-ad" / "predictions.csv"
     kfts("predict", "--model-dir", model, "--input", folder / "test_data.csv", "--output", predictions, "--flag")
     rows = predictions.read_text().splitlines()
     flagged = [i + 1 for i, row in enumerate(rows) if row.endswith(",1")]
-    print(f"{len(rows)} rows scored; anomalies injected at rows 521-530 and 1131-1140; flagged rows: "
-          f"{_ranges(flagged)}")
+    print(
+        f"{len(rows)} rows scored; anomalies injected at rows 521-530 and 1131-1140; flagged rows: {_ranges(flagged)}"
+    )
 
 
 def _ranges(rows: list[int]) -> str:
@@ -93,12 +144,47 @@ def pipelines() -> None:
     """The same jobs as Kubeflow pipelines, run on this machine by kfp.local (each step a subprocess)."""
     print("\n== The Kubeflow pipelines, run locally with kfp.local ==")
     it, ad = OUT / "inception-time" / "data", OUT / "lstm-ad" / "data"
-    kfts("pipeline", "run", "inception-time", "--train", it / "train.csv", "--valid", it / "valid.csv",
-         "--test", it / "test_data.csv", "--test-labels", it / "test_labels.csv", "--models", 2, "--epochs", 5,
-         "--output-dir", OUT / "pipelines")
-    kfts("pipeline", "run", "lstm-ad", "--train", ad / "train.csv", "--valid", ad / "valid.csv",
-         "--test", ad / "test_data.csv", "--test-labels", ad / "test_labels.csv", "--epochs", 5,
-         "--hidden-size", 32, "--sequence-length", 20, "--flag", "--output-dir", OUT / "pipelines")
+    kfts(
+        "pipeline",
+        "run",
+        "inception-time",
+        "--train",
+        it / "train.csv",
+        "--valid",
+        it / "valid.csv",
+        "--test",
+        it / "test_data.csv",
+        "--test-labels",
+        it / "test_labels.csv",
+        "--models",
+        2,
+        "--epochs",
+        5,
+        "--output-dir",
+        OUT / "pipelines",
+    )
+    kfts(
+        "pipeline",
+        "run",
+        "lstm-ad",
+        "--train",
+        ad / "train.csv",
+        "--valid",
+        ad / "valid.csv",
+        "--test",
+        ad / "test_data.csv",
+        "--test-labels",
+        ad / "test_labels.csv",
+        "--epochs",
+        5,
+        "--hidden-size",
+        32,
+        "--sequence-length",
+        20,
+        "--flag",
+        "--output-dir",
+        OUT / "pipelines",
+    )
 
 
 def main() -> None:

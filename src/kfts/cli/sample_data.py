@@ -34,6 +34,6 @@ def with_anomalies(values: np.ndarray, starts, width: int = 10) -> tuple[np.ndar
     out at an offset), and the 0/1 label of every row."""
     values, labels = values.copy(), np.zeros(len(values), dtype=np.int8)
     for start in starts:
-        values[start:start + width] = values[start] + 1.5
-        labels[start:start + width] = 1
+        values[start : start + width] = values[start] + 1.5
+        labels[start : start + width] = 1
     return values, labels

@@ -10,8 +10,11 @@ def register(commands) -> None:
     parser.add_argument("source")
     parser.add_argument("destination")
     parser.set_defaults(func=cmd_copy)
-    parser = commands.add_parser("promote", help="make a model the champion at a path or object-store prefix, "
-                                                 "replacing the previous one without a moment without either")
+    parser = commands.add_parser(
+        "promote",
+        help="make a model the champion at a path or object-store prefix, "
+        "replacing the previous one without a moment without either",
+    )
     parser.add_argument("model_dir")
     parser.add_argument("champion")
     parser.set_defaults(func=cmd_promote)

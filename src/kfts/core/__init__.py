@@ -1,1 +1,2 @@
-"""Core mechanisms below every algorithm: CSV, artifacts, storage, the training loop, distribution, metrics and reports. Nothing here imports an algorithm."""
+"""Core mechanisms below every algorithm: CSV, artifacts, storage, the training loop, distribution, metrics and reports.
+Nothing here imports an algorithm."""

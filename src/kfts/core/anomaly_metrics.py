@@ -48,8 +48,12 @@ def best_f1(labels: np.ndarray, score: np.ndarray) -> dict:
     with np.errstate(invalid="ignore", divide="ignore"):
         f1 = np.nan_to_num(2 * precision * recall / (precision + recall))
     k = int(np.argmax(f1))
-    return {"f1": float(f1[k]), "threshold": float(thresholds[k]), "precision": float(precision[k]),
-            "recall": float(recall[k])}
+    return {
+        "f1": float(f1[k]),
+        "threshold": float(thresholds[k]),
+        "precision": float(precision[k]),
+        "recall": float(recall[k]),
+    }
 
 
 def range_recall(labels: np.ndarray, predicted: np.ndarray, alpha: float = 0.2) -> float:
@@ -61,8 +65,11 @@ def range_recall(labels: np.ndarray, predicted: np.ndarray, alpha: float = 0.2) 
     hits = np.concatenate([[0], np.cumsum(np.asarray(predicted) != 0)])
     overlap = hits[real[:, 1] + 1] - hits[real[:, 0]]
     # predicted ranges are sorted and disjoint: those touching [s, e] end at or after s and start at or before e
-    touching = (np.searchsorted(pred[:, 0], real[:, 1], side="right")
-                - np.searchsorted(pred[:, 1], real[:, 0], side="left")) if len(pred) else np.zeros(len(real))
+    touching = (
+        (np.searchsorted(pred[:, 0], real[:, 1], side="right") - np.searchsorted(pred[:, 1], real[:, 0], side="left"))
+        if len(pred)
+        else np.zeros(len(real))
+    )
     cardinality = np.where(touching > 0, 1.0 / np.maximum(touching, 1), 0.0)
     size = real[:, 1] - real[:, 0] + 1
     per_range = alpha * (overlap > 0) + (1 - alpha) * cardinality * overlap / size
@@ -74,8 +81,7 @@ def range_precision(labels: np.ndarray, predicted: np.ndarray) -> float:
     return range_recall(predicted, labels, alpha=0.0)
 
 
-def vus(labels: np.ndarray, score: np.ndarray, window: int, thresholds: int = VUS_THRESHOLDS
-        ) -> tuple[float, float]:
+def vus(labels: np.ndarray, score: np.ndarray, window: int, thresholds: int = VUS_THRESHOLDS) -> tuple[float, float]:
     """(VUS-ROC, VUS-PR) for label buffers of width 0..window (see the module docstring)."""
     labels = np.asarray(labels) != 0
     score = np.asarray(score, dtype=np.float64)
@@ -86,7 +92,7 @@ def vus(labels: np.ndarray, score: np.ndarray, window: int, thresholds: int = VU
     # thresholds at evenly spaced ranks of the scores, from the highest down
     ascending = np.sort(score)
     cut = ascending[::-1][np.linspace(0, n - 1, thresholds).astype(int)]
-    n_pred = n - np.searchsorted(ascending, cut, side="left")                          # steps >= threshold
+    n_pred = n - np.searchsorted(ascending, cut, side="left")  # steps >= threshold
     tp_labeled = positives - np.searchsorted(np.sort(score[labels]), cut, side="left")  # labeled ones
 
     # Buffer steps: unlabeled steps within window//2 of a labeled range, as (step, distance) pairs, one per
@@ -111,8 +117,9 @@ def vus(labels: np.ndarray, score: np.ndarray, window: int, thresholds: int = VU
         soft = np.zeros(len(buffer_steps))
         if w:
             reach = distances <= w // 2
-            soft = np.bincount(pair_step[reach], weights=np.sqrt(1 - distances[reach] / w),
-                               minlength=len(buffer_steps)).clip(max=1.0)
+            soft = np.bincount(
+                pair_step[reach], weights=np.sqrt(1 - distances[reach] / w), minlength=len(buffer_steps)
+            ).clip(max=1.0)
         buffered = np.concatenate([[0.0], np.cumsum(soft[order])])[predicted_prefix]  # sum soft * pred
         tp = tp_labeled + buffered
         p_w = positives + buffered / 2
@@ -144,13 +151,13 @@ def estimate_period(values: np.ndarray, max_lag: int = 400, fallback: int = 125)
     6 steps (a ripple of noise on a slowly decaying autocorrelation) or over 300."""
     x = np.asarray(values, dtype=np.float64).reshape(len(values), -1)[:20000]
     x = x - x.mean(axis=0)
-    power = (x ** 2).sum(axis=0)
+    power = (x**2).sum(axis=0)
     x = x[:, power > 0]
     if x.shape[1] == 0 or len(x) < 8:
         return fallback
     size = 1 << (2 * len(x) - 1).bit_length()
     spectrum = np.fft.rfft(x, n=size, axis=0)
-    acf = np.fft.irfft(spectrum * np.conj(spectrum), n=size, axis=0)[:max_lag + 1]
+    acf = np.fft.irfft(spectrum * np.conj(spectrum), n=size, axis=0)[: max_lag + 1]
     acf = (acf / acf[0]).mean(axis=1)[3:]
     peaks = np.flatnonzero((acf[1:-1] > acf[:-2]) & (acf[1:-1] > acf[2:])) + 1
     if len(peaks) == 0:
@@ -166,7 +173,8 @@ def detection_metrics(labels: np.ndarray, score: np.ndarray, *, threshold: float
     predicted = (score >= threshold).astype(np.int8)
     vus_roc, vus_pr = vus(labels, score, window)
     point_precision, point_recall, point_f1, _ = skm.precision_recall_fscore_support(
-        labels, predicted, average="binary", zero_division=0)
+        labels, predicted, average="binary", zero_division=0
+    )
     best = best_f1(labels, score)
     return {
         "roc_auc": float(skm.roc_auc_score(labels, score)),

@@ -20,8 +20,8 @@ import os
 import shutil
 import struct
 import tempfile
+from collections.abc import Collection, Iterator
 from pathlib import Path
-from typing import Collection, Iterator
 
 import torch
 from safetensors import safe_open
@@ -39,8 +39,17 @@ FILES = (MANIFEST, WEIGHTS)  # all that a model directory holds
 # thousand tensors at most (safetensors itself would parse up to 100 MB).
 MAX_HEADER = 1 << 20
 # safetensors' names of the dtypes kfts networks hold
-DTYPES = {torch.float32: "F32", torch.float64: "F64", torch.float16: "F16", torch.bfloat16: "BF16",
-          torch.int64: "I64", torch.int32: "I32", torch.int8: "I8", torch.uint8: "U8", torch.bool: "BOOL"}
+DTYPES = {
+    torch.float32: "F32",
+    torch.float64: "F64",
+    torch.float16: "F16",
+    torch.bfloat16: "BF16",
+    torch.int64: "I64",
+    torch.int32: "I32",
+    torch.int8: "I8",
+    torch.uint8: "U8",
+    torch.bool: "BOOL",
+}
 
 
 def save(model_dir: str | os.PathLike, manifest: dict, tensors: dict[str, torch.Tensor]) -> None:
@@ -58,19 +67,26 @@ def weights_header(model_dir: str | os.PathLike) -> dict[str, tuple[str, list[in
         with open(weights, "rb") as f:
             size = struct.unpack("<Q", f.read(8).ljust(8, b"\0"))[0]  # the header's length comes first
         if size > MAX_HEADER:
-            raise InputError(f"{WEIGHTS} cannot be read (its header claims {size:,} bytes, more than the "
-                             f"{MAX_HEADER:,} kfts reads)", path=model_dir)
+            raise InputError(
+                f"{WEIGHTS} cannot be read (its header claims {size:,} bytes, more than the {MAX_HEADER:,} kfts reads)",
+                path=model_dir,
+            )
         with safe_open(weights, framework="pt") as f:  # checks that the file holds every tensor the header lists
             return {name: (f.get_slice(name).get_dtype(), f.get_slice(name).get_shape()) for name in f.keys()}
 
 
-def check_weights(model_dir: str | os.PathLike, header: dict[str, tuple[str, list[int]]],
-                  expected: dict[str, torch.Tensor]) -> None:
+def check_weights(
+    model_dir: str | os.PathLike, header: dict[str, tuple[str, list[int]]], expected: dict[str, torch.Tensor]
+) -> None:
     """Refuse weights (weights_header()) that are not the tensors `expected` of the network the manifest
     describes (its state dict, built on the meta device): the first difference, by name."""
+
     def refuse(problem: str):
-        raise InputError(f"{WEIGHTS} {problem}: it does not go with the hyperparameters and input shape in "
-                         f"{MANIFEST}", path=model_dir)
+        raise InputError(
+            f"{WEIGHTS} {problem}: it does not go with the hyperparameters and input shape in {MANIFEST}",
+            path=model_dir,
+        )
+
     for name, tensor in expected.items():
         if name not in header:
             refuse(f"has no tensor {name!r}")
@@ -120,8 +136,11 @@ def read_manifest(model_dir: str | os.PathLike) -> dict:
     if not isinstance(version, int):
         raise InputError("has no format_version: not a kfts model", path=path)
     if version > FORMAT_VERSION:
-        raise InputError(f"model format version {version} is newer than this kfts ({__version__}) reads "
-                         f"(up to {FORMAT_VERSION}): upgrade kfts", path=path)
+        raise InputError(
+            f"model format version {version} is newer than this kfts ({__version__}) reads "
+            f"(up to {FORMAT_VERSION}): upgrade kfts",
+            path=path,
+        )
     return manifest
 
 
@@ -139,8 +158,11 @@ def check_output_directory(target: str | os.PathLike, files: Collection[str] | N
         foreign = sorted(p.name for p in real.iterdir() if p.name not in files)
         if foreign:
             more = ", ..." if len(foreign) > 3 else ""
-            raise InputError(f"holds {', '.join(foreign[:3])}{more}, which writing this output would delete (it "
-                             f"replaces the whole directory): give a new or empty directory", path=target)
+            raise InputError(
+                f"holds {', '.join(foreign[:3])}{more}, which writing this output would delete (it "
+                f"replaces the whole directory): give a new or empty directory",
+                path=target,
+            )
     _check_can_create(real if files is None else real.parent, target)
     return real
 

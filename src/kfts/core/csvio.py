@@ -30,9 +30,9 @@ import csv
 import io
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -89,14 +89,12 @@ class LabeledSeries:
     values: np.ndarray
 
 
-def read_labeled_series(path: str | os.PathLike, *, min_classes: int = 2, length: int | None = None
-                        ) -> LabeledSeries:
+def read_labeled_series(path: str | os.PathLike, *, min_classes: int = 2, length: int | None = None) -> LabeledSeries:
     """InceptionTime training (two classes at least) or evaluation file: label, then the time steps."""
     labels, values = _read(path, label_column=True)
     assert labels is not None  # read with label_column
     if length is not None and values.shape[1] != length:
-        raise InputError(f"rows have {values.shape[1]} time steps, the model was trained on {length}",
-                         path=path, row=1)
+        raise InputError(f"rows have {values.shape[1]} time steps, the model was trained on {length}", path=path, row=1)
     if len(np.unique(labels)) < min_classes:
         raise InputError(f"only one class ({shown(str(labels[0]))}): a classifier needs at least two", path=path)
     return LabeledSeries(labels, values)
@@ -112,17 +110,20 @@ def read_series_rows(path: str | os.PathLike, length: int | None = None) -> np.n
 def check_length(path, values: np.ndarray, length: int | None, first_row: int = 0) -> None:
     """Inference rows must have the training length (also used on each streamed block)."""
     if length is not None and values.shape[1] != length:
-        raise InputError(f"rows have {values.shape[1]} time steps, the model was trained on {length}",
-                         path=path, row=first_row + 1)
+        raise InputError(
+            f"rows have {values.shape[1]} time steps, the model was trained on {length}", path=path, row=first_row + 1
+        )
 
 
-def read_series_columns(path: str | os.PathLike, n_series: int | None = None,
-                        min_rows: int | None = None) -> np.ndarray:
+def read_series_columns(
+    path: str | os.PathLike, n_series: int | None = None, min_rows: int | None = None
+) -> np.ndarray:
     """LSTM-AD file: one series per column, one time step per row -> [time steps, series]."""
     _, values = _read(path, label_column=False)
     if n_series is not None and values.shape[1] != n_series:
-        raise InputError(f"the file has {values.shape[1]} columns (series), the model was trained on {n_series}",
-                         path=path, row=1)
+        raise InputError(
+            f"the file has {values.shape[1]} columns (series), the model was trained on {n_series}", path=path, row=1
+        )
     if min_rows is not None and values.shape[0] < min_rows:
         raise InputError(f"the file has {values.shape[0]} rows, at least {min_rows} are needed", path=path)
     return values
@@ -141,8 +142,9 @@ def read_binary_labels(path: str | os.PathLike, n_rows: int) -> np.ndarray:
     return values[:, 0].astype(np.int8)
 
 
-def iter_row_blocks(path: str | os.PathLike, label_column: bool = False
-                    ) -> Iterator[tuple[int, np.ndarray | None, np.ndarray]]:
+def iter_row_blocks(
+    path: str | os.PathLike, label_column: bool = False
+) -> Iterator[tuple[int, np.ndarray | None, np.ndarray]]:
     """Stream a file in blocks of rows with bounded memory: yields (first row index, labels, values).
 
     A fault anywhere is raised when its block is reached, so a caller that writes as it goes must write
@@ -150,9 +152,16 @@ def iter_row_blocks(path: str | os.PathLike, label_column: bool = False
     n_columns, first_line = _first_row(path, label_column)
     _check_last_line(path, label_column)
     _check_cell_sizes(path, label_column)
-    reader = _arrow_call(path, label_column, lambda: pacsv.open_csv(
-        _arrow_source(path), read_options=_read_options(n_columns, first_line),
-        parse_options=_PARSE, convert_options=_convert_options(n_columns, label_column)))
+    reader = _arrow_call(
+        path,
+        label_column,
+        lambda: pacsv.open_csv(
+            _arrow_source(path),
+            read_options=_read_options(n_columns, first_line),
+            parse_options=_PARSE,
+            convert_options=_convert_options(n_columns, label_column),
+        ),
+    )
     first_row = 0
     while True:
         try:
@@ -176,8 +185,9 @@ _PARSE = pacsv.ParseOptions(delimiter=",", ignore_empty_lines=False)
 
 def _read_options(n_columns: int, first_line: int) -> pacsv.ReadOptions:
     # a row must fit in one block: pyarrow refuses rows that straddle two
-    return pacsv.ReadOptions(column_names=[f"c{i}" for i in range(n_columns)],
-                             block_size=max(BLOCK_SIZE, 4 * first_line), use_threads=True)
+    return pacsv.ReadOptions(
+        column_names=[f"c{i}" for i in range(n_columns)], block_size=max(BLOCK_SIZE, 4 * first_line), use_threads=True
+    )
 
 
 def _convert_options(n_columns: int, label_column: bool) -> pacsv.ConvertOptions:
@@ -185,8 +195,9 @@ def _convert_options(n_columns: int, label_column: bool) -> pacsv.ConvertOptions
     if label_column:
         types["c0"] = pa.string()
     # Only an empty cell is missing: "nan"/"NA"/"null" must not silently become nulls or NaN-as-missing.
-    return pacsv.ConvertOptions(column_types=types, null_values=[""], strings_can_be_null=True,
-                                quoted_strings_can_be_null=True)
+    return pacsv.ConvertOptions(
+        column_types=types, null_values=[""], strings_can_be_null=True, quoted_strings_can_be_null=True
+    )
 
 
 def _read(path: str | os.PathLike, label_column: bool) -> tuple[np.ndarray | None, np.ndarray]:
@@ -247,8 +258,7 @@ def _check_last_line(path, label_column: bool) -> None:
     if tail and tail[-1:] not in b"\r\n" and (len(lines) > 1 or len(tail) == size):
         line = lines[-1]
         if _open_quote(line.decode("utf-8", "replace")):
-            raise _located(path, label_column, InputError("a quote opened on the last line is never closed",
-                                                          path=path))
+            raise _located(path, label_column, InputError("a quote opened on the last line is never closed", path=path))
 
 
 def _check_cell_sizes(path, label_column: bool) -> None:
@@ -265,7 +275,7 @@ def _may_hold_long_cell(path) -> bool:
     finds nothing). A few vector operations per MiB (benchmarks/csv_parse.py times them)."""
     with _open(path) as f:
         while chunk := f.read(_WINDOW << 11):  # a multiple of _WINDOW: windows stay aligned across chunks
-            data = np.frombuffer(chunk, np.uint8)[:len(chunk) // _WINDOW * _WINDOW]
+            data = np.frombuffer(chunk, np.uint8)[: len(chunk) // _WINDOW * _WINDOW]
             ends = (data == ord(",")) | (data == ord("\n")) | (data == ord("\r"))
             if not ends.reshape(-1, _WINDOW).any(axis=1).all():
                 return True
@@ -277,12 +287,10 @@ def _arrow_call(path, label_column: bool, call):
     try:
         return call()
     except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError) as e:
-        raise _located(path, label_column, InputError(f"cannot be parsed as CSV ({str(e)[:200]})",
-                                                      path=path)) from None
+        raise _located(path, label_column, InputError(f"cannot be parsed as CSV ({str(e)[:200]})", path=path)) from None
 
 
-def _to_numpy(path, table: pa.Table, label_column: bool, first_row: int
-              ) -> tuple[np.ndarray | None, np.ndarray]:
+def _to_numpy(path, table: pa.Table, label_column: bool, first_row: int) -> tuple[np.ndarray | None, np.ndarray]:
     _check_cells(path, table, label_column, first_row)
     columns = table.columns
     del table
@@ -302,9 +310,16 @@ def _to_numpy(path, table: pa.Table, label_column: bool, first_row: int
     if not finite:
         row = int(np.argmin(np.isfinite(values).all(axis=1)))
         col = int(np.argmin(np.isfinite(values[row])))
-        raise _located(path, label_column, InputError(
-            f"{values[row, col]} is not allowed: values must be finite numbers", path=path,
-            row=first_row + row + 1, column=col + (2 if label_column else 1)))
+        raise _located(
+            path,
+            label_column,
+            InputError(
+                f"{values[row, col]} is not allowed: values must be finite numbers",
+                path=path,
+                row=first_row + row + 1,
+                column=col + (2 if label_column else 1),
+            ),
+        )
     return labels, values
 
 
@@ -315,11 +330,15 @@ def _check_cells(path, table: pa.Table, label_column: bool, first_row: int) -> N
         rows.append((pc.index(pc.match_substring_regex(table.column(0), "[\r\n]"), True).as_py(), 0))
     if rows:
         row, j = min(rows)
-        raise _located(path, label_column, InputError("empty cell or unreadable label", path=path,
-                                                      row=first_row + row + 1, column=j + 1))
+        raise _located(
+            path,
+            label_column,
+            InputError("empty cell or unreadable label", path=path, row=first_row + row + 1, column=j + 1),
+        )
 
 
 # -- the exact pass over the text (error path only) ----------------------------------------------------------
+
 
 def _located(path, label_column: bool, fallback: InputError) -> InputError:
     """The first fault of the file, found by reading its text; `fallback` if the text pass finds none."""
@@ -347,14 +366,18 @@ def _first_text_fault(path, label_column: bool) -> InputError | None:
     return None
 
 
-def _parse_line(path, row: int, line: bytes, expected: int | None, label_column: bool
-                ) -> tuple[InputError | None, list[str] | None]:
+def _parse_line(
+    path, row: int, line: bytes, expected: int | None, label_column: bool
+) -> tuple[InputError | None, list[str] | None]:
     """(first fault, fields) of one line of the file."""
     try:
         text = line.decode("utf-8")
     except UnicodeDecodeError as e:
-        return InputError(f"is not UTF-8 text (byte 0x{line[e.start]:02x} at character {e.start + 1}; "
-                          "save the file as UTF-8)", path=path, row=row), None
+        return InputError(
+            f"is not UTF-8 text (byte 0x{line[e.start]:02x} at character {e.start + 1}; save the file as UTF-8)",
+            path=path,
+            row=row,
+        ), None
     if not text.strip():
         return InputError("is blank: remove blank lines", path=path, row=row), None
     long = _long_cell(path, row, line)
@@ -366,8 +389,7 @@ def _parse_line(path, row: int, line: bytes, expected: int | None, label_column:
         return InputError(f"cannot be read as CSV ({e})", path=path, row=row), None
     column = _open_quote(fields)
     if column:
-        return InputError("a quote opened here is never closed on this line", path=path, row=row,
-                          column=column), fields
+        return InputError("a quote opened here is never closed on this line", path=path, row=row, column=column), fields
     if expected is not None and len(fields) != expected:
         return InputError(f"has {len(fields)} columns, the rows above have {expected}", path=path, row=row), fields
     for column, cell in enumerate(fields, start=1):
@@ -396,8 +418,13 @@ def _long_cell(path, row: int, line: bytes) -> InputError | None:
         column = max(1, len(_fields(line[:start].decode("utf-8"))))
     except csv.Error:  # a quoted label holding commas beyond the csv module's size limit
         column = None
-    return InputError(f"the cell is too long: {len(cell):,} bytes, at most {MAX_CELL:,} allowed (it starts "
-                      f"{shown(cell[:20].decode('utf-8', 'replace'))})", path=path, row=row, column=column)
+    return InputError(
+        f"the cell is too long: {len(cell):,} bytes, at most {MAX_CELL:,} allowed (it starts "
+        f"{shown(cell[:20].decode('utf-8', 'replace'))})",
+        path=path,
+        row=row,
+        column=column,
+    )
 
 
 def _fields(text: str) -> list[str]:

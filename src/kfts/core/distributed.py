@@ -37,8 +37,12 @@ class World:
 
 def world() -> World:
     env = os.environ
-    return World(rank=int(env.get("RANK", 0)), size=int(env.get("WORLD_SIZE", 1)),
-                 local_rank=int(env.get("LOCAL_RANK", 0)), local_size=int(env.get("LOCAL_WORLD_SIZE", 1)))
+    return World(
+        rank=int(env.get("RANK", 0)),
+        size=int(env.get("WORLD_SIZE", 1)),
+        local_rank=int(env.get("LOCAL_RANK", 0)),
+        local_size=int(env.get("LOCAL_WORLD_SIZE", 1)),
+    )
 
 
 def start(device: torch.device) -> World:
@@ -48,8 +52,10 @@ def start(device: torch.device) -> World:
         return here
     if device.type == "cuda":
         if torch.cuda.device_count() <= here.local_rank:
-            raise InputError(f"rank {here.rank} needs GPU {here.local_rank} of this node, which has "
-                             f"{torch.cuda.device_count()}: start one process per GPU (--nproc-per-node)")
+            raise InputError(
+                f"rank {here.rank} needs GPU {here.local_rank} of this node, which has "
+                f"{torch.cuda.device_count()}: start one process per GPU (--nproc-per-node)"
+            )
         torch.cuda.set_device(here.local_rank)
     timeout = timedelta(seconds=float(os.environ.get("KFTS_DIST_TIMEOUT_S", 600)))
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timeout)

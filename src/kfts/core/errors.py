@@ -22,8 +22,9 @@ class InputError(Exception):
     str(error) reads like ``train.csv: row 17, column 4: 'abc' is not a number``.
     """
 
-    def __init__(self, message: str, *, path: str | os.PathLike | None = None,
-                 row: int | None = None, column: int | None = None):
+    def __init__(
+        self, message: str, *, path: str | os.PathLike | None = None, row: int | None = None, column: int | None = None
+    ):
         super().__init__(message)
         self.message = message
         self.path = os.fspath(path) if path is not None else None
@@ -48,5 +49,7 @@ class NotFittedError(ValueError, AttributeError):
 def check_fitted(estimator, attribute: str = "network") -> None:
     """Raise NotFittedError unless `estimator` has its fitted `attribute` (set by fit() or from_artifact())."""
     if getattr(estimator, attribute, None) is None:
-        raise NotFittedError(f"this {type(estimator).__name__} is not fitted: call fit(train) first, or load a "
-                             "saved one with kfts.jobs.load.load_model(model_dir)")
+        raise NotFittedError(
+            f"this {type(estimator).__name__} is not fitted: call fit(train) first, or load a "
+            "saved one with kfts.jobs.load.load_model(model_dir)"
+        )

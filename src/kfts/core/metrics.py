@@ -15,7 +15,8 @@ def classification_metrics(labels: np.ndarray, proba: np.ndarray, classes: np.nd
     predicted = classes[proba.argmax(axis=1)]
     classes_list = classes.tolist()
     precision, recall, f1, support = skm.precision_recall_fscore_support(
-        labels, predicted, labels=classes, zero_division=0)
+        labels, predicted, labels=classes, zero_division=0
+    )
     present = np.isin(classes, labels)
     result: dict[str, Any] = {
         "accuracy": float(skm.accuracy_score(labels, predicted)),
@@ -24,10 +25,14 @@ def classification_metrics(labels: np.ndarray, proba: np.ndarray, classes: np.nd
         "balanced_accuracy": float(np.mean(recall[present])),
         "macro_f1": float(skm.f1_score(labels, predicted, labels=classes, average="macro", zero_division=0)),
         "log_loss": float(skm.log_loss(labels, np.clip(proba, 1e-7, 1), labels=classes)),
-        "per_class": {c: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
-                      for c, p, r, f, s in zip(classes_list, precision, recall, f1, support)},
-        "confusion_matrix": {"labels": classes_list,
-                             "matrix": skm.confusion_matrix(labels, predicted, labels=classes).tolist()},
+        "per_class": {
+            c: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+            for c, p, r, f, s in zip(classes_list, precision, recall, f1, support)
+        },
+        "confusion_matrix": {
+            "labels": classes_list,
+            "matrix": skm.confusion_matrix(labels, predicted, labels=classes).tolist(),
+        },
         "roc": {},
         "pr": {},
     }
@@ -64,16 +69,23 @@ def _curves(positive: np.ndarray, score: np.ndarray, max_points: int | None = No
     fpr, tpr, thresholds = skm.roc_curve(positive, score)
     thresholds[0] = np.nextafter(score.max(), np.inf)
     precision, recall, _ = skm.precision_recall_curve(positive, score)
-    return ({"auc": float(skm.auc(fpr, tpr)), **_thinned(max_points, fpr=fpr, tpr=tpr, thresholds=thresholds)},
-            {"ap": float(skm.average_precision_score(positive, score)),
-             **_thinned(max_points, precision=precision, recall=recall)})
+    return (
+        {"auc": float(skm.auc(fpr, tpr)), **_thinned(max_points, fpr=fpr, tpr=tpr, thresholds=thresholds)},
+        {
+            "ap": float(skm.average_precision_score(positive, score)),
+            **_thinned(max_points, precision=precision, recall=recall),
+        },
+    )
 
 
 def _thinned(max_points: int | None, **curve: np.ndarray) -> dict[str, list]:
     """The points of a curve as lists, at most `max_points` of them evenly spaced along it, both ends kept."""
     n = len(next(iter(curve.values())))
-    keep = (np.unique(np.linspace(0, n - 1, max_points).round().astype(int)) if max_points and n > max_points
-            else slice(None))
+    keep = (
+        np.unique(np.linspace(0, n - 1, max_points).round().astype(int))
+        if max_points and n > max_points
+        else slice(None)
+    )
     return {name: points[keep].tolist() for name, points in curve.items()}
 
 

@@ -36,11 +36,13 @@ def _cell(value) -> str:
 
 def page(title: str, sections: list[tuple[str, str]]) -> str:
     body = "".join(f"<h2>{html.escape(heading)}</h2>{content}" for heading, content in sections)
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>"
-            # a figure wider than the window (or the frame a UI shows the page in) shrinks to fit it
-            "body{font-family:sans-serif;margin:2em}img{max-width:100%;height:auto}table{border-collapse:collapse}"
-            "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}</style></head>"
-            f"<body><h1>{html.escape(title)}</h1>{body}</body></html>\n")
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>"
+        # a figure wider than the window (or the frame a UI shows the page in) shrinks to fit it
+        "body{font-family:sans-serif;margin:2em}img{max-width:100%;height:auto}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}</style></head>"
+        f"<body><h1>{html.escape(title)}</h1>{body}</body></html>\n"
+    )
 
 
 def with_provenance(page_html: str, split: str, provenance: dict) -> str:
@@ -80,8 +82,7 @@ def learning_curves(history: list[dict]):
             suffix = f" (member {member})" if member else ""
             for split in ("train", "valid"):
                 if f"{split}_{name}" in rows[0]:
-                    ax.plot([h["epoch"] for h in rows], [h[f"{split}_{name}"] for h in rows],
-                            label=f"{split}{suffix}")
+                    ax.plot([h["epoch"] for h in rows], [h[f"{split}_{name}"] for h in rows], label=f"{split}{suffix}")
         ax.set_xlabel("epoch")
         ax.set_ylabel(name)
         ax.legend(fontsize="small")
@@ -107,7 +108,8 @@ def anomaly_figure(values, scores, threshold: float, labels=None, flags=None, zo
     grid = fig.add_gridspec(len(heights), max(len(windows), 1), height_ratios=heights)
     # (steps, series cell, score cell, the score axis's limits; None: the scores' own)
     panels: list[tuple[slice, SubplotSpec, SubplotSpec, tuple[float, float] | None]] = [
-        (slice(None), grid[0, :], grid[1, :], score_limits(scores, threshold))]
+        (slice(None), grid[0, :], grid[1, :], score_limits(scores, threshold))
+    ]
     panels += [(slice(s, e + 1), grid[2, k], grid[3, k], None) for k, (s, e) in enumerate(windows)]
     for part, series_cell, score_cell, limits in panels:
         series = fig.add_subplot(series_cell)
@@ -122,18 +124,39 @@ def anomaly_figure(values, scores, threshold: float, labels=None, flags=None, zo
             score.set_ylim(*limits)
             below = scores < limits[0]
             if below.any():
-                score.plot(steps[below], np.full(below.sum(), limits[0]), "v", color="tab:purple", markersize=4,
-                           clip_on=False, zorder=3, label=f"below the axis (lowest {_lowest(scores):.4g})")
+                score.plot(
+                    steps[below],
+                    np.full(below.sum(), limits[0]),
+                    "v",
+                    color="tab:purple",
+                    markersize=4,
+                    clip_on=False,
+                    zorder=3,
+                    label=f"below the axis (lowest {_lowest(scores):.4g})",
+                )
         if labels is not None:
             for k, (s, e) in enumerate(label_ranges(labels[part]) + steps[0]):
                 for ax in (series, score):
-                    ax.axvspan(s - 0.5, e + 0.5, color="tab:red", alpha=0.2, linewidth=0,
-                               label="labelled anomaly" if k == 0 else None)
+                    ax.axvspan(
+                        s - 0.5,
+                        e + 0.5,
+                        color="tab:red",
+                        alpha=0.2,
+                        linewidth=0,
+                        label="labelled anomaly" if k == 0 else None,
+                    )
         if flags is not None and flags[part].any():
             flagged = flags[part]
             score.plot(steps[flagged], shown[flagged], "o", color="tab:orange", markersize=2.5, label="flagged")
-            series.plot(steps[flagged], np.zeros(flagged.sum()), "|", color="tab:orange", markersize=8,
-                        transform=series.get_xaxis_transform(), label="flagged")
+            series.plot(
+                steps[flagged],
+                np.zeros(flagged.sum()),
+                "|",
+                color="tab:orange",
+                markersize=8,
+                transform=series.get_xaxis_transform(),
+                label="flagged",
+            )
         series.tick_params(labelbottom=False)
         score.set_xlabel("time step")
         if limits is not None:  # the overview: titles and legends once
@@ -145,8 +168,11 @@ def anomaly_figure(values, scores, threshold: float, labels=None, flags=None, zo
             score.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))
         else:
             lowest = _lowest(scores[part])
-            series.set_title(f"steps {steps[0]}-{steps[-1]}" + (f", lowest score {lowest:.4g}" if lowest < np.inf
-                                                                 else ", not scored"), fontsize="medium")
+            series.set_title(
+                f"steps {steps[0]}-{steps[-1]}"
+                + (f", lowest score {lowest:.4g}" if lowest < np.inf else ", not scored"),
+                fontsize="medium",
+            )
     return fig
 
 
@@ -183,6 +209,7 @@ def zoom_windows(scores, labels, flags, count: int) -> list[tuple[int, int]]:
     def rank(window):
         part = slice(window[0], window[1] + 1)
         return labels is None or not labels[part].any(), _lowest(scores[part])
+
     return sorted((int(s), int(e)) for s, e in sorted(windows, key=rank)[:count])
 
 
@@ -204,14 +231,23 @@ def classification_report(metrics: dict, history: list[dict], title: str) -> str
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     for (i, j), count in np.ndenumerate(matrix):
-        ax.text(j, i, str(count), ha="center", va="center",
-                color="white" if count > matrix.max() / 2 else "black")
+        ax.text(j, i, str(count), ha="center", va="center", color="white" if count > matrix.max() / 2 else "black")
     headline = {k: metrics[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "log_loss", "roc_auc_ovr")}
-    sections = [("Summary", table([headline])),
-                ("Confusion matrix", figure(fig)),
-                *([("ROC and precision-recall, each class against the rest",
-                    figure(roc_pr_curves(metrics["roc"], metrics["pr"])))] if metrics["roc"] else []),
-                ("Per class", table([{"class": c, **m} for c, m in metrics["per_class"].items()]))]
+    sections = [
+        ("Summary", table([headline])),
+        ("Confusion matrix", figure(fig)),
+        *(
+            [
+                (
+                    "ROC and precision-recall, each class against the rest",
+                    figure(roc_pr_curves(metrics["roc"], metrics["pr"])),
+                )
+            ]
+            if metrics["roc"]
+            else []
+        ),
+        ("Per class", table([{"class": c, **m} for c, m in metrics["per_class"].items()])),
+    ]
     if history:
         sections.append(("Learning curves", figure(learning_curves(history))))
     return page(title, sections)

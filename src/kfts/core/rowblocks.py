@@ -3,7 +3,7 @@ predicts at a time (with the rows before each chunk that its predictions depend 
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 
@@ -26,7 +26,7 @@ def chunks(blocks: Iterable[np.ndarray], first: int, size: int, overlap: int = 0
         new_rows = True
         while len(buffer) >= need:
             yield buffer[:need]
-            buffer = buffer[need - overlap:]
+            buffer = buffer[need - overlap :]
             need, new_rows = overlap + size, len(buffer) > overlap
     if new_rows:
         assert buffer is not None  # new rows are in it

@@ -35,8 +35,9 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 from kfts.core.errors import InputError
@@ -54,6 +55,7 @@ def filesystem(location: str) -> tuple[Any, str]:
     """(pyarrow filesystem, path in it) for a path or a URI; s3:// and minio:// configured from the
     environment (see the module docstring)."""
     import pyarrow.fs
+
     if not is_uri(location):
         return pyarrow.fs.LocalFileSystem(), os.path.abspath(location)
     scheme, rest = location.split("://", 1)
@@ -105,10 +107,12 @@ def _reason(error: Exception) -> str:
     text = str(error)
     code = re.search(r"AWS Error (\w+)", text)
     if code and code.group(1) in _REFUSED:
-        given = ("AWS_ACCESS_KEY_ID" in os.environ or "MINIO_ACCESS_KEY" in os.environ)
-        return (f"the object store refused the credentials ({code.group(1)}): "
-                + ("check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (the storage Secret) and their access to "
-                   "this bucket" if given else "no AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY is set"))
+        given = "AWS_ACCESS_KEY_ID" in os.environ or "MINIO_ACCESS_KEY" in os.environ
+        return f"the object store refused the credentials ({code.group(1)}): " + (
+            "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (the storage Secret) and their access to this bucket"
+            if given
+            else "no AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY is set"
+        )
     if code and code.group(1) == "NETWORK_CONNECTION":
         endpoint = s3_options().get("endpoint_override", "AWS")
         return f"cannot reach the object store at {endpoint} (AWS_ENDPOINT_URL)"
@@ -119,10 +123,12 @@ def _reason(error: Exception) -> str:
 
 # -- copying ----------------------------------------------------------------------------------------------------
 
+
 def copy(source: str, destination: str) -> None:
     """A file, or a folder with everything under it, from `source` to `destination` (paths or URIs). A
     champion's prefix copies as its current model."""
     import pyarrow.fs
+
     source = resolve_model(source)
     source_fs, source_path = filesystem(source)
     target_fs, target_path = filesystem(destination)
@@ -134,8 +140,7 @@ def copy(source: str, destination: str) -> None:
         # the folder that will hold the copy must exist (object stores have none to make)
         target_fs.create_dir(os.path.dirname(target_path) if kind == pyarrow.fs.FileType.File else target_path)
     with _reported(f"{source} -> {destination}"):
-        pyarrow.fs.copy_files(source_path, target_path, source_filesystem=source_fs,
-                              destination_filesystem=target_fs)
+        pyarrow.fs.copy_files(source_path, target_path, source_filesystem=source_fs, destination_filesystem=target_fs)
 
 
 @contextlib.contextmanager
@@ -163,8 +168,9 @@ def staged(args, inputs: tuple[str, ...] = (), outputs: tuple[str, ...] = ()) ->
     """Run a command whose file arguments may be URIs on local copies: `args`' attributes named in `inputs` are
     fetched first, those in `outputs` are written locally and uploaded when the command succeeds (a model
     directory as promote() writes it). Errors name the URIs; `args` is given back its URIs at the end."""
-    remote = {name: getattr(args, name) for name in (*inputs, *outputs)
-              if getattr(args, name) and is_uri(getattr(args, name))}
+    remote = {
+        name: getattr(args, name) for name in (*inputs, *outputs) if getattr(args, name) and is_uri(getattr(args, name))
+    }
     if not remote:
         yield
         return
@@ -194,6 +200,7 @@ def staged(args, inputs: tuple[str, ...] = (), outputs: tuple[str, ...] = ()) ->
 
 def _upload(path: str, uri: str) -> None:
     from kfts.core.artifact import MANIFEST
+
     if os.path.isfile(os.path.join(path, MANIFEST)):
         promote(path, uri)  # a model kfts has just written whole (artifact.atomic_directory)
     else:
@@ -201,6 +208,7 @@ def _upload(path: str, uri: str) -> None:
 
 
 # -- champions: a pointer to the current version --------------------------------------------------------------
+
 
 def resolve_model(location: str) -> str:
     """Where the model directory at `location` is: the version its pointer names, else `location` itself."""
@@ -213,6 +221,7 @@ def serving_uri(uri: str, local_copy: str | None = None) -> str:
     storage initializer copies a prefix whole, pointer and every version), minio:// as the s3:// KServe reads.
     local_copy: a copy of it already here (a KFP input artifact's path), read instead of the store."""
     import pyarrow.fs
+
     where = (pyarrow.fs.LocalFileSystem(), local_copy) if local_copy else filesystem(uri)
     version = _current_version(*where, uri)
     uri = uri.replace("minio://", "s3://", 1)
@@ -221,6 +230,7 @@ def serving_uri(uri: str, local_copy: str | None = None) -> str:
 
 def _current_version(fs, path: str, shown: str) -> str | None:
     import pyarrow.fs
+
     pointer = f"{path}/{POINTER}"
     with _reported(shown):
         if fs.get_file_info(pointer).type != pyarrow.fs.FileType.File:
@@ -232,8 +242,10 @@ def _current_version(fs, path: str, shown: str) -> str | None:
     except (ValueError, TypeError, KeyError):
         version = None
     if not isinstance(version, str) or not _VERSION.fullmatch(version):
-        raise InputError(f"{POINTER} names no version this kfts reads (expected {{\"version\": \"{VERSIONS}/<16 hex "
-                         "digits>\"})", path=shown)
+        raise InputError(
+            f'{POINTER} names no version this kfts reads (expected {{"version": "{VERSIONS}/<16 hex digits>"}})',
+            path=shown,
+        )
     return version
 
 
@@ -251,6 +263,7 @@ def promote(model: str, destination: str, verify: Callable[[str], object] | None
     import pyarrow.fs
 
     from kfts.core import artifact
+
     with local_copy(model) as source:
         if verify is not None:
             verify(source)
@@ -290,6 +303,7 @@ def _put(fs, path: str, local: str) -> None:
 def _delete_all_but(fs, path: str, versions: set, files) -> None:
     """After the switch: the versions not in `versions`, and a model an older kfts wrote at the prefix itself."""
     import pyarrow.fs
+
     keep = {f"{path}/{version}" for version in versions if version}
     for info in fs.get_file_info(pyarrow.fs.FileSelector(f"{path}/{VERSIONS}", allow_not_found=True)):
         if info.path.rstrip("/") not in keep:

@@ -31,6 +31,7 @@ MAX_STANDARD_SCORE = 1e6
 
 # -- device and precision -------------------------------------------------------------------------------------
 
+
 def resolve_device(name: str = "auto") -> torch.device:
     """`auto`: CUDA when present, else the CPU."""
     if name not in ("auto", "cpu", "cuda"):
@@ -139,6 +140,7 @@ def standardize(values: np.ndarray, mean, std) -> np.ndarray:
 
 # -- metric lines ---------------------------------------------------------------------------------------------
 
+
 def metric_line(values: dict[str, float | int]) -> str:
     """``epoch=7 train_loss=0.412300``: fixed-point, never scientific notation (Katib cannot read 1e-05)."""
     return " ".join(f"{k}={v}" if isinstance(v, int) else f"{k}={v:.6f}" for k, v in values.items())
@@ -164,6 +166,7 @@ def write_line(line: str, stream) -> None:
     stderr: the same screen), writes the line and draws the bar again below it: they never share a line."""
     if sys.stderr.isatty() and getattr(stream, "isatty", lambda: False)():
         from tqdm import tqdm
+
         tqdm.write(line, file=stream)
         stream.flush()
     else:
@@ -175,10 +178,12 @@ def progress(iterable, total: int, desc: str):
     if not sys.stderr.isatty():
         return iterable
     from tqdm import tqdm
+
     return tqdm(iterable, total=total, desc=desc, leave=False, file=sys.stderr)
 
 
 # -- checkpoints ----------------------------------------------------------------------------------------------
+
 
 class Checkpoints:
     """The training state after every finished epoch, in `directory`/`name`, so a killed run resumes where it
@@ -189,8 +194,9 @@ class Checkpoints:
     against resuming a different run from the same directory.
     """
 
-    def __init__(self, directory: str | os.PathLike | None, fingerprint: dict, *, name: str = CHECKPOINT,
-                 writer: bool = True):
+    def __init__(
+        self, directory: str | os.PathLike | None, fingerprint: dict, *, name: str = CHECKPOINT, writer: bool = True
+    ):
         self.path = Path(directory) / name if directory else None
         self.fingerprint, self.writer = fingerprint, writer
 
@@ -200,17 +206,23 @@ class Checkpoints:
         try:
             state = torch.load(self.path, map_location="cpu", weights_only=True)
         except Exception as e:
-            raise InputError(f"cannot be read as a kfts checkpoint ({type(e).__name__}: damaged, or holding code, "
-                             "which is never run); delete it to start over", path=self.path) from None
+            raise InputError(
+                f"cannot be read as a kfts checkpoint ({type(e).__name__}: damaged, or holding code, "
+                "which is never run); delete it to start over",
+                path=self.path,
+            ) from None
         if state.get("fingerprint") != self.fingerprint:
-            raise InputError("belongs to a different training run (other data or hyperparameters); "
-                             "use another --checkpoint-dir or delete it", path=self.path)
+            raise InputError(
+                "belongs to a different training run (other data or hyperparameters); "
+                "use another --checkpoint-dir or delete it",
+                path=self.path,
+            )
         return state
 
     def save(self, state: dict) -> None:
         if self.path is None or not self.writer:
             return
         from kfts.core.artifact import atomic_file
+
         with atomic_file(self.path, "wb") as f:
             torch.save({**state, "fingerprint": self.fingerprint}, f)
-

@@ -51,12 +51,12 @@ class Task:
     """What an estimator's fit() tells the Trainer about its model. Subclasses implement the methods that raise
     NotImplementedError and set the attributes their training differs in."""
 
-    name = "model"                     # the progress bar's label
+    name = "model"  # the progress bar's label
     epochs = 1
-    dtype: torch.dtype | None = None   # the autocast dtype of the training forward passes; None: fp32
-    scale_loss = False                 # scale the loss where dtype is fp16 on a GPU (the standard AMP recipe)
-    schedule = "constant"              # or "plateau": ReduceLROnPlateau on the training loss
-    early_stopping = 0                 # epochs without a lower validation loss before training stops; 0: off
+    dtype: torch.dtype | None = None  # the autocast dtype of the training forward passes; None: fp32
+    scale_loss = False  # scale the loss where dtype is fp16 on a GPU (the standard AMP recipe)
+    schedule = "constant"  # or "plateau": ReduceLROnPlateau on the training loss
+    early_stopping = 0  # epochs without a lower validation loss before training stops; 0: off
 
     def new_network(self) -> nn.Module:
         """One member's network, its weights drawn from torch's random numbers (which the Trainer has seeded)."""
@@ -91,7 +91,7 @@ class Task:
         """The epoch's validation figures (`valid_loss`...), or none."""
         return {}
 
-    def keep(self, network: nn.Module, group: "Group", share: int) -> None:
+    def keep(self, network: nn.Module, group: Group, share: int) -> None:
         """Called with the weights training keeps, before they are saved (InceptionTime recomputes its
         BatchNorm statistics for them, `share` of the training series on each of the group's processes)."""
 
@@ -118,16 +118,17 @@ class _Best(TypedDict):
 
 @dataclass
 class Trained:
-    state: dict          # the kept weights (a state_dict on the CPU)
+    state: dict  # the kept weights (a state_dict on the CPU)
     history: list[dict]  # one row of figures per epoch
-    kept: int            # the epoch whose weights are kept
+    kept: int  # the epoch whose weights are kept
 
 
 class Trainer:
     """Runs Tasks on this process's device, in its place in the job (`world`), with the job's `seed`."""
 
-    def __init__(self, device: str = "auto", seed: int | None = None, *, checkpoint_dir=None,
-                 log: MetricLog | None = None):
+    def __init__(
+        self, device: str = "auto", seed: int | None = None, *, checkpoint_dir=None, log: MetricLog | None = None
+    ):
         resolved = resolve_device(device)
         self.world = distributed.start(resolved)
         self.device = distributed.device_for(resolved)
@@ -148,8 +149,7 @@ class Trainer:
             for warning in warnings:
                 print(f"warning: {warning}", file=sys.stderr, flush=True)
 
-    def train_groups(self, task: Task, plan: list[tuple[list[int], list[int]]], *, fingerprint: dict
-                     ) -> list[Trained]:
+    def train_groups(self, task: Task, plan: list[tuple[list[int], list[int]]], *, fingerprint: dict) -> list[Trained]:
         """Train an ensemble in groups shared out over the job's processes: `plan` lists (the members trained
         together, the ranks that train them). Every process ends with every group's result, in plan order."""
         # every process makes every subgroup, in the same order, as torch.distributed requires
@@ -159,23 +159,29 @@ class Trainer:
             if self.world.rank not in ranks:
                 continue
             group = Group(tuple(members), tuple(ranks), subgroup, label=members[0] + 1 if len(plan) > 1 else None)
-            result = self.train(task, group, fingerprint={**fingerprint, "members": members},
-                                checkpoint=f"members-{members[0]}-{members[-1]}.pt")
+            result = self.train(
+                task,
+                group,
+                fingerprint={**fingerprint, "members": members},
+                checkpoint=f"members-{members[0]}-{members[-1]}.pt",
+            )
             if self.world.rank == ranks[0]:
                 trained[g] = result
         for results in distributed.all_gather(trained):
             trained.update(results)
         return [trained[g] for g in range(len(plan))]
 
-    def train(self, task: Task, group: Group | None = None, *, fingerprint: dict, checkpoint: str = CHECKPOINT
-              ) -> Trained:
+    def train(
+        self, task: Task, group: Group | None = None, *, fingerprint: dict, checkpoint: str = CHECKPOINT
+    ) -> Trained:
         """Train `group`'s network (None: one network, data-parallel over every process of the job) for
         task.epochs epochs, resuming from the checkpoint `checkpoint` in checkpoint_dir when one of this run
         (`fingerprint`) is there."""
         group = group or Group(ranks=tuple(range(self.world.size)))
         share = group.ranks.index(self.world.rank)
-        checkpoints = Checkpoints(self.checkpoint_dir, fingerprint, name=checkpoint,
-                                  writer=self.world.rank == group.ranks[0])
+        checkpoints = Checkpoints(
+            self.checkpoint_dir, fingerprint, name=checkpoint, writer=self.world.rank == group.ranks[0]
+        )
         state = checkpoints.load() or {}
         if state.get("done"):
             return Trained(state["network"], state["history"], state["kept"])
@@ -185,12 +191,16 @@ class Trainer:
             network.load_state_dict(start)
         network.to(self.device)
         optimizer = task.optimizer(network)
-        scaler = torch.amp.GradScaler(self.device.type, enabled=task.scale_loss and task.dtype == torch.float16
-                                      and self.device.type == "cuda")
+        scaler = torch.amp.GradScaler(
+            self.device.type, enabled=task.scale_loss and task.dtype == torch.float16 and self.device.type == "cuda"
+        )
         # what a checkpoint saves of each, by name
-        parts: dict[str, Any] = {"network": network, "optimizer": optimizer, "grad_scaler": scaler,
-                                 "plateau": torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5,
-                                                                                       patience=50, min_lr=1e-4)}
+        parts: dict[str, Any] = {
+            "network": network,
+            "optimizer": optimizer,
+            "grad_scaler": scaler,
+            "plateau": torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=50, min_lr=1e-4),
+        }
         generators = [torch.Generator().manual_seed(self.seed + m) for m in group.members]  # each member's batches
         # the weights kept at the end: those of the lowest validation loss under early stopping, of the lowest
         # training loss under the plateau schedule, else the last epoch's
@@ -208,8 +218,11 @@ class Trainer:
         name = f"member {group.label}" if group.label else task.name
         for epoch in progress(range(first_epoch, task.epochs + 1), total=task.epochs - first_epoch + 1, desc=name):
             if task.early_stopping and epoch - 1 - best["epoch"] >= task.early_stopping:
-                print(f"early stopping: {name if group.label else f'the {name}'} stopped after epoch {epoch - 1}, "
-                      f"keeping epoch {best['epoch']}'s weights (valid_loss={best['loss']:.6f})", flush=True)
+                print(
+                    f"early stopping: {name if group.label else f'the {name}'} stopped after epoch {epoch - 1}, "
+                    f"keeping epoch {best['epoch']}'s weights (valid_loss={best['loss']:.6f})",
+                    flush=True,
+                )
                 break
             metrics = {"epoch": epoch, **self._epoch(task, model, optimizer, scaler, generators, group, share)}
             metrics.update(task.validate(network))
@@ -219,8 +232,15 @@ class Trainer:
                 best = {"loss": metrics[watched], "state": copy.deepcopy(network.state_dict()), "epoch": epoch}
             history.append({"member": group.label, **metrics} if group.label else metrics)
             self.log.log(history[-1])
-            checkpoints.save({"epoch": epoch, **{key: part.state_dict() for key, part in parts.items()},
-                              "best": best, "history": history, **_random_numbers(generators)})
+            checkpoints.save(
+                {
+                    "epoch": epoch,
+                    **{key: part.state_dict() for key, part in parts.items()},
+                    "best": best,
+                    "history": history,
+                    **_random_numbers(generators),
+                }
+            )
         kept = best["epoch"] if best["state"] is not None else history[-1]["epoch"]
         if best["state"] is not None:
             network.load_state_dict(best["state"])
@@ -240,8 +260,12 @@ class Trainer:
         if len(group.ranks) == 1:
             return network
         from torch.nn.parallel import DistributedDataParallel
-        return DistributedDataParallel(network, process_group=group.process_group,
-                                       device_ids=[self.device.index] if self.device.type == "cuda" else None)
+
+        return DistributedDataParallel(
+            network,
+            process_group=group.process_group,
+            device_ids=[self.device.index] if self.device.type == "cuda" else None,
+        )
 
     def _epoch(self, task, model, optimizer, scaler, generators, group, share) -> dict[str, float]:
         """One epoch's training: the `train_*` figures, over every process of the group."""
@@ -264,8 +288,10 @@ class Trainer:
 def _random_numbers(generators: list[torch.Generator]) -> dict:
     """Where the random numbers training draws stand: each member's batch order, and torch's own generator
     (dropout). "rng" keeps the first member's too, where kfts before this loop read it (LSTM-AD's one)."""
-    return {"generators": [generator.get_state() for generator in generators],
-            "rng": {"torch": torch.get_rng_state(), "generator": generators[0].get_state()}}
+    return {
+        "generators": [generator.get_state() for generator in generators],
+        "rng": {"torch": torch.get_rng_state(), "generator": generators[0].get_state()},
+    }
 
 
 def _restore_random_numbers(state: dict, generators: list[torch.Generator]) -> None:
@@ -276,8 +302,14 @@ def _restore_random_numbers(state: dict, generators: list[torch.Generator]) -> N
         torch.set_rng_state(state["rng"]["torch"])
 
 
-def step(task: Task, model: nn.Module, optimizer: torch.optim.Optimizer, inputs: torch.Tensor,
-         targets: torch.Tensor, scaler: torch.amp.GradScaler | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def step(
+    task: Task,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    scaler: torch.amp.GradScaler | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimizer step on one batch: (the loss, the outputs), detached. Also what estimators time when they
     choose how to train (threads, ensemble layout)."""
     scaler = scaler or torch.amp.GradScaler(inputs.device.type, enabled=False)

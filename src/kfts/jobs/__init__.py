@@ -1,1 +1,2 @@
-"""The jobs every entry point runs (train, predict, evaluate, validate, promote): each looks the algorithm up in the registry (kfts.algorithms) and calls it."""
+"""The jobs every entry point runs (train, predict, evaluate, validate, promote): each looks the algorithm up in the
+registry (kfts.algorithms) and calls it."""

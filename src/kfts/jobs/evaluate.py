@@ -16,20 +16,35 @@ OUTPUT_FILES = ("metrics.json", "report.html", "summary.md")
 
 # -- what an evaluation shows beyond metrics.json: provenance, a Markdown summary, a flag confusion matrix ------
 
+
 def provenance(*, data: str, model: str, manifest: dict, labels: str | None = None) -> dict:
     """Where an evaluation's figures come from: data, model, hyperparameters, kfts versions, date."""
     from datetime import datetime, timezone
 
     from kfts import __version__
-    return {"data": data, **({"labels": labels} if labels else {}), "model": model,
-            "algorithm": manifest.get("algorithm"),
-            "hyperparameters": " ".join(f"{k}={v}" for k, v in manifest.get("hyperparameters", {}).items()),
-            "model written by": f"kfts {manifest.get('kfts_version', '?')}", "evaluated by": f"kfts {__version__}",
-            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+
+    return {
+        "data": data,
+        **({"labels": labels} if labels else {}),
+        "model": model,
+        "algorithm": manifest.get("algorithm"),
+        "hyperparameters": " ".join(f"{k}={v}" for k, v in manifest.get("hyperparameters", {}).items()),
+        "model written by": f"kfts {manifest.get('kfts_version', '?')}",
+        "evaluated by": f"kfts {__version__}",
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
 
 
-def evaluate(model_dir, data, output_dir, *, labels=None, device: str = "auto", split: str | None = None,
-             names: dict | None = None) -> dict:
+def evaluate(
+    model_dir,
+    data,
+    output_dir,
+    *,
+    labels=None,
+    device: str = "auto",
+    split: str | None = None,
+    names: dict | None = None,
+) -> dict:
     """The evaluation job behind `kfts evaluate` and the evaluate component: score the model in `model_dir` on
     `data` (with `labels` when they are a separate file) by its algorithm's evaluate(), and write metrics.json,
     report.html (titled with `split`, the data file's name by default, with the provenance) and summary.md
@@ -38,13 +53,17 @@ def evaluate(model_dir, data, output_dir, *, labels=None, device: str = "auto", 
     from kfts.algorithms import of
     from kfts.jobs.load import load_model
     from kfts.jobs.validate import read_manifest
+
     names = names or {}
     check_output_directory(output_dir, OUTPUT_FILES)
     model = load_model(model_dir, device=device)
     metrics, html = of(model).evaluate(model, data, labels)
-    origin = provenance(data=names.get(data, os.fspath(data)), model=names.get(model_dir, os.fspath(model_dir)),
-                        labels=names.get(labels, os.fspath(labels)) if labels else None,
-                        manifest=read_manifest(model_dir))
+    origin = provenance(
+        data=names.get(data, os.fspath(data)),
+        model=names.get(model_dir, os.fspath(model_dir)),
+        labels=names.get(labels, os.fspath(labels)) if labels else None,
+        manifest=read_manifest(model_dir),
+    )
     split = split or Path(data).name
     with atomic_directory(output_dir, OUTPUT_FILES) as tmp:
         (Path(tmp) / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
@@ -55,14 +74,18 @@ def evaluate(model_dir, data, output_dir, *, labels=None, device: str = "auto", 
 
 def summary_markdown(metrics: dict, split: str, origin: dict) -> str:
     """The headline table of an evaluation in Markdown (KFP's Markdown artifact, shown in the run's UI)."""
+
     def number(v):
         return f"{v:.4f}" if isinstance(v, float) else str(v)
+
     lines = [f"## {origin.get('algorithm')} evaluation: {split}", "", "| metric | value |", "|---|---|"]
     lines += [f"| {k} | {number(v)} |" for k, v in headline(metrics).items()]
     if "per_class" in metrics:
         lines += ["", "| class | precision | recall | f1 | support |", "|---|---|---|---|---|"]
-        lines += [f"| {c} | {m['precision']:.4f} | {m['recall']:.4f} | {m['f1']:.4f} | {m['support']} |"
-                  for c, m in metrics["per_class"].items()]
+        lines += [
+            f"| {c} | {m['precision']:.4f} | {m['recall']:.4f} | {m['f1']:.4f} | {m['support']} |"
+            for c, m in metrics["per_class"].items()
+        ]
     lines += ["", *(f"- {k}: {v}" for k, v in origin.items())]
     return "\n".join(lines) + "\n"
 

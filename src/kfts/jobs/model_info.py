@@ -17,9 +17,11 @@ def describe_model(model_dir: str | os.PathLike) -> list[str]:
     """The lines `kfts inspect` prints."""
     manifest = read_manifest(model_dir)
     shape = manifest.get("input_shape", {})
-    lines = [f"model:           {Path(model_dir)}",
-             f"algorithm:       {manifest['algorithm']}",
-             "hyperparameters: " + " ".join(f"{k}={v}" for k, v in manifest.get("hyperparameters", {}).items())]
+    lines = [
+        f"model:           {Path(model_dir)}",
+        f"algorithm:       {manifest['algorithm']}",
+        "hyperparameters: " + " ".join(f"{k}={v}" for k, v in manifest.get("hyperparameters", {}).items()),
+    ]
     if "classes" in manifest:
         classes = manifest["classes"]
         lines.append(f"input:           series of {shape.get('length')} time steps, one per row")
@@ -27,16 +29,19 @@ def describe_model(model_dir: str | os.PathLike) -> list[str]:
     if "series" in shape:
         lines.append(f"input:           {shape['series']} series, one per column, one time step per row")
     if "threshold" in manifest:
-        lines.append(f"threshold:       {manifest['threshold']:.6g} (log-likelihood; a step scored below it is "
-                     "flagged)")
+        lines.append(
+            f"threshold:       {manifest['threshold']:.6g} (log-likelihood; a step scored below it is flagged)"
+        )
     metrics = manifest.get("metrics", {})
     lines.append("metrics:         " + (" ".join(f"{k}={_number(v)}" for k, v in metrics.items()) or "none"))
     lines.append(f"history:         {_history(manifest.get('history', []))}")
     lines += [f"warning:         {warning}" for warning in manifest.get("warnings", [])]  # a fit that failed
     weights = Path(model_dir) / WEIGHTS
     size = f"{weights.stat().st_size / 1e6:.2f} MB" if weights.is_file() else "MISSING"
-    lines.append(f"format:          kfts model format {manifest.get('format_version')}, written by kfts "
-                 f"{manifest.get('kfts_version', '?')}; seed {manifest.get('seed')}; {WEIGHTS} {size}")
+    lines.append(
+        f"format:          kfts model format {manifest.get('format_version')}, written by kfts "
+        f"{manifest.get('kfts_version', '?')}; seed {manifest.get('seed')}; {WEIGHTS} {size}"
+    )
     return lines
 
 

@@ -17,11 +17,13 @@ from kfts.core.artifact import atomic_file
 CHUNK_BYTES = 4 << 20  # float32 input per chunk: the model's own working memory comes on top
 
 
-def write_predictions(model, input_path: str | os.PathLike, output_path: str | os.PathLike, *,
-                      chunk_bytes: int = CHUNK_BYTES, **options) -> int:
+def write_predictions(
+    model, input_path: str | os.PathLike, output_path: str | os.PathLike, *, chunk_bytes: int = CHUNK_BYTES, **options
+) -> int:
     """Predict every row of `input_path` into `output_path` (atomically); returns the number of rows.
     `options` are the algorithm's predict_options (probabilities=... for InceptionTime, flag=... for LSTM-AD)."""
     from kfts.algorithms import of
+
     blocks = (values for _, _, values in csvio.iter_row_blocks(input_path))
     with atomic_file(output_path) as out:
         return of(model).write_predictions(model, input_path, blocks, out, chunk_bytes, **options)

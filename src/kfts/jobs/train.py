@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, fields
-from typing import Any, Callable
+from typing import Any
 
 from kfts.algorithms import spec
 from kfts.core import artifact, distributed
@@ -27,8 +28,18 @@ def make_params(algorithm: str, values: dict):
         raise InputError(f"a {algorithm} hyperparameter has a value of the wrong type ({e})") from None
 
 
-def train(algorithm: str, train_path, model_dir, *, valid_path=None, params=None, init_model=None,
-          checkpoint_dir=None, seed: int | None = None, device: str = "auto"):
+def train(
+    algorithm: str,
+    train_path,
+    model_dir,
+    *,
+    valid_path=None,
+    params=None,
+    init_model=None,
+    checkpoint_dir=None,
+    seed: int | None = None,
+    device: str = "auto",
+):
     """The training job behind `kfts train` and the KFP train component: read the data, fit, write the
     artifact. `init_model` is a previous model directory to continue from. Under torchrun every process
     runs this (kfts.core.distributed) and rank 0 writes the artifact. Returns the fitted estimator."""

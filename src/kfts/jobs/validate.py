@@ -7,8 +7,9 @@ class the training data (or the model) lacks, and the layout a file was given in
 like the other one.
 
 Used by `kfts train/predict/evaluate` (kfts.cli) and, on the summaries the validate-csv tasks keep as their
-Dataset's metadata, by the pipelines' check-inputs task that training waits on (src/kfts/kubeflow/components/validate_csv.py).
-Summaries are plain JSON (they travel as KFP metadata); torch is never imported here.
+Dataset's metadata, by the pipelines' check-inputs task that training waits on
+(src/kfts/kubeflow/components/validate_csv.py). Summaries are plain JSON (they travel as KFP metadata); torch is never
+imported here.
 """
 
 from __future__ import annotations
@@ -21,14 +22,16 @@ LAYOUTS = ("training", "inference", "labels")
 LABELS_SUFFIX = "_labels"  # "test_labels" labels the rows of "test"
 
 
-def describe(algorithm: str, path: str | os.PathLike, layout: str, *, source: str | None = None,
-             head: bool = False) -> dict:
+def describe(
+    algorithm: str, path: str | os.PathLike, layout: str, *, source: str | None = None, head: bool = False
+) -> dict:
     """Read `path` in `layout` (training: as fit() takes it; inference: series only; labels: one label per row)
     and return its summary (the algorithm's describe(), kfts.algorithms.base). `source` is the file's name for
     the user (a URI, when `path` is a staged copy); errors name it. head: read only the first block of rows
     of an inference file (its shape, no row count), for batch prediction, which streams files of any size and
     checks the rest as it goes."""
     from kfts.algorithms import spec
+
     chosen = spec(algorithm)
     source = os.fspath(source or path)
     if layout not in LAYOUTS:
@@ -60,6 +63,7 @@ def check(algorithm: str, inputs: dict[str, dict], model: dict | None = None) ->
     and with `model` (model_summary()). The reference is the training data ("train") when there is one, else
     the model. Raises the first mismatch as an InputError naming the file."""
     from kfts.algorithms import spec
+
     chosen = spec(algorithm)
     reference = inputs.get("train") or model
     if "train" in inputs:
@@ -68,15 +72,21 @@ def check(algorithm: str, inputs: dict[str, dict], model: dict | None = None) ->
         if name.endswith(LABELS_SUFFIX):
             labelled = inputs.get(name.removesuffix(LABELS_SUFFIX))
             if labelled is None:
-                raise InputError(f"labels the rows of a file that was not given ({name.removesuffix(LABELS_SUFFIX)})",
-                                 path=summary["source"])
+                raise InputError(
+                    f"labels the rows of a file that was not given ({name.removesuffix(LABELS_SUFFIX)})",
+                    path=summary["source"],
+                )
             if labelled.get("layout") == "training" and chosen.labeled_layout:
-                raise InputError(f"{labelled['source']} carries its labels in its first column (the labeled "
-                                 "layout): give no separate labels, or give the series alone",
-                                 path=summary["source"])
+                raise InputError(
+                    f"{labelled['source']} carries its labels in its first column (the labeled "
+                    "layout): give no separate labels, or give the series alone",
+                    path=summary["source"],
+                )
             if labelled["rows"] is not None and summary["rows"] != labelled["rows"]:
-                raise InputError(f"has {summary['rows']} labels for the {labelled['rows']} rows of "
-                                 f"{labelled['source']}", path=summary["source"])
+                raise InputError(
+                    f"has {summary['rows']} labels for the {labelled['rows']} rows of {labelled['source']}",
+                    path=summary["source"],
+                )
         if reference is None or summary is reference:
             continue
         if summary["layout"] != "labels":
@@ -91,8 +101,11 @@ def _known_classes(summary: dict, reference: dict) -> None:
     unseen = sorted(set(summary["classes"]) - set(reference["classes"]))
     if unseen:
         more = f" (and {len(unseen) - 1} more)" if len(unseen) > 1 else ""
-        raise InputError(f"class {shown(unseen[0])}{more} is not among the classes of {reference['source']} "
-                         f"({_listed(reference['classes'])})", path=summary["source"])
+        raise InputError(
+            f"class {shown(unseen[0])}{more} is not among the classes of {reference['source']} "
+            f"({_listed(reference['classes'])})",
+            path=summary["source"],
+        )
 
 
 def _listed(classes: list[str], limit: int = 200) -> str:
@@ -101,13 +114,17 @@ def _listed(classes: list[str], limit: int = 200) -> str:
     return text if len(text) <= limit else f"{text[:limit]}... ({len(classes):,} classes)"
 
 
-def check_files(algorithm: str, files: dict[str, tuple[str | os.PathLike | None, str]], *,
-                model: dict | None = None, head: bool = False) -> dict[str, dict]:
+def check_files(
+    algorithm: str,
+    files: dict[str, tuple[str | os.PathLike | None, str]],
+    *,
+    model: dict | None = None,
+    head: bool = False,
+) -> dict[str, dict]:
     """describe() every given file (name -> (path or None, layout)) and check() them together, against
     `model` (a kfts-model.json, read_manifest()) when given: what `kfts train/predict/evaluate` run before any
     work. head: see describe()."""
-    summaries = {name: describe(algorithm, path, layout, head=head) for name, (path, layout) in files.items()
-                 if path}
+    summaries = {name: describe(algorithm, path, layout, head=head) for name, (path, layout) in files.items() if path}
     check(algorithm, summaries, model_summary(model) if model is not None else None)
     return summaries
 
@@ -116,6 +133,7 @@ def read_manifest(model_dir: str | os.PathLike) -> dict:
     """A model's kfts-model.json, read as JSON only (kfts.core.artifact.read_manifest, without importing torch)."""
     import json
     from pathlib import Path
+
     path = Path(model_dir) / "kfts-model.json"
     if not path.is_file():
         raise InputError("no kfts-model.json: not a kfts model directory", path=model_dir)

@@ -1,4 +1,5 @@
-"""KServe manifests for kfts models: `kfts deploy render` and the pipelines' deploy step (src/kfts/kubeflow/components/deploy.py).
+"""KServe manifests for kfts models: `kfts deploy render` and the pipelines' deploy step
+(src/kfts/kubeflow/components/deploy.py).
 
 Two ways to serve a kfts model artifact, both running `kfts serve` in the kfts predictor image
 (kfts.kubeflow.images.predictor_image):
@@ -41,8 +42,12 @@ MODEL_FORMAT = {"name": "kfts", "version": "1"}  # version: the artifact's FORMA
 PROTOCOL_VERSIONS = ["v1", "v2", "grpc-v2"]  # V1 REST, V2 REST, V2 gRPC: what kfts serve answers
 RUNTIMES = {False: "kfts", True: "kfts-cuda"}  # the ServingRuntime names, by gpu
 GPU_TOLERATIONS = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
-DEPLOYMENT_MODES = {"Standard": "standard", "RawDeployment": "standard", "Knative": "knative",
-                    "Serverless": "knative"}  # every name KServe has had for its two modes
+DEPLOYMENT_MODES = {
+    "Standard": "standard",
+    "RawDeployment": "standard",
+    "Knative": "knative",
+    "Serverless": "knative",
+}  # every name KServe has had for its two modes
 MODE_NAMES = {"standard": ("RawDeployment", "Standard"), "knative": ("Serverless", "Knative")}  # (old, new)
 RENAMED_IN = (0, 16)  # the first KServe release with the new names (v0.16.0, kserve#4608)
 ANNOTATION = "serving.kserve.io/deploymentMode"
@@ -52,9 +57,16 @@ _DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _VERSION = re.compile(r"^v?(\d+)\.(\d+)(\.\d+)?(-[0-9A-Za-z.]+)?$")
 
 
-def render_serving_runtime(*, image: str, gpu: bool = False, name: str | None = None, namespace: str | None = None,
-                           deployment_mode: str | None = None, cpu: str = RESOURCES["cpu"],
-                           memory: str = RESOURCES["memory"]) -> dict:
+def render_serving_runtime(
+    *,
+    image: str,
+    gpu: bool = False,
+    name: str | None = None,
+    namespace: str | None = None,
+    deployment_mode: str | None = None,
+    cpu: str = RESOURCES["cpu"],
+    memory: str = RESOURCES["memory"],
+) -> dict:
     """A ClusterServingRuntime for the model format `kfts` (a ServingRuntime with `namespace`), as a dict.
 
     Named RUNTIMES[gpu] unless `name` is given. The CPU runtime is auto-selected for `modelFormat: kfts`; the
@@ -68,8 +80,13 @@ def render_serving_runtime(*, image: str, gpu: bool = False, name: str | None = 
         "name": "kserve-container",
         "image": image,
         "command": ["kfts", "serve"],
-        "args": [f"--model-dir={MODEL_DIR}", "--model-name={{.Name}}", f"--http-port={HTTP_PORT}",
-                 f"--grpc-port={GRPC_PORT}", f"--device={'cuda' if gpu else 'cpu'}"],
+        "args": [
+            f"--model-dir={MODEL_DIR}",
+            "--model-name={{.Name}}",
+            f"--http-port={HTTP_PORT}",
+            f"--grpc-port={GRPC_PORT}",
+            f"--device={'cuda' if gpu else 'cpu'}",
+        ],
         **_ports(mode, expose_grpc=False),
         "resources": container_resources(cpu, memory, gpus=1 if gpu else 0),
     }
@@ -85,18 +102,36 @@ def render_serving_runtime(*, image: str, gpu: bool = False, name: str | None = 
     metadata = {"name": name, "labels": dict(LABELS)}
     if namespace:
         metadata["namespace"] = namespace
-    return {"apiVersion": "serving.kserve.io/v1alpha1", "kind": "ServingRuntime" if namespace else
-            "ClusterServingRuntime", "metadata": metadata, "spec": spec}
+    return {
+        "apiVersion": "serving.kserve.io/v1alpha1",
+        "kind": "ServingRuntime" if namespace else "ClusterServingRuntime",
+        "metadata": metadata,
+        "spec": spec,
+    }
 
 
-def render_inference_service(*, name: str, model_uri: str, image: str | None = None, runtime: str | None = None,
-                             gpu: bool = False, gpus: int = 1, node_selector: dict | None = None,
-                             tolerations: list | None = None, min_replicas: int = 1, max_replicas: int = 1,
-                             namespace: str | None = None, cpu: str = RESOURCES["cpu"],
-                             memory: str = RESOURCES["memory"],
-                             service_account: str | None = None, storage_secret: str | None = None,
-                             deployment_mode: str | None = None, kserve_version: str | None = None,
-                             expose_grpc: bool = False, canary_traffic_percent: int | None = None) -> dict:
+def render_inference_service(
+    *,
+    name: str,
+    model_uri: str,
+    image: str | None = None,
+    runtime: str | None = None,
+    gpu: bool = False,
+    gpus: int = 1,
+    node_selector: dict | None = None,
+    tolerations: list | None = None,
+    min_replicas: int = 1,
+    max_replicas: int = 1,
+    namespace: str | None = None,
+    cpu: str = RESOURCES["cpu"],
+    memory: str = RESOURCES["memory"],
+    service_account: str | None = None,
+    storage_secret: str | None = None,
+    deployment_mode: str | None = None,
+    kserve_version: str | None = None,
+    expose_grpc: bool = False,
+    canary_traffic_percent: int | None = None,
+) -> dict:
     """An InferenceService (serving.kserve.io/v1beta1) serving the kfts model at `model_uri`, as a dict.
 
     Without `image`, the short form for the kfts ServingRuntime: `modelFormat: kfts`, the `runtime` when given
@@ -113,8 +148,10 @@ def render_inference_service(*, name: str, model_uri: str, image: str | None = N
     if not model_uri:
         raise InputError("--model-uri is empty: give the model artifact's URI (gs://, s3://, pvc://, https://)")
     if "://" not in model_uri:  # KServe's storage initializer reads URIs only; a path means nothing in the pod
-        raise InputError(f"--model-uri {model_uri} has no scheme: give the URI KServe downloads the model from "
-                         "(s3://bucket/model, gs://..., pvc://CLAIM/path, https://...), not a path on this machine")
+        raise InputError(
+            f"--model-uri {model_uri} has no scheme: give the URI KServe downloads the model from "
+            "(s3://bucket/model, gs://..., pvc://CLAIM/path, https://...), not a path on this machine"
+        )
     if not 0 <= min_replicas <= max_replicas or max_replicas < 1:
         raise InputError(f"replicas must satisfy 0 <= min ({min_replicas}) <= max ({max_replicas}), max >= 1")
     if gpu and gpus < 1:
@@ -125,12 +162,15 @@ def render_inference_service(*, name: str, model_uri: str, image: str | None = N
     if kserve_version is not None:
         parse_kserve_version(kserve_version)  # checked even when no mode needs it: a typo is a typo
     if expose_grpc and mode == "standard":
-        raise InputError(f"--expose-grpc is for Knative: with deployment mode {deployment_mode} both HTTP and "
-                         "gRPC are exposed")
+        raise InputError(
+            f"--expose-grpc is for Knative: with deployment mode {deployment_mode} both HTTP and gRPC are exposed"
+        )
     if canary_traffic_percent is not None:
         if mode != "knative":
-            raise InputError("--canary-traffic-percent needs --deployment-mode Knative: KServe splits traffic "
-                             "between an InferenceService's revisions under Knative only")
+            raise InputError(
+                "--canary-traffic-percent needs --deployment-mode Knative: KServe splits traffic "
+                "between an InferenceService's revisions under Knative only"
+            )
         if not 1 <= canary_traffic_percent <= 99:
             raise InputError(f"--canary-traffic-percent {canary_traffic_percent}: from 1 to 99")
 
@@ -148,16 +188,30 @@ def render_inference_service(*, name: str, model_uri: str, image: str | None = N
             "name": "kserve-container",  # the name KServe looks for the STORAGE_URI on
             "image": image,
             "command": ["kfts", "serve"],
-            "args": ["--model-dir", MODEL_DIR, "--model-name", name, "--http-port", str(HTTP_PORT),
-                     "--grpc-port", str(GRPC_PORT), "--device", "cuda" if gpu else "cpu"],
+            "args": [
+                "--model-dir",
+                MODEL_DIR,
+                "--model-name",
+                name,
+                "--http-port",
+                str(HTTP_PORT),
+                "--grpc-port",
+                str(GRPC_PORT),
+                "--device",
+                "cuda" if gpu else "cpu",
+            ],
             "env": [{"name": "STORAGE_URI", "value": model_uri}],
             "ports": ports.get("ports", [_HTTP]),
             "resources": resources,
         }
         if not expose_grpc:  # Knative probes its one port itself, gRPC's here
             container["readinessProbe"] = _readiness()
-        predictor = {"minReplicas": min_replicas, "maxReplicas": max_replicas,
-                     "containers": [podsecurity.harden(container)], "volumes": [dict(podsecurity.SCRATCH)]}
+        predictor = {
+            "minReplicas": min_replicas,
+            "maxReplicas": max_replicas,
+            "containers": [podsecurity.harden(container)],
+            "volumes": [dict(podsecurity.SCRATCH)],
+        }
     # pod-level too: KServe's storage initializer, which it adds to the pod, then runs as non-root as well
     predictor["securityContext"] = podsecurity.pod_context()
     if canary_traffic_percent is not None:
@@ -179,8 +233,12 @@ def render_inference_service(*, name: str, model_uri: str, image: str | None = N
         annotations[STORAGE_SECRET_ANNOTATION] = storage_secret
     if annotations:
         metadata["annotations"] = annotations
-    return {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService", "metadata": metadata,
-            "spec": {"predictor": predictor}}
+    return {
+        "apiVersion": "serving.kserve.io/v1beta1",
+        "kind": "InferenceService",
+        "metadata": metadata,
+        "spec": {"predictor": predictor},
+    }
 
 
 def check_storage_secret(api, secret: str, namespace: str, model_uri: str, endpoint_url: str, log=print) -> None:
@@ -188,6 +246,7 @@ def check_storage_secret(api, secret: str, namespace: str, model_uri: str, endpo
     kfts's own steps use (`endpoint_url`, their AWS_ENDPOINT_URL): it would look for the model on AWS. Not
     checked when this pod may not read Secrets (said in the log)."""
     from kfts.kubeflow import kube
+
     if not model_uri.startswith("s3://") or not endpoint_url:
         return
     annotations = kube.secret_annotations(api, secret, namespace)
@@ -196,20 +255,27 @@ def check_storage_secret(api, secret: str, namespace: str, model_uri: str, endpo
         return
     wanted = s3_annotations(endpoint_url)
     usehttps = annotations.get("serving.kserve.io/s3-usehttps", "1")  # KServe's default: HTTPS
-    if annotations.get("serving.kserve.io/s3-endpoint") != wanted["serving.kserve.io/s3-endpoint"] or \
-            usehttps != wanted["serving.kserve.io/s3-usehttps"]:
-        raise InputError(f"Secret {namespace}/{secret} does not tell KServe's storage initializer the endpoint "
-                         f"{endpoint_url}, so it would look for {model_uri} on AWS: kubectl annotate secret -n "
-                         f"{namespace} {secret} --overwrite " + " ".join(f"{k}={v}" for k, v in wanted.items()))
+    if (
+        annotations.get("serving.kserve.io/s3-endpoint") != wanted["serving.kserve.io/s3-endpoint"]
+        or usehttps != wanted["serving.kserve.io/s3-usehttps"]
+    ):
+        raise InputError(
+            f"Secret {namespace}/{secret} does not tell KServe's storage initializer the endpoint "
+            f"{endpoint_url}, so it would look for {model_uri} on AWS: kubectl annotate secret -n "
+            f"{namespace} {secret} --overwrite " + " ".join(f"{k}={v}" for k, v in wanted.items())
+        )
 
 
 def s3_annotations(endpoint_url: str) -> dict:
     """KServe's Secret annotations for an S3 endpoint URL (kserve pkg/credentials/s3/s3_secret.go): host:port
     with no scheme (releases before 0.17 add one themselves), and whether to use HTTPS."""
     from urllib.parse import urlsplit
+
     parsed = urlsplit(endpoint_url)
-    return {"serving.kserve.io/s3-endpoint": parsed.netloc,
-            "serving.kserve.io/s3-usehttps": "1" if parsed.scheme == "https" else "0"}
+    return {
+        "serving.kserve.io/s3-endpoint": parsed.netloc,
+        "serving.kserve.io/s3-usehttps": "1" if parsed.scheme == "https" else "0",
+    }
 
 
 def mode_name(mode: str, kserve_version: str | None) -> str:
@@ -247,8 +313,9 @@ def _mode(deployment_mode: str | None) -> str | None:
 
 def _check_name(name: str, flag: str) -> None:
     if not _DNS_LABEL.match(name) or len(name) > 63:
-        raise InputError(f"{flag} {name!r} must be a DNS label: lowercase letters, digits and '-', starting "
-                         "with a letter")
+        raise InputError(
+            f"{flag} {name!r} must be a DNS label: lowercase letters, digits and '-', starting with a letter"
+        )
 
 
 def container_resources(cpu: str, memory: str, gpus: int) -> dict:
@@ -263,8 +330,12 @@ def container_resources(cpu: str, memory: str, gpus: int) -> dict:
 def _readiness() -> dict:
     """Ready once the model is loaded and warmed up (kfts serve listens only then, and KServe answers 503
     before its models are ready)."""
-    return {"httpGet": {"path": "/v2/health/ready", "port": HTTP_PORT}, "initialDelaySeconds": 5,
-            "periodSeconds": 5, "failureThreshold": 3}
+    return {
+        "httpGet": {"path": "/v2/health/ready", "port": HTTP_PORT},
+        "initialDelaySeconds": 5,
+        "periodSeconds": 5,
+        "failureThreshold": 3,
+    }
 
 
 # -- rollout: the pipelines' deploy step -------------------------------------------------------------------
@@ -272,8 +343,7 @@ def _readiness() -> dict:
 STARTING = {"MinimumReplicasUnavailable"}  # Ready=False while a new Deployment's first pods start, not a failure
 
 
-def apply_inference_service(manifest: dict, *, api=None, timeout_s: float = 1800, poll_s: float = 10,
-                            log=print) -> str:
+def apply_inference_service(manifest: dict, *, api=None, timeout_s: float = 1800, poll_s: float = 10, log=print) -> str:
     """Create or replace the InferenceService and wait until KServe reports the new spec rolled out: its URL.
 
     When the new spec fails (KServe reports it not Ready, or `timeout_s` passes first) and it replaced one,
@@ -281,6 +351,7 @@ def apply_inference_service(manifest: dict, *, api=None, timeout_s: float = 1800
     until new ones are ready; Knative keeps the traffic on the last ready revision), and kfts.kubeflow.kube.Failed
     says so. (The pipelines' deploy step.)"""
     from kfts.kubeflow import kube
+
     api = api or kube.custom_objects()
     name, namespace = manifest["metadata"]["name"], manifest["metadata"]["namespace"]
     previous = kube.get(api, kube.INFERENCE_SERVICE, name, namespace)
@@ -292,8 +363,10 @@ def apply_inference_service(manifest: dict, *, api=None, timeout_s: float = 1800
         ready = _await_generation(api, stored, timeout_s=timeout_s, poll_s=poll_s, log=log)
     except kube.Failed as e:
         if previous is None:
-            raise kube.Failed(f"{e}. There was no InferenceService {namespace}/{name} before: the failed one is "
-                              "left for inspection (kubectl describe inferenceservice)") from None
+            raise kube.Failed(
+                f"{e}. There was no InferenceService {namespace}/{name} before: the failed one is "
+                "left for inspection (kubectl describe inferenceservice)"
+            ) from None
         raise kube.Failed(f"{e}. {_restore(api, previous, timeout_s=timeout_s, poll_s=poll_s, log=log)}") from None
     url = (ready.get("status") or {}).get("url", "")
     log(f"ready at {url}")
@@ -303,11 +376,23 @@ def apply_inference_service(manifest: dict, *, api=None, timeout_s: float = 1800
 def _await_generation(api, stored: dict, *, timeout_s: float, poll_s: float, log) -> dict:
     """Wait until KServe has rolled out the generation `stored` (the object as created or replaced) has."""
     from kfts.kubeflow import kube
-    generation, name, namespace = (stored["metadata"]["generation"], stored["metadata"]["name"],
-                                   stored["metadata"]["namespace"])
-    return kube.wait_for(api, kube.INFERENCE_SERVICE, name, namespace, goal=f"Ready at generation {generation}",
-                         reached=lambda isvc: rolled_out(isvc, generation, log), timeout_s=timeout_s,
-                         poll_s=poll_s, log=log)
+
+    generation, name, namespace = (
+        stored["metadata"]["generation"],
+        stored["metadata"]["name"],
+        stored["metadata"]["namespace"],
+    )
+    return kube.wait_for(
+        api,
+        kube.INFERENCE_SERVICE,
+        name,
+        namespace,
+        goal=f"Ready at generation {generation}",
+        reached=lambda isvc: rolled_out(isvc, generation, log),
+        timeout_s=timeout_s,
+        poll_s=poll_s,
+        log=log,
+    )
 
 
 def rolled_out(isvc: dict, generation: int, log=print) -> bool:
@@ -320,33 +405,40 @@ def rolled_out(isvc: dict, generation: int, log=print) -> bool:
     spec's. Under Standard a Deployment stays Available on its old pods during a rollout: from KServe 0.16
     the PredictorReady reason NewReplicaSetAvailable says the new pods took over; before, nothing does."""
     from kfts.kubeflow import kube
+
     status = isvc.get("status") or {}
     if status.get("observedGeneration", 0) < generation:
         return False
     ready = kube.condition(isvc, "Ready")
     where = f"InferenceService {isvc['metadata']['namespace']}/{isvc['metadata']['name']}"
     if ready.get("status") == "False" and ready.get("reason") not in STARTING:
-        raise kube.Failed(f"{where} generation {generation} failed: {ready.get('reason', '')}: "
-                          f"{ready.get('message', '')}")
+        raise kube.Failed(
+            f"{where} generation {generation} failed: {ready.get('reason', '')}: {ready.get('message', '')}"
+        )
     if ready.get("status") != "True":
         return False
     mode = status.get("deploymentMode")
     if mode == "RawDeployment":
-        log(f"{where}: KServe before 0.16 does not report a RawDeployment's rollout; its Ready may still be the "
-            f"previous pods' (kubectl rollout status deployment/{isvc['metadata']['name']}-predictor)")
+        log(
+            f"{where}: KServe before 0.16 does not report a RawDeployment's rollout; its Ready may still be the "
+            f"previous pods' (kubectl rollout status deployment/{isvc['metadata']['name']}-predictor)"
+        )
     return mode != "Standard" or kube.condition(isvc, "PredictorReady").get("reason") == "NewReplicaSetAvailable"
 
 
 def _restore(api, previous: dict, *, timeout_s: float, poll_s: float, log) -> str:
     """Put `previous` (the object as it was before the failed replace) back: what happened, in words."""
     from kfts.kubeflow import kube
+
     name, namespace = previous["metadata"]["name"], previous["metadata"]["namespace"]
     current = kube.get(api, kube.INFERENCE_SERVICE, name, namespace)
     if current is None:  # deleted since it failed: there is nothing to put the previous spec on
         return f"InferenceService {namespace}/{name} is gone (deleted since): its previous spec is not restored"
     stored = kube.replace(api, kube.INFERENCE_SERVICE, current, previous, log=log)
-    what = (f"The previous spec of InferenceService {namespace}/{name} is restored (generation "
-            f"{stored['metadata']['generation']}): the model it served is left serving")
+    what = (
+        f"The previous spec of InferenceService {namespace}/{name} is restored (generation "
+        f"{stored['metadata']['generation']}): the model it served is left serving"
+    )
     try:
         _await_generation(api, stored, timeout_s=timeout_s, poll_s=poll_s, log=log)
     except kube.Failed as e:
@@ -356,10 +448,12 @@ def _restore(api, previous: dict, *, timeout_s: float, poll_s: float, log) -> st
 
 def to_yaml(manifest: dict) -> str:
     import yaml
+
     return yaml.safe_dump(manifest, sort_keys=False)
 
 
 # -- command-line forms of the node-pool settings, shared by `kfts deploy` and `kfts pipeline` ------------
+
 
 def parse_key_value(text: str, flag: str) -> tuple[str, str]:
     """NAME=VALUE from a command-line flag (--node-selector, --param, --search)."""

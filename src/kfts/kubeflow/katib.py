@@ -31,12 +31,28 @@ TEMPLATE = "katib-experiment.yaml"  # in kfts/templates, installed with the pack
 WORK = "/tmp/kfts"  # the trial's files: /tmp is the pod's emptyDir, the root filesystem being read-only
 
 
-def render_experiment(*, algorithm: str, train_uri: str, valid_uri: str, search: list[tuple[str, str]],
-                      fixed: dict | None = None, name: str | None = None, image: str | None = None,
-                      objective: str | None = None, max_trials: int = 12, parallel_trials: int = 3,
-                      namespace: str | None = None, gpus: int = 0, seed: int = 0, model_root: str | None = None,
-                      cpu: str = "2", memory: str = "8Gi", deadline_s: int = 24 * 3600,
-                      storage_secret: str | None = None, service_account: str | None = None) -> dict:
+def render_experiment(
+    *,
+    algorithm: str,
+    train_uri: str,
+    valid_uri: str,
+    search: list[tuple[str, str]],
+    fixed: dict | None = None,
+    name: str | None = None,
+    image: str | None = None,
+    objective: str | None = None,
+    max_trials: int = 12,
+    parallel_trials: int = 3,
+    namespace: str | None = None,
+    gpus: int = 0,
+    seed: int = 0,
+    model_root: str | None = None,
+    cpu: str = "2",
+    memory: str = "8Gi",
+    deadline_s: int = 24 * 3600,
+    storage_secret: str | None = None,
+    service_account: str | None = None,
+) -> dict:
     """A Katib Experiment (kubeflow.org/v1beta1) as a dict.
 
     search: (hyperparameter, spec) pairs: `MIN:MAX` a range (int or double by the hyperparameter's type),
@@ -49,16 +65,20 @@ def render_experiment(*, algorithm: str, train_uri: str, valid_uri: str, search:
     environment; service_account: the trial pod's.
     """
     from kfts.algorithms import spec
+
     params_class = spec(algorithm).Params
     params = {f.name: f for f in fields(params_class)}
     default_objective, *others = spec(algorithm).metrics  # the metric lines its training prints
     objective = objective or default_objective
     if objective not in (default_objective, *others):
-        raise InputError(f"--objective {objective}: the trials print {', '.join([default_objective, *others])}; "
-                         "choose one of them")
+        raise InputError(
+            f"--objective {objective}: the trials print {', '.join([default_objective, *others])}; choose one of them"
+        )
     if model_root is not None and "://" not in model_root:
-        raise InputError(f"--model-root {model_root}: give a URI the trial pods write to (s3://bucket/path, "
-                         "gs://..., hdfs://...): a path in a trial pod is lost with it")
+        raise InputError(
+            f"--model-root {model_root}: give a URI the trial pods write to (s3://bucket/path, "
+            "gs://..., hdfs://...): a path in a trial pod is lost with it"
+        )
     goal = "minimize" if objective.endswith("_loss") else "maximize"
     if not search:
         raise InputError("give at least one --search NAME=SPEC")
@@ -69,34 +89,54 @@ def render_experiment(*, algorithm: str, train_uri: str, valid_uri: str, search:
     for key in [*(fixed or {}), *(k for k, _ in search)]:
         if key not in params:
             raise InputError(f"unknown {algorithm} hyperparameter {key!r} (known: {', '.join(params)})")
-    fixed = {key: _checked(params_class, key, str(value), f"--set {key}={value!r}")
-             for key, value in (fixed or {}).items()}
+    fixed = {
+        key: _checked(params_class, key, str(value), f"--set {key}={value!r}") for key, value in (fixed or {}).items()
+    }
 
-    experiment = copy.deepcopy(yaml.safe_load(resources.files("kfts.kubeflow.templates").joinpath(TEMPLATE).read_text()))
+    experiment = copy.deepcopy(
+        yaml.safe_load(resources.files("kfts.kubeflow.templates").joinpath(TEMPLATE).read_text())
+    )
     experiment["metadata"] = {"name": name or f"kfts-{algorithm}", **({"namespace": namespace} if namespace else {})}
     spec = experiment["spec"]
     metrics = [objective, *(m for m in others if m != objective)]
-    spec["objective"] = {"type": goal, "objectiveMetricName": objective, "additionalMetricNames": metrics[1:],
-                         "metricStrategies": [{"name": m, "value": "latest"} for m in metrics]}
+    spec["objective"] = {
+        "type": goal,
+        "objectiveMetricName": objective,
+        "additionalMetricNames": metrics[1:],
+        "metricStrategies": [{"name": m, "value": "latest"} for m in metrics],
+    }
     spec["maxTrialCount"], spec["parallelTrialCount"] = max_trials, parallel_trials
     spec["parameters"] = [_parameter(params_class, key, text) for key, text in search]
     template = spec["trialTemplate"]
-    template["trialParameters"] = [{"name": key, "reference": key,
-                                    "description": params[key].metadata.get("help", key)} for key, _ in search]
+    template["trialParameters"] = [
+        {"name": key, "reference": key, "description": params[key].metadata.get("help", key)} for key, _ in search
+    ]
     if model_root:
-        template["trialParameters"].append({"name": "trialName", "reference": "${trialSpec.Name}",
-                                            "description": "the trial's name: its model's folder"})
+        template["trialParameters"].append(
+            {
+                "name": "trialName",
+                "reference": "${trialSpec.Name}",
+                "description": "the trial's name: its model's folder",
+            }
+        )
     job = template["trialSpec"]["spec"]
     job["activeDeadlineSeconds"] = int(deadline_s)
-    _fill_pod(job["template"]["spec"], image=image, gpus=gpus, cpu=cpu, memory=memory,
-              storage_secret=storage_secret, service_account=service_account,
-              command=_trial_command(algorithm, train_uri, valid_uri, fixed, [k for k, _ in search], seed,
-                                     model_root))
+    _fill_pod(
+        job["template"]["spec"],
+        image=image,
+        gpus=gpus,
+        cpu=cpu,
+        memory=memory,
+        storage_secret=storage_secret,
+        service_account=service_account,
+        command=_trial_command(algorithm, train_uri, valid_uri, fixed, [k for k, _ in search], seed, model_root),
+    )
     return experiment
 
 
-def _trial_command(algorithm: str, train_uri: str, valid_uri: str, fixed: dict, searched: list[str], seed: int,
-                   model_root: str | None) -> str:
+def _trial_command(
+    algorithm: str, train_uri: str, valid_uri: str, fixed: dict, searched: list[str], seed: int, model_root: str | None
+) -> str:
     """The trial's `sh -c` script, one `{ ...; }` group: Katib's StdOut collector appends
     ` 1>/var/log/katib/metrics.log 2>&1` to the script (kubeflow/katib pkg/webhook/v1beta1/pod/utils.go,
     wrapWorkerContainer), and the group is what that redirect then takes, metric lines and all, whatever
@@ -104,9 +144,17 @@ def _trial_command(algorithm: str, train_uri: str, valid_uri: str, fixed: dict, 
     flags = [f"--{k.replace('_', '-')} {_word(v)}" for k, v in fixed.items()]
     # quoted for the shell's reading alone: Katib pastes in one of the checked values (see the module's doc)
     flags += [f"--{k.replace('_', '-')} '${{trialParameters.{k}}}'" for k in searched]
-    steps = [f"kfts copy {_word(train_uri)} {WORK}/train.csv", f"kfts copy {_word(valid_uri)} {WORK}/valid.csv",
-             " ".join([f"kfts train {algorithm} --train {WORK}/train.csv --valid {WORK}/valid.csv --model-dir "
-                       f"{WORK}/model --seed {int(seed)}", *flags])]
+    steps = [
+        f"kfts copy {_word(train_uri)} {WORK}/train.csv",
+        f"kfts copy {_word(valid_uri)} {WORK}/valid.csv",
+        " ".join(
+            [
+                f"kfts train {algorithm} --train {WORK}/train.csv --valid {WORK}/valid.csv --model-dir "
+                f"{WORK}/model --seed {int(seed)}",
+                *flags,
+            ]
+        ),
+    ]
     if model_root:
         steps.append(f"kfts copy {WORK}/model {_word(model_root.rstrip('/'))}/'${{trialParameters.trialName}}'")
     return "{ " + " && ".join(steps) + "; }"
@@ -119,11 +167,21 @@ def _word(value) -> str:
     return shlex.quote(str(value)).replace("$", "$$")
 
 
-def _fill_pod(pod: dict, *, command: str, image: str | None, gpus: int, cpu: str, memory: str,
-              storage_secret: str | None, service_account: str | None) -> None:
+def _fill_pod(
+    pod: dict,
+    *,
+    command: str,
+    image: str | None,
+    gpus: int,
+    cpu: str,
+    memory: str,
+    storage_secret: str | None,
+    service_account: str | None,
+) -> None:
     """The trial pod's image, command, resources and identity; its security context is the template's."""
     from kfts.kubeflow.deploy import GPU_TOLERATIONS, container_resources
     from kfts.kubeflow.images import component_image
+
     container = pod["containers"][0]
     container["image"] = image or component_image(gpu=gpus > 0)
     container["args"] = [command]
@@ -154,8 +212,11 @@ def _parameter(params_class, name: str, text: str) -> dict:
         values = [str(_checked(params_class, name, v.strip(), where)) for v in text.split(",") if v.strip()]
         if not values:
             raise InputError(f"{where}: an empty list")
-        return {"name": name, "parameterType": "categorical" if kind == "str" else "discrete",
-                "feasibleSpace": {"list": values}}
+        return {
+            "name": name,
+            "parameterType": "categorical" if kind == "str" else "discrete",
+            "feasibleSpace": {"list": values},
+        }
     low, _, rest = text.partition(":")
     high, _, scale = rest.partition(":")
     if not rest or scale not in ("", "log"):

@@ -26,6 +26,7 @@ from pathlib import Path
 def replace_docker_handler() -> None:
     """Have kfp.local's DockerRunner run each task's container with run_container."""
     from kfp.local import docker_task_handler
+
     docker_task_handler.run_docker_container = run_container
 
 
@@ -41,8 +42,9 @@ def run_container(client, image: str, command: list[str], volumes: dict, **run_a
     if not any(image in i.tags for i in client.images.list()):
         print(f"pulling image {image}", flush=True)
         client.images.pull(image)
-    container = client.containers.run(image=image, command=command, volumes=volumes, detach=True, stdout=True,
-                                      stderr=True, **run_args)
+    container = client.containers.run(
+        image=image, command=command, volumes=volumes, detach=True, stdout=True, stderr=True, **run_args
+    )
     print(f"in container {container.short_id} of {image}", flush=True)
     try:
         for line in container.logs(stream=True, follow=True):
@@ -56,8 +58,10 @@ def run_container(client, image: str, command: list[str], volumes: dict, **run_a
 # "Executing task 'NAME'", "Task 'NAME' finished with status STATUS", names and statuses in ANSI colours)
 # through kfp/local/logging_utils.py's format, "%H:%M:%S.mmm - LEVEL - message"
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
-_EVENT = re.compile(r"^(\d\d):(\d\d):(\d\d\.\d+) - \w+ - (?:Executing task '([^']+)'|"
-                    r"Task '([^']+)' finished with status (\w+))")
+_EVENT = re.compile(
+    r"^(\d\d):(\d\d):(\d\d\.\d+) - \w+ - (?:Executing task '([^']+)'|"
+    r"Task '([^']+)' finished with status (\w+))"
+)
 
 
 def plain(line: str) -> str:
@@ -113,6 +117,7 @@ def output_into(log_path: Path, feed):
                         if done.is_set():
                             break
                         time.sleep(0.1)
+
         reader = threading.Thread(target=tail, daemon=True)
         reader.start()
         try:

@@ -9,9 +9,9 @@ and ends with the object's own reason when it fails.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
@@ -44,6 +44,7 @@ def custom_objects():
     import os
 
     from kubernetes import client, config
+
     try:
         config.load_incluster_config()
     except config.ConfigException:  # outside a cluster: KUBECONFIG as it is now (the client reads it at import)
@@ -54,6 +55,7 @@ def custom_objects():
 def get(api, kind: Kind, name: str, namespace: str) -> dict | None:
     """The object, or None when there is none of that name."""
     from kubernetes.client import ApiException
+
     try:
         return api.get_namespaced_custom_object(name=name, **kind.where(namespace))
     except ApiException as e:
@@ -68,6 +70,7 @@ def secret_annotations(api, name: str, namespace: str) -> dict | None:
     from kubernetes.client import ApiException, CoreV1Api
 
     from kfts.core.errors import InputError
+
     try:
         secret = CoreV1Api(api.api_client).read_namespaced_secret(name, namespace)
     except ApiException as e:
@@ -90,13 +93,19 @@ def create(api, kind: Kind, manifest: dict, *, log=print) -> dict:
 def replace(api, kind: Kind, current: dict, manifest: dict, *, log=print) -> dict:
     """Replace `current` (the object as read) by `manifest`'s labels, annotations and spec, keeping what the
     cluster put in its metadata (finalizers, uid): the object as stored, with the generation the new spec got."""
-    metadata = {**current["metadata"], **{k: manifest["metadata"][k] for k in ("labels", "annotations")
-                                          if k in manifest["metadata"]}}
+    metadata = {
+        **current["metadata"],
+        **{k: manifest["metadata"][k] for k in ("labels", "annotations") if k in manifest["metadata"]},
+    }
     for key in ("labels", "annotations"):
         if key not in manifest["metadata"]:
             metadata.pop(key, None)
-    body = {"apiVersion": current["apiVersion"], "kind": current["kind"], "metadata": metadata,
-            "spec": manifest["spec"]}
+    body = {
+        "apiVersion": current["apiVersion"],
+        "kind": current["kind"],
+        "metadata": metadata,
+        "spec": manifest["spec"],
+    }
     name, namespace = metadata["name"], metadata["namespace"]
     stored = api.replace_namespaced_custom_object(name=name, body=body, **kind.where(namespace))
     log(f"replaced {kind.name} {namespace}/{name}")
@@ -111,15 +120,30 @@ def condition(obj: dict, kind: str) -> dict:
 def summary(obj: dict) -> str:
     """Conditions (and the generation the controller has seen, where it says), as the log shows them."""
     status = obj.get("status") or {}
-    text = ", ".join(f"{c.get('type')}={c.get('status')}" + (f" ({c['reason']})" if c.get("reason") else "")
-                     for c in status.get("conditions") or []) or "no conditions yet"
+    text = (
+        ", ".join(
+            f"{c.get('type')}={c.get('status')}" + (f" ({c['reason']})" if c.get("reason") else "")
+            for c in status.get("conditions") or []
+        )
+        or "no conditions yet"
+    )
     if "observedGeneration" in status:
         text += f"; generation {status['observedGeneration']} of {obj['metadata'].get('generation')} observed"
     return text
 
 
-def wait_for(api, kind: Kind, name: str, namespace: str, *, goal: str, reached: Callable[[dict], bool],
-             timeout_s: float, poll_s: float = 10, log=print) -> dict:
+def wait_for(
+    api,
+    kind: Kind,
+    name: str,
+    namespace: str,
+    *,
+    goal: str,
+    reached: Callable[[dict], bool],
+    timeout_s: float,
+    poll_s: float = 10,
+    log=print,
+) -> dict:
     """Poll the object until `reached(object)`: the object. `reached` raises Failed when the object reports
     failure; `goal` says what is awaited, for the message when `timeout_s` passes first. Each change of the
     object's conditions goes to the log."""
@@ -138,12 +162,21 @@ def wait_for(api, kind: Kind, name: str, namespace: str, *, goal: str, reached: 
 
 # The object-store identity kfts's pods get: a Secret whose keys are these environment variables' names
 # (kfts.core.storage reads them); the endpoint and region may be left out for AWS itself.
-STORAGE_SECRET_KEYS = {"AWS_ACCESS_KEY_ID": False, "AWS_SECRET_ACCESS_KEY": False, "AWS_ENDPOINT_URL": True,
-                       "AWS_REGION": True}  # name: optional
+STORAGE_SECRET_KEYS = {
+    "AWS_ACCESS_KEY_ID": False,
+    "AWS_SECRET_ACCESS_KEY": False,
+    "AWS_ENDPOINT_URL": True,
+    "AWS_REGION": True,
+}  # name: optional
 
 
 def secret_env(secret: str) -> list[dict]:
     """Container env entries taking STORAGE_SECRET_KEYS from the Secret `secret` (for specs that have `env`
     but no `envFrom`, such as a TrainJob's trainer)."""
-    return [{"name": key, "valueFrom": {"secretKeyRef": {"name": secret, "key": key, **(
-        {"optional": True} if optional else {})}}} for key, optional in STORAGE_SECRET_KEYS.items()]
+    return [
+        {
+            "name": key,
+            "valueFrom": {"secretKeyRef": {"name": secret, "key": key, **({"optional": True} if optional else {})}},
+        }
+        for key, optional in STORAGE_SECRET_KEYS.items()
+    ]

@@ -21,8 +21,9 @@ from kfts.kubeflow import kfp_local_patch
 from kfts.kubeflow.compile import build_pipeline
 
 
-def run_local(name: str, arguments: dict, output_dir: str | os.PathLike, *, fan_out: bool = False,
-              runner=None, progress=None) -> dict:
+def run_local(
+    name: str, arguments: dict, output_dir: str | os.PathLike, *, fan_out: bool = False, runner=None, progress=None
+) -> dict:
     """Run pipeline `name` with kfp.local under `output_dir` (the pipeline root, kept): {task: {output: path}}.
     runner: kfp.local's SubprocessRunner here (None), or container_runner() for every step in the image.
     progress: a TaskLog, told of each task as it ends; kfp.local's own log (every task's executor input and
@@ -30,6 +31,7 @@ def run_local(name: str, arguments: dict, output_dir: str | os.PathLike, *, fan_
 
     Raises RuntimeError naming the failed task when a step fails (its log says why)."""
     from kfp import local
+
     root = pipeline_root(output_dir)
     runner = runner or local.SubprocessRunner(use_venv=False)
     # workspace_root stays unset: kfp.local makes a temporary one and deletes it after the run
@@ -45,8 +47,10 @@ def run_local(name: str, arguments: dict, output_dir: str | os.PathLike, *, fan_
             with kfp_local_patch.output_into(log_path, progress.feed):
                 pipeline(**arguments)
     finally:
-        runs = sorted((p for p in root.iterdir() if p not in before and p.is_dir() and p.name != log_path.name),
-                      key=lambda p: p.stat().st_mtime)
+        runs = sorted(
+            (p for p in root.iterdir() if p not in before and p.is_dir() and p.name != log_path.name),
+            key=lambda p: p.stat().st_mtime,
+        )
         if log_path.exists():
             log_path.replace(runs[-1] / "pipeline.log" if runs else root / f"{name}.log")
     return local_outputs(runs[-1]) if runs else {}
@@ -70,7 +74,7 @@ class TaskLog:
     def name(self, task: str) -> str:
         """The display name of a task; a loop iteration's task (train-member-2) is named after its task."""
         base = max((n for n in self.names if task == n or task.startswith(n + "-")), key=len, default=None)
-        return self.names.get(base, task) + task[len(base):] if base and base != task else self.names.get(task, task)
+        return self.names.get(base, task) + task[len(base) :] if base and base != task else self.names.get(task, task)
 
     def feed(self, line: str) -> None:
         line = kfp_local_patch.plain(line)
@@ -109,12 +113,15 @@ def container_runner():
     path) belongs to whoever started the run."""
     import docker
     from kfp import local
+
     try:
         docker.from_env().ping()
     except docker.errors.DockerException as e:
-        raise InputError("--containers needs a Docker-compatible engine: start Docker, or Podman's API service "
-                         "(podman system service --time 0 unix:///tmp/podman.sock &) with "
-                         f"DOCKER_HOST=unix:///tmp/podman.sock ({type(e).__name__})") from None
+        raise InputError(
+            "--containers needs a Docker-compatible engine: start Docker, or Podman's API service "
+            "(podman system service --time 0 unix:///tmp/podman.sock &) with "
+            f"DOCKER_HOST=unix:///tmp/podman.sock ({type(e).__name__})"
+        ) from None
     kfp_local_patch.replace_docker_handler()
     return local.DockerRunner(user=f"{os.getuid()}:{os.getgid()}", read_only=True, tmpfs={"/tmp": ""})
 
@@ -127,8 +134,11 @@ def local_outputs(run_dir: Path) -> dict:
         produced = json.loads(out_file.read_text()).get("artifacts", {})
         paths = {name: a["artifacts"][0]["uri"] for name, a in produced.items() if a.get("artifacts")}
         # placeholders of optional inputs that were not given are not outputs worth pointing at
-        paths = {name: uri for name, uri in paths.items()
-                 if produced[name]["artifacts"][0].get("metadata", {}).get("present", True)}
+        paths = {
+            name: uri
+            for name, uri in paths.items()
+            if produced[name]["artifacts"][0].get("metadata", {}).get("present", True)
+        }
         if paths:
             outputs[task] = paths
     return outputs

@@ -15,18 +15,32 @@ SCRATCH_MOUNT = {"name": "tmp", "mountPath": "/tmp"}
 
 def pod_context() -> dict:
     """Pod-level: also covers the containers others add to the pod (KServe's storage initializer)."""
-    return {"runAsNonRoot": True, "runAsUser": USER, "runAsGroup": USER, "fsGroup": USER,
-            "seccompProfile": {"type": "RuntimeDefault"}}
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": USER,
+        "runAsGroup": USER,
+        "fsGroup": USER,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
 
 
 def container_context() -> dict:
     """Container-level: complete on its own, for specs with no pod-level field (a ServingRuntime's)."""
-    return {"runAsNonRoot": True, "runAsUser": USER, "runAsGroup": USER, "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"}}
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": USER,
+        "runAsGroup": USER,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
 
 
 def harden(container: dict, mounts: Iterable[dict] = ()) -> dict:
     """`container` with the security context and the /tmp mount (plus `mounts`)."""
-    return {**container, "securityContext": container_context(),
-            "volumeMounts": [dict(SCRATCH_MOUNT), *map(dict, mounts)]}
+    return {
+        **container,
+        "securityContext": container_context(),
+        "volumeMounts": [dict(SCRATCH_MOUNT), *map(dict, mounts)],
+    }

@@ -34,8 +34,9 @@ PATCH_MANAGER = "kfts.dev/trainjob"  # the owner of kfts's runtimePatches entry 
 _QUANTITY = re.compile(r"^(\d+(?:\.\d+)?)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
 
 
-def render_training_runtime(*, name: str = RUNTIME, image: str | None = None, gpu: bool = False,
-                            max_restarts: int = 3) -> dict:
+def render_training_runtime(
+    *, name: str = RUNTIME, image: str | None = None, gpu: bool = False, max_restarts: int = 3
+) -> dict:
     """kfts's ClusterTrainingRuntime: torchrun on `numNodes` pods of the kfts image (`gpu`: its CUDA build).
 
     Pods run without Istio's sidecar: torchrun's rendezvous and NCCL connect pod to pod on ports the sidecar
@@ -47,31 +48,65 @@ def render_training_runtime(*, name: str = RUNTIME, image: str | None = None, gp
     (PER_PROCESS), for a TrainJob that sets no resourcesPerNode.
     """
     from kfts.kubeflow.images import component_image
+
     resources = {"requests": dict(PER_PROCESS), "limits": dict(PER_PROCESS)}
-    container = podsecurity.harden({"name": "node", "image": image or component_image(gpu=gpu),
-                                    "resources": resources}, mounts=[{"name": "dshm", "mountPath": "/dev/shm"}])
-    pod = {"metadata": {"annotations": {"sidecar.istio.io/inject": "false"}},
-           "spec": {"securityContext": podsecurity.pod_context(), "containers": [container],
-                    "volumes": [dict(podsecurity.SCRATCH), {"name": "dshm", "emptyDir": {"medium": "Memory"}}]}}
-    job = {"name": "node", "template": {"metadata": {"labels": {"trainer.kubeflow.org/trainjob-ancestor-step":
-                                                                "trainer"}},
-                                        "spec": {"backoffLimit": 0, "template": pod}}}
-    return {"apiVersion": "trainer.kubeflow.org/v1alpha1", "kind": "ClusterTrainingRuntime",
-            "metadata": {"name": name, "labels": {"trainer.kubeflow.org/framework": "torch",
-                                                  "app.kubernetes.io/name": "kfts"}},
-            "spec": {"mlPolicy": {"numNodes": 1, "torch": {}},
-                     "template": {"spec": {"failurePolicy": {"maxRestarts": max_restarts},
-                                           "replicatedJobs": [job]}}}}
+    container = podsecurity.harden(
+        {"name": "node", "image": image or component_image(gpu=gpu), "resources": resources},
+        mounts=[{"name": "dshm", "mountPath": "/dev/shm"}],
+    )
+    pod = {
+        "metadata": {"annotations": {"sidecar.istio.io/inject": "false"}},
+        "spec": {
+            "securityContext": podsecurity.pod_context(),
+            "containers": [container],
+            "volumes": [dict(podsecurity.SCRATCH), {"name": "dshm", "emptyDir": {"medium": "Memory"}}],
+        },
+    }
+    job = {
+        "name": "node",
+        "template": {
+            "metadata": {"labels": {"trainer.kubeflow.org/trainjob-ancestor-step": "trainer"}},
+            "spec": {"backoffLimit": 0, "template": pod},
+        },
+    }
+    return {
+        "apiVersion": "trainer.kubeflow.org/v1alpha1",
+        "kind": "ClusterTrainingRuntime",
+        "metadata": {
+            "name": name,
+            "labels": {"trainer.kubeflow.org/framework": "torch", "app.kubernetes.io/name": "kfts"},
+        },
+        "spec": {
+            "mlPolicy": {"numNodes": 1, "torch": {}},
+            "template": {"spec": {"failurePolicy": {"maxRestarts": max_restarts}, "replicatedJobs": [job]}},
+        },
+    }
 
 
-def render_trainjob(*, name: str, algorithm: str, train_uri: str, model_uri: str, valid_uri: str = "",
-                    init_model_uri: str = "", hyperparameters: dict | None = None, seed: int = 0, nodes: int = 1,
-                    procs_per_node: int = 1, gpus_per_node: int = 0, image: str | None = None,
-                    runtime: str = RUNTIME, namespace: str | None = None, cpu: str = PER_PROCESS["cpu"],
-                    memory: str = PER_PROCESS["memory"],
-                    env: dict[str, str] | None = None, storage_secret: str | None = None,
-                    service_account: str | None = None, checkpoint_pvc: str | None = None,
-                    checkpoint_key: str | None = None) -> dict:
+def render_trainjob(
+    *,
+    name: str,
+    algorithm: str,
+    train_uri: str,
+    model_uri: str,
+    valid_uri: str = "",
+    init_model_uri: str = "",
+    hyperparameters: dict | None = None,
+    seed: int = 0,
+    nodes: int = 1,
+    procs_per_node: int = 1,
+    gpus_per_node: int = 0,
+    image: str | None = None,
+    runtime: str = RUNTIME,
+    namespace: str | None = None,
+    cpu: str = PER_PROCESS["cpu"],
+    memory: str = PER_PROCESS["memory"],
+    env: dict[str, str] | None = None,
+    storage_secret: str | None = None,
+    service_account: str | None = None,
+    checkpoint_pvc: str | None = None,
+    checkpoint_key: str | None = None,
+) -> dict:
     """A TrainJob as a dict. `model_uri` is where the artifact goes; the data and the model are URIs every
     node can read and write (object store, or a path on a volume the runtime mounts); `init_model_uri` is a
     model to continue training from. `cpu` and `memory` are per process: a node asks for `procs_per_node`
@@ -83,12 +118,17 @@ def render_trainjob(*, name: str, algorithm: str, train_uri: str, model_uri: str
     from kfts.algorithms import spec
     from kfts.kubeflow.images import component_image
     from kfts.kubeflow.kube import secret_env
+
     if nodes < 1 or procs_per_node < 1 or gpus_per_node < 0:
-        raise InputError(f"a TrainJob needs nodes >= 1 ({nodes}), processes per node >= 1 ({procs_per_node}) "
-                         f"and GPUs per node >= 0 ({gpus_per_node})")
+        raise InputError(
+            f"a TrainJob needs nodes >= 1 ({nodes}), processes per node >= 1 ({procs_per_node}) "
+            f"and GPUs per node >= 0 ({gpus_per_node})"
+        )
     if gpus_per_node and procs_per_node != gpus_per_node:
-        raise InputError(f"with GPUs, one process per GPU: --procs-per-node {procs_per_node} should be "
-                         f"--gpus-per-node {gpus_per_node}")
+        raise InputError(
+            f"with GPUs, one process per GPU: --procs-per-node {procs_per_node} should be "
+            f"--gpus-per-node {gpus_per_node}"
+        )
     known = {f.name for f in fields(spec(algorithm).Params)}
     unknown = sorted(set(hyperparameters or {}) - known)
     if unknown:
@@ -99,8 +139,10 @@ def render_trainjob(*, name: str, algorithm: str, train_uri: str, model_uri: str
 
     flags = [f"--{k.replace('_', '-')} {shlex.quote(str(v))}" for k, v in (hyperparameters or {}).items()]
     fetch = [f"kfts copy {shlex.quote(train_uri)} {WORK}/train.csv"]
-    train = (f"torchrun -m kfts train {algorithm} --train {WORK}/train.csv --model-dir {WORK}/model "
-             f"--seed {int(seed)} --device {'cuda' if gpus_per_node else 'cpu'}")
+    train = (
+        f"torchrun -m kfts train {algorithm} --train {WORK}/train.csv --model-dir {WORK}/model "
+        f"--seed {int(seed)} --device {'cuda' if gpus_per_node else 'cpu'}"
+    )
     if valid_uri:
         fetch.append(f"kfts copy {shlex.quote(valid_uri)} {WORK}/valid.csv")
         train += f" --valid {WORK}/valid.csv"
@@ -109,30 +151,57 @@ def render_trainjob(*, name: str, algorithm: str, train_uri: str, model_uri: str
         train += f" --init-model {WORK}/init-model"
     if checkpoint_pvc:
         train += f" --checkpoint-dir {shlex.quote(f'{CHECKPOINT_MOUNT}/{checkpoint_key or name}')}"
-    script = " && ".join([*fetch, " ".join([train, *flags]),
-                          # only the node of global rank 0 has the model
-                          f"if [ -d {WORK}/model ]; then kfts copy {WORK}/model {shlex.quote(model_uri)}; fi"])
+    script = " && ".join(
+        [
+            *fetch,
+            " ".join([train, *flags]),
+            # only the node of global rank 0 has the model
+            f"if [ -d {WORK}/model ]; then kfts copy {WORK}/model {shlex.quote(model_uri)}; fi",
+        ]
+    )
     resources = {"cpu": _times(cpu, procs_per_node, "--cpu"), "memory": _times(memory, procs_per_node, "--memory")}
     if gpus_per_node:
         resources["nvidia.com/gpu"] = str(gpus_per_node)
-    trainer = {"image": image or component_image(gpu=gpus_per_node > 0), "command": ["sh", "-c", script],
-               "numNodes": nodes, "numProcPerNode": procs_per_node,
-               "resourcesPerNode": {"requests": dict(resources), "limits": dict(resources)}}
+    trainer = {
+        "image": image or component_image(gpu=gpus_per_node > 0),
+        "command": ["sh", "-c", script],
+        "numNodes": nodes,
+        "numProcPerNode": procs_per_node,
+        "resourcesPerNode": {"requests": dict(resources), "limits": dict(resources)},
+    }
     trainer_env = [{"name": k, "value": str(v)} for k, v in (env or {}).items()]
     if storage_secret:
         trainer_env += secret_env(storage_secret)
     if trainer_env:
         trainer["env"] = trainer_env
-    metadata = {"name": name, "labels": {"app.kubernetes.io/name": "kfts", "app.kubernetes.io/component": "train",
-                                         "kfts.dev/algorithm": algorithm}}
+    metadata = {
+        "name": name,
+        "labels": {
+            "app.kubernetes.io/name": "kfts",
+            "app.kubernetes.io/component": "train",
+            "kfts.dev/algorithm": algorithm,
+        },
+    }
     if namespace:
         metadata["namespace"] = namespace
-    job = {"runtimeRef": {"name": runtime, "kind": "ClusterTrainingRuntime", "apiGroup": "trainer.kubeflow.org"},
-           "trainer": trainer}
+    job = {
+        "runtimeRef": {"name": runtime, "kind": "ClusterTrainingRuntime", "apiGroup": "trainer.kubeflow.org"},
+        "trainer": trainer,
+    }
     patch = _pod_patch(service_account, checkpoint_pvc)
     if patch:
-        job["runtimePatches"] = [{"manager": PATCH_MANAGER, "trainingRuntimeSpec": {"template": {"spec": {
-            "replicatedJobs": [{"name": "node", "template": {"spec": {"template": {"spec": patch}}}}]}}}}]
+        job["runtimePatches"] = [
+            {
+                "manager": PATCH_MANAGER,
+                "trainingRuntimeSpec": {
+                    "template": {
+                        "spec": {
+                            "replicatedJobs": [{"name": "node", "template": {"spec": {"template": {"spec": patch}}}}]
+                        }
+                    }
+                },
+            }
+        ]
     return {"apiVersion": "trainer.kubeflow.org/v1alpha1", "kind": "TrainJob", "metadata": metadata, "spec": job}
 
 
@@ -143,8 +212,9 @@ def _pod_patch(service_account: str | None, checkpoint_pvc: str | None) -> dict:
         patch["serviceAccountName"] = service_account
     if checkpoint_pvc:
         patch["volumes"] = [{"name": "kfts-checkpoints", "persistentVolumeClaim": {"claimName": checkpoint_pvc}}]
-        patch["containers"] = [{"name": "node", "volumeMounts": [{"name": "kfts-checkpoints",
-                                                                   "mountPath": CHECKPOINT_MOUNT}]}]
+        patch["containers"] = [
+            {"name": "node", "volumeMounts": [{"name": "kfts-checkpoints", "mountPath": CHECKPOINT_MOUNT}]}
+        ]
     return patch
 
 
@@ -164,16 +234,16 @@ def run_trainjob(manifest: dict, *, api=None, timeout_s: float = 24 * 3600, poll
     Failed one creates a fresh TrainJob (named NAME-2, NAME-3, ...), which resumes from the same checkpoint
     folder when there is one."""
     from kfts.kubeflow import kube
+
     api = api or kube.custom_objects()
     manifest = {**manifest, "metadata": {"namespace": kube.own_namespace(), **manifest["metadata"]}}
     namespace, base = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
     attempt = 1
     while True:
-        name = base if attempt == 1 else f"{base[:60 - len(str(attempt))]}-{attempt}"
+        name = base if attempt == 1 else f"{base[: 60 - len(str(attempt))]}-{attempt}"
         existing = kube.get(api, kube.TRAIN_JOB, name, namespace)
         if existing is None:
-            kube.create(api, kube.TRAIN_JOB, {**manifest, "metadata": {**manifest["metadata"], "name": name}},
-                        log=log)
+            kube.create(api, kube.TRAIN_JOB, {**manifest, "metadata": {**manifest["metadata"], "name": name}}, log=log)
             break
         failed = kube.condition(existing, "Failed")
         if failed.get("status") != "True":
@@ -181,12 +251,22 @@ def run_trainjob(manifest: dict, *, api=None, timeout_s: float = 24 * 3600, poll
             break
         log(f"TrainJob {namespace}/{name} failed ({failed.get('reason', '')}): starting a fresh one")
         attempt += 1
-    return kube.wait_for(api, kube.TRAIN_JOB, name, namespace, goal="Complete", reached=_complete,
-                         timeout_s=timeout_s, poll_s=poll_s, log=log)
+    return kube.wait_for(
+        api,
+        kube.TRAIN_JOB,
+        name,
+        namespace,
+        goal="Complete",
+        reached=_complete,
+        timeout_s=timeout_s,
+        poll_s=poll_s,
+        log=log,
+    )
 
 
 def _complete(trainjob: dict) -> bool:
     from kfts.kubeflow import kube
+
     failed = kube.condition(trainjob, "Failed")
     if failed.get("status") == "True":
         where = f"{trainjob['metadata']['namespace']}/{trainjob['metadata']['name']}"

@@ -7,9 +7,9 @@ A request holds, from before its body is read until its answer is sent (a Ticket
 - once its values are decoded, its body's size, and what its rows take in the model call and in the answer, by
   its algorithm's estimate (Adapter.memory); for that it waits up to WAIT_S for room, its decoding done.
 A request that does not fit beside those being answered is refused, 503 with Retry-After (gRPC: UNAVAILABLE),
-for the client to retry: at once when it arrives, after WAIT_S once decoded, instead of pushing the pod past its memory limit; one that would not fit
-even alone gets 413 (gRPC: RESOURCE_EXHAUSTED): it needs fewer rows. Requests are answered on one event loop,
-so the counts need no lock.
+for the client to retry: at once when it arrives, after WAIT_S once decoded, instead of pushing the pod past its memory
+limit; one that would not fit even alone gets 413 (gRPC: RESOURCE_EXHAUSTED): it needs fewer rows. Requests are answered
+on one event loop, so the counts need no lock.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ class Admission:
         self.limit, self.held = limit, 0
         self.waiters: list = []  # futures of decoded requests waiting for room (Ticket.decoded)
 
-    def enter(self, body_size: int, binary: bool) -> "Ticket":
+    def enter(self, body_size: int, binary: bool) -> Ticket:
         """A request's ticket, holding what decoding a body of `body_size` bytes may take: `binary` (raw
         tensor data or CSV) or JSON-like (decoded into Python objects)."""
         ticket = Ticket(self, body_size)
@@ -77,12 +77,16 @@ class Ticket:
         """Hold `size` bytes more, or raise TooLarge / Overloaded holding nothing more."""
         budget = self.admission
         if self.held + size > budget.limit:
-            raise TooLarge(f"this request needs about {(self.held + size) / 2**20:.0f} MiB of memory, more than "
-                           f"the predictor has for all requests (kfts serve --max-inflight-mb "
-                           f"{budget.limit / 2**20:.0f}): send fewer rows per request")
+            raise TooLarge(
+                f"this request needs about {(self.held + size) / 2**20:.0f} MiB of memory, more than "
+                f"the predictor has for all requests (kfts serve --max-inflight-mb "
+                f"{budget.limit / 2**20:.0f}): send fewer rows per request"
+            )
         if budget.held + size > budget.limit:
-            raise Overloaded(f"the predictor is answering all the requests its memory allows (kfts serve "
-                             f"--max-inflight-mb {budget.limit / 2**20:.0f}): retry in {RETRY_AFTER_S} s")
+            raise Overloaded(
+                f"the predictor is answering all the requests its memory allows (kfts serve "
+                f"--max-inflight-mb {budget.limit / 2**20:.0f}): retry in {RETRY_AFTER_S} s"
+            )
         budget.held += size
         self.held += size
 
@@ -137,6 +141,7 @@ async def decoded(size: int) -> None:
 def _libc():
     import ctypes
     import ctypes.util
+
     return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
 
 
@@ -148,7 +153,11 @@ def malloc_returns_memory() -> None:
     MiB and more mapped apart (freed at once), heaps trimmed past 16 MiB free. Elsewhere than glibc nothing."""
     try:
         libc = _libc()
-        for parameter, value in ((-8, 2), (-3, 2**20), (-1, 16 * 2**20)):  # M_ARENA_MAX, M_MMAP_THRESHOLD, M_TRIM_THRESHOLD
+        for parameter, value in (
+            (-8, 2),
+            (-3, 2**20),
+            (-1, 16 * 2**20),
+        ):  # M_ARENA_MAX, M_MMAP_THRESHOLD, M_TRIM_THRESHOLD
             libc.mallopt(parameter, value)
     except (OSError, AttributeError):
         pass
@@ -167,9 +176,12 @@ def default_limit(max_payload: int) -> int:
     limit = cgroup_memory_limit() or rendered_memory_limit()
     budget = int(limit * HEADROOM - resident_bytes())
     if budget < smallest_limit(max_payload):
-        logger.warning("the memory limit (%d MiB) leaves %d MiB for requests, less than a body of --max-payload-mb "
-                       "may take to decode: lower --max-payload-mb or raise the memory limit", limit >> 20,
-                       max(budget, 0) >> 20)
+        logger.warning(
+            "the memory limit (%d MiB) leaves %d MiB for requests, less than a body of --max-payload-mb "
+            "may take to decode: lower --max-payload-mb or raise the memory limit",
+            limit >> 20,
+            max(budget, 0) >> 20,
+        )
         return smallest_limit(max_payload)
     return budget
 
@@ -182,8 +194,12 @@ def rendered_memory_limit() -> int:
 def memory_bytes(quantity: str) -> int:
     """A Kubernetes memory quantity ("2Gi", "512M", "1000000") in bytes."""
     number, unit = quantity.rstrip("KMGTi"), quantity.lstrip("0123456789.")
-    return int(float(number) * {"": 1, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40,
-                                "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}[unit])
+    return int(
+        float(number)
+        * {"": 1, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}[
+            unit
+        ]
+    )
 
 
 def cgroup_memory_limit() -> int | None:

@@ -12,6 +12,7 @@ one after another on that thread. The worker's queue is bounded and measured in 
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -42,8 +43,9 @@ class Worker:
     def arrived(self) -> float:
         """A request joins the queue: its arrival time, for call(); Overloaded when the queue is full."""
         if self.waiting >= self.max_waiting:
-            raise Overloaded(f"{self.waiting} requests are waiting for the model already: retry in "
-                             f"{Overloaded.retry_after_s} s")
+            raise Overloaded(
+                f"{self.waiting} requests are waiting for the model already: retry in {Overloaded.retry_after_s} s"
+            )
         self.waiting += 1
         self.queued.inc()
         return time.perf_counter()
@@ -56,6 +58,7 @@ class Worker:
     async def call(self, fn, arrivals: list[float], rows: int):
         """fn() on the worker thread, for the requests that arrived at `arrivals` (perf_counter times), which
         together hold `rows` rows."""
+
         def timed():
             start = time.perf_counter()
             self.queued.dec(len(arrivals))
@@ -127,7 +130,7 @@ class Batcher:
                 continue
             rows = np.concatenate([r for r, _, _ in batch]) if len(batch) > 1 else batch[0][0]
             try:
-                results = await self.worker.call(lambda: self.fn(rows), [t for _, _, t in batch], len(rows))
+                results = await self.worker.call(functools.partial(self.fn, rows), [t for _, _, t in batch], len(rows))
             except Exception as e:  # noqa: BLE001 - handed to every waiting request, the worker goes on
                 for _, f, _ in batch:
                     if not f.done():
@@ -136,5 +139,5 @@ class Batcher:
             start = 0
             for r, f, _ in batch:
                 if not f.done():
-                    f.set_result(results[start:start + len(r)])
+                    f.set_result(results[start : start + len(r)])
                 start += len(r)

@@ -70,6 +70,7 @@ def options(adapter, headers: dict, parameters: dict | None = None) -> dict:
 
 # -- V1 -----------------------------------------------------------------------------------------------------------
 
+
 def v1_values(body: bytes | dict, adapter) -> np.ndarray:
     """A V1 body's rows as float32 [rows, columns], checked by the adapter."""
     body = _json(body) if isinstance(body, bytes) else body
@@ -105,12 +106,13 @@ def matrix(rows, where: str, univariate: bool = False) -> np.ndarray:
     if not rows:
         raise InvalidInput(f"{where}: the list is empty")
     kinds = _types(rows, len(rows))
-    if univariate and not (kinds == list).any():  # bare numbers, one per row: a column
+    # kinds is a numpy array of types: == compares each element (E721 mistakes it for one type)
+    if univariate and not (kinds == list).any():  # noqa: E721 - bare numbers, one per row: a column
         return _column(rows, kinds, where)
     if univariate:  # rows and bare numbers mixed
         rows = [r if type(r) is list else [r] for r in rows]
         kinds = _types(rows, len(rows))
-    not_row = np.flatnonzero(kinds != list)
+    not_row = np.flatnonzero(kinds != list)  # noqa: E721
     if not_row.size:
         r = int(not_row[0])
         raise InputError(f"{_show(rows[r])} is not a row: each row is a list of numbers", path=where, row=r + 1)
@@ -168,13 +170,17 @@ def _finite(values: np.ndarray, where: str, sent: list | None = None) -> np.ndar
         row = int(np.argmin(np.isfinite(values).all(axis=1)))
         col = int(np.argmin(np.isfinite(values[row])))
         value = sent[row][col] if sent is not None else values[row, col]
-        reason = ("is too large: values must fit in float32 (at most 3.4028235e38 in magnitude)"
-                  if np.isfinite(value) else "is not allowed: values must be finite numbers")
+        reason = (
+            "is too large: values must fit in float32 (at most 3.4028235e38 in magnitude)"
+            if np.isfinite(value)
+            else "is not allowed: values must be finite numbers"
+        )
         raise InputError(f"{value} {reason}", path=where, row=row + 1, column=col + 1)
     return values
 
 
 # -- V2 -----------------------------------------------------------------------------------------------------------
+
 
 def v2_head(request: InferRequest, adapter, headers: dict) -> tuple[dict, list[str]]:
     """What a V2 request asks besides its values: its options, and the outputs to answer (every output the
@@ -201,16 +207,20 @@ def v2_values(request: InferRequest, adapter) -> np.ndarray:
     return values
 
 
-def v2_answer(request: InferRequest, arrays: dict[str, np.ndarray], names: list[str],
-              model_name: str) -> InferResponse:
+def v2_answer(request: InferRequest, arrays: dict[str, np.ndarray], names: list[str], model_name: str) -> InferResponse:
     """The answer of tensors `names`, encoded as the request asks (_outputs, _binary_outputs)."""
     outputs = _outputs(request, arrays, names)
     response_id = request.id or str(uuid.uuid4())
     if request.from_grpc:
-        return InferResponse(response_id=response_id, model_name=model_name, infer_outputs=outputs,
-                             use_binary_outputs=request.use_binary_outputs)
-    return RestInferResponse(response_id=response_id, model_name=model_name, infer_outputs=outputs,
-                             binary=_binary_outputs(request, names))
+        return InferResponse(
+            response_id=response_id,
+            model_name=model_name,
+            infer_outputs=outputs,
+            use_binary_outputs=request.use_binary_outputs,
+        )
+    return RestInferResponse(
+        response_id=response_id, model_name=model_name, infer_outputs=outputs, binary=_binary_outputs(request, names)
+    )
 
 
 def _tensor_values(tensor: InferInput, univariate: bool, typed: bool = False) -> np.ndarray:
@@ -218,17 +228,22 @@ def _tensor_values(tensor: InferInput, univariate: bool, typed: bool = False) ->
     typed: gRPC's typed contents, whose values protobuf has typed already."""
     where = f"input {clip(repr(tensor.name))}"
     if tensor.datatype not in NUMBERS:
-        raise InvalidInput(f"{where}: datatype {clip(str(tensor.datatype))}: send numbers (FP32, FP64, FP16 or an "
-                           "integer type)")
+        raise InvalidInput(
+            f"{where}: datatype {clip(str(tensor.datatype))}: send numbers (FP32, FP64, FP16 or an integer type)"
+        )
     if isinstance(tensor.data, list) and not typed:  # JSON data
         _check_numbers(tensor.data, tensor.datatype, tensor.shape, where)
     try:
         data = tensor.as_numpy()  # JSON data, typed gRPC contents or raw bytes, checked against the shape
     except (ValueError, TypeError, OverflowError) as e:
-        hint = (" FP16 travels only as binary data: binary_data_size over REST, raw_input_contents over gRPC"
-                if tensor.datatype == "FP16" else "")
-        raise InvalidInput(f"{where}: the data are not {clip(str(tensor.shape))} {tensor.datatype} numbers "
-                           f"({clip(str(e))}).{hint}") from None
+        hint = (
+            " FP16 travels only as binary data: binary_data_size over REST, raw_input_contents over gRPC"
+            if tensor.datatype == "FP16"
+            else ""
+        )
+        raise InvalidInput(
+            f"{where}: the data are not {clip(str(tensor.shape))} {tensor.datatype} numbers ({clip(str(e))}).{hint}"
+        ) from None
     if data.ndim == 1 and univariate:
         data = data[:, None]
     if data.ndim != 2:
@@ -250,8 +265,12 @@ def _check_numbers(data: list, datatype: str, shape: list, where: str) -> None:
     bad = _first_not_of(_types(items, items.size), kinds)
     if bad is not None:
         columns = shape[1] if len(shape) == 2 and isinstance(shape[1], int) and shape[1] > 0 else 1
-        raise InputError(f"{_show(items[bad])} is not {kind}, as datatype {datatype} needs", path=where,
-                         row=bad // columns + 1, column=bad % columns + 1)
+        raise InputError(
+            f"{_show(items[bad])} is not {kind}, as datatype {datatype} needs",
+            path=where,
+            row=bad // columns + 1,
+            column=bad % columns + 1,
+        )
 
 
 def _outputs(request: InferRequest, arrays: dict[str, np.ndarray], names: list[str]) -> list[InferOutput]:
@@ -303,15 +322,22 @@ class RestInferResponse(InferResponse):
             else:
                 tensor["data"] = data.tolist() if data.dtype == object else data  # text, else numpy for orjson
             tensors.append(tensor)
-        head = orjson.dumps({"id": self.id, "model_name": self.model_name, "model_version": self.model_version,
-                             "outputs": tensors}, option=orjson.OPT_SERIALIZE_NUMPY)  # NaN as null
+        head = orjson.dumps(
+            {"id": self.id, "model_name": self.model_name, "model_version": self.model_version, "outputs": tensors},
+            option=orjson.OPT_SERIALIZE_NUMPY,
+        )  # NaN as null
         return (b"".join([head, *raw]), len(head)) if raw else (head, None)
 
 
 # the Open Inference Protocol's request, field by field: (JSON type, required)
 REQUEST = {"id": (str, False), "parameters": (dict, False), "inputs": (list, True), "outputs": (list, False)}
-REQUEST_INPUT = {"name": (str, True), "shape": (list, True), "datatype": (str, True), "parameters": (dict, False),
-                 "data": (list, False)}
+REQUEST_INPUT = {
+    "name": (str, True),
+    "shape": (list, True),
+    "datatype": (str, True),
+    "parameters": (dict, False),
+    "data": (list, False),
+}
 REQUEST_OUTPUT = {"name": (str, True), "parameters": (dict, False)}
 
 
@@ -326,22 +352,27 @@ def rest_request(body: bytes, headers: dict, model_name: str) -> InferRequest:
     if length is None:
         length = len(body)
     elif not (length.isascii() and length.isdigit()) or int(length) > len(body):
-        raise InvalidInput(f"malformed V2 request: header {INFERENCE_CONTENT_LENGTH_HEADER}: "
-                           f"{clip(repr(length))} is not a length within the body's {len(body)} bytes")
+        raise InvalidInput(
+            f"malformed V2 request: header {INFERENCE_CONTENT_LENGTH_HEADER}: "
+            f"{clip(repr(length))} is not a length within the body's {len(body)} bytes"
+        )
     length = int(length)
     try:
         head = orjson.loads(memoryview(body)[:length])
     except orjson.JSONDecodeError as e:
-        raise InvalidInput(f"malformed V2 request: the body is not JSON ({e}); binary tensor data need the "
-                           f"{INFERENCE_CONTENT_LENGTH_HEADER} header") from None
+        raise InvalidInput(
+            f"malformed V2 request: the body is not JSON ({e}); binary tensor data need the "
+            f"{INFERENCE_CONTENT_LENGTH_HEADER} header"
+        ) from None
     _fields(head, REQUEST, "the request")
     inputs, offset = [], length
     for i, tensor in enumerate(head["inputs"]):
         where = f"inputs[{i}]"
         _fields(tensor, REQUEST_INPUT, where)
         if not all(type(n) is int and n >= 0 for n in tensor["shape"]):
-            raise InvalidInput(f"malformed V2 request: {where}.shape: {clip(str(tensor['shape']))} is not a list of "
-                               "sizes")
+            raise InvalidInput(
+                f"malformed V2 request: {where}.shape: {clip(str(tensor['shape']))} is not a list of sizes"
+            )
         parameters = tensor.get("parameters") or {}
         size = parameters.get("binary_data_size")
         infer_input = InferInput(tensor["name"], tensor["shape"], tensor["datatype"], parameters=parameters)
@@ -352,19 +383,26 @@ def rest_request(body: bytes, headers: dict, model_name: str) -> InferRequest:
         elif type(size) is int and 0 <= size <= len(body) - offset:
             # KServe's private field, set as its own InferRequest.from_bytes sets it (kserve/protocol/infer_type.py):
             # InferInput has no setter for raw bytes (InferRequest's raw_inputs gives them to inputs by position)
-            infer_input._raw_data = body[offset:offset + size]
+            infer_input._raw_data = body[offset : offset + size]
             offset += size
         else:
-            raise InvalidInput(f"malformed V2 request: {where} has no 'data', and its parameters.binary_data_size "
-                               f"({clip(repr(size))}) is not the size of binary data left in the body "
-                               f"({len(body) - offset} bytes)")
+            raise InvalidInput(
+                f"malformed V2 request: {where} has no 'data', and its parameters.binary_data_size "
+                f"({clip(repr(size))}) is not the size of binary data left in the body "
+                f"({len(body) - offset} bytes)"
+            )
         inputs.append(infer_input)
     outputs = []
     for i, output in enumerate(head.get("outputs") or []):
         _fields(output, REQUEST_OUTPUT, f"outputs[{i}]")
         outputs.append(RequestedOutput(output["name"], output.get("parameters")))
-    return InferRequest(model_name=model_name, infer_inputs=inputs, request_id=head.get("id"),
-                        parameters=head.get("parameters"), request_outputs=outputs or None)
+    return InferRequest(
+        model_name=model_name,
+        infer_inputs=inputs,
+        request_id=head.get("id"),
+        parameters=head.get("parameters"),
+        request_outputs=outputs or None,
+    )
 
 
 def _fields(value, schema: dict, where: str) -> None:
@@ -376,6 +414,7 @@ def _fields(value, schema: dict, where: str) -> None:
             if required:
                 raise InvalidInput(f"malformed V2 request: {where} has no {name!r} field")
         elif not isinstance(value[name], kind):
-            raise InvalidInput(f"malformed V2 request: {where}.{name} is not a JSON "
-                               f"{ {str: 'string', dict: 'object', list: 'array'}[kind]}")
-
+            raise InvalidInput(
+                f"malformed V2 request: {where}.{name} is not a JSON "
+                f"{ {str: 'string', dict: 'object', list: 'array'}[kind] }"
+            )

@@ -31,8 +31,16 @@ logger = logging.getLogger("kfts.serving")
 class KftsModel(Model):
     """A kfts model artifact (any algorithm) served by KServe; what differs per algorithm is its Adapter."""
 
-    def __init__(self, name: str, model_dir: str, *, device: str = "auto", max_batch_size: int = 64,
-                 max_batch_wait: float = 0.002, max_queue: int = 1024):
+    def __init__(
+        self,
+        name: str,
+        model_dir: str,
+        *,
+        device: str = "auto",
+        max_batch_size: int = 64,
+        max_batch_wait: float = 0.002,
+        max_queue: int = 1024,
+    ):
         super().__init__(name, return_response_headers=True)
         self.model_dir = model_dir
         self.device = device
@@ -49,8 +57,9 @@ class KftsModel(Model):
         self.algorithm = of(self.model)
         self.adapter = self.algorithm.serving(self.model)
         if self.adapter.batchable:
-            self.batcher = Batcher(lambda rows: self.adapter.compute(rows, {}), self.worker, self.max_batch_size,
-                                   self.max_batch_wait)
+            self.batcher = Batcher(
+                lambda rows: self.adapter.compute(rows, {}), self.worker, self.max_batch_size, self.max_batch_wait
+            )
         self.worker.executor.submit(self._warm_up).result()  # on the thread that will serve
         self.ready = True
         return self.ready
@@ -58,8 +67,13 @@ class KftsModel(Model):
     def _warm_up(self) -> None:
         start = time.perf_counter()
         self.adapter.warm_up(self.max_batch_size)
-        logger.info("%s model loaded from %s on %s and warmed up in %.2fs", self.algorithm.id, self.model_dir,
-                    self.model.device_, time.perf_counter() - start)
+        logger.info(
+            "%s model loaded from %s on %s and warmed up in %.2fs",
+            self.algorithm.id,
+            self.model_dir,
+            self.model.device_,
+            time.perf_counter() - start,
+        )
 
     # -- metadata (V2 GET /v2/models/NAME) ----------------------------------------------------------------
 
@@ -85,8 +99,10 @@ class KftsModel(Model):
                     response_headers["content-type"] = f"{decoding.CSV}; charset=utf-8"
                     return await self._predict_csv(payload, headers)
                 if media_type not in ("application/json", ""):  # none: JSON, as KServe reads a V1 body
-                    raise InvalidInput(f"unsupported content type {clip(repr(media_type))}: send application/json "
-                                       f"(V1 or V2) or {decoding.CSV}")
+                    raise InvalidInput(
+                        f"unsupported content type {clip(repr(media_type))}: send application/json "
+                        f"(V1 or V2) or {decoding.CSV}"
+                    )
             response_headers["content-type"] = "application/json"
             return await self._predict_v1(payload, headers)
         except InputError as e:  # the client's mistake: 400 with the contract's message, never a 500

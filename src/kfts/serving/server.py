@@ -65,11 +65,17 @@ from kfts.serving.decoding import rest_request
 logger = logging.getLogger("kfts.serving")
 
 # what a refusal answers, by the exception KServe (or kfts through InvalidInput) raises for it
-REFUSALS = {InvalidInput: (400, StatusCode.INVALID_ARGUMENT), ModelNotFound: (404, StatusCode.NOT_FOUND),
-            UnsupportedProtocol: (501, StatusCode.UNIMPLEMENTED),
-            NotImplementedError: (501, StatusCode.UNIMPLEMENTED), ModelNotReady: (503, StatusCode.UNAVAILABLE),
-            ServerNotReady: (503, StatusCode.UNAVAILABLE), ServerNotLive: (503, StatusCode.UNAVAILABLE),
-            Overloaded: (503, StatusCode.UNAVAILABLE), TooLarge: (413, StatusCode.RESOURCE_EXHAUSTED)}
+REFUSALS = {
+    InvalidInput: (400, StatusCode.INVALID_ARGUMENT),
+    ModelNotFound: (404, StatusCode.NOT_FOUND),
+    UnsupportedProtocol: (501, StatusCode.UNIMPLEMENTED),
+    NotImplementedError: (501, StatusCode.UNIMPLEMENTED),
+    ModelNotReady: (503, StatusCode.UNAVAILABLE),
+    ServerNotReady: (503, StatusCode.UNAVAILABLE),
+    ServerNotLive: (503, StatusCode.UNAVAILABLE),
+    Overloaded: (503, StatusCode.UNAVAILABLE),
+    TooLarge: (413, StatusCode.RESOURCE_EXHAUSTED),
+}
 MESSAGE = 500  # characters of a refusal's message that its answer and its log line show
 
 
@@ -90,6 +96,7 @@ def refusal(status: int, reason, request_id: str) -> JSONResponse:
 
 
 # -- REST ---------------------------------------------------------------------------------------------------------
+
 
 class RequestGuard:
     """ASGI middleware that every REST request passes first: it gets its request id (sent back with every
@@ -163,8 +170,10 @@ class RequestGuard:
                 started = True
                 names = {name.lower() for name, _ in message.get("headers", [])}
                 if b"x-request-id" not in names:
-                    message = {**message, "headers": [*message.get("headers", []),
-                                                      (b"x-request-id", request_id.encode())]}
+                    message = {
+                        **message,
+                        "headers": [*message.get("headers", []), (b"x-request-id", request_id.encode())],
+                    }
             await send(message)
 
         try:
@@ -172,13 +181,15 @@ class RequestGuard:
         except Exception:  # noqa: BLE001 - what no handler took is a fault in the server: traceback, 500
             logger.exception("server fault %s %s request_id=%s", scope["method"], scope["path"], request_id)
             if not started:
-                response = JSONResponse(status_code=500, headers={"x-request-id": request_id}, content={
-                    "error": f"internal server error (request id {request_id})"})
+                response = JSONResponse(
+                    status_code=500,
+                    headers={"x-request-id": request_id},
+                    content={"error": f"internal server error (request id {request_id})"},
+                )
                 await response(scope, receive, send)
 
     def _too_large(self) -> str:
-        return (f"the request body is larger than the limit of {self.max_bytes} bytes "
-                "(kfts serve --max-payload-mb)")
+        return f"the request body is larger than the limit of {self.max_bytes} bytes (kfts serve --max-payload-mb)"
 
     async def _refuse(self, scope, send, request_id: str, status: int, reason):
         log_refusal(status, scope["method"], scope["path"], request_id, reason)
@@ -235,8 +246,9 @@ class RestRoutes:
     async def v2_infer(self, model_name: str, request: Request) -> Response:
         body, headers = await self._read(model_name, request)
         infer_request = await off_loop(rest_request, body, headers, model_name)
-        answer, answer_headers = await self.dataplane.infer(model_name=model_name, request=infer_request,
-                                                            headers=headers)
+        answer, answer_headers = await self.dataplane.infer(
+            model_name=model_name, request=infer_request, headers=headers
+        )
         content, json_length = await off_loop(answer.to_rest)  # decoding.RestInferResponse
         answer_headers["content-type"] = "application/json" if json_length is None else "application/octet-stream"
         if json_length is not None:
@@ -258,7 +270,7 @@ def _send(content: bytes | memoryview | str, headers: dict) -> Response:
     content = memoryview(content.encode() if isinstance(content, str) else content).cast("B")
     if len(content) <= SEND_CHUNK:
         return Response(content, headers=headers)
-    chunks = (content[i:i + SEND_CHUNK] for i in range(0, len(content), SEND_CHUNK))
+    chunks = (content[i : i + SEND_CHUNK] for i in range(0, len(content), SEND_CHUNK))
     return StreamingResponse(chunks, headers={**headers, "content-length": str(len(content))})
 
 
@@ -299,6 +311,7 @@ class SkipClientErrors(logging.Filter):
 
 
 # -- gRPC ---------------------------------------------------------------------------------------------------------
+
 
 class GrpcErrors(AsyncExceptionToStatusInterceptor):
     """What every gRPC call passes: a ModelInfer that the memory budget (`admission`) has no room for is
@@ -348,8 +361,7 @@ class Servicer(InferenceServicer):
         headers = to_headers(context)
         self.validate_grpc_request(request)
         infer_request = await off_loop(InferRequest.from_grpc, request)
-        answer, _ = await self._data_plane.infer(request=infer_request, headers=headers,
-                                                 model_name=request.model_name)
+        answer, _ = await self._data_plane.infer(request=infer_request, headers=headers, model_name=request.model_name)
         return await off_loop(answer.to_grpc)
 
 
@@ -366,14 +378,17 @@ class GrpcServer(GRPCServer):
         self.host, self.admission = host, admission
 
     async def start(self, max_workers):
-        self._server = aio.server(futures.ThreadPoolExecutor(max_workers=max_workers),
-                                  interceptors=(GrpcErrors(self.admission),),
-                                  options=[("grpc.max_send_message_length",
-                                            self._kwargs.get("grpc_max_send_message_length")),
-                                           ("grpc.max_receive_message_length",
-                                            self._kwargs.get("grpc_max_receive_message_length"))])
+        self._server = aio.server(
+            futures.ThreadPoolExecutor(max_workers=max_workers),
+            interceptors=(GrpcErrors(self.admission),),
+            options=[
+                ("grpc.max_send_message_length", self._kwargs.get("grpc_max_send_message_length")),
+                ("grpc.max_receive_message_length", self._kwargs.get("grpc_max_receive_message_length")),
+            ],
+        )
         grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-            Servicer(self._data_plane, self._model_repository_extension), self._server)
+            Servicer(self._data_plane, self._model_repository_extension), self._server
+        )
         address = f"{self.host}:{self._port}"
         self._server.add_insecure_port(address)
         logger.info("gRPC server listening on %s", address)
@@ -382,6 +397,7 @@ class GrpcServer(GRPCServer):
 
 
 # -- the server ---------------------------------------------------------------------------------------------------
+
 
 class KftsServer(ModelServer):
     """KServe's ModelServer (one process) listening on `host` (None: KServe's 0.0.0.0 and [::]).
@@ -395,9 +411,16 @@ class KftsServer(ModelServer):
 
     def start(self, models) -> None:
         self._register_and_check_atleast_one_model_is_ready(models)
-        self._rest_server = RestServer(FASTAPI_APP_IMPORT_STRING, self.dataplane, self.model_repository_extension,
-                                       self.http_port, host=self.host or "0.0.0.0", grace_period=self.grace_period,
-                                       event_loop=self.event_loop, timeout_keep_alive=self.timeout_keep_alive)
+        self._rest_server = RestServer(
+            FASTAPI_APP_IMPORT_STRING,
+            self.dataplane,
+            self.model_repository_extension,
+            self.http_port,
+            host=self.host or "0.0.0.0",
+            grace_period=self.grace_period,
+            event_loop=self.event_loop,
+            timeout_keep_alive=self.timeout_keep_alive,
+        )
         grpc_host = self.host or "[::]"
         if ":" in grpc_host and not grpc_host.startswith("["):  # an IPv6 address: gRPC wants it in brackets
             grpc_host = f"[{grpc_host}]"
@@ -406,8 +429,15 @@ class KftsServer(ModelServer):
         # (LSTM-AD's score, reconstruction and flag per row), and KServe's default cap of 8 MiB threw away
         # answers already computed
         limits = {"grpc_max_receive_message_length": self.max_bytes, "grpc_max_send_message_length": -1}
-        self._grpc_server = GrpcServer(grpc_host, self.grpc_port, self.dataplane, self.model_repository_extension,
-                                       kwargs=limits, grace_period=self.grace_period, admission=self.admission)
+        self._grpc_server = GrpcServer(
+            grpc_host,
+            self.grpc_port,
+            self.dataplane,
+            self.model_repository_extension,
+            kwargs=limits,
+            grace_period=self.grace_period,
+            admission=self.admission,
+        )
         self.servers += [self._rest_server.start(), self._grpc_server.start(self.max_threads)]
         self.setup_event_loop()
         self.register_signal_handler()
@@ -418,8 +448,11 @@ def configure_server_logging() -> None:
     """KServe's logging configuration, with the kfts loggers on KServe's handler and SkipClientErrors on
     uvicorn's access log."""
     config = copy.deepcopy(KSERVE_LOG_CONFIG)
-    config["loggers"]["kfts"] = {"handlers": ["kserve"], "level": config["loggers"]["kserve"]["level"],
-                                 "propagate": False}
+    config["loggers"]["kfts"] = {
+        "handlers": ["kserve"],
+        "level": config["loggers"]["kserve"]["level"],
+        "propagate": False,
+    }
     config["filters"] = {"skip_client_errors": {"()": SkipClientErrors}}
     config["handlers"]["uvicorn_access"]["filters"] = ["skip_client_errors"]
     configure_logging(config)
@@ -427,9 +460,19 @@ def configure_server_logging() -> None:
     warnings.filterwarnings("ignore", category=FastAPIDeprecationWarning)
 
 
-def serve(model_dir: str, *, model_name: str = "model", host: str | None = None, http_port: int = 8080,
-          grpc_port: int = 8081, device: str = "auto", max_batch_size: int = 64, max_batch_wait_ms: float = 2.0,
-          max_payload_mb: float = 16.0, max_inflight_mb: float | None = None) -> None:
+def serve(
+    model_dir: str,
+    *,
+    model_name: str = "model",
+    host: str | None = None,
+    http_port: int = 8080,
+    grpc_port: int = 8081,
+    device: str = "auto",
+    max_batch_size: int = 64,
+    max_batch_wait_ms: float = 2.0,
+    max_payload_mb: float = 16.0,
+    max_inflight_mb: float | None = None,
+) -> None:
     """max_inflight_mb: the memory that requests may take at once (admission.py); None: what the memory limit
     leaves."""
     if not os.path.isdir(model_dir):
@@ -439,8 +482,10 @@ def serve(model_dir: str, *, model_name: str = "model", host: str | None = None,
             raise InputError(f"{name} must be positive, not {value}")
     least = smallest_limit(int(max_payload_mb * 2**20)) / 2**20
     if max_inflight_mb is not None and not max_inflight_mb >= least:
-        raise InputError(f"--max-inflight-mb must be at least {least:g} (what decoding a body of --max-payload-mb "
-                         f"{max_payload_mb:g} may take), not {max_inflight_mb:g}")
+        raise InputError(
+            f"--max-inflight-mb must be at least {least:g} (what decoding a body of --max-payload-mb "
+            f"{max_payload_mb:g} may take), not {max_inflight_mb:g}"
+        )
     if max_batch_wait_ms < 0:
         raise InputError(f"--max-batch-wait-ms must be 0 or more, not {max_batch_wait_ms}")
     if host is not None and not host.strip():
@@ -453,8 +498,9 @@ def serve(model_dir: str, *, model_name: str = "model", host: str | None = None,
     configure_server_logging()
     use_cpu_share()
     malloc_returns_memory()
-    model = KftsModel(model_name, model_dir, device=device, max_batch_size=max_batch_size,
-                      max_batch_wait=max_batch_wait_ms / 1000)
+    model = KftsModel(
+        model_name, model_dir, device=device, max_batch_size=max_batch_size, max_batch_wait=max_batch_wait_ms / 1000
+    )
     model.load()
     # measured with the model loaded: the default budget is what the memory limit leaves beside it
     admission = Admission(default_limit(max_bytes) if max_inflight_mb is None else int(max_inflight_mb * 2**20))
@@ -463,5 +509,6 @@ def serve(model_dir: str, *, model_name: str = "model", host: str | None = None,
     # on the app KServe's RESTServer serves, kserve.model_server's module-level FastAPI app
     # (FASTAPI_APP_IMPORT_STRING): none of KServe 0.21.0's parameters takes a middleware
     model_server.app.add_middleware(RequestGuard, max_bytes=max_bytes, admission=admission)
-    KftsServer(host=host, http_port=http_port, grpc_port=grpc_port, admission=admission,
-               max_bytes=max_bytes).start([model])
+    KftsServer(host=host, http_port=http_port, grpc_port=grpc_port, admission=admission, max_bytes=max_bytes).start(
+        [model]
+    )

@@ -47,16 +47,29 @@ def data(tmp_path_factory):
     train = rng.normal(size=(200, 3))
     test = rng.normal(size=(50, 3))
     test[20] = [0.0, 9.0, 0.0]  # one step far from the training mean
-    return {"train": write_csv(folder / "train.csv", train.tolist()),
-            "test": write_csv(folder / "test.csv", test.tolist()), "values": test,
-            "scores": np.abs((test - train.mean(axis=0)) / train.std(axis=0)).max(axis=1)}
+    return {
+        "train": write_csv(folder / "train.csv", train.tolist()),
+        "test": write_csv(folder / "test.csv", test.tolist()),
+        "values": test,
+        "scores": np.abs((test - train.mean(axis=0)) / train.std(axis=0)).max(axis=1),
+    }
 
 
 @pytest.fixture(scope="module")
 def model(plugin, data, tmp_path_factory):
     model_dir = tmp_path_factory.mktemp("model") / "model"
-    result = run_cli("train", "mean-detector", "--train", data["train"], "--model-dir", model_dir, "--sigmas", "4",
-                     env=plugin, check=True)
+    result = run_cli(
+        "train",
+        "mean-detector",
+        "--train",
+        data["train"],
+        "--model-dir",
+        model_dir,
+        "--sigmas",
+        "4",
+        env=plugin,
+        check=True,
+    )
     assert "train_loss=" in result.stdout and f"model written to {model_dir}" in result.stdout
     return model_dir
 
@@ -67,20 +80,48 @@ def test_the_cli_validates_trains_predicts_and_evaluates_the_plugin(plugin, data
     assert ok.stdout == f"ok: {data['train']}: 200 time steps of 3 series\n"
     assert json.loads((model / "kfts-model.json").read_text())["hyperparameters"] == {"sigmas": 4.0}
 
-    run_cli("predict", "--model-dir", model, "--input", data["test"], "--output", tmp_path / "p.csv", "--flag",
-            env=plugin, check=True)
+    run_cli(
+        "predict",
+        "--model-dir",
+        model,
+        "--input",
+        data["test"],
+        "--output",
+        tmp_path / "p.csv",
+        "--flag",
+        env=plugin,
+        check=True,
+    )
     rows = [line.split(",") for line in (tmp_path / "p.csv").read_text().splitlines()]
     assert len(rows) == 50 and [i for i, (_, flag) in enumerate(rows) if flag == "1"] == [20]
 
-    refused = run_cli("predict", "--model-dir", model, "--input", data["test"], "--output", tmp_path / "q.csv",
-                      "--probabilities", env=plugin)
+    refused = run_cli(
+        "predict",
+        "--model-dir",
+        model,
+        "--input",
+        data["test"],
+        "--output",
+        tmp_path / "q.csv",
+        "--probabilities",
+        env=plugin,
+    )
     assert refused.returncode == 2 and "(its options: --flag)" in refused.stderr
     wrong = write_csv(tmp_path / "wrong.csv", [[1.0, 2.0]] * 5)
     refused = run_cli("predict", "--model-dir", model, "--input", wrong, "--output", tmp_path / "q.csv", env=plugin)
     assert refused.returncode == 2 and "has 2 columns, the model was trained on 3" in refused.stderr
 
-    evaluated = run_cli("evaluate", "--model-dir", model, "--input", data["test"], "--output-dir", tmp_path / "ev",
-                        env=plugin, check=True)
+    evaluated = run_cli(
+        "evaluate",
+        "--model-dir",
+        model,
+        "--input",
+        data["test"],
+        "--output-dir",
+        tmp_path / "ev",
+        env=plugin,
+        check=True,
+    )
     assert "flagged=1" in evaluated.stdout
     assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["flagged"] == 1
     assert "Mean detector evaluation: test.csv" in (tmp_path / "ev" / "report.html").read_text()
@@ -104,10 +145,29 @@ def test_kfts_serve_answers_the_plugins_requests(plugin, data, model, tmp_path):
 
     port = free_port()
     with open(tmp_path / "serve.log", "wb") as log:
-        server = subprocess.Popen([sys.executable, "-m", "kfts", "serve", "--model-dir", str(model), "--model-name",
-                                   "toy", "--host", "127.0.0.1", "--http-port", str(port), "--grpc-port",
-                                   str(free_port()), "--device", "cpu"], stdout=log, stderr=subprocess.STDOUT,
-                                  env=plugin)
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "kfts",
+                "serve",
+                "--model-dir",
+                str(model),
+                "--model-name",
+                "toy",
+                "--host",
+                "127.0.0.1",
+                "--http-port",
+                str(port),
+                "--grpc-port",
+                str(free_port()),
+                "--device",
+                "cpu",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=plugin,
+        )
     try:
         url = f"http://127.0.0.1:{port}"
         wait_ready(url, server, timeout=120)
@@ -142,9 +202,16 @@ def test_the_validate_csv_component_knows_the_plugin(plugin, data, tmp_path):
         "from kfts.kubeflow.components import validate_csv\n"
         "local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=sys.argv[1], raise_on_error=True)\n"
         "task = validate_csv(algorithm='mean-detector', uri=sys.argv[2], layout='training')\n"
-        "print(json.dumps(task.outputs['data'].metadata))\n")
-    result = subprocess.run([sys.executable, "-c", script, str(tmp_path / "root"), str(data["train"])],
-                            capture_output=True, text=True, env=plugin, timeout=600, cwd=tmp_path)
+        "print(json.dumps(task.outputs['data'].metadata))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "root"), str(data["train"])],
+        capture_output=True,
+        text=True,
+        env=plugin,
+        timeout=600,
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     metadata = json.loads(result.stdout.strip().splitlines()[-1])
     assert (metadata["algorithm"], metadata["columns"], metadata["rows"]) == ("mean-detector", 3, 200)

@@ -57,11 +57,12 @@ def test_train_refuses_unusable_output_directories_before_training(model, tmp_pa
     user_dir.mkdir()
     (user_dir / "train.csv").write_bytes(data.read_bytes())
     tiny = ["--filters", "4", "--depth", "1", "--models", "1", "--epochs", "1"]
-    for flags, fragments in [(["--model-dir", a_file], [str(a_file), "is a file, not a directory"]),
-                             (["--model-dir", user_dir], [str(user_dir), "holds train.csv"]),
-                             (["--model-dir", tmp_path / "m", "--checkpoint-dir", a_file],
-                              [str(a_file), "is a file, not a directory"]),
-                             (["--model-dir", a_file / "model"], ["cannot be created", f"{a_file} is a file"])]:
+    for flags, fragments in [
+        (["--model-dir", a_file], [str(a_file), "is a file, not a directory"]),
+        (["--model-dir", user_dir], [str(user_dir), "holds train.csv"]),
+        (["--model-dir", tmp_path / "m", "--checkpoint-dir", a_file], [str(a_file), "is a file, not a directory"]),
+        (["--model-dir", a_file / "model"], ["cannot be created", f"{a_file} is a file"]),
+    ]:
         result = run_cli("train", "inception-time", "--train", user_dir / "train.csv", *flags, *tiny)
         one_line_error(result, *fragments)
         assert "epoch=" not in result.stdout  # refused before training, not after
@@ -73,12 +74,13 @@ def test_predict_refuses_output_paths_it_cannot_write(model, tmp_path):
     model_dir, _, series = model
     a_file = tmp_path / "afile"
     a_file.write_text("keep\n")
-    for output, fragments in [(tmp_path, [str(tmp_path), "is a directory"]),
-                              (a_file / "out.csv", ["cannot be created", f"{a_file} is a file"]),
-                              ("/proc/kfts-out.csv", ["/proc/kfts-out.csv", "cannot be written"]),
-                              ("", ["empty path"])]:
-        one_line_error(run_cli("predict", "--model-dir", model_dir, "--input", series, "--output", output),
-                       *fragments)
+    for output, fragments in [
+        (tmp_path, [str(tmp_path), "is a directory"]),
+        (a_file / "out.csv", ["cannot be created", f"{a_file} is a file"]),
+        ("/proc/kfts-out.csv", ["/proc/kfts-out.csv", "cannot be written"]),
+        ("", ["empty path"]),
+    ]:
+        one_line_error(run_cli("predict", "--model-dir", model_dir, "--input", series, "--output", output), *fragments)
     assert a_file.read_text() == "keep\n"
 
 
@@ -106,8 +108,10 @@ def test_a_typo_in_the_first_column_of_series_is_located_not_taken_for_a_label(m
     rows[2] = ",".join(["1.2.3", *cells[1:]])
     typo = tmp_path / "typo.csv"
     typo.write_text("\n".join(rows) + "\n")
-    for command in (["validate", "inception-time", "--inference", typo],
-                    ["predict", "--model-dir", model_dir, "--input", typo, "--output", tmp_path / "out.csv"]):
+    for command in (
+        ["validate", "inception-time", "--inference", typo],
+        ["predict", "--model-dir", model_dir, "--input", typo, "--output", tmp_path / "out.csv"],
+    ):
         one_line_error(run_cli(*command), f"{typo}: row 3, column 1: '1.2.3' is not a number")
     assert not (tmp_path / "out.csv").exists()
 
@@ -117,8 +121,9 @@ def test_evaluating_data_of_one_class_prints_no_warning(model, tmp_path):
     first = data.read_text().splitlines()[0].split(",")[0]
     one_class = tmp_path / "one_class.csv"
     one_class.write_text("".join(row + "\n" for row in data.read_text().splitlines() if row.split(",")[0] == first))
-    result = run_cli("evaluate", "--model-dir", model_dir, "--input", one_class, "--output-dir", tmp_path / "ev",
-                     check=True)
+    result = run_cli(
+        "evaluate", "--model-dir", model_dir, "--input", one_class, "--output-dir", tmp_path / "ev", check=True
+    )
     assert result.stderr == ""
 
 

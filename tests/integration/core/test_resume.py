@@ -31,8 +31,7 @@ def inception_time_job(tmp_path):
     labels, values = make_classification(n_per_class=150, length=48, classes=("a", "b"), seed=1)
     train = write_csv(tmp_path / "train.csv", ([lab, *row] for lab, row in zip(labels, values)))
     # two members trained one after another: a resumed run must also initialise the second one identically
-    flags = ["--models", 2, "--ensemble", "sequential", "--filters", 4, "--depth", 3, "--batch-size", 32,
-             "--epochs", 5]
+    flags = ["--models", 2, "--ensemble", "sequential", "--filters", 4, "--depth", 3, "--batch-size", 32, "--epochs", 5]
     return ["inception-time", "--train", train, *flags], values
 
 
@@ -61,12 +60,16 @@ def checkpointed_epoch(directory) -> tuple[int, int] | None:
     return None
 
 
-def kill_mid_epoch(command, checkpoints: "os.PathLike") -> str:
+def kill_mid_epoch(command, checkpoints: os.PathLike) -> str:
     """Start `kfts train ...`, wait for its first finished epoch (line on stdout and checkpoint on disk),
     let the next epoch get going, SIGKILL it. Returns what it printed."""
-    process = subprocess.Popen([sys.executable, "-m", "kfts", "train", *map(str, command)],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    process = subprocess.Popen(
+        [sys.executable, "-m", "kfts", "train", *map(str, command)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     printed, started = "", None
     try:
         deadline = time.monotonic() + 300
@@ -122,8 +125,10 @@ def test_killed_training_resumes_from_the_last_finished_epoch(tmp_path, algorith
     # the same seed without interruption: identical weights and history
     straight_dir = tmp_path / "straight"
     run_cli("train", *job, "--seed", 7, "--device", "cpu", "--model-dir", straight_dir, check=True)
-    resumed_weights, straight_weights = load_file(model_dir / artifact.WEIGHTS), load_file(
-        straight_dir / artifact.WEIGHTS)
+    resumed_weights, straight_weights = (
+        load_file(model_dir / artifact.WEIGHTS),
+        load_file(straight_dir / artifact.WEIGHTS),
+    )
     assert resumed_weights.keys() == straight_weights.keys()
     different = [k for k in straight_weights if not torch.equal(resumed_weights[k], straight_weights[k])]
     assert not different, f"resumed weights differ from an uninterrupted run in {different[:5]}"

@@ -71,14 +71,16 @@ def test_copy_both_ways_with_kfps_names(s3, models, tmp_path):
     """With the scheme and variable names KFP uses for its own store: minio://, and MINIO_ACCESS_KEY /
     MINIO_SECRET_KEY (kubeflow/pipelines 2.17.0 manifests/kustomize/base/installs/multi-user/
     pipelines-profile-controller/sync.py gives its artifact Secret to pods under these names)."""
-    env = s3.env(AWS_ACCESS_KEY_ID=None, AWS_SECRET_ACCESS_KEY=None, MINIO_ACCESS_KEY=s3.key_id,
-                 MINIO_SECRET_KEY=s3.secret)
+    env = s3.env(
+        AWS_ACCESS_KEY_ID=None, AWS_SECRET_ACCESS_KEY=None, MINIO_ACCESS_KEY=s3.key_id, MINIO_SECRET_KEY=s3.secret
+    )
     scheme = "minio"
     remote = f"{scheme}://{BUCKET}/copied-{scheme}"
     run_cli("copy", models / "old", f"{remote}/model", env=env, check=True)
     run_cli("copy", models / "series.csv", f"{remote}/series.csv", env=env, check=True)
-    assert s3.keys(f"copied-{scheme}/") == [f"copied-{scheme}/{name}" for name in
-                                            ("model/kfts-model.json", "model/weights.safetensors", "series.csv")]
+    assert s3.keys(f"copied-{scheme}/") == [
+        f"copied-{scheme}/{name}" for name in ("model/kfts-model.json", "model/weights.safetensors", "series.csv")
+    ]
     result = run_cli("copy", f"{remote}/model", tmp_path / "back", env=env, check=True)
     assert result.stdout == f"copied {remote}/model to {tmp_path / 'back'}\n"
     run_cli("copy", f"{remote}/series.csv", tmp_path / "series.csv", env=env, check=True)
@@ -89,36 +91,67 @@ def test_copy_both_ways_with_kfps_names(s3, models, tmp_path):
 
 def test_train_and_predict_from_and_to_s3(s3, tmp_path):
     labels, values = make_classification(n_per_class=6, length=16)
-    train = s3.put("train/train.csv", write_csv(tmp_path / "train.csv", (
-        [lab, *row] for lab, row in zip(labels, values))).read_bytes())
+    train = s3.put(
+        "train/train.csv",
+        write_csv(tmp_path / "train.csv", ([lab, *row] for lab, row in zip(labels, values))).read_bytes(),
+    )
     series = s3.put("train/series.csv", write_csv(tmp_path / "series.csv", values).read_bytes())
     model = f"s3://{BUCKET}/train/model"
-    result = run_cli("train", "inception-time", "--train", train, "--model-dir", model, "--filters", "4",
-                     "--depth", "1", "--models", "1", "--epochs", "1", "--seed", "0", env=s3.env())
+    result = run_cli(
+        "train",
+        "inception-time",
+        "--train",
+        train,
+        "--model-dir",
+        model,
+        "--filters",
+        "4",
+        "--depth",
+        "1",
+        "--models",
+        "1",
+        "--epochs",
+        "1",
+        "--seed",
+        "0",
+        env=s3.env(),
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.endswith(f"model written to {model}\n")
-    result = run_cli("predict", "--model-dir", model, "--input", series, "--output", f"{model}-predictions.csv",
-                     env=s3.env())
+    result = run_cli(
+        "predict", "--model-dir", model, "--input", series, "--output", f"{model}-predictions.csv", env=s3.env()
+    )
     assert (result.returncode, result.stdout) == (0, f"{len(values)} rows predicted into {model}-predictions.csv\n")
     run_cli("copy", model, tmp_path / "model", env=s3.env(), check=True)
     local = _predicted(tmp_path / "model", tmp_path / "series.csv", tmp_path)
     remote = s3.client.get_object(Bucket=BUCKET, Key="train/model-predictions.csv")["Body"].read().decode()
     assert remote == local and len(local.splitlines()) == len(values)
-    run_cli("evaluate", "--model-dir", model, "--input", train, "--output-dir", f"{model}-evaluation", env=s3.env(),
-            check=True)
+    run_cli(
+        "evaluate",
+        "--model-dir",
+        model,
+        "--input",
+        train,
+        "--output-dir",
+        f"{model}-evaluation",
+        env=s3.env(),
+        check=True,
+    )
     assert {"train/model-evaluation/metrics.json", "train/model-evaluation/report.html"} <= set(
-        s3.keys("train/model-evaluation/"))
+        s3.keys("train/model-evaluation/")
+    )
 
 
 def test_a_wrong_key_is_one_clear_line(s3, models, tmp_path):
     data = s3.put("wrong/series.csv", (models / "series.csv").read_bytes())
     wrong = s3.env(AWS_SECRET_ACCESS_KEY="not-the-key")
     refused = ": the object store refused the credentials ("
-    for args, uri in ((("validate", "inception-time", data, "--inference"), data),
-                      (("copy", data, tmp_path / "x.csv"), data),
-                      (("copy", models / "old", f"s3://{BUCKET}/wrong/model"), f"s3://{BUCKET}/wrong/model"),
-                      (("predict", "--model-dir", models / "old", "--input", data, "--output", tmp_path / "p.csv"),
-                       data)):
+    for args, uri in (
+        (("validate", "inception-time", data, "--inference"), data),
+        (("copy", data, tmp_path / "x.csv"), data),
+        (("copy", models / "old", f"s3://{BUCKET}/wrong/model"), f"s3://{BUCKET}/wrong/model"),
+        (("predict", "--model-dir", models / "old", "--input", data, "--output", tmp_path / "p.csv"), data),
+    ):
         result = run_cli(*args, env=wrong)
         assert result.returncode == 2 and result.stderr.startswith(f"error: {uri}{refused}"), result.stderr
         assert len(result.stderr.splitlines()) == 1 and "AWS_SECRET_ACCESS_KEY" in result.stderr
@@ -131,8 +164,9 @@ def test_a_wrong_key_fails_the_validate_task_with_that_line(in_pod, tmp_path, mo
     uri = in_pod.put("task/train.csv", b"a,1,2\nb,3,4\n")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-key")
     with pytest.raises(SystemExit) as exit:
-        validate_csv.python_func(algorithm="inception-time", uri=uri, layout="training",
-                                 data=Dataset(uri=str(tmp_path / "data")))
+        validate_csv.python_func(
+            algorithm="inception-time", uri=uri, layout="training", data=Dataset(uri=str(tmp_path / "data"))
+        )
     assert exit.value.code == 2
     assert capsys.readouterr().err.startswith(f"error: {uri}: the object store refused the credentials (")
 
@@ -147,13 +181,17 @@ def test_the_champion_is_fetched_promoted_and_deployed_from_its_current_version(
 
     promote_model.python_func(model=Model(uri=str(models / "new")), uri=champion)
     [version] = {key.split("/")[2] for key in s3.keys("champion/versions/")}
-    assert s3.keys("champion/") == ["champion/kfts-champion.json", f"champion/versions/{version}/kfts-model.json",
-                                    f"champion/versions/{version}/weights.safetensors"]
+    assert s3.keys("champion/") == [
+        "champion/kfts-champion.json",
+        f"champion/versions/{version}/kfts-model.json",
+        f"champion/versions/{version}/weights.safetensors",
+    ]
     fetched = Model(uri=str(tmp_path / "fetched-new"))
     fetch_model.python_func(uri=champion, model=fetched)
     assert artifact.read_manifest(fetched.path) == artifact.read_manifest(models / "new")
     assert _predicted(champion, models / "series.csv", tmp_path, s3.env()) == _predicted(
-        models / "new", models / "series.csv", tmp_path)
+        models / "new", models / "series.csv", tmp_path
+    )
     assert storage.serving_uri(champion) == f"{champion}/versions/{version}"
 
     # back to the old model, as a person rolls a champion back: the version before stays (an InferenceService
@@ -162,11 +200,15 @@ def test_the_champion_is_fetched_promoted_and_deployed_from_its_current_version(
     old_version = _versions(s3, "champion") - {version}
     assert result.stdout == f"promoted {models / 'old'} to {champion}: {champion}/versions/{old_version.pop()}\n"
     assert _predicted(champion, models / "series.csv", tmp_path, s3.env()) == _predicted(
-        models / "old", models / "series.csv", tmp_path)
+        models / "old", models / "series.csv", tmp_path
+    )
     promote(str(models / "new"), champion)
     promote(str(models / "new"), champion)  # the same model: the same version, now the previous one too
-    assert s3.keys("champion/") == ["champion/kfts-champion.json", f"champion/versions/{version}/kfts-model.json",
-                                    f"champion/versions/{version}/weights.safetensors"]
+    assert s3.keys("champion/") == [
+        "champion/kfts-champion.json",
+        f"champion/versions/{version}/kfts-model.json",
+        f"champion/versions/{version}/weights.safetensors",
+    ]
 
 
 def _versions(s3, prefix: str) -> set[str]:
@@ -180,6 +222,7 @@ def test_the_deploy_step_gives_kserve_the_champions_current_version(in_pod, mode
     names the version. Its model input is a champion as KFP's launcher hands one over: downloaded whole, at
     minio://."""
     from kube_standin import KServe, KubeStandIn
+
     s3 = in_pod
     version = promote(str(models / "new"), f"s3://{BUCKET}/served").rsplit("/", 2)[-2:]
     local = tmp_path / "artifact"
@@ -227,11 +270,21 @@ def test_a_promotion_killed_mid_copy_leaves_the_champion(in_pod, models, tmp_pat
         hold.released.set()
     assert [key for key in s3.keys("killed/") if "/versions/" in key] != before  # the kill was mid-copy
 
-    fetched = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
+    fetched = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
         from kfp.dsl import Model
         from kfts.kubeflow.components import fetch_model
-        fetch_model.python_func(uri={champion!r}, model=Model(uri={str(tmp_path / 'fetched')!r}))
-    """)], env=s3.env(), capture_output=True, text=True, timeout=120)
+        fetch_model.python_func(uri={champion!r}, model=Model(uri={str(tmp_path / "fetched")!r}))
+    """),
+        ],
+        env=s3.env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert fetched.returncode == 0, fetched.stderr  # the next scheduled run's "fetch champion"
     assert artifact.read_manifest(tmp_path / "fetched") == artifact.read_manifest(models / "old")
     assert _predicted(champion, models / "series.csv", tmp_path, s3.env()) == old_predictions
@@ -239,16 +292,26 @@ def test_a_promotion_killed_mid_copy_leaves_the_champion(in_pod, models, tmp_pat
     step = _promote_in_subprocess(models / "new", champion, s3.env())
     assert step.wait(120) == 0, step.communicate()
     assert _predicted(champion, models / "series.csv", tmp_path, s3.env()) == _predicted(
-        models / "new", models / "series.csv", tmp_path)
+        models / "new", models / "series.csv", tmp_path
+    )
     new_version = storage.resolve_model(champion).rsplit("/", 1)[1]
-    assert s3.keys("killed/") == sorted(["killed/kfts-champion.json", *before, *(
-        f"killed/versions/{new_version}/{name}" for name in artifact.FILES)])
+    assert s3.keys("killed/") == sorted(
+        ["killed/kfts-champion.json", *before, *(f"killed/versions/{new_version}/{name}" for name in artifact.FILES)]
+    )
 
 
 def test_a_pointer_naming_a_path_outside_the_prefix_is_refused(s3, tmp_path):
     s3.put("crafted/kfts-champion.json", json.dumps({"version": "../champion"}).encode())
-    result = run_cli("predict", "--model-dir", f"s3://{BUCKET}/crafted", "--input", tmp_path / "x.csv", "--output",
-                     tmp_path / "p.csv", env=s3.env())
+    result = run_cli(
+        "predict",
+        "--model-dir",
+        f"s3://{BUCKET}/crafted",
+        "--input",
+        tmp_path / "x.csv",
+        "--output",
+        tmp_path / "p.csv",
+        env=s3.env(),
+    )
     assert result.returncode == 2
     assert result.stderr.startswith(f"error: s3://{BUCKET}/crafted: kfts-champion.json names no version")
 
@@ -257,6 +320,7 @@ def test_minio_uris_go_to_kfps_store_unless_an_endpoint_is_given(monkeypatch):
     """kubeflow/pipelines 2.17.0 backend/src/v2/config/env.go getDefaultMinioSessionInfo: minio:// is
     objectstore.DefaultEndpointInMultiUserMode, seaweedfs.kubeflow:9000, without TLS."""
     from s3_server import S3_ENV
+
     for name in S3_ENV:
         monkeypatch.delenv(name, raising=False)
     assert storage.s3_options("minio") == {"endpoint_override": "seaweedfs.kubeflow:9000", "scheme": "http"}

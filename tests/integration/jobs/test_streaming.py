@@ -36,8 +36,9 @@ def lstm_ad():
 @pytest.fixture(scope="module", params=[1, 3])
 def lstm_ad_paper(request):
     """Paper scoring with prediction-length 1 (no window needed past a chunk) and 3."""
-    return tiny_lstm_ad(two_waves(400), sequence_length=5, hidden_size=4, scoring="paper",
-                        prediction_length=request.param)
+    return tiny_lstm_ad(
+        two_waves(400), sequence_length=5, hidden_size=4, scoring="paper", prediction_length=request.param
+    )
 
 
 def series_rows(path, n, length, seed=0):
@@ -141,8 +142,9 @@ def peak_rss_mib(*args) -> float:
 
     Not the child's ru_maxrss: Linux carries the parent's resident size at spawn into it, so under a pytest
     process of several hundred MiB both runs would report that size and no growth would show."""
-    process = subprocess.run([sys.executable, "-c", RUN_AND_REPORT_PEAK, *map(str, args)], capture_output=True,
-                             text=True)
+    process = subprocess.run(
+        [sys.executable, "-c", RUN_AND_REPORT_PEAK, *map(str, args)], capture_output=True, text=True
+    )
     assert process.returncode == 0, process.stderr
     return int(process.stdout.split()[-1]) / 1024
 
@@ -174,21 +176,42 @@ def test_predict_memory_does_not_grow_with_the_file(tmp_path, model_dir):
     big_file(small, 20_000, 500)  # ~57 MB of text
     big_file(large, 60_000, 500)  # ~172 MB
     float32_growth = 40_000 * 500 * 4 / 2**20
-    peaks = [peak_rss_mib("predict", "--model-dir", model_dir, "--input", path, "--output",
-                          tmp_path / "out.csv", "--device", "cpu") for path in (small, large)]
+    peaks = [
+        peak_rss_mib(
+            "predict", "--model-dir", model_dir, "--input", path, "--output", tmp_path / "out.csv", "--device", "cpu"
+        )
+        for path in (small, large)
+    ]
     assert (tmp_path / "out.csv").read_text().count("\n") == 60_000
     assert peaks[1] - peaks[0] < 0.5 * float32_growth, (
         f"peak RSS {peaks[0]:.0f} MiB for {small.stat().st_size / 2**20:.0f} MiB of CSV, {peaks[1]:.0f} MiB for "
-        f"{large.stat().st_size / 2**20:.0f} MiB: memory grows with the file")
+        f"{large.stat().st_size / 2**20:.0f} MiB: memory grows with the file"
+    )
 
 
 def test_a_terminated_predict_leaves_nothing_behind(tmp_path, model_dir):
     """Kubernetes stops a pod with SIGTERM: kfts exits 143 and removes its temporary output file."""
     big_file(tmp_path / "input.csv", 30_000, 500)
     output = tmp_path / "out" / "predictions.csv"
-    process = subprocess.Popen([sys.executable, "-m", "kfts", "predict", "--model-dir", str(model_dir),
-                                "--input", str(tmp_path / "input.csv"), "--output", str(output), "--device", "cpu"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "kfts",
+            "predict",
+            "--model-dir",
+            str(model_dir),
+            "--input",
+            str(tmp_path / "input.csv"),
+            "--output",
+            str(output),
+            "--device",
+            "cpu",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 300
     while not (output.parent.exists() and any(output.parent.glob(".*.partial"))):  # writing has begun
         assert process.poll() is None, f"predict ended before it was stopped: {process.stderr.read()}"

@@ -26,8 +26,14 @@ def runnable_lines() -> list[str]:
 def test_the_doc_names_what_runs_here():
     lines = runnable_lines()
     commands = {" ".join(shlex.split(line)[1:3]) for line in lines}
-    assert {"validate inception-time", "train inception-time", "promote s3://kfts/runs/ecg-first",
-            "pipeline compile", "pipeline tune", "deploy render"} <= commands, commands
+    assert {
+        "validate inception-time",
+        "train inception-time",
+        "promote s3://kfts/runs/ecg-first",
+        "pipeline compile",
+        "pipeline tune",
+        "deploy render",
+    } <= commands, commands
 
 
 @pytest.fixture
@@ -44,11 +50,23 @@ def test_every_kfts_line_of_the_sh_blocks_runs(s3, tmp_path):
         s3.put(f"data/ecg/{split}.csv", write_csv(tmp_path / f"{split}.csv", part).read_bytes())
     env = s3.env()
     for line in runnable_lines():
-        result = subprocess.run([sys.executable, "-m", "kfts", *shlex.split(line)[1:]], cwd=tmp_path, env=env,
-                                capture_output=True, text=True, timeout=900)
+        result = subprocess.run(
+            [sys.executable, "-m", "kfts", *shlex.split(line)[1:]],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
         assert result.returncode == 0, f"{line}\n{result.stderr}"
     # what the lines wrote: a champion behind its pointer, and manifests for the cluster
     assert "models/ecg/kfts-champion.json" in s3.keys("models/ecg")
-    for name in ("runtime-kfts.yaml", "runtime-kfts-cuda.yaml", "trainingruntime-kfts-torch.yaml", "isvc.yaml",
-                 "experiment.yaml", "retrain-inception-time.yaml"):
+    for name in (
+        "runtime-kfts.yaml",
+        "runtime-kfts-cuda.yaml",
+        "trainingruntime-kfts-torch.yaml",
+        "isvc.yaml",
+        "experiment.yaml",
+        "retrain-inception-time.yaml",
+    ):
         assert list(yaml.safe_load_all((tmp_path / name).read_text())), name

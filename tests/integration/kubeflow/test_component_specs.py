@@ -19,8 +19,7 @@ def test_a_pipeline_of_ones_own_runs_the_validate_csv_spec(tmp_path):
         validate_csv(algorithm="lstm-ad", uri=uri, layout="inference")
 
     write_csv(tmp_path / "series.csv", [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"),
-               raise_on_error=True)
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"), raise_on_error=True)
     check(uri=str(tmp_path / "series.csv"))
     [output] = (tmp_path / "root").rglob("executor_output.json")
     metadata = json.loads(output.read_text())["artifacts"]["data"]["artifacts"][0]["metadata"]

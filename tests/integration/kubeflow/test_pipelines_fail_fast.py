@@ -17,8 +17,25 @@ def train_csv(tmp_path):
 
 
 def _run(tmp_path, train, test):
-    return run_cli("pipeline", "run", "inception-time", "--train", train, "--test", test, "--filters", "4",
-                   "--depth", "3", "--models", "1", "--epochs", "1", "--output-dir", tmp_path / "out")
+    return run_cli(
+        "pipeline",
+        "run",
+        "inception-time",
+        "--train",
+        train,
+        "--test",
+        test,
+        "--filters",
+        "4",
+        "--depth",
+        "3",
+        "--models",
+        "1",
+        "--epochs",
+        "1",
+        "--output-dir",
+        tmp_path / "out",
+    )
 
 
 def _never_trained(tmp_path, result):
@@ -35,8 +52,10 @@ def test_a_test_file_one_step_longer_than_training_stops_the_run_before_train(tm
     result = _run(tmp_path, train, test)
     _never_trained(tmp_path, result)
     assert re.search(r"^check inputs together +FAILURE +\d+\.\d s$", result.stdout, re.M)
-    assert (f"  error: {test}: row 1: rows have 151 time steps, {train} has 150; one more than expected: is it in "
-            "the labeled layout") in result.stdout
+    assert (
+        f"  error: {test}: row 1: rows have 151 time steps, {train} has 150; one more than expected: is it in "
+        "the labeled layout"
+    ) in result.stdout
     assert re.search(r"^validate test +SUCCESS", result.stdout, re.M)
     assert "error: pipeline inception-time failed at 'check inputs together'; its full log: " in result.stderr
     assert len(result.stdout.splitlines()) < 12  # one line per task, not kfp.local's log
@@ -48,5 +67,6 @@ def test_a_test_file_with_a_header_row_stops_the_run_before_train(tmp_path, trai
     result = _run(tmp_path, train, test)
     _never_trained(tmp_path, result)
     assert re.search(r"^validate test +FAILURE", result.stdout, re.M)
-    assert (f"  error: {test}: row 1, column 1: 't0' is not a number (kfts CSV files have no header row)"
-            in result.stdout)
+    assert (
+        f"  error: {test}: row 1, column 1: 't0' is not a number (kfts CSV files have no header row)" in result.stdout
+    )

@@ -30,10 +30,30 @@ def test_inception_time_pipeline(tmp_path):
     write_csv(tmp_path / "train.csv", ([lab, *row] for lab, row in zip(labels, values)))
     write_csv(tmp_path / "test.csv", values)
     write_csv(tmp_path / "test_labels.csv", ([lab] for lab in labels))
-    result = run_cli("pipeline", "run", "inception-time", "--train", tmp_path / "train.csv",
-                     "--valid", tmp_path / "train.csv", "--test", tmp_path / "test.csv",
-                     "--test-labels", tmp_path / "test_labels.csv", "--filters", "4", "--depth", "3",
-                     "--models", "2", "--epochs", "2", "--output-dir", tmp_path / "out", check=True)
+    result = run_cli(
+        "pipeline",
+        "run",
+        "inception-time",
+        "--train",
+        tmp_path / "train.csv",
+        "--valid",
+        tmp_path / "train.csv",
+        "--test",
+        tmp_path / "test.csv",
+        "--test-labels",
+        tmp_path / "test_labels.csv",
+        "--filters",
+        "4",
+        "--depth",
+        "3",
+        "--models",
+        "2",
+        "--epochs",
+        "2",
+        "--output-dir",
+        tmp_path / "out",
+        check=True,
+    )
     outputs = _outputs(result.stdout)
     model = load_model(_one(outputs, r"train/model"), device="cpu")
     assert model.params.models == 2 and list(model.classes) == ["a", "b", "c"]
@@ -42,8 +62,16 @@ def test_inception_time_pipeline(tmp_path):
     assert {"train_loss", "train_accuracy", "valid_loss", "valid_accuracy"} <= set(train_metrics)
     # batch predictions: the layout of docs/FORMATS.md, and the bytes `kfts predict` writes
     predictions = _one(outputs, r"batch-predict/predictions")
-    run_cli("predict", "--model-dir", _one(outputs, r"train/model"), "--input", tmp_path / "test.csv",
-            "--output", tmp_path / "cli.csv", check=True)
+    run_cli(
+        "predict",
+        "--model-dir",
+        _one(outputs, r"train/model"),
+        "--input",
+        tmp_path / "test.csv",
+        "--output",
+        tmp_path / "cli.csv",
+        check=True,
+    )
     assert predictions.read_bytes() == (tmp_path / "cli.csv").read_bytes()
     assert len(predictions.read_text().splitlines()) == len(values)
     # evaluations of valid and of the labelled test file: metrics, confusion matrix, report
@@ -57,8 +85,9 @@ def test_inception_time_pipeline(tmp_path):
 
 def test_a_bad_csv_stops_the_run_at_validate_csv(tmp_path):
     (tmp_path / "train.csv").write_text("a,1,2,3\nb,1,abc,3\n")
-    result = run_cli("pipeline", "run", "inception-time", "--train", tmp_path / "train.csv",
-                     "--output-dir", tmp_path / "out")
+    result = run_cli(
+        "pipeline", "run", "inception-time", "--train", tmp_path / "train.csv", "--output-dir", tmp_path / "out"
+    )
     assert result.returncode == 2
     assert f"  error: {tmp_path / 'train.csv'}: row 2, column 3: 'abc' is not a number\n" in result.stdout
     assert re.search(r"^validate train +FAILURE", result.stdout, re.M)
@@ -71,9 +100,26 @@ def test_lstm_ad_pipeline(tmp_path):
     series = np.stack([np.sin(t / 5), np.cos(t / 7)], 1) + 0.05 * np.random.default_rng(0).normal(size=(300, 2))
     write_csv(tmp_path / "train.csv", series[:200])
     write_csv(tmp_path / "test.csv", series[200:])
-    result = run_cli("pipeline", "run", "lstm-ad", "--train", tmp_path / "train.csv", "--test", tmp_path / "test.csv",
-                     "--hidden-size", "8", "--num-layers", "1", "--sequence-length", "10", "--epochs", "2",
-                     "--output-dir", tmp_path / "out", check=True)
+    result = run_cli(
+        "pipeline",
+        "run",
+        "lstm-ad",
+        "--train",
+        tmp_path / "train.csv",
+        "--test",
+        tmp_path / "test.csv",
+        "--hidden-size",
+        "8",
+        "--num-layers",
+        "1",
+        "--sequence-length",
+        "10",
+        "--epochs",
+        "2",
+        "--output-dir",
+        tmp_path / "out",
+        check=True,
+    )
     outputs = _outputs(result.stdout)
     assert load_model(_one(outputs, r"train/model"), device="cpu").algorithm == "lstm-ad"
     rows = _one(outputs, r"batch-predict/predictions").read_text().splitlines()

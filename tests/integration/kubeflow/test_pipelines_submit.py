@@ -77,8 +77,10 @@ def _pipeline_name(body) -> str:
 def _caching(spec: dict) -> dict[str, bool]:
     """Whether KFP may serve each task of the pipeline's top DAG from its cache, by display name: the IR's
     cachingOptions.enableCache, absent when false (the tasks kfp's _override_caching_options rewrites)."""
-    return {task["taskInfo"]["name"]: task.get("cachingOptions", {}).get("enableCache", False)
-            for task in spec["root"]["dag"]["tasks"].values()}
+    return {
+        task["taskInfo"]["name"]: task.get("cachingOptions", {}).get("enableCache", False)
+        for task in spec["root"]["dag"]["tasks"].values()
+    }
 
 
 def _posted(requests, prefix):
@@ -87,9 +89,21 @@ def _posted(requests, prefix):
 
 def test_submit_creates_a_run_of_the_compiled_pipeline(kfp_api):
     host, requests = kfp_api
-    result = run_cli("pipeline", "submit", "--host", host, "--package",
-                     ROOT / "pipelines/compiled/inception-time-gpu.yaml", "--param", "train_uri=s3://b/train.csv",
-                     "--param", "epochs=5", "--run-name", "nightly", check=True)
+    result = run_cli(
+        "pipeline",
+        "submit",
+        "--host",
+        host,
+        "--package",
+        ROOT / "pipelines/compiled/inception-time-gpu.yaml",
+        "--param",
+        "train_uri=s3://b/train.csv",
+        "--param",
+        "epochs=5",
+        "--run-name",
+        "nightly",
+        check=True,
+    )
     assert "run run-1 created" in result.stdout
     [run] = _posted(requests, "/apis/v2beta1/runs")
     assert run["display_name"] == "nightly"
@@ -100,8 +114,20 @@ def test_submit_creates_a_run_of_the_compiled_pipeline(kfp_api):
 
 def test_schedule_creates_a_recurring_run_with_seconds_first_cron(kfp_api):
     host, requests = kfp_api
-    result = run_cli("pipeline", "schedule", "retrain-lstm-ad", "--host", host, "--cron", "0 3 * * 1",
-                     "--param", "champion_uri=s3://b/champion", "--gpus", "1", check=True)
+    result = run_cli(
+        "pipeline",
+        "schedule",
+        "retrain-lstm-ad",
+        "--host",
+        host,
+        "--cron",
+        "0 3 * * 1",
+        "--param",
+        "champion_uri=s3://b/champion",
+        "--gpus",
+        "1",
+        check=True,
+    )
     assert "recurring run job-1 created" in result.stdout
     [experiment] = _posted(requests, "/apis/v2beta1/experiments")
     assert experiment["display_name"] == "kfts"
@@ -132,8 +158,16 @@ def test_an_unreachable_kfp_host_ends_in_one_clear_line(command):
 # the retraining pipeline's tasks that read what changes under the same URI, or decide from it
 # (pipelines.common.side_effect): a recurring run served them from the cache would compare the challenger on
 # the first run's data
-UNCACHED = {"validate train", "validate valid", "validate holdout", "validate holdout labels",
-            "check inputs together", "fetch champion", "fetch init model", "choose champion"}
+UNCACHED = {
+    "validate train",
+    "validate valid",
+    "validate holdout",
+    "validate holdout labels",
+    "check inputs together",
+    "fetch champion",
+    "fetch init model",
+    "choose champion",
+}
 
 
 def _send(command: str, host: str, *flags) -> None:
@@ -142,8 +176,9 @@ def _send(command: str, host: str, *flags) -> None:
     run_cli("pipeline", command, "--host", host, "--package", package, *extra, *flags, check=True)
 
 
-@pytest.mark.parametrize("command, path", [("submit", "/apis/v2beta1/runs"),
-                                           ("schedule", "/apis/v2beta1/recurringruns")])
+@pytest.mark.parametrize(
+    "command, path", [("submit", "/apis/v2beta1/runs"), ("schedule", "/apis/v2beta1/recurringruns")]
+)
 def test_caching_is_left_to_the_pipeline_unless_asked(command, path, kfp_api):
     host, requests = kfp_api
     compiled = next(yaml.safe_load_all((ROOT / "pipelines/compiled/retrain-lstm-ad.yaml").read_text()))
@@ -165,8 +200,9 @@ def test_caching_is_left_to_the_pipeline_unless_asked(command, path, kfp_api):
     assert not any(_caching(_spec(body)).values())
 
 
-@pytest.mark.parametrize("command, path", [("submit", "/apis/v2beta1/runs"),
-                                           ("schedule", "/apis/v2beta1/recurringruns")])
+@pytest.mark.parametrize(
+    "command, path", [("submit", "/apis/v2beta1/runs"), ("schedule", "/apis/v2beta1/recurringruns")]
+)
 def test_the_run_carries_the_service_account_asked_for(command, path, kfp_api):
     host, requests = kfp_api
     _send(command, host, "--service-account", "kfts-runner")

@@ -25,6 +25,7 @@ def test_the_train_on_trainjob_step_trains_on_two_processes_and_hands_on_the_mod
 
     from kfts.cli.sample_data import classification, write_csv
     from kfts.kubeflow.components.train_on_trainjob import train_on_trainjob
+
     labels, values = classification(n_per_class=10, length=24)
     write_csv(tmp_path / "train.csv", ([lab, *row] for lab, row in zip(labels, values)))
     model, metrics = dsl.Model(uri=str(tmp_path / "out" / "model")), dsl.Metrics(uri=str(tmp_path / "metrics"))
@@ -34,20 +35,31 @@ def test_the_train_on_trainjob_step_trains_on_two_processes_and_hands_on_the_mod
         monkeypatch.setenv("KUBECONFIG", str(tmp_path / "kubeconfig"))
         monkeypatch.setattr(kube, "wait_for", _fast(kube.wait_for))
         train_on_trainjob.python_func(
-            algorithm="inception-time", train_data=dsl.Dataset(uri=str(tmp_path / "train.csv")),
-            valid_data=no_valid, init_model=dsl.Model(uri=str(tmp_path / "none"), metadata={"present": False}),
-            hyperparameters={"filters": 4, "depth": 2, "models": 2, "epochs": 2}, seed=1,
-            run_id="run-1", model=model, metrics=metrics, nodes=1, procs_per_node=2)
+            algorithm="inception-time",
+            train_data=dsl.Dataset(uri=str(tmp_path / "train.csv")),
+            valid_data=no_valid,
+            init_model=dsl.Model(uri=str(tmp_path / "none"), metadata={"present": False}),
+            hyperparameters={"filters": 4, "depth": 2, "models": 2, "epochs": 2},
+            seed=1,
+            run_id="run-1",
+            model=model,
+            metrics=metrics,
+            nodes=1,
+            procs_per_node=2,
+        )
     shutil.rmtree(WORK, ignore_errors=True)  # what the TrainJob's container left in its /tmp, here this machine's
     log = cluster.logs["kfts-run-1"]
     assert "distributed: 2 processes" in log, log
     from kfts.jobs.load import load_model
+
     trained = load_model(model.path, device="cpu")
     assert trained.params.models == 2 and list(trained.classes) == ["a", "b", "c"]
     assert set(metrics.metadata) == {"train_loss", "train_accuracy"}
     assert model.metadata["trainjob"] == "kfts-run-1"
 
+
 def _fast(wait_for):
     def fast(*args, **kwargs):
         return wait_for(*args, **{**kwargs, "poll_s": 0.2})
+
     return fast

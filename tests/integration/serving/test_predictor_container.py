@@ -21,8 +21,9 @@ NAME = "kfts-model"
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
-    _, values = tiny_inception_time(n_per_class=8, length=24, depth=3, models=2, epochs=2,
-                                    save_to=root / "inception-time")
+    _, values = tiny_inception_time(
+        n_per_class=8, length=24, depth=3, models=2, epochs=2, save_to=root / "inception-time"
+    )
     series = sample_data.waves(400)
     tiny_lstm_ad(series, save_to=root / "lstm-ad")
     rows = {"inception-time": values[:6], "lstm-ad": series[:60]}
@@ -38,10 +39,33 @@ def served(request, models, engine, predictor_image):
     model_dir, expected = models[request.param]
     http, grpc = free_port(), free_port()
     container = subprocess.run(
-        [engine, "run", "-d", "--network", "host", "--read-only", "--tmpfs", "/tmp",
-         "-v", f"{model_dir}:/mnt/models:ro", predictor_image, "--model-dir", "/mnt/models", "--model-name", NAME,
-         "--host", "127.0.0.1", "--http-port", str(http), "--grpc-port", str(grpc)],
-        capture_output=True, text=True, check=True).stdout.strip()
+        [
+            engine,
+            "run",
+            "-d",
+            "--network",
+            "host",
+            "--read-only",
+            "--tmpfs",
+            "/tmp",
+            "-v",
+            f"{model_dir}:/mnt/models:ro",
+            predictor_image,
+            "--model-dir",
+            "/mnt/models",
+            "--model-name",
+            NAME,
+            "--host",
+            "127.0.0.1",
+            "--http-port",
+            str(http),
+            "--grpc-port",
+            str(grpc),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     try:
         wait_ready(f"http://127.0.0.1:{http}", timeout=300)
         yield Target(http=f"http://127.0.0.1:{http}", grpc=f"127.0.0.1:{grpc}", model_name=NAME), expected, container

@@ -31,6 +31,7 @@ def test_csv_bytes_read_like_a_file(tmp_path):
 
 def test_batcher_joins_concurrent_requests_and_splits_answers():
     from kfts.serving.batching import Batcher, Worker
+
     calls = []
 
     def double(rows):
@@ -52,6 +53,7 @@ def test_batcher_joins_concurrent_requests_and_splits_answers():
 
 def test_batcher_failure_reaches_every_waiter_and_the_next_batch_runs():
     from kfts.serving.batching import Batcher, Worker
+
     fail = [True]
 
     def fn(rows):
@@ -61,8 +63,7 @@ def test_batcher_failure_reaches_every_waiter_and_the_next_batch_runs():
 
     async def run():
         batcher = Batcher(fn, Worker("test-batcher-failure"), max_batch_size=4, max_wait=0.05)
-        results = await asyncio.gather(batcher(np.ones((1, 2))), batcher(np.ones((1, 2))),
-                                       return_exceptions=True)
+        results = await asyncio.gather(batcher(np.ones((1, 2))), batcher(np.ones((1, 2))), return_exceptions=True)
         assert all(isinstance(r, RuntimeError) for r in results)
         fail[0] = False
         assert (await batcher(np.ones((2, 2)))).shape == (2, 2)
@@ -70,12 +71,14 @@ def test_batcher_failure_reaches_every_waiter_and_the_next_batch_runs():
     asyncio.run(run())
 
 
-def guard_call(chunks: list[bytes], headers: dict[str, str], app=None, max_bytes: int = 10, admission=None,
-               method: str = "POST"):
+def guard_call(
+    chunks: list[bytes], headers: dict[str, str], app=None, max_bytes: int = 10, admission=None, method: str = "POST"
+):
     """One request through RequestGuard to `app` (default: one that answers 200), under `admission` (default: a
     budget of 1 MiB): (status, response headers, bodies the app received, the scope it saw)."""
     from kfts.serving.admission import Admission
     from kfts.serving.server import RequestGuard
+
     sent, received, seen = [], [], {}
 
     async def receive():
@@ -94,8 +97,12 @@ def guard_call(chunks: list[bytes], headers: dict[str, str], app=None, max_bytes
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"ok"})
 
-    scope = {"type": "http", "method": method, "path": "/v1/models/m:predict",
-             "headers": [(k.encode(), v.encode()) for k, v in headers.items()]}
+    scope = {
+        "type": "http",
+        "method": method,
+        "path": "/v1/models/m:predict",
+        "headers": [(k.encode(), v.encode()) for k, v in headers.items()],
+    }
     admission = admission or Admission(2**20)
     asyncio.run(RequestGuard(app or ok, max_bytes=max_bytes, admission=admission)(scope, receive, send))
     if not sent:
@@ -111,6 +118,7 @@ def test_payload_limit():
 
 def test_the_budget_refuses_what_does_not_fit_now_503_and_what_never_fits_413():
     from kfts.serving.admission import MIN_CHARGE, Admission, Overloaded, TooLarge
+
     budget = Admission(10 * MIN_CHARGE)
     first = budget.enter(0, binary=True)  # a small body holds MIN_CHARGE
     first.add(8 * MIN_CHARGE)  # its rows
@@ -146,6 +154,7 @@ def test_a_decoded_request_waits_for_room_for_its_rows():
 
 def test_a_request_the_budget_has_no_room_for_gets_503_with_retry_after_unread(caplog):
     from kfts.serving.admission import Admission
+
     full = Admission(2**20)
     full.enter(2**20 // 20, binary=False)  # a JSON body that holds it all
     with caplog.at_level(logging.WARNING, logger="kfts.serving"):
@@ -159,6 +168,7 @@ def test_a_request_the_budget_has_no_room_for_gets_503_with_retry_after_unread(c
 
 def test_a_body_without_length_holds_the_largest_size_until_read_then_its_own(caplog):
     from kfts.serving.admission import CURRENT, DECODE_EXPANSION, MIN_CHARGE, Admission
+
     budget, held = Admission(2**30), []
 
     async def app(scope, receive, send):
@@ -176,8 +186,7 @@ def test_the_model_queue_is_bounded():
 
     async def run():
         worker = Worker("test-bounded", max_waiting=2)
-        calls = [asyncio.ensure_future(worker.call(lambda: time.sleep(0.05), [worker.arrived()], 1))
-                 for _ in range(2)]
+        calls = [asyncio.ensure_future(worker.call(lambda: time.sleep(0.05), [worker.arrived()], 1)) for _ in range(2)]
         with pytest.raises(Overloaded, match="2 requests are waiting"):
             worker.arrived()
         await asyncio.gather(*calls)
@@ -189,6 +198,7 @@ def test_the_model_queue_is_bounded():
 
 def test_client_values_and_ids_are_cut_in_answers_and_logs(caplog):
     from kfts.serving.decoding import matrix
+
     with pytest.raises(InputError) as e:
         matrix([[1.0, "x" * 100_000]], "instances")
     assert len(str(e.value)) < 300 and "xxx..." in str(e.value)
@@ -255,8 +265,9 @@ def test_grpc_statuses_one_line_for_mistakes_traceback_for_faults(caplog):
     assert code == grpc.StatusCode.INTERNAL and "grpc-req-1" in details
     mistakes, fault = caplog.records[:2], caplog.records[2]
     assert [r.exc_info for r in mistakes] == [None, None]
-    assert mistakes[0].getMessage() == ("client error INVALID_ARGUMENT gRPC /inference/ModelInfer "
-                                        "request_id=grpc-req-1: bad rows")
+    assert mistakes[0].getMessage() == (
+        "client error INVALID_ARGUMENT gRPC /inference/ModelInfer request_id=grpc-req-1: bad rows"
+    )
     assert fault.exc_info[0] is KeyError and "server fault gRPC" in fault.getMessage()
 
 
@@ -264,17 +275,32 @@ def test_client_errors_leave_uvicorns_access_line_out():
     from kfts.serving.server import SkipClientErrors
 
     def access(status):
-        return logging.LogRecord("uvicorn.access", logging.INFO, "", 0, '%s - "%s %s HTTP/%s" %d',
-                                 ("127.0.0.1:5", "POST", "/v2/models/m/infer", "1.1", status), None)
+        return logging.LogRecord(
+            "uvicorn.access",
+            logging.INFO,
+            "",
+            0,
+            '%s - "%s %s HTTP/%s" %d',
+            ("127.0.0.1:5", "POST", "/v2/models/m/infer", "1.1", status),
+            None,
+        )
 
     assert [SkipClientErrors().filter(access(s)) for s in (200, 400, 404, 413, 422, 500, 503)] == [
-        True, False, False, False, False, True, True]
+        True,
+        False,
+        False,
+        False,
+        False,
+        True,
+        True,
+    ]
 
 
 def test_json_rows_errors_name_the_row_and_column():
     from kserve.errors import InvalidInput
 
     from kfts.serving.decoding import matrix
+
     np.testing.assert_array_equal(matrix([[1, 2.5], [3, 4]], "instances"), [[1, 2.5], [3, 4]])
     np.testing.assert_array_equal(matrix([1, 2], "instances", univariate=True), [[1], [2]])
     for rows, message in [
@@ -304,6 +330,7 @@ def test_json_rows_errors_name_the_row_and_column():
 
 # -- the device a model is served on (kfts serve --device); no GPU here, so CUDA is pretended where needed ------------
 
+
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     model_dir = tmp_path_factory.mktemp("tiny") / "model"
@@ -311,13 +338,21 @@ def tiny_model(tmp_path_factory):
     return model_dir
 
 
-@pytest.mark.parametrize("asked, cuda_visible, expected", [
-    ("cpu", False, "cpu"), ("auto", False, "cpu"), ("cpu", True, "cpu"), ("auto", True, "cuda"), ("cuda", True, "cuda")])
-def test_the_predictor_loads_its_model_for_the_device_asked_for(monkeypatch, tiny_model, asked, cuda_visible,
-                                                                 expected):
+@pytest.mark.parametrize(
+    "asked, cuda_visible, expected",
+    [
+        ("cpu", False, "cpu"),
+        ("auto", False, "cpu"),
+        ("cpu", True, "cpu"),
+        ("auto", True, "cuda"),
+        ("cuda", True, "cuda"),
+    ],
+)
+def test_the_predictor_loads_its_model_for_the_device_asked_for(monkeypatch, tiny_model, asked, cuda_visible, expected):
     import torch
 
     from kfts.serving import model as serving_model
+
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda_visible)
     loaded, load_model = [], serving_model.load_model
 
@@ -339,10 +374,24 @@ def test_the_predictor_loads_its_model_for_the_device_asked_for(monkeypatch, tin
 
 def test_serve_on_cuda_without_a_gpu_is_one_line(tiny_model):
     import torch
+
     if torch.cuda.is_available():
         pytest.skip("a GPU is visible here")
     from helpers import run_cli
-    result = run_cli("serve", "--model-dir", tiny_model, "--device", "cuda", "--host", "127.0.0.1",
-                     "--http-port", str(free_port()), "--grpc-port", str(free_port()), timeout=120)
+
+    result = run_cli(
+        "serve",
+        "--model-dir",
+        tiny_model,
+        "--device",
+        "cuda",
+        "--host",
+        "127.0.0.1",
+        "--http-port",
+        str(free_port()),
+        "--grpc-port",
+        str(free_port()),
+        timeout=120,
+    )
     assert result.returncode == 2
     assert result.stderr == "error: --device cuda was asked for, but no CUDA GPU is visible\n"

@@ -23,8 +23,19 @@ from helpers import LENGTH, NAME, Server, predictions_csv, v2_body
 MAX_PAYLOAD_MB = 1
 GOOD_KINDS = ("v1 json", "v2 rest", "csv")
 # kind -> share of the mix; every kind of client mistake appears in every round
-KINDS = {"v1 json": 4, "v2 rest": 3, "csv": 3, "malformed json": 1, "nan": 1, "non-numeric": 1,
-         "wrong length": 1, "wrong shape": 1, "empty": 1, "oversized": 1, "unknown model": 1}
+KINDS = {
+    "v1 json": 4,
+    "v2 rest": 3,
+    "csv": 3,
+    "malformed json": 1,
+    "nan": 1,
+    "non-numeric": 1,
+    "wrong length": 1,
+    "wrong shape": 1,
+    "empty": 1,
+    "oversized": 1,
+    "unknown model": 1,
+}
 
 
 @dataclass
@@ -76,49 +87,73 @@ def make_mix(n: int, pool: np.ndarray, name: str, length: int, max_bytes: int, s
             r = Request(kind, v1, _csv(rows), csv, 200, index)
         elif kind == "malformed json":
             body = orjson.dumps({"instances": rows.tolist()})
-            body = body[:int(rng.integers(1, len(body) - 1))]  # cut anywhere
-            r = [Request(kind, v1, body, json_, 400), Request(kind, v2, body, json_, 400),
-                 Request(kind, v1, b"\xff\xfe{}", json_, 400)][variant]
+            body = body[: int(rng.integers(1, len(body) - 1))]  # cut anywhere
+            r = [
+                Request(kind, v1, body, json_, 400),
+                Request(kind, v2, body, json_, 400),
+                Request(kind, v1, b"\xff\xfe{}", json_, 400),
+            ][variant]
         elif kind == "nan":
             bad = rows.copy()
             bad[0, int(rng.integers(length))] = np.nan
             v2_nan = v2_body(rows)
             v2_nan["inputs"][0]["data"][int(rng.integers(bad.size))] = "NaN"
-            r = [Request(kind, v1, _json_nan(bad), json_, 400), Request(kind, v2, orjson.dumps(v2_nan), json_, 400),
-                 Request(kind, v1, _csv(bad), csv, 400)][variant]
+            r = [
+                Request(kind, v1, _json_nan(bad), json_, 400),
+                Request(kind, v2, orjson.dumps(v2_nan), json_, 400),
+                Request(kind, v1, _csv(bad), csv, 400),
+            ][variant]
         elif kind == "non-numeric":
             instances = rows.tolist()
             instances[-1][int(rng.integers(length))] = ["abc", None, True, {"x": 1}][int(rng.integers(4))]
             text = _csv(rows).decode().split(",")
             text[int(rng.integers(len(text)))] = "x1"
-            r = [Request(kind, v1, orjson.dumps({"instances": instances}), json_, 400),
-                 Request(kind, v2, orjson.dumps({"inputs": [{"name": "x", "shape": [1, length], "datatype": "FP32",
-                                                            "data": ["abc"] * length}]}), json_, 400),
-                 Request(kind, v1, ",".join(text).encode(), csv, 400)][variant]
+            r = [
+                Request(kind, v1, orjson.dumps({"instances": instances}), json_, 400),
+                Request(
+                    kind,
+                    v2,
+                    orjson.dumps(
+                        {"inputs": [{"name": "x", "shape": [1, length], "datatype": "FP32", "data": ["abc"] * length}]}
+                    ),
+                    json_,
+                    400,
+                ),
+                Request(kind, v1, ",".join(text).encode(), csv, 400),
+            ][variant]
         elif kind == "wrong length":
-            short = rows[:, :int(rng.integers(1, length))]
+            short = rows[:, : int(rng.integers(1, length))]
             long = np.concatenate([rows, rows], axis=1)
-            r = [Request(kind, v1, orjson.dumps({"instances": long.tolist()}), json_, 400),
-                 Request(kind, v2, orjson.dumps(v2_body(short)), json_, 400),
-                 Request(kind, v1, _csv(short), csv, 400)][variant]
+            r = [
+                Request(kind, v1, orjson.dumps({"instances": long.tolist()}), json_, 400),
+                Request(kind, v2, orjson.dumps(v2_body(short)), json_, 400),
+                Request(kind, v1, _csv(short), csv, 400),
+            ][variant]
         elif kind == "wrong shape":
             ragged = rows.tolist() + [rows[0].tolist()[:-1]]
-            r = [Request(kind, v1, orjson.dumps({"instances": ragged}), json_, 400),
-                 Request(kind, v2, orjson.dumps(v2_body(rows[None])), json_, 400),  # 3-D
-                 Request(kind, v1, orjson.dumps({"rows": rows.tolist()}), json_, 400)][variant]
+            r = [
+                Request(kind, v1, orjson.dumps({"instances": ragged}), json_, 400),
+                Request(kind, v2, orjson.dumps(v2_body(rows[None])), json_, 400),  # 3-D
+                Request(kind, v1, orjson.dumps({"rows": rows.tolist()}), json_, 400),
+            ][variant]
         elif kind == "empty":
-            r = [Request(kind, v1, b'{"instances": []}', json_, 400),
-                 Request(kind, v1, b'{"instances": [[]]}', json_, 400),
-                 Request(kind, v1, b"", csv, 400)][variant]
+            r = [
+                Request(kind, v1, b'{"instances": []}', json_, 400),
+                Request(kind, v1, b'{"instances": [[]]}', json_, 400),
+                Request(kind, v1, b"", csv, 400),
+            ][variant]
         elif kind == "oversized":  # just over the limit and far over it: refused before the model sees it
             size = max_bytes + 1 + int(rng.integers(max_bytes // 2))
             line = _csv(rows[:1])
             r = Request(kind, v1, (line * (size // len(line) + 1))[:size], csv, 413)
         else:  # unknown model
-            r = [Request(kind, f"/v1/models/{name}-nope:predict", orjson.dumps({"instances": rows.tolist()}),
-                         json_, 404),
-                 Request(kind, f"/v2/models/{name}-nope/infer", orjson.dumps(v2_body(rows)), json_, 404),
-                 Request(kind, "/v1/models/nope:predict", _csv(rows), csv, 404)][variant]
+            r = [
+                Request(
+                    kind, f"/v1/models/{name}-nope:predict", orjson.dumps({"instances": rows.tolist()}), json_, 404
+                ),
+                Request(kind, f"/v2/models/{name}-nope/infer", orjson.dumps(v2_body(rows)), json_, 404),
+                Request(kind, "/v1/models/nope:predict", _csv(rows), csv, 404),
+            ][variant]
         requests.append(r)
     return requests
 
@@ -130,6 +165,7 @@ def _csv(rows: np.ndarray) -> bytes:
 def _json_nan(rows: np.ndarray) -> bytes:
     """JSON as Python writes it: a bare NaN, which is not JSON."""
     import json
+
     return json.dumps({"instances": rows.tolist()}).encode()
 
 
@@ -137,6 +173,7 @@ def send(url: str, requests: list[Request], concurrency: int, timeout: float = 1
     """Every request, `concurrency` at a time from a thread pool; each answer with its latency."""
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     with httpx.Client(base_url=url, timeout=timeout, limits=limits) as client:
+
         def one(r: Request) -> Answer:
             start = time.perf_counter()
             try:
@@ -165,9 +202,11 @@ def wrong_answers(model, pool: np.ndarray, answers: list[Answer]) -> list[str]:
             ok = orjson.loads(a.content) == {"predictions": [labels[j] for j in i]}
         else:
             outputs = {o["name"]: o for o in orjson.loads(a.content)["outputs"]}
-            ok = (outputs["label"]["data"] == [labels[j] for j in i]
-                  and outputs["classes"]["data"] == model.classes.tolist()
-                  and np.allclose(np.reshape(outputs["probabilities"]["data"], (len(i), -1)), proba[i], atol=1e-5))
+            ok = (
+                outputs["label"]["data"] == [labels[j] for j in i]
+                and outputs["classes"]["data"] == model.classes.tolist()
+                and np.allclose(np.reshape(outputs["probabilities"]["data"], (len(i), -1)), proba[i], atol=1e-5)
+            )
         if not ok:
             wrong.append(f"{r.kind} rows {i.tolist()} -> {a.content[:300]!r}")
     return wrong
@@ -205,8 +244,13 @@ def test_a_mix_of_good_requests_and_client_mistakes(files, tmp_path):  # noqa: F
         rss_end = rss_mb(server.process.pid)
 
         for a in warm + answers:
-            assert a.status == a.request.status, (a.request.kind, a.request.path, a.request.body[:200], a.status,
-                                                  a.error or a.content[:300])
+            assert a.status == a.request.status, (
+                a.request.kind,
+                a.request.path,
+                a.request.body[:200],
+                a.status,
+                a.error or a.content[:300],
+            )
         assert {a.request.kind for a in answers} == set(KINDS)
         assert wrong_answers(model, pool, warm + answers) == []
         good = next(a for a in answers if a.request.kind == "v1 json")  # the check itself can fail

@@ -18,8 +18,9 @@ from helpers import LENGTH, NAME, Server, raw_http, v2_body, v2_outputs
 
 @pytest.fixture(scope="module")
 def server(files):  # noqa: F811 - the imported fixture
-    server = Server(files["model"], NAME, files["tmp"] / "server.log", "--max-payload-mb", "0.05",
-                    "--max-batch-wait-ms", "5")
+    server = Server(
+        files["model"], NAME, files["tmp"] / "server.log", "--max-payload-mb", "0.05", "--max-batch-wait-ms", "5"
+    )
     try:
         yield server.wait_ready()
     finally:
@@ -56,8 +57,11 @@ def test_v2_outputs_by_default_and_by_name(server, files):
 def test_v2_binary_data_per_output(server, files):
     """binary_data_output for the request, an output's binary_data over it (the binary tensor extension)."""
     labels, proba, _ = files["expected"].classification()
-    body = {**v2_body(files["expected"].rows), "parameters": {"binary_data_output": True},
-            "outputs": [{"name": "label", "parameters": {"binary_data": False}}, {"name": "probabilities"}]}
+    body = {
+        **v2_body(files["expected"].rows),
+        "parameters": {"binary_data_output": True},
+        "outputs": [{"name": "label", "parameters": {"binary_data": False}}, {"name": "probabilities"}],
+    }
     answer = server.post(f"/v2/models/{NAME}/infer", body)
     assert answer.status_code == 200, answer.text
     json_length = int(answer.headers["inference-header-content-length"])
@@ -74,76 +78,178 @@ def test_concurrent_requests_are_answered_each_with_its_own_rows(server, files):
     values = files["expected"].rows
 
     def one(i):
-        return server.post(f"/v1/models/{NAME}:predict", {"instances": values[i:i + 1 + i % 3].tolist()})
+        return server.post(f"/v1/models/{NAME}:predict", {"instances": values[i : i + 1 + i % 3].tolist()})
 
     with ThreadPoolExecutor(16) as pool:
         answers = list(pool.map(one, range(len(values))))
     for i, answer in enumerate(answers):
-        assert answer.json()["predictions"] == labels[i:i + 1 + i % 3]
+        assert answer.json()["predictions"] == labels[i : i + 1 + i % 3]
     metrics = server.http.get("/metrics").text
     assert f'request_predict_seconds_count{{model_name="{NAME}"}}' in metrics
 
 
 GOOD = {"instances": [[0.5] * LENGTH]}
 BAD_REQUESTS = [
-    ("wrong length", f"/v1/models/{NAME}:predict", {"instances": [[1.0] * (LENGTH - 1)]}, None, 400,
-     f"rows have {LENGTH - 1} time steps, the model was trained on {LENGTH}"),
-    ("non-numeric", f"/v1/models/{NAME}:predict", {"instances": [[1.0] * (LENGTH - 1) + ["abc"]]}, None, 400,
-     f"row 1, column {LENGTH}: 'abc' is not a number"),
-    ("missing value", f"/v1/models/{NAME}:predict", {"instances": [[None] * LENGTH]}, None, 400,
-     "row 1, column 1: null is not a number"),
+    (
+        "wrong length",
+        f"/v1/models/{NAME}:predict",
+        {"instances": [[1.0] * (LENGTH - 1)]},
+        None,
+        400,
+        f"rows have {LENGTH - 1} time steps, the model was trained on {LENGTH}",
+    ),
+    (
+        "non-numeric",
+        f"/v1/models/{NAME}:predict",
+        {"instances": [[1.0] * (LENGTH - 1) + ["abc"]]},
+        None,
+        400,
+        f"row 1, column {LENGTH}: 'abc' is not a number",
+    ),
+    (
+        "missing value",
+        f"/v1/models/{NAME}:predict",
+        {"instances": [[None] * LENGTH]},
+        None,
+        400,
+        "row 1, column 1: null is not a number",
+    ),
     ("empty", f"/v1/models/{NAME}:predict", {"instances": []}, None, 400, "the list is empty"),
     ("no instances", f"/v1/models/{NAME}:predict", {"rows": [[1.0] * LENGTH]}, None, 400, '"instances"'),
-    ("malformed JSON", f"/v1/models/{NAME}:predict", b'{"instances": [[1, 2', "application/json", 400,
-     "Unrecognized request format"),
+    (
+        "malformed JSON",
+        f"/v1/models/{NAME}:predict",
+        b'{"instances": [[1, 2',
+        "application/json",
+        400,
+        "Unrecognized request format",
+    ),
     ("unknown model", "/v1/models/nope:predict", GOOD, None, 404, "nope"),
     ("unknown model V2", "/v2/models/nope/infer", v2_body(np.zeros((1, LENGTH))), None, 404, "nope"),
-    ("NaN in V2", f"/v2/models/{NAME}/infer",
-     {"inputs": [{"name": "x", "shape": [1, LENGTH], "datatype": "FP32", "data": ["NaN"] + [1.0] * (LENGTH - 1)}]},
-     None, 400, "input 'x': row 1, column 1: 'NaN' is not a number, as datatype FP32 needs"),
-    ("non-numeric V2", f"/v2/models/{NAME}/infer",
-     {"inputs": [{"name": "x", "shape": [1, LENGTH], "datatype": "FP32", "data": ["abc"] * LENGTH}]},
-     None, 400, "row 1, column 1: 'abc' is not a number"),
+    (
+        "NaN in V2",
+        f"/v2/models/{NAME}/infer",
+        {"inputs": [{"name": "x", "shape": [1, LENGTH], "datatype": "FP32", "data": ["NaN"] + [1.0] * (LENGTH - 1)}]},
+        None,
+        400,
+        "input 'x': row 1, column 1: 'NaN' is not a number, as datatype FP32 needs",
+    ),
+    (
+        "non-numeric V2",
+        f"/v2/models/{NAME}/infer",
+        {"inputs": [{"name": "x", "shape": [1, LENGTH], "datatype": "FP32", "data": ["abc"] * LENGTH}]},
+        None,
+        400,
+        "row 1, column 1: 'abc' is not a number",
+    ),
     # numpy would read these as numbers: "2.5" and true as 2.5 and 1.0, and 0.5 as the INT32 0
-    ("number as text V2", f"/v2/models/{NAME}/infer",
-     {"inputs": [{"name": "x", "shape": [2, LENGTH], "datatype": "FP32", "data": [1.0] * (LENGTH + 2) + ["2.5"]
-                  + [1.0] * (LENGTH - 3)}]}, None, 400, "row 2, column 3: '2.5' is not a number"),
-    ("boolean V2", f"/v2/models/{NAME}/infer",
-     {"inputs": [{"name": "x", "shape": [1, LENGTH], "datatype": "FP64", "data": [[True] + [1.0] * (LENGTH - 1)]}]},
-     None, 400, "row 1, column 1: True is not a number, as datatype FP64 needs"),
-    ("beyond float32 V2", f"/v2/models/{NAME}/infer",
-     {"inputs": [{"name": "x", "shape": [1, LENGTH], "datatype": "FP64", "data": [1.0] * (LENGTH - 1) + [1e39]}]},
-     None, 400, f"row 1, column {LENGTH}: 1e+39 is too large: values must fit in float32"),
-    ("fraction as INT32 V2", f"/v2/models/{NAME}/infer",
-     {"inputs": [{"name": "x", "shape": [1, LENGTH], "datatype": "INT32", "data": [1] * (LENGTH - 1) + [0.5]}]},
-     None, 400, f"row 1, column {LENGTH}: 0.5 is not an integer, as datatype INT32 needs"),
-    ("shape and data disagree V2", f"/v2/models/{NAME}/infer",
-     {"inputs": [{"name": "x", "shape": [2, LENGTH], "datatype": "FP32", "data": [1.0] * LENGTH}]},
-     None, 400, "cannot reshape"),
-    ("wrong length V2", f"/v2/models/{NAME}/infer", v2_body(np.zeros((2, 5))), None, 400,
-     "rows have 5 time steps"),
-    ("an option neither on nor off V2", f"/v2/models/{NAME}/infer",
-     v2_body(np.zeros((1, LENGTH)), probabilities="maybe"), None, 400,
-     "parameter 'probabilities': 'maybe' is neither on nor off: send true or false"),
+    (
+        "number as text V2",
+        f"/v2/models/{NAME}/infer",
+        {
+            "inputs": [
+                {
+                    "name": "x",
+                    "shape": [2, LENGTH],
+                    "datatype": "FP32",
+                    "data": [1.0] * (LENGTH + 2) + ["2.5"] + [1.0] * (LENGTH - 3),
+                }
+            ]
+        },
+        None,
+        400,
+        "row 2, column 3: '2.5' is not a number",
+    ),
+    (
+        "boolean V2",
+        f"/v2/models/{NAME}/infer",
+        {"inputs": [{"name": "x", "shape": [1, LENGTH], "datatype": "FP64", "data": [[True] + [1.0] * (LENGTH - 1)]}]},
+        None,
+        400,
+        "row 1, column 1: True is not a number, as datatype FP64 needs",
+    ),
+    (
+        "beyond float32 V2",
+        f"/v2/models/{NAME}/infer",
+        {"inputs": [{"name": "x", "shape": [1, LENGTH], "datatype": "FP64", "data": [1.0] * (LENGTH - 1) + [1e39]}]},
+        None,
+        400,
+        f"row 1, column {LENGTH}: 1e+39 is too large: values must fit in float32",
+    ),
+    (
+        "fraction as INT32 V2",
+        f"/v2/models/{NAME}/infer",
+        {"inputs": [{"name": "x", "shape": [1, LENGTH], "datatype": "INT32", "data": [1] * (LENGTH - 1) + [0.5]}]},
+        None,
+        400,
+        f"row 1, column {LENGTH}: 0.5 is not an integer, as datatype INT32 needs",
+    ),
+    (
+        "shape and data disagree V2",
+        f"/v2/models/{NAME}/infer",
+        {"inputs": [{"name": "x", "shape": [2, LENGTH], "datatype": "FP32", "data": [1.0] * LENGTH}]},
+        None,
+        400,
+        "cannot reshape",
+    ),
+    ("wrong length V2", f"/v2/models/{NAME}/infer", v2_body(np.zeros((2, 5))), None, 400, "rows have 5 time steps"),
+    (
+        "an option neither on nor off V2",
+        f"/v2/models/{NAME}/infer",
+        v2_body(np.zeros((1, LENGTH)), probabilities="maybe"),
+        None,
+        400,
+        "parameter 'probabilities': 'maybe' is neither on nor off: send true or false",
+    ),
     ("malformed JSON V2", f"/v2/models/{NAME}/infer", b'{"inputs": [', "application/json", 400, "not JSON"),
-    ("CSV with NaN", f"/v1/models/{NAME}:predict", b",".join([b"nan"] * LENGTH) + b"\n", "text/csv", 400,
-     "request body: row 1, column 1: 'nan' is not allowed: values must be finite numbers"),
-    ("CSV non-numeric", f"/v1/models/{NAME}:predict", b",".join([b"1"] * (LENGTH - 1) + [b"x"]) + b"\n",
-     "text/csv", 400, f"request body: row 1, column {LENGTH}: 'x' is not a number"),
+    (
+        "CSV with NaN",
+        f"/v1/models/{NAME}:predict",
+        b",".join([b"nan"] * LENGTH) + b"\n",
+        "text/csv",
+        400,
+        "request body: row 1, column 1: 'nan' is not allowed: values must be finite numbers",
+    ),
+    (
+        "CSV non-numeric",
+        f"/v1/models/{NAME}:predict",
+        b",".join([b"1"] * (LENGTH - 1) + [b"x"]) + b"\n",
+        "text/csv",
+        400,
+        f"request body: row 1, column {LENGTH}: 'x' is not a number",
+    ),
     ("CSV empty", f"/v1/models/{NAME}:predict", b"", "text/csv", 400, "request body: the file is empty"),
-    ("CSV wrong length", f"/v1/models/{NAME}:predict", b"1,2,3\n", "text/csv", 400,
-     f"rows have 3 time steps, the model was trained on {LENGTH}"),
-    ("unsupported content type", f"/v1/models/{NAME}:predict", b"<x/>", "application/xml", 400,
-     "unsupported content type"),
-    ("payload over the limit", f"/v1/models/{NAME}:predict",
-     b"1" + b",1" * (LENGTH - 1) + b"\n" * 60000, "text/csv", 413, "larger than the limit"),
+    (
+        "CSV wrong length",
+        f"/v1/models/{NAME}:predict",
+        b"1,2,3\n",
+        "text/csv",
+        400,
+        f"rows have 3 time steps, the model was trained on {LENGTH}",
+    ),
+    (
+        "unsupported content type",
+        f"/v1/models/{NAME}:predict",
+        b"<x/>",
+        "application/xml",
+        400,
+        "unsupported content type",
+    ),
+    (
+        "payload over the limit",
+        f"/v1/models/{NAME}:predict",
+        b"1" + b",1" * (LENGTH - 1) + b"\n" * 60000,
+        "text/csv",
+        413,
+        "larger than the limit",
+    ),
 ]
 
 
-@pytest.mark.parametrize("what, path, body, content_type, status, message", BAD_REQUESTS,
-                         ids=[b[0] for b in BAD_REQUESTS])
-def test_client_mistakes_get_4xx_and_the_server_keeps_serving(server, what, path, body, content_type, status,
-                                                              message):
+@pytest.mark.parametrize(
+    "what, path, body, content_type, status, message", BAD_REQUESTS, ids=[b[0] for b in BAD_REQUESTS]
+)
+def test_client_mistakes_get_4xx_and_the_server_keeps_serving(server, what, path, body, content_type, status, message):
     answer = server.post(path, body, content_type) if content_type else server.post(path, body)
     assert answer.status_code == status, answer.text
     assert message in answer.json().get("error", answer.text)
@@ -154,21 +260,27 @@ def test_an_on_off_header_that_is_neither_is_refused(server):
     for value, status in (("yes", 200), ("0", 200), ("maybe", 400)):
         answer = server.post(f"/v1/models/{NAME}:predict", GOOD, **{"kfts-probabilities": value})
         assert answer.status_code == status, answer.text
-    assert answer.json()["error"] == ("header kfts-probabilities: 'maybe' is neither on nor off: send true or false "
-                                      "(or 1/0, yes/no, on/off)")
+    assert answer.json()["error"] == (
+        "header kfts-probabilities: 'maybe' is neither on nor off: send true or false (or 1/0, yes/no, on/off)"
+    )
 
 
 def test_an_oversized_body_is_refused_before_it_is_read(server):
-    answer = raw_http(server.http_port, f"POST /v1/models/{NAME}:predict HTTP/1.1\r\nHost: x\r\n"
-                                        f"Content-Type: text/csv\r\nContent-Length: {10 ** 9}\r\n\r\n".encode())
+    answer = raw_http(
+        server.http_port,
+        f"POST /v1/models/{NAME}:predict HTTP/1.1\r\nHost: x\r\n"
+        f"Content-Type: text/csv\r\nContent-Length: {10**9}\r\n\r\n".encode(),
+    )
     assert answer.startswith(b"HTTP/1.1 413")
     assert server.post(f"/v1/models/{NAME}:predict", GOOD).status_code == 200
 
 
 def test_grpc_mistakes_get_status_codes(server, files):
-    for values, model, code in [(np.zeros((1, 3)), NAME, grpc.StatusCode.INVALID_ARGUMENT),
-                                (np.zeros((1, LENGTH)), "nope", grpc.StatusCode.NOT_FOUND),
-                                (np.zeros((1000, LENGTH)), NAME, grpc.StatusCode.RESOURCE_EXHAUSTED)]:
+    for values, model, code in [
+        (np.zeros((1, 3)), NAME, grpc.StatusCode.INVALID_ARGUMENT),
+        (np.zeros((1, LENGTH)), "nope", grpc.StatusCode.NOT_FOUND),
+        (np.zeros((1000, LENGTH)), NAME, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    ]:
         with pytest.raises(grpc.RpcError) as e:
             server.grpc_infer(values, model_name=model)
         assert e.value.code() == code

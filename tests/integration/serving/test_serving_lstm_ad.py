@@ -52,33 +52,80 @@ def test_the_matrix_sees_the_anomaly(files):
 
 GOOD = {"instances": series(L + 5, seed=2).tolist()}
 BAD_REQUESTS = [
-    ("wrong number of series", f"/v1/models/{NAME}:predict", {"instances": [[1.0, 2.0, 3.0]] * (L + 5)}, None, 400,
-     "rows have 3 values (series), the model was trained on 2"),
-    ("too short", f"/v1/models/{NAME}:predict", {"instances": [[1.0, 2.0]] * L}, None, 400,
-     f"instances: has {L} time steps; with sequence-length {L} at least {L + 1} are needed"),
-    ("too short V2", f"/v2/models/{NAME}/infer", v2_body(np.zeros((L, 2))), None, 400,
-     f"input 'input-0': has {L} time steps; with sequence-length {L} at least {L + 1} are needed"),
-    ("non-numeric", f"/v1/models/{NAME}:predict", {"instances": [[1.0, 2.0]] * L + [[1.0, "x"]]}, None, 400,
-     f"row {L + 1}, column 2: 'x' is not a number"),
+    (
+        "wrong number of series",
+        f"/v1/models/{NAME}:predict",
+        {"instances": [[1.0, 2.0, 3.0]] * (L + 5)},
+        None,
+        400,
+        "rows have 3 values (series), the model was trained on 2",
+    ),
+    (
+        "too short",
+        f"/v1/models/{NAME}:predict",
+        {"instances": [[1.0, 2.0]] * L},
+        None,
+        400,
+        f"instances: has {L} time steps; with sequence-length {L} at least {L + 1} are needed",
+    ),
+    (
+        "too short V2",
+        f"/v2/models/{NAME}/infer",
+        v2_body(np.zeros((L, 2))),
+        None,
+        400,
+        f"input 'input-0': has {L} time steps; with sequence-length {L} at least {L + 1} are needed",
+    ),
+    (
+        "non-numeric",
+        f"/v1/models/{NAME}:predict",
+        {"instances": [[1.0, 2.0]] * L + [[1.0, "x"]]},
+        None,
+        400,
+        f"row {L + 1}, column 2: 'x' is not a number",
+    ),
     ("empty", f"/v1/models/{NAME}:predict", {"instances": []}, None, 400, "the list is empty"),
     ("malformed JSON", f"/v1/models/{NAME}:predict", b"{", "application/json", 400, "Unrecognized request format"),
     ("unknown model", "/v1/models/nope:predict", GOOD, None, 404, "nope"),
-    ("NaN in V2", f"/v2/models/{NAME}/infer",
-     {"inputs": [{"name": "x", "shape": [L + 1, 2], "datatype": "FP32", "data": [1.0] * (2 * L + 1) + ["NaN"]}]},
-     None, 400, f"row {L + 1}, column 2: 'NaN' is not a number"),
-    ("wrong number of series V2", f"/v2/models/{NAME}/infer", v2_body(np.zeros((L + 5, 3))), None, 400,
-     "the model was trained on 2"),
-    ("CSV wrong number of series", f"/v1/models/{NAME}:predict", b"1,2,3\n" * (L + 5), "text/csv", 400,
-     "request body: row 1:"),
-    ("CSV non-numeric", f"/v1/models/{NAME}:predict", b"1,2\n" * L + b"1,zz\n", "text/csv", 400,
-     f"request body: row {L + 1}, column 2: 'zz' is not a number"),
+    (
+        "NaN in V2",
+        f"/v2/models/{NAME}/infer",
+        {"inputs": [{"name": "x", "shape": [L + 1, 2], "datatype": "FP32", "data": [1.0] * (2 * L + 1) + ["NaN"]}]},
+        None,
+        400,
+        f"row {L + 1}, column 2: 'NaN' is not a number",
+    ),
+    (
+        "wrong number of series V2",
+        f"/v2/models/{NAME}/infer",
+        v2_body(np.zeros((L + 5, 3))),
+        None,
+        400,
+        "the model was trained on 2",
+    ),
+    (
+        "CSV wrong number of series",
+        f"/v1/models/{NAME}:predict",
+        b"1,2,3\n" * (L + 5),
+        "text/csv",
+        400,
+        "request body: row 1:",
+    ),
+    (
+        "CSV non-numeric",
+        f"/v1/models/{NAME}:predict",
+        b"1,2\n" * L + b"1,zz\n",
+        "text/csv",
+        400,
+        f"request body: row {L + 1}, column 2: 'zz' is not a number",
+    ),
 ]
 
 
-@pytest.mark.parametrize("what, path, body, content_type, status, message", BAD_REQUESTS,
-                         ids=[b[0] for b in BAD_REQUESTS])
-def test_client_mistakes_get_4xx_and_the_server_keeps_serving(server, what, path, body, content_type, status,
-                                                              message):
+@pytest.mark.parametrize(
+    "what, path, body, content_type, status, message", BAD_REQUESTS, ids=[b[0] for b in BAD_REQUESTS]
+)
+def test_client_mistakes_get_4xx_and_the_server_keeps_serving(server, what, path, body, content_type, status, message):
     answer = server.post(path, body, content_type) if content_type else server.post(path, body)
     assert answer.status_code == status, answer.text
     assert message in answer.json()["error"]

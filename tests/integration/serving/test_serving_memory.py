@@ -36,6 +36,7 @@ PROBE_TIMEOUT_S = 5  # a kubelet probe with timeoutSeconds 5 would pass
 @dataclass
 class Storm:
     """What a storm saw: per request its encoding, rows sent, final status and the refusals before it."""
+
     answers: list = field(default_factory=list)  # (encoding, rows, status, rows answered, refusals)
     probes: list = field(default_factory=list)  # (seconds, status or the error)
     seconds: float = 0.0
@@ -49,19 +50,34 @@ def bodies(payload_bytes: int, seed: int = 0) -> dict[str, tuple[bytes, int]]:
     values = np.round(rng.random(n), 6)
     out = {}
     out["v1 json"] = orjson.dumps({"instances": values.tolist()})
-    out["v2 json"] = orjson.dumps({"inputs": [{"name": "input-0", "shape": [n, 1], "datatype": "FP64",
-                                               "data": values.tolist()}]})
+    out["v2 json"] = orjson.dumps(
+        {"inputs": [{"name": "input-0", "shape": [n, 1], "datatype": "FP64", "data": values.tolist()}]}
+    )
     raw = rng.random(payload_bytes // 4 - 64).astype(np.float32)
-    head = orjson.dumps({"inputs": [{"name": "input-0", "shape": [len(raw), 1], "datatype": "FP32",
-                                     "parameters": {"binary_data_size": raw.nbytes}}]})
+    head = orjson.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "input-0",
+                    "shape": [len(raw), 1],
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": raw.nbytes},
+                }
+            ]
+        }
+    )
     out["v2 binary"] = head + raw.tobytes()
     out["csv"] = "\n".join(f"{v:.6f}" for v in values).encode() + b"\n"
     out["grpc raw"] = rng.random(payload_bytes // 4 - 256).astype(np.float32).tobytes()
     for name, body in out.items():
         assert len(body) <= payload_bytes, (name, len(body))
-    return {"v1 json": (out["v1 json"], n), "v2 json": (out["v2 json"], n),
-            "v2 binary": (out["v2 binary"], len(raw)), "csv": (out["csv"], n),
-            "grpc raw": (out["grpc raw"], len(out["grpc raw"]) // 4)}
+    return {
+        "v1 json": (out["v1 json"], n),
+        "v2 json": (out["v2 json"], n),
+        "v2 binary": (out["v2 binary"], len(raw)),
+        "csv": (out["csv"], n),
+        "grpc raw": (out["grpc raw"], len(out["grpc raw"]) // 4),
+    }
 
 
 def send(server: Server, encoding: str, body: bytes, deadline: float) -> tuple[int | str, int, int]:
@@ -106,8 +122,12 @@ def _rest(server: Server, encoding: str, body: bytes):
 def _grpc(server: Server, raw: bytes):
     from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
     from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
-    request = pb.ModelInferRequest(model_name=NAME, inputs=[pb.ModelInferRequest.InferInputTensor(
-        name="input-0", datatype="FP32", shape=[len(raw) // 4, 1])], raw_input_contents=[raw])
+
+    request = pb.ModelInferRequest(
+        model_name=NAME,
+        inputs=[pb.ModelInferRequest.InferInputTensor(name="input-0", datatype="FP32", shape=[len(raw) // 4, 1])],
+        raw_input_contents=[raw],
+    )
     options = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
     with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}", options=options) as channel:
         try:
@@ -162,6 +182,7 @@ def rendered_memory_limit() -> int:
     """The memory limit of the InferenceService `kfts deploy render` writes by default, in bytes."""
     from kfts.kubeflow.deploy import render_inference_service
     from kfts.serving.admission import memory_bytes
+
     manifest = render_inference_service(name=NAME, model_uri="s3://models/detector")
     return memory_bytes(manifest["spec"]["predictor"]["model"]["resources"]["limits"]["memory"])
 

@@ -51,8 +51,14 @@ def rest_mistakes() -> list[tuple[str, str, str, bytes, dict, int]]:
         ("v1 wrong length", "POST", v1, json.dumps({"instances": [row[:-1]]}).encode(), as_json, 400),
         ("v1 non-numeric", "POST", v1, json.dumps({"instances": [row[:-1] + ["x"]]}).encode(), as_json, 400),
         ("v1 no instances", "POST", v1, b'{"rows": []}', as_json, 400),
-        ("v1 unknown model", "POST", "/v1/models/nope:predict", json.dumps({"instances": [row]}).encode(),
-         as_json, 404),
+        (
+            "v1 unknown model",
+            "POST",
+            "/v1/models/nope:predict",
+            json.dumps({"instances": [row]}).encode(),
+            as_json,
+            404,
+        ),
         ("unsupported content type", "POST", v1, b"<x/>", {"content-type": "application/xml"}, 400),
         ("csv nan", "POST", v1, b",".join([b"nan"] * LENGTH) + b"\n", {"content-type": "text/csv"}, 400),
         ("csv ragged", "POST", v1, b"1,2\n3\n", {"content-type": "text/csv"}, 400),
@@ -60,24 +66,69 @@ def rest_mistakes() -> list[tuple[str, str, str, bytes, dict, int]]:
         ("v2 malformed json", "POST", v2, b'{"inputs": [', as_json, 400),
         ("v2 wrong schema", "POST", v2, b'{"inputz": []}', as_json, 400),
         ("v2 nan", "POST", v2, json.dumps({"inputs": [{**tensor, "data": ["NaN"] + row[1:]}]}).encode(), as_json, 400),
-        ("v2 bytes", "POST", v2, json.dumps({"inputs": [{**tensor, "datatype": "BYTES", "data": ["a"] * LENGTH}]})
-         .encode(), as_json, 400),
-        ("v2 fp16 json", "POST", v2, json.dumps({"inputs": [{**tensor, "datatype": "FP16", "data": row}]}).encode(),
-         as_json, 400),
-        ("v2 shape", "POST", v2, json.dumps({"inputs": [{**tensor, "shape": [2, LENGTH], "data": row}]}).encode(),
-         as_json, 400),
-        ("v2 unknown output", "POST", v2, json.dumps({"inputs": [{**tensor, "data": row}],
-                                                     "outputs": [{"name": "nope"}]}).encode(), as_json, 400),
+        (
+            "v2 bytes",
+            "POST",
+            v2,
+            json.dumps({"inputs": [{**tensor, "datatype": "BYTES", "data": ["a"] * LENGTH}]}).encode(),
+            as_json,
+            400,
+        ),
+        (
+            "v2 fp16 json",
+            "POST",
+            v2,
+            json.dumps({"inputs": [{**tensor, "datatype": "FP16", "data": row}]}).encode(),
+            as_json,
+            400,
+        ),
+        (
+            "v2 shape",
+            "POST",
+            v2,
+            json.dumps({"inputs": [{**tensor, "shape": [2, LENGTH], "data": row}]}).encode(),
+            as_json,
+            400,
+        ),
+        (
+            "v2 unknown output",
+            "POST",
+            v2,
+            json.dumps({"inputs": [{**tensor, "data": row}], "outputs": [{"name": "nope"}]}).encode(),
+            as_json,
+            400,
+        ),
         ("binary no header", "POST", v2, fp32, {"content-type": "application/octet-stream"}, 400),
-        ("binary bad header", "POST", v2, fp32, {"content-type": "application/octet-stream",
-                                                 "inference-header-content-length": "many"}, 400),
+        (
+            "binary bad header",
+            "POST",
+            v2,
+            fp32,
+            {"content-type": "application/octet-stream", "inference-header-content-length": "many"},
+            400,
+        ),
         ("binary no inputs", "POST", v2, *binary_body({"id": "1"}, fp32), 400),
-        ("binary short data", "POST", v2, *binary_body(
-            {"inputs": [{**tensor, "parameters": {"binary_data_size": 90}}]}, fp32[:90]), 400),
-        ("binary size not a number", "POST", v2, *binary_body(
-            {"inputs": [{**tensor, "parameters": {"binary_data_size": "x"}}]}, fp32), 400),
-        ("binary datatype not a string", "POST", v2, *binary_body(
-            {"inputs": [{**tensor, "datatype": 7, "parameters": {"binary_data_size": 96}}]}, fp32), 400),
+        (
+            "binary short data",
+            "POST",
+            v2,
+            *binary_body({"inputs": [{**tensor, "parameters": {"binary_data_size": 90}}]}, fp32[:90]),
+            400,
+        ),
+        (
+            "binary size not a number",
+            "POST",
+            v2,
+            *binary_body({"inputs": [{**tensor, "parameters": {"binary_data_size": "x"}}]}, fp32),
+            400,
+        ),
+        (
+            "binary datatype not a string",
+            "POST",
+            v2,
+            *binary_body({"inputs": [{**tensor, "datatype": 7, "parameters": {"binary_data_size": 96}}]}, fp32),
+            400,
+        ),
         ("unknown path", "GET", "/v3/nothing", b"", {}, 404),
         ("wrong method", "GET", v2, b"", {}, 405),
     ]
@@ -87,24 +138,71 @@ def grpc_mistakes() -> list[tuple[str, pb.ModelInferRequest, grpc.StatusCode]]:
     tensor = pb.ModelInferRequest.InferInputTensor
     zeros = [0.0] * LENGTH
     return [
-        ("grpc raw short", pb.ModelInferRequest(model_name=NAME, inputs=[tensor(name="x", datatype="FP32",
-                                                                                shape=[1, LENGTH])],
-                                                raw_input_contents=[b"abc"]), grpc.StatusCode.INVALID_ARGUMENT),
-        ("grpc typed fp16", pb.ModelInferRequest(model_name=NAME, inputs=[tensor(name="x", datatype="FP16",
-                                                                                 shape=[1, LENGTH])]),
-         grpc.StatusCode.INVALID_ARGUMENT),
-        ("grpc wrong length", pb.ModelInferRequest(model_name=NAME, inputs=[tensor(
-            name="x", datatype="FP32", shape=[1, 3], contents=pb.InferTensorContents(fp32_contents=[0, 0, 0]))]),
-         grpc.StatusCode.INVALID_ARGUMENT),
-        ("grpc both encodings", pb.ModelInferRequest(model_name=NAME, inputs=[tensor(
-            name="x", datatype="FP32", shape=[1, LENGTH], contents=pb.InferTensorContents(fp32_contents=zeros))],
-            raw_input_contents=[np.zeros(LENGTH, np.float32).tobytes()]), grpc.StatusCode.INVALID_ARGUMENT),
-        ("grpc unknown datatype", pb.ModelInferRequest(model_name=NAME, inputs=[tensor(name="x", datatype="FP99",
-                                                                                       shape=[1, LENGTH])]),
-         grpc.StatusCode.INVALID_ARGUMENT),
-        ("grpc unknown model", pb.ModelInferRequest(model_name="nope", inputs=[tensor(
-            name="x", datatype="FP32", shape=[1, LENGTH], contents=pb.InferTensorContents(fp32_contents=zeros))]),
-         grpc.StatusCode.NOT_FOUND),
+        (
+            "grpc raw short",
+            pb.ModelInferRequest(
+                model_name=NAME,
+                inputs=[tensor(name="x", datatype="FP32", shape=[1, LENGTH])],
+                raw_input_contents=[b"abc"],
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        ),
+        (
+            "grpc typed fp16",
+            pb.ModelInferRequest(model_name=NAME, inputs=[tensor(name="x", datatype="FP16", shape=[1, LENGTH])]),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        ),
+        (
+            "grpc wrong length",
+            pb.ModelInferRequest(
+                model_name=NAME,
+                inputs=[
+                    tensor(
+                        name="x",
+                        datatype="FP32",
+                        shape=[1, 3],
+                        contents=pb.InferTensorContents(fp32_contents=[0, 0, 0]),
+                    )
+                ],
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        ),
+        (
+            "grpc both encodings",
+            pb.ModelInferRequest(
+                model_name=NAME,
+                inputs=[
+                    tensor(
+                        name="x",
+                        datatype="FP32",
+                        shape=[1, LENGTH],
+                        contents=pb.InferTensorContents(fp32_contents=zeros),
+                    )
+                ],
+                raw_input_contents=[np.zeros(LENGTH, np.float32).tobytes()],
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        ),
+        (
+            "grpc unknown datatype",
+            pb.ModelInferRequest(model_name=NAME, inputs=[tensor(name="x", datatype="FP99", shape=[1, LENGTH])]),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        ),
+        (
+            "grpc unknown model",
+            pb.ModelInferRequest(
+                model_name="nope",
+                inputs=[
+                    tensor(
+                        name="x",
+                        datatype="FP32",
+                        shape=[1, LENGTH],
+                        contents=pb.InferTensorContents(fp32_contents=zeros),
+                    )
+                ],
+            ),
+            grpc.StatusCode.NOT_FOUND,
+        ),
     ]
 
 
@@ -120,8 +218,11 @@ def test_a_storm_of_malformed_requests(server, files):  # noqa: F811
     def send(job):
         request_id, kind = job
         if kind is None:  # a good request among the bad ones
-            answer = server.http.post(f"/v1/models/{NAME}:predict", json={"instances": expected.rows.tolist()},
-                                      headers={"x-request-id": request_id})
+            answer = server.http.post(
+                f"/v1/models/{NAME}:predict",
+                json={"instances": expected.rows.tolist()},
+                headers={"x-request-id": request_id},
+            )
             return answer.status_code, answer.json().get("predictions") == labels
         if isinstance(kind[1], pb.ModelInferRequest):
             try:
@@ -130,8 +231,9 @@ def test_a_storm_of_malformed_requests(server, files):  # noqa: F811
             except grpc.RpcError as e:
                 return e.code(), kind[2]
         _, method, path, body, headers, status = kind
-        answer = server.http.request(method, path, content=body or None, headers={**headers,
-                                                                                   "x-request-id": request_id})
+        answer = server.http.request(
+            method, path, content=body or None, headers={**headers, "x-request-id": request_id}
+        )
         if answer.headers.get("x-request-id") != request_id:  # every answer carries its id back
             unechoed.append((kind[0], answer.status_code))
         return answer.status_code, status
@@ -169,7 +271,7 @@ def test_metrics_show_the_queue_and_the_batches(server, files):  # noqa: F811
     before = {f.name: f for f in text_string_to_metric_families(server.http.get("/metrics").text)}
 
     def one(i):
-        return server.post(f"/v1/models/{NAME}:predict", {"instances": rows[i:i + 2].tolist()}).status_code
+        return server.post(f"/v1/models/{NAME}:predict", {"instances": rows[i : i + 2].tolist()}).status_code
 
     with ThreadPoolExecutor(8) as pool:
         assert set(pool.map(one, range(16))) == {200}
@@ -198,8 +300,9 @@ def listening(port: int) -> set[str]:
             hex_address, hex_port = local.rsplit(":", 1)
             if state != "0A" or int(hex_port, 16) != port:
                 continue
-            raw = b"".join(int(hex_address[i:i + 8], 16).to_bytes(4, sys.byteorder)
-                           for i in range(0, len(hex_address), 8))
+            raw = b"".join(
+                int(hex_address[i : i + 8], 16).to_bytes(4, sys.byteorder) for i in range(0, len(hex_address), 8)
+            )
             address = ipaddress.ip_address(raw)
             addresses.add(str(getattr(address, "ipv4_mapped", None) or address))
     return addresses

@@ -43,12 +43,19 @@ class MeanDetector:
 
     def save(self, model_dir) -> None:
         check_fitted(self, "mean")
-        artifact.save(model_dir, {"algorithm": self.algorithm, "hyperparameters": asdict(self.params),
-                                  "input_shape": {"series": len(self.mean)}, "metrics": self.metrics},
-                      {"mean": torch.from_numpy(self.mean), "std": torch.from_numpy(self.std)})
+        artifact.save(
+            model_dir,
+            {
+                "algorithm": self.algorithm,
+                "hyperparameters": asdict(self.params),
+                "input_shape": {"series": len(self.mean)},
+                "metrics": self.metrics,
+            },
+            {"mean": torch.from_numpy(self.mean), "std": torch.from_numpy(self.std)},
+        )
 
     @classmethod
-    def from_artifact(cls, manifest: dict, tensors: dict, device: str = "auto") -> "MeanDetector":
+    def from_artifact(cls, manifest: dict, tensors: dict, device: str = "auto") -> MeanDetector:
         model = cls(MeanDetectorParams(**manifest["hyperparameters"]), device=device)
         model.device_, model.metrics = torch.device("cpu"), manifest["metrics"]
         model.mean, model.std = tensors["mean"].numpy(), tensors["std"].numpy()
@@ -100,8 +107,9 @@ class MeanDetectorAdapter(Adapter):
 
     def check(self, values, where):
         if values.shape[1] != len(self.model.mean):
-            raise InputError(f"rows have {values.shape[1]} values, the model has {len(self.model.mean)}",
-                             path=where, row=1)
+            raise InputError(
+                f"rows have {values.shape[1]} values, the model has {len(self.model.mean)}", path=where, row=1
+            )
 
     def compute(self, values, options):
         return self.model.score(values)

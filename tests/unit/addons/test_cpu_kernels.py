@@ -78,8 +78,15 @@ def test_max_pool_fork_passes_its_input_on_and_adds_both_gradients(dtype):
 
 
 @pytest.mark.parametrize("with_skip", [False, True])
-@pytest.mark.parametrize("shape,mean,pieces,members", [((16, 12, 1, 50), 0.0, 1, 1), ((2, 6, 1, 1), 0.0, 1, 1),
-                                                       ((8, 4, 1, 20), 1000.0, 1, 1), ((8, 24, 1, 30), 0.0, 4, 3)])
+@pytest.mark.parametrize(
+    "shape,mean,pieces,members",
+    [
+        ((16, 12, 1, 50), 0.0, 1, 1),
+        ((2, 6, 1, 1), 0.0, 1, 1),
+        ((8, 4, 1, 20), 1000.0, 1, 1),
+        ((8, 24, 1, 30), 0.0, 4, 3),
+    ],
+)
 def test_batch_norm_relu_is_batch_norm_then_relu(shape, mean, pieces, members, with_skip):
     """Outputs, gradients and running statistics of BatchNorm2d then ReLU (with a shortcut's addition before
     the ReLU, or without), against float64 on the same bf16 inputs: to bf16's precision where the result is
@@ -88,8 +95,10 @@ def test_batch_norm_relu_is_batch_norm_then_relu(shape, mean, pieces, members, w
     module's branches, normalized as their member-major concatenation, with a gradient for each piece."""
     torch.manual_seed(0)
     piece_shape = (shape[0], shape[1] // pieces, *shape[2:])
-    xs = [(torch.randn(piece_shape) + mean).bfloat16().contiguous(memory_format=torch.channels_last)
-          for _ in range(pieces)]
+    xs = [
+        (torch.randn(piece_shape) + mean).bfloat16().contiguous(memory_format=torch.channels_last)
+        for _ in range(pieces)
+    ]
     skip = torch.randn(shape).bfloat16().contiguous(memory_format=torch.channels_last) if with_skip else None
     grad = torch.randn(shape).bfloat16()
     norm = torch.nn.BatchNorm2d(shape[1])
@@ -113,8 +122,9 @@ def test_batch_norm_relu_is_batch_norm_then_relu(shape, mean, pieces, members, w
         torch.testing.assert_close(got.grad.double(), want.grad, rtol=0, atol=2 * bf16 * want.grad.abs().max().item())
     for name in ("weight", "bias"):
         expected_grad = getattr(reference, name).grad
-        torch.testing.assert_close(getattr(norm, name).grad.double(), expected_grad, rtol=1e-5,
-                                   atol=1e-5 * expected_grad.abs().max().item())
+        torch.testing.assert_close(
+            getattr(norm, name).grad.double(), expected_grad, rtol=1e-5, atol=1e-5 * expected_grad.abs().max().item()
+        )
     for name in ("running_mean", "running_var"):
         torch.testing.assert_close(getattr(norm, name).double(), getattr(reference, name), rtol=1e-5, atol=1e-6)
     assert norm.num_batches_tracked == 1
@@ -126,19 +136,28 @@ def test_batch_norm_relu_in_evaluation_uses_the_running_statistics(shape, pieces
     """The validation pass and predictions: an eval-mode BatchNorm without gradients normalizes with its running
     statistics, against float64 to bf16's precision, and leaves them as they are."""
     torch.manual_seed(0)
-    xs = [(3 * torch.randn(shape[0], shape[1] // pieces, *shape[2:]) + 1).bfloat16()
-          .contiguous(memory_format=torch.channels_last) for _ in range(pieces)]
+    xs = [
+        (3 * torch.randn(shape[0], shape[1] // pieces, *shape[2:]) + 1)
+        .bfloat16()
+        .contiguous(memory_format=torch.channels_last)
+        for _ in range(pieces)
+    ]
     skip = torch.randn(shape).bfloat16().contiguous(memory_format=torch.channels_last) if with_skip else None
     norm = torch.nn.BatchNorm2d(shape[1]).eval()
     with torch.no_grad():
-        for tensor, low, high in ((norm.running_mean, -1, 2), (norm.running_var, 0.5, 9), (norm.weight, 0.5, 2),
-                                  (norm.bias, -1, 1)):
+        for tensor, low, high in (
+            (norm.running_mean, -1, 2),
+            (norm.running_var, 0.5, 9),
+            (norm.weight, 0.5, 2),
+            (norm.bias, -1, 1),
+        ):
             tensor.uniform_(low, high)
     reference = copy.deepcopy(norm).double()
     with torch.no_grad():
         y = LAYERS.batch_norm_relu(norm, xs, members, skip=skip)
-        expected = torch.relu(reference(concatenate([x.double() for x in xs], members))
-                              + (skip.double() if with_skip else 0))
+        expected = torch.relu(
+            reference(concatenate([x.double() for x in xs], members)) + (skip.double() if with_skip else 0)
+        )
     bf16 = torch.finfo(torch.bfloat16).eps
     assert y.dtype == torch.bfloat16
     torch.testing.assert_close(y.double(), expected, rtol=bf16, atol=bf16)
@@ -212,6 +231,7 @@ def test_max_pool3_operator_has_max_pool2d_values_and_gradient():
 
 # -- what the operators refuse: before any pointer reaches C, in their real and fake implementations ----------
 
+
 def _inputs():
     """Valid arguments: 4 pieces of 2 members (24 channels in all), a skip, per-channel float32 parameters."""
     pieces, skip = [series(8, 6, 1, 10) for _ in range(4)], series(8, 24, 1, 10)
@@ -220,33 +240,55 @@ def _inputs():
 
 
 REFUSED = {
-    "a float32 series": (lambda p, s, c: ops.max_pool3(p[0].float()),
-                         "max_pool3: x must be a 4-D bfloat16 CPU tensor [batch, channels, height, time], "
-                         "not a torch.float32 cpu tensor of shape [8, 6, 1, 10]"),
+    "a float32 series": (
+        lambda p, s, c: ops.max_pool3(p[0].float()),
+        "max_pool3: x must be a 4-D bfloat16 CPU tensor [batch, channels, height, time], "
+        "not a torch.float32 cpu tensor of shape [8, 6, 1, 10]",
+    ),
     "a 3-D series": (lambda p, s, c: ops.max_pool3(p[0][:, :, 0]), "max_pool3: x must be a 4-D bfloat16"),
-    "a gradient of another shape": (lambda p, s, c: ops.max_pool3_backward(p[0], p[0][:4], None),
-                                    "max_pool3_backward: grad must have the shape [8, 6, 1, 10], not [4, 6, 1, 10]"),
-    "an add of another shape": (lambda p, s, c: ops.max_pool3_backward(p[0], p[0], s),
-                                "max_pool3_backward: add must have the shape [8, 6, 1, 10]"),
+    "a gradient of another shape": (
+        lambda p, s, c: ops.max_pool3_backward(p[0], p[0][:4], None),
+        "max_pool3_backward: grad must have the shape [8, 6, 1, 10], not [4, 6, 1, 10]",
+    ),
+    "an add of another shape": (
+        lambda p, s, c: ops.max_pool3_backward(p[0], p[0], s),
+        "max_pool3_backward: add must have the shape [8, 6, 1, 10]",
+    ),
     "no pieces": (lambda p, s, c: ops.batch_norm_relu([], 2, None, c, c, 1e-5), "batch_norm_relu: pieces is empty"),
-    "pieces of two shapes": (lambda p, s, c: ops.batch_norm_relu([p[0], p[1][:, :4]], 2, None, c[:10], c[:10], 1e-5),
-                             "batch_norm_relu: pieces[1] must have the shape [8, 6, 1, 10], not [8, 4, 1, 10]"),
-    "members that do not divide a piece": (lambda p, s, c: ops.batch_norm_relu(p, 4, s, c, c, 1e-5),
-                                           "batch_norm_relu: members must be a positive number that divides"),
-    "too few weights": (lambda p, s, c: ops.batch_norm_relu(p, 2, s, c[:6], c, 1e-5),
-                        "batch_norm_relu: weight must be a float32 CPU tensor of 24 values (one per channel), "
-                        "not a torch.float32 cpu tensor of shape [6]"),
-    "bf16 biases": (lambda p, s, c: ops.batch_norm_relu(p, 2, s, c, c.bfloat16(), 1e-5),
-                    "batch_norm_relu: bias must be a float32 CPU tensor of 24 values"),
-    "a skip of another shape": (lambda p, s, c: ops.batch_norm_relu(p, 2, s[:, :12], c, c, 1e-5),
-                                "batch_norm_relu: skip must have the shape [8, 24, 1, 10], not [8, 12, 1, 10]"),
+    "pieces of two shapes": (
+        lambda p, s, c: ops.batch_norm_relu([p[0], p[1][:, :4]], 2, None, c[:10], c[:10], 1e-5),
+        "batch_norm_relu: pieces[1] must have the shape [8, 6, 1, 10], not [8, 4, 1, 10]",
+    ),
+    "members that do not divide a piece": (
+        lambda p, s, c: ops.batch_norm_relu(p, 4, s, c, c, 1e-5),
+        "batch_norm_relu: members must be a positive number that divides",
+    ),
+    "too few weights": (
+        lambda p, s, c: ops.batch_norm_relu(p, 2, s, c[:6], c, 1e-5),
+        "batch_norm_relu: weight must be a float32 CPU tensor of 24 values (one per channel), "
+        "not a torch.float32 cpu tensor of shape [6]",
+    ),
+    "bf16 biases": (
+        lambda p, s, c: ops.batch_norm_relu(p, 2, s, c, c.bfloat16(), 1e-5),
+        "batch_norm_relu: bias must be a float32 CPU tensor of 24 values",
+    ),
+    "a skip of another shape": (
+        lambda p, s, c: ops.batch_norm_relu(p, 2, s[:, :12], c, c, 1e-5),
+        "batch_norm_relu: skip must have the shape [8, 24, 1, 10], not [8, 12, 1, 10]",
+    ),
     "a negative eps": (lambda p, s, c: ops.batch_norm_relu(p, 2, s, c, c, -1.0), "batch_norm_relu: eps must be 0"),
-    "no values": (lambda p, s, c: ops.batch_norm_relu([p[0][:0]], 1, None, c[:6], c[:6], 1e-5),
-                  "batch_norm_relu: pieces hold no values"),
-    "a gradient of the wrong shape": (lambda p, s, c: ops.batch_norm_relu_backward(s[:2], p, 2, s, c, c, c, c, 1e-5),
-                                      "batch_norm_relu_backward: dy must have the shape [8, 24, 1, 10]"),
-    "float64 scales": (lambda p, s, c: ops.normalize_relu(p, 2, None, c.double(), c),
-                       "normalize_relu: scale must be a float32 CPU tensor of 24 values"),
+    "no values": (
+        lambda p, s, c: ops.batch_norm_relu([p[0][:0]], 1, None, c[:6], c[:6], 1e-5),
+        "batch_norm_relu: pieces hold no values",
+    ),
+    "a gradient of the wrong shape": (
+        lambda p, s, c: ops.batch_norm_relu_backward(s[:2], p, 2, s, c, c, c, c, 1e-5),
+        "batch_norm_relu_backward: dy must have the shape [8, 24, 1, 10]",
+    ),
+    "float64 scales": (
+        lambda p, s, c: ops.normalize_relu(p, 2, None, c.double(), c),
+        "normalize_relu: scale must be a float32 CPU tensor of 24 values",
+    ),
 }
 
 
@@ -256,14 +298,18 @@ def test_the_operators_refuse_what_the_kernels_cannot_take_with_a_clear_error(ca
     call, message = REFUSED[case]
     mode = FakeTensorMode() if implementation == "fake" else None
     with mode or torch.no_grad():
-        inputs = (lambda p, s, c: ([mode.from_tensor(t) for t in p], mode.from_tensor(s), mode.from_tensor(c))
-                  if mode else (p, s, c))(*_inputs())
+        inputs = (
+            lambda p, s, c: (
+                ([mode.from_tensor(t) for t in p], mode.from_tensor(s), mode.from_tensor(c)) if mode else (p, s, c)
+            )
+        )(*_inputs())
         with pytest.raises(ValueError) as refused:
             call(*inputs)
     assert str(refused.value).startswith(f"kfts_cpu_kernels.{message}"), str(refused.value)
 
 
 # -- opcheck: schemas, fake implementations, registered gradients, torch.compile's tracing ----------------------
+
 
 def _opcheck_cases():
     torch.manual_seed(0)
@@ -275,10 +321,16 @@ def _opcheck_cases():
     return [
         ("batch_norm_relu", ops.batch_norm_relu, (trainable(*pieces), 2, *trainable(skip, weight, bias), 1e-5)),
         ("batch_norm_relu one piece", ops.batch_norm_relu, (trainable(skip), 1, None, *trainable(weight, bias), 0.1)),
-        ("batch_norm_relu_backward", ops.batch_norm_relu_backward,
-         (series(8, 24, 1, 10), pieces, 2, skip, weight, bias, mean, var, 1e-5)),
-        ("batch_norm_relu_backward no skip", ops.batch_norm_relu_backward,
-         (series(8, 24, 1, 10), pieces, 2, None, weight, bias, mean, var, 1e-5)),
+        (
+            "batch_norm_relu_backward",
+            ops.batch_norm_relu_backward,
+            (series(8, 24, 1, 10), pieces, 2, skip, weight, bias, mean, var, 1e-5),
+        ),
+        (
+            "batch_norm_relu_backward no skip",
+            ops.batch_norm_relu_backward,
+            (series(8, 24, 1, 10), pieces, 2, None, weight, bias, mean, var, 1e-5),
+        ),
         ("normalize_relu", ops.normalize_relu, (pieces, 2, skip, weight, bias)),
         ("normalize_relu no skip", ops.normalize_relu, ([skip], 1, None, weight, bias)),
         ("max_pool3", ops.max_pool3, (x.clone().requires_grad_(),)),
@@ -317,6 +369,7 @@ def test_the_layers_compile_with_torch_compile_and_compute_what_eager_computes()
 
 
 # -- kfts's network with the add-on and without it ---------------------------------------------------------------
+
 
 def _train_step(net, x, labels, layers, monkeypatch, dtype=torch.bfloat16):
     """The logits and gradients of one training step, in bf16 (autocast, as kfts trains on CPUs) or float64."""

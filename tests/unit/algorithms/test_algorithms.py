@@ -40,6 +40,7 @@ def test_estimators_follow_scikit_learn_conventions(algorithm):
     import torch
 
     from kfts.core.errors import NotFittedError
+
     cls = get(algorithm)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -55,4 +56,5 @@ def test_estimators_follow_scikit_learn_conventions(algorithm):
         estimator.save("never-written")
     with pytest.raises(AttributeError):  # NotFittedError is one too, as scikit-learn's is
         estimator.predict_proba(np.zeros((1, 4))) if hasattr(estimator, "predict_proba") else estimator.score(
-            np.zeros((100, 1)))
+            np.zeros((100, 1))
+        )

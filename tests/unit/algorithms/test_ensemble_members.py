@@ -25,7 +25,8 @@ def test_members_trained_alone_make_the_ensemble_one_process_trains(tmp_path):
     whole = InceptionTime(params, device="cpu", seed=5).fit(data)
     for m in range(3):
         InceptionTime(dataclasses.replace(params, models=1), device="cpu", seed=5 + m).fit(data).save(
-            tmp_path / f"member-{m}")
+            tmp_path / f"member-{m}"
+        )
     combined = combine_members(loaded([tmp_path / f"member-{m}" for m in range(3)]), device="cpu")
     for key, value in whole.network.state_dict().items():
         assert torch.equal(value, combined.network.state_dict()[key]), key

@@ -47,9 +47,9 @@ def n_parameters(module: torch.nn.Module) -> int:
 def test_parameter_count_follows_the_papers_structure():
     # one network, univariate input, 3 classes, the paper's filters=32 and depth=6, counted by hand:
     filters, width, classes = 32, 128, 3
-    first = filters * 1 * (10 + 20 + 40) + filters * 1 + 2 * width          # no bottleneck on 1 channel
+    first = filters * 1 * (10 + 20 + 40) + filters * 1 + 2 * width  # no bottleneck on 1 channel
     later = 32 * width + filters * 32 * (10 + 20 + 40) + filters * width + 2 * width  # bottleneck 32
-    shortcuts = (1 * width + 2 * width) + (width * width + 2 * width)      # after modules 3 and 6
+    shortcuts = (1 * width + 2 * width) + (width * width + 2 * width)  # after modules 3 and 6
     head = width * classes + classes
     expected = first + 5 * later + shortcuts + head
     assert n_parameters(InceptionNetworks(1, classes, members=1)) == expected == 420_579
@@ -206,11 +206,21 @@ def mislabelled(data: LabeledSeries) -> LabeledSeries:
 
 @pytest.mark.parametrize("ensemble", ["sequential", "stacked"])
 def test_early_stopping_keeps_the_best_validation_epoch(ensemble, capsys):
-    params = Params(**{**TINY, "epochs": 40, "ensemble": ensemble, "precision": "fp32", "early_stopping": 2,
-                       "batch_norm_stats": "running"})
+    params = Params(
+        **{
+            **TINY,
+            "epochs": 40,
+            "ensemble": ensemble,
+            "precision": "fp32",
+            "early_stopping": 2,
+            "batch_norm_stats": "running",
+        }
+    )
     model = InceptionTime(params, device="cpu", seed=0).fit(tiny_data(), valid=mislabelled(tiny_data(seed=1)))
-    groups = [[h for h in model.history if h.get("member") == member]
-              for member in ([1, 2] if ensemble == "sequential" else [None])]
+    groups = [
+        [h for h in model.history if h.get("member") == member]
+        for member in ([1, 2] if ensemble == "sequential" else [None])
+    ]
     out = capsys.readouterr().out
     for history in groups:
         losses = [h["valid_loss"] for h in history]
@@ -226,11 +236,15 @@ def assert_training_set_statistics(model: InceptionTime, data: LabeledSeries) ->
     assert_statistics_of(model.network, model._tensor(data.values))
 
 
-@pytest.mark.parametrize("ensemble,precision,options", [
-    ("sequential", "fp32", {}),
-    ("stacked", "bf16", {}),  # the CPU kernels add-on trains it, where installed
-    ("stacked", "fp32", {"early_stopping": 1}),  # the statistics are the kept epoch's weights'
-    ("sequential", "fp32", {"schedule": "plateau", "epochs": 4})])
+@pytest.mark.parametrize(
+    "ensemble,precision,options",
+    [
+        ("sequential", "fp32", {}),
+        ("stacked", "bf16", {}),  # the CPU kernels add-on trains it, where installed
+        ("stacked", "fp32", {"early_stopping": 1}),  # the statistics are the kept epoch's weights'
+        ("sequential", "fp32", {"schedule": "plateau", "epochs": 4}),
+    ],
+)
 def test_the_saved_model_normalizes_with_the_training_sets_statistics_for_its_weights(ensemble, precision, options):
     params = Params(**{**TINY, "ensemble": ensemble, "precision": precision, **options})
     data = tiny_data()
@@ -259,7 +273,9 @@ def test_running_keeps_the_running_averages_and_the_artifact_says_which(tmp_path
     weights = [name for name in precise.network.state_dict() if "running_" not in name]
     for name in weights:  # the same training: only the statistics differ
         assert torch.equal(running.network.state_dict()[name], precise.network.state_dict()[name]), name
-    assert not torch.allclose(running.network.modules_[2].norm.running_var, precise.network.modules_[2].norm.running_var)
+    assert not torch.allclose(
+        running.network.modules_[2].norm.running_var, precise.network.modules_[2].norm.running_var
+    )
     for model, stats in ((running, "running"), (precise, "precise")):
         model.save(tmp_path / stats)
         manifest = json.loads((tmp_path / stats / "kfts-model.json").read_text())
@@ -291,8 +307,10 @@ def test_one_seed_one_model_whatever_the_layout(precision):
     its own: the layouts differ only in how their arithmetic rounds."""
     data = tiny_data()
     params = dict(**TINY, precision=precision)
-    models = {layout: InceptionTime(Params(**params, ensemble=layout), device="cpu", seed=3).fit(data)
-              for layout in ("sequential", "stacked")}
+    models = {
+        layout: InceptionTime(Params(**params, ensemble=layout), device="cpu", seed=3).fit(data)
+        for layout in ("sequential", "stacked")
+    }
     alone = [InceptionTime(Params(**{**params, "models": 1}), device="cpu", seed=3 + m).fit(data) for m in (0, 1)]
     test = tiny_data(seed=1).values
     sequential, stacked = (models[layout].predict_proba(test) for layout in ("sequential", "stacked"))
@@ -333,15 +351,19 @@ def test_fit_warnings_name_chance_and_a_fall_from_the_epochs():
     balanced, skewed = torch.tensor([0, 1] * 50), torch.tensor([0] * 80 + [1] * 20)
     params = Params()
     assert fit_warnings(0.95, 0.9, balanced, params) == []
-    assert "near chance (always answering the largest class scores 0.500)" in fit_warnings(0.55, 0.6, balanced,
-                                                                                           params)[0]
+    assert (
+        "near chance (always answering the largest class scores 0.500)" in fit_warnings(0.55, 0.6, balanced, params)[0]
+    )
     assert fit_warnings(0.55, 0.6, torch.tensor([0, 1] * 5000), params) == []  # 10,000 series: 0.55 is no guess
     assert fit_warnings(1.0, 1.0, torch.tensor([0, 1, 0, 1]), params) == []  # 4 series, all right: no failure
     assert "near chance" in fit_warnings(0.75, 0.75, torch.tensor([0, 1, 0, 1]), params)[0]
-    assert "near chance (always answering the largest class scores 0.800)" in fit_warnings(0.85, 0.85, skewed,
-                                                                                           params)[0]
+    assert (
+        "near chance (always answering the largest class scores 0.800)" in fit_warnings(0.85, 0.85, skewed, params)[0]
+    )
     fall = fit_warnings(0.8, 0.97, balanced, params)
-    assert len(fall) == 1 and "near chance" not in fall[0] and "far below the 0.970 its training epochs showed" in fall[0]
+    assert (
+        len(fall) == 1 and "near chance" not in fall[0] and "far below the 0.970 its training epochs showed" in fall[0]
+    )
     assert "--batch-norm-stats precise" in fit_warnings(0.8, 0.97, balanced, Params(batch_norm_stats="running"))[0]
     assert "--batch-norm-stats" not in fall[0]
 
@@ -369,8 +391,9 @@ def test_a_resumed_run_stops_early_where_an_uninterrupted_one_does(tmp_path):
     whole = InceptionTime(params, device="cpu", seed=0).fit(train, valid)
     last = len(whole.history)
     with pytest.raises(Interrupted):
-        InceptionTime(params, device="cpu", seed=0).fit(train, valid, checkpoint_dir=tmp_path,
-                                                        log=InterruptAfter(last - 1))
+        InceptionTime(params, device="cpu", seed=0).fit(
+            train, valid, checkpoint_dir=tmp_path, log=InterruptAfter(last - 1)
+        )
     resumed = InceptionTime(params, device="cpu", seed=0).fit(train, valid, checkpoint_dir=tmp_path)
     assert resumed.history == whole.history and last < 40
     np.testing.assert_array_equal(resumed.predict_proba(train.values), whole.predict_proba(train.values))
@@ -453,8 +476,9 @@ print(faults() - before)
 """
 
     def last_step_faults(mode: str) -> int:
-        return int(subprocess.run([sys.executable, "-c", script, mode], capture_output=True, text=True,
-                                  check=True).stdout)
+        return int(
+            subprocess.run([sys.executable, "-c", script, mode], capture_output=True, text=True, check=True).stdout
+        )
 
     assert last_step_faults("reuse") < 1000
     assert last_step_faults("default") > 40 * 256  # more than a 40 MB block's 4 KiB pages, mapped afresh
@@ -463,8 +487,27 @@ print(faults() - before)
 def test_cli_end_to_end(tmp_path, classification_csv):
     train, test, labels = classification_csv
     model_dir = tmp_path / "model"
-    result = run_cli("train", "inception-time", "--train", train, "--valid", train, "--model-dir", model_dir,
-                     "--filters", 4, "--depth", 3, "--models", 2, "--epochs", 12, "--seed", 0, check=True)
+    result = run_cli(
+        "train",
+        "inception-time",
+        "--train",
+        train,
+        "--valid",
+        train,
+        "--model-dir",
+        model_dir,
+        "--filters",
+        4,
+        "--depth",
+        3,
+        "--models",
+        2,
+        "--epochs",
+        12,
+        "--seed",
+        0,
+        check=True,
+    )
     assert "epoch=12 train_loss=" in result.stdout and "valid_accuracy=" in result.stdout
     run_cli("validate", "inception-time", test, "--inference", check=True)
 
@@ -472,8 +515,17 @@ def test_cli_end_to_end(tmp_path, classification_csv):
     predicted = (tmp_path / "pred.csv").read_text().splitlines()
     assert len(predicted) == len(labels) and (np.array(predicted) == labels).mean() >= 0.9
 
-    run_cli("predict", "--model-dir", model_dir, "--input", test, "--output", tmp_path / "proba.csv",
-            "--probabilities", check=True)
+    run_cli(
+        "predict",
+        "--model-dir",
+        model_dir,
+        "--input",
+        test,
+        "--output",
+        tmp_path / "proba.csv",
+        "--probabilities",
+        check=True,
+    )
     assert (tmp_path / "proba.csv").read_text().splitlines()[0] == "label,p_a,p_b,p_c"
 
     run_cli("evaluate", "--model-dir", model_dir, "--input", train, "--output-dir", tmp_path / "eval", check=True)

@@ -55,7 +55,7 @@ def with_anomalies(n: int, seed: int) -> tuple[np.ndarray, list[int]]:
     rows = [n // 4, n // 2, 3 * n // 4]
     values[rows[0]] += 3.0
     values[rows[1], 1] -= 3.0
-    values[rows[2]:rows[2] + 5, 0] = values[rows[2], 0]
+    values[rows[2] : rows[2] + 5, 0] = values[rows[2], 0]
     return values, rows
 
 
@@ -65,6 +65,7 @@ def paper_model() -> LstmAD:
 
 
 # -- network and sequences ---------------------------------------------------------------------------------------
+
 
 def test_network_output_has_the_input_shape():
     net = LstmReconstructor(n_series=3, hidden_size=8, num_layers=2, dropout=0.1)
@@ -93,8 +94,14 @@ def test_paper_windows_target_the_steps_after_each_of_their_steps():
 
 
 def test_params_are_validated():
-    for name, bad in (("dropout", 1.0), ("sequence_length", 0), ("error_fraction", 1.0), ("threshold_quantile", 0),
-                      ("lr", -1.0), ("precision", "int8")):
+    for name, bad in (
+        ("dropout", 1.0),
+        ("sequence_length", 0),
+        ("error_fraction", 1.0),
+        ("threshold_quantile", 0),
+        ("lr", -1.0),
+        ("precision", "int8"),
+    ):
         with pytest.raises(InputError, match=f"--{name.replace('_', '-')} must be"):
             Params(**{name: bad})
     assert Params(dropout=0.0).dropout == 0.0  # no dropout is allowed, unlike no error-fit part
@@ -102,26 +109,27 @@ def test_params_are_validated():
 
 # -- the Normal of the errors --------------------------------------------------------------------------------------
 
+
 def test_gaussian_fit_and_log_density_match_numpy_and_scipy():
     rng = np.random.default_rng(0)
-    errors = rng.multivariate_normal([0.5, -1.0, 0.0], [[1.0, 0.3, 0.1], [0.3, 2.0, -0.4], [0.1, -0.4, 0.5]],
-                                     size=500)
+    errors = rng.multivariate_normal([0.5, -1.0, 0.0], [[1.0, 0.3, 0.1], [0.3, 2.0, -0.4], [0.1, -0.4, 0.5]], size=500)
     mean, covariance, ridge = fit_gaussian(errors)
     assert ridge == 0.0
     np.testing.assert_allclose(mean, errors.mean(axis=0))
     np.testing.assert_allclose(covariance, np.cov(errors.T, bias=True))  # maximum likelihood: divided by n
     points = rng.normal(size=(50, 3)) * 3
     expected = stats.multivariate_normal(mean, covariance).logpdf(points)
-    np.testing.assert_allclose(log_density(torch.from_numpy(points), mean, covariance).numpy(), expected,
-                               rtol=1e-10)
+    np.testing.assert_allclose(log_density(torch.from_numpy(points), mean, covariance).numpy(), expected, rtol=1e-10)
 
 
 def test_singular_covariance_is_regularised():
     rng = np.random.default_rng(0)
     a = rng.normal(size=200)
-    for errors in (np.stack([a, a], axis=1),                  # two identical series
-                   np.stack([a, np.zeros(200)], axis=1),      # a series reconstructed without error
-                   np.zeros((200, 2))):                       # everything reconstructed without error
+    for errors in (
+        np.stack([a, a], axis=1),  # two identical series
+        np.stack([a, np.zeros(200)], axis=1),  # a series reconstructed without error
+        np.zeros((200, 2)),
+    ):  # everything reconstructed without error
         mean, covariance, ridge = fit_gaussian(errors)
         assert ridge > 0
         assert np.all(np.linalg.eigvalsh(covariance) > 0)
@@ -148,6 +156,7 @@ def test_a_rank_deficient_error_fit_is_regularised_and_logged(capsys):
 
 
 # -- scoring and the output layout ----------------------------------------------------------------------------------
+
 
 def test_score_shapes_and_layout_with_a_last_shorter_sequence():
     model = fitted()
@@ -200,25 +209,33 @@ def test_wrong_input_is_refused():
 
 # -- paper scoring ----------------------------------------------------------------------------------------------
 
+
 def test_paper_errors_are_those_of_each_window_computed_alone(paper_model):
     """The batched scoring against a step-by-step reading of the method: the error vector of step t holds,
     for j = 1..l, x[t] minus the j-steps-ahead prediction of the window of the L steps ending at t - j."""
-    model, L, l = paper_model, 10, 4
+    model, L, l = paper_model, 10, 4  # noqa: E741 - the paper's L and l
     values, _ = with_anomalies(60, seed=4)
     scores, predictions = model.score(values)
     x = (values - np.float32(model.scaler["mean"])) / np.float32(model.scaler["std"])
     with torch.no_grad():
-        ahead = {s: model.network(torch.from_numpy(x[s - L + 1:s + 1])[None], last_only=True).reshape(l, 2)
-                 for s in range(L - 1, len(x) - 1)}
+        ahead = {
+            s: model.network(torch.from_numpy(x[s - L + 1 : s + 1])[None], last_only=True).reshape(l, 2)
+            for s in range(L - 1, len(x) - 1)
+        }
     expected = [np.nan] * (L + l - 1)
     for t in range(L + l - 1, len(x)):
         errors = torch.stack([torch.from_numpy(x[t]) - ahead[t - j][j - 1] for j in range(1, l + 1)])
-        expected.append(float(log_density(errors.reshape(1, -1), np.asarray(model.gaussian["mean"]),
-                                          np.asarray(model.gaussian["covariance"]))[0]))
+        expected.append(
+            float(
+                log_density(
+                    errors.reshape(1, -1), np.asarray(model.gaussian["mean"]), np.asarray(model.gaussian["covariance"])
+                )[0]
+            )
+        )
         one_ahead = ahead[t - 1][0].numpy() * np.float32(model.scaler["std"]) + np.float32(model.scaler["mean"])
         np.testing.assert_allclose(predictions[t], one_ahead, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-4)  # NaN where expected is NaN
-    assert np.isnan(predictions[:L + l - 1]).all()
+    assert np.isnan(predictions[: L + l - 1]).all()
     assert len(model.gaussian["mean"]) == l * 2  # one Normal over the l x d errors
 
 
@@ -232,8 +249,8 @@ def test_paper_scores_do_not_depend_on_where_the_input_starts(paper_model):
     assert {anomalies[0], anomalies[1]} <= set(lowest)
     for k in (1, 7, 10, 29, 333):
         shifted, shifted_predictions = paper_model.score(values[k:])
-        assert_scores_close(shifted[first:], scores[k + first:])
-        np.testing.assert_allclose(shifted_predictions[first:], predictions[k + first:], rtol=1e-6, atol=1e-6)
+        assert_scores_close(shifted[first:], scores[k + first :])
+        np.testing.assert_allclose(shifted_predictions[first:], predictions[k + first :], rtol=1e-6, atol=1e-6)
         assert np.isnan(shifted[:first]).all()
 
 
@@ -245,8 +262,19 @@ def test_kfts_predict_paper_scores_do_not_depend_on_where_the_file_starts(tmp_pa
 
     def predicted(k: int) -> np.ndarray:
         data = write_csv(tmp_path / f"from-{k}.csv", values[k:])
-        run_cli("predict", "--model-dir", tmp_path / "model", "--input", data, "--output", tmp_path / "out.csv",
-                "--flag", "--device", "cpu", check=True)
+        run_cli(
+            "predict",
+            "--model-dir",
+            tmp_path / "model",
+            "--input",
+            data,
+            "--output",
+            tmp_path / "out.csv",
+            "--flag",
+            "--device",
+            "cpu",
+            check=True,
+        )
         rows = (tmp_path / "out.csv").read_text().splitlines()
         assert len(rows) == 900 - k and rows[:first] == [",,,"] * first
         return np.array([row.split(",") for row in rows[first:]], dtype=np.float64)
@@ -282,7 +310,7 @@ def test_context_rows_answer_only_the_rows_after_them(paper_model):
     context = paper_model.first_scored
     pieces = [predictions_csv(paper_model, values[:120], flag=True)]
     for start, end in ((120, 121), (121, 300), (300, 500)):
-        pieces.append(predictions_csv(paper_model, values[start - context:end], flag=True, context_rows=context))
+        pieces.append(predictions_csv(paper_model, values[start - context : end], flag=True, context_rows=context))
     assert [piece.count("\n") for piece in pieces] == [120, 1, 179, 200]
     chunked = parse_csv("".join(pieces))
     assert_scores_close(chunked[:, 0], whole[:, 0])
@@ -307,6 +335,7 @@ def test_the_predictor_scores_chunks_sent_with_context_as_the_whole_series(tmp_p
     from kserve.protocol.infer_type import InferInput, InferRequest
 
     from kfts.serving.model import KftsModel
+
     paper_model.save(tmp_path / "model")
     predictor = KftsModel("detector", str(tmp_path / "model"), device="cpu")
     predictor.load()
@@ -323,8 +352,12 @@ def test_the_predictor_scores_chunks_sent_with_context_as_the_whole_series(tmp_p
 
     def v1(rows, context):
         answer = asyncio.run(predictor.predict({"instances": rows.tolist()}, {"kfts-context-rows": str(context)}, {}))
-        return np.array([[np.nan] * 4 if p["score"] is None else [p["score"], *p["reconstruction"], p["anomaly"]]
-                         for p in orjson.loads(answer)["predictions"]])
+        return np.array(
+            [
+                [np.nan] * 4 if p["score"] is None else [p["score"], *p["reconstruction"], p["anomaly"]]
+                for p in orjson.loads(answer)["predictions"]
+            ]
+        )
 
     def csv(rows, context):
         body = "".join(",".join(map(repr, row)) + "\n" for row in rows.tolist()).encode()
@@ -335,7 +368,7 @@ def test_the_predictor_scores_chunks_sent_with_context_as_the_whole_series(tmp_p
         pieces = []
         for start, end in ((0, 150), (150, 151), (151, 290), (290, 400)):
             lead = min(start, first)
-            pieces.append(ask(values[start - lead:end], lead))
+            pieces.append(ask(values[start - lead : end], lead))
             assert len(pieces[-1]) == end - start
         answered = np.concatenate(pieces)
         assert_scores_close(answered[:, 0], whole[:, 0])
@@ -362,6 +395,7 @@ def test_paper_training_learns_to_predict_and_calibrates_its_threshold(paper_mod
 
 
 # -- artifact, resume, incremental training ------------------------------------------------------------------------
+
 
 def test_fit_leaves_torchs_thread_count_as_it_found_it(monkeypatch):
     """Training may choose one thread, where that is faster (_choose_threads); the caller's setting is theirs."""
@@ -423,8 +457,7 @@ def test_checkpoint_resume_continues_where_a_killed_run_stopped(tmp_path, monkey
         LstmAD(Params(**{**TINY, "epochs": 4}), device="cpu", seed=5).fit(train, checkpoint_dir=tmp_path)
     monkeypatch.setattr(training.Checkpoints, "save", save)
     log = training.MetricLog()
-    resumed = LstmAD(Params(**{**TINY, "epochs": 4}), device="cpu", seed=5).fit(train, checkpoint_dir=tmp_path,
-                                                                               log=log)
+    resumed = LstmAD(Params(**{**TINY, "epochs": 4}), device="cpu", seed=5).fit(train, checkpoint_dir=tmp_path, log=log)
     assert [h["epoch"] for h in log.history] == [3, 4]
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3, 4]
     for key, value in uninterrupted.network.state_dict().items():
@@ -470,12 +503,13 @@ def test_init_model_continues_from_the_previous_weights():
 
 # -- the CLI, as a user runs it -------------------------------------------------------------------------------------
 
+
 def test_cli_end_to_end_ranks_injected_anomalies_lowest(tmp_path, capsys):
     normal = waves(1600, d=2, seed=0)
     test = waves(600, d=2, seed=1)
     anomalies = [137, 402, 555]
-    test[137] += 3.0          # a spike in both series
-    test[402, 1] -= 3.0       # a dip in one series
+    test[137] += 3.0  # a spike in both series
+    test[402, 1] -= 3.0  # a dip in one series
     test[555, 0] -= 2.5
     labels = np.zeros(600, dtype=int)
     labels[anomalies] = 1
@@ -486,29 +520,75 @@ def test_cli_end_to_end_ranks_injected_anomalies_lowest(tmp_path, capsys):
     model = tmp_path / "model"
 
     # training as a user runs it (a process of its own); the other commands in this process, to keep it fast
-    result = run_cli("train", "lstm-ad", "--train", train, "--valid", valid, "--model-dir", model,
-                     "--sequence-length", 20, "--hidden-size", 16, "--epochs", 25, "--seed", 0, check=True)
+    result = run_cli(
+        "train",
+        "lstm-ad",
+        "--train",
+        train,
+        "--valid",
+        valid,
+        "--model-dir",
+        model,
+        "--sequence-length",
+        20,
+        "--hidden-size",
+        16,
+        "--epochs",
+        25,
+        "--seed",
+        0,
+        check=True,
+    )
     epoch_lines = [line for line in result.stdout.splitlines() if line.startswith("epoch=")]
     assert len(epoch_lines) == 25
     assert epoch_lines[-1].startswith("epoch=25 train_loss=") and " valid_loss=" in epoch_lines[-1]
 
-    assert main(["predict", "--model-dir", str(model), "--input", str(data), "--output", str(tmp_path / "out.csv"),
-                 "--flag"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--model-dir",
+                str(model),
+                "--input",
+                str(data),
+                "--output",
+                str(tmp_path / "out.csv"),
+                "--flag",
+            ]
+        )
+        == 0
+    )
     rows = (tmp_path / "out.csv").read_text().splitlines()
     assert len(rows) == 600 and rows[:20] == [",,,"] * 20
     scores = np.array([float(row.split(",")[0]) for row in rows[20:]])
     assert sorted(np.argsort(scores)[:3] + 20) == anomalies
     assert all(rows[i].endswith(",1") for i in anomalies)
 
-    assert main(["evaluate", "--model-dir", str(model), "--input", str(data), "--labels", str(label_file),
-                 "--output-dir", str(tmp_path / "eval")]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model-dir",
+                str(model),
+                "--input",
+                str(data),
+                "--labels",
+                str(label_file),
+                "--output-dir",
+                str(tmp_path / "eval"),
+            ]
+        )
+        == 0
+    )
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert metrics["roc_auc"] == pytest.approx(1.0) and metrics["best_f1"] == pytest.approx(1.0)
     assert 0 < metrics["vus_pr"] <= 1 and metrics["range_recall"] == pytest.approx(1.0)
     assert "<img" in (tmp_path / "eval" / "report.html").read_text()
 
-    assert main(["evaluate", "--model-dir", str(model), "--input", str(data),
-                 "--output-dir", str(tmp_path / "eval2")]) == 0
+    assert (
+        main(["evaluate", "--model-dir", str(model), "--input", str(data), "--output-dir", str(tmp_path / "eval2")])
+        == 0
+    )
     unlabeled = json.loads((tmp_path / "eval2" / "metrics.json").read_text())
     assert unlabeled["mse"] > 0 and unlabeled["mae"] > 0
 
@@ -529,6 +609,7 @@ def test_cli_end_to_end_ranks_injected_anomalies_lowest(tmp_path, capsys):
     err = fails("train", "lstm-ad", "--train", short, "--model-dir", tmp_path / "m2", "--sequence-length", 10)
     assert err.startswith("error: --train:") and "at least 21" in err and not (tmp_path / "m2").exists()
     no_anomaly = write_csv(tmp_path / "no_anomaly.csv", np.zeros((600, 1), dtype=int))
-    err = fails("evaluate", "--model-dir", model, "--input", data, "--labels", no_anomaly,
-                "--output-dir", tmp_path / "eval3")
+    err = fails(
+        "evaluate", "--model-dir", model, "--input", data, "--labels", no_anomaly, "--output-dir", tmp_path / "eval3"
+    )
     assert "all 0" in err and not (tmp_path / "eval3").exists()

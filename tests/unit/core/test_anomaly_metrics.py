@@ -73,7 +73,7 @@ def vus_by_definition(labels, score, window, thresholds=am.VUS_THRESHOLDS):
             tp = sum(soft[t] for t in range(n) if pred[t])
             in_buffer = sum(soft[t] for t in range(n) if pred[t] and not labels[t])
             p_w = (positives + positives + in_buffer) / 2
-            existence = sum(any(pred[a:b + 1]) for a, b in segments) / len(segments)
+            existence = sum(any(pred[a : b + 1]) for a, b in segments) / len(segments)
             tpr.append(min(tp / p_w, 1) * existence)
             fpr.append((sum(pred) - tp) / (n - p_w))
             precision.append(tp / sum(pred))
@@ -91,7 +91,7 @@ def test_vus_matches_the_definition(seed):
     labels = np.zeros(n, dtype=int)
     for _ in range(int(rng.integers(1, 5))):  # ranges of any length, close ranges whose buffers meet
         s = int(rng.integers(0, n - 3))
-        labels[s:s + int(rng.integers(1, 8))] = 1
+        labels[s : s + int(rng.integers(1, 8))] = 1
     if seed == 0:
         labels[:2] = 1  # ranges touching both ends of the series
         labels[-1] = 1

@@ -132,9 +132,26 @@ def test_pickle_checkpoint_through_the_cli(tmp_path):
     checkpoints.mkdir()
     planted = checkpoints / "members-0-0.pt"  # where the run keeps its one member's training state
     planted.write_bytes(evil_torch_file(marker))
-    result = run_cli("train", "inception-time", "--train", train, "--model-dir", model, "--checkpoint-dir",
-                     checkpoints, "--epochs", 1, "--models", 1, "--filters", 4, "--depth", 1, "--ensemble",
-                     "sequential")
+    result = run_cli(
+        "train",
+        "inception-time",
+        "--train",
+        train,
+        "--model-dir",
+        model,
+        "--checkpoint-dir",
+        checkpoints,
+        "--epochs",
+        1,
+        "--models",
+        1,
+        "--filters",
+        4,
+        "--depth",
+        1,
+        "--ensemble",
+        "sequential",
+    )
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith(f"error: {planted}: cannot be read")
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
@@ -146,19 +163,22 @@ def test_newer_format_version_is_refused(copy, tmp_path):
     manifest = json.loads((model / artifact.MANIFEST).read_text())
     manifest["format_version"] = artifact.FORMAT_VERSION + 1
     (model / artifact.MANIFEST).write_text(json.dumps(manifest))
-    assert_refused(model, input_csv, tmp_path, f"model format version {artifact.FORMAT_VERSION + 1} is newer",
-                   "upgrade kfts")
+    assert_refused(
+        model, input_csv, tmp_path, f"model format version {artifact.FORMAT_VERSION + 1} is newer", "upgrade kfts"
+    )
 
 
-@pytest.mark.parametrize("damage", ["truncated", "header", "empty", "missing tensor", "wrong shape",
-                                    "manifest json", "manifest key", "no version"])
+@pytest.mark.parametrize(
+    "damage",
+    ["truncated", "header", "empty", "missing tensor", "wrong shape", "manifest json", "manifest key", "no version"],
+)
 def test_damaged_artifact_is_a_clear_error(copy, tmp_path, damage):
     model, input_csv = copy
     weights, manifest_path = model / artifact.WEIGHTS, model / artifact.MANIFEST
     data = weights.read_bytes()
     manifest = json.loads(manifest_path.read_text())
     if damage == "truncated":
-        weights.write_bytes(data[:len(data) // 2])
+        weights.write_bytes(data[: len(data) // 2])
     elif damage == "header":
         weights.write_bytes(data[:8] + b"{not json" + data[17:])
     elif damage == "empty":
@@ -223,6 +243,7 @@ def test_intact_copy_still_loads_and_predicts(copy):
 
 # -- crafted artifacts: refused before anything is built (issue #27) ----------------------------------------------
 
+
 def craft(model, *, hyperparameters=None, input_shape=None, tensors=None):
     """Change an artifact's manifest (keys updated) and weights (a function of its tensors) in place."""
     manifest_path, weights = model / artifact.MANIFEST, model / artifact.WEIGHTS
@@ -238,6 +259,7 @@ def craft(model, *, hyperparameters=None, input_shape=None, tensors=None):
 
 def assert_the_predictor_refuses(model, *words):
     from kfts.serving.model import KftsModel
+
     predictor = KftsModel("m", str(model), device="cpu")
     try:
         with pytest.raises(InputError) as info:
@@ -250,18 +272,29 @@ def assert_the_predictor_refuses(model, *words):
 
 
 CRAFTED = {  # what is changed, and what the one line says
-    "huge filters": (dict(hyperparameters={"filters": 10 ** 6}),
-                     ["kfts-model.json: hyperparameters.filters is 1,000,000: kfts loads models with 1 to 4,096"]),
-    "huge depth": (dict(hyperparameters={"depth": 10 ** 5}), ["kfts-model.json: hyperparameters.depth is 100,000"]),
+    "huge filters": (
+        dict(hyperparameters={"filters": 10**6}),
+        ["kfts-model.json: hyperparameters.filters is 1,000,000: kfts loads models with 1 to 4,096"],
+    ),
+    "huge depth": (dict(hyperparameters={"depth": 10**5}), ["kfts-model.json: hyperparameters.depth is 100,000"]),
     "text for a number": (dict(hyperparameters={"models": "1"}), ["hyperparameters.models is '1'"]),
-    "other filters": (dict(hyperparameters={"filters": 8}),
-                      ["weights.safetensors holds 'modules_.0.convs.0.weight' of shape [4, 1, 1, 10] where "
-                       "[8, 1, 1, 10] is expected", "does not go with the hyperparameters"]),
+    "other filters": (
+        dict(hyperparameters={"filters": 8}),
+        [
+            "weights.safetensors holds 'modules_.0.convs.0.weight' of shape [4, 1, 1, 10] where "
+            "[8, 1, 1, 10] is expected",
+            "does not go with the hyperparameters",
+        ],
+    ),
     "missing tensor": (dict(tensors=lambda t: t.pop("head.bias")), ["weights.safetensors has no tensor 'head.bias'"]),
-    "wrong dtype": (dict(tensors=lambda t: t.update({"head.bias": t["head.bias"].double()})),
-                    ["holds 'head.bias' as F64 where F32 is expected"]),
-    "extra tensor": (dict(tensors=lambda t: t.update({"x" * 100: torch.zeros(1)})),
-                     [f"holds a tensor {'x' * 40!r}... (100 characters) that the network has not"]),
+    "wrong dtype": (
+        dict(tensors=lambda t: t.update({"head.bias": t["head.bias"].double()})),
+        ["holds 'head.bias' as F64 where F32 is expected"],
+    ),
+    "extra tensor": (
+        dict(tensors=lambda t: t.update({"x" * 100: torch.zeros(1)})),
+        [f"holds a tensor {'x' * 40!r}... (100 characters) that the network has not"],
+    ),
 }
 
 
@@ -278,15 +311,16 @@ def test_crafted_artifact_is_refused_by_predict_and_the_predictor(copy, tmp_path
 def test_a_huge_input_length_is_refused(copy):
     """(`kfts predict` refuses it earlier: its input is not that long.)"""
     model, _ = copy
-    craft(model, input_shape={"length": 10 ** 9})
-    assert_the_predictor_refuses(model, "kfts-model.json: input_shape.length is 1,000,000,000: kfts loads models "
-                                        "with 1 to 1,000,000")
+    craft(model, input_shape={"length": 10**9})
+    assert_the_predictor_refuses(
+        model, "kfts-model.json: input_shape.length is 1,000,000,000: kfts loads models with 1 to 1,000,000"
+    )
 
 
 def test_a_huge_lstm_is_refused(tmp_path):
     model = tmp_path / "lstm"
     tiny_lstm_ad(np.random.default_rng(0).normal(size=(60, 2)).astype(np.float32), save_to=model)
-    craft(model, hyperparameters={"hidden_size": 10 ** 7})
+    craft(model, hyperparameters={"hidden_size": 10**7})
     assert_the_predictor_refuses(model, "hyperparameters.hidden_size is 10,000,000: kfts loads models with 1 to 65,536")
     shutil.rmtree(model)
     tiny_lstm_ad(np.random.default_rng(0).normal(size=(60, 2)).astype(np.float32), save_to=model)
@@ -303,7 +337,8 @@ def test_a_weights_header_claimed_huge_is_not_read(copy, tmp_path):
 
 LOAD_AND_MEASURE = """
 import os, resource, sys
-resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))  # without the check, a failed allocation, not a machine out of memory
+# without the check, a failed allocation, not a machine out of memory
+resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
 import kfts.algorithms.inception_time.estimator, kfts.core.artifact  # torch and the rest, imported before measuring
 from kfts.jobs.load import load_model
 from kfts.core.errors import InputError
@@ -324,11 +359,14 @@ def test_a_manifest_that_would_need_terabytes_is_refused_without_allocating(copy
     fresh process: peak VmHWM above the resident size after the imports)."""
     model, _ = copy
     craft(model, hyperparameters={"filters": 4096, "depth": 100, "models": 100})
-    result = subprocess.run([sys.executable, "-c", LOAD_AND_MEASURE, str(model)], capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", LOAD_AND_MEASURE, str(model)], capture_output=True, text=True, timeout=300
+    )
     message, growth = result.stdout.strip().splitlines()
-    assert "weights.safetensors holds 'modules_.0.convs.0.weight' of shape [4, 1, 1, 10] where [409600, 1, 1, 10]" \
-        in message, result.stdout + result.stderr
+    assert (
+        "weights.safetensors holds 'modules_.0.convs.0.weight' of shape [4, 1, 1, 10] where [409600, 1, 1, 10]"
+        in message
+    ), result.stdout + result.stderr
     assert int(growth) < 100e6, f"{int(growth) / 1e6:.0f} MB"
 
 

@@ -36,17 +36,17 @@ FAULTS = [
     ("1,2,3\n4,5\n", "rows", (2, None), "has 2 columns, the rows above have 3"),
     ("1,2\n3,4,5\n", "rows", (2, None), "has 3 columns"),
     ("1,2\n3,\n", "rows", (2, 2), "empty cell"),
-    ("1,2\n\"\",4\n", "rows", (2, 1), "empty cell"),
+    ('1,2\n"",4\n', "rows", (2, 1), "empty cell"),
     ("a,1,2\n,3,4\n", "labeled", (2, 1), "empty label"),
     ("1,2\nnan,4\n", "rows", (2, 1), "finite"),
     ("1,2\n3,NaN\n", "rows", (2, 2), "finite"),
     ("1,inf\n", "rows", (1, 2), "finite"),
     ("1,-Infinity\n", "rows", (1, 2), "finite"),
-    ("1,2\n3,1e39\n", "rows", (2, 2), "float32"),           # finite as float64, infinite as float32
+    ("1,2\n3,1e39\n", "rows", (2, 2), "float32"),  # finite as float64, infinite as float32
     ("1,2\n-3.4028236e38,4\n", "rows", (2, 1), "float32"),
     ("1,2\n3,4\n5,abc\n", "rows", (3, 2), "'abc' is not a number"),
     ("a,1,2\nb,3,x\n", "labeled", (2, 3), "'x' is not a number"),
-    ("1,2\n3,1_000\n", "rows", (2, 2), "not a number"),        # Python's float() would take it
+    ("1,2\n3,1_000\n", "rows", (2, 2), "not a number"),  # Python's float() would take it
     ("1,2\n3,0x10\n", "rows", (2, 2), "not a number"),
     ("1,2\n3,4e\n", "rows", (2, 2), "not a number"),
     ("1;2\n3;4\n", "rows", (1, 1), "comma-separated"),
@@ -54,13 +54,13 @@ FAULTS = [
     ("1,2\n\n3,4\n", "rows", (2, None), "blank"),
     ("1,2\n3,4\n\n", "rows", (3, None), "blank"),
     ("1,2\n   \n3,4\n", "rows", (2, None), "blank"),
-    ("1\n\n2\n", "rows", (2, None), "blank"),                 # one column: pyarrow reads a blank line as null
+    ("1\n\n2\n", "rows", (2, None), "blank"),  # one column: pyarrow reads a blank line as null
     ("1,2\r\n\r\n3,4\r\n", "rows", (2, None), "blank"),
-    ('a,1\n"b,2\nc,3\n', "labeled", (2, 1), "never closed"),   # a quote left open swallows the next lines
+    ('a,1\n"b,2\nc,3\n', "labeled", (2, 1), "never closed"),  # a quote left open swallows the next lines
     ('1,"2\n3",4\n', "rows", (1, 2), "never closed"),
     (b"a,1\nb,2\ncaf\xe9,3\n", "labeled", (3, None), "UTF-8"),  # latin-1
     ("1,2\n3,4\n".encode("utf-16"), "rows", (1, None), "UTF-8"),
-    ("a,1\nb,2\n".encode("cp1252"), "labeled", None, None),    # plain ASCII in cp1252 is valid UTF-8: reads
+    ("a,1\nb,2\n".encode("cp1252"), "labeled", None, None),  # plain ASCII in cp1252 is valid UTF-8: reads
     ("0\n1\n2\n", "binary", (3, 1), "0/1"),
     ("0,1\n1,0\n0,1\n", "binary", (1, None), "one column"),
     ("0\n\n1\n", "binary", (2, None), "blank"),
@@ -68,9 +68,9 @@ FAULTS = [
     # cells hold at most csvio.MAX_CELL bytes between their commas, valid numbers too (pyarrow takes any length)
     ("1,2\n3," + "0." + "0" * 1200 + "1\n", "rows", (2, 2), "the cell is too long: 1,203 bytes"),
     ("1,2\n" + "3" * 4301 + ",1\n", "rows", (2, 1), "too long"),  # beyond Python's int-string limit
-    ("0." + "0" * 997 + "1,2\n", "rows", None, None),               # 1,000 bytes: read
+    ("0." + "0" * 997 + "1,2\n", "rows", None, None),  # 1,000 bytes: read
     ('a,1\nb,"' + "1" * 999 + '"\n', "labeled", (2, 2), "1,001 bytes"),  # its quotes count
-    ("a" * 1001 + ",1\nb,2\n", "labeled", (1, 1), "too long"),       # labels too
+    ("a" * 1001 + ",1\nb,2\n", "labeled", (1, 1), "too long"),  # labels too
     ('a,1\n"b,' + "c" * 1001 + '",2\n', "labeled", (2, 1), "too long"),  # the column of a quoted label's part
     ('"x,y",1,' + "1" * 2000 + "\nb,2,3\n", "labeled", (1, 3), "too long"),
 ]
@@ -115,8 +115,9 @@ def test_single_class(tmp_path):
 def test_inference_length_differs_from_training(tmp_path):
     path = write(tmp_path, "1,2,3\n4,5,6\n")
     assert "trained on 4" in fault(csvio.read_series_rows, path, length=4).message
-    assert "trained on 1" in fault(csvio.read_labeled_series, write(tmp_path, "a,1,2\nb,3,4\n", "l.csv"),
-                                   length=1).message
+    assert (
+        "trained on 1" in fault(csvio.read_labeled_series, write(tmp_path, "a,1,2\nb,3,4\n", "l.csv"), length=1).message
+    )
     assert csvio.read_series_rows(path, length=3).shape == (2, 3)
 
 
@@ -146,9 +147,11 @@ def test_fault_after_many_blocks_streaming(tmp_path, monkeypatch):
 
 # -- what parses, parses exactly ------------------------------------------------------------------------------
 
+
 def test_labels_verbatim(tmp_path):
-    data = csvio.read_labeled_series(write(tmp_path, '1.0,1,2\nabnormal,3,4\n1,5,6\n"a,b",7,8\n"q""",9,10\n'
-                                                     " padded ,11,12\n異常,13,14\n"))
+    data = csvio.read_labeled_series(
+        write(tmp_path, '1.0,1,2\nabnormal,3,4\n1,5,6\n"a,b",7,8\n"q""",9,10\n padded ,11,12\n異常,13,14\n')
+    )
     assert data.labels.tolist() == ["1.0", "abnormal", "1", "a,b", 'q"', " padded ", "異常"]
     assert data.values.dtype == np.float32
     np.testing.assert_array_equal(data.values, np.arange(1, 15, dtype=np.float32).reshape(7, 2))
@@ -225,6 +228,7 @@ def test_bytes_source_names_itself(tmp_path):
 
 # -- through the CLI: one line, exit 2, nothing left behind ---------------------------------------------------
 
+
 def assert_clean_error(result, *words):
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
@@ -247,13 +251,25 @@ def test_cli_train_refuses_bad_data_and_writes_nothing(tmp_path, classification_
     flags = ["--epochs", 1, "--models", 1, "--filters", 4, "--depth", 1]
     model_dir, checkpoints = tmp_path / "model", tmp_path / "ckpt"
     bad = write(tmp_path, "a,1,2\n\nb,3,4\n", "bad.csv")
-    result = run_cli("train", "inception-time", "--train", bad, "--model-dir", model_dir, "--checkpoint-dir",
-                     checkpoints, *flags)
+    result = run_cli(
+        "train", "inception-time", "--train", bad, "--model-dir", model_dir, "--checkpoint-dir", checkpoints, *flags
+    )
     assert_clean_error(result, f"{bad}: row 2: is blank")
     # a validation file of another length than the training file
     valid = write(tmp_path, "a,1,2\nb,3,4\n", "valid.csv")
-    result = run_cli("train", "inception-time", "--train", train, "--valid", valid, "--model-dir", model_dir,
-                     "--checkpoint-dir", checkpoints, *flags)
+    result = run_cli(
+        "train",
+        "inception-time",
+        "--train",
+        train,
+        "--valid",
+        valid,
+        "--model-dir",
+        model_dir,
+        "--checkpoint-dir",
+        checkpoints,
+        *flags,
+    )
     assert_clean_error(result)
     assert not model_dir.exists() and not checkpoints.exists()
     assert not list(tmp_path.glob(".model*"))
@@ -269,20 +285,26 @@ def tiny_model(tmp_path_factory):
 def test_cli_predict_refuses_bad_input_and_writes_nothing(tmp_path, tiny_model):
     output = tmp_path / "out" / "predictions.csv"
     short = write(tmp_path, "1,2,3\n", "short.csv")  # another length than training
-    assert_clean_error(run_cli("predict", "--model-dir", tiny_model, "--input", short, "--output", output),
-                       f"error: {short}: row 1: rows have 3 time steps, the model was trained on 24")
+    assert_clean_error(
+        run_cli("predict", "--model-dir", tiny_model, "--input", short, "--output", output),
+        f"error: {short}: row 1: rows have 3 time steps, the model was trained on 24",
+    )
     # a fault far into a file that is predicted in blocks: nothing may appear under the output's name
     row = ",".join(["0.5"] * 24) + "\n"
     late = write(tmp_path, row * 40000 + row.replace("0.5", "nan", 1), "late.csv")
-    assert_clean_error(run_cli("predict", "--model-dir", tiny_model, "--input", late, "--output", output),
-                       f"error: {late}: row 40001, column 1: 'nan' is not allowed")
+    assert_clean_error(
+        run_cli("predict", "--model-dir", tiny_model, "--input", late, "--output", output),
+        f"error: {late}: row 40001, column 1: 'nan' is not allowed",
+    )
     assert not output.parent.exists() or not any(output.parent.iterdir())
 
 
 # hostile cells (issue #27): the 128 KB run of digits that took minutes, and a number past Python's int-string
 # limit that was an internal error (exit 1) and, in a text/csv request, a 500
-HOSTILE = {"128 KB of digits": "1" * (128 << 10) + "x",
-           "past the int-string limit": "340282357" + "0" * 30 + "." + "0" * 5000}
+HOSTILE = {
+    "128 KB of digits": "1" * (128 << 10) + "x",
+    "past the int-string limit": "340282357" + "0" * 30 + "." + "0" * 5000,
+}
 
 
 @pytest.mark.parametrize("cell", HOSTILE.values(), ids=HOSTILE.keys())
@@ -299,6 +321,7 @@ def test_predictor_answers_a_hostile_csv_cell_with_400(tiny_model, cell):
     from kserve.errors import InvalidInput
 
     from kfts.serving.model import KftsModel
+
     predictor = KftsModel("m", str(tiny_model), device="cpu")
     predictor.load()
     body = (",".join(["0.5"] * 23 + [cell]) + "\n").encode()

@@ -42,8 +42,8 @@ def test_lstm_ad_scores_an_extreme_spike_as_the_most_anomalous_step_within_float
     test = values[200:].copy()
     test[50, 0] = spike
     scores, reconstructions = model.score(test)
-    scored = scores[model.first_scored:]
-    assert np.isfinite(scored).all() and np.isfinite(reconstructions[model.first_scored:]).all()
-    assert np.argmin(scores[model.first_scored:]) + model.first_scored in range(50, 50 + model.first_scored + 1)
+    scored = scores[model.first_scored :]
+    assert np.isfinite(scored).all() and np.isfinite(reconstructions[model.first_scored :]).all()
+    assert np.argmin(scores[model.first_scored :]) + model.first_scored in range(50, 50 + model.first_scored + 1)
     assert scored.min() < model.threshold
     assert np.abs(scored).max() < FLOAT32_MAX  # V2 answers scores in FP32: the same value on every protocol

@@ -24,8 +24,9 @@ from kfts import cli
 from kfts.core import csvio
 from kfts.core.errors import InputError
 
-FUZZ = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                        HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 
 # -- the reference parser: the contract, written as plainly as possible ---------------------------------------
 
@@ -67,7 +68,7 @@ def exact_float32(text: str) -> np.float32:
         candidates = [guess, np.nextafter(guess, np.float32(np.inf)), np.nextafter(guess, np.float32(-np.inf))]
     candidates = [c for c in candidates if np.isfinite(c)]
     best = min(candidates, key=lambda c: (abs(Fraction(float(c)) - value), int(np.float32(c).view(np.uint32)) & 1))
-    if abs(value) >= Fraction(float(F32_MAX)) + Fraction(2 ** 103):  # halfway to the next power: infinity
+    if abs(value) >= Fraction(float(F32_MAX)) + Fraction(2**103):  # halfway to the next power: infinity
         raise OverflowError
     if best == 0:  # the rationals have no -0: a negative decimal that rounds to zero is -0.0
         return np.float32(-0.0) if text.startswith("-") else np.float32(0.0)
@@ -123,8 +124,13 @@ floats32 = st.floats(width=32, allow_nan=False, allow_infinity=False)
 def number_cells(draw) -> str:
     v = draw(floats32)
     style = draw(st.sampled_from(["repr", "g9", "e", "f3", "int"]))
-    text = {"repr": repr(float(v)), "g9": f"{v:.9g}", "e": f"{v:e}", "f3": f"{v:.3f}",
-            "int": str(int(v)) if abs(v) < 1e15 else repr(float(v))}[style]
+    text = {
+        "repr": repr(float(v)),
+        "g9": f"{v:.9g}",
+        "e": f"{v:e}",
+        "f3": f"{v:.3f}",
+        "int": str(int(v)) if abs(v) < 1e15 else repr(float(v)),
+    }[style]
     if draw(st.booleans()) and not text.startswith("-"):
         text = draw(st.sampled_from(["+", "", "00"])) + text
     if draw(st.integers(0, 5)) == 0:
@@ -134,9 +140,43 @@ def number_cells(draw) -> str:
     return text
 
 
-ODD_CELLS = ["", " ", '""', "nan", "NaN", "-inf", "Infinity", "1e39", "-1e39", "3.4028235e38", "3.4028236e38",
-             "-3.4028235677973366e38", "1e-50", "1e400", "1e-400", "abc", "1_0", "0x1F", "1e", ".", "-", "+",
-             "1.5.5", "１", "1d5", "\x00", "1\x00", '"open', 'a"b', '"1"5', "e5", ".e1", "٣", "1,5", "TRUE"]
+ODD_CELLS = [
+    "",
+    " ",
+    '""',
+    "nan",
+    "NaN",
+    "-inf",
+    "Infinity",
+    "1e39",
+    "-1e39",
+    "3.4028235e38",
+    "3.4028236e38",
+    "-3.4028235677973366e38",
+    "1e-50",
+    "1e400",
+    "1e-400",
+    "abc",
+    "1_0",
+    "0x1F",
+    "1e",
+    ".",
+    "-",
+    "+",
+    "1.5.5",
+    "１",
+    "1d5",
+    "\x00",
+    "1\x00",
+    '"open',
+    'a"b',
+    '"1"5',
+    "e5",
+    ".e1",
+    "٣",
+    "1,5",
+    "TRUE",
+]
 
 label_text = st.text(alphabet="abcXYZ019 .-_é異\"',", min_size=0, max_size=6)
 
@@ -158,8 +198,14 @@ def csv_files(draw, label_column: bool) -> bytes:
             cells.insert(0, quoted(draw(st.one_of(label_text, st.sampled_from(["1.0", "abnormal", "1"])))))
         rows.append(cells)
     # faults of the whole structure
-    broken = draw(st.sets(st.sampled_from(["ragged", "blank", "header", "delimiter", "utf16", "latin1", "bom",
-                                           "trailing_blank", "open_quote"]), max_size=2))
+    broken = draw(
+        st.sets(
+            st.sampled_from(
+                ["ragged", "blank", "header", "delimiter", "utf16", "latin1", "bom", "trailing_blank", "open_quote"]
+            ),
+            max_size=2,
+        )
+    )
     if "ragged" in broken:
         r = draw(st.integers(0, n_rows - 1))
         rows[r] = rows[r][:-1] if draw(st.booleans()) and len(rows[r]) > 1 else rows[r] + ["1"]
@@ -175,7 +221,7 @@ def csv_files(draw, label_column: bool) -> bytes:
     endings = draw(st.lists(st.sampled_from(["\n", "\r\n", "\r"]), min_size=len(lines), max_size=len(lines)))
     text = "".join(line + end for line, end in zip(lines, endings))
     if not draw(st.booleans()):
-        text = text[:-len(endings[-1])]  # no line ending after the last row
+        text = text[: -len(endings[-1])]  # no line ending after the last row
     if "trailing_blank" in broken:
         text += "\n\n"
     if "utf16" in broken:
@@ -187,11 +233,14 @@ def csv_files(draw, label_column: bool) -> bytes:
 
 # -- the property ---------------------------------------------------------------------------------------------
 
+
 @contextlib.contextmanager
 def time_limit(seconds: int):
     """A hang is a failure, not a stuck test run."""
+
     def hung(signum, frame):
         raise TimeoutError(f"csvio took more than {seconds}s")
+
     previous = signal.signal(signal.SIGALRM, hung)
     signal.alarm(seconds)
     try:
@@ -241,25 +290,25 @@ def check(tmp_path, data: bytes, layout: str):
 
 @FUZZ
 @given(data=csv_files(label_column=True))
-@example(data=b'1.0,1,2\nabnormal,3,4\n')
+@example(data=b"1.0,1,2\nabnormal,3,4\n")
 @example(data=b'"a\nb",1\n')
-@example(data=b'a,3.4028235e38\nb,3.4028236e38\n')
+@example(data=b"a,3.4028235e38\nb,3.4028236e38\n")
 def test_fuzz_labeled_rows(tmp_path, data):
     check(tmp_path, data, "labeled")
 
 
 @FUZZ
 @given(data=csv_files(label_column=False))
-@example(data=b'1,2\n\n3,4\n')
+@example(data=b"1,2\n\n3,4\n")
 @example(data=b' 1 ,"2"\r3,4\r')
-@example(data=b'1.00000005960464478\n')
+@example(data=b"1.00000005960464478\n")
 def test_fuzz_unlabeled_rows(tmp_path, data):
     check(tmp_path, data, "rows")
 
 
 @FUZZ
 @given(data=csv_files(label_column=False))
-@example(data=b'1\n2\n\n')
+@example(data=b"1\n2\n\n")
 def test_fuzz_series_columns(tmp_path, data):
     check(tmp_path, data, "columns")
 
@@ -290,8 +339,14 @@ def hostile_cells(draw) -> str:
     """A cell no float32 reader may take: runs of digits before a bad character, exponents of many digits,
     junk, integers of thousands of digits; some shorter than csvio.MAX_CELL (they reach the number grammar),
     most longer (refused before it)."""
-    n = draw(st.one_of(st.integers(1, 140_000), st.sampled_from(
-        [csvio.MAX_CELL - 2, csvio.MAX_CELL - 1, csvio.MAX_CELL, csvio.MAX_CELL + 1, 4300, 4301, 128 << 10])))
+    n = draw(
+        st.one_of(
+            st.integers(1, 140_000),
+            st.sampled_from(
+                [csvio.MAX_CELL - 2, csvio.MAX_CELL - 1, csvio.MAX_CELL, csvio.MAX_CELL + 1, 4300, 4301, 128 << 10]
+            ),
+        )
+    )
     digits = draw(st.sampled_from("0179")) * n
     kind = draw(st.sampled_from(["digits then junk", "long exponent", "junk", "big integer"]))
     if kind == "digits then junk":
@@ -306,10 +361,18 @@ def hostile_cells(draw) -> str:
     return f'"{cell}"' if draw(st.booleans()) else cell
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                  HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(cell=hostile_cells(), layout=st.sampled_from(["labeled", "rows", "columns"]), n_rows=st.integers(1, 3),
-       n_values=st.integers(1, 3), at=st.tuples(st.integers(0, 2), st.integers(0, 2)))
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(
+    cell=hostile_cells(),
+    layout=st.sampled_from(["labeled", "rows", "columns"]),
+    n_rows=st.integers(1, 3),
+    n_values=st.integers(1, 3),
+    at=st.tuples(st.integers(0, 2), st.integers(0, 2)),
+)
 @example(cell="1" * (128 << 10) + "x", layout="rows", n_rows=2, n_values=3, at=(1, 2))  # issue #27's 18 minutes
 @example(cell="340282357" + "0" * 30 + "." + "0" * 5000, layout="rows", n_rows=2, n_values=2, at=(1, 0))
 def test_hostile_cells_are_refused_by_row_and_column(tmp_path, cell, layout, n_rows, n_values, at):
@@ -340,12 +403,15 @@ def test_the_number_grammar_is_linear():
         assert csvio._NUMBER.fullmatch("-" + "1" * 200_000 + "." + "2" * 200_000 + "e+" + "3" * 200_000)
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("1.00000005960464478", 1 + 2 ** -23),     # float64 first, then float32, would give 1.0
-    ("3.4028235677973366e38", float(F32_MAX)),  # just under halfway to 2^128
-    ("7.006492321624086e-46", 1.401298464324817e-45),
-    ("-0", -0.0),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("1.00000005960464478", 1 + 2**-23),  # float64 first, then float32, would give 1.0
+        ("3.4028235677973366e38", float(F32_MAX)),  # just under halfway to 2^128
+        ("7.006492321624086e-46", 1.401298464324817e-45),
+        ("-0", -0.0),
+    ],
+)
 def test_reference_rounds_exactly(text, expected):
     """The reference is only as good as its float32 rounding: check it on the hard cases."""
     assert exact_float32(text) == np.float32(expected)

@@ -24,7 +24,7 @@ def _screen_lines(raw: str) -> list[str]:
             if ch == "\r":
                 column = 0
                 continue
-            cells[column:column + 1] = [ch]
+            cells[column : column + 1] = [ch]
             column += 1
         lines.append("".join(cells).rstrip())
     return lines
@@ -35,10 +35,31 @@ def test_epoch_lines_and_the_progress_bar_never_share_a_line(tmp_path):
     train = write_csv(tmp_path / "train.csv", ([lab, *row] for lab, row in zip(labels, values)))
     leader, follower = pty.openpty()
     fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))  # tqdm sizes its bar by it
-    process = subprocess.Popen([sys.executable, "-m", "kfts", "train", "inception-time", "--train", str(train),
-                                "--model-dir", str(tmp_path / "model"), "--filters", "4", "--depth", "3",
-                                "--models", "1", "--epochs", "4", "--seed", "0"],
-                               stdout=follower, stderr=follower)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "kfts",
+            "train",
+            "inception-time",
+            "--train",
+            str(train),
+            "--model-dir",
+            str(tmp_path / "model"),
+            "--filters",
+            "4",
+            "--depth",
+            "3",
+            "--models",
+            "1",
+            "--epochs",
+            "4",
+            "--seed",
+            "0",
+        ],
+        stdout=follower,
+        stderr=follower,
+    )
     os.close(follower)
     raw = b""
     while True:

@@ -53,10 +53,10 @@ def test_roc_pr_figure_of_the_score():
     fig = report.roc_pr_curves(curves["roc"], curves["pr"])
     roc_axes, pr_axes = fig.axes
     assert [t.get_text() for t in roc_axes.get_legend().get_texts()] == [
-        f"anomaly score (AUC {curves['roc']['anomaly score']['auc']:.3f})"]
+        f"anomaly score (AUC {curves['roc']['anomaly score']['auc']:.3f})"
+    ]
     assert len(pr_axes.get_lines()) == 1 and len(roc_axes.get_lines()) == 2  # the curve and the chance diagonal
     report.plt.close(fig)
 
 
 # -- in a browser ---------------------------------------------------------------------------------------------
-

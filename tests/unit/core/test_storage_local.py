@@ -42,6 +42,7 @@ def _recorded(monkeypatch) -> list[tuple[str, str]]:
     def recording_rename(self, target):
         events.append(("rename", os.fspath(target)))
         return rename(self, target)
+
     monkeypatch.setattr(os, "fsync", recording_fsync)
     monkeypatch.setattr(os, "replace", recording_replace)
     monkeypatch.setattr(Path, "rename", recording_rename)
@@ -50,6 +51,7 @@ def _recorded(monkeypatch) -> list[tuple[str, str]]:
 
 def test_a_model_directory_is_on_the_disk_before_it_is_renamed_into_place(model, tmp_path, monkeypatch):
     from kfts.jobs.load import load_model
+
     events = _recorded(monkeypatch)
     load_model(model, device="cpu").save(tmp_path / "saved")
     published = events.index(("rename", str(tmp_path / "saved")))
@@ -61,13 +63,14 @@ def test_a_model_directory_is_on_the_disk_before_it_is_renamed_into_place(model,
 def test_predictions_are_on_the_disk_before_they_are_renamed_into_place(model, tmp_path, monkeypatch):
     from kfts.jobs.load import load_model
     from kfts.jobs.predict import write_predictions
+
     write_csv(tmp_path / "series.csv", np.zeros((3, 24)))
     events = _recorded(monkeypatch)
     write_predictions(load_model(model, device="cpu"), tmp_path / "series.csv", tmp_path / "out.csv")
     published = events.index(("rename", str(tmp_path / "out.csv")))
     [synced] = [Path(path).name for kind, path in events[:published] if kind == "fsync"]
     assert synced.startswith(".out.csv.") and synced.endswith(".partial")  # the file, under its scratch name
-    assert events[published + 1:] == [("fsync", str(tmp_path))]
+    assert events[published + 1 :] == [("fsync", str(tmp_path))]
 
 
 def _writer(target: Path) -> subprocess.Popen:
@@ -112,6 +115,7 @@ def test_a_killed_writers_scratch_file_goes_with_the_next_write_a_running_ones_s
 def test_a_scratch_output_untouched_for_a_day_is_stale_whoever_wrote_it(model, tmp_path):
     """One written on another machine (a pod gone, on a shared volume): its process cannot be looked up here."""
     from kfts.jobs.load import load_model
+
     foreign = tmp_path / ".saved.kfts-1-0123abcd.x7q_k2.partial"
     foreign.mkdir()
     recent = tmp_path / ".saved.kfts-2-0123abcd.y8r_l3.partial"

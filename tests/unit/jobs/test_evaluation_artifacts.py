@@ -32,20 +32,26 @@ from helpers import make_classification, write_csv
 
 
 def _outputs(tmp_path):
-    return {"evaluation": Artifact(uri=str(tmp_path / "evaluation")), "metrics": Metrics(uri=str(tmp_path / "m")),
-            "classification": ClassificationMetrics(uri=str(tmp_path / "c")),
-            "report": HTML(uri=str(tmp_path / "report.html")), "summary": Markdown(uri=str(tmp_path / "s.md"))}
+    return {
+        "evaluation": Artifact(uri=str(tmp_path / "evaluation")),
+        "metrics": Metrics(uri=str(tmp_path / "m")),
+        "classification": ClassificationMetrics(uri=str(tmp_path / "c")),
+        "report": HTML(uri=str(tmp_path / "report.html")),
+        "summary": Markdown(uri=str(tmp_path / "s.md")),
+    }
 
 
 def test_inception_time_evaluation_artifacts(tmp_path):
     labels, values = make_classification(n_per_class=8, length=16, classes=("up", "down", "flat"))
     InceptionTime(Params(filters=4, depth=3, models=1, epochs=3), device="cpu", seed=0).fit(
-        LabeledSeries(labels=labels, values=values)).save(tmp_path / "model")
+        LabeledSeries(labels=labels, values=values)
+    ).save(tmp_path / "model")
     test = write_csv(tmp_path / "test.csv", ([lab, *row] for lab, row in zip(labels, values)))
     data = Dataset(uri=str(test), metadata={"source": "s3://b/test.csv"})
     out = _outputs(tmp_path)
-    accuracy = evaluate.python_func(model=Model(uri=str(tmp_path / "model")), data=data, metric="accuracy",
-                                    split="test", **out)
+    accuracy = evaluate.python_func(
+        model=Model(uri=str(tmp_path / "model")), data=data, metric="accuracy", split="test", **out
+    )
     assert out["metrics"].metadata["accuracy"] == accuracy
     matrix = out["classification"].metadata["confusionMatrix"]
     assert [c["displayName"] for c in matrix["annotationSpecs"]] == ["down", "flat", "up"]
@@ -74,7 +80,7 @@ def _anomaly_scores(n=20000, seed=0):
     rng = np.random.default_rng(seed)
     labels = np.zeros(n, dtype=np.int8)
     for start in (3000, 9000, 15000):
-        labels[start:start + 200] = 1
+        labels[start : start + 200] = 1
     return labels, rng.normal(size=n) + 2.5 * labels
 
 
@@ -104,8 +110,14 @@ def test_short_score_curves_keep_every_point():
 def test_lstm_ad_classification_metrics_hold_the_flags_and_the_roc_of_the_score():
     labels, scores = _anomaly_scores()
     flagged = scores >= 2.0
-    metrics = {"scored_steps": len(labels), "anomalous_steps": int(labels.sum()), "flagged_steps": int(flagged.sum()),
-               "recall": float(flagged[labels == 1].mean()), "roc_auc": 0.9, **score_curves(labels, scores)}
+    metrics = {
+        "scored_steps": len(labels),
+        "anomalous_steps": int(labels.sum()),
+        "flagged_steps": int(flagged.sum()),
+        "recall": float(flagged[labels == 1].mean()),
+        "roc_auc": 0.9,
+        **score_curves(labels, scores),
+    }
     assert headline(metrics) == {k: v for k, v in metrics.items() if k not in ("roc", "pr")}
     classification = ClassificationMetrics(uri="unused")
     log_classification(classification, metrics)
@@ -124,6 +136,7 @@ def test_two_classes_log_the_roc_of_the_positive_class():
     classification = ClassificationMetrics(uri="unused")
     log_classification(classification, metrics)
     assert classification.metadata["roc_class"] == "yes"
-    assert [p["confidenceThreshold"] for p in classification.metadata["confidenceMetrics"]] == \
-        metrics["roc"]["yes"]["thresholds"]
+    assert [p["confidenceThreshold"] for p in classification.metadata["confidenceMetrics"]] == metrics["roc"]["yes"][
+        "thresholds"
+    ]
     assert metrics["roc"]["yes"]["thresholds"][0] > 0.9  # above every probability of "yes", and finite

@@ -36,16 +36,20 @@ def refused(algorithm, files, **kwargs) -> str:
 
 def test_series_lengths_must_agree_and_the_layout_hint_says_which_was_given(tmp_path):
     train = labeled(tmp_path / "train.csv", 6, 150)
-    message = refused("inception-time", {"train": (train, "training"),
-                                         "test": (series(tmp_path / "test.csv", 4, 151), "inference")})
+    message = refused(
+        "inception-time", {"train": (train, "training"), "test": (series(tmp_path / "test.csv", 4, 151), "inference")}
+    )
     assert message.startswith(f"{tmp_path / 'test.csv'}: row 1: rows have 151 time steps, {train} has 150")
     # a labeled file given where series alone are expected: one step too many
-    message = refused("inception-time", {"train": (train, "training"),
-                                         "test": (labeled(tmp_path / "t.csv", 4, 150, ("1", "2")), "inference")})
+    message = refused(
+        "inception-time",
+        {"train": (train, "training"), "test": (labeled(tmp_path / "t.csv", 4, 150, ("1", "2")), "inference")},
+    )
     assert "one more than expected: is it in the labeled layout" in message
     # and series alone given as labeled data: one step short
-    message = refused("inception-time", {"train": (train, "training"),
-                                         "valid": (series(tmp_path / "v.csv", 4, 150), "training")})
+    message = refused(
+        "inception-time", {"train": (train, "training"), "valid": (series(tmp_path / "v.csv", 4, 150), "training")}
+    )
     assert "one fewer than expected: is it in the inference layout" in message
 
 
@@ -57,8 +61,9 @@ def test_a_labeled_file_with_text_labels_given_as_inference_data_is_named_so(tmp
 def test_a_header_row_is_refused_with_its_hint(tmp_path):
     (tmp_path / "test.csv").write_text("t1,t2,t3\n1,2,3\n")
     message = refused("inception-time", {"test": (tmp_path / "test.csv", "inference")})
-    assert message == (f"{tmp_path / 'test.csv'}: row 1, column 1: 't1' is not a number "
-                       "(kfts CSV files have no header row)")
+    assert message == (
+        f"{tmp_path / 'test.csv'}: row 1, column 1: 't1' is not a number (kfts CSV files have no header row)"
+    )
 
 
 def test_classes_outside_the_training_classes_are_named_plainly(tmp_path):
@@ -67,9 +72,14 @@ def test_classes_outside_the_training_classes_are_named_plainly(tmp_path):
     message = refused("inception-time", {"train": (train, "training"), "valid": (valid, "training")})
     assert message == f"{valid}: class 'sideways' is not among the classes of {train} (down, up)"
     labels = write_csv(tmp_path / "labels.csv", [["up"], ["left"], ["right"], ["down"]])
-    message = refused("inception-time", {"train": (train, "training"),
-                                         "test": (series(tmp_path / "test.csv", 4, 8), "inference"),
-                                         "test_labels": (labels, "labels")})
+    message = refused(
+        "inception-time",
+        {
+            "train": (train, "training"),
+            "test": (series(tmp_path / "test.csv", 4, 8), "inference"),
+            "test_labels": (labels, "labels"),
+        },
+    )
     assert "class 'left' (and 1 more) is not among the classes" in message and "np.str_" not in message
 
 
@@ -92,17 +102,29 @@ def test_lstm_ad_column_counts_must_agree(tmp_path):
 
 
 def test_inputs_that_agree_pass_and_are_summed_up(tmp_path):
-    summaries = validation.check_files("inception-time", {
-        "train": (labeled(tmp_path / "train.csv", 6, 8), "training"),
-        "test": (series(tmp_path / "test.csv", 3, 8), "inference"),
-        "test_labels": (write_csv(tmp_path / "l.csv", [["a"], ["b"], ["a"]]), "labels"), "valid": (None, "training")})
-    assert summaries["train"] == {"source": str(tmp_path / "train.csv"), "layout": "training",
-                                  "algorithm": "inception-time", "rows": 6, "length": 8, "classes": ["a", "b"],
-                                  "n_classes": 2}
+    summaries = validation.check_files(
+        "inception-time",
+        {
+            "train": (labeled(tmp_path / "train.csv", 6, 8), "training"),
+            "test": (series(tmp_path / "test.csv", 3, 8), "inference"),
+            "test_labels": (write_csv(tmp_path / "l.csv", [["a"], ["b"], ["a"]]), "labels"),
+            "valid": (None, "training"),
+        },
+    )
+    assert summaries["train"] == {
+        "source": str(tmp_path / "train.csv"),
+        "layout": "training",
+        "algorithm": "inception-time",
+        "rows": 6,
+        "length": 8,
+        "classes": ["a", "b"],
+        "n_classes": 2,
+    }
     assert set(summaries) == {"train", "test", "test_labels"} and summaries["test_labels"]["rows"] == 3
 
 
 # -- the command line, before any work ------------------------------------------------------------------------
+
 
 def test_kfts_train_refuses_a_validation_file_of_another_length_before_training(tmp_path):
     train, valid = labeled(tmp_path / "train.csv", 6, 10), labeled(tmp_path / "valid.csv", 6, 11)
@@ -113,8 +135,9 @@ def test_kfts_train_refuses_a_validation_file_of_another_length_before_training(
 
 
 def test_kfts_predict_and_evaluate_check_the_input_against_the_model(tmp_path):
-    model = fake_model(tmp_path / "model", algorithm="inception-time", input_shape={"length": 10, "channels": 1},
-                       classes=["a", "b"])
+    model = fake_model(
+        tmp_path / "model", algorithm="inception-time", input_shape={"length": 10, "channels": 1}, classes=["a", "b"]
+    )
     test = series(tmp_path / "test.csv", 3, 12)
     result = run_cli("predict", "--model-dir", model, "--input", test, "--output", tmp_path / "p.csv")
     assert result.returncode == 2 and not (tmp_path / "p.csv").exists()
@@ -125,22 +148,34 @@ def test_kfts_predict_and_evaluate_check_the_input_against_the_model(tmp_path):
     assert result.stderr == f"error: {valid}: class 'c' is not among the classes of the model (a, b)\n"
 
 
-@pytest.mark.parametrize("algorithm, flag, option", [("inception-time", "--flag", "--probabilities"),
-                                                     ("lstm-ad", "--probabilities", "--flag")])
+@pytest.mark.parametrize(
+    "algorithm, flag, option",
+    [("inception-time", "--flag", "--probabilities"), ("lstm-ad", "--probabilities", "--flag")],
+)
 def test_kfts_predict_refuses_the_other_algorithms_option(tmp_path, algorithm, flag, option):
     model = fake_model(tmp_path / "model", algorithm=algorithm, input_shape={"length": 4, "series": 4})
-    result = run_cli("predict", "--model-dir", model, "--input", series(tmp_path / "t.csv", 3, 4),
-                     "--output", tmp_path / "p.csv", flag)
+    result = run_cli(
+        "predict",
+        "--model-dir",
+        model,
+        "--input",
+        series(tmp_path / "t.csv", 3, 4),
+        "--output",
+        tmp_path / "p.csv",
+        flag,
+    )
     assert result.returncode == 2
-    assert result.stderr == (f"error: {flag} does not apply to {model}, an {algorithm} model "
-                             f"(its options: {option})\n")
+    assert result.stderr == (f"error: {flag} does not apply to {model}, an {algorithm} model (its options: {option})\n")
 
 
 def test_kfts_validate_says_which_layout_a_file_looks_like(tmp_path):
     path = labeled(tmp_path / "labeled.csv", 4, 6)
     result = run_cli("validate", "inception-time", path, "--inference")
     assert result.returncode == 2
-    assert result.stderr.startswith(f"error: {path}: was given in the inference layout (series only) but has a "
-                                    "label in its first column")
-    assert run_cli("validate", "inception-time", path, check=True).stdout == f"ok: {path}: 4 series of length 6, " \
-                                                                            "2 classes\n"
+    assert result.stderr.startswith(
+        f"error: {path}: was given in the inference layout (series only) but has a label in its first column"
+    )
+    assert (
+        run_cli("validate", "inception-time", path, check=True).stdout == f"ok: {path}: 4 series of length 6, "
+        "2 classes\n"
+    )

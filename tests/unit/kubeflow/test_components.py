@@ -1,4 +1,5 @@
-"""Components: interfaces, and combining InceptionTime members trained apart (kfts.algorithms.inception_time.ensemble)."""
+"""Components: interfaces, and combining InceptionTime members trained apart
+(kfts.algorithms.inception_time.ensemble)."""
 
 from __future__ import annotations
 
@@ -63,8 +64,9 @@ def test_splitting_an_ensemble_and_combining_it_again_gives_it_back_exactly(data
         part.save(tmp_path / f"part{k}")
         dirs.append(tmp_path / f"part{k}")
     combined = combine_members(loaded(dirs), device="cpu")
-    assert (predictions_csv(combined, data.values, probabilities=True)
-            == predictions_csv(whole, data.values, probabilities=True))
+    assert predictions_csv(combined, data.values, probabilities=True) == predictions_csv(
+        whole, data.values, probabilities=True
+    )
 
 
 def test_members_of_different_shapes_are_refused(data, tmp_path):
@@ -83,13 +85,24 @@ def test_the_train_component_reports_a_failed_fit_in_its_metrics(data, tmp_path)
     from kfp.dsl import Dataset, Metrics, Model
 
     from kfts.kubeflow.components import train
+
     csv = write_csv(tmp_path / "train.csv", ([lab, *row] for lab, row in zip(data.labels, data.values)))
     outputs = []
     for lr in (1e-12, 0.01):
         model, metrics = Model(uri=str(tmp_path / f"model-{lr}")), Metrics(uri=str(tmp_path / f"metrics-{lr}"))
-        train.python_func(algorithm="inception-time", train_data=Dataset(uri=str(csv)), valid_data=None,
-                          init_model=None, hyperparameters={**dataclasses.asdict(TINY), "lr": lr, "epochs": 8},
-                          seed=0, checkpoint_root="", run_id="r", model=model, metrics=metrics, device="cpu")
+        train.python_func(
+            algorithm="inception-time",
+            train_data=Dataset(uri=str(csv)),
+            valid_data=None,
+            init_model=None,
+            hyperparameters={**dataclasses.asdict(TINY), "lr": lr, "epochs": 8},
+            seed=0,
+            checkpoint_root="",
+            run_id="r",
+            model=model,
+            metrics=metrics,
+            device="cpu",
+        )
         outputs.append((model.metadata, metrics.metadata))
     (failed_model, failed), (good_model, good) = outputs
     assert failed["fit_failed"] == 1.0 and "near chance" in failed_model["warnings"][0]
@@ -111,26 +124,46 @@ def test_components_have_typed_artifacts_and_the_configured_image(monkeypatch):
     assert inputs(components.train)["train_data"] == "system.Dataset@0.0.1"
     assert outputs(components.train) == {"model": "system.Model@0.0.1", "metrics": "system.Metrics@0.0.1"}
     assert outputs(components.evaluate) == {
-        "evaluation": "system.Artifact@0.0.1", "metrics": "system.Metrics@0.0.1",
-        "classification": "system.ClassificationMetrics@0.0.1", "report": "system.HTML@0.0.1",
-        "summary": "system.Markdown@0.0.1", "Output": "Float"}
+        "evaluation": "system.Artifact@0.0.1",
+        "metrics": "system.Metrics@0.0.1",
+        "classification": "system.ClassificationMetrics@0.0.1",
+        "report": "system.HTML@0.0.1",
+        "summary": "system.Markdown@0.0.1",
+        "Output": "Float",
+    }
     assert outputs(components.batch_predict) == {"predictions": "system.Dataset@0.0.1"}
     # KFTS_IMAGE is read when kfts.kubeflow.components is imported: a fresh process with it set, each component compiled
     monkeypatch.setenv("KFTS_IMAGE", "registry.example/team/kfts:7")
     configured = images.component_image()
     assert configured == "registry.example/team/kfts:7" != images.DEFAULT_IMAGE
-    compiled = json.loads(subprocess.run([sys.executable, "-c", COMPILED_IMAGES], capture_output=True, text=True,
-                                         check=True, timeout=300).stdout)
-    assert compiled == {name: [configured] for name in ("validate_csv", "train", "evaluate", "batch_predict",
-                                                        "deploy")}
+    compiled = json.loads(
+        subprocess.run(
+            [sys.executable, "-c", COMPILED_IMAGES], capture_output=True, text=True, check=True, timeout=300
+        ).stdout
+    )
+    assert compiled == {name: [configured] for name in ("validate_csv", "train", "evaluate", "batch_predict", "deploy")}
 
 
 def test_committed_component_specs_are_what_make_compile_writes(tmp_path):
     """components/ holds every component's spec, as `make compile` writes it, and nothing else."""
     env = {k: v for k, v in os.environ.items() if k != "KFTS_IMAGE"}  # the committed files use the default
-    subprocess.run([sys.executable, "-m", "kfts", "pipeline", "compile", "--output-dir", str(tmp_path / "p"),
-                    "--components-dir", str(tmp_path / "c")], check=True, env=env, capture_output=True,
-                   timeout=600)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kfts",
+            "pipeline",
+            "compile",
+            "--output-dir",
+            str(tmp_path / "p"),
+            "--components-dir",
+            str(tmp_path / "c"),
+        ],
+        check=True,
+        env=env,
+        capture_output=True,
+        timeout=600,
+    )
     written = {p.name: p.read_text() for p in (tmp_path / "c").iterdir()}
     committed = {p.name: p.read_text() for p in (ROOT / "components").glob("*.yaml")}
     assert sorted(written) == sorted(f"{name}.yaml" for name in components.STEPS)

@@ -1,5 +1,5 @@
-"""KServe manifests (kfts.kubeflow.deploy, `kfts deploy render`): the ServingRuntime and ClusterServingRuntime for the model
-format kfts, the short InferenceService that uses them and the custom-container one, each valid against KServe's
+"""KServe manifests (kfts.kubeflow.deploy, `kfts deploy render`): the ServingRuntime and ClusterServingRuntime for the
+model format kfts, the short InferenceService that uses them and the custom-container one, each valid against KServe's
 CRD schema (../shared/schemas), loadable by the kserve SDK, and saying what it should."""
 
 from __future__ import annotations
@@ -31,10 +31,11 @@ from kfts.kubeflow.deploy import (
 from helpers import ROOT, crd_validator, run_cli
 from kube_standin import PATH, KServe, KubeStandIn
 
-CRDS = {"InferenceService": ("kserve-inferenceservice-crd.yaml", "v1beta1", "V1beta1InferenceService"),
-        "ServingRuntime": ("kserve-servingruntime-crd.yaml", "v1alpha1", "V1alpha1ServingRuntime"),
-        "ClusterServingRuntime": ("kserve-clusterservingruntime-crd.yaml", "v1alpha1",
-                                  "V1alpha1ClusterServingRuntime")}
+CRDS = {
+    "InferenceService": ("kserve-inferenceservice-crd.yaml", "v1beta1", "V1beta1InferenceService"),
+    "ServingRuntime": ("kserve-servingruntime-crd.yaml", "v1alpha1", "V1alpha1ServingRuntime"),
+    "ClusterServingRuntime": ("kserve-clusterservingruntime-crd.yaml", "v1alpha1", "V1alpha1ClusterServingRuntime"),
+}
 
 
 def validator(kind: str):
@@ -50,8 +51,9 @@ def sdk_object(data, klass: str):
         value_type = klass[5:-1].split(", ", 1)[1]
         return {k: sdk_object(v, value_type) for k, v in data.items()}
     if klass in ("str", "int", "bool", "float", "object"):
-        assert klass == "object" or isinstance(data, {"str": str, "int": int, "bool": bool, "float": float}[klass]), \
+        assert klass == "object" or isinstance(data, {"str": str, "int": int, "bool": bool, "float": float}[klass]), (
             f"{data!r} is not {klass}"
+        )
         return data
     if klass == "datetime":
         return datetime.datetime.fromisoformat(data)
@@ -82,6 +84,7 @@ def flags(args: list[str]) -> dict[str, str]:
 
 # -- ServingRuntime -------------------------------------------------------------------------------------------------
 
+
 def test_cluster_serving_runtime_for_the_kfts_format():
     runtime = check(render_serving_runtime(image="registry.example/kfts:1-predictor", deployment_mode="Standard"))
     assert runtime.kind == "ClusterServingRuntime" and runtime.metadata.name == "kfts"
@@ -94,8 +97,13 @@ def test_cluster_serving_runtime_for_the_kfts_format():
     assert container.name == "kserve-container" and container.image == "registry.example/kfts:1-predictor"
     assert container.command == ["kfts", "serve"]
     args = flags(container.args)
-    assert args == {"model-dir": "/mnt/models", "model-name": "{{.Name}}", "http-port": "8080",
-                    "grpc-port": "8081", "device": "cpu"}
+    assert args == {
+        "model-dir": "/mnt/models",
+        "model-name": "{{.Name}}",
+        "http-port": "8080",
+        "grpc-port": "8081",
+        "device": "cpu",
+    }
     assert [(p.name, p.container_port) for p in container.ports] == [("http1", 8080), ("grpc-port", 8081)]
     assert container.readiness_probe.http_get.path == "/v2/health/ready"
     assert container.security_context.run_as_non_root is True
@@ -122,15 +130,25 @@ def test_knative_runtime_leaves_the_one_port_to_the_inference_service():
 
 def test_the_model_format_version_is_the_artifacts():
     from kfts.core.artifact import FORMAT_VERSION
+
     assert MODEL_FORMAT["version"] == str(FORMAT_VERSION)
 
 
 # -- InferenceService -----------------------------------------------------------------------------------------------
 
+
 def test_short_inference_service_for_the_runtime():
-    isvc = check(render_inference_service(name="ecg-classifier", model_uri="gs://bucket/models/ecg", namespace="ml",
-                                          min_replicas=0, max_replicas=3, service_account="kfts-reader",
-                                          deployment_mode="Standard"))
+    isvc = check(
+        render_inference_service(
+            name="ecg-classifier",
+            model_uri="gs://bucket/models/ecg",
+            namespace="ml",
+            min_replicas=0,
+            max_replicas=3,
+            service_account="kfts-reader",
+            deployment_mode="Standard",
+        )
+    )
     predictor = isvc.spec.predictor
     assert (isvc.metadata.name, isvc.metadata.namespace) == ("ecg-classifier", "ml")
     assert isvc.metadata.annotations == {"serving.kserve.io/deploymentMode": "Standard"}
@@ -147,22 +165,36 @@ def test_short_inference_service_for_the_runtime():
 
 
 def test_gpu_inference_service_on_the_gpu_node_pool():
-    isvc = check(render_inference_service(name="detector", model_uri="s3://models/lstm", gpu=True, gpus=2,
-                                          node_selector={"cloud.google.com/gke-accelerator": "nvidia-l4"},
-                                          cpu="4", memory="16Gi", min_replicas=1, max_replicas=4))
+    isvc = check(
+        render_inference_service(
+            name="detector",
+            model_uri="s3://models/lstm",
+            gpu=True,
+            gpus=2,
+            node_selector={"cloud.google.com/gke-accelerator": "nvidia-l4"},
+            cpu="4",
+            memory="16Gi",
+            min_replicas=1,
+            max_replicas=4,
+        )
+    )
     predictor = isvc.spec.predictor
     assert predictor.model.runtime == "kfts-cuda"
     assert predictor.model.resources.limits == {"cpu": "4", "memory": "16Gi", "nvidia.com/gpu": "2"}
     assert predictor.node_selector == {"cloud.google.com/gke-accelerator": "nvidia-l4"}
     assert [t.to_dict() for t in predictor.tolerations] == [
-        {**t, "toleration_seconds": None, "value": None} for t in GPU_TOLERATIONS]
+        {**t, "toleration_seconds": None, "value": None} for t in GPU_TOLERATIONS
+    ]
     assert (predictor.min_replicas, predictor.max_replicas) == (1, 4)
     assert isvc.metadata.annotations is None  # the cluster's deployment mode
 
 
 def test_named_runtime_and_knative_grpc():
-    isvc = check(render_inference_service(name="m", model_uri="gs://b/m", runtime="kfts-team",
-                                          deployment_mode="Knative", expose_grpc=True))
+    isvc = check(
+        render_inference_service(
+            name="m", model_uri="gs://b/m", runtime="kfts-team", deployment_mode="Knative", expose_grpc=True
+        )
+    )
     model = isvc.spec.predictor.model
     assert model.runtime == "kfts-team"
     assert [(p.name, p.container_port) for p in model.ports] == [("h2c", 8081)]  # Knative's name for gRPC
@@ -172,8 +204,9 @@ def test_named_runtime_and_knative_grpc():
 
 
 def test_custom_container_inference_service():
-    isvc = check(render_inference_service(name="ecg", model_uri="gs://bucket/models/ecg", image="img:1-predictor",
-                                          gpu=True))
+    isvc = check(
+        render_inference_service(name="ecg", model_uri="gs://bucket/models/ecg", image="img:1-predictor", gpu=True)
+    )
     predictor = isvc.spec.predictor
     (container,) = predictor.containers
     assert predictor.model is None
@@ -202,16 +235,19 @@ def test_schema_check_has_teeth():
         sdk_object(manifest, "V1beta1InferenceService")
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"name": "Bad_Name"}, "DNS label"),
-    ({"name": "m" * 46}, "45 characters"),
-    ({"model_uri": ""}, "model-uri"),
-    ({"min_replicas": 3, "max_replicas": 2}, "replicas"),
-    ({"gpu": True, "gpus": 0}, "gpus"),
-    ({"image": "img", "runtime": "kfts"}, "custom container"),
-    ({"deployment_mode": "Fast"}, "one of Standard"),
-    ({"deployment_mode": "Standard", "expose_grpc": True}, "for Knative"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"name": "Bad_Name"}, "DNS label"),
+        ({"name": "m" * 46}, "45 characters"),
+        ({"model_uri": ""}, "model-uri"),
+        ({"min_replicas": 3, "max_replicas": 2}, "replicas"),
+        ({"gpu": True, "gpus": 0}, "gpus"),
+        ({"image": "img", "runtime": "kfts"}, "custom container"),
+        ({"deployment_mode": "Fast"}, "one of Standard"),
+        ({"deployment_mode": "Standard", "expose_grpc": True}, "for Knative"),
+    ],
+)
 def test_bad_arguments_are_input_errors(kwargs, message):
     with pytest.raises(InputError, match=message):
         render_inference_service(**{"name": "m", "model_uri": "gs://b/m", **kwargs})
@@ -219,26 +255,36 @@ def test_bad_arguments_are_input_errors(kwargs, message):
 
 # -- KServe versions, canary, storage identity ----------------------------------------------------------------------
 
-@pytest.mark.parametrize("mode, version, written", [
-    ("Standard", None, "Standard"), ("RawDeployment", None, "Standard"), ("Serverless", None, "Knative"),
-    ("Standard", "0.15", "RawDeployment"), ("Knative", "v0.15.2", "Serverless"),
-    ("Standard", "0.14.1", "RawDeployment"),
-    ("RawDeployment", "v0.16.0", "Standard"), ("Serverless", "0.16.0-rc1", "Knative"), ("Knative", "0.20", "Knative"),
-    ("Standard", "1.0", "Standard")])
+
+@pytest.mark.parametrize(
+    "mode, version, written",
+    [
+        ("Standard", None, "Standard"),
+        ("RawDeployment", None, "Standard"),
+        ("Serverless", None, "Knative"),
+        ("Standard", "0.15", "RawDeployment"),
+        ("Knative", "v0.15.2", "Serverless"),
+        ("Standard", "0.14.1", "RawDeployment"),
+        ("RawDeployment", "v0.16.0", "Standard"),
+        ("Serverless", "0.16.0-rc1", "Knative"),
+        ("Knative", "0.20", "Knative"),
+        ("Standard", "1.0", "Standard"),
+    ],
+)
 def test_the_mode_is_written_by_the_name_the_clusters_kserve_knows(mode, version, written):
     """KServe v0.16.0 renamed the modes (kserve#4608: pkg/constants/constants.go has RawDeployment and
     Serverless up to v0.15.2, Standard and Knative with the old names deprecated from v0.16.0).
     v0.15.2's GetDeploymentMode (pkg/controller/v1beta1/inferenceservice/utils/utils.go) gives a name it does
     not know the cluster's default; v0.16.0 to v0.20.0 read the old names but their webhook
     (validateDeploymentMode) refuses any update of an InferenceService created with one (kserve#5885)."""
-    isvc = check(render_inference_service(name="m", model_uri="gs://b/m", deployment_mode=mode,
-                                          kserve_version=version))
+    isvc = check(render_inference_service(name="m", model_uri="gs://b/m", deployment_mode=mode, kserve_version=version))
     assert isvc.metadata.annotations["serving.kserve.io/deploymentMode"] == written
 
 
 def test_canary_traffic_is_for_knative():
-    isvc = check(render_inference_service(name="m", model_uri="gs://b/m", deployment_mode="Knative",
-                                          canary_traffic_percent=10))
+    isvc = check(
+        render_inference_service(name="m", model_uri="gs://b/m", deployment_mode="Knative", canary_traffic_percent=10)
+    )
     assert isvc.spec.predictor.canary_traffic_percent == 10
     for mode in ("Standard", None):
         with pytest.raises(InputError, match="--canary-traffic-percent needs --deployment-mode Knative"):
@@ -250,8 +296,12 @@ def test_canary_traffic_is_for_knative():
 # KServe's annotations on the Secret that tell its storage initializer where the S3 API is
 # (kserve v0.20.0 pkg/credentials/s3/s3_secret.go), and the keys it reads the credentials from (the
 # s3AccessKeyIDName and s3SecretAccessKeyName of config/configmap/inferenceservice.yaml's credentials)
-KSERVE_S3_ANNOTATIONS = {"serving.kserve.io/s3-endpoint", "serving.kserve.io/s3-usehttps",
-                         "serving.kserve.io/s3-region", "serving.kserve.io/s3-verifyssl"}
+KSERVE_S3_ANNOTATIONS = {
+    "serving.kserve.io/s3-endpoint",
+    "serving.kserve.io/s3-usehttps",
+    "serving.kserve.io/s3-region",
+    "serving.kserve.io/s3-verifyssl",
+}
 KSERVE_S3_KEYS = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
 
 
@@ -259,8 +309,11 @@ def test_the_storage_initializer_gets_the_storage_secret_and_the_service_account
     """KServe's credential builder (pkg/credentials/service_account_credentials.go,
     CreateSecretVolumeAndEnvFromServiceAccount) takes the Secret the InferenceService's
     serving.kserve.io/storageSecretName annotation names before the service account's secrets."""
-    isvc = check(render_inference_service(name="m", model_uri="s3://b/m", storage_secret="kfts-storage",
-                                          service_account="kfts-serving"))
+    isvc = check(
+        render_inference_service(
+            name="m", model_uri="s3://b/m", storage_secret="kfts-storage", service_account="kfts-serving"
+        )
+    )
     assert isvc.metadata.annotations == {"serving.kserve.io/storageSecretName": "kfts-storage"}
     assert isvc.spec.predictor.service_account_name == "kfts-serving"
 
@@ -271,8 +324,8 @@ MINIO = "http://minio-service.kubeflow:9000"  # KFP's MinIO, as the pipelines' s
 def documented_objects() -> list[dict]:
     """The Secret and the ServiceAccount of deploy/SERVING.md."""
     text = (ROOT / "deploy" / "SERVING.md").read_text()
-    block = text[text.index("```yaml\n# object-store identity"):]
-    return list(yaml.safe_load_all(block[len("```yaml\n"):block.index("```\n", 8)]))
+    block = text[text.index("```yaml\n# object-store identity") :]
+    return list(yaml.safe_load_all(block[len("```yaml\n") : block.index("```\n", 8)]))
 
 
 def documented_secret(namespace: str) -> dict:
@@ -298,6 +351,7 @@ def test_the_documented_storage_secret_is_one_kserve_and_kfts_both_read():
 
 # -- the deploy step's rollout, against KServe's controller in the stand-in -------------------------------------------
 
+
 def served(uri: str, **kwargs) -> dict:
     return render_inference_service(name="churn", model_uri=uri, namespace="team", **kwargs)
 
@@ -314,10 +368,12 @@ def test_the_step_waits_for_kserve_to_roll_out_the_new_generation():
         assert rollout(cluster, served("s3://b/model-1"), lines) == "http://churn.team.example"
         rollout(cluster, served("s3://b/model-2"), lines)
     assert [spec["predictor"]["model"]["storageUri"] for spec in cluster.kserve.reconciled] == [
-        "s3://b/model-1", "s3://b/model-2"]
+        "s3://b/model-1",
+        "s3://b/model-2",
+    ]
     [replaced] = cluster.sent("PUT")
     assert replaced["spec"]["predictor"]["model"]["storageUri"] == "s3://b/model-2"
-    second = lines[lines.index("replaced InferenceService team/churn"):]
+    second = lines[lines.index("replaced InferenceService team/churn") :]
     assert second[1:] == [
         "InferenceService team/churn: PredictorReady=True (NewReplicaSetAvailable), Ready=True "
         "(NewReplicaSetAvailable); generation 1 of 2 observed",  # the old model: not enough
@@ -325,7 +381,8 @@ def test_the_step_waits_for_kserve_to_roll_out_the_new_generation():
         "(MinimumReplicasAvailable); generation 2 of 2 observed",  # old pods serve while new ones start
         "InferenceService team/churn: PredictorReady=True (NewReplicaSetAvailable), Ready=True "
         "(NewReplicaSetAvailable); generation 2 of 2 observed",
-        "ready at http://churn.team.example"]
+        "ready at http://churn.team.example",
+    ]
 
 
 @pytest.mark.parametrize("mode, reason", [("Standard", "ProgressDeadlineExceeded"), ("Knative", "RevisionFailed")])
@@ -338,13 +395,20 @@ def test_a_broken_challenger_fails_the_step_and_the_champion_is_put_back(mode, r
             rollout(cluster, served("s3://b/broken", deployment_mode=mode), lines)
         final = kube.get(cluster.api(), kube.INFERENCE_SERVICE, "churn", "team")
     assert str(failure.value).startswith(f"InferenceService team/churn generation 2 failed: {reason}: ")
-    assert str(failure.value).endswith(". The previous spec of InferenceService team/churn is restored (generation "
-                                       "3): the model it served is left serving, Ready again")
+    assert str(failure.value).endswith(
+        ". The previous spec of InferenceService team/churn is restored (generation "
+        "3): the model it served is left serving, Ready again"
+    )
     assert final["spec"]["predictor"]["model"]["storageUri"] == "s3://b/champion"
     assert [spec["predictor"]["model"]["storageUri"] for spec in kserve.reconciled] == [
-        "s3://b/champion", "s3://b/broken", "s3://b/champion"]
+        "s3://b/champion",
+        "s3://b/broken",
+        "s3://b/champion",
+    ]
     assert [body["spec"]["predictor"]["model"]["storageUri"] for body in cluster.sent("PUT")] == [
-        "s3://b/broken", "s3://b/champion"]
+        "s3://b/broken",
+        "s3://b/champion",
+    ]
 
 
 def test_a_challenger_deleted_before_it_is_rolled_back_is_said_to_be_gone():
@@ -357,24 +421,28 @@ def test_a_challenger_deleted_before_it_is_rolled_back_is_said_to_be_gone():
         # the step reads the champion it replaces; when it comes to restore it, the object is gone
         with mock.patch.object(kube, "get", side_effect=[champion, None]), pytest.raises(kube.Failed) as failure:
             rollout(cluster, served("s3://b/broken"), [])
-    assert str(failure.value).endswith(". InferenceService team/churn is gone (deleted since): its previous spec "
-                                       "is not restored")
+    assert str(failure.value).endswith(
+        ". InferenceService team/churn is gone (deleted since): its previous spec is not restored"
+    )
 
 
 def test_a_challenger_that_does_not_serve_in_time_is_rolled_back():
     lines = []
-    kserve = KServe(broken=lambda spec: "slow" in spec["predictor"]["model"]["storageUri"], deadline=10 ** 6)
+    kserve = KServe(broken=lambda spec: "slow" in spec["predictor"]["model"]["storageUri"], deadline=10**6)
     with KubeStandIn(kserve=kserve) as cluster:
         rollout(cluster, served("s3://b/champion"), lines)
-        with pytest.raises(kube.Failed,
-                           match=r"was not Ready at generation 2 within 0 s .*restored .*serving, Ready again$"):
+        with pytest.raises(
+            kube.Failed, match=r"was not Ready at generation 2 within 0 s .*restored .*serving, Ready again$"
+        ):
             rollout(cluster, served("s3://b/slow"), lines, timeout_s=0.3)
     assert kserve.reconciled[-1]["predictor"]["model"]["storageUri"] == "s3://b/champion"
 
 
 def test_a_first_model_that_fails_is_left_for_inspection():
-    with KubeStandIn(kserve=KServe(broken=lambda spec: True)) as cluster, \
-            pytest.raises(kube.Failed, match="no InferenceService team/churn before: the failed one is left"):
+    with (
+        KubeStandIn(kserve=KServe(broken=lambda spec: True)) as cluster,
+        pytest.raises(kube.Failed, match="no InferenceService team/churn before: the failed one is left"),
+    ):
         rollout(cluster, served("s3://b/broken"), [])
     assert cluster.sent("PUT") == []
 
@@ -397,12 +465,13 @@ def test_kserve_before_0_16_is_said_not_to_report_a_rawdeployments_rollout():
 
 
 def test_the_deploy_step_fails_saying_the_previous_model_serves(tmp_path, monkeypatch, capsys):
-    """The pipeline's deploy step (src/kfts/kubeflow/components/deploy.py) with its timeout parameter, a minio:// model URI
-    (KFP's name for its MinIO) and the storage secret: a broken model fails the step with exit code 1 and
+    """The pipeline's deploy step (src/kfts/kubeflow/components/deploy.py) with its timeout parameter, a minio:// model
+    URI (KFP's name for its MinIO) and the storage secret: a broken model fails the step with exit code 1 and
     the message that the previous one is back."""
     from kfp import dsl
 
     from kfts.kubeflow.components.deploy import deploy
+
     kserve = KServe(broken=lambda spec: "broken" in spec["predictor"]["containers"][0]["env"][0]["value"])
     with KubeStandIn(kserve=kserve, existing=[documented_secret("team")]) as cluster:
         cluster.kubeconfig(tmp_path / "kubeconfig")
@@ -416,7 +485,8 @@ def test_the_deploy_step_fails_saying_the_previous_model_serves(tmp_path, monkey
         final = kube.get(cluster.api(), kube.INFERENCE_SERVICE, "churn", "team")
     assert url == "http://churn.team.example" and exit_code.value.code == 1
     assert final["spec"]["predictor"]["containers"][0]["env"] == [
-        {"name": "STORAGE_URI", "value": "s3://mlpipeline/v2/artifacts/run-1/model"}]
+        {"name": "STORAGE_URI", "value": "s3://mlpipeline/v2/artifacts/run-1/model"}
+    ]
     assert final["metadata"]["annotations"] == {"serving.kserve.io/storageSecretName": "kfts-storage"}
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last.startswith("error: InferenceService team/churn generation 2 failed: ProgressDeadlineExceeded")
@@ -439,17 +509,22 @@ def test_a_storage_secret_is_checked_only_where_it_can_be():
     assert cluster.requests == []
 
 
-@pytest.mark.parametrize("annotations", [{}, {"serving.kserve.io/s3-endpoint": "minio-service.kubeflow:9000"},
-                                         {"serving.kserve.io/s3-endpoint": "s3.example:9000",
-                                          "serving.kserve.io/s3-usehttps": "0"}])
-def test_a_storage_secret_that_does_not_tell_kserve_the_endpoint_is_refused(annotations, tmp_path, monkeypatch,
-                                                                             capsys):
+@pytest.mark.parametrize(
+    "annotations",
+    [
+        {},
+        {"serving.kserve.io/s3-endpoint": "minio-service.kubeflow:9000"},
+        {"serving.kserve.io/s3-endpoint": "s3.example:9000", "serving.kserve.io/s3-usehttps": "0"},
+    ],
+)
+def test_a_storage_secret_that_does_not_tell_kserve_the_endpoint_is_refused(annotations, tmp_path, monkeypatch, capsys):
     """Without serving.kserve.io/s3-endpoint (and s3-usehttps 0 for HTTP: KServe's default is HTTPS) the
     storage initializer looks for the model on AWS (kserve pkg/credentials/s3/utils.go BuildS3EnvVars): the
     step says what to annotate, exit code 2, before creating anything."""
     from kfp import dsl
 
     from kfts.kubeflow.components.deploy import deploy
+
     secret = documented_secret("team")
     secret["metadata"]["annotations"] = annotations
     with KubeStandIn(kserve=KServe(), existing=[secret]) as cluster:
@@ -457,34 +532,67 @@ def test_a_storage_secret_that_does_not_tell_kserve_the_endpoint_is_refused(anno
         monkeypatch.setenv("KUBECONFIG", str(tmp_path / "kubeconfig"))
         monkeypatch.setenv("AWS_ENDPOINT_URL", MINIO)
         with pytest.raises(SystemExit) as exit_code:
-            deploy.python_func(model=dsl.Model(uri="minio://mlpipeline/model"), name="churn", namespace="team",
-                               storage_secret="kfts-storage")
+            deploy.python_func(
+                model=dsl.Model(uri="minio://mlpipeline/model"),
+                name="churn",
+                namespace="team",
+                storage_secret="kfts-storage",
+            )
     assert exit_code.value.code == 2 and cluster.sent("POST") == []
     assert capsys.readouterr().err == (
         "error: Secret team/kfts-storage does not tell KServe's storage initializer the endpoint "
         f"{MINIO}, so it would look for s3://mlpipeline/model on AWS: kubectl annotate secret -n team "
         "kfts-storage --overwrite serving.kserve.io/s3-endpoint=minio-service.kubeflow:9000 "
-        "serving.kserve.io/s3-usehttps=0\n")
+        "serving.kserve.io/s3-usehttps=0\n"
+    )
 
 
 # -- the command line -----------------------------------------------------------------------------------------------
 
+
 def test_cli_writes_the_inference_service(tmp_path, monkeypatch):
     monkeypatch.setenv("KFTS_IMAGE", "registry.example/kfts:9")
     out = tmp_path / "isvc.yaml"
-    assert main(["deploy", "render", "--model-uri", "pvc://models/it", "--name", "it", "--gpu",
-                 "--node-selector", "pool=gpu", "--toleration", "dedicated=ml:NoSchedule",
-                 "--max-replicas", "4", "--deployment-mode", "RawDeployment", "--output", str(out)]) == 0
+    assert (
+        main(
+            [
+                "deploy",
+                "render",
+                "--model-uri",
+                "pvc://models/it",
+                "--name",
+                "it",
+                "--gpu",
+                "--node-selector",
+                "pool=gpu",
+                "--toleration",
+                "dedicated=ml:NoSchedule",
+                "--max-replicas",
+                "4",
+                "--deployment-mode",
+                "RawDeployment",
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
     isvc = check(yaml.safe_load(out.read_text()))
     assert isvc.spec.predictor.model.runtime == "kfts-cuda"
     assert isvc.spec.predictor.node_selector == {"pool": "gpu"}
     assert [(t.key, t.operator, t.value, t.effect) for t in isvc.spec.predictor.tolerations] == [
-        ("dedicated", "Equal", "ml", "NoSchedule")]
+        ("dedicated", "Equal", "ml", "NoSchedule")
+    ]
     assert isvc.spec.predictor.max_replicas == 4
-    assert main(["deploy", "render", "--model-uri", "pvc://models/it", "--name", "it", "--container",
-                 "--output", str(out)]) == 0
-    assert check(yaml.safe_load(out.read_text())).spec.predictor.containers[0].image == \
-        "registry.example/kfts:9-predictor"
+    assert (
+        main(
+            ["deploy", "render", "--model-uri", "pvc://models/it", "--name", "it", "--container", "--output", str(out)]
+        )
+        == 0
+    )
+    assert (
+        check(yaml.safe_load(out.read_text())).spec.predictor.containers[0].image == "registry.example/kfts:9-predictor"
+    )
 
 
 def test_cli_writes_the_runtimes(tmp_path, monkeypatch):
@@ -500,19 +608,29 @@ def test_cli_writes_the_runtimes(tmp_path, monkeypatch):
     assert runtime.spec.containers[0].image == "registry.example/kfts:9-predictor"
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--model-uri", "gs://b/m", "--name", "it", "--toleration", "key:Sometimes"], "--toleration 'key:Sometimes'"),
-    (["--name", "it"], "--model-uri is required"),
-    (["--model-uri", "gs://b/m", "--name", "it", "--image", "img"], "--image goes with --container"),
-    (["--kind", "ServingRuntime"], "--kind ServingRuntime needs --namespace"),
-    (["--kind", "ClusterServingRuntime", "--model-uri", "gs://b/m"],
-     "--model-uri does not apply to --kind ClusterServingRuntime"),
-    (["--kind", "ClusterServingRuntime", "--toleration", "a"],
-     "--toleration does not apply to --kind ClusterServingRuntime"),
-    (["--kind", "ClusterServingRuntime", "--kserve-version", "0.15"], "--kserve-version does not apply"),
-    (["--model-uri", "gs://b/m", "--name", "it", "--kserve-version", "latest"], "--kserve-version 'latest'"),
-    (["--model-uri", "gs://b/m", "--name", "it", "--canary-traffic-percent", "10"], "--canary-traffic-percent needs"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--model-uri", "gs://b/m", "--name", "it", "--toleration", "key:Sometimes"], "--toleration 'key:Sometimes'"),
+        (["--name", "it"], "--model-uri is required"),
+        (["--model-uri", "gs://b/m", "--name", "it", "--image", "img"], "--image goes with --container"),
+        (["--kind", "ServingRuntime"], "--kind ServingRuntime needs --namespace"),
+        (
+            ["--kind", "ClusterServingRuntime", "--model-uri", "gs://b/m"],
+            "--model-uri does not apply to --kind ClusterServingRuntime",
+        ),
+        (
+            ["--kind", "ClusterServingRuntime", "--toleration", "a"],
+            "--toleration does not apply to --kind ClusterServingRuntime",
+        ),
+        (["--kind", "ClusterServingRuntime", "--kserve-version", "0.15"], "--kserve-version does not apply"),
+        (["--model-uri", "gs://b/m", "--name", "it", "--kserve-version", "latest"], "--kserve-version 'latest'"),
+        (
+            ["--model-uri", "gs://b/m", "--name", "it", "--canary-traffic-percent", "10"],
+            "--canary-traffic-percent needs",
+        ),
+    ],
+)
 def test_cli_user_mistake_is_one_line(tmp_path, args, message):
     out = tmp_path / "out.yaml"
     result = run_cli("deploy", "render", *args, "--output", out)
@@ -528,15 +646,20 @@ RENDERED = sorted(p for p in DEPLOY.glob("*.yaml") if p.read_text().startswith("
 
 
 def test_there_are_rendered_examples():
-    assert {p.name for p in RENDERED} >= {"runtime-kfts.yaml", "runtime-kfts-cuda.yaml", "inferenceservice.yaml",
-                                          "inferenceservice-gpu.yaml", "trainingruntime-kfts-torch.yaml",
-                                          "trainingruntime-kfts-torch-cuda.yaml"}
+    assert {p.name for p in RENDERED} >= {
+        "runtime-kfts.yaml",
+        "runtime-kfts-cuda.yaml",
+        "inferenceservice.yaml",
+        "inferenceservice-gpu.yaml",
+        "trainingruntime-kfts-torch.yaml",
+        "trainingruntime-kfts-torch-cuda.yaml",
+    }
 
 
 @pytest.mark.parametrize("example", RENDERED, ids=[p.name for p in RENDERED])
 def test_rendered_examples_are_what_their_command_writes(example, tmp_path, monkeypatch):
     monkeypatch.delenv("KFTS_IMAGE", raising=False)  # the default image names, as in the examples
-    command = shlex.split(example.read_text().splitlines()[0][len("# "):])
+    command = shlex.split(example.read_text().splitlines()[0][len("# ") :])
     out = tmp_path / "out.yaml"
     assert main([*command[1:], "--output", str(out)]) == 0
     assert yaml.safe_load(example.read_text()) == yaml.safe_load(out.read_text())
@@ -550,25 +673,41 @@ def test_the_pipeline_runner_role_allows_every_request_the_steps_make():
     """deploy/rbac-pipeline-runner.yaml against the requests the deploy step (a rollout, a failed one and its
     restore) and the TrainJob step (after a Failed attempt) send to the stand-in."""
     from kfts.kubeflow.trainjob import render_trainjob, run_trainjob
-    role, binding = (sdk_object(m, k) for m, k in zip(
-        yaml.safe_load_all((DEPLOY / "rbac-pipeline-runner.yaml").read_text()), ("V1Role", "V1RoleBinding")))
+
+    role, binding = (
+        sdk_object(m, k)
+        for m, k in zip(
+            yaml.safe_load_all((DEPLOY / "rbac-pipeline-runner.yaml").read_text()), ("V1Role", "V1RoleBinding")
+        )
+    )
     assert (binding.role_ref.kind, binding.role_ref.name) == ("Role", role.metadata.name)
     assert binding.metadata.namespace == role.metadata.namespace
-    trainjob = render_trainjob(name="t", algorithm="lstm-ad", train_uri="s3://b/t", model_uri="s3://b/m",
-                               namespace="team")
+    trainjob = render_trainjob(
+        name="t", algorithm="lstm-ad", train_uri="s3://b/t", model_uri="s3://b/m", namespace="team"
+    )
     failed = {**trainjob, "status": {"conditions": [{"type": "Failed", "status": "True"}]}}
     kserve = KServe(broken=lambda spec: "broken" in spec["predictor"]["model"]["storageUri"])
-    with KubeStandIn(kserve=kserve, existing=[failed, documented_secret("team")], statuses={"t-2": [
-            {"conditions": [{"type": "Complete", "status": "True"}]}]}) as cluster:
+    with KubeStandIn(
+        kserve=kserve,
+        existing=[failed, documented_secret("team")],
+        statuses={"t-2": [{"conditions": [{"type": "Complete", "status": "True"}]}]},
+    ) as cluster:
         check_storage_secret(cluster.api(), "kfts-storage", "team", "s3://b/champion", MINIO)
         rollout(cluster, served("s3://b/champion"), [])
         with pytest.raises(kube.Failed):
             rollout(cluster, served("s3://b/broken"), [])
         run_trainjob(trainjob, api=cluster.api(), poll_s=0.01, log=lambda line: None)
-    sent = {(match["group"] or "", match["plural"], VERBS[method]) for method, match in
-            ((method, PATH.match(path)) for method, path, _ in cluster.requests)}
-    allowed = {(group, resource, verb) for rule in role.rules for group in rule.api_groups
-               for resource in rule.resources for verb in rule.verbs}
+    sent = {
+        (match["group"] or "", match["plural"], VERBS[method])
+        for method, match in ((method, PATH.match(path)) for method, path, _ in cluster.requests)
+    }
+    allowed = {
+        (group, resource, verb)
+        for rule in role.rules
+        for group in rule.api_groups
+        for resource in rule.resources
+        for verb in rule.verbs
+    }
     assert sent == allowed  # every request allowed, and nothing allowed that is not asked for
 
 
@@ -577,10 +716,12 @@ def kfts_metric_names() -> set[str]:
     from prometheus_client.metrics import MetricWrapperBase
 
     from kfts.serving import metrics
+
     names = set()
     for family in (m.describe()[0] for m in vars(metrics).values() if isinstance(m, MetricWrapperBase)):
-        names |= {family.name} | ({family.name + s for s in ("_sum", "_count", "_bucket")}
-                                  if family.type == "histogram" else set())
+        names |= {family.name} | (
+            {family.name + s for s in ("_sum", "_count", "_bucket")} if family.type == "histogram" else set()
+        )
     return names
 
 

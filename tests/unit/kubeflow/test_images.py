@@ -10,8 +10,10 @@ from helpers import ROOT
 DOCKERFILES = sorted((ROOT / "images").glob("*Dockerfile"))
 COMPILED = sorted((ROOT / "pipelines" / "compiled").glob("*.yaml"))
 SECRET_NAME = re.compile(r"(PASSWORD|PASSWD|SECRET|TOKEN|API_?KEY|ACCESS_?KEY|PRIVATE_?KEY|CREDENTIAL)", re.I)
-SECRET_VALUE = re.compile(r"AKIA[0-9A-Z]{16}|-----BEGIN [A-Z ]*PRIVATE KEY-----|gh[pousr]_[0-9A-Za-z]{36}|"
-                          r"xox[baprs]-[0-9A-Za-z-]{10,}")
+SECRET_VALUE = re.compile(
+    r"AKIA[0-9A-Z]{16}|-----BEGIN [A-Z ]*PRIVATE KEY-----|gh[pousr]_[0-9A-Za-z]{36}|"
+    r"xox[baprs]-[0-9A-Za-z-]{10,}"
+)
 
 
 def test_there_are_images_and_pipelines_to_check():

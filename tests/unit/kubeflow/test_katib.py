@@ -36,9 +36,30 @@ from helpers import make_classification, run_cli, write_csv
 
 def test_tune_renders_an_experiment_with_the_search_space(tmp_path):
     out = tmp_path / "experiment.yaml"
-    run_cli("pipeline", "tune", "inception-time", "--train", "s3://b/train.csv", "--valid", "s3://b/valid.csv",
-            "--search", "lr=0.0001:0.01:log", "--search", "filters=16,32", "--search", "depth=3:9",
-            "--set", "epochs=50", "--max-trials", "8", "--parallel-trials", "2", "--output", out, check=True)
+    run_cli(
+        "pipeline",
+        "tune",
+        "inception-time",
+        "--train",
+        "s3://b/train.csv",
+        "--valid",
+        "s3://b/valid.csv",
+        "--search",
+        "lr=0.0001:0.01:log",
+        "--search",
+        "filters=16,32",
+        "--search",
+        "depth=3:9",
+        "--set",
+        "epochs=50",
+        "--max-trials",
+        "8",
+        "--parallel-trials",
+        "2",
+        "--output",
+        out,
+        check=True,
+    )
     experiment = yaml.safe_load(out.read_text())
     spec = experiment["spec"]
     assert experiment["kind"] == "Experiment" and experiment["metadata"]["name"] == "kfts-inception-time"
@@ -46,22 +67,36 @@ def test_tune_renders_an_experiment_with_the_search_space(tmp_path):
     assert spec["maxTrialCount"] == 8 and spec["parallelTrialCount"] == 2
     assert spec["metricsCollectorSpec"]["collector"]["kind"] == "StdOut"
     assert spec["parameters"] == [
-        {"name": "lr", "parameterType": "double",
-         "feasibleSpace": {"min": "0.0001", "max": "0.01", "distribution": "logUniform"}},
+        {
+            "name": "lr",
+            "parameterType": "double",
+            "feasibleSpace": {"min": "0.0001", "max": "0.01", "distribution": "logUniform"},
+        },
         {"name": "filters", "parameterType": "discrete", "feasibleSpace": {"list": ["16", "32"]}},
-        {"name": "depth", "parameterType": "int", "feasibleSpace": {"min": "3", "max": "9"}}]
+        {"name": "depth", "parameterType": "int", "feasibleSpace": {"min": "3", "max": "9"}},
+    ]
     assert [p["name"] for p in spec["trialTemplate"]["trialParameters"]] == ["lr", "filters", "depth"]
     command = spec["trialTemplate"]["trialSpec"]["spec"]["template"]["spec"]["containers"][0]["args"][0]
     assert "kfts train inception-time --train /tmp/kfts/train.csv --valid /tmp/kfts/valid.csv" in command
-    for flag in ("--epochs 50", "--lr '${trialParameters.lr}'", "--filters '${trialParameters.filters}'",
-                 "--depth '${trialParameters.depth}'"):
+    for flag in (
+        "--epochs 50",
+        "--lr '${trialParameters.lr}'",
+        "--filters '${trialParameters.filters}'",
+        "--depth '${trialParameters.depth}'",
+    ):
         assert flag in command
     assert "kfts copy s3://b/train.csv /tmp/kfts/train.csv && kfts copy s3://b/valid.csv /tmp/kfts/valid.csv" in command
 
 
 def test_lstm_ad_minimises_valid_loss_and_gpu_trials_ask_for_a_gpu():
-    experiment = render_experiment(algorithm="lstm-ad", train_uri="/d/train.csv", valid_uri="/d/valid.csv",
-                                   search=[("hidden_size", "32,64,128")], image="reg/kfts:1", gpus=1)
+    experiment = render_experiment(
+        algorithm="lstm-ad",
+        train_uri="/d/train.csv",
+        valid_uri="/d/valid.csv",
+        search=[("hidden_size", "32,64,128")],
+        image="reg/kfts:1",
+        gpus=1,
+    )
     assert experiment["spec"]["objective"]["type"] == "minimize"
     assert experiment["spec"]["objective"]["objectiveMetricName"] == "valid_loss"
     pod = experiment["spec"]["trialTemplate"]["trialSpec"]["spec"]["template"]["spec"]
@@ -73,8 +108,13 @@ def test_lstm_ad_minimises_valid_loss_and_gpu_trials_ask_for_a_gpu():
 @pytest.mark.parametrize("gpus, image", [(0, "reg/kfts:2"), (1, "reg/kfts:2-cuda")])
 def test_trials_run_the_component_image_and_its_cuda_build_on_gpus(gpus, image, monkeypatch):
     monkeypatch.setenv("KFTS_IMAGE", "reg/kfts:2")
-    experiment = render_experiment(algorithm="lstm-ad", train_uri="/d/train.csv", valid_uri="/d/valid.csv",
-                                   search=[("hidden_size", "32,64")], gpus=gpus)
+    experiment = render_experiment(
+        algorithm="lstm-ad",
+        train_uri="/d/train.csv",
+        valid_uri="/d/valid.csv",
+        search=[("hidden_size", "32,64")],
+        gpus=gpus,
+    )
     pod = experiment["spec"]["trialTemplate"]["trialSpec"]["spec"]["template"]["spec"]
     assert pod["containers"][0]["image"] == image
 
@@ -86,28 +126,48 @@ def test_the_objective_is_read_from_the_train_step_s_metric_lines():
     assert float(found["valid_loss"]) == pytest.approx(0.00001)
 
 
-@pytest.mark.parametrize("search, message", [
-    (("lr", "0.1:0.01"), "MIN must be below MAX"), (("depth", "2:8:log"), "log scale"),
-    (("nope", "1:2"), "unknown inception-time hyperparameter"), (("filters", "a,b"), "'a' is not an integer"),
-    (("depth", "0:5"), "--depth must be positive, not 0"), (("lr", "0.01"), "not MIN:MAX, MIN:MAX:log or A,B,C")])
+@pytest.mark.parametrize(
+    "search, message",
+    [
+        (("lr", "0.1:0.01"), "MIN must be below MAX"),
+        (("depth", "2:8:log"), "log scale"),
+        (("nope", "1:2"), "unknown inception-time hyperparameter"),
+        (("filters", "a,b"), "'a' is not an integer"),
+        (("depth", "0:5"), "--depth must be positive, not 0"),
+        (("lr", "0.01"), "not MIN:MAX, MIN:MAX:log or A,B,C"),
+    ],
+)
 def test_bad_search_specs_are_input_errors(search, message):
     with pytest.raises(InputError, match=message):
         render_experiment(algorithm="inception-time", train_uri="t", valid_uri="v", search=[search], image="i")
 
 
 def test_an_objective_no_trial_prints_is_refused_with_those_it_prints():
-    result = run_cli("pipeline", "tune", "inception-time", "--train", "s3://b/t.csv", "--valid", "s3://b/v.csv",
-                     "--search", "lr=0.0001:0.01:log", "--objective", "valid_f1")
+    result = run_cli(
+        "pipeline",
+        "tune",
+        "inception-time",
+        "--train",
+        "s3://b/t.csv",
+        "--valid",
+        "s3://b/v.csv",
+        "--search",
+        "lr=0.0001:0.01:log",
+        "--objective",
+        "valid_f1",
+    )
     assert result.returncode == 2
-    assert result.stderr == ("error: --objective valid_f1: the trials print valid_accuracy, valid_loss, train_loss, "
-                             "train_accuracy; choose one of them\n")
+    assert result.stderr == (
+        "error: --objective valid_f1: the trials print valid_accuracy, valid_loss, train_loss, "
+        "train_accuracy; choose one of them\n"
+    )
 
 
 def test_a_model_root_without_a_scheme_is_refused():
     with pytest.raises(InputError, match="give a URI the trial pods write to"):
-        render_experiment(algorithm="lstm-ad", train_uri="t", valid_uri="v", search=[("lr", "0.001,0.01")],
-                          model_root="/models")
-
+        render_experiment(
+            algorithm="lstm-ad", train_uri="t", valid_uri="v", search=[("lr", "0.001,0.01")], model_root="/models"
+        )
 
 
 # -- Katib and the kubelet, reproduced (the module's docstring names the upstream code) ---------------------------
@@ -122,7 +182,7 @@ def katib_trial(experiment: dict, assignments: dict[str, str], trial_name: str) 
     for parameter in template["trialParameters"]:
         reference = parameter["reference"]
         value = trial_name if reference == "${trialSpec.Name}" else assignments[reference]
-        text = text.replace("${trialParameters.%s}" % parameter["name"], value)
+        text = text.replace("${trialParameters." + parameter["name"] + "}", value)
     return json.loads(text)
 
 
@@ -145,20 +205,24 @@ def kubelet_expand(text: str, env: dict[str, str]) -> str:
         elif text[i + 1] == "$":
             out.append("$")
             i += 2
-        elif text[i + 1] == "(" and ")" in text[i + 2:]:
-            name = text[i + 2:text.index(")", i + 2)]
+        elif text[i + 1] == "(" and ")" in text[i + 2 :]:
+            name = text[i + 2 : text.index(")", i + 2)]
             out.append(env.get(name, f"$({name})"))
             i += len(name) + 3
         else:
-            out.append(text[i:i + 2])
+            out.append(text[i : i + 2])
             i += 2
     return "".join(out)
 
 
 def katib_metrics(log: str, metrics: list[str]) -> list[tuple[str, str]]:
     """(name, value) pairs as Katib records them; [(objective, "unavailable")] when the objective is missing."""
-    found = [(m.group(1).strip(), m.group(2).strip()) for line in log.split("\n")
-             if any(name in line for name in metrics) for m in KATIB_FILTER.finditer(line)]
+    found = [
+        (m.group(1).strip(), m.group(2).strip())
+        for line in log.split("\n")
+        if any(name in line for name in metrics)
+        for m in KATIB_FILTER.finditer(line)
+    ]
     found = [(name, value) for name, value in found if name in metrics]
     return found if any(name == metrics[0] for name, _ in found) else [(metrics[0], "unavailable")]
 
@@ -166,11 +230,14 @@ def katib_metrics(log: str, metrics: list[str]) -> list[tuple[str, str]]:
 def test_the_reproductions_behave_as_katib_s_and_the_kubelet_s_code():
     container = {"command": ["sh", "-c"], "args": ["{ a && b; }"]}
     assert katib_wrap(container, "/var/log/katib/metrics.log") == [
-        "sh", "-c", "{ a && b; } 1>/var/log/katib/metrics.log 2>&1 && echo completed > /var/log/katib/$$$$.pid"]
+        "sh",
+        "-c",
+        "{ a && b; } 1>/var/log/katib/metrics.log 2>&1 && echo completed > /var/log/katib/$$$$.pid",
+    ]
     assert kubelet_expand("$$$$.pid $(A) $(B) $$(A) $x $( $", {"A": "1"}) == "$$.pid 1 $(B) $(A) $x $( $"
-    assert katib_metrics("epoch=1 valid_loss=0.5\nx=1\nvalid_accuracy=.25 valid_loss=1e-3",
-                         ["valid_accuracy", "valid_loss"]) == [
-        ("valid_loss", "0.5"), ("valid_accuracy", ".25"), ("valid_loss", "1e-3")]
+    assert katib_metrics(
+        "epoch=1 valid_loss=0.5\nx=1\nvalid_accuracy=.25 valid_loss=1e-3", ["valid_accuracy", "valid_loss"]
+    ) == [("valid_loss", "0.5"), ("valid_accuracy", ".25"), ("valid_loss", "1e-3")]
     assert katib_metrics("valid_loss=0.5", ["valid_accuracy", "valid_loss"]) == [("valid_accuracy", "unavailable")]
 
 
@@ -179,50 +246,101 @@ def test_the_reproductions_behave_as_katib_s_and_the_kubelet_s_code():
 HOSTILE = ["$(id)", "`id`", "constant;id", 'constant"', "constant\nid", "plateau'", "16 && id"]
 
 
-@pytest.mark.parametrize("flag, spec, value", [
-    *(("--search", "schedule=constant,{}", value) for value in HOSTILE), ("--set", "schedule={}", "$(id)"),
-    ("--search", "filters=16,{}", "16;id"), ("--set", "epochs={}", "1\nid"), ("--search", "lr=0.001:{}", "`id`")])
+@pytest.mark.parametrize(
+    "flag, spec, value",
+    [
+        *(("--search", "schedule=constant,{}", value) for value in HOSTILE),
+        ("--set", "schedule={}", "$(id)"),
+        ("--search", "filters=16,{}", "16;id"),
+        ("--set", "epochs={}", "1\nid"),
+        ("--search", "lr=0.001:{}", "`id`"),
+    ],
+)
 def test_hostile_values_are_refused_in_one_line(tmp_path, flag, spec, value):
     """Katib would paste a search value into the trial's JSON and `sh -c` string as it is: `$(id)` would run in
     every trial, `"` break the JSON. Each is refused by the check `kfts train` makes (exit 2, one line)."""
     out = tmp_path / "experiment.yaml"
-    result = run_cli("pipeline", "tune", "inception-time", "--train", "s3://b/t.csv", "--valid", "s3://b/v.csv",
-                     "--search", "depth=3:6", flag, spec.format(value), "--output", out)
+    result = run_cli(
+        "pipeline",
+        "tune",
+        "inception-time",
+        "--train",
+        "s3://b/t.csv",
+        "--valid",
+        "s3://b/v.csv",
+        "--search",
+        "depth=3:6",
+        flag,
+        spec.format(value),
+        "--output",
+        out,
+    )
     assert result.returncode == 2 and not out.exists()
     assert result.stderr.startswith(f"error: {flag} ") and result.stderr.count("\n") == 1, result.stderr
     assert repr(value) in result.stderr  # the value, as Python writes it: control characters visible
     name = spec.partition("=")[0]
-    assert (f"--{name} must be one of constant, plateau" in result.stderr if name == "schedule"
-            else f"is not {'an integer' if name in ('filters', 'epochs') else 'a number'}" in result.stderr)
+    assert (
+        f"--{name} must be one of constant, plateau" in result.stderr
+        if name == "schedule"
+        else f"is not {'an integer' if name in ('filters', 'epochs') else 'a number'}" in result.stderr
+    )
 
 
-@pytest.mark.parametrize("algorithm, name, choice", [
-    ("inception-time", "ensemble", "stacked"), ("inception-time", "precision", "fp32"),
-    ("lstm-ad", "precision", "bf16"), ("lstm-ad", "scoring", "paper")])
+@pytest.mark.parametrize(
+    "algorithm, name, choice",
+    [
+        ("inception-time", "ensemble", "stacked"),
+        ("inception-time", "precision", "fp32"),
+        ("lstm-ad", "precision", "bf16"),
+        ("lstm-ad", "scoring", "paper"),
+    ],
+)
 def test_every_text_hyperparameter_takes_only_its_choices(algorithm, name, choice):
-    experiment = render_experiment(algorithm=algorithm, train_uri="t", valid_uri="v", search=[(name, choice)],
-                                   image="i")
+    experiment = render_experiment(
+        algorithm=algorithm, train_uri="t", valid_uri="v", search=[(name, choice)], image="i"
+    )
     assert experiment["spec"]["parameters"][0]["feasibleSpace"] == {"list": [choice]}
     with pytest.raises(InputError, match=rf"--{name} must be one of .*, not '\$\(id\)'"):
-        render_experiment(algorithm=algorithm, train_uri="t", valid_uri="v", search=[(name, f"{choice},$(id)")],
-                          image="i")
+        render_experiment(
+            algorithm=algorithm, train_uri="t", valid_uri="v", search=[(name, f"{choice},$(id)")], image="i"
+        )
     with pytest.raises(InputError, match=rf"--set {name}='\$\(id\)': --{name} must be one of"):
-        render_experiment(algorithm=algorithm, train_uri="t", valid_uri="v", search=[("lr", "0.001,0.01")],
-                          fixed={name: "$(id)"}, image="i")
+        render_experiment(
+            algorithm=algorithm,
+            train_uri="t",
+            valid_uri="v",
+            search=[("lr", "0.001,0.01")],
+            fixed={name: "$(id)"},
+            image="i",
+        )
 
 
 def test_what_katib_may_paste_is_the_canonical_value_not_the_text_given():
-    experiment = render_experiment(algorithm="inception-time", train_uri="t", valid_uri="v", image="i", search=[
-        ("filters", " 16 ,\t32\n"), ("lr", "1e-4:1e-2:log"), ("depth", " 3:9 "), ("schedule", "plateau, constant")],
-        fixed={"epochs": " 5\n", "early_stopping": "00"})
+    experiment = render_experiment(
+        algorithm="inception-time",
+        train_uri="t",
+        valid_uri="v",
+        image="i",
+        search=[
+            ("filters", " 16 ,\t32\n"),
+            ("lr", "1e-4:1e-2:log"),
+            ("depth", " 3:9 "),
+            ("schedule", "plateau, constant"),
+        ],
+        fixed={"epochs": " 5\n", "early_stopping": "00"},
+    )
     assert [p["feasibleSpace"] for p in experiment["spec"]["parameters"]] == [
-        {"list": ["16", "32"]}, {"min": "0.0001", "max": "0.01", "distribution": "logUniform"},
-        {"min": "3", "max": "9"}, {"list": ["plateau", "constant"]}]
+        {"list": ["16", "32"]},
+        {"min": "0.0001", "max": "0.01", "distribution": "logUniform"},
+        {"min": "3", "max": "9"},
+        {"list": ["plateau", "constant"]},
+    ]
     command = experiment["spec"]["trialTemplate"]["trialSpec"]["spec"]["template"]["spec"]["containers"][0]["args"][0]
     assert "--epochs 5 --early-stopping 0 --filters '${trialParameters.filters}'" in command
 
 
 # -- a trial as Katib runs it: its metrics reach Katib's collector, with and without a model root ---------------
+
 
 @pytest.mark.parametrize("with_model_root", [False, True], ids=["no-model-root", "model-root"])
 def test_a_trial_wrapped_by_katib_reports_its_objective_and_trains_what_was_drawn(tmp_path, with_model_root):
@@ -240,9 +358,14 @@ def test_a_trial_wrapped_by_katib_reports_its_objective_and_trains_what_was_draw
     write_csv(data / "train.csv", ([lab, *row] for lab, row in zip(labels, values)))
     root = f"file://{tmp_path}/tuning" if with_model_root else None
     experiment = render_experiment(
-        algorithm="inception-time", train_uri=str(data / "train.csv"), valid_uri=str(data / "train.csv"),
-        search=[("lr", "0.001:0.01"), ("schedule", "constant,plateau")], model_root=root,
-        fixed={"filters": 4, "depth": 3, "models": 1, "epochs": 1}, storage_secret="kfts-storage")
+        algorithm="inception-time",
+        train_uri=str(data / "train.csv"),
+        valid_uri=str(data / "train.csv"),
+        search=[("lr", "0.001:0.01"), ("schedule", "constant,plateau")],
+        model_root=root,
+        fixed={"filters": 4, "depth": 3, "models": 1, "epochs": 1},
+        storage_secret="kfts-storage",
+    )
     job = katib_trial(experiment, {"lr": "0.005", "schedule": "plateau"}, "trial-7")
     container = job["spec"]["template"]["spec"]["containers"][0]
     katib_dir = tmp_path / "katib"  # the pod's /var/log/katib, an emptyDir Katib mounts
@@ -251,8 +374,13 @@ def test_a_trial_wrapped_by_katib_reports_its_objective_and_trains_what_was_draw
     env = {"AWS_REGION": "us-east-1"}  # what envFrom the storage secret gives the container
     command = [kubelet_expand(c, env).replace("/tmp/kfts", f"{tmp_path}/pod") for c in command]
     bin_dir = os.path.dirname(sys.executable)
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env={
-        **os.environ, **env, "OMP_NUM_THREADS": "1", "PATH": f"{bin_dir}:{os.environ['PATH']}"})
+    result = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **env, "OMP_NUM_THREADS": "1", "PATH": f"{bin_dir}:{os.environ['PATH']}"},
+    )
     log = (katib_dir / "metrics.log").read_text()
     assert result.returncode == 0, log
     assert [p.read_text() for p in katib_dir.glob("*.pid")] == ["completed\n"]
@@ -271,8 +399,16 @@ def test_a_trial_wrapped_by_katib_reports_its_objective_and_trains_what_was_draw
 
 # -- the trial pod: Pod Security "restricted", resources, a deadline, the storage identity ------------------------
 
-RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
-                      "projected", "secret"}
+RESTRICTED_VOLUMES = {
+    "configMap",
+    "csi",
+    "downwardAPI",
+    "emptyDir",
+    "ephemeral",
+    "persistentVolumeClaim",
+    "projected",
+    "secret",
+}
 
 
 def restricted_violations(pod: dict) -> list[str]:
@@ -282,8 +418,12 @@ def restricted_violations(pod: dict) -> list[str]:
     for key in ("hostNetwork", "hostPID", "hostIPC"):
         if pod.get(key):
             faults.append(key)
-    faults += [f"volume {v['name']}: {kind}" for v in pod.get("volumes", []) for kind in v
-               if kind != "name" and kind not in RESTRICTED_VOLUMES]
+    faults += [
+        f"volume {v['name']}: {kind}"
+        for v in pod.get("volumes", [])
+        for kind in v
+        if kind != "name" and kind not in RESTRICTED_VOLUMES
+    ]
     for c in [*pod.get("initContainers", []), *pod["containers"]]:
         own, name = c.get("securityContext", {}), c["name"]
         if own.get("privileged"):
@@ -307,24 +447,51 @@ def restricted_violations(pod: dict) -> list[str]:
 
 def test_the_restricted_check_finds_what_the_profile_refuses():
     assert restricted_violations({"containers": [{"name": "c"}], "volumes": [{"name": "h", "hostPath": {}}]}) == [
-        "volume h: hostPath", "c: allowPrivilegeEscalation is not false",
-        "c: capabilities: drop ALL, add NET_BIND_SERVICE at most", "c: runAsNonRoot is not true",
-        "c: seccompProfile None"]
+        "volume h: hostPath",
+        "c: allowPrivilegeEscalation is not false",
+        "c: capabilities: drop ALL, add NET_BIND_SERVICE at most",
+        "c: runAsNonRoot is not true",
+        "c: seccompProfile None",
+    ]
 
 
 def test_trial_pods_are_restricted_bounded_and_carry_the_storage_identity(tmp_path):
     out = tmp_path / "experiment.yaml"
-    run_cli("pipeline", "tune", "lstm-ad", "--train", "s3://b/t.csv", "--valid", "s3://b/v.csv",
-            "--search", "hidden_size=32,64", "--cpu", "3", "--memory", "6Gi", "--trial-deadline", "3600",
-            "--storage-secret", "kfts-storage", "--service-account", "kfts-runner", "--gpus", "1",
-            "--output", out, check=True)
+    run_cli(
+        "pipeline",
+        "tune",
+        "lstm-ad",
+        "--train",
+        "s3://b/t.csv",
+        "--valid",
+        "s3://b/v.csv",
+        "--search",
+        "hidden_size=32,64",
+        "--cpu",
+        "3",
+        "--memory",
+        "6Gi",
+        "--trial-deadline",
+        "3600",
+        "--storage-secret",
+        "kfts-storage",
+        "--service-account",
+        "kfts-runner",
+        "--gpus",
+        "1",
+        "--output",
+        out,
+        check=True,
+    )
     job = yaml.safe_load(out.read_text())["spec"]["trialTemplate"]["trialSpec"]
     pod = job["spec"]["template"]["spec"]
     container = pod["containers"][0]
     assert restricted_violations(pod) == []
     assert job["spec"]["activeDeadlineSeconds"] == 3600
-    assert container["resources"] == {"requests": {"cpu": "3", "memory": "6Gi"},
-                                      "limits": {"cpu": "3", "memory": "6Gi", "nvidia.com/gpu": "1"}}
+    assert container["resources"] == {
+        "requests": {"cpu": "3", "memory": "6Gi"},
+        "limits": {"cpu": "3", "memory": "6Gi", "nvidia.com/gpu": "1"},
+    }
     assert container["envFrom"] == [{"secretRef": {"name": "kfts-storage"}}]
     assert pod["serviceAccountName"] == "kfts-runner"
     # a read-only root, and the /tmp the trial writes to (its files, the images' caches) an emptyDir
@@ -335,14 +502,22 @@ def test_trial_pods_are_restricted_bounded_and_carry_the_storage_identity(tmp_pa
     # Katib's webhook adds its collector (an image running as root) with container[0]'s securityContext when
     # katib-config sets injectSecurityContext (pkg/webhook/v1beta1/pod/inject_webhook.go,
     # getMetricsCollectorContainer): the pod it admits stays restricted
-    sidecar = {"name": "metrics-logger-and-collector", "image": "ghcr.io/kubeflow/katib/file-metrics-collector",
-               "securityContext": dict(container["securityContext"])}
+    sidecar = {
+        "name": "metrics-logger-and-collector",
+        "image": "ghcr.io/kubeflow/katib/file-metrics-collector",
+        "securityContext": dict(container["securityContext"]),
+    }
     assert restricted_violations({**pod, "containers": [*pod["containers"], sidecar]}) == []
 
 
 def test_without_a_storage_identity_trials_name_none():
-    experiment = render_experiment(algorithm="lstm-ad", train_uri="s3://b/t.csv", valid_uri="s3://b/v.csv",
-                                   search=[("hidden_size", "32,64")], image="i")
+    experiment = render_experiment(
+        algorithm="lstm-ad",
+        train_uri="s3://b/t.csv",
+        valid_uri="s3://b/v.csv",
+        search=[("hidden_size", "32,64")],
+        image="i",
+    )
     job = experiment["spec"]["trialTemplate"]["trialSpec"]["spec"]
     pod = job["template"]["spec"]
     assert "serviceAccountName" not in pod and "envFrom" not in pod["containers"][0]

@@ -41,15 +41,20 @@ def _resolve(spec, dag: str, parameter: str, arguments: dict):
     tasks that instantiate it to the pipeline's own parameter (or its default)."""
     if dag == "root":
         return arguments.get(parameter, spec["root"]["inputDefinitions"]["parameters"][parameter]["defaultValue"])
-    [(parent, task)] = [(name, t) for name, d in _dags(spec) for t in d["tasks"].values()
-                        if t["componentRef"]["name"] == dag]
+    [(parent, task)] = [
+        (name, t) for name, d in _dags(spec) for t in d["tasks"].values() if t["componentRef"]["name"] == dag
+    ]
     return _resolve(spec, parent, task["inputs"]["parameters"][parameter]["componentInputParameter"], arguments)
 
 
 def _container_tasks(spec) -> list[str]:
     """Every task that runs a container (not a DAG of its own)."""
-    return [name for _, dag in _dags(spec) for name, task in dag["tasks"].items()
-            if "executorLabel" in spec["components"][task["componentRef"]["name"]]]
+    return [
+        name
+        for _, dag in _dags(spec)
+        for name, task in dag["tasks"].items()
+        if "executorLabel" in spec["components"][task["componentRef"]["name"]]
+    ]
 
 
 def _run_image(spec, task_name: str, arguments: dict | None = None) -> str:
@@ -69,17 +74,26 @@ def _run_image(spec, task_name: str, arguments: dict | None = None) -> str:
 
 def test_committed_ir_is_what_make_compile_writes(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "KFTS_IMAGE"}  # the committed files use the default
-    subprocess.run([sys.executable, "-m", "kfts", "pipeline", "compile", "--output-dir", str(tmp_path)],
-                   check=True, env=env, capture_output=True, timeout=600)
-    stale = [name for name in variants()
-             if (tmp_path / name).read_text() != (ROOT / "pipelines/compiled" / name).read_text()]
+    subprocess.run(
+        [sys.executable, "-m", "kfts", "pipeline", "compile", "--output-dir", str(tmp_path)],
+        check=True,
+        env=env,
+        capture_output=True,
+        timeout=600,
+    )
+    stale = [
+        name for name in variants() if (tmp_path / name).read_text() != (ROOT / "pipelines/compiled" / name).read_text()
+    ]
     assert not stale, f"pipelines/compiled is stale: run `make compile` ({', '.join(stale)})"
 
 
 @pytest.mark.parametrize("name", ["inception-time", "lstm-ad"])
 def test_gpu_variant_puts_train_and_predict_on_the_gpu_pool(name, tmp_path):
-    cluster = Cluster(gpus=2, node_selector={"pool": "gpu-a100"},
-                      tolerations=[{"key": "dedicated", "operator": "Equal", "value": "gpu", "effect": "NoExecute"}])
+    cluster = Cluster(
+        gpus=2,
+        node_selector={"pool": "gpu-a100"},
+        tolerations=[{"key": "dedicated", "operator": "Equal", "value": "gpu", "effect": "NoExecute"}],
+    )
     spec, platform = _documents(compile_pipeline(name, tmp_path / "p.yaml", cluster))
     for task in ("train", "batch-predict"):
         assert _run_image(spec, task) == "ghcr.io/kfts/kfts:0.1.0-cuda"  # torch's CUDA build
@@ -88,8 +102,7 @@ def test_gpu_variant_puts_train_and_predict_on_the_gpu_pool(name, tmp_path):
         assert resources["accelerator"]["resourceCount"] == "2"
         k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"][f"exec-{task}"]
         assert k8s["nodeSelector"]["labels"] == {"pool": "gpu-a100"}
-        assert k8s["tolerations"] == [{"key": "dedicated", "operator": "Equal", "value": "gpu",
-                                       "effect": "NoExecute"}]
+        assert k8s["tolerations"] == [{"key": "dedicated", "operator": "Equal", "value": "gpu", "effect": "NoExecute"}]
     # validation stays on ordinary nodes, in the CPU image
     assert "accelerator" not in _executor(spec, "validate-csv")["resources"]
     assert _run_image(spec, "validate-csv") == "ghcr.io/kfts/kfts:0.1.0"
@@ -124,6 +137,7 @@ def test_pipeline_parameters_carry_every_hyperparameter_with_its_default():
     from kfts.algorithms.inception_time.estimator import Params as InceptionParams
     from kfts.algorithms.lstm_ad.estimator import Params as LstmParams
     from kfts.kubeflow.pipelines import inception_time, lstm_ad
+
     for build, params in ((inception_time.build, InceptionParams), (lstm_ad.build, LstmParams)):
         inputs = build().component_spec.inputs
         for f in fields(params):
@@ -139,16 +153,22 @@ def test_fan_out_trains_members_in_a_parallel_for_and_combines_them(tmp_path):
     assert members["inputs"]["parameters"]["hyperparameters"]["runtimeValue"]["constant"]["models"] == 1
 
 
-@pytest.mark.parametrize("name, fan_out", [("inception-time", False), ("inception-time", True),
-                                           ("lstm-ad", False), ("retrain-inception-time", False)])
+@pytest.mark.parametrize(
+    "name, fan_out",
+    [("inception-time", False), ("inception-time", True), ("lstm-ad", False), ("retrain-inception-time", False)],
+)
 def test_training_waits_for_every_input_checked_alone_and_together(name, fan_out, tmp_path):
     spec, _ = _documents(compile_pipeline(name, tmp_path / "p.yaml", Cluster(), fan_out=fan_out))
     tasks = spec["root"]["dag"]["tasks"]
     check = tasks["check-inputs"]
     validations = {t for t in tasks if t.startswith("validate-csv")}
     assert len(validations) == 4 and set(check["dependentTasks"]) == validations
-    trains = [task for dag in [spec["root"]["dag"], *(c["dag"] for c in spec["components"].values() if "dag" in c)]
-              for task in dag["tasks"].values() if task["componentRef"]["name"] == "comp-train"]
+    trains = [
+        task
+        for dag in [spec["root"]["dag"], *(c["dag"] for c in spec["components"].values() if "dag" in c)]
+        for task in dag["tasks"].values()
+        if task["componentRef"]["name"] == "comp-train"
+    ]
     assert trains
     if fan_out:  # the members' loop as a whole waits
         assert "check-inputs" in tasks["for-loop-1"]["dependentTasks"]
@@ -161,22 +181,32 @@ def test_training_waits_for_every_input_checked_alone_and_together(name, fan_out
 
 def test_the_task_log_reports_each_task_by_its_display_name_with_its_error_and_container():
     from kfts.kubeflow.local_run import TaskLog
+
     lines = []
     tasks = TaskLog(lines.append, {"validate-csv-3": "validate test", "train": "train member"})
-    for line in ["21:00:00.250 - INFO - Executing task \x1b[96m'validate-csv-3'\x1b[0m",
-                 "    in container 1a2b3c of reg/kfts:1", "    ok: something", "    error: t.csv: row 1: bad",
-                 "21:00:01.750 - ERROR - Task \x1b[96m'validate-csv-3'\x1b[0m finished with status "
-                 "\x1b[91mFAILURE\x1b[0m",
-                 "23:59:59.000 - INFO - Executing task 'train-2'",
-                 "00:00:02.000 - INFO - Task 'train-2' finished with status SUCCESS"]:
+    for line in [
+        "21:00:00.250 - INFO - Executing task \x1b[96m'validate-csv-3'\x1b[0m",
+        "    in container 1a2b3c of reg/kfts:1",
+        "    ok: something",
+        "    error: t.csv: row 1: bad",
+        "21:00:01.750 - ERROR - Task \x1b[96m'validate-csv-3'\x1b[0m finished with status \x1b[91mFAILURE\x1b[0m",
+        "23:59:59.000 - INFO - Executing task 'train-2'",
+        "00:00:02.000 - INFO - Task 'train-2' finished with status SUCCESS",
+    ]:
         tasks.feed(line)
-    assert lines == [f"{'validate test':<28} FAILURE     1.5 s  in container 1a2b3c of reg/kfts:1",
-                     "  error: t.csv: row 1: bad", f"{'train member-2':<28} SUCCESS     3.0 s"]
+    assert lines == [
+        f"{'validate test':<28} FAILURE     1.5 s  in container 1a2b3c of reg/kfts:1",
+        "  error: t.csv: row 1: bad",
+        f"{'train member-2':<28} SUCCESS     3.0 s",
+    ]
     assert tasks.failed == ["validate-csv-3"] and tasks.name("validate-csv-3") == "validate test"
     # a task that crashed (a bug, no `error:` line): its exception's last line
-    for line in ["21:00:00.000 - INFO - Executing task 'train'", "    Traceback (most recent call last):",
-                 "    RuntimeError: CUDA out of memory",
-                 "21:00:09.000 - ERROR - Task 'train' finished with status FAILURE"]:
+    for line in [
+        "21:00:00.000 - INFO - Executing task 'train'",
+        "    Traceback (most recent call last):",
+        "    RuntimeError: CUDA out of memory",
+        "21:00:09.000 - ERROR - Task 'train' finished with status FAILURE",
+    ]:
         tasks.feed(line)
     assert lines[-1] == "  RuntimeError: CUDA out of memory" and lines[-2].startswith("train member ")
 
@@ -189,6 +219,7 @@ def test_a_task_container_that_failed_at_once_reports_its_exit_code_and_is_remov
     import docker
 
     from kfts.kubeflow.kfp_local_patch import run_container
+
     started = []
 
     class Container:
@@ -212,8 +243,10 @@ def test_a_task_container_that_failed_at_once_reports_its_exit_code_and_is_remov
         started.append(Container(auto_remove))
         return started[-1]
 
-    client = SimpleNamespace(containers=SimpleNamespace(run=run), images=SimpleNamespace(
-        list=lambda: [SimpleNamespace(tags=["reg/kfts:1"], attrs={"RepoDigests": []})]))
+    client = SimpleNamespace(
+        containers=SimpleNamespace(run=run),
+        images=SimpleNamespace(list=lambda: [SimpleNamespace(tags=["reg/kfts:1"], attrs={"RepoDigests": []})]),
+    )
     assert run_container(client, "reg/kfts:1", ["kfts", "validate"], {}) == 2
     assert started[0].removed
     assert capsys.readouterr().out.splitlines() == ["in container c0ffee of reg/kfts:1", "error: t.csv: row 1: bad"]
@@ -221,14 +254,16 @@ def test_a_task_container_that_failed_at_once_reports_its_exit_code_and_is_remov
 
 @pytest.mark.parametrize("name", ["inception-time", "lstm-ad", "retrain-lstm-ad"])
 def test_trainjob_variant_trains_on_kubeflow_trainer_after_the_input_check(name, tmp_path):
-    spec, platform = _documents(compile_pipeline(name, tmp_path / "p.yaml",
-                                                 Cluster(gpus=4, trainjob_nodes=2, checkpoint_pvc="ckpt")))
+    spec, platform = _documents(
+        compile_pipeline(name, tmp_path / "p.yaml", Cluster(gpus=4, trainjob_nodes=2, checkpoint_pvc="ckpt"))
+    )
     tasks = spec["root"]["dag"]["tasks"]
     assert "train" not in tasks and "exec-train" not in spec["deploymentSpec"]["executors"]
     [launcher] = [t for t in tasks.values() if t["componentRef"]["name"] == "comp-train-on-trainjob"]
     assert "check-inputs" in launcher["dependentTasks"]
-    constants = {k: v["runtimeValue"]["constant"] for k, v in launcher["inputs"]["parameters"].items()
-                 if "runtimeValue" in v}
+    constants = {
+        k: v["runtimeValue"]["constant"] for k, v in launcher["inputs"]["parameters"].items() if "runtimeValue" in v
+    }
     assert (constants["nodes"], constants["gpus_per_node"], constants["procs_per_node"]) == (2, 4, 4)
     # each torchrun process gets what the train step gets; the TrainJob keeps its checkpoints on the claim
     assert (constants["cpu"], constants["memory"], constants["checkpoint_pvc"]) == ("2", "8Gi", "ckpt")
@@ -238,8 +273,23 @@ def test_trainjob_variant_trains_on_kubeflow_trainer_after_the_input_check(name,
 
 
 def test_trainjob_and_fan_out_do_not_mix():
-    result = subprocess.run([sys.executable, "-m", "kfts", "pipeline", "compile", "inception-time", "--fan-out",
-                             "--trainjob-nodes", "2", "--output", "/dev/null"], capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kfts",
+            "pipeline",
+            "compile",
+            "inception-time",
+            "--fan-out",
+            "--trainjob-nodes",
+            "2",
+            "--output",
+            "/dev/null",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2 and "choose one" in result.stderr
 
 
@@ -249,6 +299,7 @@ def test_committed_ir_parses_strictly_as_kfp_and_kfp_kubernetes_messages():
     from google.protobuf import json_format
     from kfp.kubernetes import kubernetes_executor_config_pb2
     from kfp.pipeline_spec import pipeline_spec_pb2
+
     for name in variants():
         spec, platform = _documents(ROOT / "pipelines/compiled" / name)
         json_format.ParseDict(spec, pipeline_spec_pb2.PipelineSpec())
@@ -257,19 +308,25 @@ def test_committed_ir_parses_strictly_as_kfp_and_kfp_kubernetes_messages():
 
 
 def _tasks_of(spec, component: str) -> list[str]:
-    return [name for _, dag in _dags(spec) for name, task in dag["tasks"].items()
-            if task["componentRef"]["name"] == f"comp-{component}"]
+    return [
+        name
+        for _, dag in _dags(spec)
+        for name, task in dag["tasks"].items()
+        if task["componentRef"]["name"] == f"comp-{component}"
+    ]
 
 
-@pytest.mark.parametrize("name, fan_out", [("inception-time", False), ("inception-time", True),
-                                           ("retrain-lstm-ad", False)])
+@pytest.mark.parametrize(
+    "name, fan_out", [("inception-time", False), ("inception-time", True), ("retrain-lstm-ad", False)]
+)
 def test_the_checkpoint_volume_is_mounted_only_when_a_claim_is_named(name, fan_out, tmp_path):
     spec, platform = _documents(compile_pipeline(name, tmp_path / "p.yaml", Cluster(gpus=1), fan_out=fan_out))
     assert not any("pvcMount" in executor for executor in _k8s(platform).values())
     assert spec["root"]["inputDefinitions"]["parameters"]["checkpoint_root"]["defaultValue"] == ""
 
-    spec, platform = _documents(compile_pipeline(name, tmp_path / "p.yaml", Cluster(gpus=1, checkpoint_pvc="ckpt"),
-                                                 fan_out=fan_out))
+    spec, platform = _documents(
+        compile_pipeline(name, tmp_path / "p.yaml", Cluster(gpus=1, checkpoint_pvc="ckpt"), fan_out=fan_out)
+    )
     mounted = {label for label, executor in _k8s(platform).items() if "pvcMount" in executor}
     assert mounted == {"exec-train"}  # the training tasks only (members too, when they fan out)
     [mount] = _k8s(platform)["exec-train"]["pvcMount"]
@@ -290,18 +347,41 @@ def test_gpu_tasks_by_default_tolerate_the_gpu_taint_and_select_no_node_label(tm
 
 
 def _compile_cli(tmp_path, *flags) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "kfts", "pipeline", "compile", "retrain-lstm-ad", "--output",
-                           str(tmp_path / "p.yaml"), *flags], capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kfts",
+            "pipeline",
+            "compile",
+            "retrain-lstm-ad",
+            "--output",
+            str(tmp_path / "p.yaml"),
+            *flags,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_every_task_has_requests_and_limits_set_per_step(tmp_path):
-    result = _compile_cli(tmp_path, "--resources", "train=cpu:8,cpu_limit:8,memory:30Gi,memory_limit:32Gi",
-                          "--resources", "all=cpu:250m,cpu_limit:1", "--resources", "evaluate=cpu_limit:2")
+    result = _compile_cli(
+        tmp_path,
+        "--resources",
+        "train=cpu:8,cpu_limit:8,memory:30Gi,memory_limit:32Gi",
+        "--resources",
+        "all=cpu:250m,cpu_limit:1",
+        "--resources",
+        "evaluate=cpu_limit:2",
+    )
     assert result.returncode == 0, result.stderr
     spec, _ = _documents(tmp_path / "p.yaml")
     keys = ("resourceCpuRequest", "resourceCpuLimit", "resourceMemoryRequest", "resourceMemoryLimit")
-    figures = {label: tuple(e["container"]["resources"].get(k) for k in keys)
-               for label, e in spec["deploymentSpec"]["executors"].items()}
+    figures = {
+        label: tuple(e["container"]["resources"].get(k) for k in keys)
+        for label, e in spec["deploymentSpec"]["executors"].items()
+    }
     # `all`, and over it the step's own; what neither names keeps its default
     assert figures.pop("exec-train") == ("8", "8", "30Gi", "32Gi")
     assert figures.pop("exec-choose-champion") == ("250m", "1", "1Gi", "2Gi")
@@ -310,14 +390,17 @@ def test_every_task_has_requests_and_limits_set_per_step(tmp_path):
     assert all(None not in f for f in figures.values()), figures
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--resources", "train=cpu:4,cpu_limit:2"], "--resources: step train: cpu 4 is more than cpu_limit 2"),
-    (["--resources", "all=cpu_limit:1"], "--resources: step validate-csv: cpu 2 is more than cpu_limit 1"),
-    (["--resources", "evaluate=memory:1.5Gi"], "memory '1.5Gi' is not a Kubernetes quantity"),
-    (["--resources", "trian=cpu:1"], "no such step"),
-    (["--resources", "train=gpu:1"], "expected STEP=NAME:QUANTITY"),
-    (["--storage-secret", "S3_Creds"], "--storage-secret 'S3_Creds' is not a Kubernetes object name"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--resources", "train=cpu:4,cpu_limit:2"], "--resources: step train: cpu 4 is more than cpu_limit 2"),
+        (["--resources", "all=cpu_limit:1"], "--resources: step validate-csv: cpu 2 is more than cpu_limit 1"),
+        (["--resources", "evaluate=memory:1.5Gi"], "memory '1.5Gi' is not a Kubernetes quantity"),
+        (["--resources", "trian=cpu:1"], "no such step"),
+        (["--resources", "train=gpu:1"], "expected STEP=NAME:QUANTITY"),
+        (["--storage-secret", "S3_Creds"], "--storage-secret 'S3_Creds' is not a Kubernetes object name"),
+    ],
+)
 def test_bad_placement_flags_are_refused_in_one_line(flags, message, tmp_path):
     result = _compile_cli(tmp_path, *flags)
     assert result.returncode == 2 and message in result.stderr, result.stderr
@@ -354,34 +437,53 @@ def test_the_trainjob_runs_the_runs_gpu_image(tmp_path):
 STORAGE_COMPONENTS = {"validate-csv", "fetch-model", "promote-model", "train-on-trainjob", "deploy"}
 
 
-@pytest.mark.parametrize("name, settings", [("retrain-lstm-ad", {}), ("retrain-inception-time", {"gpus": 1}),
-                                            ("inception-time", {"gpus": 1, "trainjob_nodes": 2})])
+@pytest.mark.parametrize(
+    "name, settings",
+    [
+        ("retrain-lstm-ad", {}),
+        ("retrain-inception-time", {"gpus": 1}),
+        ("inception-time", {"gpus": 1, "trainjob_nodes": 2}),
+    ],
+)
 def test_the_storage_secret_reaches_exactly_the_steps_that_touch_the_store(name, settings, tmp_path):
     spec, platform = _documents(compile_pipeline(name, tmp_path / "p.yaml", Cluster(**settings)))
     assert not any("secretAsEnv" in executor for executor in _k8s(platform).values())  # none unless asked
 
-    spec, platform = _documents(compile_pipeline(name, tmp_path / "p.yaml",
-                                                 Cluster(storage_secret="kfts-s3", **settings)))
+    spec, platform = _documents(
+        compile_pipeline(name, tmp_path / "p.yaml", Cluster(storage_secret="kfts-s3", **settings))
+    )
     # the component of each executor; a component's copies for different tasks are numbered (validate-csv-2)
-    component_of = {c["executorLabel"]: re.sub(r"-[0-9]+$", "", name.removeprefix("comp-"))
-                    for name, c in spec["components"].items() if "executorLabel" in c}
+    component_of = {
+        c["executorLabel"]: re.sub(r"-[0-9]+$", "", name.removeprefix("comp-"))
+        for name, c in spec["components"].items()
+        if "executorLabel" in c
+    }
     with_secret = {component_of[label] for label, e in _k8s(platform).items() if "secretAsEnv" in e}
     assert with_secret == STORAGE_COMPONENTS & set(component_of.values())
     for label, executor in _k8s(platform).items():
         if component_of[label] not in STORAGE_COMPONENTS:
             continue
-        env = {m["envVar"]: (m["secretKey"], entry["secretNameParameter"]["runtimeValue"]["constant"],
-                             entry.get("optional", False))
-               for entry in executor["secretAsEnv"] for m in entry["keyToEnv"]}
-        assert env == {"AWS_ACCESS_KEY_ID": ("AWS_ACCESS_KEY_ID", "kfts-s3", False),
-                       "AWS_SECRET_ACCESS_KEY": ("AWS_SECRET_ACCESS_KEY", "kfts-s3", False),
-                       "AWS_ENDPOINT_URL": ("AWS_ENDPOINT_URL", "kfts-s3", True),
-                       "AWS_REGION": ("AWS_REGION", "kfts-s3", True)}
+        env = {
+            m["envVar"]: (
+                m["secretKey"],
+                entry["secretNameParameter"]["runtimeValue"]["constant"],
+                entry.get("optional", False),
+            )
+            for entry in executor["secretAsEnv"]
+            for m in entry["keyToEnv"]
+        }
+        assert env == {
+            "AWS_ACCESS_KEY_ID": ("AWS_ACCESS_KEY_ID", "kfts-s3", False),
+            "AWS_SECRET_ACCESS_KEY": ("AWS_SECRET_ACCESS_KEY", "kfts-s3", False),
+            "AWS_ENDPOINT_URL": ("AWS_ENDPOINT_URL", "kfts-s3", True),
+            "AWS_REGION": ("AWS_REGION", "kfts-s3", True),
+        }
 
 
 def test_storage_secret_and_placement_flags_reach_the_compiled_ir(tmp_path):
-    result = _compile_cli(tmp_path, "--storage-secret", "kfts-s3", "--image", "reg.example/kfts:2",
-                          "--checkpoint-pvc", "ckpt")
+    result = _compile_cli(
+        tmp_path, "--storage-secret", "kfts-s3", "--image", "reg.example/kfts:2", "--checkpoint-pvc", "ckpt"
+    )
     assert result.returncode == 0, result.stderr
     spec, platform = _documents(tmp_path / "p.yaml")
     assert _k8s(platform)["exec-promote-model"]["secretAsEnv"][0]["secretName"] == "kfts-s3"
@@ -389,9 +491,14 @@ def test_storage_secret_and_placement_flags_reach_the_compiled_ir(tmp_path):
     assert _k8s(platform)["exec-train"]["pvcMount"][0]["constant"] == "ckpt"
 
 
-@pytest.mark.parametrize("name, fan_out, settings", [
-    ("inception-time", True, {"gpus": 1, "checkpoint_pvc": "ckpt", "storage_secret": "s3"}),
-    ("retrain-inception-time", False, {}), ("lstm-ad", False, {"trainjob_nodes": 2})])
+@pytest.mark.parametrize(
+    "name, fan_out, settings",
+    [
+        ("inception-time", True, {"gpus": 1, "checkpoint_pvc": "ckpt", "storage_secret": "s3"}),
+        ("retrain-inception-time", False, {}),
+        ("lstm-ad", False, {"trainjob_nodes": 2}),
+    ],
+)
 def test_every_task_runs_as_the_images_non_root_user(name, fan_out, settings, tmp_path):
     """Pod Security "restricted" for what a task sets: runAsNonRoot with a non-zero user (the images' USER
     1000:1000). The rest of the profile comes from KFP's backend (2.16 and later): the argo compiler's
@@ -412,15 +519,37 @@ def test_every_task_runs_as_the_images_non_root_user(name, fan_out, settings, tm
 def test_the_deploy_step_gets_the_clusters_kserve_settings(tmp_path):
     cluster = Cluster(kserve_version="0.15", deployment_mode="Standard", deploy_timeout_minutes=45)
     spec, _ = _documents(compile_pipeline("retrain-inception-time", tmp_path / "p.yaml", cluster))
-    [deploy] = [task for component in spec["components"].values() for task in
-                component.get("dag", {}).get("tasks", {}).values() if task["componentRef"]["name"] == "comp-deploy"]
-    constants = {k: v["runtimeValue"]["constant"] for k, v in deploy["inputs"]["parameters"].items()
-                 if "runtimeValue" in v}
+    [deploy] = [
+        task
+        for component in spec["components"].values()
+        for task in component.get("dag", {}).get("tasks", {}).values()
+        if task["componentRef"]["name"] == "comp-deploy"
+    ]
+    constants = {
+        k: v["runtimeValue"]["constant"] for k, v in deploy["inputs"]["parameters"].items() if "runtimeValue" in v
+    }
     assert (constants["kserve_version"], constants["deployment_mode"], constants["timeout_minutes"]) == (
-        "0.15", "Standard", 45.0)
+        "0.15",
+        "Standard",
+        45.0,
+    )
 
 
 def test_a_kserve_version_that_is_not_one_is_refused_at_compile_time():
-    result = subprocess.run([sys.executable, "-m", "kfts", "pipeline", "compile", "lstm-ad", "--kserve-version",
-                             "newest", "--output", "/dev/null"], capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kfts",
+            "pipeline",
+            "compile",
+            "lstm-ad",
+            "--kserve-version",
+            "newest",
+            "--output",
+            "/dev/null",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2 and result.stderr.startswith("error: --kserve-version 'newest'")

@@ -28,10 +28,12 @@ def rendered() -> dict[str, dict]:
     for mode in MODES:
         for gpu in (False, True):
             runtime = render_serving_runtime(image="img", gpu=gpu, deployment_mode=mode)
-            short = render_inference_service(name="m", model_uri="s3://b/m", gpu=gpu, deployment_mode=mode,
-                                             runtime=runtime["metadata"]["name"])
-            custom = render_inference_service(name="m", model_uri="s3://b/m", image="img", gpu=gpu,
-                                              deployment_mode=mode)
+            short = render_inference_service(
+                name="m", model_uri="s3://b/m", gpu=gpu, deployment_mode=mode, runtime=runtime["metadata"]["name"]
+            )
+            custom = render_inference_service(
+                name="m", model_uri="s3://b/m", image="img", gpu=gpu, deployment_mode=mode
+            )
             pods[f"ClusterServingRuntime {mode} gpu={gpu}"] = runtime["spec"]
             pods[f"InferenceService {mode} gpu={gpu}, as KServe runs it"] = kserve_pod(short, runtime)
             pods[f"InferenceService {mode} gpu={gpu}, custom container"] = custom["spec"]["predictor"]
@@ -40,9 +42,18 @@ def rendered() -> dict[str, dict]:
         runtime = render_training_runtime(gpu=gpus > 0)
         [(_, node)] = pod_specs(runtime)
         pods[f"ClusterTrainingRuntime gpu={gpus > 0}"] = node
-        trainjob = render_trainjob(name="t", algorithm="lstm-ad", train_uri="s3://b/t.csv", model_uri="s3://b/m",
-                                   nodes=2, procs_per_node=max(gpus, 1), gpus_per_node=gpus,
-                                   storage_secret="s", service_account="a", checkpoint_pvc="c")
+        trainjob = render_trainjob(
+            name="t",
+            algorithm="lstm-ad",
+            train_uri="s3://b/t.csv",
+            model_uri="s3://b/m",
+            nodes=2,
+            procs_per_node=max(gpus, 1),
+            gpus_per_node=gpus,
+            storage_secret="s",
+            service_account="a",
+            checkpoint_pvc="c",
+        )
         pods[f"TrainJob gpus={gpus}, as Trainer runs it"] = trainer_pod(trainjob, runtime)
     return pods
 
@@ -108,12 +119,18 @@ BAD = [  # (a way to spoil a rendered pod, the violation it is reported for)
     (lambda p: sc(p).update(seLinuxOptions={"type": "spc_t"}), "containers[kserve-container]: seLinuxOptions"),
     (lambda p: sc(p).update(windowsOptions={"hostProcess": True}), "containers[kserve-container]: windowsOptions"),
     (lambda p: p["containers"][0]["ports"][0].update(hostPort=80), "containers[kserve-container]: hostPort 80"),
-    (lambda p: p.update(initContainers=[{"name": "i", "securityContext": {"capabilities": {"drop": ["ALL"]}}}]),
-     "initContainers[i]: allowPrivilegeEscalation is not false"),
-    (lambda p: [p["securityContext"].pop("runAsNonRoot"), sc(p).pop("runAsNonRoot")],
-     "runAsNonRoot is not true for the pod nor for every container"),
-    (lambda p: [p["securityContext"].pop("seccompProfile"), sc(p).pop("seccompProfile")],
-     "containers[kserve-container]: no seccompProfile"),
+    (
+        lambda p: p.update(initContainers=[{"name": "i", "securityContext": {"capabilities": {"drop": ["ALL"]}}}]),
+        "initContainers[i]: allowPrivilegeEscalation is not false",
+    ),
+    (
+        lambda p: [p["securityContext"].pop("runAsNonRoot"), sc(p).pop("runAsNonRoot")],
+        "runAsNonRoot is not true for the pod nor for every container",
+    ),
+    (
+        lambda p: [p["securityContext"].pop("seccompProfile"), sc(p).pop("seccompProfile")],
+        "containers[kserve-container]: no seccompProfile",
+    ),
 ]
 
 
@@ -128,9 +145,14 @@ def test_the_checker_finds_each_kind_of_violation(spoil, violation):
 
 def test_hardening_is_checked_too():
     pod = PODS["ServingRuntime"]
-    container = {**pod["containers"][0], "resources": {"requests": {"cpu": "1"}},
-                 "securityContext": {**pod["containers"][0]["securityContext"], "readOnlyRootFilesystem": False}}
+    container = {
+        **pod["containers"][0],
+        "resources": {"requests": {"cpu": "1"}},
+        "securityContext": {**pod["containers"][0]["securityContext"], "readOnlyRootFilesystem": False},
+    }
     assert hardening_violations({**pod, "containers": [container]}) == [
         "containers[kserve-container]: readOnlyRootFilesystem is not true",
-        "containers[kserve-container]: no requests memory", "containers[kserve-container]: no limits cpu",
-        "containers[kserve-container]: no limits memory"]
+        "containers[kserve-container]: no requests memory",
+        "containers[kserve-container]: no limits cpu",
+        "containers[kserve-container]: no limits memory",
+    ]

@@ -33,9 +33,19 @@ def check(manifest: dict) -> dict:
 
 
 def job(**changes) -> dict:
-    settings = {"name": "kfts-train", "algorithm": "inception-time", "train_uri": "s3://b/train.csv",
-                "valid_uri": "s3://b/valid.csv", "model_uri": "s3://b/model", "hyperparameters": {"epochs": 5},
-                "seed": 3, "nodes": 2, "procs_per_node": 4, "gpus_per_node": 4, "namespace": "team"}
+    settings = {
+        "name": "kfts-train",
+        "algorithm": "inception-time",
+        "train_uri": "s3://b/train.csv",
+        "valid_uri": "s3://b/valid.csv",
+        "model_uri": "s3://b/model",
+        "hyperparameters": {"epochs": 5},
+        "seed": 3,
+        "nodes": 2,
+        "procs_per_node": 4,
+        "gpus_per_node": 4,
+        "namespace": "team",
+    }
     return check(render_trainjob(**{**settings, **changes}))
 
 
@@ -49,8 +59,11 @@ def test_a_gpu_trainjob_runs_torchrun_on_every_node_of_the_cuda_image():
     assert "--valid /tmp/kfts/valid.csv" in script and "--epochs 5" in script and "--device cuda" in script
     assert script.startswith("kfts copy s3://b/train.csv /tmp/kfts/train.csv && kfts copy s3://b/valid.csv")
     assert script.endswith("if [ -d /tmp/kfts/model ]; then kfts copy /tmp/kfts/model s3://b/model; fi")
-    assert job()["spec"]["runtimeRef"] == {"name": "kfts-torch", "kind": "ClusterTrainingRuntime",
-                                           "apiGroup": "trainer.kubeflow.org"}
+    assert job()["spec"]["runtimeRef"] == {
+        "name": "kfts-torch",
+        "kind": "ClusterTrainingRuntime",
+        "apiGroup": "trainer.kubeflow.org",
+    }
 
 
 def test_a_trainjob_can_continue_from_a_model():
@@ -64,27 +77,65 @@ def test_a_cpu_trainjob_uses_the_cpu_image_and_no_gpu():
     assert "--device cpu" in trainer["command"][2] and "valid" not in trainer["command"][2]
 
 
-@pytest.mark.parametrize("changes, message", [
-    ({"nodes": 0}, "nodes >= 1"), ({"procs_per_node": 2}, "one process per GPU"),
-    ({"hyperparameters": {"epoch": 3}}, "unknown inception-time hyperparameter 'epoch'"),
-    ({"model_uri": ""}, "--model-uri is empty"), ({"cpu": "two"}, "--cpu 'two' is not a Kubernetes quantity"),
-    ({"memory": "8GB"}, "--memory '8GB' is not a Kubernetes quantity")])
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"nodes": 0}, "nodes >= 1"),
+        ({"procs_per_node": 2}, "one process per GPU"),
+        ({"hyperparameters": {"epoch": 3}}, "unknown inception-time hyperparameter 'epoch'"),
+        ({"model_uri": ""}, "--model-uri is empty"),
+        ({"cpu": "two"}, "--cpu 'two' is not a Kubernetes quantity"),
+        ({"memory": "8GB"}, "--memory '8GB' is not a Kubernetes quantity"),
+    ],
+)
 def test_bad_settings_are_input_errors(changes, message):
     with pytest.raises(InputError, match=message):
         job(**changes)
 
 
 def test_kfts_deploy_render_writes_the_trainjob():
-    result = run_cli("deploy", "render", "--kind", "TrainJob", "--name", "t", "--algorithm", "lstm-ad", "--train",
-                     "gs://b/t.csv", "--model-uri", "gs://b/m", "--nodes", "3", "--set", "epochs=7", check=True)
+    result = run_cli(
+        "deploy",
+        "render",
+        "--kind",
+        "TrainJob",
+        "--name",
+        "t",
+        "--algorithm",
+        "lstm-ad",
+        "--train",
+        "gs://b/t.csv",
+        "--model-uri",
+        "gs://b/m",
+        "--nodes",
+        "3",
+        "--set",
+        "epochs=7",
+        check=True,
+    )
     manifest = check(yaml.safe_load(result.stdout))
     assert manifest["spec"]["trainer"]["numNodes"] == 3 and "--epochs 7" in manifest["spec"]["trainer"]["command"][2]
-    bad = run_cli("deploy", "render", "--kind", "TrainJob", "--name", "t", "--algorithm", "lstm-ad", "--train",
-                  "gs://b/t.csv", "--model-uri", "gs://b/m", "--set", "epochs=many")
+    bad = run_cli(
+        "deploy",
+        "render",
+        "--kind",
+        "TrainJob",
+        "--name",
+        "t",
+        "--algorithm",
+        "lstm-ad",
+        "--train",
+        "gs://b/t.csv",
+        "--model-uri",
+        "gs://b/m",
+        "--set",
+        "epochs=many",
+    )
     assert bad.returncode == 2 and bad.stderr.startswith("error: ") and bad.stderr.count("\n") == 1
 
 
 # -- kfts's ClusterTrainingRuntime, and the node pods Trainer makes ---------------------------------------------
+
 
 def test_the_kfts_training_runtime_runs_torchrun_pods_without_istio_with_shared_memory():
     runtime = check(render_training_runtime())
@@ -105,19 +156,26 @@ def test_the_kfts_training_runtime_runs_torchrun_pods_without_istio_with_shared_
     assert node_job["template"]["spec"]["backoffLimit"] == 0
     assert runtime["spec"]["template"]["spec"]["failurePolicy"] == {"maxRestarts": 3}
     cuda = check(render_training_runtime(name="kfts-torch-cuda", gpu=True))
-    assert cuda["spec"]["template"]["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["spec"][
-        "containers"][0]["image"].endswith("-cuda")
+    assert cuda["spec"]["template"]["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["spec"]["containers"][
+        0
+    ]["image"].endswith("-cuda")
 
 
 def test_the_node_pod_asks_per_process_and_carries_identity_and_checkpoints():
     """The pod Trainer makes of kfts's TrainJob on kfts's runtime (kube_standin.trainer_pod): resources are
     per process times processes per node, the object-store secret arrives as env (a TrainJob has no envFrom),
     the service account and the checkpoint claim through runtimePatches."""
-    trainjob = job(cpu="3", memory="12Gi", storage_secret="kfts-s3", service_account="kfts-runner",
-                   checkpoint_pvc="kfts-checkpoints")
+    trainjob = job(
+        cpu="3",
+        memory="12Gi",
+        storage_secret="kfts-s3",
+        service_account="kfts-runner",
+        checkpoint_pvc="kfts-checkpoints",
+    )
     assert trainjob["spec"]["trainer"]["resourcesPerNode"] == {
         "requests": {"cpu": "12", "memory": "48Gi", "nvidia.com/gpu": "4"},
-        "limits": {"cpu": "12", "memory": "48Gi", "nvidia.com/gpu": "4"}}
+        "limits": {"cpu": "12", "memory": "48Gi", "nvidia.com/gpu": "4"},
+    }
     pod = trainer_pod(trainjob, render_training_runtime(gpu=True))
     [node] = pod["containers"]
     assert node["resources"] == trainjob["spec"]["trainer"]["resourcesPerNode"]
@@ -127,7 +185,8 @@ def test_the_node_pod_asks_per_process_and_carries_identity_and_checkpoints():
         "AWS_ACCESS_KEY_ID": {"name": "kfts-s3", "key": "AWS_ACCESS_KEY_ID"},
         "AWS_SECRET_ACCESS_KEY": {"name": "kfts-s3", "key": "AWS_SECRET_ACCESS_KEY"},
         "AWS_ENDPOINT_URL": {"name": "kfts-s3", "key": "AWS_ENDPOINT_URL", "optional": True},
-        "AWS_REGION": {"name": "kfts-s3", "key": "AWS_REGION", "optional": True}}
+        "AWS_REGION": {"name": "kfts-s3", "key": "AWS_REGION", "optional": True},
+    }
     assert env["PET_NPROC_PER_NODE"]["value"] == "4" and env["PET_NNODES"]["value"] == "2"
     claim = {v["name"]: v for v in pod["volumes"]}["kfts-checkpoints"]["persistentVolumeClaim"]
     assert claim == {"claimName": "kfts-checkpoints"}
@@ -137,8 +196,10 @@ def test_the_node_pod_asks_per_process_and_carries_identity_and_checkpoints():
     assert {m["mountPath"] for m in node["volumeMounts"]} >= {"/tmp", "/dev/shm"}
 
 
-@pytest.mark.parametrize("cpu, memory, procs, expected", [
-    ("500m", "1.5Gi", 3, ("1500m", "4.5Gi")), ("2", "8Gi", 1, ("2", "8Gi")), ("0.5", "512Mi", 4, ("2", "2048Mi"))])
+@pytest.mark.parametrize(
+    "cpu, memory, procs, expected",
+    [("500m", "1.5Gi", 3, ("1500m", "4.5Gi")), ("2", "8Gi", 1, ("2", "8Gi")), ("0.5", "512Mi", 4, ("2", "2048Mi"))],
+)
 def test_resources_per_node_are_per_process_times_processes(cpu, memory, procs, expected):
     trainer = job(cpu=cpu, memory=memory, gpus_per_node=0, procs_per_node=procs)["spec"]["trainer"]
     assert (trainer["resourcesPerNode"]["limits"]["cpu"], trainer["resourcesPerNode"]["limits"]["memory"]) == expected
@@ -154,8 +215,9 @@ def test_kfts_deploy_render_writes_the_training_runtime():
 
 CREATED = {"conditions": [{"type": "Created", "status": "True", "reason": "JobSetCreated"}]}
 COMPLETE = {"conditions": [{"type": "Complete", "status": "True", "reason": "JobSetCompleted"}]}
-FAILED = {"conditions": [{"type": "Failed", "status": "True", "reason": "TrainingFailed",
-                          "message": "rank 3 exited 1"}]}
+FAILED = {
+    "conditions": [{"type": "Failed", "status": "True", "reason": "TrainingFailed", "message": "rank 3 exited 1"}]
+}
 
 
 def test_the_step_creates_the_trainjob_and_waits_until_it_is_complete():
@@ -166,9 +228,11 @@ def test_the_step_creates_the_trainjob_and_waits_until_it_is_complete():
     [created] = cluster.sent("POST")
     assert created["kind"] == "TrainJob" and created["spec"]["trainer"]["numNodes"] == 2
     assert lines[0] == "created TrainJob team/kfts-train"
-    assert lines[1:] == ["TrainJob team/kfts-train: no conditions yet",
-                         "TrainJob team/kfts-train: Created=True (JobSetCreated)",
-                         "TrainJob team/kfts-train: Complete=True (JobSetCompleted)"]  # changes only
+    assert lines[1:] == [
+        "TrainJob team/kfts-train: no conditions yet",
+        "TrainJob team/kfts-train: Created=True (JobSetCreated)",
+        "TrainJob team/kfts-train: Complete=True (JobSetCompleted)",
+    ]  # changes only
 
 
 def test_a_failed_trainjob_fails_the_step_with_its_reason():
@@ -190,17 +254,21 @@ def test_a_retried_step_after_a_failed_trainjob_starts_a_fresh_one_on_the_same_c
     the same checkpoint folder, rather than following the Failed one to the same failure."""
     manifest = job(checkpoint_pvc="kfts-checkpoints")
     lines = []
-    earlier = [{**manifest, "status": FAILED},
-               {**manifest, "metadata": {**manifest["metadata"], "name": "kfts-train-2"}, "status": FAILED}]
+    earlier = [
+        {**manifest, "status": FAILED},
+        {**manifest, "metadata": {**manifest["metadata"], "name": "kfts-train-2"}, "status": FAILED},
+    ]
     with KubeStandIn(statuses={"kfts-train-3": [CREATED, COMPLETE]}, existing=earlier) as cluster:
         trainjob = run_trainjob(manifest, api=cluster.api(), poll_s=0.01, log=lines.append)
     [created] = cluster.sent("POST")
     assert created["metadata"]["name"] == trainjob["metadata"]["name"] == "kfts-train-3"
     assert created["spec"] == manifest["spec"]
     assert "--checkpoint-dir /kfts-checkpoints/kfts-train " in created["spec"]["trainer"]["command"][2]
-    assert lines[:3] == ["TrainJob team/kfts-train failed (TrainingFailed): starting a fresh one",
-                         "TrainJob team/kfts-train-2 failed (TrainingFailed): starting a fresh one",
-                         "created TrainJob team/kfts-train-3"]
+    assert lines[:3] == [
+        "TrainJob team/kfts-train failed (TrainingFailed): starting a fresh one",
+        "TrainJob team/kfts-train-2 failed (TrainingFailed): starting a fresh one",
+        "created TrainJob team/kfts-train-3",
+    ]
 
 
 def test_a_trainjob_that_does_not_finish_in_time_fails_the_step():

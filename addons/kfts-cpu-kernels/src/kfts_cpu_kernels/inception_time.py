@@ -33,8 +33,9 @@ class Layers:
             return _MaxPoolFork.apply(x)
         return self.fallback.max_pool(x, non_negative=non_negative)
 
-    def batch_norm_relu(self, norm: nn.BatchNorm2d, pieces: list[torch.Tensor], members: int = 1,
-                        skip: torch.Tensor | None = None) -> torch.Tensor:
+    def batch_norm_relu(
+        self, norm: nn.BatchNorm2d, pieces: list[torch.Tensor], members: int = 1, skip: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """relu(norm(x)), or relu(norm(x) + skip), x being the member-major concatenation of the pieces, which the
         kernels read where they are: in training with the batch's statistics, updating norm's running statistics
         as norm would; in evaluation without gradients, with the running statistics."""
@@ -42,8 +43,12 @@ class Layers:
         count = x.numel() // x.shape[1]
         # float32 affine parameters, as autocast leaves them; anything else runs as torch's ops, which also raise
         # torch's errors (one value per channel cannot be normalized)
-        fusable = (all(applies(p) for p in pieces) and norm.affine and norm.weight.dtype == torch.float32
-                   and (skip is None or applies(skip)))
+        fusable = (
+            all(applies(p) for p in pieces)
+            and norm.affine
+            and norm.weight.dtype == torch.float32
+            and (skip is None or applies(skip))
+        )
         if fusable and norm.training and norm.track_running_stats and norm.momentum is not None and count > 1:
             y, mean, var = ops.batch_norm_relu(pieces, members, skip, norm.weight, norm.bias, norm.eps)
             with torch.no_grad():
@@ -72,5 +77,5 @@ class _MaxPoolFork(torch.autograd.Function):
     def backward(ctx, add, grad):
         if grad is None:
             return add
-        x, = ctx.saved_tensors
+        (x,) = ctx.saved_tensors
         return ops.max_pool3_backward(x, grad.to(torch.bfloat16), add.to(torch.bfloat16) if add is not None else None)

@@ -35,14 +35,44 @@ def _load() -> ctypes.CDLL:
     # setuptools builds kernels.c with a Python extension's file name; it is plain C, so any such name will do
     paths = sorted(here.glob("_kernels*.so"))
     if not paths:
-        raise ImportError(f"kfts_cpu_kernels: no _kernels library in {here}: install the add-on from its wheel or "
-                          "source, which compiles kernels.c (a C compiler with OpenMP)")
+        raise ImportError(
+            f"kfts_cpu_kernels: no _kernels library in {here}: install the add-on from its wheel or "
+            "source, which compiles kernels.c (a C compiler with OpenMP)"
+        )
     library = ctypes.CDLL(str(paths[0]))
     pointer, size, real = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double
-    library.batch_norm_relu.argtypes = [pointer, size, size, pointer, pointer, size, size, pointer, pointer, real,
-                                        pointer, pointer]
-    library.batch_norm_relu_backward.argtypes = [pointer, pointer, size, size, pointer, pointer, pointer, size,
-                                                 size, pointer, pointer, pointer, pointer, real, pointer, pointer]
+    library.batch_norm_relu.argtypes = [
+        pointer,
+        size,
+        size,
+        pointer,
+        pointer,
+        size,
+        size,
+        pointer,
+        pointer,
+        real,
+        pointer,
+        pointer,
+    ]
+    library.batch_norm_relu_backward.argtypes = [
+        pointer,
+        pointer,
+        size,
+        size,
+        pointer,
+        pointer,
+        pointer,
+        size,
+        size,
+        pointer,
+        pointer,
+        pointer,
+        pointer,
+        real,
+        pointer,
+        pointer,
+    ]
     library.normalize_relu.argtypes = [pointer, size, size, pointer, pointer, size, size, pointer, pointer]
     library.max_pool3.argtypes = [pointer, pointer, size, size, size]
     library.max_pool3_backward.argtypes = [pointer, pointer, pointer, pointer, size, size, size]
@@ -53,6 +83,7 @@ _library = _load()
 
 
 # -- checks: everything kernels.c assumes ----------------------------------------------------------------------
+
 
 def _fail(op: str, message: str):
     raise ValueError(f"{NAMESPACE}.{op}: {message}")
@@ -113,18 +144,33 @@ def _pointers(tensors: list[torch.Tensor]) -> ctypes.Array:
 
 # -- BatchNorm + ReLU --------------------------------------------------------------------------------------------
 
-@torch.library.custom_op(f"{NAMESPACE}::batch_norm_relu", mutates_args=(),
-                         schema="(Tensor[] pieces, int members, Tensor? skip, Tensor weight, Tensor bias, float eps)"
-                                " -> (Tensor, Tensor, Tensor)")
+
+@torch.library.custom_op(
+    f"{NAMESPACE}::batch_norm_relu",
+    mutates_args=(),
+    schema="(Tensor[] pieces, int members, Tensor? skip, Tensor weight, Tensor bias, float eps)"
+    " -> (Tensor, Tensor, Tensor)",
+)
 def batch_norm_relu(pieces, members, skip, weight, bias, eps):
     shape = _check_batch_norm_relu(pieces, members, skip, weight, bias, eps)
     pieces, skip = [_channels_last(p) for p in pieces], _channels_last(skip)
     y = _empty_series(shape, pieces[0])
     mean, var = torch.empty(shape[1]), torch.empty(shape[1])
     weight, bias = weight.contiguous(), bias.contiguous()
-    _library.batch_norm_relu(_pointers(pieces), len(pieces), members, _pointer(skip), y.data_ptr(),
-                             shape[0] * shape[2] * shape[3], shape[1], weight.data_ptr(), bias.data_ptr(), eps,
-                             mean.data_ptr(), var.data_ptr())
+    _library.batch_norm_relu(
+        _pointers(pieces),
+        len(pieces),
+        members,
+        _pointer(skip),
+        y.data_ptr(),
+        shape[0] * shape[2] * shape[3],
+        shape[1],
+        weight.data_ptr(),
+        bias.data_ptr(),
+        eps,
+        mean.data_ptr(),
+        var.data_ptr(),
+    )
     return y, mean, var
 
 
@@ -143,9 +189,12 @@ def _(pieces, members, skip, weight, bias, eps):
     return _empty_series(shape, pieces[0]), weight.new_empty(shape[1]), weight.new_empty(shape[1])
 
 
-@torch.library.custom_op(f"{NAMESPACE}::batch_norm_relu_backward", mutates_args=(),
-                         schema="(Tensor dy, Tensor[] pieces, int members, Tensor? skip, Tensor weight, Tensor bias, "
-                                "Tensor mean, Tensor var, float eps) -> (Tensor[], Tensor, Tensor)")
+@torch.library.custom_op(
+    f"{NAMESPACE}::batch_norm_relu_backward",
+    mutates_args=(),
+    schema="(Tensor dy, Tensor[] pieces, int members, Tensor? skip, Tensor weight, Tensor bias, "
+    "Tensor mean, Tensor var, float eps) -> (Tensor[], Tensor, Tensor)",
+)
 def batch_norm_relu_backward(dy, pieces, members, skip, weight, bias, mean, var, eps):
     shape = _check_batch_norm_relu_backward(dy, pieces, members, skip, weight, bias, mean, var, eps)
     pieces, skip, dy = [_channels_last(p) for p in pieces], _channels_last(skip), _channels_last(dy)
@@ -153,10 +202,24 @@ def batch_norm_relu_backward(dy, pieces, members, skip, weight, bias, mean, var,
     dskip = torch.empty_like(skip) if skip is not None else None
     dweight, dbias = torch.empty(shape[1]), torch.empty(shape[1])
     weight, bias, mean, var = (t.contiguous() for t in (weight, bias, mean, var))
-    _library.batch_norm_relu_backward(dy.data_ptr(), _pointers(pieces), len(pieces), members, _pointer(skip),
-                                      _pointers(dpieces), _pointer(dskip), shape[0] * shape[2] * shape[3], shape[1],
-                                      weight.data_ptr(), bias.data_ptr(), mean.data_ptr(), var.data_ptr(), eps,
-                                      dweight.data_ptr(), dbias.data_ptr())
+    _library.batch_norm_relu_backward(
+        dy.data_ptr(),
+        _pointers(pieces),
+        len(pieces),
+        members,
+        _pointer(skip),
+        _pointers(dpieces),
+        _pointer(dskip),
+        shape[0] * shape[2] * shape[3],
+        shape[1],
+        weight.data_ptr(),
+        bias.data_ptr(),
+        mean.data_ptr(),
+        var.data_ptr(),
+        eps,
+        dweight.data_ptr(),
+        dbias.data_ptr(),
+    )
     return dpieces + ([dskip] if dskip is not None else []), dweight, dbias
 
 
@@ -172,8 +235,11 @@ def _check_batch_norm_relu_backward(dy, pieces, members, skip, weight, bias, mea
 def _(dy, pieces, members, skip, weight, bias, mean, var, eps):
     shape = _check_batch_norm_relu_backward(dy, pieces, members, skip, weight, bias, mean, var, eps)
     inputs = pieces + ([skip] if skip is not None else [])
-    return ([torch.empty_like(_channels_last(t)) for t in inputs], weight.new_empty(shape[1]),
-            weight.new_empty(shape[1]))
+    return (
+        [torch.empty_like(_channels_last(t)) for t in inputs],
+        weight.new_empty(shape[1]),
+        weight.new_empty(shape[1]),
+    )
 
 
 def _save_batch_norm_relu(ctx, inputs, output):
@@ -186,24 +252,37 @@ def _save_batch_norm_relu(ctx, inputs, output):
 
 def _batch_norm_relu_gradient(ctx, dy, _mean, _var):
     skip, weight, bias, mean, var, *pieces = ctx.saved_tensors
-    dinputs, dweight, dbias = batch_norm_relu_backward(dy.to(torch.bfloat16), pieces, ctx.members, skip, weight,
-                                                       bias, mean, var, ctx.eps)
+    dinputs, dweight, dbias = batch_norm_relu_backward(
+        dy.to(torch.bfloat16), pieces, ctx.members, skip, weight, bias, mean, var, ctx.eps
+    )
     dskip = dinputs[ctx.pieces] if skip is not None else None
-    return list(dinputs[:ctx.pieces]), None, dskip, dweight, dbias, None
+    return list(dinputs[: ctx.pieces]), None, dskip, dweight, dbias, None
 
 
 batch_norm_relu.register_autograd(_batch_norm_relu_gradient, setup_context=_save_batch_norm_relu)
 
 
-@torch.library.custom_op(f"{NAMESPACE}::normalize_relu", mutates_args=(),
-                         schema="(Tensor[] pieces, int members, Tensor? skip, Tensor scale, Tensor offset) -> Tensor")
+@torch.library.custom_op(
+    f"{NAMESPACE}::normalize_relu",
+    mutates_args=(),
+    schema="(Tensor[] pieces, int members, Tensor? skip, Tensor scale, Tensor offset) -> Tensor",
+)
 def normalize_relu(pieces, members, skip, scale, offset):
     shape = _check_normalize_relu(pieces, members, skip, scale, offset)
     pieces, skip = [_channels_last(p) for p in pieces], _channels_last(skip)
     y = _empty_series(shape, pieces[0])
     scale, offset = scale.contiguous(), offset.contiguous()
-    _library.normalize_relu(_pointers(pieces), len(pieces), members, _pointer(skip), y.data_ptr(),
-                            shape[0] * shape[2] * shape[3], shape[1], scale.data_ptr(), offset.data_ptr())
+    _library.normalize_relu(
+        _pointers(pieces),
+        len(pieces),
+        members,
+        _pointer(skip),
+        y.data_ptr(),
+        shape[0] * shape[2] * shape[3],
+        shape[1],
+        scale.data_ptr(),
+        offset.data_ptr(),
+    )
     return y
 
 
@@ -221,6 +300,7 @@ def _(pieces, members, skip, scale, offset):
 
 # -- the max-pool --------------------------------------------------------------------------------------------
 
+
 @torch.library.custom_op(f"{NAMESPACE}::max_pool3", mutates_args=(), schema="(Tensor x) -> Tensor")
 def max_pool3(x):
     _check_series("max_pool3", "x", x)
@@ -237,15 +317,17 @@ def _(x):
     return torch.empty_like(_channels_last(x))
 
 
-@torch.library.custom_op(f"{NAMESPACE}::max_pool3_backward", mutates_args=(),
-                         schema="(Tensor x, Tensor grad, Tensor? add) -> Tensor")
+@torch.library.custom_op(
+    f"{NAMESPACE}::max_pool3_backward", mutates_args=(), schema="(Tensor x, Tensor grad, Tensor? add) -> Tensor"
+)
 def max_pool3_backward(x, grad, add):
     _check_max_pool3_backward(x, grad, add)
     x, grad, add = _channels_last(x), _channels_last(grad), _channels_last(add)
     batch, channels, height, width = x.shape
     dx = torch.empty_like(x)
-    _library.max_pool3_backward(x.data_ptr(), grad.data_ptr(), _pointer(add), dx.data_ptr(), batch * height, width,
-                                channels)
+    _library.max_pool3_backward(
+        x.data_ptr(), grad.data_ptr(), _pointer(add), dx.data_ptr(), batch * height, width, channels
+    )
     return dx
 
 
@@ -267,7 +349,7 @@ def _save_max_pool3(ctx, inputs, output):
 
 
 def _max_pool3_gradient(ctx, grad):
-    x, = ctx.saved_tensors
+    (x,) = ctx.saved_tensors
     return max_pool3_backward(x, grad.to(torch.bfloat16), None)
 
 

@@ -31,11 +31,16 @@ class InceptionTimeAlgorithm(Algorithm):
     holdout_metric = "accuracy"
     pipeline_path = "kfts.kubeflow.pipelines.inception_time:build"
     fan_out = True
-    artifact_caps = {"hyperparameters.filters": 4096, "hyperparameters.depth": 100, "hyperparameters.models": 1000,
-                     "input_shape.length": 1_000_000}
+    artifact_caps = {
+        "hyperparameters.filters": 4096,
+        "hyperparameters.depth": 100,
+        "hyperparameters.models": 1000,
+        "input_shape.length": 1_000_000,
+    }
 
     def describe(self, path, layout: str, head: bool) -> dict:
         from kfts.core import csvio
+
         if layout == "labels":
             return classes_summary(csvio.read_text_labels(path))
         if layout == "inference":
@@ -45,9 +50,12 @@ class InceptionTimeAlgorithm(Algorithm):
         summary = {"rows": len(data.values), "length": int(data.values.shape[1]), **classes_summary(data.labels)}
         if summary["n_classes"] > 100 and summary["n_classes"] > summary["rows"] / 2:
             # series read as labeled data whose first column is a time step: one 'class' per row
-            raise InputError(f"was given in the labeled layout, but its first column has {summary['n_classes']} "
-                             f"different labels in {summary['rows']} rows: is it in the inference layout "
-                             "(series only, no label column)?", path=path)
+            raise InputError(
+                f"was given in the labeled layout, but its first column has {summary['n_classes']} "
+                f"different labels in {summary['rows']} rows: is it in the inference layout "
+                "(series only, no label column)?",
+                path=path,
+            )
         return summary
 
     def check_shape(self, summary: dict, reference: dict, against: str) -> None:
@@ -56,17 +64,22 @@ class InceptionTimeAlgorithm(Algorithm):
             return
         hint = ""
         if summary["layout"] == "inference" and length == expected + 1:
-            hint = ("; one more than expected: is it in the labeled layout (a label first)? Give the series alone, "
-                    "their labels as a separate file")
+            hint = (
+                "; one more than expected: is it in the labeled layout (a label first)? Give the series alone, "
+                "their labels as a separate file"
+            )
         elif summary["layout"] == "training" and length == expected - 1:
-            hint = ("; one fewer than expected: is it in the inference layout (no label column)? Give a label "
-                    "first in every row, or the labels as a separate file")
+            hint = (
+                "; one fewer than expected: is it in the inference layout (no label column)? Give a label "
+                "first in every row, or the labels as a separate file"
+            )
         raise InputError(f"rows have {length} time steps, {against} {expected}{hint}", path=summary["source"], row=1)
 
     def check_training(self, summary: dict) -> None:
         if summary.get("n_classes", 2) < 2:
-            raise InputError(f"only one class ({summary['classes'][0]!r}): a classifier needs at least two",
-                             path=summary["source"])
+            raise InputError(
+                f"only one class ({summary['classes'][0]!r}): a classifier needs at least two", path=summary["source"]
+            )
 
     def summary_line(self, summary: dict) -> str:
         classes = f", {summary['n_classes']} classes" if "n_classes" in summary else ""
@@ -74,26 +87,32 @@ class InceptionTimeAlgorithm(Algorithm):
 
     def read_training(self, path):
         from kfts.core import csvio
+
         return csvio.read_labeled_series(path)
 
     def read_inference(self, model, source):
         from kfts.algorithms.inception_time import files
+
         return files.read_inference(model, source)
 
     def predictions_csv(self, model, values, *, probabilities: bool = False) -> str:
         from kfts.algorithms.inception_time import files
+
         return files.predictions_csv(model, values, probabilities=probabilities)
 
     def write_predictions(self, model, path, blocks, out, chunk_bytes: int, **options) -> int:
         from kfts.algorithms.inception_time import files
+
         return files.write_predictions(model, path, blocks, out, chunk_bytes, **options)
 
     def evaluate(self, model, input_path, labels_path=None):
         from kfts.algorithms.inception_time import evaluation
+
         return evaluation.evaluate(model, input_path, labels_path)
 
     def serving(self, model):
         from kfts.algorithms.inception_time.serving import InceptionTimeAdapter
+
         return InceptionTimeAdapter(self, model)
 
 
@@ -105,6 +124,7 @@ def classes_summary(labels) -> dict:
 def _inference_rows(path, head: bool):
     """Series without labels; a file that reads as labeled data says so."""
     from kfts.core import csvio
+
     try:
         return csvio.first_block(path) if head else csvio.read_series_rows(path)
     except InputError as e:
@@ -114,6 +134,9 @@ def _inference_rows(path, head: bool):
             csvio.first_block(path, label_column=True)
         except InputError:
             raise e from None
-        raise InputError("was given in the inference layout (series only) but has a label in its first "
-                         "column (the labeled layout): give the series without their labels, the labels as a "
-                         "separate file, or the file as labeled data", path=path) from None
+        raise InputError(
+            "was given in the inference layout (series only) but has a label in its first "
+            "column (the labeled layout): give the series without their labels, the labels as a "
+            "separate file, or the file as labeled data",
+            path=path,
+        ) from None

@@ -10,8 +10,8 @@ a training-mode forward pass of the whole training set as one batch does (the va
 one), whatever the batch size, the order of the series or the layout the members were trained in.
 
 The pass runs in fp32 whatever the training precision, through torch's own BatchNorm (the CPU kernels add-on's
-bf16 kernels never see it); each chunk's mean and variance (torch's var_mean) are merged in float64. Reaching BatchNorm k costs a forward pass up to it: about half the depth's
-worth of forward passes in all, once per training.
+bf16 kernels never see it); each chunk's mean and variance (torch's var_mean) are merged in float64. Reaching BatchNorm
+k costs a forward pass up to it: about half the depth's worth of forward passes in all, once per training.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ class Moments:
         total = self.count + count
         delta = mean - self.mean
         self.mean = self.mean + delta * (count / total)
-        self.m2 = self.m2 + m2 + delta ** 2 * (self.count * count / total)
+        self.m2 = self.m2 + m2 + delta**2 * (self.count * count / total)
         self.count = total
 
     def variance(self) -> torch.Tensor:
@@ -56,8 +56,9 @@ class Moments:
 
 
 @torch.no_grad()
-def recompute(network: InceptionNetworks, x: torch.Tensor, device: torch.device, *, group=None, share: int = 0,
-              shares: int = 1) -> None:
+def recompute(
+    network: InceptionNetworks, x: torch.Tensor, device: torch.device, *, group=None, share: int = 0, shares: int = 1
+) -> None:
     """Set every BatchNorm of `network` to the statistics of its input over the series `x`
     ([n, channels, time], on any device). With `shares` > 1 the processes of `group` each take a shares-th
     of the series (this one the share-th) and combine their moments: every one of them ends with the

@@ -16,8 +16,13 @@ from kfts.core.csvio import LabeledSeries
 from kfts.core.errors import InputError
 
 
-def combine_members(members: dict[str, InceptionTime], *, train: LabeledSeries | None = None,
-                    valid: LabeledSeries | None = None, device: str = "auto") -> InceptionTime:
+def combine_members(
+    members: dict[str, InceptionTime],
+    *,
+    train: LabeledSeries | None = None,
+    valid: LabeledSeries | None = None,
+    device: str = "auto",
+) -> InceptionTime:
     """One InceptionTime ensemble holding every member of the loaded models in `members` (where each was loaded
     from -> the model), in order.
 
@@ -31,14 +36,24 @@ def combine_members(members: dict[str, InceptionTime], *, train: LabeledSeries |
     for path, m in members.items():
         if m.algorithm != InceptionTime.algorithm:
             raise InputError(f"holds a {m.algorithm} model; only inception-time members can be combined", path=path)
-        mismatch = [what for what, same in (
-            ("classes", list(m.classes) == list(first.classes)), ("series length", m.length == first.length),
-            ("scaling", m.scaler == first.scaler), ("filters", m.params.filters == first.params.filters),
-            ("depth", m.params.depth == first.params.depth),
-            ("batch-norm statistics", m.params.batch_norm_stats == first.params.batch_norm_stats)) if not same]
+        mismatch = [
+            what
+            for what, same in (
+                ("classes", list(m.classes) == list(first.classes)),
+                ("series length", m.length == first.length),
+                ("scaling", m.scaler == first.scaler),
+                ("filters", m.params.filters == first.params.filters),
+                ("depth", m.params.depth == first.params.depth),
+                ("batch-norm statistics", m.params.batch_norm_stats == first.params.batch_norm_stats),
+            )
+            if not same
+        ]
         if mismatch:
-            raise InputError(f"differs from {sources[0]} in {', '.join(mismatch)}: members of one ensemble "
-                             "must be trained on the same data with the same network shape", path=path)
+            raise InputError(
+                f"differs from {sources[0]} in {', '.join(mismatch)}: members of one ensemble "
+                "must be trained on the same data with the same network shape",
+                path=path,
+            )
 
     states = []
     for m in models:
@@ -61,6 +76,9 @@ def combine_members(members: dict[str, InceptionTime], *, train: LabeledSeries |
     for prefix, data in (("train", train), ("valid", valid)):
         if data is not None:
             # the figures fit() reports: the members' mean cross-entropy and the ensemble's accuracy
-            combined.metrics.update(combined._ensemble_score(
-                combined._tensor(data.values), combined.encode_labels(data.labels, path_hint=prefix), prefix))
+            combined.metrics.update(
+                combined._ensemble_score(
+                    combined._tensor(data.values), combined.encode_labels(data.labels, path_hint=prefix), prefix
+                )
+            )
     return combined

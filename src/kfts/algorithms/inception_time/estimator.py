@@ -97,15 +97,23 @@ class InceptionTime:
         index = {c: i for i, c in enumerate(self.classes)}
         unknown = sorted(set(labels) - index.keys())
         if unknown:
-            raise InputError(f"class {str(unknown[0])!r} was not in the training data "
-                             f"(classes: {', '.join(self.classes)})", path=path_hint)
+            raise InputError(
+                f"class {str(unknown[0])!r} was not in the training data (classes: {', '.join(self.classes)})",
+                path=path_hint,
+            )
         return torch.tensor([index[c] for c in labels], dtype=torch.long)
 
     # -- training --------------------------------------------------------------------------------------------
 
-    def fit(self, train: LabeledSeries, valid: LabeledSeries | None = None, *,
-            init_model: "InceptionTime | None" = None, checkpoint_dir=None, log: MetricLog | None = None
-            ) -> "InceptionTime":
+    def fit(
+        self,
+        train: LabeledSeries,
+        valid: LabeledSeries | None = None,
+        *,
+        init_model: InceptionTime | None = None,
+        checkpoint_dir=None,
+        log: MetricLog | None = None,
+    ) -> InceptionTime:
         """Train the ensemble. Members are trained in groups (one member each, or all stacked), member m seeded
         `seed + m` (its initial weights and its order of the series), so a member trained alone, stacked, in
         another process or in its own pipeline task starts from the same weights and sees the same batches.
@@ -127,23 +135,34 @@ class InceptionTime:
         x, y = self._tensor(train.values), self.encode_labels(train.labels)
         valid_xy = (self._tensor(valid.values), self.encode_labels(valid.labels)) if valid is not None else None
         if valid is not None and valid.values.shape[1] != self.length:
-            raise InputError(f"validation series have {valid.values.shape[1]} time steps, training series "
-                             f"have {self.length}")
+            raise InputError(
+                f"validation series have {valid.values.shape[1]} time steps, training series have {self.length}"
+            )
         task = _Ensemble(self, x, y, valid_xy)
         if valid is not None and p.batch_norm_stats == "precise":
-            trainer.say("batch-norm-stats=precise: each epoch's valid_* figures (and early stopping) use that "
-                        "epoch's BatchNorm running averages; the final line's use the statistics recomputed for "
-                        "the saved weights, which the model predicts with")
+            trainer.say(
+                "batch-norm-stats=precise: each epoch's valid_* figures (and early stopping) use that "
+                "epoch's BatchNorm running averages; the final line's use the statistics recomputed for "
+                "the saved weights, which the model predicts with"
+            )
         plan = self._plan(task, trainer)
-        trained = trainer.train_groups(task, plan, fingerprint={
-            "algorithm": ALGORITHM, "params": asdict(p), "seed": trainer.seed,
-            "data": [list(x.shape), self.classes.tolist()]})
+        trained = trainer.train_groups(
+            task,
+            plan,
+            fingerprint={
+                "algorithm": ALGORITHM,
+                "params": asdict(p),
+                "seed": trainer.seed,
+                "data": [list(x.shape), self.classes.tolist()],
+            },
+        )
         states, self.history, kept_accuracy = [], [], []
         for (members, _), result in zip(plan, trained):
             states += split_members(result.state, len(members))
             self.history += result.history
-            kept_accuracy += [next(h["train_accuracy"] for h in result.history if h["epoch"] == result.kept)
-                              ] * len(members)
+            kept_accuracy += [next(h["train_accuracy"] for h in result.history if h["epoch"] == result.kept)] * len(
+                members
+            )
 
         self.network = self._new_group(p.models)
         self.network.load_state_dict(merge_members(states))
@@ -155,7 +174,7 @@ class InceptionTime:
         trainer.report(self.metrics, self.warnings)
         return self
 
-    def _continue_from(self, previous: "InceptionTime", train: LabeledSeries) -> None:
+    def _continue_from(self, previous: InceptionTime, train: LabeledSeries) -> None:
         """Incremental training: start from a previous artifact's weights and scaling. If the new data has
         other classes, each member's classifier head is replaced (and the log says so)."""
         q = previous.params
@@ -165,11 +184,15 @@ class InceptionTime:
         assert previous.network is not None  # a loaded model
         network = copy.deepcopy(previous.network).cpu()
         if list(classes) != list(previous.classes):
-            print(f"init-model: classes changed from {previous.classes.tolist()} to {classes.tolist()}: "
-                  "the classifier heads are replaced, the convolutional layers are kept", flush=True)
+            print(
+                f"init-model: classes changed from {previous.classes.tolist()} to {classes.tolist()}: "
+                "the classifier heads are replaced, the convolutional layers are kept",
+                flush=True,
+            )
             fresh = InceptionNetworks(1, len(classes), members=p.models, filters=p.filters, depth=p.depth)
-            fresh.load_state_dict({k: v for k, v in network.state_dict().items() if not k.startswith("head.")},
-                                  strict=False)
+            fresh.load_state_dict(
+                {k: v for k, v in network.state_dict().items() if not k.startswith("head.")}, strict=False
+            )
             network = fresh
         self.classes, self.network = classes, network
 
@@ -177,7 +200,7 @@ class InceptionTime:
         p = self.params
         return InceptionNetworks(1, len(self.classes), members=members, filters=p.filters, depth=p.depth)
 
-    def _plan(self, task: "_Ensemble", trainer: Trainer) -> list[tuple[list[int], list[int]]]:
+    def _plan(self, task: _Ensemble, trainer: Trainer) -> list[tuple[list[int], list[int]]]:
         """[(members trained together, the ranks that train them)], and a log line saying so.
 
         One process: every member alone (sequential) or all together (stacked). Under torchrun members are
@@ -191,12 +214,17 @@ class InceptionTime:
             plan = [([i], [i % w]) for i in range(m)]
         else:
             plan = [([i], [r for r in range(w) if r % m == i]) for i in range(m)]
-        trainer.say(f"distributed: {w} processes, members trained alone ({self.params.ensemble} ignored): "
-                    + "; ".join(f"member {ms[0] + 1} on rank{'s' * (len(rs) > 1)} {','.join(map(str, rs))}"
-                                + (" (data-parallel)" if len(rs) > 1 else "") for ms, rs in plan))
+        trainer.say(
+            f"distributed: {w} processes, members trained alone ({self.params.ensemble} ignored): "
+            + "; ".join(
+                f"member {ms[0] + 1} on rank{'s' * (len(rs) > 1)} {','.join(map(str, rs))}"
+                + (" (data-parallel)" if len(rs) > 1 else "")
+                for ms, rs in plan
+            )
+        )
         return plan
 
-    def _choose_group_size(self, task: "_Ensemble") -> int:
+    def _choose_group_size(self, task: _Ensemble) -> int:
         p = self.params
         if p.models == 1 or p.ensemble == "sequential":
             return 1
@@ -230,8 +258,11 @@ class InceptionTime:
                 times[m].append(epoch_seconds(nets[m], optimizers[m]))
         sequential, stacked = p.models * min(times[1][1:]), min(times[p.models][1:])  # the first pays setup
         choice = p.models if stacked < sequential else 1
-        print(f"ensemble=auto: an epoch of all {p.models} members takes {sequential:.2f}s one after another, "
-              f"{stacked:.2f}s stacked: training {'stacked' if choice > 1 else 'sequential'}", flush=True)
+        print(
+            f"ensemble=auto: an epoch of all {p.models} members takes {sequential:.2f}s one after another, "
+            f"{stacked:.2f}s stacked: training {'stacked' if choice > 1 else 'sequential'}",
+            flush=True,
+        )
         return choice
 
     def _inference_dtype(self) -> torch.dtype | None:
@@ -246,7 +277,7 @@ class InceptionTime:
         out = []
         for i in range(0, len(x), INFERENCE_BATCH):
             with autocast(self.device_, dtype):
-                out.append(model(x[i:i + INFERENCE_BATCH].to(self.device_)).float().cpu())
+                out.append(model(x[i : i + INFERENCE_BATCH].to(self.device_)).float().cpu())
         network.train(was_training)
         return torch.cat(out) if out else torch.empty(0, network.members, network.n_classes)
 
@@ -282,20 +313,24 @@ class InceptionTime:
     def save(self, model_dir) -> None:
         check_fitted(self)
         assert self.network is not None  # check_fitted
-        artifact.save(model_dir, {
-            "algorithm": ALGORITHM,
-            "hyperparameters": asdict(self.params),
-            "input_shape": {"length": self.length, "channels": 1},
-            "classes": self.classes.tolist(),
-            "scaler": self.scaler,
-            "metrics": self.metrics,
-            "history": self.history,
-            "warnings": self.warnings,
-            "seed": self.seed,
-        }, self.network.state_dict())
+        artifact.save(
+            model_dir,
+            {
+                "algorithm": ALGORITHM,
+                "hyperparameters": asdict(self.params),
+                "input_shape": {"length": self.length, "channels": 1},
+                "classes": self.classes.tolist(),
+                "scaler": self.scaler,
+                "metrics": self.metrics,
+                "history": self.history,
+                "warnings": self.warnings,
+                "seed": self.seed,
+            },
+            self.network.state_dict(),
+        )
 
     @classmethod
-    def from_artifact(cls, manifest: dict, tensors: dict, device: str = "auto") -> "InceptionTime":
+    def from_artifact(cls, manifest: dict, tensors: dict, device: str = "auto") -> InceptionTime:
         model = cls.from_manifest(manifest, device)
         assert model.network is not None  # from_manifest builds it
         model.network.load_state_dict(tensors)
@@ -303,7 +338,7 @@ class InceptionTime:
         return model
 
     @classmethod
-    def from_manifest(cls, manifest: dict, device: str = "auto") -> "InceptionTime":
+    def from_manifest(cls, manifest: dict, device: str = "auto") -> InceptionTime:
         """The model `manifest` describes, its network new (kfts.algorithms.base.Algorithm.check_artifact)."""
         # an artifact from before the option holds the running averages
         params = InceptionTimeParams(**{"batch_norm_stats": "running", **manifest["hyperparameters"]})
@@ -318,8 +353,7 @@ class InceptionTime:
         return model
 
 
-def fit_warnings(accuracy: float, epochs_accuracy: float, y: torch.Tensor, params: InceptionTimeParams
-                 ) -> list[str]:
+def fit_warnings(accuracy: float, epochs_accuracy: float, y: torch.Tensor, params: InceptionTimeParams) -> list[str]:
     """Why a fit failed, if it did: its saved model's `accuracy` on its own training series (labels `y`) is near
     chance, or FAR_BELOW the `epochs_accuracy` its training epochs showed for the weights it keeps.
 
@@ -336,12 +370,17 @@ def fit_warnings(accuracy: float, epochs_accuracy: float, y: torch.Tensor, param
         reasons.append(f"far below the {epochs_accuracy:.3f} its training epochs showed for the weights it keeps")
     if not reasons:
         return []
-    tries = ["more optimizer steps (more --epochs, or a smaller --batch-size on few series)",
-             "--schedule plateau with more epochs (the paper trains 1500)", "--early-stopping with --valid"]
+    tries = [
+        "more optimizer steps (more --epochs, or a smaller --batch-size on few series)",
+        "--schedule plateau with more epochs (the paper trains 1500)",
+        "--early-stopping with --valid",
+    ]
     if params.batch_norm_stats == "running":
         tries.insert(0, "--batch-norm-stats precise")
-    return [f"the saved model scores train_accuracy={accuracy:.3f} on its own training series, "
-            f"{' and '.join(reasons)}: the fit failed. Try {', '.join(tries[:-1])} or {tries[-1]}"]
+    return [
+        f"the saved model scores train_accuracy={accuracy:.3f} on its own training series, "
+        f"{' and '.join(reasons)}: the fit failed. Try {', '.join(tries[:-1])} or {tries[-1]}"
+    ]
 
 
 class _Ensemble(Task):
@@ -350,8 +389,9 @@ class _Ensemble(Task):
 
     name = "ensemble"
 
-    def __init__(self, model: InceptionTime, x: torch.Tensor, y: torch.Tensor,
-                 valid_xy: tuple[torch.Tensor, torch.Tensor] | None):
+    def __init__(
+        self, model: InceptionTime, x: torch.Tensor, y: torch.Tensor, valid_xy: tuple[torch.Tensor, torch.Tensor] | None
+    ):
         p = self.params = model.params
         self.model, self.x, self.y, self.valid_xy = model, x, y, valid_xy
         self.fine_tuned = model.network  # set by _continue_from
@@ -377,7 +417,7 @@ class _Ensemble(Task):
     def batches(self, generators, share, shares):
         orders = torch.stack([torch.randperm(len(self.x), generator=generator) for generator in generators])
         for i in range(0, len(self.x), self.params.batch_size):
-            idx = orders[:, i:i + self.params.batch_size][:, share::shares].T  # [batch, members]: each one's series
+            idx = orders[:, i : i + self.params.batch_size][:, share::shares].T  # [batch, members]: each one's series
             yield self.x[idx], self.y[idx]
 
     def loss(self, logits, labels) -> torch.Tensor:
@@ -391,8 +431,10 @@ class _Ensemble(Task):
     def figures(self, loss, logits, labels) -> dict[str, float]:
         """The members' mean loss and accuracy."""
         members = logits.shape[1]
-        return {"loss": (loss / members).item() * len(labels),
-                "accuracy": (logits.argmax(-1) == labels).sum().item() / members}
+        return {
+            "loss": (loss / members).item() * len(labels),
+            "accuracy": (logits.argmax(-1) == labels).sum().item() / members,
+        }
 
     def validate(self, network) -> dict[str, float]:
         if self.valid_xy is None:
@@ -402,5 +444,6 @@ class _Ensemble(Task):
 
     def keep(self, network, group, share) -> None:
         if self.params.batch_norm_stats == "precise":
-            batch_norm.recompute(network, self.x, self.model.device_, group=group.process_group, share=share,
-                                 shares=len(group.ranks))
+            batch_norm.recompute(
+                network, self.x, self.model.device_, group=group.process_group, share=share, shares=len(group.ranks)
+            )

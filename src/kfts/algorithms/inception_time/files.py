@@ -34,8 +34,11 @@ def write_predictions(model, path, blocks, out, chunk_bytes: int, *, probabiliti
     sees the same rows as one pass over the whole file would, and the bytes are the same."""
     rows_per_chunk = max(1, chunk_bytes // (4 * model.length * INFERENCE_BATCH)) * INFERENCE_BATCH
     n = 0
-    for values in chunks(checked(blocks, lambda v, first: csvio.check_length(path, v, model.length, first)),
-                         rows_per_chunk, rows_per_chunk):
+    for values in chunks(
+        checked(blocks, lambda v, first: csvio.check_length(path, v, model.length, first)),
+        rows_per_chunk,
+        rows_per_chunk,
+    ):
         text = predictions_csv(model, values, probabilities=probabilities)
         if n and probabilities:
             text = text.split("\n", 1)[1]  # the header once, at the top

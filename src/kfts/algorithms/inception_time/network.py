@@ -53,8 +53,9 @@ class SameConv(nn.Conv2d):
     padding="same") or slice one step off a longer output (its gradient is a zero-filled copy)."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, groups: int):
-        super().__init__(in_channels, out_channels, (1, kernel_size), padding=(0, kernel_size // 2), bias=False,
-                         groups=groups)
+        super().__init__(
+            in_channels, out_channels, (1, kernel_size), padding=(0, kernel_size // 2), bias=False, groups=groups
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight = self.weight if self.weight.shape[-1] % 2 else F.pad(self.weight, (1, 0))
@@ -104,11 +105,12 @@ class InceptionNetworks(nn.Module):
         self.members, self.in_channels, self.n_classes = members, in_channels, n_classes
         width = 4 * filters
         self.modules_ = nn.ModuleList(
-            InceptionModule(members, in_channels if d == 0 else width, filters, relu_input=d > 0)
-            for d in range(depth))
+            InceptionModule(members, in_channels if d == 0 else width, filters, relu_input=d > 0) for d in range(depth)
+        )
         # a shortcut around every third module: from the input to module 3, from module 3 to module 6, ...
         self.shortcuts = nn.ModuleDict(
-            {str(d): Shortcut(members, in_channels if d == 2 else width, width) for d in range(2, depth, 3)})
+            {str(d): Shortcut(members, in_channels if d == 2 else width, width) for d in range(2, depth, 3)}
+        )
         self.head = nn.Conv2d(members * width, members * n_classes, 1, groups=members)  # one linear per member
         _glorot_uniform(self.head.weight, fan_in=width, fan_out=n_classes)
         nn.init.zeros_(self.head.bias)
@@ -158,8 +160,9 @@ class TorchLayers:
         non_negative: x is a ReLU's output."""
         return x, F.max_pool2d(x, **MAX_POOL)
 
-    def batch_norm_relu(self, norm: nn.BatchNorm2d, pieces: list[torch.Tensor], members: int = 1,
-                        skip: torch.Tensor | None = None) -> torch.Tensor:
+    def batch_norm_relu(
+        self, norm: nn.BatchNorm2d, pieces: list[torch.Tensor], members: int = 1, skip: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """relu(norm(x)), or relu(norm(x) + skip) (a residual connection), x being `concatenate(pieces,
         members)` (an Inception module's branches). An add-on updates norm's running statistics as norm does."""
         y = norm(concatenate(pieces, members))
@@ -221,5 +224,7 @@ def split_members(state: dict[str, torch.Tensor], members: int) -> list[dict[str
 
 def merge_members(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """The state dict of one network holding all the given members, in order (inverse of split_members)."""
-    return {name: torch.cat([s[name] for s in states]) if tensor.dim() else tensor.clone()
-            for name, tensor in states[0].items()}
+    return {
+        name: torch.cat([s[name] for s in states]) if tensor.dim() else tensor.clone()
+        for name, tensor in states[0].items()
+    }

@@ -19,25 +19,47 @@ class InceptionTimeParams:
     lr: float = field(default=0.001, metadata={"help": "Adam learning rate"})
     batch_size: int = field(default=64, metadata={"help": "series per training batch"})
     epochs: int = field(default=100, metadata={"help": "training epochs"})
-    schedule: str = field(default="constant", metadata={
-        "help": "constant: the reference product's fixed learning rate; plateau: the paper's ReduceLROnPlateau on the "
-                "training loss (factor 0.5, patience 50, min 1e-4), keeping the best-loss weights",
-        "choices": ("constant", "plateau")})
-    ensemble: str = field(default="auto", metadata={
-        "help": "train members one after another (sequential), together as one grouped network (stacked), "
-                "or whichever a short timing on this data and device says is faster (auto)",
-        "choices": ("auto", "sequential", "stacked")})
-    early_stopping: int = field(default=0, metadata={
-        "help": "stop training when the validation loss has not improved for this many epochs and keep the "
-                "weights of its best epoch (stacked members stop together, on their mean loss); needs "
-                "validation data. 0: off, every epoch is trained", "bounds": (0, 1_000_000)})
-    precision: str = field(default="auto", metadata={
-        "help": "training precision: bf16/fp16 autocast, fp32, or auto (bf16 where the CPU or GPU runs it "
-                "natively)", "choices": ("auto", "fp32", "bf16", "fp16")})
-    batch_norm_stats: str = field(default="precise", metadata={
-        "help": "the BatchNorm statistics the saved model predicts with: precise: recomputed for its final weights "
-                "over the training series; running: the running averages kept during training (the seed's)",
-        "choices": ("precise", "running")})
+    schedule: str = field(
+        default="constant",
+        metadata={
+            "help": "constant: the reference product's fixed learning rate; plateau: the paper's "
+            "ReduceLROnPlateau on the training loss (factor 0.5, patience 50, min 1e-4), keeping the best-loss weights",
+            "choices": ("constant", "plateau"),
+        },
+    )
+    ensemble: str = field(
+        default="auto",
+        metadata={
+            "help": "train members one after another (sequential), together as one grouped network (stacked), "
+            "or whichever a short timing on this data and device says is faster (auto)",
+            "choices": ("auto", "sequential", "stacked"),
+        },
+    )
+    early_stopping: int = field(
+        default=0,
+        metadata={
+            "help": "stop training when the validation loss has not improved for this many epochs and keep the "
+            "weights of its best epoch (stacked members stop together, on their mean loss); needs "
+            "validation data. 0: off, every epoch is trained",
+            "bounds": (0, 1_000_000),
+        },
+    )
+    precision: str = field(
+        default="auto",
+        metadata={
+            "help": "training precision: bf16/fp16 autocast, fp32, or auto (bf16 where the CPU or GPU runs it "
+            "natively)",
+            "choices": ("auto", "fp32", "bf16", "fp16"),
+        },
+    )
+    batch_norm_stats: str = field(
+        default="precise",
+        metadata={
+            "help": "the BatchNorm statistics the saved model predicts with: precise: recomputed for its final weights "
+            "over the training series; running: the running averages kept during training (the seed's)",
+            "choices": ("precise", "running"),
+        },
+    )
 
     def __post_init__(self):
         check_params(self)

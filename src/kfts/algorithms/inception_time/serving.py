@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -20,14 +20,19 @@ class InceptionTimeAdapter(Adapter):
 
     def output_types(self) -> list[dict]:
         n = len(self.model.classes)
-        return [{"name": "label", "datatype": "BYTES", "shape": [-1]},
-                {"name": "probabilities", "datatype": "FP32", "shape": [-1, n]},
-                {"name": "classes", "datatype": "BYTES", "shape": [n]}]
+        return [
+            {"name": "label", "datatype": "BYTES", "shape": [-1]},
+            {"name": "probabilities", "datatype": "FP32", "shape": [-1, n]},
+            {"name": "classes", "datatype": "BYTES", "shape": [n]},
+        ]
 
     def check(self, values: np.ndarray, where: str) -> None:
         if values.shape[1] != self.model.length:
-            raise InputError(f"rows have {values.shape[1]} time steps, the model was trained on "
-                             f"{self.model.length}", path=where, row=1)
+            raise InputError(
+                f"rows have {values.shape[1]} time steps, the model was trained on {self.model.length}",
+                path=where,
+                row=1,
+            )
 
     def memory(self, rows: int, columns: int) -> int:
         """A model call's activations (every module's four branches of `filters` channels, fp32, in each network,
@@ -42,8 +47,11 @@ class InceptionTimeAdapter(Adapter):
 
     def outputs(self, proba: np.ndarray, options: dict) -> dict[str, np.ndarray]:
         classes = self.model.classes
-        return {"label": classes[proba.argmax(axis=1)].astype(object), "probabilities": proba.astype(np.float32),
-                "classes": classes.astype(object)}
+        return {
+            "label": classes[proba.argmax(axis=1)].astype(object),
+            "probabilities": proba.astype(np.float32),
+            "classes": classes.astype(object),
+        }
 
     def v1(self, proba: np.ndarray, options: dict) -> Iterator[list]:
         """A label per series, or with probabilities {"label", "probabilities": {class: p}}."""
@@ -51,9 +59,14 @@ class InceptionTimeAdapter(Adapter):
         names = classes.tolist()
         for rows in chunks(len(proba)):
             labels = classes[proba[rows].argmax(axis=1)].tolist()
-            yield (labels if not options.get("probabilities") else
-                   [{"label": label, "probabilities": dict(zip(names, p))} for label, p in zip(labels,
-                                                                                          proba[rows].tolist())])
+            yield (
+                labels
+                if not options.get("probabilities")
+                else [
+                    {"label": label, "probabilities": dict(zip(names, p))}
+                    for label, p in zip(labels, proba[rows].tolist())
+                ]
+            )
 
     def warm_up(self, max_batch_size: int) -> None:
         for n in sorted({1, max_batch_size}):

@@ -28,12 +28,17 @@ class LstmADAlgorithm(Algorithm):
     metrics = ("valid_loss", "train_loss")
     holdout_metric = "roc_auc"
     pipeline_path = "kfts.kubeflow.pipelines.lstm_ad:build"
-    artifact_caps = {"hyperparameters.hidden_size": 65536, "hyperparameters.num_layers": 100,
-                     "hyperparameters.sequence_length": 100_000, "hyperparameters.prediction_length": 100_000,
-                     "input_shape.series": 100_000}
+    artifact_caps = {
+        "hyperparameters.hidden_size": 65536,
+        "hyperparameters.num_layers": 100,
+        "hyperparameters.sequence_length": 100_000,
+        "hyperparameters.prediction_length": 100_000,
+        "input_shape.series": 100_000,
+    }
 
     def describe(self, path, layout: str, head: bool) -> dict:
         from kfts.core import csvio
+
         if layout == "labels":
             n_rows = len(csvio.read_series_columns(path))
             labels = csvio.read_binary_labels(path, n_rows)  # one column of 0/1
@@ -43,32 +48,41 @@ class LstmADAlgorithm(Algorithm):
 
     def check_shape(self, summary: dict, reference: dict, against: str) -> None:
         if "columns" in reference and summary["columns"] != reference["columns"]:
-            raise InputError(f"has {summary['columns']} columns (series), {against} {reference['columns']}",
-                             path=summary["source"], row=1)
+            raise InputError(
+                f"has {summary['columns']} columns (series), {against} {reference['columns']}",
+                path=summary["source"],
+                row=1,
+            )
 
     def summary_line(self, summary: dict) -> str:
         return f"{summary['rows']} time steps of {summary['columns']} series"
 
     def read_training(self, path):
         from kfts.core import csvio
+
         return csvio.read_series_columns(path)  # fit() checks the length against the sequence length
 
     def read_inference(self, model, source):
         from kfts.core import csvio
+
         return csvio.read_series_columns(source, n_series=model.n_series, min_rows=model.first_scored + 1)
 
     def predictions_csv(self, model, values, *, flag: bool = False, context_rows: int = 0) -> str:
         from kfts.algorithms.lstm_ad import files
+
         return files.predictions_csv(model, values, flag=flag, context_rows=context_rows)
 
     def write_predictions(self, model, path, blocks, out, chunk_bytes: int, **options) -> int:
         from kfts.algorithms.lstm_ad import files
+
         return files.write_predictions(model, path, blocks, out, chunk_bytes, **options)
 
     def evaluate(self, model, input_path, labels_path=None):
         from kfts.algorithms.lstm_ad import evaluation
+
         return evaluation.evaluate(model, input_path, labels_path)
 
     def serving(self, model):
         from kfts.algorithms.lstm_ad.serving import LstmADAdapter
+
         return LstmADAdapter(self, model)

@@ -97,23 +97,32 @@ class LstmAD:
             raise InputError(f"has {values.shape[1]} columns (series), the model has {self.n_series}", path=what)
         if len(values) < min_rows:
             p = self.params
-            setting = (f"sequence-length {p.sequence_length}" if p.scoring == "seed" else
-                       f"sequence-length {p.sequence_length} and prediction-length {p.prediction_length}")
-            raise InputError(f"has {len(values)} time steps; with {setting} at least {min_rows} are needed",
-                             path=what)
+            setting = (
+                f"sequence-length {p.sequence_length}"
+                if p.scoring == "seed"
+                else f"sequence-length {p.sequence_length} and prediction-length {p.prediction_length}"
+            )
+            raise InputError(f"has {len(values)} time steps; with {setting} at least {min_rows} are needed", path=what)
         return values
 
     # -- training --------------------------------------------------------------------------------------------
 
-    def fit(self, train: np.ndarray, valid: np.ndarray | None = None, *, init_model: "LstmAD | None" = None,
-            checkpoint_dir=None, log: MetricLog | None = None) -> "LstmAD":
+    def fit(
+        self,
+        train: np.ndarray,
+        valid: np.ndarray | None = None,
+        *,
+        init_model: LstmAD | None = None,
+        checkpoint_dir=None,
+        log: MetricLog | None = None,
+    ) -> LstmAD:
         threads = torch.get_num_threads()
         try:
             return self._fit(train, valid, init_model=init_model, checkpoint_dir=checkpoint_dir, log=log)
         finally:  # training may have chosen one thread (_choose_threads): the caller's setting is theirs
             torch.set_num_threads(threads)
 
-    def _fit(self, train, valid, *, init_model, checkpoint_dir, log) -> "LstmAD":
+    def _fit(self, train, valid, *, init_model, checkpoint_dir, log) -> LstmAD:
         # under torchrun: data-parallel over the sequences, every process with the whole model (kfts.core.distributed)
         trainer = Trainer(self.device, self.seed, checkpoint_dir=checkpoint_dir, log=log)
         self.device_, world = trainer.device, trainer.world
@@ -128,26 +137,41 @@ class LstmAD:
         split = self._split(len(train))
         if init_model is None:
             part = train[:split].astype(np.float64)
-            self.scaler = {"mean": part.mean(axis=0).tolist(),
-                           "std": [s if s > 0 else 1.0 for s in part.std(axis=0).tolist()]}
+            self.scaler = {
+                "mean": part.mean(axis=0).tolist(),
+                "std": [s if s > 0 else 1.0 for s in part.std(axis=0).tolist()],
+            }
         x = self._scale(train)
-        valid_x = (self._scale(self._check_values(valid, "--valid", self.first_scored + 1))
-                   if valid is not None else None)
+        valid_x = (
+            self._scale(self._check_values(valid, "--valid", self.first_scored + 1)) if valid is not None else None
+        )
         L = p.sequence_length
-        pieces = (f"{split // L - 1} sequence pairs" if p.scoring == "seed" else
-                  f"windows of {L} steps predicting {p.prediction_length} ahead")
-        trainer.say(f"lstm-ad: {split} time steps train the LSTM ({pieces}), {len(train) - split} fit the error "
-                    "distribution" + (f"; {world.size} processes share every batch" if world.size > 1 else ""))
+        pieces = (
+            f"{split // L - 1} sequence pairs"
+            if p.scoring == "seed"
+            else f"windows of {L} steps predicting {p.prediction_length} ahead"
+        )
+        trainer.say(
+            f"lstm-ad: {split} time steps train the LSTM ({pieces}), {len(train) - split} fit the error "
+            "distribution" + (f"; {world.size} processes share every batch" if world.size > 1 else "")
+        )
         task = _Reconstruction(self, x[:split], valid_x)
         if world.size == 1:  # under torchrun the node's processes share its cores evenly (use_cpu_share)
             self._choose_threads(task)
-        trained = trainer.train(task, fingerprint={"algorithm": ALGORITHM, "params": asdict(p), "seed": self.seed,
-                                                   "data": [list(x.shape), float(x.double().sum())]})
+        trained = trainer.train(
+            task,
+            fingerprint={
+                "algorithm": ALGORITHM,
+                "params": asdict(p),
+                "seed": self.seed,
+                "data": [list(x.shape), float(x.double().sum())],
+            },
+        )
         self.network = self._new_network()
         self.network.load_state_dict(trained.state)
         self.network.eval()
         self.history = trained.history
-        self._fit_gaussian(x[split - self.first_scored:])
+        self._fit_gaussian(x[split - self.first_scored :])
         # in inference mode, the figures the artifact, KFP and Katib report
         self.metrics = {"train_loss": self._mse(x[:split])}
         if valid_x is not None:
@@ -155,7 +179,7 @@ class LstmAD:
         trainer.report(self.metrics)
         return self
 
-    def _choose_threads(self, task: "_Reconstruction") -> None:
+    def _choose_threads(self, task: _Reconstruction) -> None:
         """CPU threads for this process: all cores, or one where that is faster.
 
         An LSTM step is a chain of small matrix products, one per time step, and every one of them waits for
@@ -170,7 +194,7 @@ class LstmAD:
         optimizer = task.optimizer(net)
         # a batch drawn with a generator of its own: the seeded training draws the same numbers
         inputs, targets = next(self._batches(task.x, torch.Generator()))
-        xb, yb = inputs[:self.params.batch_size], targets[:self.params.batch_size]
+        xb, yb = inputs[: self.params.batch_size], targets[: self.params.batch_size]
 
         def seconds_per_step(threads: int) -> float:
             torch.set_num_threads(threads)
@@ -184,8 +208,10 @@ class LstmAD:
         many, one = seconds_per_step(cores), seconds_per_step(1)
         chosen = cores if many < one else 1
         torch.set_num_threads(chosen)
-        print(f"threads=auto: a training step takes {many:.3f}s on {cores} threads, {one:.3f}s on 1: "
-              f"using {chosen}", flush=True)
+        print(
+            f"threads=auto: a training step takes {many:.3f}s on {cores} threads, {one:.3f}s on 1: using {chosen}",
+            flush=True,
+        )
 
     def _training_dtype(self) -> torch.dtype | None:
         if self.params.precision == "auto":
@@ -219,35 +245,48 @@ class LstmAD:
             inputs, targets = cut_sequences(x, L)
             order = torch.randperm(len(inputs), generator=generator)
             for i in range(0, len(order), p.batch_size):
-                idx = order[i:i + p.batch_size]
+                idx = order[i : i + p.batch_size]
                 yield inputs[idx], targets[idx]
             return
-        l = p.prediction_length
+        l = p.prediction_length  # noqa: E741 - the paper's l, beside its L
         last = len(x) - L - l  # the last window start whose targets are all in x
         offset = int(torch.randint(min(L, last + 1), (1,), generator=generator))
         starts = torch.arange(offset, last + 1, L)
         starts = starts[torch.randperm(len(starts), generator=generator)]
         for i in range(0, len(starts), p.batch_size):
-            yield window_targets(x, starts[i:i + p.batch_size], L, l)
+            yield window_targets(x, starts[i : i + p.batch_size], L, l)
 
     def _new_network(self) -> LstmReconstructor:
         p = self.params
         assert self.n_series is not None  # set, from the data or a model, before a network is built
-        return LstmReconstructor(self.n_series, p.hidden_size, p.num_layers, p.dropout,
-                                 horizon=1 if p.scoring == "seed" else p.prediction_length)
+        return LstmReconstructor(
+            self.n_series,
+            p.hidden_size,
+            p.num_layers,
+            p.dropout,
+            horizon=1 if p.scoring == "seed" else p.prediction_length,
+        )
 
-    def _continue_from(self, previous: "LstmAD") -> None:
+    def _continue_from(self, previous: LstmAD) -> None:
         """Incremental training: the previous artifact's weights and scaling; its architecture (and scoring
         mode, which decides the network's outputs) wins."""
         p, q = self.params, previous.params
         if (p.num_layers, p.hidden_size, p.scoring) != (q.num_layers, q.hidden_size, q.scoring) or (
-                p.scoring == q.scoring == "paper" and p.prediction_length != q.prediction_length):
-            print(f"init-model: keeping its architecture (num-layers {q.num_layers}, hidden-size "
-                  f"{q.hidden_size}, scoring {q.scoring}"
-                  + (f", prediction-length {q.prediction_length})" if q.scoring == "paper" else ")"), flush=True)
-        self.params = dataclasses.replace(p, num_layers=q.num_layers, hidden_size=q.hidden_size, scoring=q.scoring,
-                                          prediction_length=q.prediction_length if q.scoring == "paper"
-                                          else p.prediction_length)
+            p.scoring == q.scoring == "paper" and p.prediction_length != q.prediction_length
+        ):
+            print(
+                f"init-model: keeping its architecture (num-layers {q.num_layers}, hidden-size "
+                f"{q.hidden_size}, scoring {q.scoring}"
+                + (f", prediction-length {q.prediction_length})" if q.scoring == "paper" else ")"),
+                flush=True,
+            )
+        self.params = dataclasses.replace(
+            p,
+            num_layers=q.num_layers,
+            hidden_size=q.hidden_size,
+            scoring=q.scoring,
+            prediction_length=q.prediction_length if q.scoring == "paper" else p.prediction_length,
+        )
         self.n_series, self.scaler = previous.n_series, dict(previous.scaler)
         assert previous.network is not None  # a loaded model
         network = self._new_network()
@@ -260,9 +299,12 @@ class LstmAD:
         errors = self._errors(x).double().numpy()
         mean, covariance, ridge = fit_gaussian(errors)
         if ridge:
-            print(f"gaussian: the error covariance is near-singular (eigenvalues down to "
-                  f"{np.linalg.eigvalsh(covariance - ridge * np.eye(len(mean))).min():.3g}): added {ridge:.3g} "
-                  "to its diagonal", flush=True)
+            print(
+                f"gaussian: the error covariance is near-singular (eigenvalues down to "
+                f"{np.linalg.eigvalsh(covariance - ridge * np.eye(len(mean))).min():.3g}): added {ridge:.3g} "
+                "to its diagonal",
+                flush=True,
+            )
         self.gaussian = {"mean": mean.tolist(), "covariance": covariance.tolist(), "ridge": ridge}
         scores = self._normal()(torch.from_numpy(errors)).numpy()
         self.threshold = float(np.quantile(scores, self.params.threshold_quantile))
@@ -285,26 +327,29 @@ class LstmAD:
         try:
             if self.params.scoring == "seed":
                 inputs = input_sequences(x, L)
-                out = [model(inputs[i:i + SCORE_BATCH].to(self.device_)).float().cpu()
-                       for i in range(0, len(inputs), SCORE_BATCH)]
-                predictions = torch.cat(out).reshape(-1, d)[:len(x) - L]
+                out = [
+                    model(inputs[i : i + SCORE_BATCH].to(self.device_)).float().cpu()
+                    for i in range(0, len(inputs), SCORE_BATCH)
+                ]
+                predictions = torch.cat(out).reshape(-1, d)[: len(x) - L]
                 yield x[L:] - predictions, predictions
                 return
-            l = self.params.prediction_length
+            l = self.params.prediction_length  # noqa: E741 - the paper's l, beside its L
             inputs = windows(x[:-1], L)  # window w ends at step L - 1 + w and predicts steps L + w .. L + w + l - 1
             ahead = torch.empty(0, l, d)  # the predictions of windows start, start + 1, ...
             start = 0
             for i in range(0, len(inputs), SCORE_BATCH):
-                out = model(inputs[i:i + SCORE_BATCH].to(self.device_), last_only=True).float().cpu()
+                out = model(inputs[i : i + SCORE_BATCH].to(self.device_), last_only=True).float().cpu()
                 ahead = torch.cat([ahead, out.reshape(-1, l, d)])
                 # the rows all of whose l predictions are in: step t's j-steps-ahead one (j = 1..l) is
                 # window t - L - j + 1's, ahead[t - L - j + 1 - start]
                 first = start + L + l - 1
                 n = len(ahead) - (l - 1)
                 if n > 0:
-                    errors = torch.stack([x[first:first + n] - ahead[l - j:l - j + n, j - 1]
-                                          for j in range(1, l + 1)], dim=1)
-                    yield errors.reshape(n, l * d), ahead[l - 1:, 0]
+                    errors = torch.stack(
+                        [x[first : first + n] - ahead[l - j : l - j + n, j - 1] for j in range(1, l + 1)], dim=1
+                    )
+                    yield errors.reshape(n, l * d), ahead[l - 1 :, 0]
                     ahead, start = ahead[n:], start + n
         finally:
             network.train(was_training)
@@ -317,7 +362,7 @@ class LstmAD:
         errors = self._errors(x, network)
         return torch.nn.functional.mse_loss(errors, torch.zeros_like(errors)).item()
 
-    def _normal(self) -> "Normal":
+    def _normal(self) -> Normal:
         return Normal(np.asarray(self.gaussian["mean"]), np.asarray(self.gaussian["covariance"]))
 
     def check_scorable(self, values: np.ndarray, where: str = "input") -> np.ndarray:
@@ -333,16 +378,17 @@ class LstmAD:
         values = self.check_scorable(values)
         first = self.first_scored
         if not 0 <= context_rows < len(values):
-            raise InputError(f"context rows must be at least 0 and fewer than the {len(values)} rows sent, "
-                             f"not {context_rows}")
+            raise InputError(
+                f"context rows must be at least 0 and fewer than the {len(values)} rows sent, not {context_rows}"
+            )
         mean = np.asarray(self.scaler["mean"], dtype=np.float32)
         std = np.asarray(self.scaler["std"], dtype=np.float32)
         scores = np.full(len(values), np.nan)
         reconstructions = np.full(values.shape, np.nan, dtype=np.float32)
         row, normal = first, self._normal()
         for errors, predictions in self._predict(self._scale(values)):
-            scores[row:row + len(errors)] = normal(errors).numpy()
-            reconstructions[row:row + len(errors)] = predictions.numpy() * std + mean
+            scores[row : row + len(errors)] = normal(errors).numpy()
+            reconstructions[row : row + len(errors)] = predictions.numpy() * std + mean
             row += len(errors)
         return scores[context_rows:], reconstructions[context_rows:]
 
@@ -351,20 +397,24 @@ class LstmAD:
     def save(self, model_dir) -> None:
         check_fitted(self)
         assert self.network is not None  # check_fitted
-        artifact.save(model_dir, {
-            "algorithm": ALGORITHM,
-            "hyperparameters": asdict(self.params),
-            "input_shape": {"series": self.n_series},
-            "scaler": self.scaler,
-            "gaussian": self.gaussian,
-            "threshold": self.threshold,
-            "metrics": self.metrics,
-            "history": self.history,
-            "seed": self.seed,
-        }, self.network.state_dict())
+        artifact.save(
+            model_dir,
+            {
+                "algorithm": ALGORITHM,
+                "hyperparameters": asdict(self.params),
+                "input_shape": {"series": self.n_series},
+                "scaler": self.scaler,
+                "gaussian": self.gaussian,
+                "threshold": self.threshold,
+                "metrics": self.metrics,
+                "history": self.history,
+                "seed": self.seed,
+            },
+            self.network.state_dict(),
+        )
 
     @classmethod
-    def from_artifact(cls, manifest: dict, tensors: dict, device: str = "auto") -> "LstmAD":
+    def from_artifact(cls, manifest: dict, tensors: dict, device: str = "auto") -> LstmAD:
         model = cls.from_manifest(manifest, device)
         assert model.network is not None  # from_manifest builds it
         model.network.load_state_dict(tensors)
@@ -372,7 +422,7 @@ class LstmAD:
         return model
 
     @classmethod
-    def from_manifest(cls, manifest: dict, device: str = "auto") -> "LstmAD":
+    def from_manifest(cls, manifest: dict, device: str = "auto") -> LstmAD:
         """The model `manifest` describes, its network new (kfts.algorithms.base.Algorithm.check_artifact)."""
         model = cls(LstmADParams(**manifest["hyperparameters"]), device=device, seed=manifest.get("seed"))
         model.device_ = resolve_device(device)
@@ -418,6 +468,7 @@ class _Reconstruction(Task):
 
 # -- the Normal distribution of the errors ------------------------------------------------------------------------
 
+
 def fit_gaussian(errors: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     """Maximum-likelihood mean and covariance of errors [n, d] (float64), and the ridge added to the diagonal
     (0 when the covariance is well conditioned) so that every eigenvalue is at least
@@ -450,4 +501,4 @@ class Normal:
         centered = errors.to(torch.float64) - self.mean
         # squared Mahalanobis distances: |z|^2 with chol @ z = centered, one triangular solve for all rows
         z = torch.linalg.solve_triangular(self.chol, centered.T, upper=False)
-        return -0.5 * (self.constant + (z ** 2).sum(dim=0))
+        return -0.5 * (self.constant + (z**2).sum(dim=0))

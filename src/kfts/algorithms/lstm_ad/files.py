@@ -45,8 +45,11 @@ def write_predictions(model, path, blocks, out, chunk_bytes: int, *, flag: bool 
 
     def check_columns(values, first):
         if values.shape[1] != model.n_series:
-            raise InputError(f"the file has {values.shape[1]} columns (series), the model was trained on "
-                             f"{model.n_series}", path=path, row=first + 1)
+            raise InputError(
+                f"the file has {values.shape[1]} columns (series), the model was trained on {model.n_series}",
+                path=path,
+                row=first + 1,
+            )
 
     if p.scoring == "seed":
         rows_per_batch, lead = SCORE_BATCH * L, 0
@@ -58,8 +61,9 @@ def write_predictions(model, path, blocks, out, chunk_bytes: int, *, flag: bool 
     # the first chunk is its own context (its first rows get no score); later ones are led by context rows
     for values in chunks(checked(blocks, check_columns), L + size, size, overlap=context):
         if n == 0 and len(values) < model.first_scored + 1:
-            raise InputError(f"the file has {len(values)} rows, at least {model.first_scored + 1} are needed",
-                             path=path)
+            raise InputError(
+                f"the file has {len(values)} rows, at least {model.first_scored + 1} are needed", path=path
+            )
         rows = len(values) - (context if n else 0)
         out.write(predictions_csv(model, values, flag=flag, context_rows=len(values) - rows))
         n += rows

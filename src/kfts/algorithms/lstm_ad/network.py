@@ -26,8 +26,9 @@ class LstmReconstructor(nn.Module):
         # nn.LSTM applies dropout between its layers; the extra Dropout covers the last one, so every LSTM
         # layer is followed by dropout as the reference product's description says, and the stack stays one
         # fused (cuDNN) call.
-        self.lstm = nn.LSTM(n_series, hidden_size, num_layers, batch_first=True,
-                            dropout=dropout if num_layers > 1 else 0.0)
+        self.lstm = nn.LSTM(
+            n_series, hidden_size, num_layers, batch_first=True, dropout=dropout if num_layers > 1 else 0.0
+        )
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(hidden_size, horizon * n_series)
 
@@ -44,7 +45,7 @@ def cut_sequences(values: torch.Tensor, length: int) -> tuple[torch.Tensor, torc
     sequence at the end is left out: it has no full target).
     """
     n = len(values) // length
-    sequences = values[:n * length].reshape(n, length, values.shape[1])
+    sequences = values[: n * length].reshape(n, length, values.shape[1])
     return sequences[:-1], sequences[1:]
 
 
@@ -54,7 +55,7 @@ def input_sequences(values: torch.Tensor, length: int) -> torch.Tensor:
     There are ceil(T / length) - 1 of them, all full: the last one's target may be shorter.
     """
     n = -(-len(values) // length) - 1
-    return values[:n * length].reshape(n, length, values.shape[1])
+    return values[: n * length].reshape(n, length, values.shape[1])
 
 
 def windows(values: torch.Tensor, length: int) -> torch.Tensor:
@@ -63,11 +64,12 @@ def windows(values: torch.Tensor, length: int) -> torch.Tensor:
     return values.unfold(0, length, 1).transpose(1, 2)
 
 
-def window_targets(values: torch.Tensor, starts: torch.Tensor, length: int, horizon: int
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
+def window_targets(
+    values: torch.Tensor, starts: torch.Tensor, length: int, horizon: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Paper training pairs: for windows starting at `starts`, inputs [n, length, d] and targets
     [n, length, horizon * d], where the targets at step p are the `horizon` values after the window's step p
     (values[s + p + 1 .. s + p + horizon]). Needs s + length + horizon <= T for every start s."""
-    span = windows(values, length + horizon)[starts]                    # [n, length + horizon, d]
-    ahead = span[:, 1:].unfold(1, horizon, 1)[:, :length]               # [n, length, d, horizon]
+    span = windows(values, length + horizon)[starts]  # [n, length + horizon, d]
+    ahead = span[:, 1:].unfold(1, horizon, 1)[:, :length]  # [n, length, d, horizon]
     return span[:, :length], ahead.transpose(2, 3).reshape(len(starts), length, -1)

@@ -6,7 +6,7 @@ stream sent in chunks, each led by the rows before it: README "LSTM-AD: seed or 
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -30,8 +30,10 @@ class LstmADAdapter(Adapter):
         return [{"name": "input-0", "datatype": "FP32", "shape": [-1, self.model.n_series]}]
 
     def output_types(self) -> list[dict]:
-        outputs = [{"name": "score", "datatype": "FP32", "shape": [-1]},
-                   {"name": "reconstruction", "datatype": "FP32", "shape": [-1, self.model.n_series]}]
+        outputs = [
+            {"name": "score", "datatype": "FP32", "shape": [-1]},
+            {"name": "reconstruction", "datatype": "FP32", "shape": [-1, self.model.n_series]},
+        ]
         if self.model.threshold is not None:
             outputs.append({"name": "anomaly", "datatype": "FP32", "shape": [-1]})
         return outputs
@@ -42,8 +44,11 @@ class LstmADAdapter(Adapter):
 
     def check(self, values: np.ndarray, where: str) -> None:
         if values.shape[1] != self.model.n_series:
-            raise InputError(f"rows have {values.shape[1]} values (series), the model was trained on "
-                             f"{self.model.n_series}", path=where, row=1)
+            raise InputError(
+                f"rows have {values.shape[1]} values (series), the model was trained on {self.model.n_series}",
+                path=where,
+                row=1,
+            )
         self.model.check_scorable(values, where)
 
     def memory(self, rows: int, columns: int) -> int:
@@ -60,8 +65,7 @@ class LstmADAdapter(Adapter):
         arrays = {"score": scores.astype(np.float32), "reconstruction": reconstructions.astype(np.float32)}
         if self.model.threshold is not None:
             with np.errstate(invalid="ignore"):  # lower score = more anomalous
-                arrays["anomaly"] = np.where(np.isnan(scores), np.nan, scores < self.model.threshold
-                                             ).astype(np.float32)
+                arrays["anomaly"] = np.where(np.isnan(scores), np.nan, scores < self.model.threshold).astype(np.float32)
         return arrays
 
     def v1(self, computed, options: dict) -> Iterator[list]:

@@ -25,26 +25,39 @@ def cmd_compile(args) -> int:
 def cluster_from_args(args):
     from kfts.kubeflow.images import base_image
     from kfts.kubeflow.pipelines.common import Cluster
-    cluster = Cluster(gpus=args.gpus, accelerator=args.accelerator, resources=resources_from_args(args.resources),
-                      image=args.image or base_image(), storage_secret=args.storage_secret,
-                      retries=args.retries, checkpoint_pvc=args.checkpoint_pvc, trainjob_nodes=args.trainjob_nodes,
-                      trainjob_procs_per_node=args.trainjob_procs_per_node, trainjob_runtime=args.trainjob_runtime,
-                      kserve_version=args.kserve_version, deployment_mode=args.deployment_mode,
-                      deploy_timeout_minutes=args.deploy_timeout_minutes)
+
+    cluster = Cluster(
+        gpus=args.gpus,
+        accelerator=args.accelerator,
+        resources=resources_from_args(args.resources),
+        image=args.image or base_image(),
+        storage_secret=args.storage_secret,
+        retries=args.retries,
+        checkpoint_pvc=args.checkpoint_pvc,
+        trainjob_nodes=args.trainjob_nodes,
+        trainjob_procs_per_node=args.trainjob_procs_per_node,
+        trainjob_runtime=args.trainjob_runtime,
+        kserve_version=args.kserve_version,
+        deployment_mode=args.deployment_mode,
+        deploy_timeout_minutes=args.deploy_timeout_minutes,
+    )
     if args.kserve_version:
         parse_kserve_version(args.kserve_version)
     if args.deploy_timeout_minutes <= 0:
         raise InputError(f"--deploy-timeout-minutes {args.deploy_timeout_minutes:g}: more than 0")
     if cluster.trainjob_nodes and args.fan_out:
-        raise InputError("--trainjob-nodes trains one TrainJob; --fan-out trains members as separate tasks: "
-                         "choose one (a TrainJob shares the members out over its processes)")
+        raise InputError(
+            "--trainjob-nodes trains one TrainJob; --fan-out trains members as separate tasks: "
+            "choose one (a TrainJob shares the members out over its processes)"
+        )
     if args.node_selector is not None:
         cluster.node_selector = dict(parse_key_value(s, "--node-selector") for s in args.node_selector)
     if args.toleration is not None:
         cluster.tolerations = [parse_toleration(s) for s in args.toleration]
     if min(cluster.gpus, cluster.retries, cluster.trainjob_nodes) < 0 or cluster.trainjob_procs_per_node < 1:
-        raise InputError("--gpus, --retries and --trainjob-nodes must be at least 0, --trainjob-procs-per-node "
-                         "at least 1")
+        raise InputError(
+            "--gpus, --retries and --trainjob-nodes must be at least 0, --trainjob-procs-per-node at least 1"
+        )
     return cluster
 
 
@@ -55,6 +68,7 @@ def resources_from_args(specs: list[str] | None) -> dict:
     from dataclasses import replace
 
     from kfts.kubeflow.pipelines.common import STEPS, default_resources
+
     asked = {}
     for spec in specs or []:
         step, text = parse_key_value(spec, "--resources")
@@ -62,8 +76,9 @@ def resources_from_args(specs: list[str] | None) -> dict:
             raise InputError(f"--resources {step}=...: no such step; choose all, {', '.join(STEPS)}")
         values = dict(item.partition(":")[::2] for item in text.split(","))
         if set(values) - {"cpu", "memory", "cpu_limit", "memory_limit"} or not all(values.values()):
-            raise InputError(f"--resources {spec}: expected STEP=NAME:QUANTITY,... with NAME cpu, memory, "
-                             "cpu_limit or memory_limit")
+            raise InputError(
+                f"--resources {spec}: expected STEP=NAME:QUANTITY,... with NAME cpu, memory, cpu_limit or memory_limit"
+            )
         asked.setdefault(step, {}).update(values)
     resources = default_resources()
     for step in STEPS:

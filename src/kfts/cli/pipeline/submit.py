@@ -35,28 +35,33 @@ def _package(args, tmp: str) -> str:
         return args.package
     if not args.pipeline:
         raise InputError("name a PIPELINE or give --package FILE")
-    return str(compile_pipeline(args.pipeline, Path(tmp) / "pipeline.yaml", cluster_from_args(args),
-                                fan_out=args.fan_out))
+    return str(
+        compile_pipeline(args.pipeline, Path(tmp) / "pipeline.yaml", cluster_from_args(args), fan_out=args.fan_out)
+    )
 
 
 @contextlib.contextmanager
 def _kfp_api(host: str):
     """Talking to the KFP API at `host`: a host that does not answer is the user's to fix, in one line."""
     import urllib3
+
     try:
         yield
     except (urllib3.exceptions.HTTPError, ConnectionError) as e:
         reason = getattr(e, "reason", None) or e
         reason = str(reason).split(": ", 1)[-1] if isinstance(reason, Exception) else reason
-        raise InputError(f"the KFP API at {host} cannot be reached ({reason}): check --host (in the "
-                         "cluster http://ml-pipeline.kubeflow:8888; from outside, kubectl port-forward -n kubeflow "
-                         "svc/ml-pipeline 8888 and http://localhost:8888)") from None
+        raise InputError(
+            f"the KFP API at {host} cannot be reached ({reason}): check --host (in the "
+            "cluster http://ml-pipeline.kubeflow:8888; from outside, kubectl port-forward -n kubeflow "
+            "svc/ml-pipeline 8888 and http://localhost:8888)"
+        ) from None
 
 
 def _client(args):
     import warnings
 
     import kfp
+
     # kfp.Client warns on every use that it needs KFP 2; the API's own answer says more when it does not fit
     warnings.filterwarnings("ignore", category=FutureWarning, module="kfp.client")
     return kfp.Client(host=args.host, namespace=args.namespace, existing_token=args.token)
@@ -72,8 +77,14 @@ def cmd_submit(args) -> int:
     with tempfile.TemporaryDirectory() as tmp, _kfp_api(args.host):
         package = _package(args, tmp)
         result = _client(args).create_run_from_pipeline_package(
-            package, arguments=_parameters(args.param), run_name=args.run_name, experiment_name=args.experiment,
-            namespace=args.namespace, enable_caching=_caching(args), service_account=args.service_account)
+            package,
+            arguments=_parameters(args.param),
+            run_name=args.run_name,
+            experiment_name=args.experiment,
+            namespace=args.namespace,
+            enable_caching=_caching(args),
+            service_account=args.service_account,
+        )
     print(f"run {result.run_id} created on {args.host}")
     return 0
 
@@ -88,8 +99,15 @@ def cmd_schedule(args) -> int:
         package = _package(args, tmp)
         experiment = client.create_experiment(args.experiment, namespace=args.namespace)
         job = client.create_recurring_run(
-            experiment_id=experiment.experiment_id, job_name=args.job_name or f"{args.pipeline or 'kfts'}-schedule",
-            cron_expression=cron, max_concurrency=1, no_catchup=True, params=_parameters(args.param),
-            pipeline_package_path=package, enable_caching=_caching(args), service_account=args.service_account)
+            experiment_id=experiment.experiment_id,
+            job_name=args.job_name or f"{args.pipeline or 'kfts'}-schedule",
+            cron_expression=cron,
+            max_concurrency=1,
+            no_catchup=True,
+            params=_parameters(args.param),
+            pipeline_package_path=package,
+            enable_caching=_caching(args),
+            service_account=args.service_account,
+        )
     print(f"recurring run {job.recurring_run_id} created on {args.host}: cron {cron!r}")
     return 0

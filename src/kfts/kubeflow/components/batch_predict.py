@@ -7,8 +7,9 @@ from kfts.kubeflow.components.settings import IMAGE, fail
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False, additional_funcs=[fail])
-def batch_predict(model: Input[Model], data: Input[Dataset], predictions: Output[Dataset], options: dict = {},
-                  device: str = "auto"):
+def batch_predict(
+    model: Input[Model], data: Input[Dataset], predictions: Output[Dataset], options: dict = {}, device: str = "auto"
+):
     """options: the algorithm's predict options by name (inception-time {"probabilities": true}: add the
     averaged class probabilities; lstm-ad {"flag": true}: add the 0/1 anomaly column)."""
     from kfts.algorithms import of
@@ -24,8 +25,10 @@ def batch_predict(model: Input[Model], data: Input[Dataset], predictions: Output
         known = of(estimator).predict_options
         unknown = sorted(set(options) - set(known))
         if unknown:
-            raise InputError(f"no predict option {unknown[0]!r} for {estimator.algorithm} (its options: "
-                             f"{', '.join(known) or 'none'})")
+            raise InputError(
+                f"no predict option {unknown[0]!r} for {estimator.algorithm} (its options: "
+                f"{', '.join(known) or 'none'})"
+            )
         # pipeline parameters inside a dict may arrive as text ("False" under kfp.local)
         options = {name: boolean(value) for name, value in options.items()}
         rows = write_predictions(estimator, data.path, predictions.path, **options)

@@ -8,12 +8,28 @@ from kfts.kubeflow.components.settings import IMAGE, fail
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False, additional_funcs=[fail])
-def deploy(model: Input[Model], name: str, predictor_image: str = "", image_base: str = "", namespace: str = "",
-           gpu: bool = False,
-           gpus: int = 1, node_selector: dict = {}, tolerations: list = [], min_replicas: int = 1,
-           max_replicas: int = 1, cpu: str = "1", memory: str = "2Gi", service_account: str = "",
-           storage_secret: str = "", runtime: str = "", deployment_mode: str = "", kserve_version: str = "",
-           canary_traffic_percent: int = 0, timeout_minutes: float = 30.0) -> str:
+def deploy(
+    model: Input[Model],
+    name: str,
+    predictor_image: str = "",
+    image_base: str = "",
+    namespace: str = "",
+    gpu: bool = False,
+    gpus: int = 1,
+    node_selector: dict = {},
+    tolerations: list = [],
+    min_replicas: int = 1,
+    max_replicas: int = 1,
+    cpu: str = "1",
+    memory: str = "2Gi",
+    service_account: str = "",
+    storage_secret: str = "",
+    runtime: str = "",
+    deployment_mode: str = "",
+    kserve_version: str = "",
+    canary_traffic_percent: int = 0,
+    timeout_minutes: float = 30.0,
+) -> str:
     """Serve `model` as the InferenceService `name` (in `namespace`, default this pod's own) and return its
     URL once KServe reports the new model serving. The storage URI is the model artifact's URI in the
     pipeline root (minio:// is KFP's name for the S3 API of its MinIO, which KServe reads as s3://), which
@@ -42,12 +58,25 @@ def deploy(model: Input[Model], name: str, predictor_image: str = "", image_base
         uri = storage.serving_uri(model.uri, model.path)  # a champion: the version its pointer names
         image = None if runtime else predictor_image or default_predictor_image(gpu, image_base or None)
         manifest = render_inference_service(
-            name=name, model_uri=uri, image=image, runtime=runtime or None, gpu=gpu, gpus=gpus,
-            node_selector=(node_selector if gpu else None) or None, tolerations=(tolerations if gpu else None) or None,
-            min_replicas=min_replicas, max_replicas=max_replicas, namespace=namespace, cpu=cpu, memory=memory,
-            service_account=service_account or None, storage_secret=storage_secret or None,
-            deployment_mode=deployment_mode or None, kserve_version=kserve_version or None,
-            canary_traffic_percent=canary_traffic_percent or None)
+            name=name,
+            model_uri=uri,
+            image=image,
+            runtime=runtime or None,
+            gpu=gpu,
+            gpus=gpus,
+            node_selector=(node_selector if gpu else None) or None,
+            tolerations=(tolerations if gpu else None) or None,
+            min_replicas=min_replicas,
+            max_replicas=max_replicas,
+            namespace=namespace,
+            cpu=cpu,
+            memory=memory,
+            service_account=service_account or None,
+            storage_secret=storage_secret or None,
+            deployment_mode=deployment_mode or None,
+            kserve_version=kserve_version or None,
+            canary_traffic_percent=canary_traffic_percent or None,
+        )
         api = kube.custom_objects()
         if storage_secret:
             check_storage_secret(api, storage_secret, namespace, uri, os.environ.get("AWS_ENDPOINT_URL", ""))
@@ -58,4 +87,4 @@ def deploy(model: Input[Model], name: str, predictor_image: str = "", image_base
         return apply_inference_service(manifest, api=api, timeout_s=timeout_minutes * 60)
     except kube.Failed as e:  # the cluster's answer, not the user's input: exit 1
         print(f"error: {e}", flush=True)
-        raise SystemExit(1)
+        raise SystemExit(1) from None

@@ -1,7 +1,5 @@
 """evaluate: score a model on labeled data (what `kfts evaluate` writes), as KFP metrics and an HTML report."""
 
-from typing import Optional
-
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
 
@@ -9,10 +7,19 @@ from kfts.kubeflow.components.settings import IMAGE, fail, present
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False, additional_funcs=[fail, present])
-def evaluate(model: Input[Model], data: Input[Dataset], metric: str, evaluation: Output[Artifact],
-             metrics: Output[Metrics], classification: Output[ClassificationMetrics], report: Output[HTML],
-             summary: Output[Markdown], labels: Optional[Input[Dataset]] = None, split: str = "",
-             device: str = "auto") -> float:
+def evaluate(
+    model: Input[Model],
+    data: Input[Dataset],
+    metric: str,
+    evaluation: Output[Artifact],
+    metrics: Output[Metrics],
+    classification: Output[ClassificationMetrics],
+    report: Output[HTML],
+    summary: Output[Markdown],
+    labels: Input[Dataset] | None = None,
+    split: str = "",
+    device: str = "auto",
+) -> float:
     """Evaluate on `data` (with `labels` when they are a separate file) and return the figure named `metric`
     (a single return, "Output": kfp.local's dsl.If resolves no other task output names).
 
@@ -45,11 +52,19 @@ def evaluate(model: Input[Model], data: Input[Dataset], metric: str, evaluation:
         labels_path = labels.path
         names[labels_path] = labels.metadata.get("source", labels_path)
     try:
-        result = evaluate_model(model.path, data.path, evaluation.path, labels=labels_path, device=device,
-                                split=split or names[data.path], names=names)
+        result = evaluate_model(
+            model.path,
+            data.path,
+            evaluation.path,
+            labels=labels_path,
+            device=device,
+            split=split or names[data.path],
+            names=names,
+        )
         if not isinstance(headline(result).get(metric), (int, float)):
-            raise InputError(f"no metric {metric!r} in the evaluation of this model (it has "
-                             f"{', '.join(headline(result))})")
+            raise InputError(
+                f"no metric {metric!r} in the evaluation of this model (it has {', '.join(headline(result))})"
+            )
     except InputError as e:
         e.path = names.get(e.path, e.path)
         fail(e)

@@ -10,6 +10,7 @@ IMAGE = component_image()
 def fail(error) -> None:
     """End the task as the CLI ends on bad input: one `error: ...` line on stderr, exit code 2, no traceback."""
     import sys
+
     print(f"error: {error}", file=sys.stderr, flush=True)
     raise SystemExit(2)
 

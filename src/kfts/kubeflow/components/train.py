@@ -7,9 +7,20 @@ from kfts.kubeflow.components.settings import IMAGE, fail, present
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False, additional_funcs=[fail, present])
-def train(algorithm: str, train_data: Input[Dataset], valid_data: Input[Dataset], init_model: Input[Model],
-          hyperparameters: dict, seed: int, checkpoint_root: str, run_id: str, model: Output[Model],
-          metrics: Output[Metrics], member: int = 0, device: str = "auto"):
+def train(
+    algorithm: str,
+    train_data: Input[Dataset],
+    valid_data: Input[Dataset],
+    init_model: Input[Model],
+    hyperparameters: dict,
+    seed: int,
+    checkpoint_root: str,
+    run_id: str,
+    model: Output[Model],
+    metrics: Output[Metrics],
+    member: int = 0,
+    device: str = "auto",
+):
     """Train `algorithm` with `hyperparameters` (the Params field names; missing ones keep their defaults).
 
     member: the ensemble member this task trains when InceptionTime members fan out over tasks; its seed is
@@ -29,17 +40,25 @@ def train(algorithm: str, train_data: Input[Dataset], valid_data: Input[Dataset]
     checkpoint_dir = os.path.join(checkpoint_root, run_id, f"member-{member}") if checkpoint_root else None
     try:
         params = make_params(algorithm, hyperparameters)
-        estimator = train_model(algorithm, train_data.path, model.path,
-                                valid_path=valid_data.path if present(valid_data) else None, params=params,
-                                init_model=init_model.path if present(init_model) else None,
-                                checkpoint_dir=checkpoint_dir, seed=seed + member, device=device)
+        estimator = train_model(
+            algorithm,
+            train_data.path,
+            model.path,
+            valid_path=valid_data.path if present(valid_data) else None,
+            params=params,
+            init_model=init_model.path if present(init_model) else None,
+            checkpoint_dir=checkpoint_dir,
+            seed=seed + member,
+            device=device,
+        )
     except InputError as e:
         fail(e)
     if checkpoint_dir:  # the model is written: the training state is of no further use
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
 
-    model.metadata.update({"algorithm": algorithm, "framework": "pytorch", "member": member,
-                           "hyperparameters": vars(params)})
+    model.metadata.update(
+        {"algorithm": algorithm, "framework": "pytorch", "member": member, "hyperparameters": vars(params)}
+    )
     for name, value in estimator.metrics.items():
         metrics.log_metric(name, float(value))
     # an estimator that checks its fit (InceptionTime) says whether, and why, it failed

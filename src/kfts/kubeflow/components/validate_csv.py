@@ -14,8 +14,8 @@ def validate_csv(algorithm: str, uri: str, layout: str, data: Output[Dataset]):
 
     layout: training (as the algorithm trains on it: for inception-time with labels in the first column),
     inference, or labels (one label per row). `data`'s metadata is the file's summary
-    (kfts.jobs.validate.describe: rows, length or columns, classes), which check-inputs compares. An empty `uri` is an optional input that was not given: `data`
-    becomes a placeholder with metadata present=False.
+    (kfts.jobs.validate.describe: rows, length or columns, classes), which check-inputs compares. An empty `uri` is an
+    optional input that was not given: `data` becomes a placeholder with metadata present=False.
     """
     from kfts.algorithms import spec
     from kfts.core import storage
@@ -39,8 +39,14 @@ def validate_csv(algorithm: str, uri: str, layout: str, data: Output[Dataset]):
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False, additional_funcs=[fail, present])
-def check_inputs(algorithm: str, train: Input[Dataset], valid: Input[Dataset], test: Input[Dataset],
-                 test_labels: Input[Dataset], test_name: str = "test"):
+def check_inputs(
+    algorithm: str,
+    train: Input[Dataset],
+    valid: Input[Dataset],
+    test: Input[Dataset],
+    test_labels: Input[Dataset],
+    test_name: str = "test",
+):
     """The validated inputs against each other (kfts.jobs.validate.check, on the summaries validate-csv kept):
     series lengths or column counts equal to the training data's, label files with one label per row of the
     file they label, no class the training data lacks. test_name: what the pipeline calls `test` (the
@@ -50,8 +56,11 @@ def check_inputs(algorithm: str, train: Input[Dataset], valid: Input[Dataset], t
 
     given = {"train": train, "valid": valid, test_name: test, test_name + validation.LABELS_SUFFIX: test_labels}
     # KFP metadata holds every number as a float: the counts back as integers, for messages that read right
-    summaries = {name: {k: int(v) if isinstance(v, float) and v.is_integer() else v for k, v in d.metadata.items()}
-                 for name, d in given.items() if present(d)}
+    summaries = {
+        name: {k: int(v) if isinstance(v, float) and v.is_integer() else v for k, v in d.metadata.items()}
+        for name, d in given.items()
+        if present(d)
+    }
     try:
         validation.check(algorithm, summaries)
     except InputError as e:

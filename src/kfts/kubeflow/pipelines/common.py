@@ -29,9 +29,23 @@ from kfts.kubeflow.images import base_image, component_image
 from kfts.kubeflow.trainjob import CHECKPOINT_MOUNT
 
 # every step's name (the component's, as the IR and `--resources STEP=...` name it)
-STEPS = tuple(c.component_spec.name for c in (validate_csv, check_inputs, fetch_model, train, train_on_trainjob,
-                                              member_indices, combine_members, evaluate, batch_predict,
-                                              choose_champion, promote_model, deploy))
+STEPS = tuple(
+    c.component_spec.name
+    for c in (
+        validate_csv,
+        check_inputs,
+        fetch_model,
+        train,
+        train_on_trainjob,
+        member_indices,
+        combine_members,
+        evaluate,
+        batch_predict,
+        choose_champion,
+        promote_model,
+        deploy,
+    )
+)
 # the steps that read or write the object store themselves (pyarrow; deploy checks the Secret's endpoint against
 # KServe's annotations): the others get their inputs and hand on
 # their outputs through KFP's launcher, which has the pipeline root's credentials of its own
@@ -55,19 +69,35 @@ class Resources:
         for name in ("cpu", "cpu_limit", "memory", "memory_limit"):
             kind = "cpu" if name.startswith("cpu") else "memory"
             if not _QUANTITY[kind].fullmatch(getattr(self, name)):
-                raise InputError(f"{name} {getattr(self, name)!r} is not a Kubernetes quantity "
-                                 + ("(e.g. 2, 0.5, 500m)" if kind == "cpu" else "(e.g. 512Mi, 8Gi)"))
+                raise InputError(
+                    f"{name} {getattr(self, name)!r} is not a Kubernetes quantity "
+                    + ("(e.g. 2, 0.5, 500m)" if kind == "cpu" else "(e.g. 512Mi, 8Gi)")
+                )
         for request, limit in (("cpu", "cpu_limit"), ("memory", "memory_limit")):
             if _amount(getattr(self, request)) > _amount(getattr(self, limit)):
-                raise InputError(f"{request} {getattr(self, request)} is more than {limit} "
-                                 f"{getattr(self, limit)}: Kubernetes refuses such a pod")
+                raise InputError(
+                    f"{request} {getattr(self, request)} is more than {limit} "
+                    f"{getattr(self, limit)}: Kubernetes refuses such a pod"
+                )
 
 
 # what both KFP (PipelineTask.set_cpu_request, set_memory_request) and Kubernetes accept
-_QUANTITY = {"cpu": re.compile(r"([0-9]*[.])?[0-9]+m?"),
-             "memory": re.compile(r"[0-9]+(Ki|Mi|Gi|Ti|Pi|Ei|M|G|T|P|E)?")}
-_SCALE = {"m": 1e-3, "": 1, "Ki": 2 ** 10, "Mi": 2 ** 20, "Gi": 2 ** 30, "Ti": 2 ** 40, "Pi": 2 ** 50, "Ei": 2 ** 60,
-          "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18}
+_QUANTITY = {"cpu": re.compile(r"([0-9]*[.])?[0-9]+m?"), "memory": re.compile(r"[0-9]+(Ki|Mi|Gi|Ti|Pi|Ei|M|G|T|P|E)?")}
+_SCALE = {
+    "m": 1e-3,
+    "": 1,
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+    "Pi": 2**50,
+    "Ei": 2**60,
+    "M": 1e6,
+    "G": 1e9,
+    "T": 1e12,
+    "P": 1e15,
+    "E": 1e18,
+}
 _OBJECT_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")  # Kubernetes' DNS-1123 subdomain
 
 
@@ -75,7 +105,7 @@ def _amount(quantity: str) -> float:
     match = re.match(r"[0-9.]*", quantity)
     assert match is not None  # * matches the empty text too
     number = match.group()
-    return float(number) * _SCALE[quantity[len(number):]]
+    return float(number) * _SCALE[quantity[len(number) :]]
 
 
 # Requests and limits unless --resources says otherwise: the steps that parse data, train or predict get a
@@ -132,8 +162,9 @@ class Cluster:
         self.gpu_image = self.gpu_image or component_image(gpu=True, base=self.image)
         for flag, name in (("--storage-secret", self.storage_secret), ("--checkpoint-pvc", self.checkpoint_pvc)):
             if name and not _OBJECT_NAME.fullmatch(name):
-                raise InputError(f"{flag} {name!r} is not a Kubernetes object name (lower case letters, digits, "
-                                 "'-' and '.')")
+                raise InputError(
+                    f"{flag} {name!r} is not a Kubernetes object name (lower case letters, digits, '-' and '.')"
+                )
 
     @property
     def checkpoint_root(self) -> str:
@@ -173,16 +204,18 @@ def place(task: dsl.PipelineTask, cluster: Cluster | None, *, gpu: bool = False)
             kubernetes.add_toleration(task, **toleration)
     if cluster.storage_secret and step in STORAGE_STEPS:
         kubernetes.use_secret_as_env(task, cluster.storage_secret, {key: key for key in STORAGE_KEYS})
-        kubernetes.use_secret_as_env(task, cluster.storage_secret, {key: key for key in STORAGE_OPTIONAL_KEYS},
-                                     optional=True)
+        kubernetes.use_secret_as_env(
+            task, cluster.storage_secret, {key: key for key in STORAGE_OPTIONAL_KEYS}, optional=True
+        )
     # Pod Security "restricted": KFP's backend (2.16 and later) adds seccompProfile RuntimeDefault,
     # allowPrivilegeEscalation false and drops every capability; runAsNonRoot is the task's to set
     kubernetes.set_security_context(task, run_as_user=IMAGE_USER, run_as_group=IMAGE_USER, run_as_non_root=True)
     return task
 
 
-def train_step(cluster: Cluster | None, name: str, after: dsl.PipelineTask, init_model_uri,
-               **inputs) -> dsl.PipelineTask:
+def train_step(
+    cluster: Cluster | None, name: str, after: dsl.PipelineTask, init_model_uri, **inputs
+) -> dsl.PipelineTask:
     """The train task: in the pipeline's own pod (GPU pool, retries, checkpoint volume), or with
     cluster.trainjob_nodes a TrainJob on Kubeflow Trainer over that many nodes (one process per GPU, or
     trainjob_procs_per_node on CPUs), which a small pod creates and follows (a retry of that pod follows the
@@ -193,12 +226,18 @@ def train_step(cluster: Cluster | None, name: str, after: dsl.PipelineTask, init
     if cluster is None or not cluster.trainjob_nodes:
         return resumable(place(train(**inputs).set_display_name(name).after(after), cluster, gpu=True), cluster)
     inputs.pop("checkpoint_root")
-    task = train_on_trainjob(**inputs, nodes=cluster.trainjob_nodes, gpus_per_node=cluster.gpus,
-                             procs_per_node=cluster.gpus or cluster.trainjob_procs_per_node,
-                             image=cluster.gpu_image if cluster.gpus else cluster.image,
-                             runtime=cluster.trainjob_runtime, cpu=cluster.resources["train"].cpu,
-                             memory=cluster.resources["train"].memory, checkpoint_pvc=cluster.checkpoint_pvc,
-                             storage_secret=cluster.storage_secret)
+    task = train_on_trainjob(
+        **inputs,
+        nodes=cluster.trainjob_nodes,
+        gpus_per_node=cluster.gpus,
+        procs_per_node=cluster.gpus or cluster.trainjob_procs_per_node,
+        image=cluster.gpu_image if cluster.gpus else cluster.image,
+        runtime=cluster.trainjob_runtime,
+        cpu=cluster.resources["train"].cpu,
+        memory=cluster.resources["train"].memory,
+        checkpoint_pvc=cluster.checkpoint_pvc,
+        storage_secret=cluster.storage_secret,
+    )
     task.set_display_name(f"{name} (TrainJob)").after(after)
     return place(task, cluster).set_retry(num_retries=cluster.retries, backoff_duration="30s", backoff_factor=2.0)
 
@@ -218,8 +257,7 @@ def side_effect(task: dsl.PipelineTask) -> dsl.PipelineTask:
     return task.set_caching_options(False)
 
 
-def validate_inputs(algorithm: str, cluster: Cluster | None, **uris: tuple[str, str]
-                    ) -> tuple[dict, dsl.PipelineTask]:
+def validate_inputs(algorithm: str, cluster: Cluster | None, **uris: tuple[str, str]) -> tuple[dict, dsl.PipelineTask]:
     """One validate-csv task per input, all independent (they run in parallel), then one check-inputs task
     that compares them: ({name: Dataset output}, the check-inputs task, which training must run after).
     `uris` maps a name to (pipeline parameter, layout): train, valid, the data scored after training (test,
@@ -230,8 +268,14 @@ def validate_inputs(algorithm: str, cluster: Cluster | None, **uris: tuple[str, 
         task.set_display_name(f"validate {name.replace('_', ' ')}")
         outputs[name] = place(side_effect(task), cluster).outputs["data"]
     [scored] = [name for name in outputs if name not in ("train", "valid") and not name.endswith("_labels")]
-    checked = check_inputs(algorithm=algorithm, train=outputs["train"], valid=outputs["valid"],
-                           test=outputs[scored], test_labels=outputs[scored + "_labels"], test_name=scored)
+    checked = check_inputs(
+        algorithm=algorithm,
+        train=outputs["train"],
+        valid=outputs["valid"],
+        test=outputs[scored],
+        test_labels=outputs[scored + "_labels"],
+        test_name=scored,
+    )
     return outputs, place(side_effect(checked.set_display_name("check inputs together")), cluster)
 
 
@@ -252,20 +296,45 @@ class Serving:
 def deploy_task(model, serving: Serving, cluster: Cluster | None) -> dsl.PipelineTask:
     """The deploy step. The GPU node pool's selector and tolerations are passed along, and used only when the
     predictor asks for a GPU (serving.gpu): a CPU predictor is never pinned to GPU nodes."""
-    return deploy(model=model, name=serving.name, namespace=serving.namespace,
-                  predictor_image=serving.predictor_image, image_base=cluster.image if cluster else base_image(),
-                  gpu=serving.gpu,
-                  node_selector=cluster.node_selector if cluster else {},
-                  tolerations=cluster.tolerations if cluster else [],
-                  min_replicas=serving.min_replicas, max_replicas=serving.max_replicas,
-                  **({"kserve_version": cluster.kserve_version, "deployment_mode": cluster.deployment_mode,
-                      "timeout_minutes": float(cluster.deploy_timeout_minutes),
-                      "storage_secret": cluster.storage_secret} if cluster else {}))
+    return deploy(
+        model=model,
+        name=serving.name,
+        namespace=serving.namespace,
+        predictor_image=serving.predictor_image,
+        image_base=cluster.image if cluster else base_image(),
+        gpu=serving.gpu,
+        node_selector=cluster.node_selector if cluster else {},
+        tolerations=cluster.tolerations if cluster else [],
+        min_replicas=serving.min_replicas,
+        max_replicas=serving.max_replicas,
+        **(
+            {
+                "kserve_version": cluster.kserve_version,
+                "deployment_mode": cluster.deployment_mode,
+                "timeout_minutes": float(cluster.deploy_timeout_minutes),
+                "storage_secret": cluster.storage_secret,
+            }
+            if cluster
+            else {}
+        ),
+    )
 
 
-def after_training(*, model, data: dict, valid: str, test: str, test_labels: str, valid_metric: str,
-                   test_metric: str, passes_gate, deploy_wanted, serving: Serving, predict_options: dict,
-                   cluster: Cluster | None) -> None:
+def after_training(
+    *,
+    model,
+    data: dict,
+    valid: str,
+    test: str,
+    test_labels: str,
+    valid_metric: str,
+    test_metric: str,
+    passes_gate,
+    deploy_wanted,
+    serving: Serving,
+    predict_options: dict,
+    cluster: Cluster | None,
+) -> None:
     """evaluate (valid; test when it has labels) -> batch-predict (when test is given) -> deploy (when asked
     and the validation metric passes `passes_gate(score)`)."""
     with dsl.If(valid != "", "valid-given"):
@@ -279,6 +348,7 @@ def after_training(*, model, data: dict, valid: str, test: str, test_labels: str
         predicted.set_display_name("batch-predict test")
         place(predicted, cluster, gpu=True)
         with dsl.If(test_labels != "", "test-labelled"):
-            scored = evaluate(model=model, data=data["test"], labels=data["test_labels"], metric=test_metric,
-                              split="test")
+            scored = evaluate(
+                model=model, data=data["test"], labels=data["test_labels"], metric=test_metric, split="test"
+            )
             place(scored.set_display_name("evaluate test"), cluster)
