@@ -60,10 +60,11 @@ def main(argv: list[str] | None = None) -> int:
         print("error: terminated (SIGTERM)", file=sys.stderr)
         return 128 + signal.SIGTERM
     except Exception as e:  # a bug, not the user's fault: say so in one line unless debugging
-        extra = EXTRAS.get((e.name or "").partition(".")[0]) if isinstance(e, ModuleNotFoundError) else None
+        missing = (e.name or "") if isinstance(e, ModuleNotFoundError) else ""
+        extra = EXTRAS.get(missing.partition(".")[0])
         if extra:
             print(
-                f"error: kfts {args.command} needs the {extra} extra ({e.name} is not installed): "
+                f"error: kfts {args.command} needs the {extra} extra ({missing} is not installed): "
                 f"pip install 'kfts[{extra}]'",
                 file=sys.stderr,
             )
@@ -141,7 +142,7 @@ def predict_options() -> dict[str, tuple[list[str], str]]:
     """Every algorithm's batch prediction options: name -> (the algorithms that have it, help)."""
     from kfts.algorithms import ALGORITHMS
 
-    options = {}
+    options: dict[str, tuple[list[str], str]] = {}
     for algorithm in ALGORITHMS.values():
         for name, text in algorithm.predict_options.items():
             options.setdefault(name, ([], text))[0].append(algorithm.id)
@@ -150,11 +151,11 @@ def predict_options() -> dict[str, tuple[list[str], str]]:
 
 def add_hyperparameter_flags(parser: argparse.ArgumentParser, params_class) -> None:
     """One flag per hyperparameter field: `batch_size` becomes --batch-size, with the field's default."""
-    from kfts.core.hyperparameters import FIELD_TYPES
+    from kfts.core.hyperparameters import FIELD_TYPES, field_type
 
     group = parser.add_argument_group("hyperparameters")
     for f in fields(params_class):
-        kind = FIELD_TYPES[f.type]
+        kind = FIELD_TYPES[field_type(f)]
         default = f.default if f.default is not MISSING else None
         group.add_argument(
             f"--{f.name.replace('_', '-')}",

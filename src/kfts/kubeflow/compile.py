@@ -41,15 +41,15 @@ def variants() -> dict[str, tuple[str, dict, bool]]:
     every algorithm's pipeline for CPUs and GPUs (and with members fanned out over GPUs), and its retraining."""
     from kfts.algorithms import ALGORITHMS
 
-    files = {}
+    files: dict[str, tuple[str, dict, bool]] = {}
     for a in ALGORITHMS.values():
         if a.pipeline_path:
             files[f"{a.id}.yaml"] = (a.id, {}, False)
             files[f"{a.id}-gpu.yaml"] = (a.id, {"gpus": 1}, False)
             if a.fan_out:
                 files[f"{a.id}-fan-out-gpu.yaml"] = (a.id, {"gpus": 1}, True)
-    for a in ALGORITHMS:
-        files[f"retrain-{a}.yaml"] = (f"retrain-{a}", {}, False)
+    for name in ALGORITHMS:
+        files[f"retrain-{name}.yaml"] = (f"retrain-{name}", {}, False)
     return files
 
 

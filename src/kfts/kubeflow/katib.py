@@ -97,17 +97,17 @@ def render_experiment(
         yaml.safe_load(resources.files("kfts.kubeflow.templates").joinpath(TEMPLATE).read_text())
     )
     experiment["metadata"] = {"name": name or f"kfts-{algorithm}", **({"namespace": namespace} if namespace else {})}
-    spec = experiment["spec"]
+    body = experiment["spec"]
     metrics = [objective, *(m for m in others if m != objective)]
-    spec["objective"] = {
+    body["objective"] = {
         "type": goal,
         "objectiveMetricName": objective,
         "additionalMetricNames": metrics[1:],
         "metricStrategies": [{"name": m, "value": "latest"} for m in metrics],
     }
-    spec["maxTrialCount"], spec["parallelTrialCount"] = max_trials, parallel_trials
-    spec["parameters"] = [_parameter(params_class, key, text) for key, text in search]
-    template = spec["trialTemplate"]
+    body["maxTrialCount"], body["parallelTrialCount"] = max_trials, parallel_trials
+    body["parameters"] = [_parameter(params_class, key, text) for key, text in search]
+    template = body["trialTemplate"]
     template["trialParameters"] = [
         {"name": key, "reference": key, "description": params[key].metadata.get("help", key)} for key, _ in search
     ]

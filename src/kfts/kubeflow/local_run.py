@@ -92,6 +92,7 @@ class TaskLog:
         if started:
             self.started[started] = at
             return
+        assert ended is not None  # an event is a start or an end
         took = (at - self.started.pop(ended, at)) % 86400  # a run past midnight
         where = f"  {self.containers.pop(ended)}" if ended in self.containers else ""
         self.report(f"{self.name(ended):<28} {status:<8} {took:6.1f} s{where}")

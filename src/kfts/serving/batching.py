@@ -94,12 +94,11 @@ class Batcher:
     def __init__(self, fn, worker: Worker, max_batch_size: int, max_wait: float):
         self.fn, self.worker = fn, worker
         self.max_batch_size, self.max_wait = max_batch_size, max_wait
-        self.queue: asyncio.Queue | None = None
+        self.queue: asyncio.Queue = asyncio.Queue()  # bound to the loop that first uses it (Python 3.10+)
         self.task: asyncio.Task | None = None
 
     async def __call__(self, rows: np.ndarray) -> np.ndarray:
         if self.task is None:  # created on first use: inside the server's event loop
-            self.queue = asyncio.Queue()
             self.task = asyncio.get_running_loop().create_task(self._work())
         future = asyncio.get_running_loop().create_future()
         self.queue.put_nowait((rows, future, self.worker.arrived()))

@@ -163,7 +163,7 @@ def _show(value) -> str:
     return "null" if value is None else clip(repr(value))
 
 
-def _finite(values: np.ndarray, where: str, sent: list | None = None) -> np.ndarray:
+def _finite(values: np.ndarray, where: str, sent: list | np.ndarray | None = None) -> np.ndarray:
     """values, refused where one is not finite. sent: the rows as the client sent them (V1's JSON lists, V2's
     array in its datatype), to show a number beyond float32 (1e39) as itself, not as the infinity it became."""
     if not np.isfinite(values).all():

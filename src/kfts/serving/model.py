@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 import numpy as np
 from kserve import Model
@@ -18,6 +19,8 @@ from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferRequest, InferResponse
 
 from kfts.algorithms import of
+from kfts.algorithms.adapter import Adapter
+from kfts.algorithms.base import Algorithm
 from kfts.core import csvio
 from kfts.core.errors import InputError
 from kfts.jobs.load import load_model
@@ -30,6 +33,12 @@ logger = logging.getLogger("kfts.serving")
 
 class KftsModel(Model):
     """A kfts model artifact (any algorithm) served by KServe; what differs per algorithm is its Adapter."""
+
+    # set by load(), which KServe calls before the model takes requests
+    model: Any
+    algorithm: Algorithm
+    adapter: Adapter
+    batcher: Batcher | None = None
 
     def __init__(
         self,
@@ -46,11 +55,7 @@ class KftsModel(Model):
         self.device = device
         self.max_batch_size = max_batch_size
         self.max_batch_wait = max_batch_wait
-        self.model = None
-        self.algorithm = None
-        self.adapter = None
         self.worker = Worker(name, max_queue)
-        self.batcher = None
 
     def load(self) -> bool:
         self.model = load_model(self.model_dir, device=self.device)

@@ -193,7 +193,7 @@ class RequestGuard:
 
     async def _refuse(self, scope, send, request_id: str, status: int, reason):
         log_refusal(status, scope["method"], scope["path"], request_id, reason)
-        await refusal(status, reason, request_id)({"type": "http"}, None, send)
+        await refusal(status, reason, request_id)({"type": "http"}, None, send)  # type: ignore[arg-type]  # reads no body
 
 
 def _request_id(request) -> str:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 from importlib.metadata import entry_points
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -35,7 +36,7 @@ from torch.nn import functional as F
 
 KERNEL_SIZES = (10, 20, 40)  # even: see SameConv
 BOTTLENECK = 32
-MAX_POOL = dict(kernel_size=(1, 3), stride=1, padding=(0, 1))  # over 3 time steps, 'same' length
+MAX_POOL: dict[str, Any] = dict(kernel_size=(1, 3), stride=1, padding=(0, 1))  # over 3 time steps, 'same' length
 
 
 def _conv(members: int, in_channels: int, out_channels: int, kernel_size: int) -> nn.Conv2d:
@@ -113,7 +114,7 @@ class InceptionNetworks(nn.Module):
         )
         self.head = nn.Conv2d(members * width, members * n_classes, 1, groups=members)  # one linear per member
         _glorot_uniform(self.head.weight, fan_in=width, fan_out=n_classes)
-        nn.init.zeros_(self.head.bias)
+        nn.init.zeros_(cast(torch.Tensor, self.head.bias))  # the head has a bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: [batch, channels, time], the series every member sees (prediction), or [batch, members, channels,
@@ -138,7 +139,7 @@ class InceptionNetworks(nn.Module):
             norms.append(module.norm)
             if str(d) in self.shortcuts:
                 norms.append(self.shortcuts[str(d)].norm)
-        return norms
+        return cast(list[nn.BatchNorm2d], norms)
 
 
 # -- the hook: the layers an installed add-on may run its own way ---------------------------------------------
@@ -214,7 +215,7 @@ def ensemble_probabilities(logits: torch.Tensor) -> torch.Tensor:
 
 def split_members(state: dict[str, torch.Tensor], members: int) -> list[dict[str, torch.Tensor]]:
     """One state dict per member from a `members`-wide network's state dict (every tensor is member-major)."""
-    parts = [{} for _ in range(members)]
+    parts: list[dict[str, torch.Tensor]] = [{} for _ in range(members)]
     for name, tensor in state.items():
         chunks = tensor.chunk(members, dim=0) if tensor.dim() else [tensor] * members
         for part, chunk in zip(parts, chunks):

@@ -69,7 +69,7 @@ def resources_from_args(specs: list[str] | None) -> dict:
 
     from kfts.kubeflow.pipelines.common import STEPS, default_resources
 
-    asked = {}
+    asked: dict[str, dict[str, str]] = {}
     for spec in specs or []:
         step, text = parse_key_value(spec, "--resources")
         if step != "all" and step not in STEPS:
