@@ -8,7 +8,7 @@ export KFTS_IMAGE
 # Podman's settings for machines where its defaults fail (images/containers.conf); unused by Docker
 export CONTAINERS_CONF ?= $(CURDIR)/images/containers.conf
 
-.PHONY: setup test test-fast lint format demo bench compile wheel images images-cuda clean
+.PHONY: setup test test-fast test-lower lint format demo bench compile wheel images images-cuda clean
 
 setup: $(VENV)/.installed
 
@@ -23,9 +23,21 @@ $(VENV)/.installed: pyproject.toml constraints.txt $(ADDON)/pyproject.toml $(ADD
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]' -e $(ADDON)
 	touch $@
 
+# The unit tests on the lowest releases pyproject.toml's ranges allow (constraints-lower.txt), in a venv of their own
+LOWER := .venv-lower
+$(LOWER)/.installed: pyproject.toml constraints-lower.txt $(ADDON)/pyproject.toml $(ADDON)/setup.py \
+		$(ADDON)/src/kfts_cpu_kernels/kernels.c
+	$(PYTHON) -m venv $(LOWER)
+	$(LOWER)/bin/pip install --quiet --upgrade pip
+	$(LOWER)/bin/pip install --quiet -c constraints-lower.txt -e '.[test]' -e $(ADDON)
+	touch $@
+
+test-lower: $(LOWER)/.installed
+	$(LOWER)/bin/python -m pytest -q tests/unit
+
 # Everything: unit tests, and the integration tests that install the wheels outside the checkout, start
 # servers and run the images (built here first) and the pipelines in containers. Nothing is skipped.
-test: setup lint images
+test: setup lint test-lower images
 	$(BIN)/python -m pytest -q
 
 # The inner loop: the checks and tests/unit (no subprocess trainings, servers, containers or pipelines).
@@ -70,4 +82,4 @@ images-cuda: wheel
 	images/build.sh cuda
 
 clean:
-	rm -rf $(VENV) demo-output benchmarks/work .pytest_cache dist build $(ADDON)/build
+	rm -rf $(VENV) $(LOWER) demo-output benchmarks/work .pytest_cache dist build $(ADDON)/build
