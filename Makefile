@@ -68,12 +68,16 @@ compile: setup
 bench: setup
 	$(BIN)/python benchmarks/run.py --report benchmarks/REPORT.md
 
-# The wheels users install and the images are built from: dist/kfts-<version>-py3-none-any.whl (pure Python),
-# and the CPU kernels add-on, dist/kfts_cpu_kernels-<version>-py3-none-linux_<arch>.whl (its C compiled here,
-# with gcc and OpenMP; see its README for manylinux)
+# The wheels users install and the images are built from, in $(DIST): kfts-<version>-py3-none-any.whl (pure
+# Python), and the CPU kernels add-on, kfts_cpu_kernels-<version>-py3-none-manylinux_<glibc>_<arch>.whl: its C
+# compiled here (gcc, OpenMP), then tagged by auditwheel with the oldest manylinux its symbols allow. OpenMP's
+# libgomp.so.1 is left out of the wheel: the kernels share the runtime torch loads (addons/kfts-cpu-kernels).
+DIST ?= dist
 wheel: setup
-	rm -rf dist build $(ADDON)/build
-	$(BIN)/pip wheel --quiet --no-deps -w dist . $(ADDON)
+	rm -rf $(DIST) build $(ADDON)/build
+	$(BIN)/pip wheel --quiet --no-deps -w $(DIST) .
+	$(BIN)/pip wheel --quiet --no-deps -w build/addon $(ADDON)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/auditwheel repair --exclude libgomp.so.1 -w $(DIST) build/addon/*.whl
 
 # CPU component and predictor images ($(KFTS_IMAGE), -predictor), with Docker where it answers, else
 # Podman; `images-cuda` the CUDA ones (-cuda, -predictor-cuda). See images/README.md.

@@ -29,19 +29,12 @@ from kfts.cli import sample_data
 
 from helpers import ROOT, free_port, make_classification, wait_ready, write_csv
 
-ADDON = ROOT / "addons" / "kfts-cpu-kernels"
-
 
 @pytest.fixture(scope="module")
 def dist(tmp_path_factory) -> Path:
     """The folder of the two wheels `make wheel` builds: kfts's and the add-on's."""
     dist = tmp_path_factory.mktemp("wheel") / "dist"
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(dist), str(ROOT), str(ADDON)],
-        check=True,
-        capture_output=True,
-        timeout=600,
-    )
+    subprocess.run(["make", "-s", "wheel", f"DIST={dist}"], cwd=ROOT, check=True, capture_output=True, timeout=600)
     return dist
 
 
@@ -151,17 +144,21 @@ def test_the_wheel_is_pure_python_with_one_top_level_package_holding_everything_
 
 
 def test_the_installed_add_on_takes_over_the_networks_layers(venv, dist, tmp_path):
-    """The add-on's wheel: compiled for this platform, for every Python 3; installed, kfts's network runs on it."""
+    """The add-on's wheel: for every Python 3, manylinux as auditwheel tags it (what a package index takes);
+    installed, kfts's network runs on it, and its kernels share torch's OpenMP runtime instead of loading
+    their own (one thread pool)."""
     [addon] = dist.glob("kfts_cpu_kernels-*.whl")
-    assert addon.name.startswith("kfts_cpu_kernels-0.1.0-py3-none-linux_")
+    assert re.fullmatch(r"kfts_cpu_kernels-0\.1\.0-py3-none-(\w+\.)*manylinux_2_\d+_\w+\.whl", addon.name), addon.name
     check = (
-        "from kfts.algorithms.inception_time import network; from kfts_cpu_kernels import ops; "
-        "print(type(network.LAYERS).__module__, ops.__file__)"
+        "from kfts.algorithms.inception_time import network; from kfts_cpu_kernels import ops; import torch; "
+        "print(type(network.LAYERS).__module__, ops.__file__, torch.__file__, "
+        "*sorted({line.split()[-1] for line in open('/proc/self/maps') if 'libgomp' in line}))"
     )
-    layers, where = subprocess.run(
+    layers, where, torch_init, *openmp = subprocess.run(
         [venv / "bin" / "python", "-c", check], cwd=tmp_path, capture_output=True, text=True, check=True
     ).stdout.split()
     assert layers == "kfts_cpu_kernels.inception_time" and str(venv) in where
+    assert len(openmp) == 1 and Path(openmp[0]).is_relative_to(Path(torch_init).parent), openmp
 
 
 def test_a_core_install_trains_and_predicts_without_kserve_kfp_or_docker(core_venv, tmp_path):
