@@ -17,6 +17,7 @@ kfts.kubeflow (local_run, compile, katib).
 
 from __future__ import annotations
 
+from kfts.cli import add_hyperparameter_flags
 from kfts.cli.pipeline.compile import cmd_compile
 from kfts.cli.pipeline.run import cmd_run
 from kfts.cli.pipeline.submit import cmd_schedule, cmd_submit
@@ -27,8 +28,6 @@ from kfts.kubeflow.deploy import DEPLOYMENT_MODES
 
 def local_run_flags(p, algorithm: str, spec) -> None:
     """What every `kfts pipeline run PIPELINE` takes: seed, output folder, containers, hyperparameters."""
-    from kfts.cli import add_hyperparameter_flags
-
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument(
         "--output-dir",

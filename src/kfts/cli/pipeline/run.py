@@ -10,6 +10,7 @@ import tempfile
 from dataclasses import fields
 from pathlib import Path
 
+from kfts.cli import hyperparameters
 from kfts.core.errors import InputError
 from kfts.kubeflow.local_run import TaskLog, container_runner, pipeline_root, run_local
 
@@ -39,7 +40,6 @@ def _uri(path: str | None, staging: Path | None = None) -> str:
 
 def cmd_run(args) -> int:
     from kfts.algorithms import spec
-    from kfts.cli import hyperparameters
 
     params = hyperparameters(args, spec(args.algorithm).Params)  # checks the values before anything runs
     runner = container_runner() if args.containers else None  # before anything is written: is there an engine?
