@@ -12,27 +12,22 @@ export CONTAINERS_CONF ?= $(CURDIR)/images/containers.conf
 
 setup: $(VENV)/.installed
 
-# kfts with every extra and the test tools, and the CPU kernels add-on (addons/kfts-cpu-kernels), both editable,
-# at the releases of constraints.txt (torch's: this machine's CPU wheel). The add-on's C is compiled into its
-# editable install: a change to it reinstalls.
+# Two venvs with kfts (every extra and the test tools) and the CPU kernels add-on (addons/kfts-cpu-kernels), both
+# editable: $(VENV) at the releases of constraints.txt (torch's: this machine's CPU wheel), and $(LOWER) at the
+# lowest releases pyproject.toml's ranges allow (constraints-lower.txt), for the unit tests on them. The add-on's
+# C is compiled into its editable install: a change to it reinstalls.
 ADDON := addons/kfts-cpu-kernels
-$(VENV)/.installed: pyproject.toml constraints.txt $(ADDON)/pyproject.toml $(ADDON)/setup.py \
-		$(ADDON)/src/kfts_cpu_kernels/kernels.c
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]' -e $(ADDON)
-	touch $@
-
-# The unit tests on the lowest releases pyproject.toml's ranges allow (constraints-lower.txt), in a venv of their own
 LOWER := .venv-lower
-$(LOWER)/.installed: pyproject.toml constraints-lower.txt $(ADDON)/pyproject.toml $(ADDON)/setup.py \
-		$(ADDON)/src/kfts_cpu_kernels/kernels.c
-	$(PYTHON) -m venv $(LOWER)
-	$(LOWER)/bin/pip install --quiet --upgrade pip
-	$(LOWER)/bin/pip install --quiet -c constraints-lower.txt -e '.[test]' -e $(ADDON)
+SOURCES := pyproject.toml $(ADDON)/pyproject.toml $(ADDON)/setup.py $(ADDON)/src/kfts_cpu_kernels/kernels.c
+$(VENV)/.installed: constraints.txt $(SOURCES)
+$(LOWER)/.installed: constraints-lower.txt $(SOURCES)
+$(VENV)/.installed $(LOWER)/.installed:
+	$(PYTHON) -m venv $(@D)
+	$(@D)/bin/pip install --quiet --upgrade pip
+	$(@D)/bin/pip install --quiet -c $(filter constraints%.txt,$^) -e '.[test]' -e $(ADDON)
 	touch $@
 
-# (not tests/unit/kubeflow: the lower ends of kfp's and kserve's ranges are the releases constraints.txt pins)
+# The unit tests on the lower ends, but tests/unit/kubeflow: kfp's and kserve's lower ends are constraints.txt's pins
 test-lower: $(LOWER)/.installed
 	$(LOWER)/bin/python -m pytest -q tests/unit/core tests/unit/algorithms tests/unit/jobs tests/unit/cli \
 		tests/unit/addons
