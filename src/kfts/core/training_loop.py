@@ -6,8 +6,8 @@ computed, the validation figures, and what happens to the weights it keeps. A `T
 way for every algorithm:
 
 - device and precision: the device `device` names (kfts.core.training.resolve_device), under torchrun each process on
-  its own GPU; forward passes under autocast at the task's dtype, the loss outside it, scaled against fp16
-  gradient underflow where the task asks for it;
+  its own GPU; forward passes under autocast at the task's dtype, the loss outside it, scaled against
+  gradient underflow wherever that dtype is fp16 (torch's AMP recipe);
 - the world (kfts.core.distributed): a network trained by several processes is wrapped in DistributedDataParallel,
   each process taking its share of every batch, and the epoch's figures are summed over them; rank 0 prints;
 - seeds: one for the whole job (rank 0 draws it when none is given). Ensemble member m starts from the weights
@@ -54,7 +54,6 @@ class Task:
     name = "model"  # the progress bar's label
     epochs = 1
     dtype: torch.dtype | None = None  # the autocast dtype of the training forward passes; None: fp32
-    scale_loss = False  # scale the loss where dtype is fp16 on a GPU (the standard AMP recipe)
     schedule = "constant"  # or "plateau": ReduceLROnPlateau on the training loss
     early_stopping = 0  # epochs without a lower validation loss before training stops; 0: off
 
@@ -67,7 +66,8 @@ class Task:
         raise NotImplementedError
 
     def start(self, members: tuple[int, ...]) -> dict | None:
-        """The state_dict `members` start from when fine-tuning a previous model; None: their seeded weights."""
+        """The state_dict `members` start from when fine-tuning a previous model, or a part of it (the rest keeps
+        its seeded weights: a replaced classifier head); None: their seeded weights."""
         return None
 
     def optimizer(self, network: nn.Module) -> torch.optim.Optimizer:
@@ -188,12 +188,10 @@ class Trainer:
         network = self._initial_network(task, group.members)
         start = task.start(group.members)
         if start is not None:
-            network.load_state_dict(start)
+            network.load_state_dict({**network.state_dict(), **start})
         network.to(self.device)
         optimizer = task.optimizer(network)
-        scaler = torch.amp.GradScaler(
-            self.device.type, enabled=task.scale_loss and task.dtype == torch.float16 and self.device.type == "cuda"
-        )
+        scaler = torch.amp.GradScaler(self.device.type, enabled=task.dtype == torch.float16)
         # what a checkpoint saves of each, by name
         parts: dict[str, Any] = {
             "network": network,

@@ -196,6 +196,13 @@ def test_init_model_continues_or_replaces_the_head(capsys):
         torch.testing.assert_close(continued[name], started[name], rtol=0, atol=1e-6)
         assert not torch.allclose(scratch[name], started[name], rtol=0, atol=1e-6), name  # would have told
     assert continued["head.weight"].shape[0] == 2 * 2 != started["head.weight"].shape[0]  # 2 members x 2 classes
+    # the new heads start where a model trained from scratch with this seed starts: one seed, one model
+    torch.manual_seed(12345)  # whatever state torch's generator is in
+    refit = InceptionTime(frozen, device="cpu", seed=1).fit(new_classes, init_model=first)
+    again = dict(refit.network.named_parameters())
+    for name in ("head.weight", "head.bias"):
+        torch.testing.assert_close(continued[name], scratch[name], rtol=0, atol=1e-6)
+        torch.testing.assert_close(again[name], continued[name], rtol=0, atol=0)
 
 
 def mislabelled(data: LabeledSeries) -> LabeledSeries:

@@ -29,7 +29,6 @@ near chance on its own training series, or far below what its epochs showed, end
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 import time
@@ -122,8 +121,9 @@ class InceptionTime:
         trainer = Trainer(self.device, self.seed, checkpoint_dir=checkpoint_dir, log=log)
         self.device_ = trainer.device
         self.network, self.history, self.metrics, self.warnings = None, [], {}, []
+        start = None  # the weights the members start from, where they are not their seeded ones
         if init_model is not None:
-            self._continue_from(init_model, train)
+            start = self._continue_from(init_model, train)
         else:
             self.classes = np.unique(train.labels)
             values = train.values.astype(np.float64)
@@ -138,7 +138,7 @@ class InceptionTime:
             raise InputError(
                 f"validation series have {valid.values.shape[1]} time steps, training series have {self.length}"
             )
-        task = _Ensemble(self, x, y, valid_xy)
+        task = _Ensemble(self, x, y, valid_xy, start)
         if valid is not None and p.batch_norm_stats == "precise":
             trainer.say(
                 "batch-norm-stats=precise: each epoch's valid_* figures (and early stopping) use that "
@@ -174,27 +174,24 @@ class InceptionTime:
         trainer.report(self.metrics, self.warnings)
         return self
 
-    def _continue_from(self, previous: InceptionTime, train: LabeledSeries) -> None:
-        """Incremental training: start from a previous artifact's weights and scaling. If the new data has
-        other classes, each member's classifier head is replaced (and the log says so)."""
+    def _continue_from(self, previous: InceptionTime, train: LabeledSeries) -> dict[str, torch.Tensor]:
+        """Incremental training: take a previous artifact's architecture and scaling, and return the weights its
+        members start from. If the new data has other classes, each member's classifier head is left out (and the
+        log says so): it starts from the seeded weights a model trained from scratch starts from."""
         q = previous.params
-        self.params = p = dataclasses.replace(self.params, filters=q.filters, depth=q.depth, models=q.models)
+        self.params = dataclasses.replace(self.params, filters=q.filters, depth=q.depth, models=q.models)
         self.scaler = dict(previous.scaler)
-        classes = np.unique(train.labels)
+        self.classes = np.unique(train.labels)
         assert previous.network is not None  # a loaded model
-        network = copy.deepcopy(previous.network).cpu()
-        if list(classes) != list(previous.classes):
+        state = {k: v.cpu() for k, v in previous.network.state_dict().items()}
+        if list(self.classes) != list(previous.classes):
             print(
-                f"init-model: classes changed from {previous.classes.tolist()} to {classes.tolist()}: "
+                f"init-model: classes changed from {previous.classes.tolist()} to {self.classes.tolist()}: "
                 "the classifier heads are replaced, the convolutional layers are kept",
                 flush=True,
             )
-            fresh = InceptionNetworks(1, len(classes), members=p.models, filters=p.filters, depth=p.depth)
-            fresh.load_state_dict(
-                {k: v for k, v in network.state_dict().items() if not k.startswith("head.")}, strict=False
-            )
-            network = fresh
-        self.classes, self.network = classes, network
+            state = {k: v for k, v in state.items() if not k.startswith("head.")}
+        return state
 
     def _new_group(self, members: int) -> InceptionNetworks:
         p = self.params
@@ -390,11 +387,15 @@ class _Ensemble(Task):
     name = "ensemble"
 
     def __init__(
-        self, model: InceptionTime, x: torch.Tensor, y: torch.Tensor, valid_xy: tuple[torch.Tensor, torch.Tensor] | None
+        self,
+        model: InceptionTime,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        valid_xy: tuple[torch.Tensor, torch.Tensor] | None,
+        fine_tuned: dict[str, torch.Tensor] | None = None,
     ):
         p = self.params = model.params
-        self.model, self.x, self.y, self.valid_xy = model, x, y, valid_xy
-        self.fine_tuned = model.network  # set by _continue_from
+        self.model, self.x, self.y, self.valid_xy, self.fine_tuned = model, x, y, valid_xy, fine_tuned
         self.epochs, self.schedule, self.early_stopping = p.epochs, p.schedule, p.early_stopping
         self.dtype = resolve_precision(p.precision, model.device_)
 
@@ -409,7 +410,7 @@ class _Ensemble(Task):
     def start(self, members):
         if self.fine_tuned is None:
             return None
-        return merge_members([split_members(self.fine_tuned.state_dict(), self.params.models)[m] for m in members])
+        return merge_members([split_members(self.fine_tuned, self.params.models)[m] for m in members])
 
     def optimizer(self, network) -> torch.optim.Adam:
         return _adam(network, self.params.lr)

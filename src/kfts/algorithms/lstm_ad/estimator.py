@@ -438,7 +438,6 @@ class _Reconstruction(Task):
     the LSTM's part of the training series, `x`."""
 
     name = "lstm-ad"
-    scale_loss = True  # fp16 gradients can underflow
 
     def __init__(self, model: LstmAD, x: torch.Tensor, valid_x: torch.Tensor | None):
         self.model, self.x, self.valid_x = model, x, valid_x
