@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import hashlib
 import os
 import random
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -185,13 +187,27 @@ def progress(iterable, total: int, desc: str):
 # -- checkpoints ----------------------------------------------------------------------------------------------
 
 
+def digest(tensors: Iterable[torch.Tensor | None]) -> str:
+    """A SHA-256 of the tensors' dtypes, shapes and values: what a checkpoint's fingerprint names data by (their
+    shapes, or a sum, would take other data of the same shape, or the same rows in another order, for it)."""
+    sha = hashlib.sha256()
+    for tensor in tensors:
+        if tensor is None:
+            sha.update(b"none;")
+            continue
+        tensor = tensor.detach().cpu().contiguous()
+        sha.update(f"{tensor.dtype}{list(tensor.shape)};".encode())
+        sha.update(tensor.reshape(-1).view(torch.uint8).numpy().data)
+    return sha.hexdigest()
+
+
 class Checkpoints:
     """The training state after every finished epoch, in `directory`/`name`, so a killed run resumes where it
     was. Only the `writer` saves: under torchrun, the one process of those that hold the same state.
 
     The state is a dict of tensors and plain values, saved with torch.save and read back with
-    weights_only=True: a checkpoint cannot run code. `fingerprint` (hyperparameters, data shape) guards
-    against resuming a different run from the same directory.
+    weights_only=True: a checkpoint cannot run code. `fingerprint` (hyperparameters, the seed asked for, the
+    data's and the starting weights' `digest`) guards against resuming a different run from the same directory.
     """
 
     def __init__(

@@ -40,6 +40,7 @@ from kfts.core.training import (
     Checkpoints,
     MetricLog,
     autocast,
+    digest,
     metric_line,
     progress,
     resolve_device,
@@ -176,17 +177,20 @@ class Trainer:
     ) -> Trained:
         """Train `group`'s network (None: one network, data-parallel over every process of the job) for
         task.epochs epochs, resuming from the checkpoint `checkpoint` in checkpoint_dir when one of this run
-        (`fingerprint`) is there."""
+        (`fingerprint`, and the weights the task starts from) is there."""
         group = group or Group(ranks=tuple(range(self.world.size)))
         share = group.ranks.index(self.world.rank)
+        start = task.start(group.members)
         checkpoints = Checkpoints(
-            self.checkpoint_dir, fingerprint, name=checkpoint, writer=self.world.rank == group.ranks[0]
+            self.checkpoint_dir,
+            {**fingerprint, "start": digest(start.values()) if start is not None else None},
+            name=checkpoint,
+            writer=self.world.rank == group.ranks[0],
         )
         state = checkpoints.load() or {}
         if state.get("done"):
             return Trained(state["network"], state["history"], state["kept"])
         network = self._initial_network(task, group.members)
-        start = task.start(group.members)
         if start is not None:
             network.load_state_dict({**network.state_dict(), **start})
         network.to(self.device)

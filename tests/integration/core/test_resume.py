@@ -133,3 +133,55 @@ def test_killed_training_resumes_from_the_last_finished_epoch(tmp_path, algorith
     different = [k for k in straight_weights if not torch.equal(resumed_weights[k], straight_weights[k])]
     assert not different, f"resumed weights differ from an uninterrupted run in {different[:5]}"
     assert artifact.read_manifest(model_dir)["history"] == artifact.read_manifest(straight_dir)["history"]
+
+
+@pytest.mark.parametrize("algorithm", list(JOBS))
+def test_a_killed_run_without_a_seed_resumes_when_started_again(tmp_path, algorithm):
+    # the seed the first run drew is not the one the second draws: no --seed asks for none in particular
+    job, _ = JOBS[algorithm](tmp_path)
+    checkpoints, model_dir = tmp_path / "checkpoints", tmp_path / "model"
+    command = [*job, "--device", "cpu", "--checkpoint-dir", checkpoints, "--model-dir", model_dir]
+    kill_mid_epoch(command, checkpoints)
+    member, last = checkpointed_epoch(checkpoints)
+    second = run_cli("train", *command, check=True)
+    assert epochs_printed(second.stdout)[0] == (member, last + 1), second.stdout
+    assert (model_dir / artifact.MANIFEST).is_file()
+
+
+def swapped_rows(path, first: int, second: int):
+    """The CSV at `path` (no header) with two rows swapped: the same shape, classes and sum, other data."""
+    lines = path.read_text().splitlines(keepends=True)
+    lines[first], lines[second] = lines[second], lines[first]
+    other = path.with_name(f"other-{path.name}")
+    other.write_text("".join(lines))
+    return other
+
+
+@pytest.mark.parametrize("algorithm", list(JOBS))
+def test_a_checkpoint_dir_refuses_a_run_on_other_data(tmp_path, algorithm):
+    # a finished run's checkpoint is its result: taken for another run, it would be a model of other data
+    job, values = JOBS[algorithm](tmp_path)
+    job = [*job[: job.index("--epochs")], "--epochs", 1]
+    checkpoints = tmp_path / "checkpoints"
+    run_cli("train", *job, "--seed", 7, "--checkpoint-dir", checkpoints, "--model-dir", tmp_path / "a", check=True)
+    train = job[job.index("--train") + 1]
+    # InceptionTime: the first and the last series in the other order; LSTM-AD: the first two time steps
+    first, second = (0, len(values) - 1) if algorithm == "inception-time" else (0, 1)
+    other = [*job[: job.index("--train") + 1], swapped_rows(train, first, second), *job[job.index("--train") + 2 :]]
+    refused = run_cli("train", *other, "--seed", 7, "--checkpoint-dir", checkpoints, "--model-dir", tmp_path / "b")
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "belongs to a different training run" in refused.stderr
+    assert not (tmp_path / "b").exists()
+
+
+def test_a_checkpoint_dir_refuses_a_fine_tuning_of_another_model(tmp_path):
+    job, _ = inception_time_job(tmp_path)
+    job = [*job[: job.index("--epochs")], "--epochs", 1]
+    for name, seed in (("m1", 1), ("m2", 2)):
+        run_cli("train", *job, "--seed", seed, "--model-dir", tmp_path / name, check=True)
+    checkpoints = tmp_path / "checkpoints"
+    common = [*job, "--seed", 7, "--checkpoint-dir", checkpoints]
+    run_cli("train", *common, "--init-model", tmp_path / "m1", "--model-dir", tmp_path / "a", check=True)
+    refused = run_cli("train", *common, "--init-model", tmp_path / "m2", "--model-dir", tmp_path / "b")
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "belongs to a different training run" in refused.stderr
