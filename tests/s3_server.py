@@ -3,9 +3,10 @@
 MinIO and SeaweedFS do. kfts gets its credentials only as a pod gets them from a Kubernetes Secret: environment
 variables (kfp-kubernetes use_secret_as_env).
 
-One hook sits in front of moto, for the tests that kill a writer mid-upload: hold() stops the upload of the
+One hook sits in front of moto, for the tests that stop a writer mid-upload: hold() stops the upload of the
 second object under a prefix until the test has killed the writer, then fails that request unapplied, as a
-connection cut by the writer's death leaves it.
+connection cut by the writer's death leaves it; or, with apply=True, until the test has done what it does
+meanwhile, then lets the request through, as a slow upload ends.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ S3_ENV = (
 @dataclass
 class _Hold:
     prefix: str  # a request path: /bucket/key-prefix
+    apply: bool  # once released: let the request through (else fail it unapplied)
     first: str | None = None  # the first object written under it, let through
     reached: threading.Event = field(default_factory=threading.Event)
     released: threading.Event = field(default_factory=threading.Event)
@@ -116,10 +118,10 @@ class S3Server:
         self.client.put_object(Bucket=BUCKET, Key=key, Body=body)
         return f"s3://{BUCKET}/{key}"
 
-    def hold(self, prefix: str) -> _Hold:
+    def hold(self, prefix: str, *, apply: bool = False) -> _Hold:
         """Hold the first request writing the second object under s3://BUCKET/prefix (see the module docstring):
-        wait for .reached, kill the writer, set .released."""
-        self._hold = _Hold(f"/{BUCKET}/{prefix}")
+        wait for .reached, kill the writer (or do what happens meanwhile, with apply=True), set .released."""
+        self._hold = _Hold(f"/{BUCKET}/{prefix}", apply)
         return self._hold
 
     def _app(self, moto_app):
@@ -130,6 +132,8 @@ class S3Server:
                 self._hold = None
                 hold.reached.set()
                 hold.released.wait(120)
+                if hold.apply:
+                    return moto_app(environ, start_response)
                 start_response("503 Service Unavailable", [("Content-Length", "0")])
                 return [b""]
             if hold and writes and path.startswith(hold.prefix):

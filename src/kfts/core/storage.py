@@ -16,8 +16,8 @@ to a pod as env vars (kfp-kubernetes use_secret_as_env, `envFrom: secretRef`) se
 A store that refuses or cannot be reached is an InputError naming the location (one line, exit code 2).
 
 A model directory at an object-store prefix (a champion) is written beside the previous one and switched to by
-a pointer, so that there is a complete model at the prefix at every moment, whatever fails or is killed (the
-previous version is kept until the next promotion):
+a pointer, so that there is a complete model at the prefix at every moment, whatever fails or is killed, and
+whatever other promotion runs at the same time (the previous version is kept until the next promotion):
 
     PREFIX/kfts-champion.json     {"version": "versions/<content hash>", ...}: the current model, written last
     PREFIX/versions/<hash>/       a model directory (docs/ARTIFACT.md)
@@ -36,7 +36,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -47,6 +47,9 @@ VERSIONS = "versions"
 # kubeflow/pipelines 2.17.0 backend/src/v2/objectstore/config.go DefaultEndpointInMultiUserMode (no TLS)
 KFP_STORE = "http://seaweedfs.kubeflow:9000"
 _VERSION = re.compile(rf"{VERSIONS}/[0-9a-f]{{16}}")  # what a pointer may name: nothing outside the prefix
+# A version written to this recently when a promotion switches may be another promotion's upload in progress
+# (a person's beside a scheduled run's): it is kept, for a later promotion to delete. Far longer than an upload.
+IN_FLIGHT = timedelta(hours=1)
 # pyarrow's names for the AWS errors that mean the key, not the request, is wrong
 _REFUSED = ("ACCESS_DENIED", "SIGNATURE_DOES_NOT_MATCH", "INVALID_ACCESS_KEY_ID", "EXPIRED_TOKEN", "INVALID_TOKEN")
 
@@ -256,10 +259,11 @@ def _join(location: str, relative: str) -> str:
 def promote(model: str, destination: str, verify: Callable[[str], object] | None = None) -> str:
     """Make the model directory `model` (a path or URI) the champion at `destination`; returns where the new
     model is. At an object-store prefix the model becomes a new version, then the pointer names it, and only
-    then are the versions before the previous one deleted (also what a killed promotion left): at every moment
-    the prefix holds a complete model, and the previous one stays for a rollback and for an InferenceService
-    still naming it. A local directory is replaced in one rename. verify(local copy) runs before anything is
-    written (kfts.jobs.promote.promote passes the model loader: a complete model that loads)."""
+    then are the versions before the previous one deleted (also what a killed promotion left), unless written
+    to within IN_FLIGHT: at every moment the prefix holds a complete model, the previous one stays for a
+    rollback and for an InferenceService still naming it, and a promotion running at the same time keeps its
+    upload. A local directory is replaced in one rename. verify(local copy) runs before anything is written
+    (kfts.jobs.promote.promote passes the model loader: a complete model that loads)."""
     import pyarrow.fs
 
     from kfts.core import artifact
@@ -273,11 +277,12 @@ def promote(model: str, destination: str, verify: Callable[[str], object] | None
                 for name in artifact.FILES:
                     shutil.copyfile(os.path.join(source, name), tmp / name)
             return destination
-        previous = _current_version(fs, path, destination)
+        _current_version(fs, path, destination)  # a pointer this kfts cannot read is refused before any write
         version = f"{VERSIONS}/{_content_hash(source, artifact.FILES)}"
         with _reported(destination):
             for name in (artifact.WEIGHTS, artifact.MANIFEST):  # the manifest last: the version is whole with it
                 _put(fs, f"{path}/{version}/{name}", os.path.join(source, name))
+            previous = _current_version(fs, path, destination)  # read at the switch: another may have switched
             pointer = {"version": version, "promoted_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
             with fs.open_output_stream(f"{path}/{POINTER}") as f:  # the switch: one object, one PUT
                 f.write((json.dumps(pointer) + "\n").encode())
@@ -301,13 +306,20 @@ def _put(fs, path: str, local: str) -> None:
 
 
 def _delete_all_but(fs, path: str, versions: set, files) -> None:
-    """After the switch: the versions not in `versions`, and a model an older kfts wrote at the prefix itself."""
+    """After the switch: the versions not in `versions` that no promotion has written to for IN_FLIGHT, and a
+    model an older kfts wrote at the prefix itself."""
     import pyarrow.fs
 
     keep = {f"{path}/{version}" for version in versions if version}
-    for info in fs.get_file_info(pyarrow.fs.FileSelector(f"{path}/{VERSIONS}", allow_not_found=True)):
-        if info.path.rstrip("/") not in keep:
-            fs.delete_dir(info.path) if info.type == pyarrow.fs.FileType.Directory else fs.delete_file(info.path)
+    switched = fs.get_file_info(f"{path}/{POINTER}").mtime  # the store's clock, which dates its objects too
+    last_written: dict[str, datetime] = {}  # each version (or stray object) under versions/ -> its newest write
+    for info in fs.get_file_info(pyarrow.fs.FileSelector(f"{path}/{VERSIONS}", recursive=True)):
+        if info.type == pyarrow.fs.FileType.File:
+            entry = f"{path}/{VERSIONS}/{info.path[len(path) + len(VERSIONS) + 2 :].split('/')[0]}"
+            last_written[entry] = max(last_written.get(entry, info.mtime), info.mtime)
+    for entry, written in last_written.items():
+        if entry not in keep and switched - written >= IN_FLIGHT:
+            fs.delete_file(entry) if fs.get_file_info(entry).type == pyarrow.fs.FileType.File else fs.delete_dir(entry)
     for name in files:
         if fs.get_file_info(f"{path}/{name}").type == pyarrow.fs.FileType.File:
             fs.delete_file(f"{path}/{name}")

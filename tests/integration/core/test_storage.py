@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from datetime import timedelta
 
 import pytest
 from kfp.dsl import Dataset, Model
@@ -41,10 +42,11 @@ def in_pod(s3, monkeypatch):
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    """Two different small models and a file they predict."""
+    """Three different small models and a file they predict."""
     d = tmp_path_factory.mktemp("models")
     _, values = tiny_inception_time(save_to=d / "old")
     tiny_inception_time(save_to=d / "new", epochs=2, filters=5)
+    tiny_inception_time(save_to=d / "third", filters=6)
     write_csv(d / "series.csv", values)
     return d
 
@@ -171,8 +173,10 @@ def test_a_wrong_key_fails_the_validate_task_with_that_line(in_pod, tmp_path, mo
     assert capsys.readouterr().err.startswith(f"error: {uri}: the object store refused the credentials (")
 
 
-def test_the_champion_is_fetched_promoted_and_deployed_from_its_current_version(in_pod, models, tmp_path):
+def test_the_champion_is_fetched_promoted_and_deployed_from_its_current_version(in_pod, models, tmp_path, monkeypatch):
     s3 = in_pod
+    # promotions as far apart as scheduled retrainings are: none is another's upload in progress
+    monkeypatch.setattr(storage, "IN_FLIGHT", timedelta(0))
     champion = f"s3://{BUCKET}/champion"
     run_cli("copy", models / "old", champion, env=s3.env(), check=True)  # as an older kfts promoted it
     fetched = Model(uri=str(tmp_path / "fetched-old"))
@@ -297,6 +301,29 @@ def test_a_promotion_killed_mid_copy_leaves_the_champion(in_pod, models, tmp_pat
     new_version = storage.resolve_model(champion).rsplit("/", 1)[1]
     assert s3.keys("killed/") == sorted(
         ["killed/kfts-champion.json", *before, *(f"killed/versions/{new_version}/{name}" for name in artifact.FILES)]
+    )
+
+
+def test_two_promotions_at_once_leave_a_whole_champion(in_pod, models, tmp_path):
+    """A person promotes a model while a scheduled run promotes its own: the promotion that switches first must
+    not delete the other's upload in progress, and the one that switches last names a whole version that
+    predicts; the other stays as the previous one."""
+    s3 = in_pod
+    champion = f"s3://{BUCKET}/concurrent"
+    promote(str(models / "old"), champion)
+    hold = s3.hold("concurrent/", apply=True)  # the slow one: its weights are written, its manifest held
+    slow = _promote_in_subprocess(models / "new", champion, s3.env())
+    try:
+        assert hold.reached.wait(120), slow.communicate(timeout=60)
+        quick = promote(str(models / "third"), champion)  # start to end meanwhile
+    finally:
+        hold.released.set()
+    assert slow.wait(120) == 0, slow.communicate()
+    assert _predicted(champion, models / "series.csv", tmp_path, s3.env()) == _predicted(
+        models / "new", models / "series.csv", tmp_path
+    )
+    assert _predicted(quick, models / "series.csv", tmp_path, s3.env()) == _predicted(
+        models / "third", models / "series.csv", tmp_path
     )
 
 
