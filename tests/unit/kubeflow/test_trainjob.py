@@ -274,3 +274,38 @@ def test_a_retried_step_after_a_failed_trainjob_starts_a_fresh_one_on_the_same_c
 def test_a_trainjob_that_does_not_finish_in_time_fails_the_step():
     with KubeStandIn(statuses=[CREATED]) as cluster, pytest.raises(kube.Failed, match="not Complete within 0 s"):
         run_trainjob(job(), api=cluster.api(), timeout_s=0, poll_s=0.01, log=lambda line: None)
+
+
+def test_the_step_hands_the_trainjob_kfps_artifact_uris_as_they_are(tmp_path, monkeypatch):
+    """KFP 2.17 names the artifacts in its own store minio://BUCKET/... (the launcher sends them to the store's
+    endpoint, seaweedfs.kubeflow:9000 when none is configured); kfts copy in the TrainJob's pods reads minio:// the
+    same way (kfts.core.storage.s3_options, tested in tests/integration/core/test_storage.py). As s3:// they
+    would go to AWS wherever the storage Secret names no endpoint."""
+    from kfp import dsl
+
+    from kfts.core import storage
+    from kfts.kubeflow.components.train_on_trainjob import train_on_trainjob
+
+    copied = []
+    monkeypatch.setattr(storage, "copy", lambda source, target: copied.append(source))
+    monkeypatch.setattr("kfts.core.artifact.read_manifest", lambda path: {"metrics": {}, "hyperparameters": {}})
+    root = "minio://mlpipeline/v2/artifacts/p/run-7"
+    with KubeStandIn(statuses=[COMPLETE]) as cluster:
+        cluster.kubeconfig(tmp_path / "kubeconfig")
+        monkeypatch.setenv("KUBECONFIG", str(tmp_path / "kubeconfig"))
+        train_on_trainjob.python_func(
+            algorithm="inception-time",
+            train_data=dsl.Dataset(uri=f"{root}/validate/train"),
+            valid_data=dsl.Dataset(uri=f"{root}/validate/none", metadata={"present": False}),
+            init_model=dsl.Model(uri=f"{root}/fetch/model"),
+            hyperparameters={},
+            seed=1,
+            run_id="run-7",
+            model=dsl.Model(uri=f"{root}/train/model"),
+            metrics=dsl.Metrics(uri=str(tmp_path / "metrics")),
+        )
+    [created] = cluster.sent("POST")
+    script = created["spec"]["trainer"]["command"][2]
+    assert f"kfts copy {root}/validate/train " in script and f"kfts copy {root}/fetch/model " in script
+    assert f"kfts copy {WORK}/model {root}/train/model-trainjob" in script
+    assert copied == [f"{root}/train/model-trainjob"]

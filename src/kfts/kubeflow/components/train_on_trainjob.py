@@ -48,18 +48,16 @@ def train_on_trainjob(
     from kfts.kubeflow import kube
     from kfts.kubeflow.trainjob import render_trainjob, run_trainjob
 
-    def uri(artifact) -> str:  # minio:// is KFP's name for its MinIO's S3 API
-        return artifact.uri.replace("minio://", "s3://", 1)
-
-    staging = uri(model) + "-trainjob"
+    # the artifacts' URIs as KFP names them (minio:// for its own store), which kfts in the pods reads as this step does
+    staging = model.uri + "-trainjob"
     try:
         manifest = render_trainjob(
             name=f"kfts-{run_id}"[:63].rstrip("-"),
             algorithm=algorithm,
-            train_uri=uri(train_data),
-            valid_uri=uri(valid_data) if present(valid_data) else "",
+            train_uri=train_data.uri,
+            valid_uri=valid_data.uri if present(valid_data) else "",
             model_uri=staging,
-            init_model_uri=uri(init_model) if present(init_model) else "",
+            init_model_uri=init_model.uri if present(init_model) else "",
             hyperparameters=hyperparameters,
             seed=seed,
             nodes=nodes,
