@@ -312,14 +312,18 @@ def _delete_all_but(fs, path: str, versions: set, files) -> None:
 
     keep = {f"{path}/{version}" for version in versions if version}
     switched = fs.get_file_info(f"{path}/{POINTER}").mtime  # the store's clock, which dates its objects too
+    root = f"{path}/{VERSIONS}/"
     last_written: dict[str, datetime] = {}  # each version (or stray object) under versions/ -> its newest write
-    for info in fs.get_file_info(pyarrow.fs.FileSelector(f"{path}/{VERSIONS}", recursive=True)):
+    strays = set()
+    for info in fs.get_file_info(pyarrow.fs.FileSelector(root, recursive=True)):
         if info.type == pyarrow.fs.FileType.File:
-            entry = f"{path}/{VERSIONS}/{info.path[len(path) + len(VERSIONS) + 2 :].split('/')[0]}"
+            entry = root + info.path.removeprefix(root).split("/")[0]
             last_written[entry] = max(last_written.get(entry, info.mtime), info.mtime)
+            if entry == info.path:
+                strays.add(entry)
     for entry, written in last_written.items():
         if entry not in keep and switched - written >= IN_FLIGHT:
-            fs.delete_file(entry) if fs.get_file_info(entry).type == pyarrow.fs.FileType.File else fs.delete_dir(entry)
+            fs.delete_file(entry) if entry in strays else fs.delete_dir(entry)
     for name in files:
         if fs.get_file_info(f"{path}/{name}").type == pyarrow.fs.FileType.File:
             fs.delete_file(f"{path}/{name}")
