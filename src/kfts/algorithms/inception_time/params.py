@@ -47,8 +47,8 @@ class InceptionTimeParams:
     precision: str = field(
         default="auto",
         metadata={
-            "help": "training precision: bf16/fp16 autocast, fp32, or auto (bf16 where the CPU or GPU runs it "
-            "natively)",
+            "help": "training precision: bf16/fp16 autocast (fp16 with loss scaling), fp32, or auto (bf16 where "
+            "the CPU or GPU runs it natively, fp16 on older GPUs, else fp32)",
             "choices": ("auto", "fp32", "bf16", "fp16"),
         },
     )
