@@ -187,9 +187,10 @@ def progress(iterable, total: int, desc: str):
 # -- checkpoints ----------------------------------------------------------------------------------------------
 
 
-def digest(tensors: Iterable[torch.Tensor | None]) -> str:
-    """A SHA-256 of the tensors' dtypes, shapes and values: what a checkpoint's fingerprint names data by (their
-    shapes, or a sum, would take other data of the same shape, or the same rows in another order, for it)."""
+def _digest(tensors: Iterable[torch.Tensor | None]) -> str:
+    """A SHA-256 of the tensors' dtypes, shapes and values: how a checkpoint's fingerprint names a run's tensors
+    (their shapes, or a sum, would take other data of the same shape, or the same rows in another order, for
+    them)."""
     sha = hashlib.sha256()
     for tensor in tensors:
         if tensor is None:
@@ -206,15 +207,23 @@ class Checkpoints:
     was. Only the `writer` saves: under torchrun, the one process of those that hold the same state.
 
     The state is a dict of tensors and plain values, saved with torch.save and read back with
-    weights_only=True: a checkpoint cannot run code. `fingerprint` (hyperparameters, the seed asked for, the
-    data's and the starting weights' `digest`) guards against resuming a different run from the same directory.
+    weights_only=True: a checkpoint cannot run code. `fingerprint` (hyperparameters, the seed asked for) and
+    `tensors` (the data, the starting weights) guard against resuming a different run from the same directory;
+    the tensors by their digest, computed only where there is a directory.
     """
 
     def __init__(
-        self, directory: str | os.PathLike | None, fingerprint: dict, *, name: str = CHECKPOINT, writer: bool = True
+        self,
+        directory: str | os.PathLike | None,
+        fingerprint: dict,
+        *,
+        tensors: Iterable[torch.Tensor | None] = (),
+        name: str = CHECKPOINT,
+        writer: bool = True,
     ):
         self.path = Path(directory) / name if directory else None
-        self.fingerprint, self.writer = fingerprint, writer
+        self.fingerprint = {**fingerprint, "tensors": _digest(tensors)} if self.path else fingerprint
+        self.writer = writer
 
     def load(self) -> dict | None:
         if self.path is None or not self.path.is_file():

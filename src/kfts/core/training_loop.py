@@ -40,7 +40,6 @@ from kfts.core.training import (
     Checkpoints,
     MetricLog,
     autocast,
-    digest,
     metric_line,
     progress,
     resolve_device,
@@ -150,7 +149,14 @@ class Trainer:
             for warning in warnings:
                 print(f"warning: {warning}", file=sys.stderr, flush=True)
 
-    def train_groups(self, task: Task, plan: list[tuple[list[int], list[int]]], *, fingerprint: dict) -> list[Trained]:
+    def train_groups(
+        self,
+        task: Task,
+        plan: list[tuple[list[int], list[int]]],
+        *,
+        fingerprint: dict,
+        data: Sequence[torch.Tensor | None] = (),
+    ) -> list[Trained]:
         """Train an ensemble in groups shared out over the job's processes: `plan` lists (the members trained
         together, the ranks that train them). Every process ends with every group's result, in plan order."""
         # every process makes every subgroup, in the same order, as torch.distributed requires
@@ -164,6 +170,7 @@ class Trainer:
                 task,
                 group,
                 fingerprint={**fingerprint, "members": members},
+                data=data,
                 checkpoint=f"members-{members[0]}-{members[-1]}.pt",
             )
             if self.world.rank == ranks[0]:
@@ -173,17 +180,25 @@ class Trainer:
         return [trained[g] for g in range(len(plan))]
 
     def train(
-        self, task: Task, group: Group | None = None, *, fingerprint: dict, checkpoint: str = CHECKPOINT
+        self,
+        task: Task,
+        group: Group | None = None,
+        *,
+        fingerprint: dict,
+        data: Sequence[torch.Tensor | None] = (),
+        checkpoint: str = CHECKPOINT,
     ) -> Trained:
         """Train `group`'s network (None: one network, data-parallel over every process of the job) for
-        task.epochs epochs, resuming from the checkpoint `checkpoint` in checkpoint_dir when one of this run
-        (`fingerprint`, and the weights the task starts from) is there."""
+        task.epochs epochs, resuming from the checkpoint `checkpoint` in checkpoint_dir when one of this run is
+        there: of this `fingerprint` (hyperparameters, seed), `data` (the tensors it trains and validates on) and
+        weights the task starts from."""
         group = group or Group(ranks=tuple(range(self.world.size)))
         share = group.ranks.index(self.world.rank)
         start = task.start(group.members)
         checkpoints = Checkpoints(
             self.checkpoint_dir,
-            {**fingerprint, "start": digest(start.values()) if start is not None else None},
+            fingerprint,
+            tensors=[*data, *(start.values() if start is not None else [None])],
             name=checkpoint,
             writer=self.world.rank == group.ranks[0],
         )

@@ -15,7 +15,6 @@ import torch
 from kfts.algorithms.adapter import Adapter
 from kfts.core import artifact
 from kfts.core.errors import InputError, check_fitted
-from kfts.core.training import digest
 from kfts.core.training_loop import Task, Trainer
 from mean_detector import MeanDetectorParams
 
@@ -32,7 +31,7 @@ class MeanDetector:
         trainer = Trainer(self.device, self.seed, checkpoint_dir=checkpoint_dir, log=log)
         self.device_ = trainer.device
         x = torch.as_tensor(train, dtype=torch.float32)
-        trained = trainer.train(_Moments(x), fingerprint={"algorithm": self.algorithm, "data": digest([x])})
+        trained = trainer.train(_Moments(x), fingerprint={"algorithm": self.algorithm}, data=[x])
         self.mean, self.std = trained.state["mean"].numpy(), trained.state["variance"].sqrt().numpy() + 1e-12
         self.metrics = {"train_loss": float(np.mean(self.score(train) ** 2))}
         trainer.report(self.metrics)

@@ -49,7 +49,7 @@ from kfts.algorithms.inception_time.params import InceptionTimeParams
 from kfts.core import artifact, training_loop
 from kfts.core.csvio import LabeledSeries
 from kfts.core.errors import InputError, check_fitted
-from kfts.core.training import MetricLog, autocast, digest, resolve_device, resolve_precision, standardize
+from kfts.core.training import MetricLog, autocast, resolve_device, resolve_precision, standardize
 from kfts.core.training_loop import Task, Trainer
 
 ALGORITHM = "inception-time"
@@ -153,9 +153,9 @@ class InceptionTime:
                 "algorithm": ALGORITHM,
                 "params": asdict(p),
                 "seed": self.seed,  # the one asked for: a run started again without one draws another
-                "data": digest([x, y, *(valid_xy or [None])]),
                 "classes": self.classes.tolist(),
             },
+            data=[x, y, *(valid_xy or [None])],
         )
         states, self.history, kept_accuracy = [], [], []
         for (members, _), result in zip(plan, trained):

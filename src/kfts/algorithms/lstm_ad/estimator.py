@@ -46,7 +46,7 @@ from kfts.algorithms.lstm_ad.network import LstmReconstructor, cut_sequences, in
 from kfts.algorithms.lstm_ad.params import LstmADParams
 from kfts.core import artifact, training_loop
 from kfts.core.errors import InputError, check_fitted
-from kfts.core.training import MetricLog, digest, resolve_device, resolve_precision, standardize
+from kfts.core.training import MetricLog, resolve_device, resolve_precision, standardize
 from kfts.core.training_loop import Task, Trainer
 
 ALGORITHM = "lstm-ad"
@@ -164,8 +164,8 @@ class LstmAD:
                 "algorithm": ALGORITHM,
                 "params": asdict(p),
                 "seed": self.seed,
-                "data": digest([x, valid_x]),
             },
+            data=[x, valid_x],
         )
         self.network = self._new_network()
         self.network.load_state_dict(trained.state)
