@@ -14,8 +14,8 @@ way for every algorithm:
   seeded `seed + m` and draws its batches from a generator seeded `seed + m`, whichever network, process or
   pipeline task it is trained in, so that every layout trains the same members;
 - checkpoints (kfts.core.training.Checkpoints): the state after every epoch, so that a killed run resumes at the next
-  one and ends with the weights of a run never interrupted; then the finished result, which a run started again
-  takes as it is;
+  one and ends with the weights of a run never interrupted (on a GPU, as far as cuDNN is deterministic: README.md
+  "Training InceptionTime"); then the finished result, which a run started again takes as it is;
 - metric lines: one fixed-point `name=value` line per epoch, the progress bar, and the final figures (`report`);
 - the learning rate (constant, or the paper's ReduceLROnPlateau on the training loss), early stopping on the
   validation loss, and which epoch's weights are kept.
@@ -229,7 +229,7 @@ class Trainer:
             for key, part in parts.items():
                 if state.get(key):  # checkpoints from before this loop lack some (an unused grad scaler has none)
                     part.load_state_dict(state[key])
-            _restore_random_numbers(state, generators)
+            _restore_random_numbers(state, generators, self.device)
             best, history, first_epoch = state.get("best", best), state["history"], state["epoch"] + 1
         model = self._parallel(network, group)
         name = f"member {group.label}" if group.label else task.name
@@ -255,7 +255,7 @@ class Trainer:
                     **{key: part.state_dict() for key, part in parts.items()},
                     "best": best,
                     "history": history,
-                    **_random_numbers(generators),
+                    **_random_numbers(generators, self.device),
                 }
             )
         kept = best["epoch"] if best["state"] is not None else history[-1]["epoch"]
@@ -302,21 +302,27 @@ class Trainer:
         return {f"train_{figure}": value / count for figure, value in sums.items()}
 
 
-def _random_numbers(generators: list[torch.Generator]) -> dict:
+def _random_numbers(generators: list[torch.Generator], device: torch.device) -> dict:
     """Where the random numbers training draws stand: each member's batch order, and torch's own generator
-    (dropout). "rng" keeps the first member's too, where kfts before this loop read it (LSTM-AD's one)."""
-    return {
+    (dropout), on the CPU and on a GPU. "rng" keeps the first member's too, where kfts before this loop read it
+    (LSTM-AD's one)."""
+    numbers = {
         "generators": [generator.get_state() for generator in generators],
         "rng": {"torch": torch.get_rng_state(), "generator": generators[0].get_state()},
     }
+    if device.type == "cuda":
+        numbers["cuda_rng"] = torch.cuda.get_rng_state(device)
+    return numbers
 
 
-def _restore_random_numbers(state: dict, generators: list[torch.Generator]) -> None:
+def _restore_random_numbers(state: dict, generators: list[torch.Generator], device: torch.device) -> None:
     # LSTM-AD's checkpoints from before this loop have "rng" only, InceptionTime's "generators" only
     for generator, saved in zip(generators, state.get("generators") or [state["rng"]["generator"]]):
         generator.set_state(saved)
     if "rng" in state:
         torch.set_rng_state(state["rng"]["torch"])
+    if device.type == "cuda" and "cuda_rng" in state:  # a run checkpointed on a CPU may resume on a GPU
+        torch.cuda.set_rng_state(state["cuda_rng"], device)
 
 
 def step(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from kfts.core.training_loop import Task, Trainer
@@ -35,3 +36,53 @@ def test_fp16_training_scales_the_loss_against_gradient_underflow():
         trained = Trainer("cpu", seed=0).train(_SmallGradients(dtype), fingerprint={})
         moved = (trained.state["weight"] - initial["weight"]).abs().max().item()
         assert moved > 0, f"{dtype}: the weights did not move: the gradients underflowed"
+
+
+class _Interrupted(Exception):
+    pass
+
+
+class _Dropout(Task):
+    """A linear layer behind dropout: its weights after training depend on every mask dropout drew."""
+
+    epochs = 3
+
+    def __init__(self, kill_in_epoch: int = 0):
+        self.kill_in_epoch = kill_in_epoch
+        self.x = torch.randn(32, 8, generator=torch.Generator().manual_seed(0))
+
+    def new_network(self):
+        return torch.nn.Sequential(torch.nn.Dropout(0.5), torch.nn.Linear(8, 1))
+
+    def optimizer(self, network):
+        return torch.optim.SGD(network.parameters(), lr=0.1)
+
+    def batches(self, generators, share, shares):
+        for rows in torch.randperm(len(self.x), generator=generators[0]).split(8):
+            yield self.x[rows], self.x[rows].sum(dim=1, keepdim=True)
+
+    def loss(self, outputs, targets):
+        return torch.nn.functional.mse_loss(outputs.float(), targets)
+
+    def validate(self, network):
+        # after the epoch's steps, before its checkpoint: as if the process were killed in the middle of the epoch
+        self.kill_in_epoch -= 1
+        if self.kill_in_epoch == 0:
+            raise _Interrupted
+        return {}
+
+
+DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_a_resumed_run_draws_the_dropout_masks_of_one_never_interrupted(tmp_path, device):
+    # the random numbers dropout draws (torch's generator on the CPU, CUDA's on a GPU) are saved with every
+    # checkpoint; a resumed run that drew others would end with other weights
+    whole = Trainer(device, seed=0).train(_Dropout(), fingerprint={})
+    with pytest.raises(_Interrupted):
+        Trainer(device, seed=0, checkpoint_dir=str(tmp_path)).train(_Dropout(kill_in_epoch=2), fingerprint={})
+    resumed = Trainer(device, seed=0, checkpoint_dir=str(tmp_path)).train(_Dropout(), fingerprint={})
+    assert [row["epoch"] for row in resumed.history] == [1, 2, 3]
+    for name, weights in whole.state.items():
+        assert torch.equal(resumed.state[name], weights), name
