@@ -4,6 +4,11 @@ torch.compile, and kfts's InceptionTime network with the add-on against the netw
 from __future__ import annotations
 
 import copy
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -32,6 +37,26 @@ def test_kfts_runs_its_network_on_the_installed_add_on(monkeypatch):
     assert type(network.LAYERS) is Layers and type(network.LAYERS.fallback) is TorchLayers
     monkeypatch.setattr(network, "entry_points", lambda **selection: [])
     assert type(network.installed_layers()) is TorchLayers
+
+
+def test_an_add_on_whose_kernels_cannot_load_leaves_the_network_to_torch(tmp_path):
+    """Where the dynamic loader finds no OpenMP runtime for the kernels (a torch built without GNU OpenMP, no
+    system libgomp1), importing the add-on says what to install, and kfts warns and runs torch's layers."""
+    broken = tmp_path / "kfts_cpu_kernels"
+    shutil.copytree(Path(ops.__file__).parent, broken, ignore=shutil.ignore_patterns("__pycache__"))
+    [library] = broken.glob("_kernels*.so")
+    # the same library needing a runtime of a name no system has: what the loader meets where libgomp.so.1 is missing
+    needed = library.read_bytes()
+    assert needed.count(b"libgomp.so.1\0") == 1
+    library.write_bytes(needed.replace(b"libgomp.so.1\0", b"libgomx.so.1\0"))
+    check = "from kfts.algorithms.inception_time import network; print(type(network.LAYERS).__name__)"
+    path = os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))  # ahead of the installed one
+    result = subprocess.run(
+        [sys.executable, "-c", check], env={**os.environ, "PYTHONPATH": path}, capture_output=True, text=True
+    )
+    assert result.returncode == 0 and result.stdout == "TorchLayers\n", result.stderr
+    assert "libgomx.so.1: cannot open shared object file" in result.stderr
+    assert "apt-get install libgomp1" in result.stderr
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])

@@ -39,7 +39,14 @@ def _load() -> ctypes.CDLL:
             f"kfts_cpu_kernels: no _kernels library in {here}: install the add-on from its wheel or "
             "source, which compiles kernels.c (a C compiler with OpenMP)"
         )
-    library = ctypes.CDLL(str(paths[0]))
+    try:
+        library = ctypes.CDLL(str(paths[0]))
+    except OSError as error:  # the dynamic loader's message names what is missing: libgomp.so.1, in practice
+        raise ImportError(
+            f"kfts_cpu_kernels: cannot load {paths[0].name}: {error}. The kernels use the OpenMP runtime torch's "
+            "wheels load; where torch brings none, install the system's (Debian, Ubuntu: apt-get install libgomp1), "
+            "or uninstall kfts-cpu-kernels"
+        ) from error
     pointer, size, real = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double
     library.batch_norm_relu.argtypes = [
         pointer,

@@ -27,6 +27,7 @@ over (see TorchLayers); without one they are torch's own ops.
 from __future__ import annotations
 
 import math
+import warnings
 from importlib.metadata import entry_points
 from typing import Any, cast
 
@@ -171,10 +172,16 @@ class TorchLayers:
 
 
 def installed_layers() -> TorchLayers:
-    """torch's layers, each installed add-on's (group NETWORK_OPS, name inception-time) built on top."""
+    """torch's layers, each installed add-on's (group NETWORK_OPS, name inception-time) built on top; an add-on
+    that cannot load (ImportError, OSError: a shared library missing) is left out, with a warning."""
     layers = TorchLayers()
     for entry in entry_points(group=NETWORK_OPS, name="inception-time"):
-        layers = entry.load()(layers)
+        try:
+            layers = entry.load()(layers)
+        except (ImportError, OSError) as error:  # an add-on only adds speed: without it the network is the same
+            warnings.warn(
+                f"kfts: the network runs on torch's layers, the add-on {entry.value} cannot load: {error}", stacklevel=2
+            )
     return layers
 
 
