@@ -17,7 +17,7 @@ from dataclasses import MISSING, fields
 from pathlib import Path
 
 from kfts.core.errors import InputError
-from kfts.core.storage import staged
+from kfts.core.storage import check_apart, staged
 
 # Modules that add their own subcommands: each has register(subparsers) and sets `func` on its parsers.
 COMMAND_MODULES: list[str] = ["kfts.cli.serve", "kfts.cli.pipeline", "kfts.cli.storage"]
@@ -211,6 +211,7 @@ def cmd_train(args) -> None:
 
 
 def cmd_predict(args) -> None:
+    check_apart(args.output, "--output", {"--model-dir": args.model_dir, "--input": args.input})
     with staged(args, inputs=("model_dir", "input"), outputs=("output",)):
         rows = _predict(args)
     print(f"{rows} rows predicted into {args.output}")
@@ -245,6 +246,7 @@ def cmd_evaluate(args) -> None:
     from kfts.jobs.evaluate import evaluate, headline
     from kfts.jobs.validate import check_files, read_manifest
 
+    check_apart(args.output_dir, "--output-dir", {"--model-dir": args.model_dir, "--input": args.input})
     with staged(args, inputs=("model_dir", "input", "labels"), outputs=("output_dir",)):
         manifest = read_manifest(args.model_dir)
         check_files(

@@ -30,6 +30,7 @@ import csv
 import io
 import os
 import re
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -222,6 +223,13 @@ def _read(path: str | os.PathLike, label_column: bool) -> tuple[np.ndarray | Non
 
 def _first_row(path, label_column: bool) -> tuple[int, int]:
     """(columns, bytes) of the first row; also turns a missing, unreadable or empty file into an InputError."""
+    if not isinstance(path, CsvBytes) and os.path.exists(path) and not os.path.isdir(path):
+        if not stat.S_ISREG(os.stat(path).st_mode):  # opening a pipe waits for a writer; /dev/zero never ends
+            raise InputError(
+                "is not a regular file (a pipe or a device): kfts reads a CSV file more than once, "
+                "so save it to a file first",
+                path=path,
+            )
     try:
         with _open(path) as f:
             head = more = f.read(1 << 20)

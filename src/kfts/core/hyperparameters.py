@@ -4,6 +4,7 @@ torch nor kfp."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import Field, fields
 
 from kfts.core.errors import InputError
@@ -21,10 +22,12 @@ def field_type(f: Field) -> str:
 def check_params(params) -> None:
     """Validate an estimator's Params dataclass at the edge, naming the flag a user would fix.
 
-    Numbers must be positive unless the field's metadata gives `bounds` (low, high): then low <= value < high,
-    or low < value < high where `open` is set. Text must be one of the field's `choices`."""
+    Numbers must be finite and positive unless the field's metadata gives `bounds` (low, high): then
+    low <= value < high, or low < value < high where `open` is set. Text must be one of the field's `choices`."""
     for f in fields(params):
         value, flag, meta = getattr(params, f.name), f"--{f.name.replace('_', '-')}", f.metadata
+        if f.type == "float" and not math.isfinite(value):
+            raise InputError(f"{flag} must be a finite number, not {value}")
         if "bounds" in meta:
             low, high = meta["bounds"]
             if not (low < value if meta.get("open") else low <= value) or not value < high:

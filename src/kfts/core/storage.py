@@ -50,6 +50,8 @@ _VERSION = re.compile(rf"{VERSIONS}/[0-9a-f]{{16}}")  # what a pointer may name:
 # A version written to this recently when a promotion switches may be another promotion's upload in progress
 # (a person's beside a scheduled run's): it is kept, for a later promotion to delete. Far longer than an upload.
 IN_FLIGHT = timedelta(hours=1)
+# how long a Google Cloud Storage request is retried before it is reported (credentials or the store not reached)
+GCS_RETRIES = timedelta(seconds=30)
 # pyarrow's names for the AWS errors that mean the key, not the request, is wrong
 _REFUSED = ("ACCESS_DENIED", "SIGNATURE_DOES_NOT_MATCH", "INVALID_ACCESS_KEY_ID", "EXPIRED_TOKEN", "INVALID_TOKEN")
 
@@ -64,6 +66,8 @@ def filesystem(location: str) -> tuple[Any, str]:
     scheme, rest = location.split("://", 1)
     if scheme in ("s3", "minio"):
         return pyarrow.fs.S3FileSystem(**s3_options(scheme)), rest.rstrip("/")
+    if scheme in ("gs", "gcs"):  # pyarrow's default retries an unreachable store for many minutes, deaf to SIGTERM
+        return pyarrow.fs.GcsFileSystem(retry_time_limit=GCS_RETRIES), rest.rstrip("/")
     with _reported(location):
         return pyarrow.fs.FileSystem.from_uri(location)
 
@@ -95,6 +99,25 @@ def is_uri(location) -> bool:
     return "://" in os.fspath(location)
 
 
+def check_apart(output, output_flag: str, inputs: dict) -> None:
+    """Refuse an output that is one of the command's inputs (flag: location) or lies inside one: predictions
+    written over a model's weights, a folder copied into itself. Paths by where they lead, URIs as written."""
+    written = _canonical(output)
+    for flag, location in inputs.items():
+        if location and written and is_uri(location) == is_uri(output):
+            read = _canonical(location)
+            if written == read or written.startswith(read + "/"):
+                where = "is" if written == read else "lies inside"
+                raise InputError(f"{output_flag} {output} {where} {flag} {location}: give an output elsewhere")
+
+
+def _canonical(location) -> str:
+    location = os.fspath(location or "")
+    if not location or is_uri(location):
+        return location.rstrip("/")
+    return os.path.realpath(location)
+
+
 @contextlib.contextmanager
 def _reported(location: str) -> Iterator[None]:
     """pyarrow's refusals (no such file, no access, no such scheme) as one InputError naming `location`."""
@@ -119,6 +142,11 @@ def _reason(error: Exception) -> str:
     if code and code.group(1) == "NETWORK_CONNECTION":
         endpoint = s3_options().get("endpoint_override", "AWS")
         return f"cannot reach the object store at {endpoint} (AWS_ENDPOINT_URL)"
+    if "OAuth2 access token" in text:  # Google Cloud's client found no credentials
+        return (
+            "no Google Cloud credentials: set GOOGLE_APPLICATION_CREDENTIALS, or run where the metadata server "
+            "gives them (GKE Workload Identity)"
+        )
     if (code and code.group(1) in ("NO_SUCH_BUCKET", "RESOURCE_NOT_FOUND")) or "not found" in text.lower():
         return "does not exist"
     return f"cannot be read or written ({text.splitlines()[0] if text else type(error).__name__})"
@@ -132,6 +160,9 @@ def copy(source: str, destination: str) -> None:
     champion's prefix copies as its current model."""
     import pyarrow.fs
 
+    if not (source and destination):
+        raise InputError("copying needs a source and a destination: one of them is an empty path")
+    check_apart(destination, "the destination", {"the source": source})
     source = resolve_model(source)
     source_fs, source_path = filesystem(source)
     target_fs, target_path = filesystem(destination)

@@ -123,6 +123,9 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+SEEDS = 2**32  # a seed is one of 0 .. SEEDS - 1, which numpy's generator takes as it is
+
+
 def seed_everything(seed: int | None) -> None:
     if seed is None:
         return

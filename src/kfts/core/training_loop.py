@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from kfts.core import distributed
+from kfts.core.errors import InputError
 from kfts.core.training import (
     CHECKPOINT,
     Checkpoints,
@@ -242,6 +243,12 @@ class Trainer:
                 )
                 break
             metrics = {"epoch": epoch, **self._epoch(task, model, optimizer, scaler, generators, group, share)}
+            if not math.isfinite(metrics["train_loss"]):  # the weights are lost: nothing worth keeping from here
+                member = f" of member {group.label}" if group.label else ""
+                raise InputError(
+                    f"training diverged: train_loss{member} was {metrics['train_loss']} in epoch {epoch}; "
+                    "try a lower --lr"
+                )
             metrics.update(task.validate(network))
             if task.schedule == "plateau":
                 parts["plateau"].step(metrics["train_loss"])

@@ -7,9 +7,10 @@ from dataclasses import asdict, fields
 from typing import Any
 
 from kfts.algorithms import spec
-from kfts.core import artifact, distributed
+from kfts.core import artifact, distributed, storage
 from kfts.core.errors import InputError
 from kfts.core.hyperparameters import field_type
+from kfts.core.training import SEEDS
 from kfts.jobs.load import load_model
 
 
@@ -46,6 +47,9 @@ def train(
     artifact.check_output_directory(model_dir, artifact.FILES)  # before hours of training, not after
     if checkpoint_dir:
         artifact.check_output_directory(checkpoint_dir)
+        storage.check_apart(checkpoint_dir, "--checkpoint-dir", {"--model-dir": model_dir})
+    if seed is not None and not 0 <= seed < SEEDS:
+        raise InputError(f"--seed must be in [0, {SEEDS}), not {seed}")
     chosen = spec(algorithm)
     cls = chosen.estimator()
     params = params or cls.Params()

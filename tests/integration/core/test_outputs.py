@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import pytest
 
 from kfts.core import artifact
@@ -62,6 +63,11 @@ def test_train_refuses_unusable_output_directories_before_training(model, tmp_pa
         (["--model-dir", user_dir], [str(user_dir), "holds train.csv"]),
         (["--model-dir", tmp_path / "m", "--checkpoint-dir", a_file], [str(a_file), "is a file, not a directory"]),
         (["--model-dir", a_file / "model"], ["cannot be created", f"{a_file} is a file"]),
+        # writing the model replaces its directory: checkpoints inside it would be lost, or refuse it at the end
+        (["--model-dir", tmp_path / "m", "--checkpoint-dir", tmp_path / "m" / "ck"], ["lies inside --model-dir"]),
+        (["--model-dir", tmp_path / "m", "--checkpoint-dir", tmp_path / "m"], ["--checkpoint-dir", "is --model-dir"]),
+        (["--model-dir", tmp_path / "m", "--seed", 2**64], ["--seed must be in [0, 4294967296)"]),
+        (["--model-dir", tmp_path / "m", "--lr", "inf"], ["--lr must be a finite number, not inf"]),
     ]:
         result = run_cli("train", "inception-time", "--train", user_dir / "train.csv", *flags, *tiny)
         one_line_error(result, *fragments)
@@ -79,9 +85,73 @@ def test_predict_refuses_output_paths_it_cannot_write(model, tmp_path):
         (a_file / "out.csv", ["cannot be created", f"{a_file} is a file"]),
         ("/proc/kfts-out.csv", ["/proc/kfts-out.csv", "cannot be written"]),
         ("", ["empty path"]),
+        # what the command reads: predictions over the model's weights or the input would destroy them
+        (model_dir / "weights.safetensors", ["--output", "lies inside --model-dir"]),
+        (series, ["--output", "is --input"]),
     ]:
         one_line_error(run_cli("predict", "--model-dir", model_dir, "--input", series, "--output", output), *fragments)
     assert a_file.read_text() == "keep\n"
+    assert artifact.load_weights(model_dir) and series.read_text().count("\n") > 1
+    one_line_error(
+        run_cli("evaluate", "--model-dir", model_dir, "--input", series, "--output-dir", model_dir / "eval"),
+        "--output-dir",
+        "lies inside --model-dir",
+    )
+    assert sorted(p.name for p in model_dir.iterdir()) == sorted(artifact.FILES)
+
+
+def test_copy_refuses_a_folder_into_itself_and_empty_paths(model, tmp_path):
+    model_dir, _, _ = model
+    one_line_error(run_cli("copy", model_dir, model_dir / "copy"), "the destination", "lies inside the source")
+    for source, destination in [("", tmp_path / "copy"), (model_dir, "")]:
+        one_line_error(run_cli("copy", source, destination, cwd=tmp_path), "empty path")
+    assert sorted(p.name for p in model_dir.iterdir()) == sorted(artifact.FILES)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_pipe_or_a_device_as_input_is_refused_not_waited_on(model, tmp_path):
+    """kfts reads a CSV file more than once (its first row, then its blocks): a pipe would be read empty the
+    second time, and opening one without a writer waits for ever; /dev/zero never ends."""
+    model_dir, _, series = model
+    fifo = tmp_path / "fifo.csv"
+    os.mkfifo(fifo)
+    for args in [
+        ("validate", "inception-time", fifo, "--inference"),
+        ("predict", "--model-dir", model_dir, "--input", "/dev/zero", "--output", tmp_path / "p.csv"),
+    ]:
+        result = run_cli(*args, timeout=120)
+        one_line_error(result, "is not a regular file (a pipe or a device)", "save it to a file first")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo.csv"]
+
+
+def test_a_training_that_diverges_exits_2_and_writes_no_model(model, tmp_path):
+    _, data, _ = model
+    for algorithm, train, flags in [
+        ("inception-time", data, ["--filters", 4, "--depth", 1, "--models", 1]),
+        ("lstm-ad", series_of_steps(tmp_path), ["--hidden-size", 8, "--num-layers", 1, "--sequence-length", 10]),
+    ]:
+        result = run_cli(
+            "train",
+            algorithm,
+            "--train",
+            train,
+            "--model-dir",
+            tmp_path / "m",
+            *flags,
+            "--epochs",
+            3,
+            "--lr",
+            "1e30",
+            "--seed",
+            0,
+        )
+        one_line_error(result, "training diverged: train_loss was", "try a lower --lr")
+        assert not (tmp_path / "m").exists()
+
+
+def series_of_steps(folder) -> os.PathLike:
+    steps = np.sin(np.arange(600, dtype=np.float32) / 7)
+    return write_csv(folder / "steps.csv", np.stack([steps, np.cos(steps)], axis=1))
 
 
 def test_predict_writes_through_a_symlink_and_into_a_device(model, tmp_path):

@@ -10,12 +10,14 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 from datetime import timedelta
 
 import pytest
 from kfp.dsl import Dataset, Model
 
 from kfts.core import artifact, storage
+from kfts.core.errors import InputError
 from kfts.jobs.promote import promote
 from kfts.kubeflow.components import deploy, fetch_model, promote_model, validate_csv
 
@@ -354,3 +356,25 @@ def test_minio_uris_go_to_kfps_store_unless_an_endpoint_is_given(monkeypatch):
     assert storage.s3_options("s3") == {}  # AWS itself, the default credential chain
     monkeypatch.setenv("AWS_ENDPOINT_URL", "https://minio.example:9443")
     assert storage.s3_options("minio") == {"endpoint_override": "minio.example:9443", "scheme": "https"}
+
+
+def test_a_google_cloud_store_out_of_reach_is_one_clear_line_not_a_hang(tmp_path, monkeypatch):
+    """pyarrow's Google Cloud Storage client retries for many minutes by default, inside one C call that a
+    SIGTERM cannot interrupt: a pod stuck there until it is killed. This machine reaches no Google server and
+    has no Google credentials (elsewhere the bucket does not exist): every way, an InputError once retries end."""
+    monkeypatch.setattr(storage, "GCS_RETRIES", timedelta(seconds=1))
+    outcome: list[BaseException] = []
+
+    def fetch():
+        try:
+            storage.copy("gs://kfts-tests-no-such-bucket/series.csv", str(tmp_path / "series.csv"))
+        except BaseException as e:
+            outcome.append(e)
+
+    fetching = threading.Thread(target=fetch, daemon=True)
+    fetching.start()
+    fetching.join(timeout=120)
+    assert not fetching.is_alive(), "the copy still waits on the store"
+    [error] = outcome
+    assert isinstance(error, InputError) and "gs://kfts-tests-no-such-bucket/series.csv" in str(error)
+    assert not (tmp_path / "series.csv").exists()
