@@ -12,6 +12,8 @@ for what ModelServer does not offer:
 - a memory budget (admission.py): what it has no room for is answered 503 / UNAVAILABLE before it is read;
 - request bodies decoded and answers written off the event loop (RestRoutes, Servicer), V2 REST bodies read
   as the Open Inference Protocol's other clients send them (rest_request).
+- one model for as long as the server runs: KServe's model repository extension (load, unload) is refused,
+  403 / PERMISSION_DENIED (OneModel).
 
 Every REST request carries a request id: the client's `x-request-id` header, else a new one, sent back in the
 `x-request-id` header of every answer (gRPC: the `x-request-id` metadata, else the request's `id`).
@@ -41,6 +43,7 @@ from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc
 from kserve.protocol.grpc.server import GRPCServer
 from kserve.protocol.grpc.servicer import InferenceServicer
 from kserve.protocol.infer_type import InferRequest
+from kserve.protocol.model_repository_extension import ModelRepositoryExtension
 from kserve.protocol.rest.server import RESTServer
 from kserve.utils.utils import to_headers
 from starlette.exceptions import HTTPException
@@ -64,6 +67,11 @@ from kfts.serving.decoding import rest_request
 
 logger = logging.getLogger("kfts.serving")
 
+
+class Forbidden(Exception):
+    """What kfts serve does not let a client do (load or unload its model): 403, gRPC PERMISSION_DENIED."""
+
+
 # what a refusal answers, by the exception KServe (or kfts through InvalidInput) raises for it
 REFUSALS = {
     InvalidInput: (400, StatusCode.INVALID_ARGUMENT),
@@ -75,6 +83,7 @@ REFUSALS = {
     ServerNotLive: (503, StatusCode.UNAVAILABLE),
     Overloaded: (503, StatusCode.UNAVAILABLE),
     TooLarge: (413, StatusCode.RESOURCE_EXHAUSTED),
+    Forbidden: (403, StatusCode.PERMISSION_DENIED),
 }
 MESSAGE = 500  # characters of a refusal's message that its answer and its log line show
 
@@ -396,6 +405,29 @@ class GrpcServer(GRPCServer):
         await self._server.wait_for_termination()
 
 
+class OneModel(ModelRepositoryExtension):
+    """KServe's model repository extension with load and unload refused (Forbidden): kfts serve serves the one
+    model of --model-dir for as long as it runs, and readiness says that this model answers.
+
+    Why: KServe 0.21.0's extension (kserve/protocol/model_repository_extension.py), which its REST routes
+    (POST /v2/repository/models/NAME/load and /unload, kserve/protocol/rest/v2_endpoints.py) and gRPC
+    RepositoryModelLoad/Unload (kserve/protocol/grpc/servicer.py) call, lets any client unload the model while
+    /v2/health/ready still answers 200, and cannot load it back; ModelServer takes it as an attribute."""
+
+    async def load(self, model_name: str) -> None:
+        raise Forbidden(self._refusal(model_name, "loaded"))
+
+    async def unload(self, model_name: str) -> None:
+        raise Forbidden(self._refusal(model_name, "unloaded"))
+
+    @staticmethod
+    def _refusal(model_name: str, done: str) -> str:
+        return (
+            f"model {clip(model_name)!r} cannot be {done}: kfts serve serves the model of its --model-dir for as long "
+            "as it runs (the model repository extension is not offered); start another server for another model"
+        )
+
+
 # -- the server ---------------------------------------------------------------------------------------------------
 
 
@@ -408,6 +440,7 @@ class KftsServer(ModelServer):
     def __init__(self, *, host: str | None, http_port: int, grpc_port: int, admission: Admission, max_bytes: int):
         super().__init__(http_port=http_port, grpc_port=grpc_port, enable_grpc=True)
         self.host, self.admission, self.max_bytes = host, admission, max_bytes
+        self.model_repository_extension = OneModel(self.registered_models)
 
     def start(self, models) -> None:
         self._register_and_check_atleast_one_model_is_ready(models)
