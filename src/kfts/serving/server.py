@@ -110,15 +110,18 @@ def refusal(status: int, reason, request_id: str) -> JSONResponse:
 class RequestGuard:
     """ASGI middleware that every REST request passes first: it gets its request id (sent back with every
     answer), a body over `max_bytes` gets 413 before any of it is decoded, a request with a body that the
-    memory budget (`admission`) has no room for gets 503 with Retry-After before any of it is read, and a fault
+    memory budget (`admission`) has no room for gets 503 with Retry-After before any of it is read, a body
+    that stops arriving (no byte for `body_timeout` seconds) gets 408 and its connection closed, and a fault
     in the server gets 500 with its traceback logged once.
 
     The body is read here (the endpoints read it whole anyway) so that a body without Content-Length is
-    bounded too, then handed on unchanged. A request holds its share of the budget until its answer is sent.
+    bounded too, then handed on unchanged. A request holds its share of the budget until its answer is sent:
+    without the timeout, clients that send headers and then stall would hold all of it (uvicorn times out
+    no body).
     """
 
-    def __init__(self, app, max_bytes: int, admission: Admission):
-        self.app, self.max_bytes, self.admission = app, max_bytes, admission
+    def __init__(self, app, max_bytes: int, admission: Admission, body_timeout: float):
+        self.app, self.max_bytes, self.admission, self.body_timeout = app, max_bytes, admission, body_timeout
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -150,7 +153,10 @@ class RequestGuard:
     async def _answer(self, scope, receive, send, request_id: str, declared: int | None, binary: bool) -> None:
         chunks, size, more = [], 0, True
         while more:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.body_timeout)
+            except asyncio.TimeoutError:
+                return await self._refuse(scope, send, request_id, 408, self._stalled(size))
             if message["type"] != "http.request":  # the client went away
                 return
             chunks.append(message.get("body", b""))
@@ -197,12 +203,21 @@ class RequestGuard:
                 )
                 await response(scope, receive, send)
 
+    def _stalled(self, size: int) -> str:
+        return (
+            f"no byte of the request body came for {self.body_timeout:g} s (kfts serve --body-timeout-s), "
+            f"after {size} bytes"
+        )
+
     def _too_large(self) -> str:
         return f"the request body is larger than the limit of {self.max_bytes} bytes (kfts serve --max-payload-mb)"
 
     async def _refuse(self, scope, send, request_id: str, status: int, reason):
         log_refusal(status, scope["method"], scope["path"], request_id, reason)
-        await refusal(status, reason, request_id)({"type": "http"}, None, send)  # type: ignore[arg-type]  # reads no body
+        response = refusal(status, reason, request_id)
+        if status == 408:  # the rest of the body may still come: it must not be read as the next request
+            response.headers["connection"] = "close"
+        await response({"type": "http"}, None, send)  # type: ignore[arg-type]  # reads no body
 
 
 def _request_id(request) -> str:
@@ -505,12 +520,17 @@ def serve(
     max_batch_wait_ms: float = 2.0,
     max_payload_mb: float = 16.0,
     max_inflight_mb: float | None = None,
+    body_timeout_s: float = 10.0,
 ) -> None:
     """max_inflight_mb: the memory that requests may take at once (admission.py); None: what the memory limit
-    leaves."""
+    leaves. body_timeout_s: how long a request body may go without a byte before its 408 (RequestGuard)."""
     if not os.path.isdir(model_dir):
         raise InputError("no such model directory (KServe mounts the storageUri at /mnt/models)", path=model_dir)
-    for name, value in (("--max-batch-size", max_batch_size), ("--max-payload-mb", max_payload_mb)):
+    for name, value in (
+        ("--max-batch-size", max_batch_size),
+        ("--max-payload-mb", max_payload_mb),
+        ("--body-timeout-s", body_timeout_s),
+    ):
         if not value > 0:
             raise InputError(f"{name} must be positive, not {value}")
     least = smallest_limit(int(max_payload_mb * 2**20)) / 2**20
@@ -541,7 +561,7 @@ def serve(
     logger.info("requests may take %.0f MiB of memory at once (--max-inflight-mb)", admission.limit / 2**20)
     # on the app KServe's RESTServer serves, kserve.model_server's module-level FastAPI app
     # (FASTAPI_APP_IMPORT_STRING): none of KServe 0.21.0's parameters takes a middleware
-    model_server.app.add_middleware(RequestGuard, max_bytes=max_bytes, admission=admission)
+    model_server.app.add_middleware(RequestGuard, max_bytes=max_bytes, admission=admission, body_timeout=body_timeout_s)
     KftsServer(host=host, http_port=http_port, grpc_port=grpc_port, admission=admission, max_bytes=max_bytes).start(
         [model]
     )

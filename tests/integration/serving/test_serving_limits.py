@@ -1,0 +1,66 @@
+"""The real `kfts serve` (tiny InceptionTime, on 127.0.0.1) at its limits: request bodies that stop arriving
+get 408 and give back their share of the memory budget."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from helpers import LENGTH, NAME, Server
+
+BODY_TIMEOUT_S = 1
+GOOD = {"instances": [[0.5] * LENGTH]}
+
+
+@pytest.fixture(scope="module")
+def server(files):  # noqa: F811 - the imported fixture
+    # a budget that two of the largest JSON bodies fill (what decoding them may take: admission.DECODE_EXPANSION)
+    server = Server(
+        files["model"],
+        NAME,
+        files["tmp"] / "limits-server.log",
+        "--max-payload-mb",
+        "1",
+        "--max-inflight-mb",
+        "40",
+        "--body-timeout-s",
+        str(BODY_TIMEOUT_S),
+    )
+    try:
+        yield server.wait_ready()
+    finally:
+        server.stop()
+
+
+def stalled(port: int, content_length: int) -> socket.socket:
+    """A POST whose headers and first byte of body are sent, and nothing more."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=30)
+    s.sendall(
+        f"POST /v1/models/{NAME}:predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {content_length}\r\n\r\n{{".encode()
+    )
+    return s
+
+
+def read_all(s: socket.socket) -> bytes:
+    answer = b""
+    while chunk := s.recv(65536):
+        answer += chunk
+    return answer
+
+
+def test_a_stalled_body_gets_408_and_gives_back_its_budget(server):
+    """Two stalled bodies of the largest size hold the whole budget while they last: each gets 408 and its
+    connection closed once no byte came for --body-timeout-s, and the next request is answered."""
+    sockets = [stalled(server.http_port, 2**20) for _ in range(2)]
+    try:
+        for s in sockets:
+            answer = read_all(s)  # the server closes the connection after its answer
+            assert answer.startswith(b"HTTP/1.1 408"), answer
+            assert f"no byte of the request body came for {BODY_TIMEOUT_S} s".encode() in answer
+    finally:
+        for s in sockets:
+            s.close()
+    assert server.post(f"/v1/models/{NAME}:predict", GOOD).status_code == 200
+    assert "client error 408 POST" in server.log.read_text()
