@@ -25,6 +25,7 @@ import asyncio
 import copy
 import logging
 import os
+import socket
 import uuid
 import warnings
 from concurrent import futures
@@ -391,31 +392,39 @@ class Servicer(InferenceServicer):
 
 class GrpcServer(GRPCServer):
     """KServe's gRPC server (GRPCServer.start) on `host`, with kfts's Servicer and GrpcErrors as its only
-    interceptor.
+    interceptor, and its port its own: bind() then serve() instead of KServe's start().
 
     Why a subclass: KServe 0.21.0's GRPCServer.start (kserve/protocol/grpc/server.py) listens on [::] only,
-    creates its own InferenceServicer, and installs LoggingInterceptor (a line per call that says only the
-    method) and ExceptionToStatusInterceptor (a traceback for every INVALID_ARGUMENT); start() is all of it."""
+    creates its own InferenceServicer, installs LoggingInterceptor (a line per call that says only the
+    method) and ExceptionToStatusInterceptor (a traceback for every INVALID_ARGUMENT), and leaves gRPC's
+    SO_REUSEPORT on: a second server started on a port in use shared its calls instead of failing."""
 
     def __init__(self, host: str, *args, admission: Admission, **kwargs):
         super().__init__(*args, **kwargs)
         self.host, self.admission = host, admission
 
-    async def start(self, max_workers):
+    def bind(self, max_workers: int) -> None:
+        """The server, on its port; InputError when that port is in use (called on the event loop)."""
         self._server = aio.server(
             futures.ThreadPoolExecutor(max_workers=max_workers),
             interceptors=(GrpcErrors(self.admission),),
             options=[
                 ("grpc.max_send_message_length", self._kwargs.get("grpc_max_send_message_length")),
                 ("grpc.max_receive_message_length", self._kwargs.get("grpc_max_receive_message_length")),
+                ("grpc.so_reuseport", 0),
             ],
         )
         grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
             Servicer(self._data_plane, self._model_repository_extension), self._server
         )
         address = f"{self.host}:{self._port}"
-        self._server.add_insecure_port(address)
+        try:
+            self._server.add_insecure_port(address)
+        except RuntimeError:  # grpc says no more than that it failed; its own log line says why
+            raise InputError(f"cannot listen on {address} (--grpc-port): the port is in use") from None
         logger.info("gRPC server listening on %s", address)
+
+    async def serve(self) -> None:
         await self._server.start()
         await self._server.wait_for_termination()
 
@@ -486,10 +495,30 @@ class KftsServer(ModelServer):
             grace_period=self.grace_period,
             admission=self.admission,
         )
-        self.servers += [self._rest_server.start(), self._grpc_server.start(self.max_threads)]
         self.setup_event_loop()
         self.register_signal_handler()
         asyncio.run(self._serve())
+
+    async def _serve(self) -> None:
+        self._grpc_server.bind(self.max_threads)  # before uvicorn starts: a port in use ends the start here
+        await asyncio.gather(self._rest_server.start(), self._grpc_server.serve())
+
+
+def bound(host: str, port: int, flag: str) -> socket.socket:
+    """A TCP socket bound to `host`:`port` as uvicorn and gRPC bind theirs (SO_REUSEADDR, and no SO_REUSEPORT:
+    a port in use is refused), or InputError naming `flag`: the port is in use, or `host` is not an address
+    of this machine."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except socket.gaierror as e:
+        sock.close()
+        raise InputError(f"--host {host} is not an address: {e.strerror}") from None
+    except OSError as e:
+        sock.close()
+        raise InputError(f"cannot listen on {host} port {port} ({flag}): {e.strerror}") from None
+    return sock
 
 
 def configure_server_logging() -> None:
@@ -544,6 +573,8 @@ def serve(
     if host is not None and not host.strip():
         raise InputError("--host is empty: give an address such as 127.0.0.1, 0.0.0.0 or ::")
     max_bytes = int(max_payload_mb * 2**20)
+    # said before the model loads; GrpcServer.bind refuses the port too if it is taken meanwhile
+    bound(host or "0.0.0.0", grpc_port, "--grpc-port").close()
 
     from kfts.core.training import use_cpu_share
     from kfts.serving.model import KftsModel

@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from helpers import LENGTH, NAME, Server
+from helpers import LENGTH, NAME, Server, free_port, run_cli
 
 BODY_TIMEOUT_S = 1
 GOOD = {"instances": [[0.5] * LENGTH]}
@@ -64,3 +64,24 @@ def test_a_stalled_body_gets_408_and_gives_back_its_budget(server):
             s.close()
     assert server.post(f"/v1/models/{NAME}:predict", GOOD).status_code == 200
     assert "client error 408 POST" in server.log.read_text()
+
+
+def test_a_second_server_on_a_grpc_port_in_use_fails_in_one_line(server, files):
+    """gRPC's SO_REUSEPORT would let the second server start and take a share of the first one's calls."""
+    result = run_cli(
+        "serve",
+        "--model-dir",
+        files["model"],
+        "--host",
+        "127.0.0.1",
+        "--http-port",
+        free_port(),
+        "--grpc-port",
+        server.grpc_port,
+        timeout=120,
+    )
+    assert (result.returncode, result.stderr) == (
+        2,
+        f"error: cannot listen on 127.0.0.1 port {server.grpc_port} (--grpc-port): Address already in use\n",
+    )
+    assert server.grpc_infer(files["values"][:2])["label"].shape == (2,)
