@@ -300,16 +300,21 @@ def _send(content: bytes | memoryview | str, headers: dict) -> Response:
 
 
 class RestServer(RESTServer):
-    """KServe's REST server on `host`, with kfts's routes (RestRoutes) and error handlers.
+    """KServe's REST server on `sock` (bound to `host`), with kfts's routes (RestRoutes) and error handlers.
 
     Why a subclass: KServe 0.21.0's RESTServer (kserve/protocol/rest/server.py) gives uvicorn host 0.0.0.0,
     with no parameter for it, and adds its routes, TimingMiddleware and exception handlers (kserve/errors.py's
     log a traceback for every 400) as it starts (create_application), over anything set on the app before:
-    its hooks are where kfts's routes go first and KServe's middleware and handlers are left out."""
+    its hooks are where kfts's routes go first and KServe's middleware and handlers are left out. Its start()
+    has uvicorn bind the port, which on a port in use logs three tracebacks and exits 3."""
 
-    def __init__(self, *args, host: str, **kwargs):
+    def __init__(self, *args, host: str, sock: socket.socket, **kwargs):
         super().__init__(*args, **kwargs)
-        self.config.host = host
+        self.config.host, self.socket = host, sock
+
+    async def start(self):
+        self.create_application()
+        await self._server.serve(sockets=[self.socket])
 
     def _register_endpoints(self, app):
         RestRoutes(self.dataplane).register(app)  # first: FastAPI takes the first route that matches
@@ -461,9 +466,9 @@ class KftsServer(ModelServer):
     Why a subclass: KServe 0.21.0's ModelServer.start (kserve/model_server.py) creates its own RESTServer and
     GRPCServer; start() here is its single-process path with kfts's RestServer and GrpcServer instead."""
 
-    def __init__(self, *, host: str | None, http_port: int, grpc_port: int, admission: Admission, max_bytes: int):
-        super().__init__(http_port=http_port, grpc_port=grpc_port, enable_grpc=True)
-        self.host, self.admission, self.max_bytes = host, admission, max_bytes
+    def __init__(self, *, host: str | None, http: socket.socket, grpc_port: int, admission: Admission, max_bytes: int):
+        super().__init__(http_port=http.getsockname()[1], grpc_port=grpc_port, enable_grpc=True)
+        self.host, self.http, self.admission, self.max_bytes = host, http, admission, max_bytes
         self.model_repository_extension = OneModel(self.registered_models)
 
     def start(self, models) -> None:
@@ -474,6 +479,7 @@ class KftsServer(ModelServer):
             self.model_repository_extension,
             self.http_port,
             host=self.host or "0.0.0.0",
+            sock=self.http,
             grace_period=self.grace_period,
             event_loop=self.event_loop,
             timeout_keep_alive=self.timeout_keep_alive,
@@ -502,6 +508,18 @@ class KftsServer(ModelServer):
     async def _serve(self) -> None:
         self._grpc_server.bind(self.max_threads)  # before uvicorn starts: a port in use ends the start here
         await asyncio.gather(self._rest_server.start(), self._grpc_server.serve())
+
+
+def check_model_name(name: str) -> None:
+    """A name that KServe's paths can carry, /v1/models/NAME:predict and /v2/models/NAME/infer: its routes take
+    any path segment (no '/'), and URL clients drop the segments '.' and '..'."""
+    if not name:
+        raise InputError("--model-name is empty: give the NAME that clients put in /v1/models/NAME:predict")
+    if "/" in name or name in (".", ".."):
+        raise InputError(
+            f"--model-name {clip(name)!r} cannot be a segment of KServe's paths (/v1/models/NAME:predict): "
+            "give a name without '/' (and other than '.' or '..')"
+        )
 
 
 def bound(host: str, port: int, flag: str) -> socket.socket:
@@ -572,8 +590,17 @@ def serve(
         raise InputError(f"--max-batch-wait-ms must be 0 or more, not {max_batch_wait_ms}")
     if host is not None and not host.strip():
         raise InputError("--host is empty: give an address such as 127.0.0.1, 0.0.0.0 or ::")
+    check_model_name(model_name)
+    for name, port in (("--http-port", http_port), ("--grpc-port", grpc_port)):
+        if not 0 < port < 2**16:
+            raise InputError(f"{name} must be a port from 1 to 65535, not {port}")
+    if http_port == grpc_port:
+        raise InputError(f"--http-port and --grpc-port are both {http_port}: each needs a port of its own")
     max_bytes = int(max_payload_mb * 2**20)
-    # said before the model loads; GrpcServer.bind refuses the port too if it is taken meanwhile
+    # ports in use said before the model loads: HTTP's is kept (listening already) for uvicorn, gRPC's tried
+    # (GrpcServer.bind refuses it too if it is taken meanwhile)
+    http = bound(host or "0.0.0.0", http_port, "--http-port")
+    http.listen()
     bound(host or "0.0.0.0", grpc_port, "--grpc-port").close()
 
     from kfts.core.training import use_cpu_share
@@ -593,6 +620,4 @@ def serve(
     # on the app KServe's RESTServer serves, kserve.model_server's module-level FastAPI app
     # (FASTAPI_APP_IMPORT_STRING): none of KServe 0.21.0's parameters takes a middleware
     model_server.app.add_middleware(RequestGuard, max_bytes=max_bytes, admission=admission, body_timeout=body_timeout_s)
-    KftsServer(host=host, http_port=http_port, grpc_port=grpc_port, admission=admission, max_bytes=max_bytes).start(
-        [model]
-    )
+    KftsServer(host=host, http=http, grpc_port=grpc_port, admission=admission, max_bytes=max_bytes).start([model])

@@ -1,5 +1,6 @@
 """The real `kfts serve` (tiny InceptionTime, on 127.0.0.1) at its limits: request bodies that stop arriving
-get 408 and give back their share of the memory budget."""
+get 408 and give back their share of the memory budget; ports in use and arguments that cannot start a server
+end the command with one line and exit code 2."""
 
 from __future__ import annotations
 
@@ -85,3 +86,33 @@ def test_a_second_server_on_a_grpc_port_in_use_fails_in_one_line(server, files):
         f"error: cannot listen on 127.0.0.1 port {server.grpc_port} (--grpc-port): Address already in use\n",
     )
     assert server.grpc_infer(files["values"][:2])["label"].shape == (2,)
+
+
+@pytest.fixture
+def busy_port():
+    """A port that something else listens on."""
+    with socket.create_server(("127.0.0.1", 0)) as s:
+        yield s.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    "options, error",
+    [
+        (["--http-port", "{busy}"], "cannot listen on 127.0.0.1 port {busy} (--http-port): Address already in use"),
+        (["--http-port", "99999"], "--http-port must be a port from 1 to 65535, not 99999"),
+        (["--grpc-port", "0"], "--grpc-port must be a port from 1 to 65535, not 0"),
+        (["--http-port", "{free}", "--grpc-port", "{free}"], "--http-port and --grpc-port are both {free}: each"),
+        (["--host", "999.1.1.1"], "--host 999.1.1.1 is not an address: "),
+        (["--model-name", ""], "--model-name is empty: give the NAME that clients put in /v1/models/NAME:predict"),
+        (["--model-name", "a/b"], "--model-name 'a/b' cannot be a segment of KServe's paths"),
+    ],
+    ids=["http port in use", "port over 65535", "port 0", "same ports", "no such host", "empty name", "name with /"],
+)
+def test_a_server_that_cannot_start_says_why_in_one_line(files, busy_port, options, error):
+    free = free_port()
+    options = [o.format(busy=busy_port, free=free) for o in options]
+    ports = ["--http-port", str(free_port()), "--grpc-port", str(free_port())]
+    result = run_cli("serve", "--model-dir", files["model"], "--host", "127.0.0.1", *ports, *options, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(f"error: {error.format(busy=busy_port, free=free)}"), result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
