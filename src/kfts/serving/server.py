@@ -40,6 +40,7 @@ from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING, INFERENCE_CONT
 from kserve.errors import InvalidInput, ModelNotFound, ModelNotReady, ServerNotLive, ServerNotReady, UnsupportedProtocol
 from kserve.logging import KSERVE_LOG_CONFIG, configure_logging
 from kserve.model_server import ModelServer
+from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc
 from kserve.protocol.grpc.server import GRPCServer
 from kserve.protocol.grpc.servicer import InferenceServicer
@@ -457,6 +458,14 @@ class OneModel(ModelRepositoryExtension):
         )
 
 
+class OneModelDataPlane(DataPlane):
+    """KServe's data plane, whose server metadata (GET /v2, gRPC ServerMetadata) leaves out the model repository
+    extension, which OneModel refuses: KServe 0.21.0's (kserve/protocol/dataplane.py) lists it always."""
+
+    def metadata(self) -> dict:
+        return {**super().metadata(), "extensions": []}
+
+
 # -- the server ---------------------------------------------------------------------------------------------------
 
 
@@ -470,6 +479,7 @@ class KftsServer(ModelServer):
         super().__init__(http_port=http.getsockname()[1], grpc_port=grpc_port, enable_grpc=True)
         self.host, self.http, self.admission, self.max_bytes = host, http, admission, max_bytes
         self.model_repository_extension = OneModel(self.registered_models)
+        self.dataplane = OneModelDataPlane(self.registered_models)
 
     def start(self, models) -> None:
         self._register_and_check_atleast_one_model_is_ready(models)

@@ -317,6 +317,8 @@ def test_no_client_can_unload_or_load_the_model(server, files):
                 call(request, timeout=60)
             assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED, e.value.details()
             assert "--model-dir" in e.value.details()
+        assert stub.ServerMetadata(pb.ServerMetadataRequest(), timeout=60).extensions == []
+    assert server.http.get("/v2").json()["extensions"] == []  # the server's metadata does not offer it
     assert server.http.get("/v2/health/ready").status_code == 200
     assert server.post(f"/v1/models/{NAME}:predict", GOOD).status_code == 200
     assert server.grpc_infer(files["values"][:2])["label"].shape == (2,)
