@@ -45,6 +45,13 @@ def register(commands) -> None:
         help="MiB of request bodies answered at once; more get 503 with Retry-After (gRPC: "
         "UNAVAILABLE) (default: what the container's memory limit allows, deploy/SERVING.md)",
     )
+    serve.add_argument(
+        "--body-timeout-s",
+        type=float,
+        default=10.0,
+        help="a request body that goes this long without a byte gets 408 and gives back its share of "
+        "--max-inflight-mb (default 10)",
+    )
     serve.set_defaults(func=cmd_serve)
 
     deploy = commands.add_parser("deploy", help="Kubernetes manifests for serving")
@@ -183,6 +190,7 @@ def cmd_serve(args) -> None:
         max_batch_wait_ms=args.max_batch_wait_ms,
         max_payload_mb=args.max_payload_mb,
         max_inflight_mb=args.max_inflight_mb,
+        body_timeout_s=args.body_timeout_s,
     )
 
 

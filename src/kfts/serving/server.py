@@ -12,6 +12,8 @@ for what ModelServer does not offer:
 - a memory budget (admission.py): what it has no room for is answered 503 / UNAVAILABLE before it is read;
 - request bodies decoded and answers written off the event loop (RestRoutes, Servicer), V2 REST bodies read
   as the Open Inference Protocol's other clients send them (rest_request).
+- one model for as long as the server runs: KServe's model repository extension (load, unload) is refused,
+  403 / PERMISSION_DENIED (OneModel).
 
 Every REST request carries a request id: the client's `x-request-id` header, else a new one, sent back in the
 `x-request-id` header of every answer (gRPC: the `x-request-id` metadata, else the request's `id`).
@@ -23,6 +25,7 @@ import asyncio
 import copy
 import logging
 import os
+import socket
 import uuid
 import warnings
 from concurrent import futures
@@ -37,10 +40,12 @@ from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING, INFERENCE_CONT
 from kserve.errors import InvalidInput, ModelNotFound, ModelNotReady, ServerNotLive, ServerNotReady, UnsupportedProtocol
 from kserve.logging import KSERVE_LOG_CONFIG, configure_logging
 from kserve.model_server import ModelServer
+from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc
 from kserve.protocol.grpc.server import GRPCServer
 from kserve.protocol.grpc.servicer import InferenceServicer
 from kserve.protocol.infer_type import InferRequest
+from kserve.protocol.model_repository_extension import ModelRepositoryExtension
 from kserve.protocol.rest.server import RESTServer
 from kserve.utils.utils import to_headers
 from starlette.exceptions import HTTPException
@@ -64,6 +69,11 @@ from kfts.serving.decoding import rest_request
 
 logger = logging.getLogger("kfts.serving")
 
+
+class Forbidden(Exception):
+    """What kfts serve does not let a client do (load or unload its model): 403, gRPC PERMISSION_DENIED."""
+
+
 # what a refusal answers, by the exception KServe (or kfts through InvalidInput) raises for it
 REFUSALS = {
     InvalidInput: (400, StatusCode.INVALID_ARGUMENT),
@@ -75,6 +85,7 @@ REFUSALS = {
     ServerNotLive: (503, StatusCode.UNAVAILABLE),
     Overloaded: (503, StatusCode.UNAVAILABLE),
     TooLarge: (413, StatusCode.RESOURCE_EXHAUSTED),
+    Forbidden: (403, StatusCode.PERMISSION_DENIED),
 }
 MESSAGE = 500  # characters of a refusal's message that its answer and its log line show
 
@@ -101,15 +112,18 @@ def refusal(status: int, reason, request_id: str) -> JSONResponse:
 class RequestGuard:
     """ASGI middleware that every REST request passes first: it gets its request id (sent back with every
     answer), a body over `max_bytes` gets 413 before any of it is decoded, a request with a body that the
-    memory budget (`admission`) has no room for gets 503 with Retry-After before any of it is read, and a fault
+    memory budget (`admission`) has no room for gets 503 with Retry-After before any of it is read, a body
+    that stops arriving (no byte for `body_timeout` seconds) gets 408 and its connection closed, and a fault
     in the server gets 500 with its traceback logged once.
 
     The body is read here (the endpoints read it whole anyway) so that a body without Content-Length is
-    bounded too, then handed on unchanged. A request holds its share of the budget until its answer is sent.
+    bounded too, then handed on unchanged. A request holds its share of the budget until its answer is sent:
+    without the timeout, clients that send headers and then stall would hold all of it (uvicorn times out
+    no body).
     """
 
-    def __init__(self, app, max_bytes: int, admission: Admission):
-        self.app, self.max_bytes, self.admission = app, max_bytes, admission
+    def __init__(self, app, max_bytes: int, admission: Admission, body_timeout: float):
+        self.app, self.max_bytes, self.admission, self.body_timeout = app, max_bytes, admission, body_timeout
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -141,7 +155,10 @@ class RequestGuard:
     async def _answer(self, scope, receive, send, request_id: str, declared: int | None, binary: bool) -> None:
         chunks, size, more = [], 0, True
         while more:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.body_timeout)
+            except asyncio.TimeoutError:
+                return await self._refuse(scope, send, request_id, 408, self._stalled(size))
             if message["type"] != "http.request":  # the client went away
                 return
             chunks.append(message.get("body", b""))
@@ -188,12 +205,21 @@ class RequestGuard:
                 )
                 await response(scope, receive, send)
 
+    def _stalled(self, size: int) -> str:
+        return (
+            f"no byte of the request body came for {self.body_timeout:g} s (kfts serve --body-timeout-s), "
+            f"after {size} bytes"
+        )
+
     def _too_large(self) -> str:
         return f"the request body is larger than the limit of {self.max_bytes} bytes (kfts serve --max-payload-mb)"
 
     async def _refuse(self, scope, send, request_id: str, status: int, reason):
         log_refusal(status, scope["method"], scope["path"], request_id, reason)
-        await refusal(status, reason, request_id)({"type": "http"}, None, send)  # type: ignore[arg-type]  # reads no body
+        response = refusal(status, reason, request_id)
+        if status == 408:  # the rest of the body may still come: it must not be read as the next request
+            response.headers["connection"] = "close"
+        await response({"type": "http"}, None, send)  # type: ignore[arg-type]  # reads no body
 
 
 def _request_id(request) -> str:
@@ -275,16 +301,21 @@ def _send(content: bytes | memoryview | str, headers: dict) -> Response:
 
 
 class RestServer(RESTServer):
-    """KServe's REST server on `host`, with kfts's routes (RestRoutes) and error handlers.
+    """KServe's REST server on `sock` (bound to `host`), with kfts's routes (RestRoutes) and error handlers.
 
     Why a subclass: KServe 0.21.0's RESTServer (kserve/protocol/rest/server.py) gives uvicorn host 0.0.0.0,
     with no parameter for it, and adds its routes, TimingMiddleware and exception handlers (kserve/errors.py's
     log a traceback for every 400) as it starts (create_application), over anything set on the app before:
-    its hooks are where kfts's routes go first and KServe's middleware and handlers are left out."""
+    its hooks are where kfts's routes go first and KServe's middleware and handlers are left out. Its start()
+    has uvicorn bind the port, which on a port in use logs three tracebacks and exits 3."""
 
-    def __init__(self, *args, host: str, **kwargs):
+    def __init__(self, *args, host: str, sock: socket.socket, **kwargs):
         super().__init__(*args, **kwargs)
-        self.config.host = host
+        self.config.host, self.socket = host, sock
+
+    async def start(self):
+        self.create_application()
+        await self._server.serve(sockets=[self.socket])
 
     def _register_endpoints(self, app):
         RestRoutes(self.dataplane).register(app)  # first: FastAPI takes the first route that matches
@@ -367,33 +398,72 @@ class Servicer(InferenceServicer):
 
 class GrpcServer(GRPCServer):
     """KServe's gRPC server (GRPCServer.start) on `host`, with kfts's Servicer and GrpcErrors as its only
-    interceptor.
+    interceptor, and its port its own: bind() then serve() instead of KServe's start().
 
     Why a subclass: KServe 0.21.0's GRPCServer.start (kserve/protocol/grpc/server.py) listens on [::] only,
-    creates its own InferenceServicer, and installs LoggingInterceptor (a line per call that says only the
-    method) and ExceptionToStatusInterceptor (a traceback for every INVALID_ARGUMENT); start() is all of it."""
+    creates its own InferenceServicer, installs LoggingInterceptor (a line per call that says only the
+    method) and ExceptionToStatusInterceptor (a traceback for every INVALID_ARGUMENT), and leaves gRPC's
+    SO_REUSEPORT on: a second server started on a port in use shared its calls instead of failing."""
 
     def __init__(self, host: str, *args, admission: Admission, **kwargs):
         super().__init__(*args, **kwargs)
         self.host, self.admission = host, admission
 
-    async def start(self, max_workers):
+    def bind(self, max_workers: int) -> None:
+        """The server, on its port; InputError when that port is in use (called on the event loop)."""
         self._server = aio.server(
             futures.ThreadPoolExecutor(max_workers=max_workers),
             interceptors=(GrpcErrors(self.admission),),
             options=[
                 ("grpc.max_send_message_length", self._kwargs.get("grpc_max_send_message_length")),
                 ("grpc.max_receive_message_length", self._kwargs.get("grpc_max_receive_message_length")),
+                ("grpc.so_reuseport", 0),
             ],
         )
         grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
             Servicer(self._data_plane, self._model_repository_extension), self._server
         )
         address = f"{self.host}:{self._port}"
-        self._server.add_insecure_port(address)
+        try:
+            self._server.add_insecure_port(address)
+        except RuntimeError:  # grpc says no more than that it failed; its own log line says why
+            raise InputError(f"cannot listen on {address} (--grpc-port): the port is in use") from None
         logger.info("gRPC server listening on %s", address)
+
+    async def serve(self) -> None:
         await self._server.start()
         await self._server.wait_for_termination()
+
+
+class OneModel(ModelRepositoryExtension):
+    """KServe's model repository extension with load and unload refused (Forbidden): kfts serve serves the one
+    model of --model-dir for as long as it runs, and readiness says that this model answers.
+
+    Why: KServe 0.21.0's extension (kserve/protocol/model_repository_extension.py), which its REST routes
+    (POST /v2/repository/models/NAME/load and /unload, kserve/protocol/rest/v2_endpoints.py) and gRPC
+    RepositoryModelLoad/Unload (kserve/protocol/grpc/servicer.py) call, lets any client unload the model while
+    /v2/health/ready still answers 200, and cannot load it back; ModelServer takes it as an attribute."""
+
+    async def load(self, model_name: str) -> None:
+        raise Forbidden(self._refusal(model_name, "loaded"))
+
+    async def unload(self, model_name: str) -> None:
+        raise Forbidden(self._refusal(model_name, "unloaded"))
+
+    @staticmethod
+    def _refusal(model_name: str, done: str) -> str:
+        return (
+            f"model {clip(model_name)!r} cannot be {done}: kfts serve serves the model of its --model-dir for as long "
+            "as it runs (the model repository extension is not offered); start another server for another model"
+        )
+
+
+class OneModelDataPlane(DataPlane):
+    """KServe's data plane, whose server metadata (GET /v2, gRPC ServerMetadata) leaves out the model repository
+    extension, which OneModel refuses: KServe 0.21.0's (kserve/protocol/dataplane.py) lists it always."""
+
+    def metadata(self) -> dict:
+        return {**super().metadata(), "extensions": []}
 
 
 # -- the server ---------------------------------------------------------------------------------------------------
@@ -405,9 +475,11 @@ class KftsServer(ModelServer):
     Why a subclass: KServe 0.21.0's ModelServer.start (kserve/model_server.py) creates its own RESTServer and
     GRPCServer; start() here is its single-process path with kfts's RestServer and GrpcServer instead."""
 
-    def __init__(self, *, host: str | None, http_port: int, grpc_port: int, admission: Admission, max_bytes: int):
-        super().__init__(http_port=http_port, grpc_port=grpc_port, enable_grpc=True)
-        self.host, self.admission, self.max_bytes = host, admission, max_bytes
+    def __init__(self, *, host: str | None, http: socket.socket, grpc_port: int, admission: Admission, max_bytes: int):
+        super().__init__(http_port=http.getsockname()[1], grpc_port=grpc_port, enable_grpc=True)
+        self.host, self.http, self.admission, self.max_bytes = host, http, admission, max_bytes
+        self.model_repository_extension = OneModel(self.registered_models)
+        self.dataplane = OneModelDataPlane(self.registered_models)
 
     def start(self, models) -> None:
         self._register_and_check_atleast_one_model_is_ready(models)
@@ -417,6 +489,7 @@ class KftsServer(ModelServer):
             self.model_repository_extension,
             self.http_port,
             host=self.host or "0.0.0.0",
+            sock=self.http,
             grace_period=self.grace_period,
             event_loop=self.event_loop,
             timeout_keep_alive=self.timeout_keep_alive,
@@ -438,10 +511,42 @@ class KftsServer(ModelServer):
             grace_period=self.grace_period,
             admission=self.admission,
         )
-        self.servers += [self._rest_server.start(), self._grpc_server.start(self.max_threads)]
         self.setup_event_loop()
         self.register_signal_handler()
         asyncio.run(self._serve())
+
+    async def _serve(self) -> None:
+        self._grpc_server.bind(self.max_threads)  # before uvicorn starts: a port in use ends the start here
+        await asyncio.gather(self._rest_server.start(), self._grpc_server.serve())
+
+
+def check_model_name(name: str) -> None:
+    """A name that KServe's paths can carry, /v1/models/NAME:predict and /v2/models/NAME/infer: its routes take
+    any path segment (no '/'), and URL clients drop the segments '.' and '..'."""
+    if not name:
+        raise InputError("--model-name is empty: give the NAME that clients put in /v1/models/NAME:predict")
+    if "/" in name or name in (".", ".."):
+        raise InputError(
+            f"--model-name {clip(name)!r} cannot be a segment of KServe's paths (/v1/models/NAME:predict): "
+            "give a name without '/' (and other than '.' or '..')"
+        )
+
+
+def bound(host: str, port: int, flag: str) -> socket.socket:
+    """A TCP socket bound to `host`:`port` as uvicorn and gRPC bind theirs (SO_REUSEADDR, and no SO_REUSEPORT:
+    a port in use is refused), or InputError naming `flag`: the port is in use, or `host` is not an address
+    of this machine."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except socket.gaierror as e:
+        sock.close()
+        raise InputError(f"--host {host} is not an address: {e.strerror}") from None
+    except OSError as e:
+        sock.close()
+        raise InputError(f"cannot listen on {host} port {port} ({flag}): {e.strerror}") from None
+    return sock
 
 
 def configure_server_logging() -> None:
@@ -472,12 +577,17 @@ def serve(
     max_batch_wait_ms: float = 2.0,
     max_payload_mb: float = 16.0,
     max_inflight_mb: float | None = None,
+    body_timeout_s: float = 10.0,
 ) -> None:
     """max_inflight_mb: the memory that requests may take at once (admission.py); None: what the memory limit
-    leaves."""
+    leaves. body_timeout_s: how long a request body may go without a byte before its 408 (RequestGuard)."""
     if not os.path.isdir(model_dir):
         raise InputError("no such model directory (KServe mounts the storageUri at /mnt/models)", path=model_dir)
-    for name, value in (("--max-batch-size", max_batch_size), ("--max-payload-mb", max_payload_mb)):
+    for name, value in (
+        ("--max-batch-size", max_batch_size),
+        ("--max-payload-mb", max_payload_mb),
+        ("--body-timeout-s", body_timeout_s),
+    ):
         if not value > 0:
             raise InputError(f"{name} must be positive, not {value}")
     least = smallest_limit(int(max_payload_mb * 2**20)) / 2**20
@@ -490,7 +600,18 @@ def serve(
         raise InputError(f"--max-batch-wait-ms must be 0 or more, not {max_batch_wait_ms}")
     if host is not None and not host.strip():
         raise InputError("--host is empty: give an address such as 127.0.0.1, 0.0.0.0 or ::")
+    check_model_name(model_name)
+    for name, port in (("--http-port", http_port), ("--grpc-port", grpc_port)):
+        if not 0 < port < 2**16:
+            raise InputError(f"{name} must be a port from 1 to 65535, not {port}")
+    if http_port == grpc_port:
+        raise InputError(f"--http-port and --grpc-port are both {http_port}: each needs a port of its own")
     max_bytes = int(max_payload_mb * 2**20)
+    # ports in use said before the model loads: HTTP's is kept (listening already) for uvicorn, gRPC's tried
+    # (GrpcServer.bind refuses it too if it is taken meanwhile)
+    http = bound(host or "0.0.0.0", http_port, "--http-port")
+    http.listen()
+    bound(host or "0.0.0.0", grpc_port, "--grpc-port").close()
 
     from kfts.core.training import use_cpu_share
     from kfts.serving.model import KftsModel
@@ -508,7 +629,5 @@ def serve(
     logger.info("requests may take %.0f MiB of memory at once (--max-inflight-mb)", admission.limit / 2**20)
     # on the app KServe's RESTServer serves, kserve.model_server's module-level FastAPI app
     # (FASTAPI_APP_IMPORT_STRING): none of KServe 0.21.0's parameters takes a middleware
-    model_server.app.add_middleware(RequestGuard, max_bytes=max_bytes, admission=admission)
-    KftsServer(host=host, http_port=http_port, grpc_port=grpc_port, admission=admission, max_bytes=max_bytes).start(
-        [model]
-    )
+    model_server.app.add_middleware(RequestGuard, max_bytes=max_bytes, admission=admission, body_timeout=body_timeout_s)
+    KftsServer(host=host, http=http, grpc_port=grpc_port, admission=admission, max_bytes=max_bytes).start([model])

@@ -104,7 +104,9 @@ def guard_call(
         "headers": [(k.encode(), v.encode()) for k, v in headers.items()],
     }
     admission = admission or Admission(2**20)
-    asyncio.run(RequestGuard(app or ok, max_bytes=max_bytes, admission=admission)(scope, receive, send))
+    asyncio.run(
+        RequestGuard(app or ok, max_bytes=max_bytes, admission=admission, body_timeout=10)(scope, receive, send)
+    )
     if not sent:
         return None, {}, received, seen
     return sent[0]["status"], {k.decode(): v.decode() for k, v in sent[0]["headers"]}, received, seen

@@ -294,3 +294,31 @@ def test_the_matrix_fails_on_a_wrong_answer(server, files, mode):
     other = Expected.of(files["model"], expected.rows[::-1])
     with pytest.raises(AssertionError):
         check(mode, server.target, dataclasses.replace(expected, plain=other.plain, full=other.full))
+
+
+def test_no_client_can_unload_or_load_the_model(server, files):
+    """KServe's model repository extension (kserve/protocol/model_repository_extension.py, REST routes in
+    kserve/protocol/rest/v2_endpoints.py, gRPC in kserve/protocol/grpc/servicer.py) is refused over REST and
+    gRPC: the model stays served, so readiness keeps meaning that it answers."""
+    from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+    from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
+
+    for action in ("unload", "load"):
+        answer = server.http.post(f"/v2/repository/models/{NAME}/{action}")
+        assert answer.status_code == 403, answer.text
+        assert f"model '{NAME}' cannot be {action}ed: kfts serve serves the model of its --model-dir" in answer.text
+    with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+        stub = GRPCInferenceServiceStub(channel)
+        for call, request in (
+            (stub.RepositoryModelUnload, pb.RepositoryModelUnloadRequest(model_name=NAME)),
+            (stub.RepositoryModelLoad, pb.RepositoryModelLoadRequest(model_name=NAME)),
+        ):
+            with pytest.raises(grpc.RpcError) as e:
+                call(request, timeout=60)
+            assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED, e.value.details()
+            assert "--model-dir" in e.value.details()
+        assert stub.ServerMetadata(pb.ServerMetadataRequest(), timeout=60).extensions == []
+    assert server.http.get("/v2").json()["extensions"] == []  # the server's metadata does not offer it
+    assert server.http.get("/v2/health/ready").status_code == 200
+    assert server.post(f"/v1/models/{NAME}:predict", GOOD).status_code == 200
+    assert server.grpc_infer(files["values"][:2])["label"].shape == (2,)
