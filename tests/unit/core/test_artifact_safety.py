@@ -519,3 +519,53 @@ def test_serve_refuses_to_start_on_an_edited_manifest(edited):
     )
     assert result.returncode == 2
     assert result.stderr == f"error: {model / artifact.MANIFEST}: scaler must be an object, not null\n"
+
+
+# -- checkpoints that are not a training state ---------------------------------------------------------------------
+
+
+def train_with_checkpoints(tmp_path, checkpoints):
+    labels, values = make_classification(n_per_class=5, length=16)
+    train = write_csv(tmp_path / "train.csv", ([lab, *row] for lab, row in zip(labels, values)))
+    options = ["--epochs", 1, "--models", 1, "--filters", 4, "--depth", 1, "--ensemble", "sequential", "--seed", 0]
+    model = tmp_path / "model"
+    return run_cli(
+        "train", "inception-time", "--train", train, "--model-dir", model, "--checkpoint-dir", checkpoints, *options
+    ), model
+
+
+@pytest.fixture(scope="module")
+def finished_checkpoints(tmp_path_factory):
+    """The checkpoint directory of a finished run (one member: members-0-0.pt)."""
+    tmp_path = tmp_path_factory.mktemp("run")
+    train_with_checkpoints(tmp_path, tmp_path / "ckpt")[0].check_returncode()
+    return tmp_path / "ckpt"
+
+
+def without(*keys):
+    return lambda state: {k: v for k, v in state.items() if k not in keys}
+
+
+CHECKPOINTS = {  # the saved state changed: the one line's reason
+    "a list": (lambda state: [1, 2], "it holds a list, not a training state"),
+    "no epoch": (without("done"), "its 'epoch' is missing or not of type int"),
+    "no weights": (without("network"), "its 'network' is missing or not of type dict"),
+    "other optimizer": (
+        lambda state: {**without("done")(state), "epoch": 1, "optimizer": {"state": {}, "param_groups": [1]}},
+        "TypeError",
+    ),
+}
+
+
+@pytest.mark.parametrize("change, reason", CHECKPOINTS.values(), ids=CHECKPOINTS.keys())
+def test_a_checkpoint_that_is_not_a_training_state_is_refused(finished_checkpoints, tmp_path, change, reason):
+    """The same train command again, on its checkpoint changed: exit 2, one line naming it and saying to delete it
+    (a list was an AttributeError, a missing epoch a KeyError)."""
+    checkpoints = tmp_path / "ckpt"
+    shutil.copytree(finished_checkpoints, checkpoints)
+    saved = checkpoints / "members-0-0.pt"
+    torch.save(change(torch.load(saved, weights_only=True)), saved)
+    result, model = train_with_checkpoints(tmp_path, checkpoints)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith(f"error: {saved}: is not a complete kfts checkpoint ({reason}")
+    assert result.stderr.endswith("; delete it to start over\n") and not model.exists()
