@@ -12,6 +12,7 @@ describe() returns are plain JSON: they travel as KFP metadata from the validate
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import os
 from pathlib import Path
@@ -20,6 +21,10 @@ from typing import Any
 import numpy as np
 
 from kfts.core.errors import InputError, shown
+from kfts.core.hyperparameters import field_type
+from kfts.core.manifest import FIELDS, Field, as_written
+from kfts.core.manifest import check as check_fields
+from kfts.core.manifest import value as field_value
 
 
 class Algorithm:
@@ -40,6 +45,10 @@ class Algorithm:
     # memory or time before the weights could tell (the number of layers to build, an input length the model is
     # run on). Far beyond any model that trains; a crafted manifest is refused before anything is built.
     artifact_caps: dict[str, int] = {}
+    # What its kfts-model.json holds besides the fields every model has (kfts.core.manifest.FIELDS), by field, in
+    # the order they are checked (a field's length may be an earlier field's value): checked before a model is
+    # loaded and before `kfts inspect` shows it, so that an edited manifest is refused naming the field.
+    manifest_fields: dict[str, Field] = {}
 
     # -- cheap: the command line and the input checks (kfts.jobs.validate) ----------------------------------
 
@@ -112,19 +121,15 @@ class Algorithm:
     # -- loading a model artifact ----------------------------------------------------------------------------
 
     def check_artifact(self, model_dir: str | os.PathLike, manifest: dict) -> None:
-        """Refuse, before anything is built, a model artifact whose manifest asks for more than artifact_caps, or
-        whose weights file holds other tensors than the network the manifest describes: the estimator's
-        from_manifest() (optional) builds it on the meta device, which gives shapes and dtypes without memory."""
+        """Refuse, before anything is built, a model artifact whose manifest is not what this algorithm's models
+        hold (check_manifest), or whose weights file holds other tensors than the network the manifest describes:
+        the estimator's from_manifest() (optional) builds it on the meta device, which gives shapes and dtypes
+        without memory."""
         import torch
 
         from kfts.core import artifact
 
-        where = Path(model_dir) / artifact.MANIFEST
-        self.check_caps(manifest, where)
-        try:
-            self.Params(**manifest.get("hyperparameters", {}))
-        except InputError as e:  # its own check names the flag; here the value is the file's
-            raise InputError(f"hyperparameters: {e.message}", path=where) from None
+        self.check_manifest(manifest, Path(model_dir) / artifact.MANIFEST)
         header = artifact.weights_header(model_dir)
         from_manifest = getattr(self.estimator(), "from_manifest", None)
         if from_manifest is not None:
@@ -132,17 +137,38 @@ class Algorithm:
                 expected = from_manifest(manifest).network.state_dict()
             artifact.check_weights(model_dir, header, expected)
 
+    def check_manifest(self, manifest: dict, where: str | os.PathLike) -> None:
+        """Refuse a manifest (read from `where`) whose fields are not what this algorithm's models hold: the
+        common fields, the caps, the hyperparameters (each of the Params' type, then the Params' own check),
+        then manifest_fields."""
+        check_fields(manifest, FIELDS, where)
+        self.check_caps(manifest, where)
+        hyperparameters = manifest["hyperparameters"]
+        types = {f.name: field_type(f) for f in dataclasses.fields(self.Params)}
+        for name, value in hyperparameters.items():
+            if name not in types:
+                raise InputError(f"hyperparameters.{name} is not a hyperparameter of {self.id}", path=where)
+            if not _of_type(value, types[name]):
+                raise InputError(
+                    f"hyperparameters.{name} must be {_TYPE_NAMES[types[name]]}, not {as_written(value)}", path=where
+                )
+        try:
+            self.Params(**hyperparameters)
+        except InputError as e:  # its own check names the flag; here the value is the file's
+            raise InputError(f"hyperparameters: {e.message}", path=where) from None
+        check_fields(manifest, self.manifest_fields, where)
+
     def check_caps(self, manifest: dict, where: str | os.PathLike | None = None) -> None:
         """Refuse a manifest (or, in training, {"hyperparameters": ...}) that asks for more than artifact_caps."""
         for field, cap in self.artifact_caps.items():
-            value = _field(manifest, field)
+            value = field_value(manifest, field)
             if value is not None and not (type(value) is int and 0 < value <= cap):
                 raise InputError(f"{field} is {shown(value)}: kfts loads models with 1 to {cap:,}", path=where)
 
 
-def _field(manifest: dict, field: str):
-    """The value at `field` ("input_shape.length") of a manifest, or None."""
-    value: Any = manifest
-    for key in field.split("."):
-        value = value.get(key) if isinstance(value, dict) else None
-    return value
+_TYPE_NAMES = {"int": "a whole number", "float": "a number", "str": "a text"}
+
+
+def _of_type(value, kind: str) -> bool:
+    """`value` read from JSON is of the Params field type `kind` (true and false are not numbers)."""
+    return type(value) in {"int": (int,), "float": (int, float), "str": (str,)}[kind]

@@ -28,11 +28,12 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from kfts import __version__
+from kfts.core import manifest as manifest_fields
 from kfts.core import outputs
 from kfts.core.errors import InputError, shown
 
 FORMAT_VERSION = 1
-MANIFEST = "kfts-model.json"
+MANIFEST = manifest_fields.MANIFEST
 WEIGHTS = "weights.safetensors"
 FILES = (MANIFEST, WEIGHTS)  # all that a model directory holds
 # Bytes of the weights file's JSON header read at most: about 100 per tensor, and a model kfts loads has a few
@@ -101,10 +102,15 @@ def check_weights(
 
 
 def load_weights(model_dir: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """The weights file's tensors, on the CPU."""
+    """The weights file's tensors, on the CPU; refused if one holds NaN or an infinity (no network kfts trains
+    does: such weights would predict NaN for every row)."""
     weights = _weights(model_dir)
     with _unreadable_weights(model_dir):
-        return load_file(weights)
+        tensors = load_file(weights)
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise InputError(f"{WEIGHTS} holds NaN or infinite values in {shown(name)}", path=model_dir)
+    return tensors
 
 
 def _weights(model_dir) -> Path:
@@ -125,16 +131,15 @@ def _unreadable_weights(model_dir) -> Iterator[None]:
 
 
 def read_manifest(model_dir: str | os.PathLike) -> dict:
+    """A model's kfts-model.json, refused unless this kfts reads its format version (its fields are the
+    algorithm's to check: kfts.algorithms.base.Algorithm.check_manifest)."""
     path = Path(model_dir) / MANIFEST
-    if not path.is_file():
-        raise InputError(f"no {MANIFEST}: not a kfts model directory", path=model_dir)
-    try:
-        manifest = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as e:
-        raise InputError(f"is not valid JSON ({e})", path=path) from None
-    version = manifest.get("format_version") if isinstance(manifest, dict) else None
-    if not isinstance(version, int):
+    manifest = manifest_fields.read(model_dir)
+    version = manifest.get("format_version")
+    if version is None:
         raise InputError("has no format_version: not a kfts model", path=path)
+    if type(version) is not int or version < 1:
+        raise InputError(f"format_version must be a whole number of at least 1, not {shown(version)}", path=path)
     if version > FORMAT_VERSION:
         raise InputError(
             f"model format version {version} is newer than this kfts ({__version__}) reads "

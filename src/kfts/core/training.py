@@ -14,7 +14,7 @@ import hashlib
 import os
 import random
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -239,6 +239,8 @@ class Checkpoints:
                 "which is never run); delete it to start over",
                 path=self.path,
             ) from None
+        if not isinstance(state, dict):
+            raise self._incomplete(f"it holds a {type(state).__name__}, not a training state")
         if state.get("fingerprint") != self.fingerprint:
             raise InputError(
                 "belongs to a different training run (other data or hyperparameters); "
@@ -246,6 +248,25 @@ class Checkpoints:
                 path=self.path,
             )
         return state
+
+    def check(self, state: dict, kinds: dict[str, type]) -> None:
+        """Refuse a loaded state that lacks one of the keys of `kinds` or holds it as another type: a file
+        edited, or saved by something else, under the name of this run's checkpoint."""
+        for key, kind in kinds.items():
+            if not isinstance(state.get(key), kind) or isinstance(state.get(key), bool):
+                raise self._incomplete(f"its {key!r} is missing or not of type {kind.__name__}")
+
+    @contextlib.contextmanager
+    def restoring(self) -> Iterator[None]:
+        """Restoring the parts of a loaded state (optimizer, generators...), whose insides torch checks: what it
+        refuses there is this checkpoint's damage, not a fault of kfts."""
+        try:
+            yield
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as e:
+            raise self._incomplete(f"{type(e).__name__}: {str(e)[:200]}") from None
+
+    def _incomplete(self, why: str) -> InputError:
+        return InputError(f"is not a complete kfts checkpoint ({why}); delete it to start over", path=self.path)
 
     def save(self, state: dict) -> None:
         if self.path is None or not self.writer:

@@ -124,6 +124,12 @@ class Trained:
     kept: int  # the epoch whose weights are kept
 
 
+# what a checkpoint must hold, by key, to resume from it: after the last epoch ("done": the Trained), and after
+# any other (the other parts are optional: checkpoints from before this loop lack some)
+FINISHED = {"network": dict, "history": list, "kept": int}
+RESUMED = {"epoch": int, "history": list}
+
+
 class Trainer:
     """Runs Tasks on this process's device, in its place in the job (`world`), with the job's `seed`."""
 
@@ -205,7 +211,10 @@ class Trainer:
         )
         state = checkpoints.load() or {}
         if state.get("done"):
+            checkpoints.check(state, FINISHED)
             return Trained(state["network"], state["history"], state["kept"])
+        if state:
+            checkpoints.check(state, RESUMED)
         network = self._initial_network(task, group.members)
         if start is not None:
             network.load_state_dict({**network.state_dict(), **start})
@@ -227,10 +236,11 @@ class Trainer:
         history: list[dict] = []
         first_epoch = 1
         if state:
-            for key, part in parts.items():
-                if state.get(key):  # checkpoints from before this loop lack some (an unused grad scaler has none)
-                    part.load_state_dict(state[key])
-            _restore_random_numbers(state, generators, self.device)
+            with checkpoints.restoring():
+                for key, part in parts.items():
+                    if state.get(key):  # checkpoints from before this loop lack some (an unused grad scaler has none)
+                        part.load_state_dict(state[key])
+                _restore_random_numbers(state, generators, self.device)
             best, history, first_epoch = state.get("best", best), state["history"], state["epoch"] + 1
         model = self._parallel(network, group)
         name = f"member {group.label}" if group.label else task.name

@@ -1,7 +1,8 @@
 """`kfts inspect MODEL_DIR`: what a model artifact holds, from its kfts-model.json alone (no torch, no weights
 read): algorithm, hyperparameters, what it takes as input (series length and classes, or the number of
 series), its metrics, a summary of its training history, what its training warned of, the artifact format
-and the kfts that wrote it."""
+and the kfts that wrote it. The fields are checked first (kfts.jobs.validate.read_manifest): an edited one is
+refused naming the field, never shown half."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ def describe_model(model_dir: str | os.PathLike) -> list[str]:
         lines.append(f"input:           {shape['series']} series, one per column, one time step per row")
     if "threshold" in manifest:
         lines.append(
-            f"threshold:       {manifest['threshold']:.6g} (log-likelihood; a step scored below it is flagged)"
+            f"threshold:       {_number(manifest['threshold'])} (log-likelihood; a step scored below it is flagged)"
         )
     metrics = manifest.get("metrics", {})
     lines.append("metrics:         " + (" ".join(f"{k}={_number(v)}" for k, v in metrics.items()) or "none"))

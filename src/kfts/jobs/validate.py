@@ -130,17 +130,17 @@ def check_files(
 
 
 def read_manifest(model_dir: str | os.PathLike) -> dict:
-    """A model's kfts-model.json, read as JSON only (kfts.core.artifact.read_manifest, without importing torch)."""
-    import json
+    """A model's kfts-model.json, read as JSON only (kfts.core.artifact.read_manifest, without importing torch),
+    its fields checked by its algorithm (Algorithm.check_manifest): refused with an InputError naming the field
+    before anything compares files with it or shows it."""
     from pathlib import Path
 
-    path = Path(model_dir) / "kfts-model.json"
-    if not path.is_file():
-        raise InputError("no kfts-model.json: not a kfts model directory", path=model_dir)
-    try:
-        manifest = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as e:
-        raise InputError(f"is not valid JSON ({e})", path=path) from None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("algorithm"), str):
+    from kfts.algorithms import spec
+    from kfts.core import manifest as fields
+
+    manifest = fields.read(model_dir)
+    path = Path(model_dir) / fields.MANIFEST
+    if not isinstance(manifest.get("algorithm"), str):
         raise InputError("has no algorithm: not a kfts model", path=path)
+    spec(manifest["algorithm"]).check_manifest(manifest, path)
     return manifest

@@ -374,3 +374,198 @@ def test_a_hyperparameter_its_own_check_refuses_names_the_manifest(copy, tmp_pat
     model, input_csv = copy
     craft(model, hyperparameters={"lr": -1.0})
     assert_refused(model, input_csv, tmp_path, "kfts-model.json: hyperparameters: --lr must be positive, not -1.0")
+
+
+# -- edited manifests: every field checked when a model is loaded or shown ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def lstm_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("lstm") / "model"
+    values = np.random.default_rng(0).normal(size=(60, 2)).astype(np.float32)
+    tiny_lstm_ad(values, save_to=path)
+    write_csv(path.parent / "input.csv", values)
+    return path
+
+
+@pytest.fixture
+def edited(model_dir, lstm_dir, tmp_path):
+    """edited(algorithm, field, value): a copy of that algorithm's artifact with `field` ("scaler.std") set to
+    `value` in its manifest; returns (the copy, its input file, the predict options)."""
+
+    def edit(algorithm, field, value):
+        source = model_dir if algorithm == "inception-time" else lstm_dir
+        target = tmp_path / "model"
+        shutil.copytree(source, target)
+        manifest = json.loads((target / artifact.MANIFEST).read_text())
+        *parents, last = field.split(".")
+        place = manifest
+        for key in parents:
+            place = place[key]
+        place[last] = value
+        (target / artifact.MANIFEST).write_text(json.dumps(manifest))
+        return target, source.parent / "input.csv", [] if algorithm == "inception-time" else ["--flag"]
+
+    return edit
+
+
+NAN, INF = float("nan"), float("inf")
+EDITED = {  # algorithm, field, value: the one line that names it
+    "scaler null": ("lstm-ad", "scaler", None, "scaler must be an object, not null"),
+    "std NaN": (
+        "lstm-ad",
+        "scaler.std",
+        [NAN, NAN],
+        "scaler.std must be a list of 2 finite positive numbers, not [NaN, NaN]",
+    ),
+    "mean inf": (
+        "lstm-ad",
+        "scaler.mean",
+        [INF, 0],
+        "scaler.mean must be a list of 2 finite numbers, not [Infinity, 0]",
+    ),
+    "mean float32 inf": ("lstm-ad", "scaler.mean", [1e39, 0], "scaler.mean must be a list of 2 finite numbers"),
+    "mean short": ("lstm-ad", "scaler.mean", [0.5], "scaler.mean must be a list of 2 finite numbers, not [0.5]"),
+    "threshold text": ("lstm-ad", "threshold", "x", "threshold must be a finite number, not 'x'"),
+    "gaussian text": ("lstm-ad", "gaussian", "x", "gaussian must be an object, not 'x'"),
+    "singular": (
+        "lstm-ad",
+        "gaussian.covariance",
+        [[0, 0], [0, 0]],
+        "covariance must be a symmetric positive definite 2 x 2",
+    ),
+    "negative": ("lstm-ad", "gaussian.covariance", [[-1, 0], [0, -1]], "not [[-1, 0], [0, -1]]"),
+    "ragged": ("lstm-ad", "gaussian.covariance", [[1, 0], [0]], "gaussian.covariance must be a symmetric"),
+    "asymmetric": ("lstm-ad", "gaussian.covariance", [[1, 5], [0, 1]], "gaussian.covariance must be a symmetric"),
+    "history text": ("lstm-ad", "history", "x", "history must be a list of objects of numbers, not 'x'"),
+    "length text": ("inception-time", "input_shape.length", "16", "input_shape.length is '16': kfts loads models"),
+    "classes null": (
+        "inception-time",
+        "classes",
+        None,
+        "classes must be a list of distinct texts, at least 2, not null",
+    ),
+    "classes twice": ("inception-time", "classes", ["a", "a", "b"], "classes must be a list of distinct texts"),
+    "std zero": ("inception-time", "scaler.std", 0, "scaler.std must be a finite positive number, not 0"),
+    "metrics text": ("inception-time", "metrics", "x", "metrics must be an object of numbers, not 'x'"),
+    "warnings number": ("inception-time", "warnings", 5, "warnings must be a list of texts, not 5"),
+    "epochs true": (
+        "inception-time",
+        "hyperparameters.epochs",
+        True,
+        "hyperparameters.epochs must be a whole number, not true",
+    ),
+    "unknown hyperparameter": (
+        "inception-time",
+        "hyperparameters.bogus",
+        1,
+        "hyperparameters.bogus is not a hyperparameter",
+    ),
+}
+
+
+@pytest.mark.parametrize("algorithm, field, value, words", EDITED.values(), ids=EDITED.keys())
+def test_an_edited_manifest_field_is_refused_naming_it(edited, tmp_path, algorithm, field, value, words):
+    """By `kfts inspect` and `kfts predict` alike: exit 2, one line naming the manifest and the field, no output
+    (these were tracebacks, or wrong predictions: NaN scaling wrote empty scores, a short one was broadcast)."""
+    model, input_csv, options = edited(algorithm, field, value)
+    output = tmp_path / "predictions.csv"
+    for command in (
+        ["inspect", model],
+        ["predict", "--model-dir", model, "--input", input_csv, "--output", output, *options],
+    ):
+        result = run_cli(*command)
+        assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+        assert result.stderr.startswith(f"error: {model / artifact.MANIFEST}: ") and words in result.stderr
+    assert not output.exists()
+
+
+def test_a_manifest_nested_too_deeply_is_refused(copy):
+    model, _ = copy
+    (model / artifact.MANIFEST).write_text("[" * 100000 + "]" * 100000)
+    result = run_cli("inspect", model)
+    assert result.returncode == 2
+    assert result.stderr == f"error: {model / artifact.MANIFEST}: is not a kfts model: its JSON is nested too deeply\n"
+    with pytest.raises(InputError, match="nested too deeply"):
+        load_model(model, device="cpu")
+
+
+@pytest.mark.parametrize("bad", [NAN, INF])
+def test_weights_holding_nan_or_infinity_are_refused(copy, tmp_path, bad):
+    model, input_csv = copy
+    tensors = load_file(model / artifact.WEIGHTS)
+    tensors["head.bias"][0] = bad
+    save_file(tensors, model / artifact.WEIGHTS)
+    assert_refused(model, input_csv, tmp_path, "weights.safetensors holds NaN or infinite values in 'head.bias'")
+
+
+def test_serve_refuses_to_start_on_an_edited_manifest(edited):
+    from helpers import free_port
+
+    model, _, _ = edited("lstm-ad", "scaler", None)
+    result = run_cli(
+        "serve",
+        "--model-dir",
+        model,
+        "--host",
+        "127.0.0.1",
+        "--http-port",
+        free_port(),
+        "--grpc-port",
+        free_port(),
+        "--device",
+        "cpu",
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stderr == f"error: {model / artifact.MANIFEST}: scaler must be an object, not null\n"
+
+
+# -- checkpoints that are not a training state ---------------------------------------------------------------------
+
+
+def train_with_checkpoints(tmp_path, checkpoints):
+    labels, values = make_classification(n_per_class=5, length=16)
+    train = write_csv(tmp_path / "train.csv", ([lab, *row] for lab, row in zip(labels, values)))
+    options = ["--epochs", 1, "--models", 1, "--filters", 4, "--depth", 1, "--ensemble", "sequential", "--seed", 0]
+    model = tmp_path / "model"
+    return run_cli(
+        "train", "inception-time", "--train", train, "--model-dir", model, "--checkpoint-dir", checkpoints, *options
+    ), model
+
+
+@pytest.fixture(scope="module")
+def finished_checkpoints(tmp_path_factory):
+    """The checkpoint directory of a finished run (one member: members-0-0.pt)."""
+    tmp_path = tmp_path_factory.mktemp("run")
+    train_with_checkpoints(tmp_path, tmp_path / "ckpt")[0].check_returncode()
+    return tmp_path / "ckpt"
+
+
+def without(*keys):
+    return lambda state: {k: v for k, v in state.items() if k not in keys}
+
+
+CHECKPOINTS = {  # the saved state changed: the one line's reason
+    "a list": (lambda state: [1, 2], "it holds a list, not a training state"),
+    "no epoch": (without("done"), "its 'epoch' is missing or not of type int"),
+    "no weights": (without("network"), "its 'network' is missing or not of type dict"),
+    "other optimizer": (
+        lambda state: {**without("done")(state), "epoch": 1, "optimizer": {"state": {}, "param_groups": [1]}},
+        "TypeError",
+    ),
+}
+
+
+@pytest.mark.parametrize("change, reason", CHECKPOINTS.values(), ids=CHECKPOINTS.keys())
+def test_a_checkpoint_that_is_not_a_training_state_is_refused(finished_checkpoints, tmp_path, change, reason):
+    """The same train command again, on its checkpoint changed: exit 2, one line naming it and saying to delete it
+    (a list was an AttributeError, a missing epoch a KeyError)."""
+    checkpoints = tmp_path / "ckpt"
+    shutil.copytree(finished_checkpoints, checkpoints)
+    saved = checkpoints / "members-0-0.pt"
+    torch.save(change(torch.load(saved, weights_only=True)), saved)
+    result, model = train_with_checkpoints(tmp_path, checkpoints)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith(f"error: {saved}: is not a complete kfts checkpoint ({reason}")
+    assert result.stderr.endswith("; delete it to start over\n") and not model.exists()

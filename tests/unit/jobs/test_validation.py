@@ -22,9 +22,24 @@ def series(path, rows, length):
     return write_csv(path, ([float(i + j) for j in range(length)] for i in range(rows)))
 
 
+# the fields of a manifest that checking files against a model does not compare, but that a model holds
+# (kfts.core.manifest: a manifest is checked whole before anything reads it)
+COMPLETE = {
+    "inception-time": {"hyperparameters": {}, "scaler": {"mean": 0.0, "std": 1.0}},
+    "lstm-ad": {
+        "hyperparameters": {},
+        "scaler": {"mean": [0.0] * 4, "std": [1.0] * 4},
+        "gaussian": {"mean": [0.0] * 4, "covariance": [[float(i == j) for j in range(4)] for i in range(4)]},
+        "threshold": -10.0,
+    },
+}
+
+
 def fake_model(path, **manifest):
+    """A model's kfts-model.json without its weights: `manifest` completed with COMPLETE's fields."""
     path.mkdir()
-    (path / "kfts-model.json").write_text(json.dumps({"format_version": 1, **manifest}))
+    manifest = {"format_version": 1, **COMPLETE[manifest["algorithm"]], **manifest}
+    (path / "kfts-model.json").write_text(json.dumps(manifest))
     return path
 
 
@@ -153,7 +168,10 @@ def test_kfts_predict_and_evaluate_check_the_input_against_the_model(tmp_path):
     [("inception-time", "--flag", "--probabilities"), ("lstm-ad", "--probabilities", "--flag")],
 )
 def test_kfts_predict_refuses_the_other_algorithms_option(tmp_path, algorithm, flag, option):
-    model = fake_model(tmp_path / "model", algorithm=algorithm, input_shape={"length": 4, "series": 4})
+    fields = (
+        {"input_shape": {"length": 4}, "classes": ["a", "b"]} if flag == "--flag" else {"input_shape": {"series": 4}}
+    )
+    model = fake_model(tmp_path / "model", algorithm=algorithm, **fields)
     result = run_cli(
         "predict",
         "--model-dir",

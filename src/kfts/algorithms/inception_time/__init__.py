@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from kfts.algorithms.base import Algorithm
 from kfts.algorithms.inception_time.params import InceptionTimeParams
+from kfts.core import manifest
 from kfts.core.errors import InputError
 
 MAX_CLASSES_KEPT = 1000  # a summary keeps at most this many distinct labels (KFP metadata stays small)
@@ -36,6 +37,14 @@ class InceptionTimeAlgorithm(Algorithm):
         "hyperparameters.depth": 100,
         "hyperparameters.models": 1000,
         "input_shape.length": 1_000_000,
+    }
+    manifest_fields = {
+        "input_shape.length": manifest.integer(1),
+        "input_shape.channels": manifest.integer(1, 1, optional=True),
+        "classes": manifest.texts(distinct=True, at_least=2),
+        "scaler": manifest.obj(),
+        "scaler.mean": manifest.number(),
+        "scaler.std": manifest.number(positive=True),
     }
 
     def describe(self, path, layout: str, head: bool) -> dict:

@@ -16,7 +16,18 @@ from __future__ import annotations
 
 from kfts.algorithms.base import Algorithm
 from kfts.algorithms.lstm_ad.params import LstmADParams
+from kfts.core import manifest
 from kfts.core.errors import InputError
+
+
+def _series(fields: dict) -> int:
+    return fields["input_shape"]["series"]
+
+
+def _errors(fields: dict) -> int:
+    """The length of an error vector the Normal scores: d, or l x d with paper scoring (estimator.py)."""
+    params = LstmADParams(**fields["hyperparameters"])
+    return _series(fields) * (params.prediction_length if params.scoring == "paper" else 1)
 
 
 class LstmADAlgorithm(Algorithm):
@@ -34,6 +45,17 @@ class LstmADAlgorithm(Algorithm):
         "hyperparameters.sequence_length": 100_000,
         "hyperparameters.prediction_length": 100_000,
         "input_shape.series": 100_000,
+    }
+    manifest_fields = {
+        "input_shape.series": manifest.integer(1),
+        "scaler": manifest.obj(),
+        "scaler.mean": manifest.numbers(_series),
+        "scaler.std": manifest.numbers(_series, positive=True),
+        "gaussian": manifest.obj(),
+        "gaussian.mean": manifest.numbers(_errors),
+        "gaussian.covariance": manifest.covariance(_errors),
+        "gaussian.ridge": manifest.number(at_least=0, optional=True),
+        "threshold": manifest.number(),
     }
 
     def describe(self, path, layout: str, head: bool) -> dict:
