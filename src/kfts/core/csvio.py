@@ -259,8 +259,11 @@ def _check_last_line(path, label_column: bool) -> None:
     """pyarrow reads a quote left open on the last line, with no line break after it, as if it were closed."""
     with _open(path) as f:
         size = f.seek(0, io.SEEK_END)
-        f.seek(max(0, size - (1 << 20)))
+        start = f.seek(max(0, size - (1 << 20)))
         tail = f.read()
+    if start == 0:  # the whole file: a BOM before the first cell would hide its quote from the csv module
+        tail = tail.removeprefix(b"\xef\xbb\xbf")
+        size = len(tail)
     lines = re.split(rb"\r\n|\r|\n", tail)
     # (a last line longer than the tail read here is left to pyarrow: its start is unknown)
     if tail and tail[-1:] not in b"\r\n" and (len(lines) > 1 or len(tail) == size):

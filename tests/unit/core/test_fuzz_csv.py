@@ -302,6 +302,7 @@ def test_fuzz_labeled_rows(tmp_path, data):
 @example(data=b"1,2\n\n3,4\n")
 @example(data=b' 1 ,"2"\r3,4\r')
 @example(data=b"1.00000005960464478\n")
+@example(data=b'\xef\xbb\xbf"3.4028235e38')  # a BOM, then a quote left open on the only line, no line break
 def test_fuzz_unlabeled_rows(tmp_path, data):
     check(tmp_path, data, "rows")
 
