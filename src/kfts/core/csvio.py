@@ -26,6 +26,7 @@ server's error messages are the same as the CLI's.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import os
@@ -242,7 +243,7 @@ def _first_row(path, label_column: bool) -> tuple[int, int]:
         raise InputError("is a directory, not a CSV file", path=path) from None
     except OSError as e:
         raise InputError(f"cannot be read ({e.strerror})", path=path) from None
-    head = head.removeprefix(b"\xef\xbb\xbf")
+    head = head.removeprefix(codecs.BOM_UTF8)
     if not head.strip():
         raise InputError("the file is empty", path=path)
     line = re.split(rb"\r\n|\r|\n", head, maxsplit=1)[0]
@@ -262,7 +263,7 @@ def _check_last_line(path, label_column: bool) -> None:
         start = f.seek(max(0, size - (1 << 20)))
         tail = f.read()
     if start == 0:  # the whole file: a BOM before the first cell would hide its quote from the csv module
-        tail = tail.removeprefix(b"\xef\xbb\xbf")
+        tail = tail.removeprefix(codecs.BOM_UTF8)
         size = len(tail)
     lines = re.split(rb"\r\n|\r|\n", tail)
     # (a last line longer than the tail read here is left to pyarrow: its start is unknown)
@@ -364,7 +365,7 @@ def _first_text_fault(path, label_column: bool) -> InputError | None:
     with _open(path) as f:
         row = 0
         for chunk in f:  # one line ending in LF; CR alone also ends a line, for pyarrow and here
-            lines = re.split(rb"\r\n|\r|\n", chunk.removeprefix(b"\xef\xbb\xbf") if row == 0 else chunk)
+            lines = re.split(rb"\r\n|\r|\n", chunk.removeprefix(codecs.BOM_UTF8) if row == 0 else chunk)
             if lines[-1] == b"" and len(lines) > 1:
                 lines.pop()  # what followed the last line ending
             for line in lines:
