@@ -14,7 +14,7 @@ import hashlib
 import os
 import random
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -249,12 +249,15 @@ class Checkpoints:
             )
         return state
 
-    def check(self, state: dict, kinds: dict[str, type]) -> None:
-        """Refuse a loaded state that lacks one of the keys of `kinds` or holds it as another type: a file
-        edited, or saved by something else, under the name of this run's checkpoint."""
+    def check(self, state: dict, kinds: Mapping[str, type | tuple[type, ...]], within: str = "") -> None:
+        """Refuse a loaded state that lacks one of the keys of `kinds` or holds it as another type (one of a
+        tuple's): a file edited, or saved by something else, under the name of this run's checkpoint. `within`:
+        where `state` sits in the checkpoint ("best."), for the message."""
         for key, kind in kinds.items():
-            if not isinstance(state.get(key), kind) or isinstance(state.get(key), bool):
-                raise self._incomplete(f"its {key!r} is missing or not of type {kind.__name__}")
+            kinds_ = kind if isinstance(kind, tuple) else (kind,)
+            if not isinstance(state.get(key), kinds_) or isinstance(state.get(key), bool):
+                names = " or ".join("None" if k is type(None) else k.__name__ for k in kinds_)
+                raise self._incomplete(f"its {within + key!r} is missing or not of type {names}")
 
     @contextlib.contextmanager
     def restoring(self) -> Iterator[None]:
@@ -263,7 +266,7 @@ class Checkpoints:
         try:
             yield
         except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as e:
-            raise self._incomplete(f"{type(e).__name__}: {str(e)[:200]}") from None
+            raise self._incomplete(f"{type(e).__name__}: {' '.join(str(e).split())[:200]}") from None  # one line
 
     def _incomplete(self, why: str) -> InputError:
         return InputError(f"is not a complete kfts checkpoint ({why}); delete it to start over", path=self.path)

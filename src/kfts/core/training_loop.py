@@ -128,6 +128,11 @@ class Trained:
 # any other (the other parts are optional: checkpoints from before this loop lack some)
 FINISHED = {"network": dict, "history": list, "kept": int}
 RESUMED = {"epoch": int, "history": list}
+BEST: dict[str, type | tuple[type, ...]] = {
+    "loss": float,
+    "state": (dict, type(None)),
+    "epoch": int,
+}  # a _Best, where a checkpoint has one
 
 
 class Trainer:
@@ -215,6 +220,9 @@ class Trainer:
             return Trained(state["network"], state["history"], state["kept"])
         if state:
             checkpoints.check(state, RESUMED)
+            if "best" in state:
+                checkpoints.check(state, {"best": dict})
+                checkpoints.check(state["best"], BEST, within="best.")
         network = self._initial_network(task, group.members)
         if start is not None:
             network.load_state_dict({**network.state_dict(), **start})
@@ -241,6 +249,8 @@ class Trainer:
                     if state.get(key):  # checkpoints from before this loop lack some (an unused grad scaler has none)
                         part.load_state_dict(state[key])
                 _restore_random_numbers(state, generators, self.device)
+                if state.get("best", {}).get("state") is not None:  # loaded at the end: refuse it now, not then
+                    copy.deepcopy(network).load_state_dict(state["best"]["state"])
             best, history, first_epoch = state.get("best", best), state["history"], state["epoch"] + 1
         model = self._parallel(network, group)
         name = f"member {group.label}" if group.label else task.name

@@ -546,6 +546,11 @@ def without(*keys):
     return lambda state: {k: v for k, v in state.items() if k not in keys}
 
 
+def resumable(state):
+    """A finished run's state as that of its first epoch, which the run (of one epoch) resumes after."""
+    return {**without("done")(state), "epoch": 1, "generators": [torch.Generator().get_state()]}
+
+
 CHECKPOINTS = {  # the saved state changed: the one line's reason
     "a list": (lambda state: [1, 2], "it holds a list, not a training state"),
     "no epoch": (without("done"), "its 'epoch' is missing or not of type int"),
@@ -553,6 +558,18 @@ CHECKPOINTS = {  # the saved state changed: the one line's reason
     "other optimizer": (
         lambda state: {**without("done")(state), "epoch": 1, "optimizer": {"state": {}, "param_groups": [1]}},
         "TypeError",
+    ),
+    "best of another kind": (
+        lambda state: {**resumable(state), "best": "epoch 1"},
+        "its 'best' is missing or not of type dict",
+    ),
+    "best without a loss": (
+        lambda state: {**resumable(state), "best": {"state": None, "epoch": 1}},
+        "its 'best.loss' is missing or not of type float",
+    ),
+    "best of another network": (
+        lambda state: {**resumable(state), "best": {"loss": 0.5, "state": {"w": torch.ones(1)}, "epoch": 1}},
+        "RuntimeError",
     ),
 }
 
