@@ -205,6 +205,10 @@ def _digest(tensors: Iterable[torch.Tensor | None]) -> str:
     return sha.hexdigest()
 
 
+# RuntimeErrors of the device, not of a file: out of memory, and (torch 2.8 on) any other fault of a GPU
+DEVICE_FAULTS = (torch.cuda.OutOfMemoryError, *[e for e in [getattr(torch, "AcceleratorError", None)] if e])
+
+
 class Checkpoints:
     """The training state after every finished epoch, in `directory`/`name`, so a killed run resumes where it
     was. Only the `writer` saves: under torchrun, the one process of those that hold the same state.
@@ -265,6 +269,8 @@ class Checkpoints:
         refuses there is this checkpoint's damage, not a fault of kfts."""
         try:
             yield
+        except DEVICE_FAULTS:
+            raise
         except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as e:
             raise self._incomplete(f"{type(e).__name__}: {' '.join(str(e).split())[:200]}") from None  # one line
 

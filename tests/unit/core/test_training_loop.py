@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from kfts.core.errors import InputError
+from kfts.core.training import DEVICE_FAULTS
 from kfts.core.training_loop import Task, Trainer
 
 
@@ -86,3 +88,35 @@ def test_a_resumed_run_draws_the_dropout_masks_of_one_never_interrupted(tmp_path
     assert [row["epoch"] for row in resumed.history] == [1, 2, 3]
     for name, weights in whole.state.items():
         assert torch.equal(resumed.state[name], weights), name
+
+
+class _FaultOnRestore(_Dropout):
+    """Whose optimizer meets `fault` while a resumed run restores its state."""
+
+    def __init__(self, fault: Exception):
+        super().__init__()
+        self.fault = fault
+
+    def optimizer(self, network):
+        optimizer = super().optimizer(network)
+
+        def load_state_dict(state):
+            raise self.fault
+
+        optimizer.load_state_dict = load_state_dict
+        return optimizer
+
+
+def test_a_device_fault_while_resuming_is_not_blamed_on_the_checkpoint(tmp_path):
+    # what torch refuses in a checkpoint's insides is the file's damage ("delete it to start over"), but a GPU
+    # out of memory or faulting there is not: deleting the checkpoint would throw away the run for nothing
+    with pytest.raises(_Interrupted):
+        Trainer("cpu", seed=0, checkpoint_dir=str(tmp_path)).train(_Dropout(kill_in_epoch=2), fingerprint={})
+    damaged = RuntimeError("size mismatch for weight")
+    with pytest.raises(InputError, match="is not a complete kfts checkpoint .RuntimeError: size mismatch"):
+        Trainer("cpu", seed=0, checkpoint_dir=str(tmp_path)).train(_FaultOnRestore(damaged), fingerprint={})
+    faults = [torch.cuda.OutOfMemoryError("CUDA out of memory"), *[e("CUDA error") for e in DEVICE_FAULTS[1:]]]
+    for fault in faults:
+        with pytest.raises(type(fault)) as raised:
+            Trainer("cpu", seed=0, checkpoint_dir=str(tmp_path)).train(_FaultOnRestore(fault), fingerprint={})
+        assert raised.value is fault
