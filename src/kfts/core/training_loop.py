@@ -85,8 +85,9 @@ class Task:
 
     def figures(self, loss: torch.Tensor, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
         """The batch's sums of the epoch's training figures; each is reported as `train_NAME`, divided by the
-        number of targets of the epoch. Called after the optimizer step."""
-        return {"loss": loss.item() * len(targets)}
+        number of targets of the epoch. Called after the optimizer step. Without a "loss", the loop sums
+        loss * len(targets): the loss it watches for divergence and the plateau schedule."""
+        return {}
 
     def validate(self, network: nn.Module) -> dict[str, float]:
         """The epoch's validation figures (`valid_loss`...), or none."""
@@ -320,7 +321,10 @@ class Trainer:
             inputs = inputs.to(self.device, non_blocking=True)
             targets = targets.to(self.device, non_blocking=True)
             loss, outputs = step(task, model, optimizer, inputs, targets, scaler)
-            for figure, value in task.figures(loss, outputs, targets).items():
+            figures = task.figures(loss, outputs, targets)
+            if "loss" not in figures:
+                figures["loss"] = loss.item() * len(targets)
+            for figure, value in figures.items():
                 sums[figure] = sums.get(figure, 0.0) + value
             count += len(targets)
         if len(group.ranks) > 1:

@@ -120,3 +120,17 @@ def test_a_device_fault_while_resuming_is_not_blamed_on_the_checkpoint(tmp_path)
         with pytest.raises(type(fault)) as raised:
             Trainer("cpu", seed=0, checkpoint_dir=str(tmp_path)).train(_FaultOnRestore(fault), fingerprint={})
         assert raised.value is fault
+
+
+class _Accuracy(_Dropout):
+    """Whose figures add one of their own and leave the loss to the loop."""
+
+    def figures(self, loss, outputs, targets):
+        return {"close": ((outputs - targets).abs() < 1).sum().item()}
+
+
+def test_a_task_that_adds_figures_still_reports_and_watches_its_loss():
+    # a plugin's Task adds figures without repeating the loss, which the loop needs (divergence, plateau)
+    trained = Trainer("cpu", seed=0).train(_Accuracy(), fingerprint={})
+    assert [sorted(row) for row in trained.history] == [["epoch", "train_close", "train_loss"]] * 3
+    assert all(row["train_loss"] > 0 and 0 <= row["train_close"] <= 1 for row in trained.history)
