@@ -222,9 +222,9 @@ def _predict(args) -> int:
     from kfts.core.training import use_cpu_share
     from kfts.jobs.load import load_model
     from kfts.jobs.predict import write_predictions
-    from kfts.jobs.validate import check_files, read_manifest
+    from kfts.jobs.validate import check_files, read_checked_manifest
 
-    manifest = read_manifest(args.model_dir)
+    manifest = read_checked_manifest(args.model_dir)
     algorithm = spec(manifest["algorithm"])
     for name in predict_options():
         if getattr(args, name) and name not in algorithm.predict_options:
@@ -244,11 +244,11 @@ def _predict(args) -> int:
 def cmd_evaluate(args) -> None:
     from kfts.core.training import metric_line, use_cpu_share
     from kfts.jobs.evaluate import evaluate, headline
-    from kfts.jobs.validate import check_files, read_manifest
+    from kfts.jobs.validate import check_files, read_checked_manifest
 
     check_apart(args.output_dir, "--output-dir", {"--model-dir": args.model_dir, "--input": args.input})
     with staged(args, inputs=("model_dir", "input", "labels"), outputs=("output_dir",)):
-        manifest = read_manifest(args.model_dir)
+        manifest = read_checked_manifest(args.model_dir)
         check_files(
             manifest["algorithm"], evaluation_files(manifest["algorithm"], args.input, args.labels), model=manifest
         )

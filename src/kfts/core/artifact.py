@@ -28,12 +28,11 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from kfts import __version__
-from kfts.core import manifest as manifest_fields
 from kfts.core import outputs
 from kfts.core.errors import InputError, shown
+from kfts.core.manifest import FORMAT_VERSION, MANIFEST
+from kfts.core.manifest import read_manifest as read_manifest  # kept here too: the model directory's one API
 
-FORMAT_VERSION = 1
-MANIFEST = manifest_fields.MANIFEST
 WEIGHTS = "weights.safetensors"
 FILES = (MANIFEST, WEIGHTS)  # all that a model directory holds
 # Bytes of the weights file's JSON header read at most: about 100 per tensor, and a model kfts loads has a few
@@ -128,25 +127,6 @@ def _unreadable_weights(model_dir) -> Iterator[None]:
         raise
     except Exception as e:  # safetensors raises its own error types for corrupt files
         raise InputError(f"{WEIGHTS} cannot be read ({str(e)[:200]})", path=model_dir) from None
-
-
-def read_manifest(model_dir: str | os.PathLike) -> dict:
-    """A model's kfts-model.json, refused unless this kfts reads its format version (its fields are the
-    algorithm's to check: kfts.algorithms.base.Algorithm.check_manifest)."""
-    path = Path(model_dir) / MANIFEST
-    manifest = manifest_fields.read(model_dir)
-    version = manifest.get("format_version")
-    if version is None:
-        raise InputError("has no format_version: not a kfts model", path=path)
-    if type(version) is not int or version < 1:
-        raise InputError(f"format_version must be a whole number of at least 1, not {shown(version)}", path=path)
-    if version > FORMAT_VERSION:
-        raise InputError(
-            f"model format version {version} is newer than this kfts ({__version__}) reads "
-            f"(up to {FORMAT_VERSION}): upgrade kfts",
-            path=path,
-        )
-    return manifest
 
 
 def check_output_directory(target: str | os.PathLike, files: Collection[str] | None = None) -> Path:

@@ -18,13 +18,16 @@ from typing import Any
 
 import numpy as np
 
+from kfts import __version__
 from kfts.core.errors import SHOWN, InputError, shown
 
 MANIFEST = "kfts-model.json"
+FORMAT_VERSION = 1  # of the model directory (docs/ARTIFACT.md): what this kfts writes, and the newest it reads
 
 
-def read(model_dir: str | os.PathLike) -> dict:
-    """A model's kfts-model.json as a JSON object (nothing else about it checked)."""
+def read_manifest(model_dir: str | os.PathLike) -> dict:
+    """A model's kfts-model.json as a JSON object, refused unless this kfts reads its format version (its other
+    fields are its algorithm's to check: kfts.algorithms.base.Algorithm.check_manifest)."""
     path = Path(model_dir) / MANIFEST
     if not path.is_file():
         raise InputError(f"no {MANIFEST}: not a kfts model directory", path=model_dir)
@@ -36,6 +39,17 @@ def read(model_dir: str | os.PathLike) -> dict:
         raise InputError("is not a kfts model: its JSON is nested too deeply", path=path) from None
     if not isinstance(manifest, dict):
         raise InputError(f"is not a kfts model: it holds a JSON {type(manifest).__name__}, not an object", path=path)
+    version = manifest.get("format_version")
+    if version is None:
+        raise InputError("has no format_version: not a kfts model", path=path)
+    if type(version) is not int or version < 1:
+        raise InputError(f"format_version must be a whole number of at least 1, not {shown(version)}", path=path)
+    if version > FORMAT_VERSION:
+        raise InputError(
+            f"model format version {version} is newer than this kfts ({__version__}) reads "
+            f"(up to {FORMAT_VERSION}): upgrade kfts",
+            path=path,
+        )
     return manifest
 
 

@@ -52,7 +52,7 @@ def evaluate(
     user knows them as (URIs, in a pipeline), for the provenance. Returns the metrics."""
     from kfts.algorithms import of
     from kfts.jobs.load import load_model
-    from kfts.jobs.validate import read_manifest
+    from kfts.jobs.validate import read_checked_manifest
 
     names = names or {}
     check_output_directory(output_dir, OUTPUT_FILES)
@@ -62,7 +62,7 @@ def evaluate(
         data=names.get(data, os.fspath(data)),
         model=names.get(model_dir, os.fspath(model_dir)),
         labels=names.get(labels, os.fspath(labels)) if labels else None,
-        manifest=read_manifest(model_dir),
+        manifest=read_checked_manifest(model_dir),
     )
     split = split or Path(data).name
     with atomic_directory(output_dir, OUTPUT_FILES) as tmp:

@@ -1,7 +1,7 @@
 """`kfts inspect MODEL_DIR`: what a model artifact holds, from its kfts-model.json alone (no torch, no weights
 read): algorithm, hyperparameters, what it takes as input (series length and classes, or the number of
 series), its metrics, a summary of its training history, what its training warned of, the artifact format
-and the kfts that wrote it. The fields are checked first (kfts.jobs.validate.read_manifest): an edited one is
+and the kfts that wrote it. The fields are checked first (kfts.jobs.validate.read_checked_manifest): an edited one is
 refused naming the field, never shown half."""
 
 from __future__ import annotations
@@ -9,14 +9,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from kfts.jobs.validate import read_manifest
+from kfts.jobs.validate import read_checked_manifest
 
 WEIGHTS = "weights.safetensors"  # kfts.core.artifact.WEIGHTS (that module imports torch)
 
 
 def describe_model(model_dir: str | os.PathLike) -> list[str]:
     """The lines `kfts inspect` prints."""
-    manifest = read_manifest(model_dir)
+    manifest = read_checked_manifest(model_dir)
     shape = manifest.get("input_shape", {})
     lines = [
         f"model:           {Path(model_dir)}",

@@ -122,24 +122,24 @@ def check_files(
     head: bool = False,
 ) -> dict[str, dict]:
     """describe() every given file (name -> (path or None, layout)) and check() them together, against
-    `model` (a kfts-model.json, read_manifest()) when given: what `kfts train/predict/evaluate` run before any
+    `model` (a kfts-model.json, read_checked_manifest()) when given: what `kfts train/predict/evaluate` run before any
     work. head: see describe()."""
     summaries = {name: describe(algorithm, path, layout, head=head) for name, (path, layout) in files.items() if path}
     check(algorithm, summaries, model_summary(model) if model is not None else None)
     return summaries
 
 
-def read_manifest(model_dir: str | os.PathLike) -> dict:
-    """A model's kfts-model.json, read as JSON only (kfts.core.artifact.read_manifest, without importing torch),
-    its fields checked by its algorithm (Algorithm.check_manifest): refused with an InputError naming the field
+def read_checked_manifest(model_dir: str | os.PathLike) -> dict:
+    """A model's kfts-model.json (kfts.core.manifest.read_manifest: JSON only, without importing torch), its
+    fields checked by its algorithm (Algorithm.check_manifest): refused with an InputError naming the field
     before anything compares files with it or shows it."""
     from pathlib import Path
 
     from kfts.algorithms import spec
-    from kfts.core import manifest as fields
+    from kfts.core.manifest import MANIFEST, read_manifest
 
-    manifest = fields.read(model_dir)
-    path = Path(model_dir) / fields.MANIFEST
+    manifest = read_manifest(model_dir)
+    path = Path(model_dir) / MANIFEST
     if not isinstance(manifest.get("algorithm"), str):
         raise InputError("has no algorithm: not a kfts model", path=path)
     spec(manifest["algorithm"]).check_manifest(manifest, path)

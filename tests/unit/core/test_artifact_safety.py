@@ -20,7 +20,7 @@ from kfts.core import artifact, csvio
 from kfts.core.errors import InputError
 from kfts.core.training import CHECKPOINT, Checkpoints
 from kfts.jobs.load import load_model
-from kfts.jobs.validate import read_manifest
+from kfts.jobs.validate import read_checked_manifest
 
 from helpers import (
     make_classification,
@@ -215,7 +215,7 @@ def test_a_manifest_without_an_algorithm_name_is_refused(copy, algorithm):
     else:
         manifest["algorithm"] = algorithm
     path.write_text(json.dumps(manifest))
-    for read in (lambda: load_model(model, device="cpu"), lambda: read_manifest(model)):
+    for read in (lambda: load_model(model, device="cpu"), lambda: read_checked_manifest(model)):
         with pytest.raises(InputError) as info:
             read()
         assert str(info.value) == f"{path}: has no algorithm: not a kfts model"
