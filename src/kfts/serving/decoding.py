@@ -369,10 +369,7 @@ def rest_request(body: bytes, headers: dict, model_name: str) -> InferRequest:
     for i, tensor in enumerate(head["inputs"]):
         where = f"inputs[{i}]"
         _fields(tensor, REQUEST_INPUT, where)
-        if not all(type(n) is int and n >= 0 for n in tensor["shape"]):
-            raise InvalidInput(
-                f"malformed V2 request: {where}.shape: {clip(str(tensor['shape']))} is not a list of sizes"
-            )
+        check_shape(tensor["shape"], where)
         parameters = tensor.get("parameters") or {}
         size = parameters.get("binary_data_size")
         infer_input = InferInput(tensor["name"], tensor["shape"], tensor["datatype"], parameters=parameters)
@@ -403,6 +400,22 @@ def rest_request(body: bytes, headers: dict, model_name: str) -> InferRequest:
         parameters=head.get("parameters"),
         request_outputs=outputs or None,
     )
+
+
+def check_shape(shape: list, where: str) -> None:
+    """A tensor's shape is a list of sizes: numpy would read a -1 as "whatever is left". Over REST and gRPC."""
+    if not all(type(n) is int and n >= 0 for n in shape):
+        raise InvalidInput(f"malformed V2 request: {where}.shape: {clip(str(shape))} is not a list of sizes")
+
+
+def check_version(version: str) -> None:
+    """No model version asked for: kfts serve serves one model, which has none. Over REST (the path's
+    /versions/VERSION/) and gRPC (model_version), rather than answering with a model the client did not ask for."""
+    if version:
+        raise InvalidInput(
+            f"model_version {clip(repr(version))}: kfts serve serves one model, without versions: "
+            "leave model_version empty (REST: /v2/models/NAME/infer)"
+        )
 
 
 def _fields(value, schema: dict, where: str) -> None:

@@ -65,7 +65,7 @@ from kfts.serving.admission import (
     malloc_returns_memory,
     smallest_limit,
 )
-from kfts.serving.decoding import rest_request
+from kfts.serving.decoding import check_shape, check_version, rest_request
 
 logger = logging.getLogger("kfts.serving")
 
@@ -262,6 +262,9 @@ class RestRoutes:
     def register(self, app) -> None:
         app.add_api_route("/v1/models/{model_name}:predict", self.v1_predict, methods=["POST"])
         app.add_api_route("/v2/models/{model_name}/infer", self.v2_infer, methods=["POST"])
+        app.add_api_route(
+            "/v2/models/{model_name}/versions/{model_version}/infer", self.v2_infer_version, methods=["POST"]
+        )
 
     async def v1_predict(self, model_name: str, request: Request) -> Response:
         """The model decodes the V1 body (JSON or CSV) itself, and answers bytes with their Content-Type."""
@@ -280,6 +283,10 @@ class RestRoutes:
         if json_length is not None:
             answer_headers[INFERENCE_CONTENT_LENGTH_HEADER] = str(json_length)
         return _send(content, answer_headers)
+
+    async def v2_infer_version(self, model_name: str, model_version: str) -> None:
+        """A version asked for: refused as gRPC refuses it (KServe's route answers 501 before the model name)."""
+        check_version(model_version)
 
     async def _read(self, model_name: str, request: Request) -> tuple[bytes, dict]:
         if not await self.dataplane.model_ready(model_name, True):  # ModelNotFound for an unknown name
@@ -382,11 +389,21 @@ class GrpcErrors(AsyncExceptionToStatusInterceptor):
 
 
 class Servicer(InferenceServicer):
-    """KServe's gRPC servicer, with ModelInfer's request decoded and its answer encoded off the event loop.
+    """KServe's gRPC servicer, with ModelInfer's request checked as REST's is, decoded and its answer encoded off
+    the event loop.
 
     Why a subclass: KServe 0.21.0's InferenceServicer.ModelInfer (kserve/protocol/grpc/servicer.py) runs
-    InferRequest.from_grpc, which copies typed contents into a Python list, and to_grpc on the event loop;
-    its other methods serve as they are."""
+    InferRequest.from_grpc, which copies typed contents into a Python list, and to_grpc on the event loop, and
+    its validate_grpc_request lets through a negative size in a shape (read as "what is left") and a
+    model_version (ignored); its other methods serve as they are."""
+
+    @classmethod
+    def validate_grpc_request(cls, request) -> None:
+        """KServe's checks, and those of REST (rest_request): the tensors' shapes and no model_version."""
+        super().validate_grpc_request(request)
+        check_version(request.model_version)
+        for i, tensor in enumerate(request.inputs):
+            check_shape(list(tensor.shape), f"inputs[{i}]")
 
     async def ModelInfer(self, request, context):
         headers = to_headers(context)

@@ -322,3 +322,49 @@ def test_no_client_can_unload_or_load_the_model(server, files):
     assert server.http.get("/v2/health/ready").status_code == 200
     assert server.post(f"/v1/models/{NAME}:predict", GOOD).status_code == 200
     assert server.grpc_infer(files["values"][:2])["label"].shape == (2,)
+
+
+def grpc_call(server, **request):
+    """ModelInfer with a ModelInferRequest of these fields (model_name: the server's): its RpcError."""
+    from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+    from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
+
+    with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel, pytest.raises(grpc.RpcError) as e:
+        GRPCInferenceServiceStub(channel).ModelInfer(pb.ModelInferRequest(model_name=NAME, **request), timeout=60)
+    return e.value
+
+
+def test_grpc_refuses_what_rest_refuses_with_the_same_message(server):
+    """A negative size in a shape (numpy would read it as "what is left") and a model version (kfts serve serves
+    one model, which has none): 400 over REST, INVALID_ARGUMENT over gRPC, one message naming the field."""
+    from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+
+    values = [0.5] * LENGTH
+    rest = {"inputs": [{"name": "x", "shape": [-1, LENGTH], "datatype": "FP32", "data": values}]}
+    tensor, good = (
+        pb.ModelInferRequest.InferInputTensor(
+            name="x", datatype="FP32", shape=shape, contents=pb.InferTensorContents(fp32_contents=values)
+        )
+        for shape in ([-1, LENGTH], [1, LENGTH])
+    )
+    for path, body, grpc_request, message in (
+        (
+            f"/v2/models/{NAME}/infer",
+            rest,
+            dict(inputs=[tensor]),
+            f"malformed V2 request: inputs[0].shape: [-1, {LENGTH}] is not a list of sizes",
+        ),
+        (
+            f"/v2/models/{NAME}/versions/2/infer",
+            v2_body(np.zeros((1, LENGTH))),
+            dict(inputs=[good], model_version="2"),
+            "model_version '2': kfts serve serves one model, without versions",
+        ),
+    ):
+        answer = server.post(path, body)
+        assert answer.status_code == 400, answer.text
+        assert message in answer.json()["error"]
+        error = grpc_call(server, **grpc_request)
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error.details()
+        assert message in error.details()
+    assert server.grpc_infer(np.zeros((1, LENGTH)))["label"].shape == (1,)
