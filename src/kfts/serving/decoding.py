@@ -389,6 +389,11 @@ def rest_request(body: bytes, headers: dict, model_name: str) -> InferRequest:
                 f"({len(body) - offset} bytes)"
             )
         inputs.append(infer_input)
+    if offset != len(body):  # bytes that no tensor claims: the client miscounted something
+        raise InvalidInput(
+            f"malformed V2 request: the body has {len(body)} bytes, {offset} expected: {length} of JSON "
+            f"({INFERENCE_CONTENT_LENGTH_HEADER}) and {offset - length} of binary data (the inputs' binary_data_size)"
+        )
     outputs = []
     for i, output in enumerate(head.get("outputs") or []):
         _fields(output, REQUEST_OUTPUT, f"outputs[{i}]")

@@ -368,3 +368,25 @@ def test_grpc_refuses_what_rest_refuses_with_the_same_message(server):
         assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error.details()
         assert message in error.details()
     assert server.grpc_infer(np.zeros((1, LENGTH)))["label"].shape == (1,)
+
+
+def test_bytes_after_the_binary_tensors_are_refused(server):
+    """A body longer than its JSON (Inference-Header-Content-Length) and its tensors' binary_data_size: a client
+    that miscounts is told so, not answered from a part of what it sent."""
+    data = np.zeros((1, LENGTH), dtype="<f4").tobytes()
+    size = len(data)
+    head = orjson.dumps(
+        {"inputs": [{"name": "x", "shape": [1, LENGTH], "datatype": "FP32", "parameters": {"binary_data_size": size}}]}
+    )
+    for extra, status in ((b"", 200), (b"\0" * 8, 400)):
+        answer = server.post(
+            f"/v2/models/{NAME}/infer",
+            head + data + extra,
+            "application/octet-stream",
+            **{"inference-header-content-length": str(len(head))},
+        )
+        assert answer.status_code == status, answer.text
+    assert answer.json()["error"] == (
+        f"malformed V2 request: the body has {len(head) + size + 8} bytes, {len(head) + size} expected: {len(head)} "
+        f"of JSON (inference-header-content-length) and {size} of binary data (the inputs' binary_data_size)"
+    )
