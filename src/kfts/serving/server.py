@@ -111,10 +111,10 @@ def refusal(status: int, reason, request_id: str) -> JSONResponse:
 
 class RequestGuard:
     """ASGI middleware that every REST request passes first: it gets its request id (sent back with every
-    answer), a body over `max_bytes` gets 413 before any of it is decoded, a request with a body that the
-    memory budget (`admission`) has no room for gets 503 with Retry-After before any of it is read, a body
-    that stops arriving (no byte for `body_timeout` seconds) gets 408 and its connection closed, and a fault
-    in the server gets 500 with its traceback logged once.
+    answer), a body over `max_bytes` gets 413 before any of it is decoded, a body in a Content-Encoding (gzip...)
+    415 and a request with a body that the memory budget (`admission`) has no room for 503 with Retry-After,
+    both before any of it is read, a body that stops arriving (no byte for `body_timeout` seconds) gets 408 and
+    its connection closed, and a fault in the server gets 500 with its traceback logged once.
 
     The body is read here (the endpoints read it whole anyway) so that a body without Content-Length is
     bounded too, then handed on unchanged. A request holds its share of the budget until its answer is sent:
@@ -139,6 +139,9 @@ class RequestGuard:
             return await self._refuse(scope, send, request_id, 413, self._too_large())
         if scope["method"] not in ("POST", "PUT"):  # no body: health probes and metadata are never refused
             return await self._answer(scope, receive, send, request_id, declared, False)
+        encoding = headers.get(b"content-encoding", b"").decode("latin-1")
+        if any(coding.strip().lower() not in ("", "identity") for coding in encoding.split(",")):
+            return await self._refuse(scope, send, request_id, 415, self._encoded(encoding))
         media_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
         binary = INFERENCE_CONTENT_LENGTH_HEADER.encode() in headers or media_type == b"text/csv"
         try:  # a body of unknown length holds what the largest one would until it is read
@@ -209,6 +212,14 @@ class RequestGuard:
         return (
             f"no byte of the request body came for {self.body_timeout:g} s (kfts serve --body-timeout-s), "
             f"after {size} bytes"
+        )
+
+    @staticmethod
+    def _encoded(encoding: str) -> str:
+        """Nothing here decodes a compressed body: refused before it is read (RFC 9110: 415)."""
+        return (
+            f"Content-Encoding {clip(repr(encoding.strip()))} is not supported: send the body uncompressed "
+            "(Content-Encoding: identity)"
         )
 
     def _too_large(self) -> str:

@@ -5,6 +5,7 @@ server keeps serving."""
 from __future__ import annotations
 
 import dataclasses
+import gzip
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -390,3 +391,18 @@ def test_bytes_after_the_binary_tensors_are_refused(server):
         f"malformed V2 request: the body has {len(head) + size + 8} bytes, {len(head) + size} expected: {len(head)} "
         f"of JSON (inference-header-content-length) and {size} of binary data (the inputs' binary_data_size)"
     )
+
+
+def test_a_compressed_body_gets_415(server):
+    """The predictor decodes no Content-Encoding: a gzip body is refused for what it is (415), not read as JSON
+    that is not UTF-8; identity is no encoding."""
+    body = orjson.dumps(GOOD)
+    for path in (f"/v1/models/{NAME}:predict", f"/v2/models/{NAME}/infer"):
+        answer = server.post(path, gzip.compress(body), **{"content-encoding": "gzip"})
+        assert answer.status_code == 415, answer.text
+        assert answer.json()["error"] == (
+            "Content-Encoding 'gzip' is not supported: send the body uncompressed (Content-Encoding: identity)"
+        )
+    answer = server.post(f"/v1/models/{NAME}:predict", body, **{"content-encoding": "identity"})
+    assert answer.status_code == 200, answer.text
+    assert "client error 415 POST" in server.log.read_text()
