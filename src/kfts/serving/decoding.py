@@ -365,6 +365,7 @@ def rest_request(body: bytes, headers: dict, model_name: str) -> InferRequest:
             f"{INFERENCE_CONTENT_LENGTH_HEADER} header"
         ) from None
     _fields(head, REQUEST, "the request")
+    _flag(head.get("parameters"), "binary_data_output", "parameters")
     inputs, offset = [], length
     for i, tensor in enumerate(head["inputs"]):
         where = f"inputs[{i}]"
@@ -397,6 +398,7 @@ def rest_request(body: bytes, headers: dict, model_name: str) -> InferRequest:
     outputs = []
     for i, output in enumerate(head.get("outputs") or []):
         _fields(output, REQUEST_OUTPUT, f"outputs[{i}]")
+        _flag(output.get("parameters"), "binary_data", f"outputs[{i}].parameters")
         outputs.append(RequestedOutput(output["name"], output.get("parameters")))
     return InferRequest(
         model_name=model_name,
@@ -405,6 +407,15 @@ def rest_request(body: bytes, headers: dict, model_name: str) -> InferRequest:
         parameters=head.get("parameters"),
         request_outputs=outputs or None,
     )
+
+
+def _flag(parameters: dict | None, name: str, where: str) -> None:
+    """A flag of the binary tensor extension is a JSON boolean: KServe 0.21.0 reads any truthy value, "false"
+    too, as true (InferRequest.use_binary_outputs, RequestedOutput.binary_data: kserve/protocol/infer_type.py)."""
+    if parameters and name in parameters and type(parameters[name]) is not bool:
+        raise InvalidInput(
+            f"malformed V2 request: {where}.{name}: {_show(parameters[name])} is not a JSON boolean (true or false)"
+        )
 
 
 def check_shape(shape: list, where: str) -> None:

@@ -203,6 +203,23 @@ BAD_REQUESTS = [
         "parameter 'probabilities': 'maybe' is neither on nor off: send true or false",
     ),
     ("malformed JSON V2", f"/v2/models/{NAME}/infer", b'{"inputs": [', "application/json", 400, "not JSON"),
+    # the binary tensor extension's flags are booleans: KServe reads any truthy value, "false" too, as true
+    (
+        "binary_data_output as text V2",
+        f"/v2/models/{NAME}/infer",
+        v2_body(np.zeros((1, LENGTH)), binary_data_output="false"),
+        None,
+        400,
+        "malformed V2 request: parameters.binary_data_output: 'false' is not a JSON boolean (true or false)",
+    ),
+    (
+        "binary_data as a number V2",
+        f"/v2/models/{NAME}/infer",
+        {**v2_body(np.zeros((1, LENGTH))), "outputs": [{"name": "label", "parameters": {"binary_data": 1}}]},
+        None,
+        400,
+        "malformed V2 request: outputs[0].parameters.binary_data: 1 is not a JSON boolean (true or false)",
+    ),
     (
         "CSV with NaN",
         f"/v1/models/{NAME}:predict",
