@@ -109,17 +109,23 @@ def refusal(status: int, reason, request_id: str) -> JSONResponse:
 # -- REST ---------------------------------------------------------------------------------------------------------
 
 
+# the least rate at which a request body must come, on average, once it has had --body-timeout-s: as Apache's
+# mod_reqtimeout MinRate, what a client on any working link sends
+MIN_BODY_RATE = 64 * 2**10
+
+
 class RequestGuard:
     """ASGI middleware that every REST request passes first: it gets its request id (sent back with every
     answer), a body over `max_bytes` gets 413 before any of it is decoded, a body in a Content-Encoding (gzip...)
     415 and a request with a body that the memory budget (`admission`) has no room for 503 with Retry-After,
-    both before any of it is read, a body that stops arriving (no byte for `body_timeout` seconds) gets 408 and
-    its connection closed, and a fault in the server gets 500 with its traceback logged once.
+    both before any of it is read, a body that stops arriving (no byte for `body_timeout` seconds) or trickles
+    (slower than MIN_BODY_RATE, body_timeout after its first byte) gets 408 and its connection closed, and a
+    fault in the server gets 500 with its traceback logged once.
 
     The body is read here (the endpoints read it whole anyway) so that a body without Content-Length is
     bounded too, then handed on unchanged. A request holds its share of the budget until its answer is sent:
-    without the timeout, clients that send headers and then stall would hold all of it (uvicorn times out
-    no body).
+    without the timeouts, clients that send headers and then stall or trickle would hold all of it (uvicorn
+    times out no body).
     """
 
     def __init__(self, app, max_bytes: int, admission: Admission, body_timeout: float):
@@ -156,15 +162,24 @@ class RequestGuard:
             ticket.close()
 
     async def _answer(self, scope, receive, send, request_id: str, declared: int | None, binary: bool) -> None:
+        loop = asyncio.get_running_loop()
         chunks, size, more = [], 0, True
+        last = first = loop.time()  # first: when the first byte came
         while more:
+            # a byte every so often keeps a body from stalling: past body_timeout from its first byte, it must
+            # also have come at MIN_BODY_RATE on average, else it would hold its share of the budget for ever
+            stall_at = last + self.body_timeout
+            slow_at = first + self.body_timeout + size / MIN_BODY_RATE if size else stall_at
             try:
-                message = await asyncio.wait_for(receive(), self.body_timeout)
+                message = await asyncio.wait_for(receive(), min(stall_at, slow_at) - loop.time())
             except asyncio.TimeoutError:
-                return await self._refuse(scope, send, request_id, 408, self._stalled(size))
+                late = self._stalled(size) if stall_at <= slow_at else self._slow(size, loop.time() - first)
+                return await self._refuse(scope, send, request_id, 408, late)
             if message["type"] != "http.request":  # the client went away
                 return
             chunks.append(message.get("body", b""))
+            last = loop.time()
+            first = first if size else last
             size += len(chunks[-1])
             if size > self.max_bytes:
                 return await self._refuse(scope, send, request_id, 413, self._too_large())
@@ -220,6 +235,13 @@ class RequestGuard:
         return (
             f"Content-Encoding {clip(repr(encoding.strip()))} is not supported: send the body uncompressed "
             "(Content-Encoding: identity)"
+        )
+
+    def _slow(self, size: int, seconds: float) -> str:
+        return (
+            f"the request body came too slowly: {size} bytes in {seconds:.1f} s since its first byte; kfts serve "
+            f"--body-timeout-s {self.body_timeout:g} allows {self.body_timeout:g} s, then "
+            f"{MIN_BODY_RATE // 2**10} KiB/s on average"
         )
 
     def _too_large(self) -> str:
@@ -608,7 +630,8 @@ def serve(
     body_timeout_s: float = 10.0,
 ) -> None:
     """max_inflight_mb: the memory that requests may take at once (admission.py); None: what the memory limit
-    leaves. body_timeout_s: how long a request body may go without a byte before its 408 (RequestGuard)."""
+    leaves. body_timeout_s: how long a request body may go without a byte, or since its first byte before it
+    must have come at MIN_BODY_RATE, before its 408 (RequestGuard)."""
     if not os.path.isdir(model_dir):
         raise InputError("no such model directory (KServe mounts the storageUri at /mnt/models)", path=model_dir)
     for name, value in (
