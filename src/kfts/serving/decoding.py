@@ -231,10 +231,12 @@ def _tensor_values(tensor: InferInput, univariate: bool, typed: bool = False) ->
         raise InvalidInput(
             f"{where}: datatype {clip(str(tensor.datatype))}: send numbers (FP32, FP64, FP16 or an integer type)"
         )
-    if isinstance(tensor.data, list) and not typed:  # JSON data
+    json = isinstance(tensor.data, list) and not typed
+    if json:
         _check_numbers(tensor.data, tensor.datatype, tensor.shape, where)
     try:
-        data = tensor.as_numpy()  # JSON data, typed gRPC contents or raw bytes, checked against the shape
+        with np.errstate(over="ignore"):  # JSON beyond FP32: inf, refused by _finite
+            data = tensor.as_numpy()  # JSON data, typed gRPC contents or raw bytes, checked against the shape
     except (ValueError, TypeError, OverflowError) as e:
         hint = (
             " FP16 travels only as binary data: binary_data_size over REST, raw_input_contents over gRPC"
@@ -251,7 +253,10 @@ def _tensor_values(tensor: InferInput, univariate: bool, typed: bool = False) ->
     if data.size == 0:
         raise InvalidInput(f"{where}: the tensor is empty")
     with np.errstate(over="ignore"):  # FP64 beyond float32: inf, refused by _finite
-        return _finite(data.astype(np.float32, copy=False), where, data)
+        values = data.astype(np.float32, copy=False)
+    if json and not np.isfinite(values).all():  # JSON's 1e40 became inf as FP32: shown as the client wrote it
+        data = np.array(tensor.data, dtype=object).reshape(data.shape)
+    return _finite(values, where, data)
 
 
 def _check_numbers(data: list, datatype: str, shape: list, where: str) -> None:

@@ -178,6 +178,18 @@ BAD_REQUESTS = [
         f"row 1, column {LENGTH}: 1e+39 is too large: values must fit in float32",
     ),
     (
+        "beyond float32 as FP32 V2",
+        f"/v2/models/{NAME}/infer",
+        {
+            "inputs": [
+                {"name": "x", "shape": [2, LENGTH], "datatype": "FP32", "data": [1.0] * (2 * LENGTH - 1) + [-1e40]}
+            ]
+        },
+        None,
+        400,
+        f"input 'x': row 2, column {LENGTH}: -1e+40 is too large: values must fit in float32",
+    ),
+    (
         "fraction as INT32 V2",
         f"/v2/models/{NAME}/infer",
         {"inputs": [{"name": "x", "shape": [1, LENGTH], "datatype": "INT32", "data": [1] * (LENGTH - 1) + [0.5]}]},
