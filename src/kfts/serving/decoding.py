@@ -430,8 +430,8 @@ def check_shape(shape: list, where: str) -> None:
 
 
 def check_version(version: str) -> None:
-    """No model version asked for: kfts serve serves one model, which has none. Over REST (the path's
-    /versions/VERSION/) and gRPC (model_version), rather than answering with a model the client did not ask for."""
+    """The request names no model version: kfts serve serves one model, which has none, and does not answer a
+    request for a version with it. Over REST (the path's /versions/VERSION/) and gRPC (model_version)."""
     if version:
         raise InvalidInput(
             f"model_version {clip(repr(version))}: kfts serve serves one model, without versions: "

@@ -318,7 +318,8 @@ class RestRoutes:
         return _send(content, answer_headers)
 
     async def v2_infer_version(self, model_name: str, model_version: str) -> None:
-        """A version asked for: refused as gRPC refuses it (KServe's route answers 501 before the model name)."""
+        """A version asked for: 400 as over gRPC (check_version), where KServe 0.21.0's route for it
+        (kserve/protocol/rest/v2_endpoints.py) answered 501, which says the server is missing something."""
         check_version(model_version)
 
     async def _read(self, model_name: str, request: Request) -> tuple[bytes, dict]:
