@@ -49,8 +49,9 @@ def register(commands) -> None:
         "--body-timeout-s",
         type=float,
         default=10.0,
-        help="a request body that goes this long without a byte gets 408 and gives back its share of "
-        "--max-inflight-mb (default 10)",
+        help="a request body that goes this long without a byte, or comes slower than 64 KiB/s on average once "
+        "this long has passed since its first byte, gets 408 and gives back its share of --max-inflight-mb "
+        "(default 10)",
     )
     serve.set_defaults(func=cmd_serve)
 

@@ -231,10 +231,12 @@ def _tensor_values(tensor: InferInput, univariate: bool, typed: bool = False) ->
         raise InvalidInput(
             f"{where}: datatype {clip(str(tensor.datatype))}: send numbers (FP32, FP64, FP16 or an integer type)"
         )
-    if isinstance(tensor.data, list) and not typed:  # JSON data
+    json = isinstance(tensor.data, list) and not typed
+    if json:
         _check_numbers(tensor.data, tensor.datatype, tensor.shape, where)
     try:
-        data = tensor.as_numpy()  # JSON data, typed gRPC contents or raw bytes, checked against the shape
+        with np.errstate(over="ignore"):  # JSON beyond FP32: inf, refused by _finite
+            data = tensor.as_numpy()  # JSON data, typed gRPC contents or raw bytes, checked against the shape
     except (ValueError, TypeError, OverflowError) as e:
         hint = (
             " FP16 travels only as binary data: binary_data_size over REST, raw_input_contents over gRPC"
@@ -251,7 +253,10 @@ def _tensor_values(tensor: InferInput, univariate: bool, typed: bool = False) ->
     if data.size == 0:
         raise InvalidInput(f"{where}: the tensor is empty")
     with np.errstate(over="ignore"):  # FP64 beyond float32: inf, refused by _finite
-        return _finite(data.astype(np.float32, copy=False), where, data)
+        values = data.astype(np.float32, copy=False)
+    if json and not np.isfinite(values).all():  # JSON's 1e40 became inf as FP32: shown as the client wrote it
+        data = np.array(tensor.data, dtype=object).reshape(data.shape)
+    return _finite(values, where, data)
 
 
 def _check_numbers(data: list, datatype: str, shape: list, where: str) -> None:
@@ -365,14 +370,12 @@ def rest_request(body: bytes, headers: dict, model_name: str) -> InferRequest:
             f"{INFERENCE_CONTENT_LENGTH_HEADER} header"
         ) from None
     _fields(head, REQUEST, "the request")
+    _flag(head.get("parameters"), "binary_data_output", "parameters")
     inputs, offset = [], length
     for i, tensor in enumerate(head["inputs"]):
         where = f"inputs[{i}]"
         _fields(tensor, REQUEST_INPUT, where)
-        if not all(type(n) is int and n >= 0 for n in tensor["shape"]):
-            raise InvalidInput(
-                f"malformed V2 request: {where}.shape: {clip(str(tensor['shape']))} is not a list of sizes"
-            )
+        check_shape(tensor["shape"], where)
         parameters = tensor.get("parameters") or {}
         size = parameters.get("binary_data_size")
         infer_input = InferInput(tensor["name"], tensor["shape"], tensor["datatype"], parameters=parameters)
@@ -392,9 +395,15 @@ def rest_request(body: bytes, headers: dict, model_name: str) -> InferRequest:
                 f"({len(body) - offset} bytes)"
             )
         inputs.append(infer_input)
+    if offset != len(body):  # bytes that no tensor claims: the client miscounted something
+        raise InvalidInput(
+            f"malformed V2 request: the body has {len(body)} bytes, {offset} expected: {length} of JSON "
+            f"({INFERENCE_CONTENT_LENGTH_HEADER}) and {offset - length} of binary data (the inputs' binary_data_size)"
+        )
     outputs = []
     for i, output in enumerate(head.get("outputs") or []):
         _fields(output, REQUEST_OUTPUT, f"outputs[{i}]")
+        _flag(output.get("parameters"), "binary_data", f"outputs[{i}].parameters")
         outputs.append(RequestedOutput(output["name"], output.get("parameters")))
     return InferRequest(
         model_name=model_name,
@@ -403,6 +412,31 @@ def rest_request(body: bytes, headers: dict, model_name: str) -> InferRequest:
         parameters=head.get("parameters"),
         request_outputs=outputs or None,
     )
+
+
+def _flag(parameters: dict | None, name: str, where: str) -> None:
+    """A flag of the binary tensor extension is a JSON boolean: KServe 0.21.0 reads any truthy value, "false"
+    too, as true (InferRequest.use_binary_outputs, RequestedOutput.binary_data: kserve/protocol/infer_type.py)."""
+    if parameters and name in parameters and type(parameters[name]) is not bool:
+        raise InvalidInput(
+            f"malformed V2 request: {where}.{name}: {_show(parameters[name])} is not a JSON boolean (true or false)"
+        )
+
+
+def check_shape(shape: list, where: str) -> None:
+    """A tensor's shape is a list of sizes: numpy would read a -1 as "whatever is left". Over REST and gRPC."""
+    if not all(type(n) is int and n >= 0 for n in shape):
+        raise InvalidInput(f"malformed V2 request: {where}.shape: {clip(str(shape))} is not a list of sizes")
+
+
+def check_version(version: str) -> None:
+    """The request names no model version: kfts serve serves one model, which has none, and does not answer a
+    request for a version with it. Over REST (the path's /versions/VERSION/) and gRPC (model_version)."""
+    if version:
+        raise InvalidInput(
+            f"model_version {clip(repr(version))}: kfts serve serves one model, without versions: "
+            "leave model_version empty (REST: /v2/models/NAME/infer)"
+        )
 
 
 def _fields(value, schema: dict, where: str) -> None:

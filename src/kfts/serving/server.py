@@ -65,7 +65,7 @@ from kfts.serving.admission import (
     malloc_returns_memory,
     smallest_limit,
 )
-from kfts.serving.decoding import rest_request
+from kfts.serving.decoding import check_shape, check_version, rest_request
 
 logger = logging.getLogger("kfts.serving")
 
@@ -109,17 +109,23 @@ def refusal(status: int, reason, request_id: str) -> JSONResponse:
 # -- REST ---------------------------------------------------------------------------------------------------------
 
 
+# the least rate at which a request body must come, on average, once it has had --body-timeout-s: as Apache's
+# mod_reqtimeout MinRate, what a client on any working link sends
+MIN_BODY_RATE = 64 * 2**10
+
+
 class RequestGuard:
     """ASGI middleware that every REST request passes first: it gets its request id (sent back with every
-    answer), a body over `max_bytes` gets 413 before any of it is decoded, a request with a body that the
-    memory budget (`admission`) has no room for gets 503 with Retry-After before any of it is read, a body
-    that stops arriving (no byte for `body_timeout` seconds) gets 408 and its connection closed, and a fault
-    in the server gets 500 with its traceback logged once.
+    answer), a body over `max_bytes` gets 413 before any of it is decoded, a body in a Content-Encoding (gzip...)
+    415 and a request with a body that the memory budget (`admission`) has no room for 503 with Retry-After,
+    both before any of it is read, a body that stops arriving (no byte for `body_timeout` seconds) or trickles
+    (slower than MIN_BODY_RATE, body_timeout after its first byte) gets 408 and its connection closed, and a
+    fault in the server gets 500 with its traceback logged once.
 
     The body is read here (the endpoints read it whole anyway) so that a body without Content-Length is
     bounded too, then handed on unchanged. A request holds its share of the budget until its answer is sent:
-    without the timeout, clients that send headers and then stall would hold all of it (uvicorn times out
-    no body).
+    without the timeouts, clients that send headers and then stall or trickle would hold all of it (uvicorn
+    times out no body).
     """
 
     def __init__(self, app, max_bytes: int, admission: Admission, body_timeout: float):
@@ -139,6 +145,9 @@ class RequestGuard:
             return await self._refuse(scope, send, request_id, 413, self._too_large())
         if scope["method"] not in ("POST", "PUT"):  # no body: health probes and metadata are never refused
             return await self._answer(scope, receive, send, request_id, declared, False)
+        encoding = headers.get(b"content-encoding", b"").decode("latin-1")
+        if any(coding.strip().lower() not in ("", "identity") for coding in encoding.split(",")):
+            return await self._refuse(scope, send, request_id, 415, self._encoded(encoding))
         media_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
         binary = INFERENCE_CONTENT_LENGTH_HEADER.encode() in headers or media_type == b"text/csv"
         try:  # a body of unknown length holds what the largest one would until it is read
@@ -153,15 +162,24 @@ class RequestGuard:
             ticket.close()
 
     async def _answer(self, scope, receive, send, request_id: str, declared: int | None, binary: bool) -> None:
+        loop = asyncio.get_running_loop()
         chunks, size, more = [], 0, True
+        last = first = loop.time()  # first: when the first byte came
         while more:
+            # a byte every so often keeps a body from stalling: past body_timeout from its first byte, it must
+            # also have come at MIN_BODY_RATE on average, else it would hold its share of the budget for ever
+            stall_at = last + self.body_timeout
+            slow_at = first + self.body_timeout + size / MIN_BODY_RATE if size else stall_at
             try:
-                message = await asyncio.wait_for(receive(), self.body_timeout)
+                message = await asyncio.wait_for(receive(), min(stall_at, slow_at) - loop.time())
             except asyncio.TimeoutError:
-                return await self._refuse(scope, send, request_id, 408, self._stalled(size))
+                late = self._stalled(size) if stall_at <= slow_at else self._slow(size, loop.time() - first)
+                return await self._refuse(scope, send, request_id, 408, late)
             if message["type"] != "http.request":  # the client went away
                 return
             chunks.append(message.get("body", b""))
+            last = loop.time()
+            first = first if size else last
             size += len(chunks[-1])
             if size > self.max_bytes:
                 return await self._refuse(scope, send, request_id, 413, self._too_large())
@@ -209,6 +227,21 @@ class RequestGuard:
         return (
             f"no byte of the request body came for {self.body_timeout:g} s (kfts serve --body-timeout-s), "
             f"after {size} bytes"
+        )
+
+    @staticmethod
+    def _encoded(encoding: str) -> str:
+        """Nothing here decodes a compressed body: refused before it is read (RFC 9110: 415)."""
+        return (
+            f"Content-Encoding {clip(repr(encoding.strip()))} is not supported: send the body uncompressed "
+            "(Content-Encoding: identity)"
+        )
+
+    def _slow(self, size: int, seconds: float) -> str:
+        return (
+            f"the request body came too slowly: {size} bytes in {seconds:.1f} s since its first byte; kfts serve "
+            f"--body-timeout-s {self.body_timeout:g} allows {self.body_timeout:g} s, then "
+            f"{MIN_BODY_RATE // 2**10} KiB/s on average"
         )
 
     def _too_large(self) -> str:
@@ -262,6 +295,9 @@ class RestRoutes:
     def register(self, app) -> None:
         app.add_api_route("/v1/models/{model_name}:predict", self.v1_predict, methods=["POST"])
         app.add_api_route("/v2/models/{model_name}/infer", self.v2_infer, methods=["POST"])
+        app.add_api_route(
+            "/v2/models/{model_name}/versions/{model_version}/infer", self.v2_infer_version, methods=["POST"]
+        )
 
     async def v1_predict(self, model_name: str, request: Request) -> Response:
         """The model decodes the V1 body (JSON or CSV) itself, and answers bytes with their Content-Type."""
@@ -280,6 +316,11 @@ class RestRoutes:
         if json_length is not None:
             answer_headers[INFERENCE_CONTENT_LENGTH_HEADER] = str(json_length)
         return _send(content, answer_headers)
+
+    async def v2_infer_version(self, model_name: str, model_version: str) -> None:
+        """A version asked for: 400 as over gRPC (check_version), where KServe 0.21.0's route for it
+        (kserve/protocol/rest/v2_endpoints.py) answered 501, which says the server is missing something."""
+        check_version(model_version)
 
     async def _read(self, model_name: str, request: Request) -> tuple[bytes, dict]:
         if not await self.dataplane.model_ready(model_name, True):  # ModelNotFound for an unknown name
@@ -382,11 +423,21 @@ class GrpcErrors(AsyncExceptionToStatusInterceptor):
 
 
 class Servicer(InferenceServicer):
-    """KServe's gRPC servicer, with ModelInfer's request decoded and its answer encoded off the event loop.
+    """KServe's gRPC servicer, with ModelInfer's request checked as REST's is, decoded and its answer encoded off
+    the event loop.
 
     Why a subclass: KServe 0.21.0's InferenceServicer.ModelInfer (kserve/protocol/grpc/servicer.py) runs
-    InferRequest.from_grpc, which copies typed contents into a Python list, and to_grpc on the event loop;
-    its other methods serve as they are."""
+    InferRequest.from_grpc, which copies typed contents into a Python list, and to_grpc on the event loop, and
+    its validate_grpc_request lets through a negative size in a shape (read as "what is left") and a
+    model_version (ignored); its other methods serve as they are."""
+
+    @classmethod
+    def validate_grpc_request(cls, request) -> None:
+        """KServe's checks, and those of REST (rest_request): the tensors' shapes and no model_version."""
+        super().validate_grpc_request(request)
+        check_version(request.model_version)
+        for i, tensor in enumerate(request.inputs):
+            check_shape(list(tensor.shape), f"inputs[{i}]")
 
     async def ModelInfer(self, request, context):
         headers = to_headers(context)
@@ -580,7 +631,8 @@ def serve(
     body_timeout_s: float = 10.0,
 ) -> None:
     """max_inflight_mb: the memory that requests may take at once (admission.py); None: what the memory limit
-    leaves. body_timeout_s: how long a request body may go without a byte before its 408 (RequestGuard)."""
+    leaves. body_timeout_s: how long a request body may go without a byte, or since its first byte before it
+    must have come at MIN_BODY_RATE, before its 408 (RequestGuard)."""
     if not os.path.isdir(model_dir):
         raise InputError("no such model directory (KServe mounts the storageUri at /mnt/models)", path=model_dir)
     for name, value in (

@@ -5,6 +5,7 @@ server keeps serving."""
 from __future__ import annotations
 
 import dataclasses
+import gzip
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -177,6 +178,18 @@ BAD_REQUESTS = [
         f"row 1, column {LENGTH}: 1e+39 is too large: values must fit in float32",
     ),
     (
+        "beyond float32 as FP32 V2",
+        f"/v2/models/{NAME}/infer",
+        {
+            "inputs": [
+                {"name": "x", "shape": [2, LENGTH], "datatype": "FP32", "data": [1.0] * (2 * LENGTH - 1) + [-1e40]}
+            ]
+        },
+        None,
+        400,
+        f"input 'x': row 2, column {LENGTH}: -1e+40 is too large: values must fit in float32",
+    ),
+    (
         "fraction as INT32 V2",
         f"/v2/models/{NAME}/infer",
         {"inputs": [{"name": "x", "shape": [1, LENGTH], "datatype": "INT32", "data": [1] * (LENGTH - 1) + [0.5]}]},
@@ -202,6 +215,23 @@ BAD_REQUESTS = [
         "parameter 'probabilities': 'maybe' is neither on nor off: send true or false",
     ),
     ("malformed JSON V2", f"/v2/models/{NAME}/infer", b'{"inputs": [', "application/json", 400, "not JSON"),
+    # the binary tensor extension's flags are booleans: KServe reads any truthy value, "false" too, as true
+    (
+        "binary_data_output as text V2",
+        f"/v2/models/{NAME}/infer",
+        v2_body(np.zeros((1, LENGTH)), binary_data_output="false"),
+        None,
+        400,
+        "malformed V2 request: parameters.binary_data_output: 'false' is not a JSON boolean (true or false)",
+    ),
+    (
+        "binary_data as a number V2",
+        f"/v2/models/{NAME}/infer",
+        {**v2_body(np.zeros((1, LENGTH))), "outputs": [{"name": "label", "parameters": {"binary_data": 1}}]},
+        None,
+        400,
+        "malformed V2 request: outputs[0].parameters.binary_data: 1 is not a JSON boolean (true or false)",
+    ),
     (
         "CSV with NaN",
         f"/v1/models/{NAME}:predict",
@@ -322,3 +352,86 @@ def test_no_client_can_unload_or_load_the_model(server, files):
     assert server.http.get("/v2/health/ready").status_code == 200
     assert server.post(f"/v1/models/{NAME}:predict", GOOD).status_code == 200
     assert server.grpc_infer(files["values"][:2])["label"].shape == (2,)
+
+
+def grpc_call(server, **request):
+    """ModelInfer with a ModelInferRequest of these fields (model_name: the server's): its RpcError."""
+    from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+    from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
+
+    with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel, pytest.raises(grpc.RpcError) as e:
+        GRPCInferenceServiceStub(channel).ModelInfer(pb.ModelInferRequest(model_name=NAME, **request), timeout=60)
+    return e.value
+
+
+def test_grpc_refuses_what_rest_refuses_with_the_same_message(server):
+    """A negative size in a shape (numpy would read it as "what is left") and a model version (kfts serve serves
+    one model, which has none): 400 over REST, INVALID_ARGUMENT over gRPC, one message naming the field."""
+    from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+
+    values = [0.5] * LENGTH
+    rest = {"inputs": [{"name": "x", "shape": [-1, LENGTH], "datatype": "FP32", "data": values}]}
+    tensor, good = (
+        pb.ModelInferRequest.InferInputTensor(
+            name="x", datatype="FP32", shape=shape, contents=pb.InferTensorContents(fp32_contents=values)
+        )
+        for shape in ([-1, LENGTH], [1, LENGTH])
+    )
+    for path, body, grpc_request, message in (
+        (
+            f"/v2/models/{NAME}/infer",
+            rest,
+            dict(inputs=[tensor]),
+            f"malformed V2 request: inputs[0].shape: [-1, {LENGTH}] is not a list of sizes",
+        ),
+        (
+            f"/v2/models/{NAME}/versions/2/infer",
+            v2_body(np.zeros((1, LENGTH))),
+            dict(inputs=[good], model_version="2"),
+            "model_version '2': kfts serve serves one model, without versions",
+        ),
+    ):
+        answer = server.post(path, body)
+        assert answer.status_code == 400, answer.text
+        assert message in answer.json()["error"]
+        error = grpc_call(server, **grpc_request)
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error.details()
+        assert message in error.details()
+    assert server.grpc_infer(np.zeros((1, LENGTH)))["label"].shape == (1,)
+
+
+def test_bytes_after_the_binary_tensors_are_refused(server):
+    """A body longer than its JSON (Inference-Header-Content-Length) and its tensors' binary_data_size: a client
+    that miscounts is told so, not answered from a part of what it sent."""
+    data = np.zeros((1, LENGTH), dtype="<f4").tobytes()
+    size = len(data)
+    head = orjson.dumps(
+        {"inputs": [{"name": "x", "shape": [1, LENGTH], "datatype": "FP32", "parameters": {"binary_data_size": size}}]}
+    )
+    for extra, status in ((b"", 200), (b"\0" * 8, 400)):
+        answer = server.post(
+            f"/v2/models/{NAME}/infer",
+            head + data + extra,
+            "application/octet-stream",
+            **{"inference-header-content-length": str(len(head))},
+        )
+        assert answer.status_code == status, answer.text
+    assert answer.json()["error"] == (
+        f"malformed V2 request: the body has {len(head) + size + 8} bytes, {len(head) + size} expected: {len(head)} "
+        f"of JSON (inference-header-content-length) and {size} of binary data (the inputs' binary_data_size)"
+    )
+
+
+def test_a_compressed_body_gets_415(server):
+    """The predictor decodes no Content-Encoding: a gzip body is refused for what it is (415), not read as JSON
+    that is not UTF-8; identity is no encoding."""
+    body = orjson.dumps(GOOD)
+    for path in (f"/v1/models/{NAME}:predict", f"/v2/models/{NAME}/infer"):
+        answer = server.post(path, gzip.compress(body), **{"content-encoding": "gzip"})
+        assert answer.status_code == 415, answer.text
+        assert answer.json()["error"] == (
+            "Content-Encoding 'gzip' is not supported: send the body uncompressed (Content-Encoding: identity)"
+        )
+    answer = server.post(f"/v1/models/{NAME}:predict", body, **{"content-encoding": "identity"})
+    assert answer.status_code == 200, answer.text
+    assert "client error 415 POST" in server.log.read_text()

@@ -4,7 +4,9 @@ end the command with one line and exit code 2."""
 
 from __future__ import annotations
 
+import select
 import socket
+import time
 
 import pytest
 
@@ -65,6 +67,29 @@ def test_a_stalled_body_gets_408_and_gives_back_its_budget(server):
             s.close()
     assert server.post(f"/v1/models/{NAME}:predict", GOOD).status_code == 200
     assert "client error 408 POST" in server.log.read_text()
+
+
+def test_a_trickling_body_gets_408_and_gives_back_its_budget(server):
+    """Two bodies of the largest size that come a byte at a time, never --body-timeout-s apart, hold the whole
+    budget while they last: once past --body-timeout-s after their first byte they come far slower than the
+    least rate, and each gets 408 and its connection closed; the next request is answered."""
+    sockets = [stalled(server.http_port, 2**20) for _ in range(2)]
+    try:
+        deadline = time.monotonic() + 10 * BODY_TIMEOUT_S  # the 408 comes after about one
+        answered: list = []
+        while len(answered) < len(sockets) and time.monotonic() < deadline:
+            answered, _, _ = select.select(sockets, [], [], BODY_TIMEOUT_S / 4)
+            for s in set(sockets) - set(answered):
+                s.sendall(b" ")
+        assert len(answered) == len(sockets), "the trickling bodies are still being read"
+        for s in sockets:
+            answer = read_all(s)
+            assert answer.startswith(b"HTTP/1.1 408"), answer
+            assert b"the request body came too slowly" in answer
+    finally:
+        for s in sockets:
+            s.close()
+    assert server.post(f"/v1/models/{NAME}:predict", GOOD).status_code == 200
 
 
 def test_a_second_server_on_a_grpc_port_in_use_fails_in_one_line(server, files):
