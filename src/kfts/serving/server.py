@@ -109,8 +109,9 @@ def refusal(status: int, reason, request_id: str) -> JSONResponse:
 # -- REST ---------------------------------------------------------------------------------------------------------
 
 
-# the least rate at which a request body must come, on average, once it has had --body-timeout-s: as Apache's
-# mod_reqtimeout MinRate, what a client on any working link sends
+# the least rate at which a request body must come, on average, once it has had --body-timeout-s (the mechanism of
+# Apache's mod_reqtimeout MinRate, at a rate for clients in and near a cluster): a body that trickles slower would
+# hold its share of the memory budget for as long as its sender likes
 MIN_BODY_RATE = 64 * 2**10
 
 
