@@ -362,20 +362,26 @@ def _located(path, label_column: bool, fallback: InputError) -> InputError:
 
 def _first_text_fault(path, label_column: bool) -> InputError | None:
     expected = None
+    for row, line in _numbered_lines(path):
+        fault, fields = _parse_line(path, row, line, expected, label_column)
+        if fault is not None:
+            return fault
+        assert fields is not None  # _parse_line gives the fields of a line without a fault
+        expected = expected or len(fields)
+    return None
+
+
+def _numbered_lines(path) -> Iterator[tuple[int, bytes]]:
+    """(row, line) of the file, without line endings or the UTF-8 BOM."""
     with _open(path) as f:
         row = 0
-        for chunk in f:  # one line ending in LF; CR alone also ends a line, for pyarrow and here
+        for chunk in f:  # one line ending in LF; CR alone also ends a line, for pyarrow and the csv module too
             lines = re.split(rb"\r\n|\r|\n", chunk.removeprefix(codecs.BOM_UTF8) if row == 0 else chunk)
             if lines[-1] == b"" and len(lines) > 1:
                 lines.pop()  # what followed the last line ending
             for line in lines:
                 row += 1
-                fault, fields = _parse_line(path, row, line, expected, label_column)
-                if fault is not None:
-                    return fault
-                assert fields is not None  # _parse_line gives the fields of a line without a fault
-                expected = expected or len(fields)
-    return None
+                yield row, line
 
 
 def _parse_line(
@@ -385,11 +391,7 @@ def _parse_line(
     try:
         text = line.decode("utf-8")
     except UnicodeDecodeError as e:
-        return InputError(
-            f"is not UTF-8 text (byte 0x{line[e.start]:02x} at character {e.start + 1}; save the file as UTF-8)",
-            path=path,
-            row=row,
-        ), None
+        return _not_utf8(path, row, line, e), None
     if not text.strip():
         return InputError("is blank: remove blank lines", path=path, row=row), None
     long = _long_cell(path, row, line)
@@ -437,6 +439,24 @@ def _long_cell(path, row: int, line: bytes) -> InputError | None:
         row=row,
         column=column,
     )
+
+
+def _not_utf8(path, row: int, line: bytes, e: UnicodeDecodeError) -> InputError:
+    return InputError(
+        f"is not UTF-8 text (byte 0x{line[e.start]:02x} at character {e.start + 1}; save the file as UTF-8)",
+        path=path,
+        row=row,
+    )
+
+
+def _first_undecodable_line(path) -> InputError:
+    """Where a file that a text reader could not decode stops being UTF-8 (its error says neither row nor byte)."""
+    for row, line in _numbered_lines(path):
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError as e:
+            return _not_utf8(path, row, line, e)
+    return InputError("is not UTF-8 text: save the file as UTF-8", path=path)
 
 
 def _fields(text: str) -> list[str]:
@@ -487,7 +507,9 @@ def read_text_labels(path) -> list[str]:
                 labels.append(fields[0])
     except FileNotFoundError:
         raise InputError("no such file", path=path) from None
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
+    except UnicodeDecodeError:
+        raise _first_undecodable_line(path) from None
+    except (OSError, csv.Error) as e:
         raise InputError(f"cannot be read as a label file ({e})", path=path) from None
     if not labels:
         raise InputError("the file is empty", path=path)

@@ -73,6 +73,11 @@ FAULTS = [
     ("a" * 1001 + ",1\nb,2\n", "labeled", (1, 1), "too long"),  # labels too
     ('a,1\n"b,' + "c" * 1001 + '",2\n', "labeled", (2, 1), "too long"),  # the column of a quoted label's part
     ('"x,y",1,' + "1" * 2000 + "\nb,2,3\n", "labeled", (1, 3), "too long"),
+    # a label file of class names (kfts evaluate --labels)
+    (b"\xef\xbb\xbfup\ndown\ncaf\xe9\n", "text labels", (3, None), "byte 0xe9 at character 4"),
+    (b"up\rdown\r\xffup\r", "text labels", (3, None), "UTF-8"),  # CR alone ends a line
+    ("up\n\ndown\n", "text labels", (2, None), "an empty row"),
+    ("up\nup,down\n", "text labels", (2, None), "2 columns"),
 ]
 
 READERS = {
@@ -80,6 +85,7 @@ READERS = {
     "labeled": csvio.read_labeled_series,
     "columns": csvio.read_series_columns,
     "binary": lambda path: csvio.read_binary_labels(path, n_rows=3),
+    "text labels": csvio.read_text_labels,
 }
 
 
