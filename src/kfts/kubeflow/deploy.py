@@ -30,6 +30,7 @@ named `h2c` with `expose_grpc`. Without a mode the cluster's default applies and
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from typing import Any
 
 from kfts.core.errors import InputError
@@ -55,6 +56,7 @@ STORAGE_SECRET_ANNOTATION = "serving.kserve.io/storageSecretName"  # KServe's de
 LABELS = {"app.kubernetes.io/name": "kfts", "app.kubernetes.io/component": "predictor"}
 _DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _VERSION = re.compile(r"^v?(\d+)\.(\d+)(\.\d+)?(-[0-9A-Za-z.]+)?$")
+_QUANTITY = re.compile(r"^(\d+(?:\.\d+)?)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")  # a Kubernetes quantity, unsigned
 
 
 def render_serving_runtime(
@@ -321,10 +323,21 @@ def _check_name(name: str, flag: str) -> None:
 def container_resources(cpu: str, memory: str, gpus: int) -> dict:
     """A container's requests and limits: the same CPU and memory for both (the Guaranteed class, which
     LimitRange and ResourceQuota namespaces admit), `gpus` GPUs."""
+    check_quantity(cpu, "--cpu")
+    check_quantity(memory, "--memory")
     resources = {"requests": {"cpu": cpu, "memory": memory}, "limits": {"cpu": cpu, "memory": memory}}
     if gpus:
         resources["limits"]["nvidia.com/gpu"] = str(gpus)  # a quantity, as `kubectl` prints it
     return resources
+
+
+def check_quantity(quantity: str, flag: str) -> re.Match:
+    """`quantity` as a Kubernetes quantity above zero (the API server refuses a pod with any other), or an
+    InputError naming `flag`."""
+    match = _QUANTITY.match(quantity)
+    if not match or not Decimal(match[1]):
+        raise InputError(f"{flag} {quantity!r} is not a Kubernetes quantity above 0 (e.g. 2, 500m, 8Gi)")
+    return match
 
 
 def _readiness() -> dict:

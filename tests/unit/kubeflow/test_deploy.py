@@ -629,6 +629,9 @@ def test_cli_writes_the_runtimes(tmp_path, monkeypatch):
             ["--model-uri", "gs://b/m", "--name", "it", "--canary-traffic-percent", "10"],
             "--canary-traffic-percent needs",
         ),
+        (["--model-uri", "gs://b/m", "--name", "it", "--cpu", "-1"], "--cpu '-1' is not a Kubernetes quantity"),
+        (["--model-uri", "gs://b/m", "--name", "it", "--memory", "2GB"], "--memory '2GB' is not a Kubernetes"),
+        (["--kind", "ClusterServingRuntime", "--cpu", "0"], "--cpu '0' is not a Kubernetes quantity above 0"),
     ],
 )
 def test_cli_user_mistake_is_one_line(tmp_path, args, message):

@@ -142,6 +142,27 @@ def test_bad_search_specs_are_input_errors(search, message):
         render_experiment(algorithm="inception-time", train_uri="t", valid_uri="v", search=[search], image="i")
 
 
+@pytest.mark.parametrize(
+    "flag, value, message",
+    [
+        ("--cpu", "-1", "is not a Kubernetes quantity"),
+        ("--memory", "8GB", "is not a Kubernetes quantity"),
+    ],
+)
+def test_placement_katib_would_not_admit_is_refused_in_one_line(tmp_path, flag, value, message):
+    out = tmp_path / "experiment.yaml"
+    result = run_cli(
+        "pipeline",
+        "tune",
+        "inception-time",
+        *("--train", "s3://b/t.csv", "--valid", "s3://b/v.csv", "--search", "depth=3:6"),
+        *(flag, value, "--output", out),
+    )
+    assert result.returncode == 2 and not out.exists()
+    assert result.stderr == f"error: {flag} {value!r} {message}" + result.stderr.partition(message)[2]
+    assert result.stderr.count("\n") == 1, result.stderr
+
+
 def test_an_objective_no_trial_prints_is_refused_with_those_it_prints():
     result = run_cli(
         "pipeline",
