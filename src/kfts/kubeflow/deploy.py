@@ -55,6 +55,8 @@ ANNOTATION = "serving.kserve.io/deploymentMode"
 STORAGE_SECRET_ANNOTATION = "serving.kserve.io/storageSecretName"  # KServe's default storageSecretNameAnnotation
 LABELS = {"app.kubernetes.io/name": "kfts", "app.kubernetes.io/component": "predictor"}
 _DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")  # Kubernetes' DNS-1123 label
+_OBJECT_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")  # Kubernetes' DNS-1123 subdomain
 _VERSION = re.compile(r"^v?(\d+)\.(\d+)(\.\d+)?(-[0-9A-Za-z.]+)?$")
 _QUANTITY = re.compile(r"^(\d+(?:\.\d+)?)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")  # a Kubernetes quantity, unsigned
 
@@ -76,7 +78,8 @@ def render_serving_runtime(
     `memory` are the default requests and limits, which an InferenceService's resources replace.
     """
     name = name or RUNTIMES[gpu]
-    _check_name(name, "--name")
+    check_name(name, "--name")
+    check_names({"--namespace": namespace})
     mode = _mode(deployment_mode)
     container = {
         "name": "kserve-container",
@@ -144,7 +147,15 @@ def render_inference_service(
     `canary_traffic_percent` (Knative only) sends that share of the traffic to the new model and the rest to
     the last one that had it all, until the InferenceService is replaced without it.
     """
-    _check_name(name, "--name")
+    check_name(name, "--name")
+    check_names(
+        {
+            "--namespace": namespace,
+            "--runtime": runtime,
+            "--service-account": service_account,
+            "--storage-secret": storage_secret,
+        }
+    )
     if len(name) > 45:
         raise InputError(f"--name {name!r} is longer than 45 characters (KServe adds suffixes)")
     if not model_uri:
@@ -313,11 +324,24 @@ def _mode(deployment_mode: str | None) -> str | None:
     return DEPLOYMENT_MODES[deployment_mode]
 
 
-def _check_name(name: str, flag: str) -> None:
+def check_name(name: str, flag: str) -> None:
+    """The name of an object whose name Kubernetes or its controller use in other objects' names and labels."""
     if not _DNS_LABEL.match(name) or len(name) > 63:
         raise InputError(
             f"{flag} {name!r} must be a DNS label: lowercase letters, digits and '-', starting with a letter"
         )
+
+
+def check_names(names: dict[str, str | None]) -> None:
+    """Names of other objects, by flag (None: not given), as the API server takes them: a --namespace is a
+    DNS-1123 label, anything else a DNS-1123 subdomain."""
+    for flag, name in names.items():
+        pattern = _NAMESPACE if flag == "--namespace" else _OBJECT_NAME
+        if name is not None and not pattern.fullmatch(name):
+            raise InputError(
+                f"{flag} {name!r} is not a Kubernetes {'namespace' if flag == '--namespace' else 'object'} name "
+                f"(lower case letters, digits{'' if flag == '--namespace' else ', .'} and '-')"
+            )
 
 
 def container_resources(cpu: str, memory: str, gpus: int) -> dict:

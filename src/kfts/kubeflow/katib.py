@@ -26,6 +26,7 @@ import yaml
 
 from kfts.core.errors import InputError
 from kfts.core.hyperparameters import parse_param
+from kfts.kubeflow.deploy import check_name, check_names
 
 TEMPLATE = "katib-experiment.yaml"  # in kfts/templates, installed with the package
 WORK = "/tmp/kfts"  # the trial's files: /tmp is the pod's emptyDir, the root filesystem being read-only
@@ -79,6 +80,9 @@ def render_experiment(
             f"--model-root {model_root}: give a URI the trial pods write to (s3://bucket/path, "
             "gs://..., hdfs://...): a path in a trial pod is lost with it"
         )
+    if name is not None:
+        check_name(name, "--name")
+    check_names({"--namespace": namespace, "--storage-secret": storage_secret, "--service-account": service_account})
     goal = "minimize" if objective.endswith("_loss") else "maximize"
     if not search:
         raise InputError("give at least one --search NAME=SPEC")

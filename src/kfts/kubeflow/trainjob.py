@@ -24,7 +24,7 @@ from typing import Any
 
 from kfts.core.errors import InputError
 from kfts.kubeflow import podsecurity
-from kfts.kubeflow.deploy import check_quantity
+from kfts.kubeflow.deploy import check_name, check_names, check_quantity
 
 WORK = "/tmp/kfts"  # inside the trainer's container: /tmp is the runtime's writable emptyDir
 RUNTIME = "kfts-torch"  # the ClusterTrainingRuntime render_training_runtime writes
@@ -48,6 +48,7 @@ def render_training_runtime(
     """
     from kfts.kubeflow.images import component_image
 
+    check_names({"--name": name})
     resources = {"requests": dict(PER_PROCESS), "limits": dict(PER_PROCESS)}
     container = podsecurity.harden(
         {"name": "node", "image": image or component_image(gpu=gpu), "resources": resources},
@@ -118,6 +119,16 @@ def render_trainjob(
     from kfts.kubeflow.images import component_image
     from kfts.kubeflow.kube import secret_env
 
+    check_name(name, "--name")
+    check_names(
+        {
+            "--namespace": namespace,
+            "--training-runtime": runtime,
+            "--storage-secret": storage_secret,
+            "--service-account": service_account,
+            "--checkpoint-pvc": checkpoint_pvc,
+        }
+    )
     if nodes < 1 or procs_per_node < 1 or gpus_per_node < 0:
         raise InputError(
             f"a TrainJob needs nodes >= 1 ({nodes}), processes per node >= 1 ({procs_per_node}) "

@@ -147,6 +147,9 @@ def test_bad_search_specs_are_input_errors(search, message):
     [
         ("--cpu", "-1", "is not a Kubernetes quantity"),
         ("--memory", "8GB", "is not a Kubernetes quantity"),
+        ("--name", "Bad_Name", "must be a DNS label"),
+        ("--namespace", "Bad_NS", "is not a Kubernetes namespace name"),
+        ("--service-account", "Bad_SA", "is not a Kubernetes object name"),
     ],
 )
 def test_placement_katib_would_not_admit_is_refused_in_one_line(tmp_path, flag, value, message):

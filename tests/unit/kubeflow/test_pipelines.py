@@ -399,6 +399,7 @@ def test_every_task_has_requests_and_limits_set_per_step(tmp_path):
         (["--resources", "trian=cpu:1"], "no such step"),
         (["--resources", "train=gpu:1"], "expected STEP=NAME:QUANTITY"),
         (["--storage-secret", "S3_Creds"], "--storage-secret 'S3_Creds' is not a Kubernetes object name"),
+        (["--trainjob-nodes", "1", "--trainjob-runtime", "Torch"], "--trainjob-runtime 'Torch' is not"),
     ],
 )
 def test_bad_placement_flags_are_refused_in_one_line(flags, message, tmp_path):
