@@ -400,6 +400,9 @@ def test_every_task_has_requests_and_limits_set_per_step(tmp_path):
         (["--resources", "train=gpu:1"], "expected STEP=NAME:QUANTITY"),
         (["--storage-secret", "S3_Creds"], "--storage-secret 'S3_Creds' is not a Kubernetes object name"),
         (["--trainjob-nodes", "1", "--trainjob-runtime", "Torch"], "--trainjob-runtime 'Torch' is not"),
+        (["--deploy-timeout-minutes", "nan"], "--deploy-timeout-minutes nan: a number of minutes above 0"),
+        (["--deploy-timeout-minutes", "inf"], "--deploy-timeout-minutes inf: a number of minutes above 0"),
+        (["--deploy-timeout-minutes", "0"], "--deploy-timeout-minutes 0: a number of minutes above 0"),
     ],
 )
 def test_bad_placement_flags_are_refused_in_one_line(flags, message, tmp_path):

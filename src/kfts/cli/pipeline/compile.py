@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from kfts.core.errors import InputError
@@ -43,8 +44,8 @@ def cluster_from_args(args):
     )
     if args.kserve_version:
         parse_kserve_version(args.kserve_version)
-    if args.deploy_timeout_minutes <= 0:
-        raise InputError(f"--deploy-timeout-minutes {args.deploy_timeout_minutes:g}: more than 0")
+    if not 0 < args.deploy_timeout_minutes < math.inf:  # nan too: the IR cannot hold it
+        raise InputError(f"--deploy-timeout-minutes {args.deploy_timeout_minutes:g}: a number of minutes above 0")
     if cluster.trainjob_nodes and args.fan_out:
         raise InputError(
             "--trainjob-nodes trains one TrainJob; --fan-out trains members as separate tasks: "
