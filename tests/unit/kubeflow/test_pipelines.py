@@ -14,7 +14,7 @@ import yaml
 from kfts.kubeflow.compile import compile_pipeline, variants
 from kfts.kubeflow.pipelines.common import Cluster
 
-from helpers import ROOT
+from helpers import ROOT, run_cli
 
 
 def _documents(path):
@@ -409,6 +409,23 @@ def test_bad_placement_flags_are_refused_in_one_line(flags, message, tmp_path):
     result = _compile_cli(tmp_path, *flags)
     assert result.returncode == 2 and message in result.stderr, result.stderr
     assert len(result.stderr.splitlines()) == 1 and not (tmp_path / "p.yaml").exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["lstm-ad", "--output", "{tmp}/p.json"], "--output '{tmp}/p.json': give the path of a .yaml file"),
+        (["lstm-ad", "--output", "{tmp}/folder.yaml"], "--output '{tmp}/folder.yaml': give the path of a .yaml"),
+        (["lstm-ad", "--output", ""], "--output '.': give the path of a .yaml file"),
+        (["--output", "{tmp}/p.yaml"], "--output is the file of one PIPELINE"),
+    ],
+)
+def test_an_output_kfp_cannot_write_is_refused_in_one_line(args, message, tmp_path):
+    (tmp_path / "folder.yaml").mkdir()
+    result = run_cli("pipeline", "compile", *(a.format(tmp=tmp_path) for a in args), cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(f"error: {message.format(tmp=tmp_path)}") and result.stderr.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder.yaml"]
 
 
 @pytest.mark.parametrize("name", ["inception-time", "retrain-lstm-ad"])

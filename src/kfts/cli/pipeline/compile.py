@@ -13,12 +13,16 @@ from kfts.kubeflow.deploy import parse_key_value, parse_kserve_version, parse_to
 
 def cmd_compile(args) -> int:
     if args.pipeline is None:
+        if args.output is not None:
+            raise InputError("--output is the file of one PIPELINE: name it, or leave --output out for every variant")
         for path in compile_all(args.output_dir):
             print(f"compiled {path}")
         for path in compile_components(args.components_dir) if args.components_dir else []:
             print(f"compiled {path}")
         return 0
-    output = args.output or Path(args.output_dir) / f"{args.pipeline}.yaml"
+    output = Path(args.output_dir) / f"{args.pipeline}.yaml" if args.output is None else Path(args.output)
+    if output.suffix not in (".yaml", ".yml") or output.is_dir():  # KFP writes YAML to such a name only
+        raise InputError(f"--output {str(output)!r}: give the path of a .yaml file (the pipeline's IR is YAML)")
     print(f"compiled {compile_pipeline(args.pipeline, output, cluster_from_args(args), fan_out=args.fan_out)}")
     return 0
 
