@@ -90,9 +90,17 @@ def render_experiment(
         raise InputError(f"need 1 <= --parallel-trials ({parallel_trials}) <= --max-trials ({max_trials})")
     if deadline_s < 1:
         raise InputError(f"--trial-deadline must be at least 1 second, not {deadline_s}")
-    for key in [*(fixed or {}), *(k for k, _ in search)]:
+    for flag, uri in (("--train", train_uri), ("--valid", valid_uri)):
+        if not uri:
+            raise InputError(f"{flag} is empty: give the URI every trial reads it from")
+    if gpus < 0:
+        raise InputError(f"--gpus {gpus}: at least 0")
+    searched = [k for k, _ in search]
+    for key in [*(fixed or {}), *searched]:
         if key not in params:
             raise InputError(f"unknown {algorithm} hyperparameter {key!r} (known: {', '.join(params)})")
+        if searched.count(key) + (key in (fixed or {})) > 1:  # Katib refuses the one, a trial drops the other
+            raise InputError(f"hyperparameter {key!r} is given twice (--search, --set): give it once")
     fixed = {
         key: _checked(params_class, key, str(value), f"--set {key}={value!r}") for key, value in (fixed or {}).items()
     }
