@@ -165,6 +165,7 @@ def render_inference_service(
             f"--model-uri {model_uri} has no scheme: give the URI KServe downloads the model from "
             "(s3://bucket/model, gs://..., pvc://CLAIM/path, https://...), not a path on this machine"
         )
+    check_uris({"--model-uri": model_uri})
     if not 0 <= min_replicas <= max_replicas or max_replicas < 1:
         raise InputError(f"replicas must satisfy 0 <= min ({min_replicas}) <= max ({max_replicas}), max >= 1")
     if gpu and gpus < 1:
@@ -342,6 +343,17 @@ def check_names(names: dict[str, str | None]) -> None:
                 f"{flag} {name!r} is not a Kubernetes {'namespace' if flag == '--namespace' else 'object'} name "
                 f"(lower case letters, digits{'' if flag == '--namespace' else ', .'} and '-')"
             )
+
+
+def check_uris(uris: dict[str, str]) -> None:
+    """URIs by flag: each that has a scheme other than file:// must name its bucket (claim, host), which
+    `s3://` or `s3:///key` do not: the pods would fail on them only once they run."""
+    from urllib.parse import urlsplit
+
+    for flag, uri in uris.items():
+        scheme, sep, _ = uri.partition("://")
+        if sep and scheme != "file" and not urlsplit(uri).netloc:
+            raise InputError(f"{flag} {uri!r} names no bucket: give {scheme}://BUCKET/PATH")
 
 
 def container_resources(cpu: str, memory: str, gpus: int) -> dict:

@@ -26,7 +26,7 @@ import yaml
 
 from kfts.core.errors import InputError
 from kfts.core.hyperparameters import parse_param
-from kfts.kubeflow.deploy import check_name, check_names
+from kfts.kubeflow.deploy import check_name, check_names, check_uris
 
 TEMPLATE = "katib-experiment.yaml"  # in kfts/templates, installed with the package
 WORK = "/tmp/kfts"  # the trial's files: /tmp is the pod's emptyDir, the root filesystem being read-only
@@ -93,6 +93,7 @@ def render_experiment(
     for flag, uri in (("--train", train_uri), ("--valid", valid_uri)):
         if not uri:
             raise InputError(f"{flag} is empty: give the URI every trial reads it from")
+    check_uris({"--train": train_uri, "--valid": valid_uri, "--model-root": model_root or ""})
     if gpus < 0:
         raise InputError(f"--gpus {gpus}: at least 0")
     searched = [k for k, _ in search]

@@ -24,7 +24,7 @@ from typing import Any
 
 from kfts.core.errors import InputError
 from kfts.kubeflow import podsecurity
-from kfts.kubeflow.deploy import check_name, check_names, check_quantity
+from kfts.kubeflow.deploy import check_name, check_names, check_quantity, check_uris
 
 WORK = "/tmp/kfts"  # inside the trainer's container: /tmp is the runtime's writable emptyDir
 RUNTIME = "kfts-torch"  # the ClusterTrainingRuntime render_training_runtime writes
@@ -146,6 +146,7 @@ def render_trainjob(
     for what, uri in (("--train", train_uri), ("--model-uri", model_uri)):
         if not uri:
             raise InputError(f"{what} is empty: give a URI every training node reaches")
+    check_uris({"--train": train_uri, "--valid": valid_uri, "--model-uri": model_uri})
 
     flags = [f"--{k.replace('_', '-')} {shlex.quote(str(v))}" for k, v in (hyperparameters or {}).items()]
     fetch = [f"kfts copy {shlex.quote(train_uri)} {WORK}/train.csv"]

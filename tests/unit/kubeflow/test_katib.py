@@ -152,6 +152,8 @@ def test_bad_search_specs_are_input_errors(search, message):
         (["--service-account", "Bad_SA"], "--service-account 'Bad_SA' is not a Kubernetes object name"),
         (["--train", ""], "--train is empty"),
         (["--valid", ""], "--valid is empty"),
+        (["--valid", "s3:///v.csv"], "--valid 's3:///v.csv' names no bucket"),
+        (["--model-root", "gs://"], "--model-root 'gs://' names no bucket"),
         (["--gpus", "-1"], "--gpus -1: at least 0"),
         (["--search", "depth=4,5"], "hyperparameter 'depth' is given twice"),
         (["--set", "depth=4"], "hyperparameter 'depth' is given twice"),
