@@ -639,6 +639,8 @@ def test_cli_writes_the_runtimes(tmp_path, monkeypatch):
         (["--model-uri", "gs://b/m", "--name", "it", "--runtime", "Kfts"], "--runtime 'Kfts' is not a Kubernetes"),
         (["--kind", "ServingRuntime", "--namespace", "ml-"], "--namespace 'ml-' is not a Kubernetes namespace"),
         (["--kind", "ClusterTrainingRuntime", "--name", "A_B"], "--name 'A_B' is not a Kubernetes object name"),
+        (["--model-uri", "gs://b/m", "--name", "it", "--gpus", "2"], "--gpus goes with --gpu"),
+        (["--kind", "ClusterServingRuntime", "--gpu", "--gpus", "2"], "--gpus goes with --gpu, for an Inference"),
         (["--model-uri", "s3://", "--name", "it"], "--model-uri 's3://' names no bucket: give s3://BUCKET/PATH"),
         (["--model-uri", "gs:///m", "--name", "it"], "--model-uri 'gs:///m' names no bucket"),
         (
