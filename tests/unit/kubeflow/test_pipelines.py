@@ -428,6 +428,23 @@ def test_an_output_kfp_cannot_write_is_refused_in_one_line(args, message, tmp_pa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["folder.yaml"]
 
 
+@pytest.mark.parametrize(
+    "cron, message",
+    [
+        ("99 * * * *", "minute '99' is not *, ? or 0-59"),
+        ("0 3 * * MON-XYZ", "day of week 'MON-XYZ' is not *, ? or 0-6"),
+        ("0 0 3 * * 7", "day of week '7' is not"),
+        ("0 */0 * * *", "hour '*/0' is not"),
+    ],
+)
+def test_a_cron_kfp_would_refuse_is_refused_before_the_host_is_asked(cron, message):
+    # port 9 (discard) refuses connections: reaching it would be a different error
+    result = run_cli("pipeline", "schedule", "lstm-ad", "--cron", cron, "--host", "http://127.0.0.1:9")
+    assert result.returncode == 2
+    assert result.stderr == f"error: --cron {cron!r}: {message}" + result.stderr.partition(message)[2]
+    assert result.stderr.count("\n") == 1, result.stderr
+
+
 @pytest.mark.parametrize("name", ["inception-time", "retrain-lstm-ad"])
 def test_images_are_run_parameters_with_the_compiled_image_as_default(name, tmp_path):
     cluster = Cluster(gpus=1, image="reg.example/kfts:2")
