@@ -445,6 +445,13 @@ def test_a_cron_kfp_would_refuse_is_refused_before_the_host_is_asked(cron, messa
     assert result.stderr.count("\n") == 1, result.stderr
 
 
+@pytest.mark.parametrize("command", [["submit"], ["schedule", "--cron", "0 3 * * 1"]])
+def test_a_malformed_param_is_refused_before_the_host_is_asked(command):
+    verb, *flags = command
+    result = run_cli("pipeline", verb, "lstm-ad", *flags, "--param", "epochs", "--host", "http://127.0.0.1:9")
+    assert (result.returncode, result.stderr) == (2, "error: --param 'epochs': expected KEY=VALUE\n")
+
+
 @pytest.mark.parametrize("name", ["inception-time", "retrain-lstm-ad"])
 def test_images_are_run_parameters_with_the_compiled_image_as_default(name, tmp_path):
     cluster = Cluster(gpus=1, image="reg.example/kfts:2")

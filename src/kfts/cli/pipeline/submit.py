@@ -103,11 +103,12 @@ def _caching(args) -> bool | None:
 
 
 def cmd_submit(args) -> int:
+    params = _parameters(args.param)  # before the host is asked: a typo here is no unreachable host
     with tempfile.TemporaryDirectory() as tmp, _kfp_api(args.host):
         package = _package(args, tmp)
         result = _client(args).create_run_from_pipeline_package(
             package,
-            arguments=_parameters(args.param),
+            arguments=params,
             run_name=args.run_name,
             experiment_name=args.experiment,
             namespace=args.namespace,
@@ -124,6 +125,7 @@ def cmd_schedule(args) -> int:
         raise InputError(f"--cron takes a cron expression of 5 fields (or 6, seconds first), not {args.cron!r}")
     cron = " ".join(["0", *fields_]) if len(fields_) == 5 else args.cron  # KFP's cron has seconds first
     _check_cron(args.cron, cron.split())
+    params = _parameters(args.param)
     with tempfile.TemporaryDirectory() as tmp, _kfp_api(args.host):
         client = _client(args)
         package = _package(args, tmp)
@@ -134,7 +136,7 @@ def cmd_schedule(args) -> int:
             cron_expression=cron,
             max_concurrency=1,
             no_catchup=True,
-            params=_parameters(args.param),
+            params=params,
             pipeline_package_path=package,
             enable_caching=_caching(args),
             service_account=args.service_account,
