@@ -20,10 +20,11 @@ def cmd_compile(args) -> int:
         for path in compile_components(args.components_dir) if args.components_dir else []:
             print(f"compiled {path}")
         return 0
+    cluster = cluster_from_args(args)  # a placement flag's mistake is named before the output's
     output = Path(args.output_dir) / f"{args.pipeline}.yaml" if args.output is None else Path(args.output)
     if output.suffix not in (".yaml", ".yml") or output.is_dir():  # KFP writes YAML to such a name only
         raise InputError(f"--output {str(output)!r}: give the path of a .yaml file (the pipeline's IR is YAML)")
-    print(f"compiled {compile_pipeline(args.pipeline, output, cluster_from_args(args), fan_out=args.fan_out)}")
+    print(f"compiled {compile_pipeline(args.pipeline, output, cluster, fan_out=args.fan_out)}")
     return 0
 
 
