@@ -96,7 +96,7 @@ def register(commands) -> None:
     render.add_argument(
         "--gpu", action="store_true", help="ask for GPUs and schedule on the GPU node pool (runtimes: the CUDA runtime)"
     )
-    render.add_argument("--gpus", type=int, default=1, help="GPUs per replica with --gpu")
+    render.add_argument("--gpus", type=int, help="InferenceService: GPUs per replica with --gpu (default 1)")
     render.add_argument(
         "--node-selector",
         action="append",
@@ -200,6 +200,8 @@ def cmd_deploy_render(args) -> None:
     from kfts.kubeflow.deploy import to_yaml
     from kfts.kubeflow.trainjob import PER_PROCESS, RUNTIME, render_training_runtime
 
+    if args.gpus is not None and (args.kind != "InferenceService" or not args.gpu):
+        raise InputError("--gpus goes with --gpu, for an InferenceService (a TrainJob takes --gpus-per-node)")
     defaults = PER_PROCESS if args.kind == "TrainJob" else RESOURCES
     args.cpu, args.memory = args.cpu or defaults["cpu"], args.memory or defaults["memory"]
     if args.kind == "TrainJob":
@@ -277,7 +279,7 @@ def _inference_service(args) -> dict:
         image=(args.image or predictor_image(args.gpu)) if args.container else None,
         runtime=args.runtime,
         gpu=args.gpu,
-        gpus=args.gpus,
+        gpus=1 if args.gpus is None else args.gpus,
         node_selector=dict(parse_key_value(s, "--node-selector") for s in args.node_selector) or None,
         tolerations=[parse_toleration(t) for t in args.toleration] if args.toleration is not None else None,
         min_replicas=args.min_replicas,

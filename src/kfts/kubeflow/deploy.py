@@ -30,6 +30,7 @@ named `h2c` with `expose_grpc`. Without a mode the cluster's default applies and
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from typing import Any
 
 from kfts.core.errors import InputError
@@ -54,7 +55,10 @@ ANNOTATION = "serving.kserve.io/deploymentMode"
 STORAGE_SECRET_ANNOTATION = "serving.kserve.io/storageSecretName"  # KServe's default storageSecretNameAnnotation
 LABELS = {"app.kubernetes.io/name": "kfts", "app.kubernetes.io/component": "predictor"}
 _DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")  # Kubernetes' DNS-1123 label
+_OBJECT_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")  # Kubernetes' DNS-1123 subdomain
 _VERSION = re.compile(r"^v?(\d+)\.(\d+)(\.\d+)?(-[0-9A-Za-z.]+)?$")
+_QUANTITY = re.compile(r"^(\d+(?:\.\d+)?)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")  # a Kubernetes quantity, unsigned
 
 
 def render_serving_runtime(
@@ -74,7 +78,8 @@ def render_serving_runtime(
     `memory` are the default requests and limits, which an InferenceService's resources replace.
     """
     name = name or RUNTIMES[gpu]
-    _check_name(name, "--name")
+    check_name(name, "--name")
+    check_names({"--namespace": namespace})
     mode = _mode(deployment_mode)
     container = {
         "name": "kserve-container",
@@ -142,7 +147,15 @@ def render_inference_service(
     `canary_traffic_percent` (Knative only) sends that share of the traffic to the new model and the rest to
     the last one that had it all, until the InferenceService is replaced without it.
     """
-    _check_name(name, "--name")
+    check_name(name, "--name")
+    check_names(
+        {
+            "--namespace": namespace,
+            "--runtime": runtime,
+            "--service-account": service_account,
+            "--storage-secret": storage_secret,
+        }
+    )
     if len(name) > 45:
         raise InputError(f"--name {name!r} is longer than 45 characters (KServe adds suffixes)")
     if not model_uri:
@@ -152,6 +165,7 @@ def render_inference_service(
             f"--model-uri {model_uri} has no scheme: give the URI KServe downloads the model from "
             "(s3://bucket/model, gs://..., pvc://CLAIM/path, https://...), not a path on this machine"
         )
+    check_uris({"--model-uri": model_uri})
     if not 0 <= min_replicas <= max_replicas or max_replicas < 1:
         raise InputError(f"replicas must satisfy 0 <= min ({min_replicas}) <= max ({max_replicas}), max >= 1")
     if gpu and gpus < 1:
@@ -311,20 +325,55 @@ def _mode(deployment_mode: str | None) -> str | None:
     return DEPLOYMENT_MODES[deployment_mode]
 
 
-def _check_name(name: str, flag: str) -> None:
+def check_name(name: str, flag: str) -> None:
+    """The name of an object whose name Kubernetes or its controller use in other objects' names and labels."""
     if not _DNS_LABEL.match(name) or len(name) > 63:
         raise InputError(
             f"{flag} {name!r} must be a DNS label: lowercase letters, digits and '-', starting with a letter"
         )
 
 
+def check_names(names: dict[str, str | None]) -> None:
+    """Names of other objects, by flag (None: not given), as the API server takes them: a --namespace is a
+    DNS-1123 label, anything else a DNS-1123 subdomain."""
+    for flag, name in names.items():
+        pattern = _NAMESPACE if flag == "--namespace" else _OBJECT_NAME
+        if name is not None and not pattern.fullmatch(name):
+            raise InputError(
+                f"{flag} {name!r} is not a Kubernetes {'namespace' if flag == '--namespace' else 'object'} name "
+                f"(lower case letters, digits{'' if flag == '--namespace' else ', .'} and '-')"
+            )
+
+
+def check_uris(uris: dict[str, str]) -> None:
+    """URIs by flag: each that has a scheme other than file:// must name its bucket (claim, host), which
+    `s3://` or `s3:///key` do not: the pods would fail on them only once they run."""
+    from urllib.parse import urlsplit
+
+    for flag, uri in uris.items():
+        scheme, sep, _ = uri.partition("://")
+        if sep and scheme != "file" and not urlsplit(uri).netloc:
+            raise InputError(f"{flag} {uri!r} names no bucket: give {scheme}://BUCKET/PATH")
+
+
 def container_resources(cpu: str, memory: str, gpus: int) -> dict:
     """A container's requests and limits: the same CPU and memory for both (the Guaranteed class, which
     LimitRange and ResourceQuota namespaces admit), `gpus` GPUs."""
+    check_quantity(cpu, "--cpu")
+    check_quantity(memory, "--memory")
     resources = {"requests": {"cpu": cpu, "memory": memory}, "limits": {"cpu": cpu, "memory": memory}}
     if gpus:
         resources["limits"]["nvidia.com/gpu"] = str(gpus)  # a quantity, as `kubectl` prints it
     return resources
+
+
+def check_quantity(quantity: str, flag: str) -> re.Match:
+    """`quantity` as a Kubernetes quantity above zero (the API server refuses a pod with any other), or an
+    InputError naming `flag`."""
+    match = _QUANTITY.match(quantity)
+    if not match or not Decimal(match[1]):
+        raise InputError(f"{flag} {quantity!r} is not a Kubernetes quantity above 0 (e.g. 2, 500m, 8Gi)")
+    return match
 
 
 def _readiness() -> dict:

@@ -26,6 +26,7 @@ import yaml
 
 from kfts.core.errors import InputError
 from kfts.core.hyperparameters import parse_param
+from kfts.kubeflow.deploy import check_name, check_names, check_uris
 
 TEMPLATE = "katib-experiment.yaml"  # in kfts/templates, installed with the package
 WORK = "/tmp/kfts"  # the trial's files: /tmp is the pod's emptyDir, the root filesystem being read-only
@@ -79,6 +80,9 @@ def render_experiment(
             f"--model-root {model_root}: give a URI the trial pods write to (s3://bucket/path, "
             "gs://..., hdfs://...): a path in a trial pod is lost with it"
         )
+    if name is not None:
+        check_name(name, "--name")
+    check_names({"--namespace": namespace, "--storage-secret": storage_secret, "--service-account": service_account})
     goal = "minimize" if objective.endswith("_loss") else "maximize"
     if not search:
         raise InputError("give at least one --search NAME=SPEC")
@@ -86,9 +90,18 @@ def render_experiment(
         raise InputError(f"need 1 <= --parallel-trials ({parallel_trials}) <= --max-trials ({max_trials})")
     if deadline_s < 1:
         raise InputError(f"--trial-deadline must be at least 1 second, not {deadline_s}")
-    for key in [*(fixed or {}), *(k for k, _ in search)]:
+    for flag, uri in (("--train", train_uri), ("--valid", valid_uri)):
+        if not uri:
+            raise InputError(f"{flag} is empty: give the URI every trial reads it from")
+    check_uris({"--train": train_uri, "--valid": valid_uri, "--model-root": model_root or ""})
+    if gpus < 0:
+        raise InputError(f"--gpus {gpus}: at least 0")
+    searched = [k for k, _ in search]
+    for key in [*(fixed or {}), *searched]:
         if key not in params:
             raise InputError(f"unknown {algorithm} hyperparameter {key!r} (known: {', '.join(params)})")
+        if searched.count(key) + (key in (fixed or {})) > 1:  # Katib refuses the one, a trial drops the other
+            raise InputError(f"hyperparameter {key!r} is given twice (--search, --set): give it once")
     fixed = {
         key: _checked(params_class, key, str(value), f"--set {key}={value!r}") for key, value in (fixed or {}).items()
     }

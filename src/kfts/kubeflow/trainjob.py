@@ -17,7 +17,6 @@ runtimePatches (Trainer v2.2.0 and later).
 
 from __future__ import annotations
 
-import re
 import shlex
 from dataclasses import fields
 from decimal import Decimal
@@ -25,13 +24,13 @@ from typing import Any
 
 from kfts.core.errors import InputError
 from kfts.kubeflow import podsecurity
+from kfts.kubeflow.deploy import check_name, check_names, check_quantity, check_uris
 
 WORK = "/tmp/kfts"  # inside the trainer's container: /tmp is the runtime's writable emptyDir
 RUNTIME = "kfts-torch"  # the ClusterTrainingRuntime render_training_runtime writes
 CHECKPOINT_MOUNT = "/kfts-checkpoints"  # where a checkpoint claim is mounted, here as in the pipelines' tasks
 PER_PROCESS = {"cpu": "2", "memory": "8Gi"}  # a training process's requests and limits, by default
 PATCH_MANAGER = "kfts.dev/trainjob"  # the owner of kfts's runtimePatches entry (a domain-prefixed path)
-_QUANTITY = re.compile(r"^(\d+(?:\.\d+)?)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
 
 
 def render_training_runtime(
@@ -49,6 +48,7 @@ def render_training_runtime(
     """
     from kfts.kubeflow.images import component_image
 
+    check_names({"--name": name})
     resources = {"requests": dict(PER_PROCESS), "limits": dict(PER_PROCESS)}
     container = podsecurity.harden(
         {"name": "node", "image": image or component_image(gpu=gpu), "resources": resources},
@@ -119,6 +119,16 @@ def render_trainjob(
     from kfts.kubeflow.images import component_image
     from kfts.kubeflow.kube import secret_env
 
+    check_name(name, "--name")
+    check_names(
+        {
+            "--namespace": namespace,
+            "--training-runtime": runtime,
+            "--storage-secret": storage_secret,
+            "--service-account": service_account,
+            "--checkpoint-pvc": checkpoint_pvc,
+        }
+    )
     if nodes < 1 or procs_per_node < 1 or gpus_per_node < 0:
         raise InputError(
             f"a TrainJob needs nodes >= 1 ({nodes}), processes per node >= 1 ({procs_per_node}) "
@@ -136,6 +146,7 @@ def render_trainjob(
     for what, uri in (("--train", train_uri), ("--model-uri", model_uri)):
         if not uri:
             raise InputError(f"{what} is empty: give a URI every training node reaches")
+    check_uris({"--train": train_uri, "--valid": valid_uri, "--model-uri": model_uri})
 
     flags = [f"--{k.replace('_', '-')} {shlex.quote(str(v))}" for k, v in (hyperparameters or {}).items()]
     fetch = [f"kfts copy {shlex.quote(train_uri)} {WORK}/train.csv"]
@@ -220,9 +231,7 @@ def _pod_patch(service_account: str | None, checkpoint_pvc: str | None) -> dict:
 
 def _times(quantity: str, n: int, flag: str) -> str:
     """A Kubernetes quantity times n ("500m" x 4 = "2000m", "1.5Gi" x 3 = "4.5Gi")."""
-    match = _QUANTITY.match(quantity.strip())
-    if not match:
-        raise InputError(f"{flag} {quantity!r} is not a Kubernetes quantity (e.g. 2, 500m, 8Gi)")
+    match = check_quantity(quantity.strip(), flag)
     return f"{(Decimal(match[1]) * n).normalize():f}{match[2] or ''}"
 
 

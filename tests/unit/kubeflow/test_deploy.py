@@ -629,6 +629,35 @@ def test_cli_writes_the_runtimes(tmp_path, monkeypatch):
             ["--model-uri", "gs://b/m", "--name", "it", "--canary-traffic-percent", "10"],
             "--canary-traffic-percent needs",
         ),
+        (["--model-uri", "gs://b/m", "--name", "it", "--cpu", "-1"], "--cpu '-1' is not a Kubernetes quantity"),
+        (["--model-uri", "gs://b/m", "--name", "it", "--memory", "2GB"], "--memory '2GB' is not a Kubernetes"),
+        (["--kind", "ClusterServingRuntime", "--cpu", "0"], "--cpu '0' is not a Kubernetes quantity above 0"),
+        (["--model-uri", "gs://b/m", "--name", "it", "--namespace", "Bad_NS"], "--namespace 'Bad_NS' is not"),
+        (["--model-uri", "gs://b/m", "--name", "it", "--namespace", ""], "--namespace '' is not a Kubernetes"),
+        (["--model-uri", "gs://b/m", "--name", "it", "--service-account", "SA"], "--service-account 'SA' is not"),
+        (["--model-uri", "gs://b/m", "--name", "it", "--storage-secret", "s_3"], "--storage-secret 's_3' is not"),
+        (["--model-uri", "gs://b/m", "--name", "it", "--runtime", "Kfts"], "--runtime 'Kfts' is not a Kubernetes"),
+        (["--kind", "ServingRuntime", "--namespace", "ml-"], "--namespace 'ml-' is not a Kubernetes namespace"),
+        (["--kind", "ClusterTrainingRuntime", "--name", "A_B"], "--name 'A_B' is not a Kubernetes object name"),
+        (["--model-uri", "gs://b/m", "--name", "it", "--gpus", "2"], "--gpus goes with --gpu"),
+        (["--kind", "ClusterServingRuntime", "--gpu", "--gpus", "2"], "--gpus goes with --gpu, for an Inference"),
+        (["--model-uri", "s3://", "--name", "it"], "--model-uri 's3://' names no bucket: give s3://BUCKET/PATH"),
+        (["--model-uri", "gs:///m", "--name", "it"], "--model-uri 'gs:///m' names no bucket"),
+        (
+            ["--kind", "TrainJob", "--name", "job", "--algorithm", "lstm-ad"]
+            + ["--train", "s3:///t.csv", "--model-uri", "s3://b/m"],
+            "--train 's3:///t.csv' names no bucket",
+        ),
+        (
+            ["--kind", "TrainJob", "--name", "Bad_Job", "--algorithm", "lstm-ad"]
+            + ["--train", "s3://b/t.csv", "--model-uri", "s3://b/m"],
+            "--name 'Bad_Job' must be a DNS label",
+        ),
+        (
+            ["--kind", "TrainJob", "--name", "job", "--algorithm", "lstm-ad", "--checkpoint-pvc", "Claim"]
+            + ["--train", "s3://b/t.csv", "--model-uri", "s3://b/m"],
+            "--checkpoint-pvc 'Claim' is not",
+        ),
     ],
 )
 def test_cli_user_mistake_is_one_line(tmp_path, args, message):

@@ -142,6 +142,36 @@ def test_bad_search_specs_are_input_errors(search, message):
         render_experiment(algorithm="inception-time", train_uri="t", valid_uri="v", search=[search], image="i")
 
 
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--cpu", "-1"], "--cpu '-1' is not a Kubernetes quantity"),
+        (["--memory", "8GB"], "--memory '8GB' is not a Kubernetes quantity"),
+        (["--name", "Bad_Name"], "--name 'Bad_Name' must be a DNS label"),
+        (["--namespace", "Bad_NS"], "--namespace 'Bad_NS' is not a Kubernetes namespace name"),
+        (["--service-account", "Bad_SA"], "--service-account 'Bad_SA' is not a Kubernetes object name"),
+        (["--train", ""], "--train is empty"),
+        (["--valid", ""], "--valid is empty"),
+        (["--valid", "s3:///v.csv"], "--valid 's3:///v.csv' names no bucket"),
+        (["--model-root", "gs://"], "--model-root 'gs://' names no bucket"),
+        (["--gpus", "-1"], "--gpus -1: at least 0"),
+        (["--search", "depth=4,5"], "hyperparameter 'depth' is given twice"),
+        (["--set", "depth=4"], "hyperparameter 'depth' is given twice"),
+    ],
+)
+def test_an_experiment_katib_or_its_trials_would_fail_is_refused(tmp_path, args, message):
+    out = tmp_path / "experiment.yaml"
+    result = run_cli(
+        "pipeline",
+        "tune",
+        "inception-time",
+        *("--train", "s3://b/t.csv", "--valid", "s3://b/v.csv", "--search", "depth=3:6"),
+        *(*args, "--output", out),
+    )
+    assert result.returncode == 2 and not out.exists()
+    assert result.stderr.startswith(f"error: {message}") and result.stderr.count("\n") == 1, result.stderr
+
+
 def test_an_objective_no_trial_prints_is_refused_with_those_it_prints():
     result = run_cli(
         "pipeline",

@@ -14,7 +14,7 @@ import yaml
 from kfts.kubeflow.compile import compile_pipeline, variants
 from kfts.kubeflow.pipelines.common import Cluster
 
-from helpers import ROOT
+from helpers import ROOT, run_cli
 
 
 def _documents(path):
@@ -399,12 +399,57 @@ def test_every_task_has_requests_and_limits_set_per_step(tmp_path):
         (["--resources", "trian=cpu:1"], "no such step"),
         (["--resources", "train=gpu:1"], "expected STEP=NAME:QUANTITY"),
         (["--storage-secret", "S3_Creds"], "--storage-secret 'S3_Creds' is not a Kubernetes object name"),
+        (["--trainjob-nodes", "1", "--trainjob-runtime", "Torch"], "--trainjob-runtime 'Torch' is not"),
+        (["--deploy-timeout-minutes", "nan"], "--deploy-timeout-minutes nan: a number of minutes above 0"),
+        (["--deploy-timeout-minutes", "inf"], "--deploy-timeout-minutes inf: a number of minutes above 0"),
+        (["--deploy-timeout-minutes", "0"], "--deploy-timeout-minutes 0: a number of minutes above 0"),
     ],
 )
 def test_bad_placement_flags_are_refused_in_one_line(flags, message, tmp_path):
     result = _compile_cli(tmp_path, *flags)
     assert result.returncode == 2 and message in result.stderr, result.stderr
     assert len(result.stderr.splitlines()) == 1 and not (tmp_path / "p.yaml").exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["lstm-ad", "--output", "{tmp}/p.json"], "--output '{tmp}/p.json': give the path of a .yaml file"),
+        (["lstm-ad", "--output", "{tmp}/folder.yaml"], "--output '{tmp}/folder.yaml': give the path of a .yaml"),
+        (["lstm-ad", "--output", ""], "--output '.': give the path of a .yaml file"),
+        (["--output", "{tmp}/p.yaml"], "--output is the file of one PIPELINE"),
+    ],
+)
+def test_an_output_kfp_cannot_write_is_refused_in_one_line(args, message, tmp_path):
+    (tmp_path / "folder.yaml").mkdir()
+    result = run_cli("pipeline", "compile", *(a.format(tmp=tmp_path) for a in args), cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(f"error: {message.format(tmp=tmp_path)}") and result.stderr.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder.yaml"]
+
+
+@pytest.mark.parametrize(
+    "cron, message",
+    [
+        ("99 * * * *", "minute '99' is not *, ? or 0-59"),
+        ("0 3 * * MON-XYZ", "day of week 'MON-XYZ' is not *, ? or 0-6"),
+        ("0 0 3 * * 7", "day of week '7' is not"),
+        ("0 */0 * * *", "hour '*/0' is not"),
+    ],
+)
+def test_a_cron_kfp_would_refuse_is_refused_before_the_host_is_asked(cron, message):
+    # port 9 (discard) refuses connections: reaching it would be a different error
+    result = run_cli("pipeline", "schedule", "lstm-ad", "--cron", cron, "--host", "http://127.0.0.1:9")
+    assert result.returncode == 2
+    assert result.stderr == f"error: --cron {cron!r}: {message}" + result.stderr.partition(message)[2]
+    assert result.stderr.count("\n") == 1, result.stderr
+
+
+@pytest.mark.parametrize("command", [["submit"], ["schedule", "--cron", "0 3 * * 1"]])
+def test_a_malformed_param_is_refused_before_the_host_is_asked(command):
+    verb, *flags = command
+    result = run_cli("pipeline", verb, "lstm-ad", *flags, "--param", "epochs", "--host", "http://127.0.0.1:9")
+    assert (result.returncode, result.stderr) == (2, "error: --param 'epochs': expected KEY=VALUE\n")
 
 
 @pytest.mark.parametrize("name", ["inception-time", "retrain-lstm-ad"])

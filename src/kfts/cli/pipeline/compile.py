@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from kfts.core.errors import InputError
@@ -12,13 +13,18 @@ from kfts.kubeflow.deploy import parse_key_value, parse_kserve_version, parse_to
 
 def cmd_compile(args) -> int:
     if args.pipeline is None:
+        if args.output is not None:
+            raise InputError("--output is the file of one PIPELINE: name it, or leave --output out for every variant")
         for path in compile_all(args.output_dir):
             print(f"compiled {path}")
         for path in compile_components(args.components_dir) if args.components_dir else []:
             print(f"compiled {path}")
         return 0
-    output = args.output or Path(args.output_dir) / f"{args.pipeline}.yaml"
-    print(f"compiled {compile_pipeline(args.pipeline, output, cluster_from_args(args), fan_out=args.fan_out)}")
+    cluster = cluster_from_args(args)  # a placement flag's mistake is named before the output's
+    output = Path(args.output_dir) / f"{args.pipeline}.yaml" if args.output is None else Path(args.output)
+    if output.suffix not in (".yaml", ".yml") or output.is_dir():  # KFP writes YAML to such a name only
+        raise InputError(f"--output {str(output)!r}: give the path of a .yaml file (the pipeline's IR is YAML)")
+    print(f"compiled {compile_pipeline(args.pipeline, output, cluster, fan_out=args.fan_out)}")
     return 0
 
 
@@ -43,8 +49,8 @@ def cluster_from_args(args):
     )
     if args.kserve_version:
         parse_kserve_version(args.kserve_version)
-    if args.deploy_timeout_minutes <= 0:
-        raise InputError(f"--deploy-timeout-minutes {args.deploy_timeout_minutes:g}: more than 0")
+    if not 0 < args.deploy_timeout_minutes < math.inf:  # nan too: the IR cannot hold it
+        raise InputError(f"--deploy-timeout-minutes {args.deploy_timeout_minutes:g}: a number of minutes above 0")
     if cluster.trainjob_nodes and args.fan_out:
         raise InputError(
             "--trainjob-nodes trains one TrainJob; --fan-out trains members as separate tasks: "

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import tempfile
 from pathlib import Path
 
@@ -13,6 +14,34 @@ from kfts.cli.pipeline.compile import cluster_from_args
 from kfts.core.errors import InputError
 from kfts.kubeflow.compile import compile_pipeline
 from kfts.kubeflow.deploy import parse_key_value
+
+# the fields of KFP's cron (robfig/cron, seconds first): name, lowest, highest, and the names it also takes
+_CRON_FIELDS = (
+    ("second", 0, 59, ()),
+    ("minute", 0, 59, ()),
+    ("hour", 0, 23, ()),
+    ("day of month", 1, 31, ()),
+    ("month", 1, 12, ("", *"JAN FEB MAR APR MAY JUN JUL AUG SEP OCT NOV DEC".split())),
+    ("day of week", 0, 6, tuple("SUN MON TUE WED THU FRI SAT".split())),
+)
+# *, ?, N or N-M, each maybe /STEP
+_CRON_ITEM = re.compile(r"(?:\*|\?|([0-9A-Za-z]+)(?:-([0-9A-Za-z]+))?)(?:/([1-9]\d*))?")
+
+
+def _check_cron(text: str, fields_: list[str]) -> None:
+    """Refuse here what the KFP API would refuse only after the pipeline was compiled and uploaded."""
+    for field, (what, low, high, names) in zip(fields_, _CRON_FIELDS):
+        for item in field.split(","):
+            match = _CRON_ITEM.fullmatch(item)
+            values = [v for v in match.groups()[:2] if v] if match else []
+            if not match or any(_cron_value(v, names) not in range(low, high + 1) for v in values):
+                raise InputError(
+                    f"--cron {text!r}: {what} {item!r} is not *, ? or {low}-{high} (N, N-M, a list, /STEP)"
+                )
+
+
+def _cron_value(text: str, names: tuple[str, ...]) -> int:
+    return int(text) if text.isdigit() else names.index(text.upper()) if text.upper() in names else -1
 
 
 def _parameters(pairs: list[str]) -> dict:
@@ -74,11 +103,12 @@ def _caching(args) -> bool | None:
 
 
 def cmd_submit(args) -> int:
+    params = _parameters(args.param)  # before the host is asked: a typo here is no unreachable host
     with tempfile.TemporaryDirectory() as tmp, _kfp_api(args.host):
         package = _package(args, tmp)
         result = _client(args).create_run_from_pipeline_package(
             package,
-            arguments=_parameters(args.param),
+            arguments=params,
             run_name=args.run_name,
             experiment_name=args.experiment,
             namespace=args.namespace,
@@ -94,6 +124,8 @@ def cmd_schedule(args) -> int:
     if len(fields_) not in (5, 6):
         raise InputError(f"--cron takes a cron expression of 5 fields (or 6, seconds first), not {args.cron!r}")
     cron = " ".join(["0", *fields_]) if len(fields_) == 5 else args.cron  # KFP's cron has seconds first
+    _check_cron(args.cron, cron.split())
+    params = _parameters(args.param)
     with tempfile.TemporaryDirectory() as tmp, _kfp_api(args.host):
         client = _client(args)
         package = _package(args, tmp)
@@ -104,7 +136,7 @@ def cmd_schedule(args) -> int:
             cron_expression=cron,
             max_concurrency=1,
             no_catchup=True,
-            params=_parameters(args.param),
+            params=params,
             pipeline_package_path=package,
             enable_caching=_caching(args),
             service_account=args.service_account,

@@ -24,7 +24,7 @@ from kfts.kubeflow.components import (
     train_on_trainjob,
     validate_csv,
 )
-from kfts.kubeflow.deploy import GPU_TOLERATIONS
+from kfts.kubeflow.deploy import GPU_TOLERATIONS, check_names
 from kfts.kubeflow.images import base_image, component_image
 from kfts.kubeflow.trainjob import CHECKPOINT_MOUNT
 
@@ -98,7 +98,6 @@ _SCALE = {
     "P": 1e15,
     "E": 1e18,
 }
-_OBJECT_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")  # Kubernetes' DNS-1123 subdomain
 
 
 def _amount(quantity: str) -> float:
@@ -160,11 +159,13 @@ class Cluster:
 
     def __post_init__(self):
         self.gpu_image = self.gpu_image or component_image(gpu=True, base=self.image)
-        for flag, name in (("--storage-secret", self.storage_secret), ("--checkpoint-pvc", self.checkpoint_pvc)):
-            if name and not _OBJECT_NAME.fullmatch(name):
-                raise InputError(
-                    f"{flag} {name!r} is not a Kubernetes object name (lower case letters, digits, '-' and '.')"
-                )
+        check_names(
+            {
+                "--storage-secret": self.storage_secret or None,
+                "--checkpoint-pvc": self.checkpoint_pvc or None,
+                "--trainjob-runtime": self.trainjob_runtime,
+            }
+        )
 
     @property
     def checkpoint_root(self) -> str:
