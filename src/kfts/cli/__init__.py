@@ -41,6 +41,23 @@ def _terminate(signum, frame):
     raise Terminated
 
 
+def _refuse_empty_arguments(parser: argparse.ArgumentParser | None, args: argparse.Namespace) -> None:
+    """An argument given as '' where its default is not '': a shell variable left unset, which would otherwise
+    pass for an option left out (the default image, no namespace) or a path here (the working directory)."""
+    while parser is not None:
+        chosen = None
+        for action in parser._actions:  # argparse keeps no public list of a parser's actions
+            if isinstance(action, argparse._SubParsersAction):
+                chosen = action.choices[getattr(args, action.dest)]
+            elif action.default != "":
+                value = getattr(args, action.dest, None)
+                if value == "" or isinstance(value, list) and "" in value:
+                    name = action.option_strings[-1] if action.option_strings else action.metavar or action.dest.upper()
+                    also = f": give one, or leave {name} out" if action.option_strings else ""
+                    raise InputError(f"{name}: an empty string ('') is not a value{also}")
+        parser = chosen
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -49,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():  # the only thread that may set handlers
         previous = signal.signal(signal.SIGTERM, _terminate)
     try:
+        _refuse_empty_arguments(parser, args)
         return args.func(args) or 0
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from kfts.core.errors import InputError
-from kfts.kubeflow.deploy import DEPLOYMENT_MODES, RESOURCES, parse_key_value, parse_toleration
+from kfts.kubeflow.deploy import DEPLOYMENT_MODES, RESOURCES, parse_key_value, parse_node_selector, parse_toleration
 
 KINDS = ("InferenceService", "ClusterServingRuntime", "ServingRuntime", "TrainJob", "ClusterTrainingRuntime")
 
@@ -280,7 +280,7 @@ def _inference_service(args) -> dict:
         runtime=args.runtime,
         gpu=args.gpu,
         gpus=1 if args.gpus is None else args.gpus,
-        node_selector=dict(parse_key_value(s, "--node-selector") for s in args.node_selector) or None,
+        node_selector=dict(parse_node_selector(s) for s in args.node_selector) or None,
         tolerations=[parse_toleration(t) for t in args.toleration] if args.toleration is not None else None,
         min_replicas=args.min_replicas,
         max_replicas=args.max_replicas,

@@ -57,6 +57,7 @@ LABELS = {"app.kubernetes.io/name": "kfts", "app.kubernetes.io/component": "pred
 _DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")  # Kubernetes' DNS-1123 label
 _OBJECT_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")  # Kubernetes' DNS-1123 subdomain
+_LABEL_PART = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")  # a label's name, or its value
 _VERSION = re.compile(r"^v?(\d+)\.(\d+)(\.\d+)?(-[0-9A-Za-z.]+)?$")
 _QUANTITY = re.compile(r"^(\d+(?:\.\d+)?)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")  # a Kubernetes quantity, unsigned
 
@@ -512,12 +513,30 @@ def parse_key_value(text: str, flag: str) -> tuple[str, str]:
     return key, value
 
 
+def parse_node_selector(text: str) -> tuple[str, str]:
+    """LABEL=VALUE of --node-selector, as the API server takes a label."""
+    key, value = parse_key_value(text, "--node-selector")
+    _check_label(key, value, f"--node-selector {text!r}")
+    return key, value
+
+
+def _check_label(key: str, value: str, where: str) -> None:
+    """A label's (or taint's) key and value by Kubernetes' rules (apimachinery's IsQualifiedName and
+    IsValidLabelValue): a pod naming another never schedules, or is refused."""
+    prefix, _, name = key.rpartition("/")
+    if not _LABEL_PART.fullmatch(name) or prefix and not _OBJECT_NAME.fullmatch(prefix):
+        raise InputError(f"{where}: {key!r} is not a label key ([PREFIX/]NAME: up to 63 letters, digits, '-_.')")
+    if value and not _LABEL_PART.fullmatch(value):
+        raise InputError(f"{where}: {value!r} is not a label value (up to 63 letters, digits, '-_.', or empty)")
+
+
 def parse_toleration(text: str) -> dict:
     """KEY[=VALUE][:EFFECT], as kubectl taint writes taints: Equal with a value, else Exists."""
     spec, _, effect = text.partition(":")
     key, sep, value = spec.partition("=")
     if not key:
         raise InputError(f"--toleration {text!r}: expected KEY[=VALUE][:EFFECT]")
+    _check_label(key, value, f"--toleration {text!r}")
     if effect and effect not in ("NoSchedule", "PreferNoSchedule", "NoExecute"):
         raise InputError(f"--toleration {text!r}: effect must be NoSchedule, PreferNoSchedule or NoExecute")
     toleration = {"key": key, "operator": "Equal", "value": value} if sep else {"key": key, "operator": "Exists"}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from kfts.core.errors import InputError
 from kfts.kubeflow.compile import compile_all, compile_components, compile_pipeline
-from kfts.kubeflow.deploy import parse_key_value, parse_kserve_version, parse_toleration
+from kfts.kubeflow.deploy import parse_key_value, parse_kserve_version, parse_node_selector, parse_toleration
 
 
 def cmd_compile(args) -> int:
@@ -57,7 +57,7 @@ def cluster_from_args(args):
             "choose one (a TrainJob shares the members out over its processes)"
         )
     if args.node_selector is not None:
-        cluster.node_selector = dict(parse_key_value(s, "--node-selector") for s in args.node_selector)
+        cluster.node_selector = dict(parse_node_selector(s) for s in args.node_selector)
     if args.toleration is not None:
         cluster.tolerations = [parse_toleration(s) for s in args.toleration]
     if min(cluster.gpus, cluster.retries, cluster.trainjob_nodes) < 0 or cluster.trainjob_procs_per_node < 1:
