@@ -53,8 +53,8 @@ def _refuse_empty_arguments(parser: argparse.ArgumentParser | None, args: argpar
                 value = getattr(args, action.dest, None)
                 if value == "" or isinstance(value, list) and "" in value:
                     name = action.option_strings[-1] if action.option_strings else action.metavar or action.dest.upper()
-                    also = f": give one, or leave {name} out" if action.option_strings else ""
-                    raise InputError(f"{name}: an empty string ('') is not a value{also}")
+                    also = ", or leave it out for its default" if action.option_strings else ""
+                    raise InputError(f"{name} is empty (''): give a value{also}")
         parser = chosen
 
 

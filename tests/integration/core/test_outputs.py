@@ -84,7 +84,7 @@ def test_predict_refuses_output_paths_it_cannot_write(model, tmp_path):
         (tmp_path, [str(tmp_path), "is a directory"]),
         (a_file / "out.csv", ["cannot be created", f"{a_file} is a file"]),
         ("/proc/kfts-out.csv", ["/proc/kfts-out.csv", "cannot be written"]),
-        ("", ["empty path"]),
+        ("", ["--output is empty", "give a value"]),
         # what the command reads: predictions over the model's weights or the input would destroy them
         (model_dir / "weights.safetensors", ["--output", "lies inside --model-dir"]),
         (series, ["--output", "is --input"]),
@@ -104,7 +104,7 @@ def test_copy_refuses_a_folder_into_itself_and_empty_paths(model, tmp_path):
     model_dir, _, _ = model
     one_line_error(run_cli("copy", model_dir, model_dir / "copy"), "the destination", "lies inside the source")
     for source, destination in [("", tmp_path / "copy"), (model_dir, "")]:
-        one_line_error(run_cli("copy", source, destination, cwd=tmp_path), "empty path")
+        one_line_error(run_cli("copy", source, destination, cwd=tmp_path), "is empty (''): give a value")
     assert sorted(p.name for p in model_dir.iterdir()) == sorted(artifact.FILES)
     assert list(tmp_path.iterdir()) == []
 

@@ -128,7 +128,7 @@ def busy_port():
         (["--grpc-port", "0"], "--grpc-port must be a port from 1 to 65535, not 0"),
         (["--http-port", "{free}", "--grpc-port", "{free}"], "--http-port and --grpc-port are both {free}: each"),
         (["--host", "999.1.1.1"], "--host 999.1.1.1 is not an address: "),
-        (["--model-name", ""], "--model-name is empty: give the NAME that clients put in /v1/models/NAME:predict"),
+        (["--model-name", ""], "--model-name is empty (''): give a value, or leave it out for its default"),
         (["--model-name", "a/b"], "--model-name 'a/b' cannot be a segment of KServe's paths"),
     ],
     ids=["http port in use", "port over 65535", "port 0", "same ports", "no such host", "empty name", "name with /"],

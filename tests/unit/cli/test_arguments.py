@@ -11,13 +11,13 @@ from helpers import run_cli, write_csv
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["promote", "", "{tmp}/champion"], "MODEL_DIR: an empty string ('') is not a value"),
-        (["copy", "{tmp}/series.csv", ""], "DESTINATION: an empty string"),
-        (["validate", "lstm-ad", ""], "FILE: an empty string"),
-        (["predict", "--model-dir", "{tmp}/m", "--input", "{tmp}/series.csv", "--output", ""], "--output: an empty"),
+        (["promote", "", "{tmp}/champion"], "MODEL_DIR is empty (''): give a value\n"),
+        (["copy", "{tmp}/series.csv", ""], "DESTINATION is empty"),
+        (["validate", "lstm-ad", ""], "FILE is empty"),
+        (["predict", "--model-dir", "{tmp}/m", "--input", "{tmp}/series.csv", "--output", ""], "--output is empty"),
         (
             ["pipeline", "compile", "inception-time", "--gpus", "1", "--accelerator", "", "--output", "{tmp}/p.yaml"],
-            "--accelerator: an empty string ('') is not a value: give one, or leave --accelerator out",
+            "--accelerator is empty (''): give a value, or leave it out for its default\n",
         ),
     ],
 )

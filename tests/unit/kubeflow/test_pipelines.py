@@ -416,7 +416,7 @@ def test_bad_placement_flags_are_refused_in_one_line(flags, message, tmp_path):
     [
         (["lstm-ad", "--output", "{tmp}/p.json"], "--output '{tmp}/p.json': give the path of a .yaml file"),
         (["lstm-ad", "--output", "{tmp}/folder.yaml"], "--output '{tmp}/folder.yaml': give the path of a .yaml"),
-        (["lstm-ad", "--output", ""], "--output '.': give the path of a .yaml file"),
+        (["lstm-ad", "--output", ""], "--output is empty (''): give a value"),
         (["--output", "{tmp}/p.yaml"], "--output is the file of one PIPELINE"),
     ],
 )
