@@ -90,9 +90,6 @@ def render_experiment(
         raise InputError(f"need 1 <= --parallel-trials ({parallel_trials}) <= --max-trials ({max_trials})")
     if deadline_s < 1:
         raise InputError(f"--trial-deadline must be at least 1 second, not {deadline_s}")
-    for flag, uri in (("--train", train_uri), ("--valid", valid_uri)):
-        if not uri:
-            raise InputError(f"{flag} is empty: give the URI every trial reads it from")
     check_uris({"--train": train_uri, "--valid": valid_uri, "--model-root": model_root or ""})
     if gpus < 0:
         raise InputError(f"--gpus {gpus}: at least 0")
