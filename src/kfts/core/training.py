@@ -206,7 +206,7 @@ def _digest(tensors: Iterable[torch.Tensor | None]) -> str:
 
 
 # RuntimeErrors of the device, not of a file: out of memory, and (torch 2.8 on) any other fault of a GPU
-DEVICE_FAULTS = (torch.cuda.OutOfMemoryError, *[e for e in [getattr(torch, "AcceleratorError", None)] if e])
+DEVICE_FAULTS = tuple(e for e in (torch.cuda.OutOfMemoryError, getattr(torch, "AcceleratorError", None)) if e)
 
 
 class Checkpoints:

@@ -129,11 +129,8 @@ class Trained:
 # any other (the other parts are optional: checkpoints from before this loop lack some)
 FINISHED = {"network": dict, "history": list, "kept": int}
 RESUMED = {"epoch": int, "history": list}
-BEST: dict[str, type | tuple[type, ...]] = {
-    "loss": float,
-    "state": (dict, type(None)),
-    "epoch": int,
-}  # a _Best, where a checkpoint has one
+# a _Best, where a checkpoint has one
+BEST: dict[str, type | tuple[type, ...]] = {"loss": float, "state": (dict, type(None)), "epoch": int}
 
 
 class Trainer:

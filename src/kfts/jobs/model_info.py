@@ -1,8 +1,8 @@
 """`kfts inspect MODEL_DIR`: what a model artifact holds, from its kfts-model.json alone (no torch, no weights
 read): algorithm, hyperparameters, what it takes as input (series length and classes, or the number of
 series), its metrics, a summary of its training history, what its training warned of, the artifact format
-and the kfts that wrote it. The fields are checked first (kfts.jobs.validate.read_checked_manifest): an edited one is
-refused naming the field, never shown half."""
+and the kfts that wrote it. The fields are checked first (kfts.jobs.validate.read_checked_manifest): an edited
+one is refused naming the field, never shown half."""
 
 from __future__ import annotations
 

@@ -122,8 +122,8 @@ def check_files(
     head: bool = False,
 ) -> dict[str, dict]:
     """describe() every given file (name -> (path or None, layout)) and check() them together, against
-    `model` (a kfts-model.json, read_checked_manifest()) when given: what `kfts train/predict/evaluate` run before any
-    work. head: see describe()."""
+    `model` (a kfts-model.json, read_checked_manifest()) when given: what `kfts train/predict/evaluate` run
+    before any work. head: see describe()."""
     summaries = {name: describe(algorithm, path, layout, head=head) for name, (path, layout) in files.items() if path}
     check(algorithm, summaries, model_summary(model) if model is not None else None)
     return summaries
